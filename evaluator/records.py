@@ -1,0 +1,160 @@
+"""Result records (one JSON per model key and protocol) and their per-sample sidecars (``.npz``)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+METRICS = ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy")
+_COUNTS = {"clean_accuracy": "clean_correct", "aa_robust_accuracy": "aa_robust",
+           "hofmn_robust_accuracy": "hofmn_robust", "worst_case_robust_accuracy": "worst_case_robust"}
+
+
+def record_stem(model_key: str, protocol: str) -> str:
+    return f"{model_key}__{protocol}"
+
+
+def records_dir(root: Path, ap_key: str) -> Path:
+    return root / "submissions" / ap_key / "records"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write *data* to *path* so that readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dump_json(data: dict) -> bytes:
+    """Deterministic JSON bytes: 2-space indent, key order as given, trailing newline, no NaN."""
+    return (json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def write_record(record: dict, directory: Path) -> Path:
+    """Write *record* as ``<model_key>__<protocol>.json`` under *directory*, atomically."""
+    path = directory / f"{record_stem(record['model_key'], record['protocol'])}.json"
+    atomic_write_bytes(path, dump_json(record))
+    return path
+
+
+def read_record(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def iter_record_paths(root: Path) -> Iterator[Path]:
+    """Every record JSON under ``submissions/*/records/``, sorted."""
+    yield from sorted((root / "submissions").glob("*/records/*.json"))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class PerSample:
+    """Per-sample results of one model under one protocol, in test-file order."""
+
+    sample_index: np.ndarray  # int32, position in the test file
+    clean_correct: np.ndarray  # bool
+    aa_robust: np.ndarray  # bool: clean-correct and AutoAttack found no adversarial within eps
+    hofmn_distance: np.ndarray  # float32: 0 = misclassified clean, inf = no adversarial found
+
+    def __post_init__(self) -> None:
+        self.sample_index = np.asarray(self.sample_index, dtype=np.int32)
+        self.clean_correct = np.asarray(self.clean_correct, dtype=bool)
+        self.aa_robust = np.asarray(self.aa_robust, dtype=bool)
+        self.hofmn_distance = np.asarray(self.hofmn_distance, dtype=np.float32)
+        sizes = {a.shape for a in (self.sample_index, self.clean_correct, self.aa_robust, self.hofmn_distance)}
+        if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+            raise ValueError(f"per-sample arrays must be 1-D and of one length, got shapes {sorted(sizes)}")
+
+    def __len__(self) -> int:
+        return int(self.sample_index.shape[0])
+
+    def hofmn_robust(self, eps: float) -> np.ndarray:
+        return self.hofmn_distance > np.float32(eps)
+
+    def worst_case_robust(self, eps: float) -> np.ndarray:
+        return self.aa_robust & self.hofmn_robust(eps)
+
+    def save(self, path: Path) -> str:
+        """Write the sidecar atomically; returns its sha256."""
+        import io
+
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, sample_index=self.sample_index, clean_correct=np.packbits(self.clean_correct),
+                            aa_robust=np.packbits(self.aa_robust), hofmn_distance=self.hofmn_distance)
+        data = buffer.getvalue()
+        atomic_write_bytes(path, data)
+        return hashlib.sha256(data).hexdigest()
+
+    @classmethod
+    def load(cls, path: Path) -> "PerSample":
+        with np.load(path, allow_pickle=False) as data:
+            index = data["sample_index"]
+            n = index.shape[0]
+            return cls(index, np.unpackbits(data["clean_correct"])[:n], np.unpackbits(data["aa_robust"])[:n],
+                       data["hofmn_distance"])
+
+    @classmethod
+    def concatenate(cls, parts: list["PerSample"]) -> "PerSample":
+        """Join parts and order them by sample index (shards and chunks merge to one run's arrays)."""
+        index = np.concatenate([p.sample_index for p in parts])
+        order = np.argsort(index, kind="stable")
+        if len(np.unique(index)) != len(index):
+            raise ValueError("per-sample parts overlap: a sample index occurs twice")
+        return cls(index[order], np.concatenate([p.clean_correct for p in parts])[order],
+                   np.concatenate([p.aa_robust for p in parts])[order],
+                   np.concatenate([p.hofmn_distance for p in parts])[order])
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion, as fractions."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact bounds at the ends (no rounding residue)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return (low, high)
+
+
+def summarize(per_sample: PerSample, eps: float) -> dict:
+    """Metrics (percent), counts and 95% Wilson intervals (percent) of a per-sample result."""
+    n = len(per_sample)
+    counts = {
+        "clean_correct": int(per_sample.clean_correct.sum()),
+        "aa_robust": int(per_sample.aa_robust.sum()),
+        "hofmn_robust": int(per_sample.hofmn_robust(eps).sum()),
+        "worst_case_robust": int(per_sample.worst_case_robust(eps).sum()),
+    }
+    metrics, intervals = {}, {}
+    for metric in METRICS:
+        k = counts[_COUNTS[metric]]
+        metrics[metric] = round(100.0 * k / n, 4) if n else None
+        lo, hi = wilson_interval(k, n)
+        intervals[metric] = [round(100.0 * lo, 4), round(100.0 * hi, 4)]
+    return {"n_samples": n, "metrics": metrics, "counts": counts, "intervals": intervals}
