@@ -28,11 +28,11 @@ def test_unknown_command_exits_2():
 
 
 def test_validate_does_not_import_torch():
-    code = "import sys; from evaluator import cli; cli.main(['validate', '--help'])"
-    probe = f"{code}\n"
-    result = subprocess.run([sys.executable, "-c", probe + "print('torch' in sys.modules, file=sys.stderr)"],
-                            capture_output=True, text=True)
-    assert result.stderr.strip().splitlines()[-1] == "False"
+    probe = ("import sys\nfrom evaluator import cli\nfrom evaluator.paths import repo_root\n"
+             "code = cli.main(['validate', '--root', str(repo_root())])\n"
+             "print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip().splitlines()[-1] == "0 False", result.stdout + result.stderr
 
 
 def test_model_key_maker_matches_the_seed_format():

@@ -1,0 +1,327 @@
+"""Safe reading of the repository's YAML and JSON files, with the line of every value.
+
+Every file an author can change goes through here. A file is refused, as an ``APBError`` naming the file and
+line, when it is larger than ``MAX_BYTES``, is not UTF-8, is not valid YAML/JSON, holds a key twice, or (YAML)
+uses anchors, aliases, explicit tags, merge keys, several documents or non-string keys, or (both) non-finite
+numbers. YAML is read event by event with ruamel's safe parser, so nothing is ever constructed from a tag.
+"""
+from __future__ import annotations
+
+import bisect
+import copy
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from evaluator.errors import APBError, Problem
+
+MAX_BYTES = 1_000_000  # 1 MB: far above any real manifest, record or taxonomy entry
+
+PathPart = str | int
+
+
+def format_field(path: Sequence[PathPart]) -> str:
+    """``("models", 3, "url")`` -> ``models[3].url``; the root is ``(root)``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(root)"
+
+
+class LineMap:
+    """The 1-based line of each value of a parsed file, addressed by a path such as ``("models", 3, "url")``.
+
+    A path that does not exist (a missing field) gives the line of its nearest existing parent.
+    """
+
+    def __init__(self, lines: dict[tuple, int] | None = None, *, json_text: str | None = None) -> None:
+        self._lines = lines
+        self._json_text = json_text
+
+    def _table(self) -> dict[tuple, int]:
+        if self._lines is None:
+            self._lines, _ = _scan_json_lines(self._json_text or "")
+        return self._lines
+
+    def line(self, path: Sequence[PathPart] = ()) -> int:
+        table = self._table()
+        path = tuple(path)
+        while path and path not in table:
+            path = path[:-1]
+        return table.get(path, 1)
+
+    __call__ = line
+
+
+def read_limited_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
+    """The bytes of *path*, refusing files larger than *limit* before reading them."""
+    size = path.stat().st_size
+    if size > limit:
+        raise APBError(Problem(str(path), f"file is {size:,} bytes, larger than the {limit:,}-byte limit; "
+                                          "keep data files small (checkpoints belong behind a URL)", 1))
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise APBError(Problem(str(path), f"file is larger than the {limit:,}-byte limit", 1))
+    return data
+
+
+def decode_utf8(data: bytes, name: str) -> str:
+    """Strict UTF-8 decoding; the error names the line of the first bad byte."""
+    if len(data) > MAX_BYTES:
+        raise APBError(Problem(name, f"content is {len(data):,} bytes, larger than the {MAX_BYTES:,}-byte limit", 1))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise APBError(Problem(name, f"byte 0x{data[error.start]:02x} at offset {error.start} is not UTF-8; "
+                                     "save the file as UTF-8", line)) from None
+
+
+def _as_text(text: str | bytes, name: str) -> str:
+    """Content as text, refusing non-UTF-8 bytes and content over ``MAX_BYTES``."""
+    if isinstance(text, bytes):
+        return decode_utf8(text, name)
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        raise APBError(Problem(name, f"content is larger than the {MAX_BYTES:,}-byte limit", 1))
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------- YAML
+
+
+def load_yaml(path: Path) -> tuple[Any, LineMap]:
+    """Parse the YAML file at *path* safely; returns the data and its line map."""
+    return parse_yaml_text(read_limited_bytes(path), str(path))
+
+
+def parse_yaml_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
+    """Parse YAML content (e.g. from ``git show``) safely; *name* is used in error messages."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    text = _as_text(text, name)
+    cached = _PARSED_YAML.get(text)
+    if cached is not None:  # the same content parses to the same data: hand out a copy
+        return copy.deepcopy(cached[0]), LineMap(dict(cached[1]))
+    yaml = YAML(typ="safe", pure=True)
+    try:
+        data, lines = _YamlBuilder(yaml, name).build(yaml.parse(text))
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        what = " ".join(str(part) for part in (error.context, error.problem) if part)
+        raise APBError(Problem(name, f"invalid YAML: {what}; fix the syntax", line)) from None
+    except YAMLError as error:
+        raise APBError(Problem(name, f"invalid YAML: {error}; fix the syntax", 1)) from None
+    if len(_PARSED_YAML) >= 512:
+        _PARSED_YAML.clear()
+    _PARSED_YAML[text] = (copy.deepcopy(data), dict(lines._table()))
+    return data, lines
+
+
+_PARSED_YAML: dict[str, tuple[Any, dict[tuple, int]]] = {}  # content -> (data, lines) of successful parses
+
+
+class _YamlBuilder:
+    """Builds plain Python data (dict/list/str/int/float/bool/None) from parser events."""
+
+    _SCALARS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
+                "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp"}
+
+    def __init__(self, yaml: Any, name: str) -> None:
+        self.yaml = yaml
+        self.name = name
+        self.lines: dict[tuple, int] = {}
+
+    def fail(self, event: Any, message: str, field: str | None = None) -> None:
+        raise APBError(Problem(self.name, message, event.start_mark.line + 1, field))
+
+    def build(self, events: Iterator[Any]) -> tuple[Any, LineMap]:
+        from ruamel.yaml import events as ev
+
+        documents = 0
+        data: Any = None
+        for event in events:
+            if isinstance(event, ev.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    self.fail(event, "the file holds more than one YAML document (---); keep one")
+            elif isinstance(event, (ev.StreamStartEvent, ev.StreamEndEvent, ev.DocumentEndEvent)):
+                continue
+            else:
+                data = self.node(event, events, ())
+        return data, LineMap(self.lines)
+
+    def check_plain(self, event: Any) -> None:
+        from ruamel.yaml import events as ev
+
+        if isinstance(event, ev.AliasEvent):
+            self.fail(event, f"YAML alias *{event.anchor} is not allowed; write the value out")
+        if getattr(event, "anchor", None):
+            self.fail(event, f"YAML anchor &{event.anchor} is not allowed; write values out in full")
+        tag = getattr(event, "tag", None)
+        if tag is not None and not (isinstance(event, ev.ScalarEvent) and event.implicit[0]):
+            self.fail(event, f"YAML tag {tag} is not allowed; use plain values")
+
+    def node(self, event: Any, events: Iterator[Any], path: tuple) -> Any:
+        from ruamel.yaml import events as ev
+
+        self.check_plain(event)
+        self.lines[path] = event.start_mark.line + 1
+        if isinstance(event, ev.ScalarEvent):
+            return self.scalar(event)
+        if isinstance(event, ev.SequenceStartEvent):
+            items = []
+            for item_event in events:
+                if isinstance(item_event, ev.SequenceEndEvent):
+                    return items
+                items.append(self.node(item_event, events, path + (len(items),)))
+        if isinstance(event, ev.MappingStartEvent):
+            mapping: dict[str, Any] = {}
+            for key_event in events:
+                if isinstance(key_event, ev.MappingEndEvent):
+                    return mapping
+                self.check_plain(key_event)
+                if not isinstance(key_event, ev.ScalarEvent):
+                    self.fail(key_event, "a mapping key must be a plain string, not a list or mapping")
+                key = self.scalar(key_event)
+                line = key_event.start_mark.line + 1
+                if key == "<<":
+                    self.fail(key_event, "YAML merge keys (<<) are not allowed; write the fields out")
+                if not isinstance(key, str):
+                    self.fail(key_event, f"key {key_event.value!r} must be a string; quote it")
+                if key in mapping:
+                    first = self.lines.get(path + (key,), "?")
+                    self.fail(key_event, f"duplicate key {key!r} (first on line {first}); keep one",
+                              format_field(path + (key,)))
+                value_event = next(events)
+                mapping[key] = self.node(value_event, events, path + (key,))
+                self.lines[path + (key,)] = line
+        raise APBError(Problem(self.name, "unexpected YAML structure", event.start_mark.line + 1))
+
+    def scalar(self, event: Any) -> Any:
+        from ruamel.yaml.nodes import ScalarNode
+
+        if not event.implicit[0]:  # quoted: always a string
+            return event.value
+        tag = str(self.yaml.resolver.resolve(ScalarNode, event.value, event.implicit))
+        if tag.endswith(":merge"):
+            self.fail(event, "YAML merge keys (<<) are not allowed; write the fields out")
+        if tag not in self._SCALARS:
+            self.fail(event, f"value {event.value!r} resolves to {tag}, which is not allowed; quote it")
+        if tag in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"):
+            return event.value
+        constructor = self.yaml.constructor
+        node = ScalarNode(tag, event.value)
+        value = {"tag:yaml.org,2002:int": constructor.construct_yaml_int,
+                 "tag:yaml.org,2002:float": constructor.construct_yaml_float,
+                 "tag:yaml.org,2002:bool": constructor.construct_yaml_bool,
+                 "tag:yaml.org,2002:null": constructor.construct_yaml_null}[tag](node)
+        if isinstance(value, float) and not math.isfinite(value):
+            self.fail(event, f"non-finite number {event.value!r} is not allowed")
+        return value
+
+
+# ---------------------------------------------------------------------------------------------------- JSON
+
+
+def load_json(path: Path) -> tuple[Any, LineMap]:
+    """Parse the JSON file at *path* strictly; returns the data and its line map."""
+    return parse_json_text(read_limited_bytes(path), str(path))
+
+
+def parse_json_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
+    """Parse JSON content strictly (no duplicate keys, no NaN/Infinity); *name* is used in error messages."""
+    text = _as_text(text, name)
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+        result: dict = {}
+        for key, value in pairs:
+            if key in result:
+                raise _DuplicateKey(key)
+            result[key] = value
+        return result
+
+    def no_constants(token: str) -> Any:
+        raise _NonFinite(token)
+
+    try:
+        data = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except json.JSONDecodeError as error:
+        raise APBError(Problem(name, f"invalid JSON: {error.msg}; fix the syntax", error.lineno)) from None
+    except _DuplicateKey as error:
+        _, duplicates = _scan_json_lines(text)
+        path, line, first = duplicates[0] if duplicates else ((error.key,), 1, "?")
+        raise APBError(Problem(name, f"duplicate key {error.key!r} (first on line {first}); keep one", line,
+                               format_field(path))) from None
+    except _NonFinite as error:
+        raise APBError(Problem(name, f"non-finite number {error.token} is not allowed in JSON",
+                               _first_line_of(text, error.token))) from None
+    return data, LineMap(json_text=text)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+class _NonFinite(Exception):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+
+def _first_line_of(text: str, token: str) -> int:
+    index = text.find(token)
+    return text.count("\n", 0, index) + 1 if index >= 0 else 1
+
+
+_JSON_TOKEN = re.compile(r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<punct>[{}\[\]:,])|(?P<literal>[^\s{}\[\]:,"]+))',
+                         re.S)
+
+
+def _scan_json_lines(text: str) -> tuple[dict[tuple, int], list[tuple[tuple, int, int]]]:
+    """Lines of every value of a JSON text already known to be valid, and its duplicate keys as
+    ``(path, line, first_line)``. Run only when a line is asked for."""
+    newlines = [i for i, char in enumerate(text) if char == "\n"]
+    tokens = [(m.lastgroup, m.group(m.lastgroup), bisect.bisect_left(newlines, m.start(m.lastgroup)) + 1)
+              for m in _JSON_TOKEN.finditer(text) if m.lastgroup]
+    lines: dict[tuple, int] = {}
+    duplicates: list[tuple[tuple, int, int]] = []
+    position = 0
+
+    def value(path: tuple, line_of_key: int | None) -> None:
+        nonlocal position
+        kind, token, line = tokens[position]
+        lines.setdefault(path, line_of_key or line)
+        position += 1
+        if token == "{":
+            seen: dict[str, int] = {}
+            while tokens[position][1] != "}":
+                _, key_token, key_line = tokens[position]
+                key = json.loads(key_token)
+                if key in seen:
+                    duplicates.append((path + (key,), key_line, seen[key]))
+                seen[key] = key_line
+                position += 2  # key and ':'
+                value(path + (key,), key_line)
+                if tokens[position][1] == ",":
+                    position += 1
+            position += 1
+        elif token == "[":
+            index = 0
+            while tokens[position][1] != "]":
+                value(path + (index,), None)
+                index += 1
+                if tokens[position][1] == ",":
+                    position += 1
+            position += 1
+
+    try:
+        if tokens:
+            value((), None)
+    except (IndexError, ValueError):
+        pass  # the text was not valid JSON; keep what was found
+    return lines, duplicates

@@ -1,0 +1,728 @@
+"""``apb validate``: every schema of the repository plus the rules no schema can express.
+
+Each problem names the file, line and field and says what to do. Nothing is written. Rules beyond the schemas:
+submissions/ holds only AP directories (no symbolic links, no unexpected or oversized files); a directory's
+name is its ``ap_key``, in its taxonomy entry, manifest and records; a manifest needs a taxonomy entry, at
+least one complete (architecture, dataset, structure) triple with its three sparsities and structures its
+taxonomy allows; URLs are https://, gdrive:// or hf:// (file:// only with ``--allow-file-urls``); no two
+entries share a model key; a record's file name, fields and directory agree, its protocol is a leaderboard
+protocol, an evaluated record matches a manifest entry (and its checkpoint's sha256), its counts agree with
+its metrics and its per-sample sidecar exists with the recorded sha256.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+from evaluator.errors import APBError, Problem
+from evaluator.keys import AP_KEY_PATTERN, STRUCTURE_KINDS, model_key_maker, parse_model_key
+from evaluator.paths import PACKAGE_DIR
+from evaluator.records import METRICS, record_stem, sha256_file
+from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
+from evaluator.submissions import (MANIFEST, SUBMISSIONS, TAXONOMY, entry_from_data, merged_entry)
+
+SCHEMAS_DIR = PACKAGE_DIR / "schemas"
+RECORDS = "records"
+AP_DIR_ENTRIES = {TAXONOMY: "file", MANIFEST: "file", RECORDS: "dir"}
+SUBMISSIONS_TOP_FILES = {"README.md"}
+_AP_KEY = re.compile(rf"^{AP_KEY_PATTERN}$")
+_PROTOCOL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
+_RECORD_NAME = re.compile(r"^(?P<key>[A-Za-z0-9_]+)__(?P<protocol>[a-z0-9][a-z0-9.-]*)\.(?P<ext>json|npz)$")
+_GDRIVE = re.compile(r"^gdrive://[A-Za-z0-9_-]{10,200}$")
+_HF = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<path>[A-Za-z0-9._/-]+)"
+                 r"(@(?P<rev>[A-Za-z0-9._/-]+))?$")
+_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_UNSAFE_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f<>\"`|\\^{}]")
+
+
+# ------------------------------------------------------------------------------------------------ schemas
+
+
+def _strict_validator_class() -> Any:
+    """Draft 2020-12 where "integer" means a Python int (not 90.0, not true)."""
+    from jsonschema import Draft202012Validator, validators
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return validators.extend(Draft202012Validator, type_checker=checker)
+
+
+@functools.lru_cache(maxsize=None)
+def load_schema(name: str) -> dict:
+    """``evaluator/schemas/<name>.schema.json``."""
+    from evaluator.safeio import load_json
+
+    return load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]
+
+
+_VALIDATORS: dict[int, tuple[dict, Any]] = {}
+
+
+def schema_validator(schema: dict) -> Any:
+    """A strict Draft 2020-12 validator of *schema*, built once per schema object."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        if len(_VALIDATORS) >= 32:
+            _VALIDATORS.clear()
+        cached = (schema, _strict_validator_class()(schema))
+        _VALIDATORS[id(schema)] = cached
+    return cached[1]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(type(value), "value")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_problems(error: Any, lines: LineMap, file: str) -> list[Problem]:
+    """Problems of one jsonschema error, in words an author can act on."""
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    hint = schema.get("x-hint")
+    validator, value = error.validator, error.instance
+
+    def problem(where: tuple, message: str) -> Problem:
+        if hint and hint not in message:
+            message = f"{message}; {hint}"
+        return Problem(file, message, lines.line(where), format_field(where))
+
+    if validator in ("anyOf", "oneOf") and error.context:
+        inner = _closest_branch_error(error)
+        if inner is None:
+            return [problem(path, f"{_short(value)} matches none of the allowed forms")]
+        problems = _error_problems(inner, lines, file)
+        if hint:
+            problems = [p if hint in p.message else Problem(p.file, f"{p.message}; {hint}", p.line, p.field)
+                        for p in problems]
+        return problems
+    if validator == "additionalProperties":
+        allowed = ", ".join(schema.get("properties", {}))
+        extra = [key for key in value if key not in schema.get("properties", {})]
+        return [problem(path + (key,), f"unknown field {key!r}; allowed here: {allowed}") for key in extra]
+    if validator == "required":
+        return [problem(path + (name,), "missing required field") for name in error.validator_value
+                if isinstance(value, dict) and name not in value]
+    if validator == "enum":
+        allowed = error.validator_value
+        listing = ", ".join(map(str, allowed)) if len(allowed) <= 12 else f"one of {len(allowed)} allowed values"
+        return [problem(path, f"{_short(value)} is not allowed; use {listing}")]
+    if validator == "const":
+        return [problem(path, f"must be {error.validator_value!r}, got {_short(value)}")]
+    if validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        got = "null" if value is None else f"{_json_type(value)} {_short(value)}"
+        return [problem(path, f"expected {expected}, got {got}")]
+    if validator == "pattern":
+        return [problem(path, f"{_short(value)} has the wrong form")]
+    return [problem(path, error.message)]
+
+
+def _closest_branch_error(error: Any) -> Any:
+    """The most telling error of an anyOf/oneOf: from a branch of the value's own type (a string that breaks
+    ``{"type": "string", "pattern": ...}`` says so, rather than "expected null")."""
+    from jsonschema.exceptions import best_match
+
+    by_branch: dict[Any, list] = defaultdict(list)
+    for inner in error.context:
+        by_branch[inner.relative_schema_path[0]].append(inner)
+    fitting = [inner for errors in by_branch.values()
+               if not any(not inner.relative_path and inner.validator in ("type", "const") for inner in errors)
+               for inner in errors]
+    return best_match(fitting) if fitting else None
+
+
+def schema_problems(data: Any, schema: dict, lines: LineMap, file: str) -> list[Problem]:
+    """Every way *data* breaks *schema*, as problems with lines."""
+    problems: list[Problem] = []
+    for error in schema_validator(schema).iter_errors(data):
+        if error.schema is False:  # a field forbidden in this context, e.g. pruning_step after training
+            path = tuple(error.absolute_path)
+            parent = _at(data, path)
+            if isinstance(parent, dict):  # jsonschema leaves the property's name out of the path
+                path += tuple(key for key, value in parent.items() if value is error.instance)[:1]
+            problems.append(Problem(file, "this field is not allowed here (given the object's other fields); "
+                                          "remove it", lines.line(path), format_field(path)))
+            continue
+        problems.extend(_error_problems(error, lines, file))
+    return _unique(problems)
+
+
+def _at(data: Any, path: tuple) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _unique(problems: Iterable[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+# --------------------------------------------------------------------------------------------- single files
+
+
+def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
+    """What is wrong with a checkpoint URL, or None."""
+    if _UNSAFE_URL_CHARS.search(url):
+        return "the URL contains spaces, control characters or one of < > \" ` | \\ ^ { }; percent-encode them"
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "https":
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            return "the URL carries user credentials (user:password@); publish the file at a public URL"
+        try:
+            parts.port
+        except ValueError:
+            return "the URL's port is not a number"
+        if not parts.hostname or not _HOST.match(parts.hostname):
+            return "the URL has no valid host name"
+        return None
+    if scheme == "gdrive":
+        return None if _GDRIVE.match(url) else "write a Google Drive file as gdrive://<file id> (letters, digits, - and _)"
+    if scheme == "hf":
+        match = _HF.match(url)
+        if not match or any(part in ("", ".", "..") for part in match["path"].split("/")):
+            return "write a Hugging Face file as hf://<owner>/<repo>/<path in repo>[@<revision>]"
+        return None
+    if scheme == "file":
+        return None if allow_file_urls else ("file:// URLs are for local use and the demo; publish the checkpoint "
+                                             "at an https://, gdrive:// or hf:// URL")
+    if scheme == "http":
+        return "http:// is not allowed; use https://"
+    return f"unsupported URL scheme {scheme + '://' if scheme else '(none)'}; use https://, gdrive:// or hf://"
+
+
+def manifest_problems(data: Any, lines: LineMap, file: str, *, allow_file_urls: bool = False) -> list[Problem]:
+    """The schema and single-file rules of one manifest: URL forms and one entry per model key."""
+    problems = schema_problems(data, load_schema("manifest"), lines, file)
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        return problems
+    seen: dict[str, int] = {}
+    for index, model in enumerate(data["models"]):
+        if not isinstance(model, dict):
+            continue
+        url = model.get("url")
+        if isinstance(url, str):
+            message = url_problem(url, allow_file_urls=allow_file_urls)
+            if message:  # replaces the schema's generic complaint about the same URL
+                url_field = format_field(("models", index, "url"))
+                problems = [p for p in problems if p.field != url_field]
+                problems.append(Problem(file, message, lines.line(("models", index, "url")),
+                                        format_field(("models", index, "url"))))
+        key = _model_key_or_none(data.get("ap_key"), model)
+        if key is None:
+            continue
+        if key in seen:
+            problems.append(Problem(file, f"this entry has the same model key {key} as models[{seen[key]}] "
+                                          f"(line {lines.line(('models', seen[key]))}); filters and channels of the "
+                                          "same architecture, dataset and sparsity share a key: keep one",
+                                    lines.line(("models", index)), format_field(("models", index))))
+        else:
+            seen[key] = index
+    return problems
+
+
+def _model_key_or_none(ap_key: Any, model: dict) -> str | None:
+    try:
+        return model_key_maker(ap_key, model["architecture"], model["dataset"], model["structure"], model["sparsity"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def record_problems(data: Any, lines: LineMap, file: str) -> list[Problem]:
+    """The schema and single-file rules of one record: its key agrees with its fields, its numbers agree."""
+    problems = schema_problems(data, load_schema("record"), lines, file)
+    if problems or not isinstance(data, dict):
+        return problems
+
+    def problem(path: tuple, message: str) -> None:
+        problems.append(Problem(file, message, lines.line(path), format_field(path)))
+
+    parsed = parse_model_key(data["model_key"])
+    for name, expected in (("ap_key", parsed.ap_key), ("architecture", parsed.architecture),
+                           ("dataset", parsed.dataset), ("structure_kind", parsed.structure_kind),
+                           ("sparsity", parsed.sparsity)):
+        if data[name] != expected:
+            problem((name,), f"is {data[name]!r} but the model key {data['model_key']} says {expected!r}")
+    allowed = _sparsities_by_kind().get(data["structure_kind"], ())
+    if data["sparsity"] not in allowed:
+        problem(("sparsity",), f"{data['structure_kind']} models use sparsity {', '.join(map(str, allowed))}")
+    metrics = data["metrics"]
+    if None not in (metrics["clean_accuracy"], metrics["aa_robust_accuracy"]) and \
+            metrics["aa_robust_accuracy"] > metrics["clean_accuracy"]:
+        problem(("metrics", "aa_robust_accuracy"), "robust accuracy cannot exceed clean accuracy")
+    if data["counts"] is not None:
+        problems.extend(_count_problems(data, lines, file))
+    return problems
+
+
+_METRIC_COUNTS = dict(zip(METRICS, ("clean_correct", "aa_robust", "hofmn_robust", "worst_case_robust")))
+
+
+def _count_problems(data: dict, lines: LineMap, file: str) -> list[Problem]:
+    """Counts within n_samples, nested as attacks imply, and metrics/intervals equal to what they give."""
+    problems: list[Problem] = []
+    n, counts, metrics = data["n_samples"], data["counts"], data["metrics"]
+    intervals = data.get("intervals") or {}
+
+    def problem(path: tuple, message: str) -> None:
+        problems.append(Problem(file, message, lines.line(path), format_field(path)))
+
+    for name, value in counts.items():
+        if value > n:
+            problem(("counts", name), f"{value} is more than n_samples ({n})")
+    for robust in ("aa_robust", "hofmn_robust", "worst_case_robust"):
+        if counts[robust] > counts["clean_correct"]:
+            problem(("counts", robust), "cannot exceed clean_correct")
+    if counts["worst_case_robust"] > min(counts["aa_robust"], counts["hofmn_robust"]):
+        problem(("counts", "worst_case_robust"), "cannot exceed aa_robust or hofmn_robust")
+    for metric, count_name in _METRIC_COUNTS.items():
+        expected = round(100.0 * counts[count_name] / n, 4)
+        if metrics[metric] is not None and abs(metrics[metric] - expected) > 1e-9:
+            problem(("metrics", metric), f"is {metrics[metric]} but counts.{count_name}/n_samples gives {expected}; "
+                                         "records are written by apb, do not edit their numbers")
+        interval = intervals.get(metric)
+        if interval is not None and metrics[metric] is not None and \
+                not interval[0] - 1e-9 <= metrics[metric] <= interval[1] + 1e-9:
+            problem(("intervals", metric), f"{interval} does not contain the metric {metrics[metric]}")
+    return problems
+
+
+@functools.lru_cache(maxsize=None)
+def _sparsities_by_kind() -> dict[str, tuple[int, ...]]:
+    """Allowed sparsities per structure kind (US/S), from the manifest schema's ``sparsity_<structure>``."""
+    defs = load_schema("manifest")["$defs"]
+    kinds: dict[str, set[int]] = defaultdict(set)
+    for structure, kind in STRUCTURE_KINDS.items():
+        kinds[kind].update(defs[f"sparsity_{structure}"]["enum"])
+    return {kind: tuple(sorted(values)) for kind, values in kinds.items()}
+
+
+def sparsities_for(structure: str) -> tuple[int, ...]:
+    """Allowed sparsities of a structure (weights: 90, 95, 99; filters/channels: 50, 75, 90)."""
+    return tuple(load_schema("manifest")["$defs"][f"sparsity_{structure}"]["enum"])
+
+
+def taxonomy_problems(data: Any, lines: LineMap, file: str, schema: dict) -> list[Problem]:
+    """The schema (vocabulary filled in) of one taxonomy entry."""
+    return schema_problems(data, schema, lines, file)
+
+
+# ------------------------------------------------------------------------------------------- the repository
+
+
+@dataclass
+class Report:
+    """The outcome of validating a repository."""
+
+    problems: list[Problem] = field(default_factory=list)
+    aps: int = 0
+    manifests: int = 0
+    checkpoints: int = 0
+    records: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> dict[str, int]:
+        return {"aps": self.aps, "manifests": self.manifests, "checkpoints": self.checkpoints, "records": self.records}
+
+    def summary_line(self, problems: int | None = None) -> str:
+        """``26 APs, 10 manifests, 83 checkpoints, 154 records: OK`` (or the number of problems)."""
+        count = len(self.problems) if problems is None else problems
+        return (f"{self.aps} APs, {self.manifests} manifests, {self.checkpoints} checkpoints, {self.records} records: "
+                + ("OK" if count == 0 else f"{count} problem(s)"))
+
+
+_RECORD_PROBLEMS: dict[tuple[str, bytes], list[Problem]] = {}
+
+
+class _Repository:
+    """One validation run over a repository root; collects problems with file names relative to the root."""
+
+    def __init__(self, root: Path, allow_file_urls: bool) -> None:
+        self.root = root
+        self.allow_file_urls = allow_file_urls
+        self.report = Report()
+        self.vocabulary: dict | None = None
+        self.taxonomy_schema: dict | None = None
+        self.taxonomies: dict[str, dict] = {}  # ap_key (directory) -> entry
+        self.taxonomy_lines: dict[str, LineMap] = {}
+        self.entries_by_key: dict[str, list[tuple[str, Any]]] = defaultdict(list)  # model key -> [(file, entry)]
+        self.entries_by_dir: dict[str, dict[str, Any]] = {}  # ap dir -> model key -> entry
+        self.protocols: dict[str, Any] = {}
+        self.raw = b""  # the bytes of the file parse() read last
+
+    # -- helpers
+    def rel(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:
+            return str(path)
+
+    def add(self, file: str, message: str, line: int | None = None, field_name: str | None = None) -> None:
+        self.report.problems.append(Problem(file, message, line, field_name))
+
+    def parse(self, path: Path, parser: Callable[[bytes, str], tuple[Any, LineMap]]) -> tuple[Any, LineMap] | None:
+        name = self.rel(path)
+        try:
+            self.raw = read_limited_bytes(path)
+            return parser(self.raw, name)
+        except APBError as error:
+            self.report.problems.extend(Problem(name, p.message, p.line, p.field) for p in error.problems)
+            return None
+
+    # -- the run
+    def run(self) -> Report:
+        self.check_taxonomy_dir()
+        base = self.root / SUBMISSIONS
+        if not base.is_dir() or base.is_symlink():
+            self.add(SUBMISSIONS, "no submissions/ directory; run apb validate in the benchmark repository or "
+                                  "pass --root")
+            return self.finish()
+        directories = self.scan_top(base)
+        for directory in directories:
+            self.check_ap_dir(directory)
+        self.check_across_aps()
+        return self.finish()
+
+    def finish(self) -> Report:
+        self.report.problems = sorted(_unique(self.report.problems),
+                                      key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
+        return self.report
+
+    def check_taxonomy_dir(self) -> None:
+        from evaluator.taxonomy import SCHEMA_FILE, VOCABULARY_FILE, fill_vocabulary, vocabulary_problems
+
+        parsed = self.parse(self.root / VOCABULARY_FILE, parse_yaml_text) \
+            if (self.root / VOCABULARY_FILE).is_file() else None
+        if parsed is None:
+            if not (self.root / VOCABULARY_FILE).is_file():
+                self.add(VOCABULARY_FILE.as_posix(), "missing: the taxonomy vocabulary is needed to check taxonomy "
+                                                     "entries")
+            return
+        data, lines = parsed
+        problems = vocabulary_problems(data, lines, VOCABULARY_FILE.as_posix())
+        if problems:
+            self.report.problems.extend(problems)
+            return
+        self.vocabulary = data
+        schema = self.parse(self.root / SCHEMA_FILE, parse_json_text) if (self.root / SCHEMA_FILE).is_file() else None
+        if schema is None:
+            if not (self.root / SCHEMA_FILE).is_file():
+                self.add(SCHEMA_FILE.as_posix(), "missing: the taxonomy schema is needed to check taxonomy entries")
+            return
+        try:
+            self.taxonomy_schema = fill_vocabulary(schema[0], data, SCHEMA_FILE.as_posix())
+            schema_validator(self.taxonomy_schema)
+        except APBError as error:
+            self.report.problems.extend(error.problems)
+            self.taxonomy_schema = None
+
+    def scan_top(self, base: Path) -> list[Path]:
+        """The AP directories of submissions/; anything else there is a problem."""
+        directories = []
+        seen_lower: dict[str, str] = {}
+        for entry in sorted(os.scandir(base), key=lambda e: e.name):
+            path = Path(entry.path)
+            name = self.rel(path)
+            if entry.is_symlink():
+                self.add(name, "symbolic links are not allowed in submissions/; commit the real directory or file")
+            elif entry.is_dir():
+                if not _AP_KEY.match(entry.name):
+                    self.add(name, f"directory name {entry.name!r} is not a valid ap_key: use ASCII "
+                                   "<Name>_<FirstAuthor><Year><FirstTitleWord>, e.g. HYDRA_Sehwag2020Hydra")
+                lower = entry.name.lower()
+                if lower in seen_lower:
+                    self.add(name, f"differs from {seen_lower[lower]!r} only in letter case; AP directories must "
+                                   "differ on case-insensitive file systems")
+                seen_lower[lower] = entry.name
+                directories.append(path)
+            elif entry.name not in SUBMISSIONS_TOP_FILES:
+                self.add(name, "unexpected file: submissions/ holds one directory per AP")
+        return directories
+
+    def check_ap_dir(self, directory: Path) -> None:
+        ap = directory.name
+        kinds = self.scan_entries(directory)
+        has_taxonomy = kinds.get(TAXONOMY) == "file"
+        if has_taxonomy:
+            self.report.aps += 1
+            self.check_taxonomy(directory / TAXONOMY, ap)
+        else:
+            self.add(self.rel(directory / TAXONOMY), "missing: every AP directory needs its taxonomy.json entry")
+        if kinds.get(MANIFEST) == "file":
+            if not has_taxonomy:
+                self.add(self.rel(directory / MANIFEST), "this manifest has no taxonomy.json beside it; add the AP's "
+                                                         "taxonomy entry", 1)
+            self.check_manifest(directory / MANIFEST, ap)
+        if kinds.get(RECORDS) == "dir":
+            self.check_records(directory / RECORDS, ap)
+
+    def scan_entries(self, directory: Path) -> dict[str, str]:
+        """Names of the AP directory's entries -> "file"/"dir"; reports links and unexpected entries."""
+        kinds: dict[str, str] = {}
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            name = self.rel(Path(entry.path))
+            if entry.is_symlink():
+                self.add(name, "symbolic links are not allowed in submissions/; commit the real file")
+                continue
+            kind = "dir" if entry.is_dir() else "file" if entry.is_file() else "other"
+            if AP_DIR_ENTRIES.get(entry.name) != kind:
+                self.add(name, "unexpected entry: an AP directory holds taxonomy.json, manifest.yaml and records/ "
+                               "only (checkpoints belong behind a URL in the manifest)")
+                continue
+            kinds[entry.name] = kind
+        return kinds
+
+    def check_taxonomy(self, path: Path, ap: str) -> None:
+        parsed = self.parse(path, parse_json_text)
+        if parsed is None:
+            return
+        data, lines = parsed
+        name = self.rel(path)
+        if not isinstance(data, dict):
+            self.add(name, "a taxonomy entry must be a JSON object", 1)
+            return
+        if self.taxonomy_schema is not None:
+            problems = taxonomy_problems(data, lines, name, self.taxonomy_schema)
+            self.report.problems.extend(problems)
+        self.check_ap_key(data, lines, name, ap)
+        self.taxonomies[ap] = data
+        self.taxonomy_lines[ap] = lines
+
+    def check_ap_key(self, data: dict, lines: LineMap, name: str, ap: str) -> None:
+        if data.get("ap_key") != ap:
+            self.add(name, f"ap_key {_short(data.get('ap_key'))} differs from the directory name {ap!r}; they must "
+                           "be equal", lines.line(("ap_key",)), "ap_key")
+
+    def check_manifest(self, path: Path, ap: str) -> None:
+        parsed = self.parse(path, parse_yaml_text)
+        if parsed is None:
+            return
+        data, lines = parsed
+        name = self.rel(path)
+        self.report.manifests += 1
+        problems = manifest_problems(data, lines, name, allow_file_urls=self.allow_file_urls)
+        self.report.problems.extend(problems)
+        if not isinstance(data, dict):
+            return
+        self.check_ap_key(data, lines, name, ap)
+        if not isinstance(data.get("models"), list):
+            return
+        models = data["models"]
+        self.report.checkpoints += len(models)
+        if problems:
+            return
+        entries = {}
+        for index, model in enumerate(models):
+            entry = entry_from_data(data["ap_key"], merged_entry(data.get("defaults") or {}, model), path,
+                                    lines.line(("models", index)), index)
+            entries[entry.model_key] = entry
+            self.entries_by_key[entry.model_key].append((name, entry))
+            self.check_structure_allowed(entry, ap, name, lines)
+        self.entries_by_dir[ap] = entries
+        self.check_complete_triple(list(entries.values()), name, lines)
+
+    def check_structure_allowed(self, entry: Any, ap: str, name: str, lines: LineMap) -> None:
+        taxonomy = self.taxonomies.get(ap)
+        if not isinstance(taxonomy, dict) or not isinstance(taxonomy.get("structure"), list):
+            return
+        where = ("models", entry.index, "structure")
+        if entry.structure_kind not in taxonomy["structure"]:
+            self.add(name, f"{entry.structure} pruning is {entry.structure_kind} but the taxonomy entry lists "
+                           f"structure {taxonomy['structure']}; fix the entry or the taxonomy",
+                     lines.line(where), format_field(where))
+        granularity = taxonomy.get("granularity")
+        if entry.structure_kind == "S" and granularity and granularity != entry.structure:
+            self.add(name, f"structure {entry.structure} differs from the taxonomy's granularity {granularity!r}",
+                     lines.line(where), format_field(where))
+
+    def check_complete_triple(self, entries: list, name: str, lines: LineMap) -> None:
+        groups: dict[tuple, set[int]] = defaultdict(set)
+        for entry in entries:
+            groups[(entry.architecture, entry.dataset, entry.structure)].add(entry.sparsity)
+        if any(set(sparsities_for(triple[2])) <= found for triple, found in groups.items()):
+            return
+        have = "; ".join(f"{a} {d} {s}: {', '.join(map(str, sorted(found)))}"
+                         for (a, d, s), found in sorted(groups.items()))
+        self.add(name, "no complete (architecture, dataset, structure) triple: submit at least one with all three "
+                       f"sparsities (weights: 90, 95, 99; filters/channels: 50, 75, 90); found {have}",
+                 lines.line(("models",)), "models")
+
+    def check_records(self, directory: Path, ap: str) -> None:
+        sidecars: dict[str, Path] = {}
+        referenced: set[str] = set()
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            path = Path(entry.path)
+            name = self.rel(path)
+            if entry.is_symlink():
+                self.add(name, "symbolic links are not allowed in submissions/; commit the real file")
+                continue
+            match = _RECORD_NAME.match(entry.name)
+            if not entry.is_file() or not match:
+                self.add(name, "unexpected entry: records/ holds <model_key>__<protocol>.json records and their "
+                               ".npz sidecars only")
+                continue
+            if match["ext"] == "npz":
+                if entry.stat().st_size > MAX_BYTES:
+                    self.add(name, f"larger than the {MAX_BYTES:,}-byte limit")
+                sidecars[entry.name] = path
+                continue
+            self.report.records += 1
+            sidecar = self.check_record(path, ap, match["key"], match["protocol"])
+            if sidecar:
+                referenced.add(sidecar)
+        for file_name, path in sidecars.items():
+            if file_name not in referenced:
+                self.add(self.rel(path), "no record refers to this sidecar; remove it or its record is missing")
+
+    def check_record(self, path: Path, ap: str, file_key: str, file_protocol: str) -> str | None:
+        parsed = self.parse(path, parse_json_text)
+        if parsed is None:
+            return None
+        data, lines = parsed
+        name = self.rel(path)
+        key = (name, self.raw)
+        if key not in _RECORD_PROBLEMS:  # records rarely change between runs in one process (tests, CI planner)
+            if len(_RECORD_PROBLEMS) >= 4096:
+                _RECORD_PROBLEMS.clear()
+            _RECORD_PROBLEMS[key] = record_problems(data, lines, name)
+        problems = list(_RECORD_PROBLEMS[key])
+        self.report.problems.extend(problems)
+        if problems or not isinstance(data, dict):
+            return None
+        key, protocol = data["model_key"], data["protocol"]
+        if record_stem(key, protocol) != record_stem(file_key, file_protocol):
+            self.add(name, f"the file name says {file_key}__{file_protocol} but the record holds {key}__{protocol}; "
+                           f"name it {record_stem(key, protocol)}.json", 1)
+        if data["ap_key"] != ap:
+            self.add(name, f"ap_key {data['ap_key']!r} differs from the directory name {ap!r}; the record belongs in "
+                           f"submissions/{data['ap_key']}/records/", lines.line(("ap_key",)), "ap_key")
+        spec = self.protocol(protocol, name, lines)
+        if spec is not None and spec.evaluable and spec.n_samples != data["n_samples"]:
+            self.add(name, f"n_samples is {data['n_samples']} but protocol {protocol} evaluates {spec.n_samples}",
+                     lines.line(("n_samples",)), "n_samples")
+        if data["source"] == "evaluated":
+            self.check_evaluated(data, lines, name, ap)
+            return self.check_sidecar(path, data, lines, name)
+        return None
+
+    def protocol(self, protocol_id: str, name: str, lines: LineMap) -> Any:
+        """The protocol a record names, or None after reporting why it cannot be used under submissions/."""
+        from evaluator.protocol import load_protocol
+
+        where = ("protocol",)
+        if protocol_id not in self.protocols:
+            try:
+                self.protocols[protocol_id] = load_protocol(protocol_id) if _PROTOCOL_ID.match(protocol_id) else None
+            except APBError as error:
+                self.protocols[protocol_id] = error
+        spec = self.protocols[protocol_id]
+        if spec is None or isinstance(spec, APBError):
+            detail = spec.problems[0].message if isinstance(spec, APBError) else "not a protocol id"
+            self.add(name, f"unknown protocol {protocol_id!r} ({detail})", lines.line(where), "protocol")
+            return None
+        if not spec.leaderboard:
+            self.add(name, f"protocol {protocol_id!r} is not a leaderboard protocol (leaderboard: false); its records "
+                           "are for demos and tests and are not accepted under submissions/",
+                     lines.line(where), "protocol")
+            return None
+        return spec
+
+    def check_evaluated(self, data: dict, lines: LineMap, name: str, ap: str) -> None:
+        entry = self.entries_by_dir.get(ap, {}).get(data["model_key"])
+        if entry is None:
+            self.add(name, f"model key {data['model_key']} matches no entry of submissions/{ap}/manifest.yaml (nor "
+                           "a published cell); add the checkpoint to the manifest", lines.line(("model_key",)),
+                     "model_key")
+            return
+        if entry.sha256 is not None and entry.sha256 != data["checkpoint_sha256"]:
+            self.add(name, f"checkpoint_sha256 differs from the manifest's sha256 {entry.sha256}: this record was "
+                           "made from another file; evaluate the manifest's checkpoint again",
+                     lines.line(("checkpoint_sha256",)), "checkpoint_sha256")
+
+    def check_sidecar(self, path: Path, data: dict, lines: LineMap, name: str) -> str | None:
+        per_sample = data["per_sample"]
+        expected = f"{record_stem(data['model_key'], data['protocol'])}.npz"
+        where = ("per_sample", "file")
+        if per_sample["file"] != expected:
+            self.add(name, f"per_sample.file must be {expected}", lines.line(where), format_field(where))
+            return None
+        sidecar = path.parent / expected
+        if sidecar.is_symlink() or not sidecar.is_file():
+            self.add(name, f"the per-sample sidecar {expected} is missing; commit it beside the record",
+                     lines.line(where), format_field(where))
+            return expected
+        if sidecar.stat().st_size <= MAX_BYTES and sha256_file(sidecar) != per_sample["sha256"]:
+            self.add(name, f"the sha256 of {expected} differs from per_sample.sha256; the sidecar was changed",
+                     lines.line(("per_sample", "sha256")), "per_sample.sha256")
+        return expected
+
+    def check_across_aps(self) -> None:
+        for key, holders in self.entries_by_key.items():
+            if len(holders) > 1:
+                for file, entry in holders:
+                    others = ", ".join(f for f, _ in holders if f != file) or file
+                    self.add(file, f"model key {key} is also declared in {others}; model keys must be unique",
+                             entry.line, f"models[{entry.index}]")
+        names: dict[str, str] = {}
+        for ap, taxonomy in sorted(self.taxonomies.items()):
+            display = taxonomy.get("name")
+            if not isinstance(display, str):
+                continue
+            if display in names:
+                self.add(f"{SUBMISSIONS}/{ap}/{TAXONOMY}", f"name {display!r} is already the name of "
+                                                           f"{names[display]}; display names must be unique",
+                         self.taxonomy_lines[ap].line(("name",)), "name")
+            names.setdefault(display, ap)
+
+
+def validate_repository(root: Path, *, allow_file_urls: bool = False) -> Report:
+    """Validate the whole repository at *root*."""
+    return _Repository(Path(root).resolve(), allow_file_urls).run()
+
+
+def _within(problem: Problem, targets: list[str]) -> bool:
+    return any(target == "" or problem.file == target or problem.file.startswith(target + "/") for target in targets)
+
+
+def select_problems(root: Path, problems: list[Problem], paths: list[Path]) -> list[Problem]:
+    """The *problems* that concern the given files or directories, plus one for each path that does not exist
+    or lies outside *root*."""
+    root = Path(root).resolve()
+    targets, selected = [], []
+    for path in paths:
+        absolute = Path(path).resolve()
+        if not absolute.exists():
+            selected.append(Problem(str(path), "no such file or directory"))
+            continue
+        try:
+            relative = absolute.relative_to(root).as_posix()
+        except ValueError:
+            selected.append(Problem(str(path), f"outside the repository {root}; pass --root or a path inside it"))
+            continue
+        targets.append("" if relative == "." else relative.rstrip("/"))
+    return selected + [problem for problem in problems if _within(problem, targets)]
+
+
+def validate_paths(root: Path, paths: list[Path] | None = None, *, allow_file_urls: bool = False) -> list[Problem]:
+    """Every problem of the repository at *root* (sorted by file and line), or of the given files/directories
+    only (the whole repository is still read, so cross-file rules apply)."""
+    report = validate_repository(root, allow_file_urls=allow_file_urls)
+    return report.problems if paths is None else select_problems(root, report.problems, paths)

@@ -1,0 +1,131 @@
+"""Safe YAML/JSON reading: values, line numbers, and every refused input named with file and line."""
+from __future__ import annotations
+
+import pytest
+
+from evaluator.errors import APBError
+from evaluator.safeio import MAX_BYTES, format_field, load_json, load_yaml, parse_json_text, parse_yaml_text
+
+MANIFEST = """\
+schema_version: 1
+ap_key: HYDRA_Sehwag2020Hydra
+models:
+  - architecture: resnet18
+    sparsity: 90
+    url: gdrive://abcdefghijkl
+    sha256: null
+    ok: true
+    version: "1.0"
+    date: 2024-01-01
+"""
+
+
+def only_problem(error: pytest.ExceptionInfo) -> tuple[str, int | None, str | None, str]:
+    assert len(error.value.problems) == 1
+    problem = error.value.problems[0]
+    return problem.file, problem.line, problem.field, problem.message
+
+
+def test_yaml_values_and_lines(tmp_path):
+    path = tmp_path / "manifest.yaml"
+    path.write_text(MANIFEST, encoding="utf-8")
+    data, lines = load_yaml(path)
+    entry = data["models"][0]
+    assert entry == {"architecture": "resnet18", "sparsity": 90, "url": "gdrive://abcdefghijkl", "sha256": None,
+                     "ok": True, "version": "1.0", "date": "2024-01-01"}
+    assert lines.line(("models",)) == 3
+    assert lines.line(("models", 0)) == 4
+    assert lines.line(("models", 0, "url")) == 6
+    assert lines.line(("models", 0, "missing")) == 4  # nearest existing parent
+    assert lines.line(()) == 1
+
+
+def test_json_values_and_lines(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text('{\n  "a": 1,\n  "b": [\n    {"c": 2},\n    {"d": [3,\n 4]}\n  ]\n}\n', encoding="utf-8")
+    data, lines = load_json(path)
+    assert data == {"a": 1, "b": [{"c": 2}, {"d": [3, 4]}]}
+    assert lines.line(("a",)) == 2
+    assert lines.line(("b", 0, "c")) == 4
+    assert lines.line(("b", 1, "d", 1)) == 6
+    assert lines.line(("b", 1, "zzz")) == 5
+
+
+def test_text_variants_accept_bytes_from_git_show():
+    data, lines = parse_yaml_text(MANIFEST.encode(), "HEAD:submissions/x/manifest.yaml")
+    assert data["ap_key"] == "HYDRA_Sehwag2020Hydra" and lines.line(("ap_key",)) == 2
+    assert parse_json_text(b'{"a": [1]}', "HEAD:x.json")[0] == {"a": [1]}
+
+
+@pytest.mark.parametrize("parse, text, line, words", [
+    (parse_yaml_text, "a: [1,\n", 2, "invalid YAML"),
+    (parse_yaml_text, "a: b: c\n", 1, "invalid YAML"),
+    (parse_yaml_text, "a: 1\nb: 2\na: 3\n", 3, "duplicate key 'a' (first on line 1)"),
+    (parse_yaml_text, "x:\n  a: &anchor 1\n  b: 2\n", 2, "anchor &anchor"),
+    (parse_yaml_text, "a: 1\nb: *undefined\n", 2, "alias *undefined"),
+    (parse_yaml_text, "a: !!str 5\n", 1, "tag"),
+    (parse_yaml_text, "a: !custom {b: 1}\n", 1, "tag !custom"),
+    (parse_yaml_text, "a: !!python/object:os.system x\n", 1, "tag"),
+    (parse_yaml_text, "<<: {a: 1}\nb: 2\n", 1, "merge keys"),
+    (parse_yaml_text, "a: 1\n---\nb: 2\n", 2, "more than one YAML document"),
+    (parse_yaml_text, "? [a, b]\n: 1\n", 1, "plain string"),
+    (parse_yaml_text, "1: a\n", 1, "must be a string"),
+    (parse_yaml_text, "a: .nan\n", 1, "non-finite"),
+    (parse_yaml_text, "a: -.inf\n", 1, "non-finite"),
+    (parse_json_text, '{"a": [1,}', 1, "invalid JSON"),
+    (parse_json_text, '{\n"a": 1,\n"a": 2}', 3, "duplicate key 'a' (first on line 2)"),
+    (parse_json_text, '{"a": NaN}', 1, "non-finite number NaN"),
+    (parse_json_text, '{"a": -Infinity}', 1, "non-finite"),
+    (parse_json_text, '\ufeff{"a": 1}', 1, "invalid JSON"),
+    (parse_json_text, "", 1, "invalid JSON"),
+])
+def test_refusals_name_file_and_line(parse, text, line, words):
+    with pytest.raises(APBError) as error:
+        parse(text, "some.file")
+    file, got_line, _, message = only_problem(error)
+    assert file == "some.file" and got_line == line and words in message
+
+
+def test_yaml_duplicate_key_names_the_field():
+    with pytest.raises(APBError) as error:
+        parse_yaml_text("models:\n  - url: a\n    url: b\n", "m.yaml")
+    assert only_problem(error)[1:3] == (3, "models[0].url")
+
+
+def test_json_duplicate_nested_key_names_the_field():
+    with pytest.raises(APBError) as error:
+        parse_json_text('{"m": {\n "x": 1,\n "x": 2}}', "r.json")
+    assert only_problem(error)[1:3] == (3, "m.x")
+
+
+@pytest.mark.parametrize("loader, name", [(load_yaml, "m.yaml"), (load_json, "r.json")])
+def test_non_utf8_bytes_are_refused_with_their_line(tmp_path, loader, name):
+    path = tmp_path / name
+    path.write_bytes(b'{"a": 1,\n"b": "caf\xe9"}\n' if name.endswith("json") else b"a: 1\nb: caf\xe9\n")
+    with pytest.raises(APBError) as error:
+        loader(path)
+    file, line, _, message = only_problem(error)
+    assert file == str(path) and line == 2 and "not UTF-8" in message
+
+
+@pytest.mark.parametrize("loader, name", [(load_yaml, "m.yaml"), (load_json, "r.json")])
+def test_files_over_the_size_limit_are_refused_before_parsing(tmp_path, loader, name):
+    path = tmp_path / name
+    path.write_bytes(b"#" * (MAX_BYTES + 1) if name.endswith("yaml") else b" " * (MAX_BYTES + 1))
+    with pytest.raises(APBError) as error:
+        loader(path)
+    file, line, _, message = only_problem(error)
+    assert file == str(path) and "larger than" in message and f"{MAX_BYTES:,}" in message
+
+
+def test_text_over_the_size_limit_is_refused():
+    with pytest.raises(APBError, match="larger than"):
+        parse_yaml_text("a: 1\n" + "#" * MAX_BYTES, "HEAD:m.yaml")
+    with pytest.raises(APBError, match="larger than"):
+        parse_json_text(b" " * (MAX_BYTES + 1), "HEAD:r.json")
+
+
+def test_format_field():
+    assert format_field(("models", 3, "url")) == "models[3].url"
+    assert format_field(()) == "(root)"
+    assert format_field((0, "a")) == "[0].a"
