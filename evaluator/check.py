@@ -1,0 +1,413 @@
+"""Checks of one model before any attack: compliance, output sanity, sparsity (per layer), clean accuracy.
+
+A failed check makes :attr:`CheckReport.ok` False; ``apb check`` exits 1 on it and ``apb evaluate`` stops on it
+(:meth:`CheckReport.raise_if_failed`). Download and loading errors are raised as ``APBError`` naming the entry.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from evaluator.errors import APBError, Problem
+from evaluator.models import Normalized, build_model
+
+SPARSITY_TOLERANCE_PP = 0.5  # a measured sparsity more than this many percentage points below the claim fails
+SANITY_IMAGES = 16
+COUNTED_LAYERS = (
+    "weights: every Conv2d and Linear weight tensor, including the first conv (3 input channels), the 1x1 "
+    "shortcut convs of ResNet18 and the last (10-way) Linear; biases and BatchNorm are not counted. "
+    "filters: output filters of every Conv2d, including the first conv and the shortcut convs; Linear layers "
+    "are not counted. channels: input channels of every Conv2d, including the first conv's 3 image channels; "
+    "Linear layers are not counted. Each figure is zero weights (or all-zero filters, channels) over all "
+    "counted ones, pooled over layers."
+)
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+# ----------------------------------------------------------------------------------------------- compliance
+
+@dataclass
+class ComplianceReport:
+    """How a state dict fits the base architecture (what a strict ``load_state_dict`` would say)."""
+
+    architecture: str
+    n_keys: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatched: list[dict] = field(default_factory=list)  # {"key", "expected", "found"}
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatched)
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"all {self.n_keys} keys match the base {self.architecture}"
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({_listing(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({_listing(self.unexpected)})")
+        if self.shape_mismatched:
+            shapes = [f"{m['key']}: expected {m['expected']}, found {m['found']}" for m in self.shape_mismatched]
+            parts.append(f"{len(shapes)} with the wrong shape ({_listing(shapes)})")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "architecture": self.architecture, "n_keys": self.n_keys, "missing": self.missing,
+                "unexpected": self.unexpected, "shape_mismatched": self.shape_mismatched}
+
+    def render_text(self) -> str:
+        if self.ok:
+            return f"compliance  ok: {self.summary()}"
+        lines = [f"compliance  FAILED: the state dict does not load strictly into the base {self.architecture}"]
+        lines += [f"    missing:    {key}" for key in self.missing]
+        lines += [f"    unexpected: {key}" for key in self.unexpected]
+        lines += [f"    shape:      {m['key']} expected {m['expected']} found {m['found']}"
+                  for m in self.shape_mismatched]
+        return "\n".join(lines)
+
+
+def check_compliance(state_dict: dict[str, torch.Tensor], architecture: str) -> ComplianceReport:
+    """Missing, unexpected and mis-shaped keys of *state_dict* against the base *architecture*, exactly as a
+    strict ``load_state_dict`` judges them (e.g. a missing BatchNorm ``num_batches_tracked`` is accepted)."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = build_model(architecture)
+    expected = model.state_dict()
+    mismatched = [{"key": key, "expected": list(expected[key].shape), "found": list(value.shape)}
+                  for key, value in state_dict.items() if key in expected and value.shape != expected[key].shape]
+    wrong = {item["key"] for item in mismatched}
+    result = model.load_state_dict({k: v for k, v in state_dict.items() if k not in wrong}, strict=False, assign=True)
+    return ComplianceReport(architecture, len(state_dict), [k for k in result.missing_keys if k not in wrong],
+                            list(result.unexpected_keys), mismatched)
+
+
+# ----------------------------------------------------------------------------------------------- sparsity
+
+@dataclass
+class LayerSparsity:
+    """Zero counts of one Conv2d or Linear weight; filters and channels are None for Linear layers."""
+
+    name: str
+    kind: str  # conv | linear
+    shape: list[int]
+    weights: int
+    zero_weights: int
+    filters: int | None = None
+    zero_filters: int | None = None
+    channels: int | None = None
+    zero_channels: int | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SparsityReport:
+    """Measured sparsity (percent) of the loaded weights, compared with the claim for the entry's structure."""
+
+    structure: str  # weights | filters | channels
+    claimed: float | None
+    weights: float
+    filters: float
+    channels: float
+    layers: list[LayerSparsity]
+    counted_layers: str = COUNTED_LAYERS
+
+    @property
+    def measured(self) -> float:
+        """The figure that is compared with the claim: the one named by the structure."""
+        return {"weights": self.weights, "filters": self.filters, "channels": self.channels}[self.structure]
+
+    @property
+    def ok(self) -> bool:
+        return self.claimed is None or self.measured >= self.claimed - SPARSITY_TOLERANCE_PP
+
+    @property
+    def message(self) -> str:
+        if self.claimed is None:
+            return f"{self.structure} sparsity {self.measured:.2f}% (no claim to compare)"
+        verdict = "matches" if self.ok else f"is more than {SPARSITY_TOLERANCE_PP} percentage points below"
+        text = (f"measured {self.structure} sparsity {self.measured:.2f}% {verdict} the claimed "
+                f"{self.claimed:g}%")
+        if not self.ok and self.structure != "weights":
+            other = "channels" if self.structure == "filters" else "filters"
+            text += f" (measured {other} sparsity: {getattr(self, other):.2f}%)"
+        return text
+
+    def to_dict(self, layers: bool = True) -> dict:
+        data = {"ok": self.ok, "structure": self.structure, "claimed": self.claimed,
+                "measured": _rounded(self.measured), "weights": _rounded(self.weights),
+                "filters": _rounded(self.filters), "channels": _rounded(self.channels),
+                "tolerance_pp": SPARSITY_TOLERANCE_PP, "message": self.message, "counted_layers": self.counted_layers}
+        if layers:
+            data["layers"] = [layer.to_dict() for layer in self.layers]
+        return data
+
+    def render_text(self, layers: bool = True) -> str:
+        import textwrap
+
+        from tabulate import tabulate
+
+        counted = textwrap.fill(f"counted: {self.counted_layers}", 110, initial_indent="    ",
+                                subsequent_indent="      ")
+        head = (f"sparsity    {'ok' if self.ok else 'FAILED'}: {self.message}\n"
+                f"    weights {self.weights:.2f}%, filters {self.filters:.2f}%, channels {self.channels:.2f}%\n"
+                f"{counted}")
+        if not layers:
+            return head
+        rows = [[layer.name, layer.kind, "x".join(map(str, layer.shape)), _percent(layer.zero_weights, layer.weights),
+                 _percent(layer.zero_filters, layer.filters), _percent(layer.zero_channels, layer.channels)]
+                for layer in self.layers]
+        table = tabulate(rows, headers=["layer", "kind", "shape", "weights %", "filters %", "channels %"],
+                         tablefmt="simple", disable_numparse=True)
+        return head + "\n" + "\n".join("    " + line for line in table.splitlines())
+
+
+def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) -> SparsityReport:
+    """Sparsity of *model*'s weights (a :class:`Normalized` wrapper is looked through), in percent.
+
+    Counted layers (also stated in every report, see ``COUNTED_LAYERS``): ``weights`` = zero entries over all
+    Conv2d and Linear weight tensors, the first conv and the last Linear included; ``filters`` = all-zero output
+    filters over all Conv2d layers (first conv included, Linear layers excluded: the last Linear's rows are the
+    classes); ``channels`` = all-zero input channels over all Conv2d layers (the first conv's 3 image channels
+    included). Biases and BatchNorm parameters never count. The claim is compared with the figure named by
+    *structure*; a measurement more than ``SPARSITY_TOLERANCE_PP`` points below it fails."""
+    if structure not in ("weights", "filters", "channels"):
+        raise ValueError(f"structure {structure!r} is not weights, filters or channels")
+    inner = model.model if isinstance(model, Normalized) else model
+    layers = [_layer_sparsity(name, module) for name, module in inner.named_modules()
+              if isinstance(module, (nn.Conv2d, nn.Linear))]
+    convs = [layer for layer in layers if layer.kind == "conv"]
+    return SparsityReport(
+        structure, None if claimed is None else float(claimed),
+        weights=_pooled(layers, "zero_weights", "weights"),
+        filters=_pooled(convs, "zero_filters", "filters"),
+        channels=_pooled(convs, "zero_channels", "channels"),
+        layers=layers)
+
+
+def _layer_sparsity(name: str, module: nn.Module) -> LayerSparsity:
+    weight = module.weight.detach()
+    zero = weight == 0
+    layer = LayerSparsity(name, "conv" if isinstance(module, nn.Conv2d) else "linear", list(weight.shape),
+                          weight.numel(), int(zero.sum()))
+    if layer.kind == "conv":
+        layer.filters, layer.zero_filters = weight.shape[0], int(zero.flatten(1).all(1).sum())
+        layer.channels, layer.zero_channels = weight.shape[1], int(zero.transpose(0, 1).flatten(1).all(1).sum())
+    return layer
+
+
+def _pooled(layers: Sequence[LayerSparsity], zeros: str, total: str) -> float:
+    count = sum(getattr(layer, total) for layer in layers)
+    return 100.0 * sum(getattr(layer, zeros) for layer in layers) / count if count else 0.0
+
+
+def _percent(part: int | None, whole: int | None) -> str:
+    return "-" if part is None or not whole else f"{100.0 * part / whole:.2f}"
+
+
+# ----------------------------------------------------------------------------------------------- outputs
+
+@dataclass
+class SanityReport:
+    """Logits of a few test images: shape (n, 10) and finite (both required), and identical on two forward
+    passes in eval mode (a model that is not is *randomized*: flagged, since attacks overstate its robustness,
+    but not a failure)."""
+
+    shape: list[int]
+    expected_shape: list[int]
+    finite: bool
+    deterministic: bool
+    max_abs_difference: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.shape == self.expected_shape and self.finite
+
+    @property
+    def randomized(self) -> bool:
+        return not self.deterministic
+
+    @property
+    def message(self) -> str:
+        problems = []
+        if self.shape != self.expected_shape:
+            problems.append(f"logits have shape {tuple(self.shape)}, expected {tuple(self.expected_shape)}")
+        if not self.finite:
+            problems.append("logits hold NaN or infinite values")
+        if self.randomized:
+            difference = "" if self.max_abs_difference is None else f"max |difference| {self.max_abs_difference:.3g}"
+            problems.append(f"two forward passes in eval mode differ ({difference}): the model is randomized")
+        return "; ".join(problems) or f"logits {tuple(self.shape)}, finite, identical on two forward passes"
+
+    def to_dict(self) -> dict:
+        difference = None if self.max_abs_difference is None else float(f"{self.max_abs_difference:.6g}")
+        return {"ok": self.ok, "shape": self.shape, "expected_shape": self.expected_shape, "finite": self.finite,
+                "deterministic": self.deterministic, "randomized": self.randomized,
+                "max_abs_difference": difference, "message": self.message}
+
+    def render_text(self) -> str:
+        verdict = "FAILED" if not self.ok else "FLAGGED" if self.randomized else "ok"
+        return f"outputs     {verdict}: {self.message}"
+
+
+def check_outputs(model: nn.Module, images: torch.Tensor, num_classes: int = 10) -> SanityReport:
+    """Run *model* twice in eval mode on *images* and check the logits."""
+    model.eval()
+    with torch.inference_mode():
+        first, second = model(images), model(images)
+    expected = [int(images.shape[0]), num_classes]
+    finite = bool(torch.isfinite(first).all() and torch.isfinite(second).all())
+    if first.shape != second.shape:
+        return SanityReport(list(first.shape), expected, finite, False, None)
+    first, second = first.float().nan_to_num(), second.float().nan_to_num()
+    difference = float((first - second).abs().max()) if first.numel() else 0.0
+    scale = float(first.abs().max()) if first.numel() else 0.0
+    deterministic = difference <= 1e-5 * max(1.0, scale)
+    return SanityReport(list(first.shape), expected, finite, bool(deterministic), difference)
+
+
+# ----------------------------------------------------------------------------------------------- accuracy
+
+def clean_predictions(model: nn.Module, test_set: Any, *, batch_size: int = 256, device: str = "cpu",
+                      indices: Sequence[int] | torch.Tensor | None = None, progress: bool = True) -> torch.Tensor:
+    """Per-sample correctness (bool, in the order of *indices*, default all) of *model* on *test_set*."""
+    from tqdm import tqdm
+
+    order = torch.arange(len(test_set)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+    correct = torch.zeros(len(order), dtype=torch.bool)
+    model.eval()
+    with torch.inference_mode(), tqdm(total=len(order), desc="clean accuracy", unit="img", file=sys.stderr,
+                                      disable=not progress, leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            images, labels = test_set.batch(order[start:start + batch_size])
+            predicted = model(images.to(device)).argmax(dim=1).cpu()
+            correct[start:start + len(labels)] = predicted == labels
+            bar.update(len(labels))
+    return correct
+
+
+# ----------------------------------------------------------------------------------------------- one entry
+
+@dataclass
+class CheckReport:
+    """Everything ``apb check`` found about one manifest entry."""
+
+    model_key: str
+    entry: dict  # the entry's identifying fields (ap_key, architecture, dataset, structure, sparsity, url)
+    sha256: str
+    sha256_pinned: bool
+    compliance: ComplianceReport
+    sparsity: SparsityReport | None = None
+    sanity: SanityReport | None = None
+    n: int = 0
+    clean_correct: int | None = None
+    claimed: dict | None = None
+    test_set_official: bool | None = None
+    manifest: tuple[str, int | None, str] = ("", None, "")  # file, line, field of the entry, for errors
+
+    @property
+    def clean_accuracy(self) -> float | None:
+        return None if self.clean_correct is None or not self.n else 100.0 * self.clean_correct / self.n
+
+    @property
+    def ok(self) -> bool:
+        parts = (self.compliance, self.sparsity, self.sanity)
+        return all(part is not None and part.ok for part in parts) and self.clean_correct is not None
+
+    def failures(self) -> list[str]:
+        """One line per failed part."""
+        failed = []
+        if not self.compliance.ok:
+            failed.append(f"compliance: {self.compliance.summary()}")
+        if self.sparsity is not None and not self.sparsity.ok:
+            failed.append(f"sparsity: {self.sparsity.message}")
+        if self.sanity is not None and not self.sanity.ok:
+            failed.append(f"outputs: {self.sanity.message}")
+        return failed
+
+    def warnings(self) -> list[str]:
+        """Findings that do not fail the check but must be flagged (a randomized model)."""
+        return [f"outputs: {self.sanity.message}"] if self.sanity is not None and self.sanity.randomized else []
+
+    def raise_if_failed(self) -> None:
+        """An APBError naming the entry and every failed part; what ``apb evaluate`` stops on."""
+        if not self.ok:
+            file, line, where = self.manifest
+            raise APBError([Problem(file or self.model_key, f"{self.model_key}: check failed: {failure}", line,
+                                    where or None) for failure in self.failures() or ["incomplete check"]])
+
+    def to_dict(self, layers: bool = True) -> dict:
+        return {"model_key": self.model_key, "ok": self.ok, "failures": self.failures(), "warnings": self.warnings(),
+                "entry": self.entry,
+                "checkpoint_sha256": self.sha256, "sha256_pinned": self.sha256_pinned,
+                "compliance": self.compliance.to_dict(),
+                "sparsity": None if self.sparsity is None else self.sparsity.to_dict(layers),
+                "sanity": None if self.sanity is None else self.sanity.to_dict(),
+                "clean": {"n": self.n, "correct": self.clean_correct, "accuracy": _rounded(self.clean_accuracy),
+                          "test_set_official": self.test_set_official},
+                "claimed": self.claimed}
+
+    def render_text(self, layers: bool = True) -> str:
+        entry = self.entry
+        pin = "pinned in the manifest" if self.sha256_pinned else "NOT pinned (computed now; run apb lock)"
+        lines = [f"apb check {self.model_key}",
+                 f"model       {entry['architecture']} on {entry['dataset']}, {entry['structure']} sparsity "
+                 f"{entry['sparsity']}%",
+                 f"checkpoint  sha256 {self.sha256} ({pin})",
+                 self.compliance.render_text()]
+        if self.sparsity is not None:
+            lines.append(self.sparsity.render_text(layers))
+        if self.sanity is not None:
+            lines.append(self.sanity.render_text())
+        if self.clean_accuracy is not None:
+            claimed = (self.claimed or {}).get("clean_accuracy")
+            note = "" if claimed is None else f" (claimed {claimed}% on the full test set)"
+            data = "" if self.test_set_official else " [test file is not the official one]"
+            lines.append(f"clean acc   {self.clean_accuracy:.2f}% ({self.clean_correct}/{self.n}) on the first "
+                         f"{self.n} {entry['dataset']} test samples{note}{data}")
+        lines.append("result      PASSED" if self.ok else
+                     "result      FAILED\n" + "\n".join(f"    {failure}" for failure in self.failures()))
+        return "\n".join(lines)
+
+
+def check_entry(entry: Any, *, data_dir: Path, n: int = 10000, device: str = "cpu", batch_size: int = 256,
+                cache_dir: Path | None = None, download: bool = False, progress: bool = True) -> CheckReport:
+    """Fetch, verify, load and check one manifest entry (no attacks). The test set is read first, so a missing
+    data directory fails before a long download."""
+    from evaluator.datasets import load_test_set
+    from evaluator.load import build_checked_model, fetch_entry, load_state_dict
+
+    test_set = load_test_set(entry.dataset, Path(data_dir), n, download=download)
+    path = fetch_entry(entry, cache_dir=cache_dir, progress=progress)
+    state = load_state_dict(path, entry)
+    report = CheckReport(
+        model_key=entry.model_key,
+        entry={"ap_key": entry.ap_key, "architecture": entry.architecture, "dataset": entry.dataset,
+               "structure": entry.structure, "sparsity": entry.sparsity, "url": entry.url},
+        sha256=path.name, sha256_pinned=entry.sha256 is not None,
+        compliance=check_compliance(state, entry.architecture), n=len(test_set),
+        claimed=None if entry.claimed is None else dict(entry.claimed),
+        test_set_official=test_set.official,
+        manifest=(str(entry.manifest_path), entry.line, f"models[{entry.index}]"))
+    if not report.compliance.ok:
+        return report
+    network = build_checked_model(entry, state).to(device)
+    report.sparsity = measure_sparsity(network, entry.structure, entry.sparsity)
+    report.sanity = check_outputs(network, test_set.batch(slice(0, min(SANITY_IMAGES, len(test_set))))[0].to(device))
+    report.clean_correct = int(clean_predictions(network, test_set, batch_size=batch_size, device=device,
+                                                 progress=progress).sum())
+    return report
+
+
+def _listing(items: list[str], limit: int = 5) -> str:
+    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
