@@ -14,7 +14,7 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 METRICS = ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy")
-_COUNTS = {"clean_accuracy": "clean_correct", "aa_robust_accuracy": "aa_robust",
+COUNT_FIELDS = {"clean_accuracy": "clean_correct", "aa_robust_accuracy": "aa_robust",
            "hofmn_robust_accuracy": "hofmn_robust", "worst_case_robust_accuracy": "worst_case_robust"}
 
 
@@ -153,7 +153,7 @@ def summarize(per_sample: PerSample, eps: float) -> dict:
     }
     metrics, intervals = {}, {}
     for metric in METRICS:
-        k = counts[_COUNTS[metric]]
+        k = counts[COUNT_FIELDS[metric]]
         metrics[metric] = round(100.0 * k / n, 4) if n else None
         lo, hi = wilson_interval(k, n)
         intervals[metric] = [round(100.0 * lo, 4), round(100.0 * hi, 4)]

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from evaluator.errors import APBError, Problem
 from evaluator.keys import AP_KEY_PATTERN, STRUCTURE_KINDS, model_key_maker, parse_model_key
 from evaluator.paths import PACKAGE_DIR
-from evaluator.records import METRICS, record_stem, sha256_file
+from evaluator.records import COUNT_FIELDS, METRICS, record_stem, sha256_file
 from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
 from evaluator.submissions import (MANIFEST, SUBMISSIONS, TAXONOMY, entry_from_data, merged_entry)
 
@@ -270,7 +270,6 @@ def record_problems(data: Any, lines: LineMap, file: str) -> list[Problem]:
     return problems
 
 
-_METRIC_COUNTS = dict(zip(METRICS, ("clean_correct", "aa_robust", "hofmn_robust", "worst_case_robust")))
 
 
 def _count_problems(data: dict, lines: LineMap, file: str) -> list[Problem]:
@@ -290,7 +289,7 @@ def _count_problems(data: dict, lines: LineMap, file: str) -> list[Problem]:
             problem(("counts", robust), "cannot exceed clean_correct")
     if counts["worst_case_robust"] > min(counts["aa_robust"], counts["hofmn_robust"]):
         problem(("counts", "worst_case_robust"), "cannot exceed aa_robust or hofmn_robust")
-    for metric, count_name in _METRIC_COUNTS.items():
+    for metric, count_name in COUNT_FIELDS.items():
         expected = round(100.0 * counts[count_name] / n, 4)
         if metrics[metric] is not None and abs(metrics[metric] - expected) > 1e-9:
             problem(("metrics", metric), f"is {metrics[metric]} but counts.{count_name}/n_samples gives {expected}; "

@@ -1,0 +1,62 @@
+"""Where each generated file goes (paths relative to the repository root) and how pages link each other."""
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+from evaluator.keys import ARCHITECTURE_CODES, DATASETS, STRUCTURE_KINDS, ModelKey
+
+LEADERBOARD_DIR = PurePosixPath("leaderboard")
+LEADERBOARD_README = LEADERBOARD_DIR / "README.md"
+TAXONOMY_README = PurePosixPath("taxonomy/README.md")
+MODELS_DIR = LEADERBOARD_DIR / "models"
+CURVES_DIR = LEADERBOARD_DIR / "curves"
+
+STRUCTURE_KIND_ORDER = tuple(dict.fromkeys(STRUCTURE_KINDS.values()))  # ("US", "S")
+ARCHITECTURE_TITLES = {"resnet18": "ResNet18", "vgg16": "VGG16"}
+STRUCTURE_KIND_TITLES = {"US": "unstructured (US)", "S": "structured (S)"}
+
+Group = tuple[str, str]  # (dataset, structure kind)
+
+
+def group_of(key: ModelKey) -> Group:
+    return (key.dataset, key.structure_kind)
+
+
+def group_sort_key(group: Group) -> tuple[int, int, str, str]:
+    """Datasets and structure kinds in the order the model keys list them; unknown ones last, by name."""
+    dataset, kind = group
+    return (DATASETS.index(dataset) if dataset in DATASETS else len(DATASETS),
+            STRUCTURE_KIND_ORDER.index(kind) if kind in STRUCTURE_KIND_ORDER else len(STRUCTURE_KIND_ORDER),
+            dataset, kind)
+
+
+def architecture_sort_key(architecture: str) -> tuple[int, str]:
+    order = list(ARCHITECTURE_CODES)
+    return (order.index(architecture) if architecture in order else len(order), architecture)
+
+
+def group_title(group: Group) -> str:
+    dataset, kind = group
+    return f"{dataset}, {STRUCTURE_KIND_TITLES.get(kind, kind)}"
+
+
+def model_page(model_key: str) -> PurePosixPath:
+    return MODELS_DIR / f"{model_key}.md"
+
+
+def curve_file(protocol: str, group: Group, architecture: str, sparsity: int) -> PurePosixPath:
+    """``leaderboard/curves/<protocol>/<dataset>_<US|S>_<R18|V16>_<sparsity>.png``."""
+    dataset, kind = group
+    code = ARCHITECTURE_CODES.get(architecture, architecture)
+    return CURVES_DIR / protocol / f"{dataset}_{kind}_{code}_{sparsity}.png"
+
+
+def relative_link(from_file: PurePosixPath, to_file: PurePosixPath, anchor: str | None = None) -> str:
+    """A link from the page *from_file* to *to_file* (both relative to the root), with an optional anchor."""
+    target = PurePosixPath(os.path.relpath(str(to_file), str(from_file.parent))).as_posix()
+    return f"{target}#{anchor}" if anchor else target
+
+
+def as_path(path: PurePosixPath) -> Path:
+    return Path(*path.parts)

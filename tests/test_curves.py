@@ -1,0 +1,123 @@
+"""Security curves: robust accuracy semantics (0, inf, the eps boundary), the figure's content, and PNG bytes
+that do not change between renders, processes or user matplotlib settings."""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator.records import PerSample
+from evaluator.render.curves import (eps_label, legend_label, png_bytes, robust_accuracy, save_png,
+                                     security_curve)
+
+REPO = Path(__file__).resolve().parents[1]
+EPS = 8 / 255
+
+
+def sample_distances(seed: int, n: int = 400, zeros: int = 40, infs: int = 5) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    found = rng.exponential(0.03, n - zeros - infs).astype(np.float32)
+    return np.concatenate([np.zeros(zeros, np.float32), found, np.full(infs, np.inf, np.float32)])
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of every chunk of a PNG file, checking signature and CRCs."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, offset = [], 8
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset:offset + 4])
+        kind, payload = data[offset + 4:offset + 8], data[offset + 8:offset + 8 + length]
+        (crc,) = struct.unpack(">I", data[offset + 8 + length:offset + 12 + length])
+        assert zlib.crc32(kind + payload) == crc
+        chunks.append((kind, payload))
+        offset += 12 + length
+    return chunks
+
+
+def test_robust_accuracy_counts_zero_as_broken_inf_as_robust_and_the_boundary_as_broken():
+    distances = np.array([0.0, 0.01, EPS, 0.05, np.inf], dtype=np.float32)
+    assert robust_accuracy(distances, 0.0) == pytest.approx(4 / 5)  # only the misclassified one is broken
+    assert robust_accuracy(distances, EPS) == pytest.approx(2 / 5)  # distance == eps is not robust (d > eps)
+    assert robust_accuracy(distances, 1e6) == pytest.approx(1 / 5)  # inf stays robust at every budget
+    assert list(robust_accuracy(distances, np.array([0.0, 0.02, 0.1]))) == pytest.approx([0.8, 0.6, 0.2])
+
+
+def test_robust_accuracy_at_eps_equals_the_per_sample_hofmn_robust_flag():
+    distances = sample_distances(1)
+    per_sample = PerSample(np.arange(distances.size), distances > 0, distances > 0, distances)
+    assert robust_accuracy(distances, EPS) == per_sample.hofmn_robust(EPS).mean()
+
+
+def test_legend_names_accuracy_at_the_marked_eps_and_samples_without_adversarial():
+    distances = np.array([0.0, 0.5, np.inf, np.inf], dtype=np.float32)
+    assert legend_label("HYDRA", distances, EPS) == "HYDRA – 75.00% (2 with no adversarial found)"
+    assert legend_label("HARP", np.array([0.0, 0.5]), EPS) == "HARP – 50.00%"
+    assert eps_label(8 / 255) == "8/255" and eps_label(0.1) == "0.1"
+
+
+@pytest.mark.parametrize("bad", [np.array([]), np.array([0.1, np.nan]), np.array([-0.1, 0.2])])
+def test_bad_distances_are_refused(bad):
+    with pytest.raises(ValueError, match="distances of 'x'"):
+        security_curve({"x": bad})
+
+
+def test_figure_draws_one_curve_per_model_the_marked_line_and_the_axes_ranges():
+    named = {"A": sample_distances(1), "B": sample_distances(2, infs=0)}
+    figure = security_curve(named, title="CIFAR10 · ResNet18 90%")
+    axes = figure.axes[0]
+    labels = [legend_label(name, distances, EPS) for name, distances in named.items()]
+    curves = [line for line in axes.get_lines() if line.get_label() in labels]
+    assert [line.get_label() for line in curves] == labels
+    for line, distances in zip(curves, named.values()):
+        x, y = line.get_data()
+        assert x[0] == 0.0 and x[-1] == pytest.approx(0.15)
+        assert np.array_equal(y, robust_accuracy(distances, x))
+    marked = [line for line in axes.get_lines() if np.allclose(line.get_xdata(), EPS)]
+    assert len(marked) == 1
+    assert axes.get_xlim() == pytest.approx((0.0, 0.15)) and axes.get_ylim() == pytest.approx((0.0, 1.0))
+    assert axes.get_title() == "CIFAR10 · ResNet18 90%"
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == [line.get_label() for line in curves]
+
+
+def test_png_is_byte_identical_across_renders_and_has_no_metadata(tmp_path):
+    named = {"A": sample_distances(1), "B": sample_distances(2)}
+    first, second = png_bytes(security_curve(named, title="t")), png_bytes(security_curve(named, title="t"))
+    assert first == second
+    kinds = [kind for kind, _ in png_chunks(first)]
+    assert not {b"tEXt", b"iTXt", b"zTXt", b"tIME"} & set(kinds), kinds  # no software name, no timestamp
+    path = save_png(security_curve(named, title="t"), tmp_path / "sub" / "curve.png")
+    assert path.read_bytes() == first
+    assert png_bytes(security_curve(named, title="other")) != first  # the bytes do depend on the content
+
+
+SUBPROCESS_RENDER = """
+import hashlib, sys
+import numpy as np
+from evaluator.render.curves import png_bytes, security_curve
+distances = np.load(sys.argv[1])
+data = png_bytes(security_curve({"A": distances["a"], "B": distances["b"]}, title="t"))
+print(hashlib.sha256(data).hexdigest(), "torch" in sys.modules)
+"""
+
+
+def test_png_bytes_do_not_depend_on_the_process_or_the_users_matplotlibrc(tmp_path):
+    import hashlib
+
+    np.savez(tmp_path / "d.npz", a=sample_distances(1), b=sample_distances(2))
+    here = hashlib.sha256(png_bytes(security_curve({"A": sample_distances(1), "B": sample_distances(2)},
+                                                   title="t"))).hexdigest()
+    config = tmp_path / "mplconfig"
+    config.mkdir()
+    (config / "matplotlibrc").write_text("font.size: 20\nlines.linewidth: 6\nfigure.dpi: 300\nfont.family: serif\n"
+                                         "axes.linewidth: 4\naxes.facecolor: 0.5\nxtick.major.size: 12\n"
+                                         "legend.framealpha: 0.1\nsavefig.pad_inches: 1\n")
+    env = {**os.environ, "MPLCONFIGDIR": str(config), "MPLBACKEND": "pdf"}
+    out = subprocess.run([sys.executable, "-c", SUBPROCESS_RENDER, str(tmp_path / "d.npz")], env=env, cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [here, "False"]  # same bytes under a hostile matplotlibrc; torch never imported

@@ -1,0 +1,402 @@
+"""``apb leaderboard``: the published tables reproduce the 154 published cells; evaluated records (in a
+temporary copy of a small repository, with real record and sidecar files) add HO-FMN and worst-case tables,
+daggers, provenance pages and security curves; smoke records never show; ``--check`` names stale, missing
+and extra files; rendering is byte-for-byte repeatable and every generated link resolves."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluator.cli import main
+from evaluator.keys import parse_model_key
+from evaluator.records import (PerSample, iter_record_paths, read_record, record_stem, records_dir, summarize,
+                               write_record)
+from evaluator.render import render_all
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_CSV = REPO.parent / "shared" / "seed" / "published-results.csv"
+EPS = 8 / 255
+LEADERBOARD = Path("leaderboard/README.md")
+PROTOCOL = "linf-8-255-v1"
+
+
+# ------------------------------------------------------------------------------------------ markdown parsing
+
+def github_slug(heading: str) -> str:
+    """GitHub's heading anchor (independent of the code under test): lower case, drop punctuation, spaces to -."""
+    return re.sub(r"[^a-z0-9_\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(markdown: str) -> set[str]:
+    seen: dict[str, int] = {}
+    result = set()
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            slug = github_slug(line.lstrip("#"))
+            result.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+            seen[slug] = seen.get(slug, 0) + 1
+    return result
+
+
+def split_row(line: str) -> list[str]:
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def tables(markdown: str) -> list[tuple[str, str, list[dict[str, str]]]]:
+    """``(## heading, ### heading, rows as {column: cell})`` of every pipe table."""
+    found, section, subsection, lines = [], "", "", markdown.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("## "):
+            section, subsection = line[3:], ""
+        elif line.startswith("### "):
+            subsection = line[4:]
+        elif line.startswith("|"):
+            header = split_row(line)
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(dict(zip(header, split_row(lines[i]))))
+                i += 1
+            found.append((section, subsection, rows))
+            continue
+        i += 1
+    return found
+
+
+LINK = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
+
+
+def parse_cell(cell: str) -> dict:
+    """``[80.54/**43.68**](target)†`` -> clean, robust, link, bold, dagger."""
+    match = LINK.fullmatch(cell.rstrip("†"))
+    text = match.group(1) if match else cell.rstrip("†")
+    clean, robust = text.split("/")
+    return {"clean": clean, "robust": robust.replace("**", ""), "link": match.group(2) if match else None,
+            "bold": "**" in robust, "dagger": cell.endswith("†")}
+
+
+def ap_of(cell: str) -> str:
+    """The AP name of a row's first cell."""
+    return LINK.match(cell).group(1) if cell.startswith("[") else cell.split(" (")[0]
+
+
+def published_cells(readme: str) -> dict[tuple, tuple[str, str]]:
+    """(name, dataset, kind, architecture, sparsity) -> (clean, robust) of every published table."""
+    cells = {}
+    for section, subsection, rows in tables(readme):
+        if not subsection.startswith("Published"):
+            continue
+        dataset, rest = section.split(", ")
+        kind = rest[rest.index("(") + 1:-1]
+        for row in rows:
+            for column, cell in row.items():
+                if column == "AP" or column.startswith("mean") or cell == "-":
+                    continue
+                architecture, sparsity = column.rstrip("%").split(" ")
+                parsed = parse_cell(cell)
+                assert not parsed["dagger"] and parsed["link"] is None
+                where = (ap_of(row["AP"]), dataset, kind, architecture, int(sparsity))
+                cells[where] = (parsed["clean"], parsed["robust"])
+    return cells
+
+
+def check_links(files: dict[Path, bytes], root: Path) -> int:
+    """Every relative link of every generated Markdown file reaches a generated or existing file, and its
+    anchor a heading there. Returns the number of links checked."""
+    checked = 0
+    for path, data in files.items():
+        if path.suffix != ".md":
+            continue
+        for _, target in LINK.findall(data.decode()):
+            if target.startswith("https://"):
+                continue
+            file_part, _, anchor = target.partition("#")
+            normal = Path(os.path.normpath(path.parent / file_part)) if file_part else path
+            assert not normal.is_absolute() and ".." not in normal.parts, f"{path}: {target} leaves the repository"
+            assert normal in files or (root / normal).exists(), f"{path}: broken link {target}"
+            if anchor:
+                assert anchor in anchors(files[normal].decode()), f"{path}: {target}: no such anchor"
+            checked += 1
+    return checked
+
+
+# ------------------------------------------------------------------------------------------ the real repository
+
+@pytest.fixture(scope="module")
+def real() -> dict[Path, bytes]:
+    return render_all(REPO)
+
+
+def committed_published() -> dict[tuple, tuple[str, str]]:
+    names = {p.parent.name: read_record_name(p) for p in (REPO / "submissions").glob("*/taxonomy.json")}
+    cells = {}
+    for path in iter_record_paths(REPO):
+        record = read_record(path)
+        if record["source"] != "published":
+            continue
+        key = parse_model_key(record["model_key"])
+        architecture = {"resnet18": "ResNet18", "vgg16": "VGG16"}[key.architecture]
+        cells[(names[key.ap_key], key.dataset, key.structure_kind, architecture, key.sparsity)] = (
+            f"{record['metrics']['clean_accuracy']:.2f}", f"{record['metrics']['aa_robust_accuracy']:.2f}")
+    return cells
+
+
+def read_record_name(taxonomy_json: Path) -> str:
+    return read_record(taxonomy_json)["name"]
+
+
+def test_published_tables_hold_every_committed_published_record(real):
+    committed = committed_published()
+    assert len(committed) == 154  # the test cannot pass on an empty repository
+    assert published_cells(real[LEADERBOARD].decode()) == committed
+
+
+def test_published_tables_equal_the_seed_csv(real):
+    if not SEED_CSV.is_file():
+        pytest.skip(f"{SEED_CSV} not present (the seed is outside the repository); the committed records "
+                    "are compared in the test above")
+    with open(SEED_CSV, newline="") as handle:
+        seed = {(row["ap"], row["dataset"], row["structure"], row["architecture"], int(row["sparsity"])):
+                (f"{float(row['clean_accuracy']):.2f}", f"{float(row['aa_robust_accuracy']):.2f}")
+                for row in csv.DictReader(handle)}
+    assert len(seed) == 154
+    assert published_cells(real[LEADERBOARD].decode()) == seed
+
+
+def test_real_repository_rows_are_ranked_bold_is_the_column_best_and_links_resolve(real):
+    readme = real[LEADERBOARD].decode()
+    for _, subsection, rows in tables(readme):
+        means = [float(row[[c for c in row if c.startswith("mean")][0]].split(" ")[0]) for row in rows]
+        assert means == sorted(means, reverse=True)
+        for column in rows[0]:
+            if column == "AP" or column.startswith("mean"):
+                continue
+            parsed = [parse_cell(row[column]) for row in rows if row[column] != "-"]
+            best = max(float(p["robust"]) for p in parsed)
+            assert [p["bold"] for p in parsed] == [float(p["robust"]) == best for p in parsed]
+    assert "HO-FMN" not in readme.split("## Contents")[1]  # no evaluated records in the repository yet
+    assert check_links(real, REPO) > 50
+    assert set(real) >= {LEADERBOARD, Path("taxonomy/README.md")}
+
+
+def test_rendering_twice_gives_identical_bytes(real):
+    assert render_all(REPO) == real
+
+
+# ------------------------------------------------------------------------------------------ a small repository
+
+THREE_APS = ("HARP_Zhao2023Holistic", "HYDRA_Sehwag2020Hydra", "RADMM_Ye2019Adversarial")
+
+
+def make_repo(tmp_path: Path, aps=THREE_APS) -> Path:
+    """A copy of the repository's taxonomy and of three APs' published CIFAR10 unstructured records."""
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "taxonomy", root / "taxonomy", ignore=shutil.ignore_patterns("README.md"))
+    for ap_key in aps:
+        source = REPO / "submissions" / ap_key
+        records_dir(root, ap_key).mkdir(parents=True)
+        shutil.copy(source / "taxonomy.json", root / "submissions" / ap_key / "taxonomy.json")
+        for record in (source / "records").glob(f"{ap_key}_*_CIFAR10_US_*__published-2024.json"):
+            shutil.copy(record, records_dir(root, ap_key) / record.name)
+    return root
+
+
+def add_evaluated(root: Path, model_key: str, *, protocol: str = PROTOCOL, seed: int = 0, n: int = 300,
+                  unbroken: int = 4) -> dict:
+    """A real evaluated record and sidecar as `apb evaluate` writes them (synthetic per-sample results)."""
+    rng = np.random.default_rng(seed)
+    distances = rng.exponential(0.03, n).astype(np.float32)
+    distances[: n // 5] = 0.0
+    distances[n - unbroken:] = np.inf
+    clean = distances > 0
+    per_sample = PerSample(np.arange(n), clean, clean & (distances > EPS * 1.05), distances)
+    key = parse_model_key(model_key)
+    directory = records_dir(root, key.ap_key)
+    sha = per_sample.save(directory / f"{record_stem(model_key, protocol)}.npz")
+    record = {
+        "schema_version": 1, "model_key": model_key, "ap_key": key.ap_key, "architecture": key.architecture,
+        "dataset": key.dataset, "structure_kind": key.structure_kind, "sparsity": key.sparsity,
+        "source": "evaluated", "protocol": protocol, **summarize(per_sample, EPS),
+        "checkpoint_sha256": f"{seed:064x}",
+        "provenance": {"evaluator_version": "0.1.0", "git_commit": "0123abc", "date": "2025-01-02T03:04:05Z",
+                       "wall_time_s": {"autoattack": 12.5, "total": 20.0}},
+        "flags": [{"code": "hofmn-no-adversarial", "message": f"{unbroken} samples without adversarial"}],
+        "check": {"ok": True, "sparsity": {"ok": True, "claimed": key.sparsity, "measured": key.sparsity + 0.01,
+                                           "layers": [{"name": "conv1", "weights": 1728, "zero_weights": 1555}]}},
+        "per_sample": {"file": f"{record_stem(model_key, protocol)}.npz", "sha256": sha},
+    }
+    write_record(record, directory)
+    return record
+
+
+HARP_90 = "HARP_Zhao2023Holistic_R18_CIFAR10_US_90"
+HYDRA_90 = "HYDRA_Sehwag2020Hydra_R18_CIFAR10_US_90"
+HYDRA_95 = "HYDRA_Sehwag2020Hydra_R18_CIFAR10_US_95"
+
+
+@pytest.fixture
+def evaluated_repo(tmp_path) -> tuple[Path, dict[str, dict]]:
+    root = make_repo(tmp_path)
+    records = {key: add_evaluated(root, key, seed=i) for i, key in enumerate([HARP_90, HYDRA_90])}
+    add_evaluated(root, HYDRA_95, protocol="smoke-v1", seed=7)  # never rendered
+    return root, records
+
+
+def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
+    root, records = evaluated_repo
+    files = render_all(root)
+    readme = files[LEADERBOARD].decode()
+    found = {(section, subsection): rows for section, subsection, rows in tables(readme)}
+    group = "CIFAR10, unstructured (US)"
+    titles = [s for (g, s) in found if g == group]
+    assert titles == [f"AutoAttack, protocol `{PROTOCOL}`", f"HO-FMN, protocol `{PROTOCOL}`",
+                      f"Worst case (AutoAttack and HO-FMN), protocol `{PROTOCOL}`", "Published (arXiv:2409.01249)"]
+    metric_of = {titles[0]: "aa_robust_accuracy", titles[1]: "hofmn_robust_accuracy",
+                 titles[2]: "worst_case_robust_accuracy"}
+    published = committed_published()
+    for title, metric in metric_of.items():
+        rows = {ap_of(row["AP"]): row for row in found[(group, title)]}
+        for model_key, record in records.items():
+            cell = parse_cell(rows[model_key.split("_")[0]]["ResNet18 90%"])
+            assert (cell["clean"], cell["robust"]) == (f"{record['metrics']['clean_accuracy']:.2f}",
+                                                       f"{record['metrics'][metric]:.2f}")
+            assert cell["link"] == f"models/{model_key}.md#evaluated-{PROTOCOL}" and not cell["dagger"]
+        if metric == "aa_robust_accuracy":  # published numbers fill the gaps, marked with a dagger
+            other = parse_cell(rows["HYDRA"]["ResNet18 95%"])
+            assert other["dagger"] and other["link"] is None
+            assert (other["clean"], other["robust"]) == published[("HYDRA", "CIFAR10", "US", "ResNet18", 95)]
+            assert "RADMM" in rows
+        else:  # HO-FMN and worst case exist only for evaluated models
+            assert set(rows) == {"HARP", "HYDRA"} and rows["HYDRA"]["ResNet18 95%"] == "-"
+    assert "† Published only" in readme
+    # the published table keeps the published numbers of the evaluated models
+    assert published_cells(readme)[("HYDRA", "CIFAR10", "US", "ResNet18", 90)] == published[
+        ("HYDRA", "CIFAR10", "US", "ResNet18", 90)]
+    # a page per evaluated model, with its provenance; none for the smoke record
+    pages = sorted(p.name for p in files if p.parent == Path("leaderboard/models"))
+    assert pages == [f"{HARP_90}.md", f"{HYDRA_90}.md"]
+    page = files[Path(f"leaderboard/models/{HYDRA_90}.md")].decode()
+    record = records[HYDRA_90]
+    for text in (PROTOCOL, record["checkpoint_sha256"], "2025-01-02T03:04:05Z", "0123abc", "hofmn-no-adversarial",
+                 "sparsity.measured", record["per_sample"]["sha256"], "4 with no adversarial found",
+                 "{:.2f}–{:.2f}".format(*record["intervals"]["aa_robust_accuracy"]),
+                 f"{record['counts']['hofmn_robust']} / 300", "## Published: published-2024",
+                 "<details><summary>sparsity.layers (1 row)</summary>"):
+        assert text in page, text
+    # one curve for the evaluated column; the smoke record's column has none
+    curves = sorted(p.as_posix() for p in files if p.suffix == ".png")
+    assert curves == [f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.png"]
+    assert files[Path(curves[0])][:8] == b"\x89PNG\r\n\x1a\n"
+    assert "smoke-v1" not in readme and all(b"smoke-v1" not in data for data in files.values())
+    assert check_links(files, root) > 20
+    assert render_all(root) == files
+
+
+def test_the_demo_can_render_a_non_leaderboard_protocol_on_request(evaluated_repo):
+    root, _ = evaluated_repo
+    files = render_all(root, protocols=["smoke-v1"])
+    assert Path(f"leaderboard/models/{HYDRA_95}.md") in files and Path(f"leaderboard/models/{HYDRA_90}.md") not in files
+    assert "HO-FMN, protocol `smoke-v1`" in files[LEADERBOARD].decode()
+
+
+def test_only_published_records_give_no_evaluated_tables_and_no_daggers(tmp_path):
+    files = render_all(make_repo(tmp_path))
+    readme = files[LEADERBOARD].decode()
+    assert [s for _, s, _ in tables(readme)] == ["Published (arXiv:2409.01249)"]
+    assert "†" not in readme.split("## Contents")[1] and not any(p.suffix == ".png" for p in files)
+
+
+# ------------------------------------------------------------------------------------------ the command
+
+def run_apb(*args: str) -> int:
+    return main(["leaderboard", *args])
+
+
+def test_command_writes_checks_and_names_each_stale_missing_and_extra_file(evaluated_repo, capsys):
+    root, _ = evaluated_repo
+    assert run_apb("--root", str(root), "--check") == 1  # nothing generated yet: every file is missing
+    assert "leaderboard/README.md: missing" in capsys.readouterr().err
+    assert run_apb("--root", str(root)) == 0
+    assert run_apb("--root", str(root), "--check") == 0
+    readme, page = root / LEADERBOARD, root / f"leaderboard/models/{HYDRA_90}.md"
+    readme.write_text(readme.read_text().replace("HARP", "HARP (best!)"))  # a hand edit
+    page.unlink()
+    (root / "leaderboard/notes.md").write_text("extra")
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert run_apb("--root", str(root), "--check") == 1
+    err = capsys.readouterr().err
+    assert "error: leaderboard/README.md: stale" in err
+    assert f"error: leaderboard/models/{HYDRA_90}.md: missing" in err
+    assert "error: leaderboard/notes.md: extra" in err
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # --check wrote nothing
+    assert run_apb("--root", str(root)) == 0
+    assert run_apb("--root", str(root), "--check") == 0 and not (root / "leaderboard/notes.md").exists()
+
+
+def test_command_removes_pages_and_curves_no_longer_rendered(evaluated_repo):
+    root, _ = evaluated_repo
+    assert run_apb("--root", str(root)) == 0
+    curve = root / f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.png"
+    assert curve.is_file()
+    for key in (HARP_90, HYDRA_90):
+        for path in records_dir(root, parse_model_key(key).ap_key).glob(f"{record_stem(key, PROTOCOL)}.*"):
+            path.unlink()
+    assert run_apb("--root", str(root)) == 0
+    assert not curve.exists() and not (root / "leaderboard/curves").exists()
+    assert not (root / "leaderboard/models").exists()
+    assert run_apb("--root", str(root), "--check") == 0
+
+
+def test_out_folder_receives_the_files_and_the_repository_is_untouched(evaluated_repo, tmp_path):
+    root, _ = evaluated_repo
+    out = tmp_path / "out"
+    assert run_apb("--root", str(root), "--out", str(out)) == 0
+    assert (out / LEADERBOARD).is_file() and (out / "taxonomy/README.md").is_file()
+    assert not (root / "leaderboard").exists() and not (root / "taxonomy/README.md").exists()
+    assert run_apb("--root", str(root), "--out", str(out), "--check") == 0
+
+
+def test_bad_sidecar_or_unknown_protocol_fails_naming_the_record_and_writes_nothing(evaluated_repo, capsys):
+    root, records = evaluated_repo
+    sidecar = records_dir(root, "HYDRA_Sehwag2020Hydra") / records[HYDRA_90]["per_sample"]["file"]
+    sidecar.write_bytes(sidecar.read_bytes() + b"tampered")
+    assert run_apb("--root", str(root)) == 1
+    err = capsys.readouterr().err
+    assert f"{record_stem(HYDRA_90, PROTOCOL)}.json: per_sample.sha256" in err
+    assert not (root / "leaderboard").exists()
+    sidecar.unlink()
+    assert run_apb("--root", str(root)) == 1
+    assert "does not exist" in capsys.readouterr().err
+    record = records[HYDRA_90]
+    write_record({**record, "per_sample": {**record["per_sample"], "file": "../../HARP_Zhao2023Holistic/x.npz"}},
+                 records_dir(root, "HYDRA_Sehwag2020Hydra"))
+    assert run_apb("--root", str(root)) == 1
+    assert "per_sample.file: sidecar name '../../HARP_Zhao2023Holistic/x.npz' must be a plain file name" in (
+        capsys.readouterr().err)
+    add_evaluated(root, HYDRA_90, protocol="linf-4-255-v9")
+    for stale in records_dir(root, "HYDRA_Sehwag2020Hydra").glob(f"{record_stem(HYDRA_90, PROTOCOL)}.*"):
+        stale.unlink()
+    assert run_apb("--root", str(root)) == 1
+    assert "linf-4-255-v9" in capsys.readouterr().err and not (root / "leaderboard").exists()
+
+
+def test_unreadable_record_or_missing_taxonomy_fails_naming_the_file(tmp_path, capsys):
+    root = make_repo(tmp_path)
+    broken = records_dir(root, "HARP_Zhao2023Holistic") / "HARP_Zhao2023Holistic_R18_CIFAR10_US_90__published-2024.json"
+    broken.write_text("{")
+    assert run_apb("--root", str(root)) == 1
+    assert f"{broken.relative_to(root)}: cannot read this record" in capsys.readouterr().err
+    broken.unlink()
+    (root / "submissions/RADMM_Ye2019Adversarial/taxonomy.json").unlink()
+    assert run_apb("--root", str(root)) == 1
+    assert "records of RADMM_Ye2019Adversarial but no taxonomy.json" in capsys.readouterr().err
+    assert not (root / "leaderboard").exists()
