@@ -17,7 +17,7 @@ COMMANDS = {
     "merge": "combine the shards of one evaluation into the record a single run would give",
     "leaderboard": "render leaderboard/, taxonomy/README.md and the security curves from the records",
     "demo": "offline end-to-end run on a small embedded example submission",
-    "ci": "helpers behind the GitHub workflows (plan, report, comment)",
+    "ci": "the steps of .github/workflows: plan, collect, ingest, report, publish (docs/automation.md)",
 }
 
 

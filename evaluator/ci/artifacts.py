@@ -1,0 +1,197 @@
+"""Reading workflow artifacts as untrusted data.
+
+An artifact made on the GPU runner (or by a PR's own validate workflow) may hold anything: the privileged
+jobs read it only through here. A file is used only if it is a regular file (no symlink, device or fifo;
+nothing is followed), sits at most ``MAX_DEPTH`` folders deep, has a plain name and is under its size cap;
+JSON is parsed strictly (``evaluator.safeio``) and checked against its JSON Schema. Everything refused is
+returned as a ``Problem`` naming the file, so the report can say what was dropped and why.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evaluator.errors import APBError, Problem
+from evaluator.paths import PACKAGE_DIR
+from evaluator.records import PerSample, record_stem
+from evaluator.safeio import MAX_BYTES, format_field, parse_json_text
+
+MAX_JSON_BYTES = MAX_BYTES  # 1 MB, as for every data file of the repository
+MAX_SIDECAR_BYTES = 4 << 20  # a sidecar of 10,000 samples is ~60 KB
+MAX_LOG_BYTES = 1 << 20
+MAX_FILES = 4096
+MAX_TOTAL_BYTES = 256 << 20
+MAX_DEPTH = 4
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
+CI_SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
+@dataclass(frozen=True)
+class Scan:
+    files: dict[str, Path]  # path relative to the scanned folder (POSIX) -> path
+    problems: list[Problem]
+
+
+def scan(directory: Path) -> Scan:
+    """The regular files under *directory*, without following any link; everything else is a problem."""
+    files: dict[str, Path] = {}
+    problems: list[Problem] = []
+    total = 0
+    if not directory.is_dir() or directory.is_symlink():
+        return Scan({}, [Problem(str(directory), "missing, or not a plain folder")] if directory.exists() or
+                    directory.is_symlink() else [])
+    pending = [(directory, 0)]
+    while pending:
+        folder, depth = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                path = Path(entry.path)
+                if not SAFE_NAME.match(entry.name):
+                    problems.append(Problem(str(path), "refused: not a plain name (letters, digits, '_', '.' "
+                                                       "and '-', not starting with '.')"))
+                elif entry.is_symlink():
+                    problems.append(Problem(str(path), "refused: a symbolic link"))
+                elif entry.is_dir(follow_symlinks=False):
+                    if depth + 1 > MAX_DEPTH:
+                        problems.append(Problem(str(path), f"refused: more than {MAX_DEPTH} folders deep"))
+                    else:
+                        pending.append((path, depth + 1))
+                elif not entry.is_file(follow_symlinks=False):
+                    problems.append(Problem(str(path), "refused: not a regular file"))
+                elif len(files) >= MAX_FILES:
+                    problems.append(Problem(str(path), f"refused: more than {MAX_FILES} files"))
+                else:
+                    total += entry.stat(follow_symlinks=False).st_size
+                    if total > MAX_TOTAL_BYTES:
+                        problems.append(Problem(str(path), f"refused: the files exceed {MAX_TOTAL_BYTES:,} bytes"))
+                        continue
+                    files[path.relative_to(directory).as_posix()] = path
+    return Scan(dict(sorted(files.items())), problems)
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file (never through a link), refusing more than *limit*."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        raise APBError(Problem(str(path), f"cannot be read: {error.strerror}")) from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise APBError(Problem(str(path), "refused: not a regular file"))
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise APBError(Problem(str(path), f"refused: larger than {limit:,} bytes"))
+    return data
+
+
+def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
+    return parse_json_text(read_bytes(path, limit), str(path))[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(schema_path: Path):
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def schema_problems(data: Any, schema_path: Path, name: str) -> list[Problem]:
+    """Every place *data* breaks the JSON Schema at *schema_path*, as problems naming the field."""
+    errors = sorted(_validator(schema_path).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    problems = []
+    for error in errors[:20]:
+        if error.context:  # anyOf / oneOf: the branch that failed on something besides its type is the one meant
+            error = min(error.context, key=lambda e: (e.validator == "type", -len(e.absolute_path)))
+        problems.append(Problem(name, error.message[:300], field=format_field(tuple(error.absolute_path))))
+    return problems
+
+
+def load_checked_json(path: Path, schema_name: str) -> Any:
+    """A JSON file checked against ``evaluator/ci/schemas/<schema_name>``; ``APBError`` if it is not valid."""
+    data = read_json(path)
+    problems = schema_problems(data, CI_SCHEMAS / schema_name, str(path))
+    if problems:
+        raise APBError(problems)
+    return data
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a record must be: the plan says which model, checkpoint and protocol were asked for."""
+
+    model_key: str
+    sha256: str
+    protocol: str
+
+
+@dataclass(frozen=True)
+class AcceptedRecord:
+    record: dict
+    json_bytes: bytes
+    sidecar_bytes: bytes
+
+    @property
+    def stem(self) -> str:
+        return record_stem(self.record["model_key"], self.record["protocol"])
+
+
+def accept_record(json_path: Path, expected: Expected) -> AcceptedRecord:
+    """Check one evaluated record and its sidecar as untrusted input: strict JSON, the record schema, the
+    model / checkpoint / protocol the plan asked for, the sidecar's name, sha256 and contents."""
+    stem = record_stem(expected.model_key, expected.protocol)
+    name = str(json_path)
+    if json_path.name != f"{stem}.json":
+        raise APBError(Problem(name, f"refused: expected the record {stem}.json"))
+    json_bytes = read_bytes(json_path, MAX_JSON_BYTES)
+    record = parse_json_text(json_bytes, name)[0]
+    problems = schema_problems(record, PACKAGE_DIR / "schemas" / "record.schema.json", name)
+    if problems:
+        raise APBError(problems)
+    wanted = {"model_key": expected.model_key, "protocol": expected.protocol,
+              "checkpoint_sha256": expected.sha256, "source": "evaluated"}
+    for field, value in wanted.items():
+        if record.get(field) != value:
+            raise APBError(Problem(name, f"refused: is {record.get(field)!r}, the plan asked for {value!r}",
+                                   field=field))
+    sidecar_name = record["per_sample"]["file"]
+    if sidecar_name != f"{stem}.npz":
+        raise APBError(Problem(name, f"refused: the sidecar must be {stem}.npz", field="per_sample.file"))
+    sidecar_bytes = read_bytes(json_path.with_name(sidecar_name), MAX_SIDECAR_BYTES)
+    if hashlib.sha256(sidecar_bytes).hexdigest() != record["per_sample"]["sha256"]:
+        raise APBError(Problem(str(json_path.with_name(sidecar_name)), "refused: its sha256 differs from the "
+                                                                       "record's", field="per_sample.sha256"))
+    per_sample = _load_sidecar(sidecar_bytes, str(json_path.with_name(sidecar_name)))
+    if len(per_sample) != record["n_samples"]:
+        raise APBError(Problem(name, f"refused: the sidecar has {len(per_sample)} samples, the record says "
+                                     f"{record['n_samples']}", field="n_samples"))
+    return AcceptedRecord(record, json_bytes, sidecar_bytes)
+
+
+def _load_sidecar(data: bytes, name: str) -> PerSample:
+    """The per-sample arrays of a sidecar's bytes (read with ``allow_pickle=False``: an npz cannot run code)."""
+    try:
+        return PerSample.load(io.BytesIO(data))  # type: ignore[arg-type]  # np.load takes a file object too
+    except (ValueError, KeyError, OSError, EOFError) as error:
+        raise APBError(Problem(name, f"refused: not a per-sample sidecar ({error})")) from None
+
+
+def log_tail(path: Path, *, max_lines: int = 40, max_chars: int = 4000) -> str:
+    """The last lines of a log as plain text: progress-bar rewrites collapsed, control characters dropped."""
+    data = read_bytes(path, MAX_LOG_BYTES)
+    text = data.decode("utf-8", "replace")
+    lines = [line.split("\r")[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    lines = ["".join(ch for ch in line if ch == "\t" or ch >= " ") for line in lines]
+    tail = "\n".join(line for line in lines if line.strip())
+    tail = "\n".join(tail.splitlines()[-max_lines:])
+    return tail[-max_chars:]

@@ -1,0 +1,338 @@
+"""``apb ci plan``: which manifest entries a change asks to evaluate, as a GitHub Actions matrix.
+
+The plan reads the two commits with git as data only (``git ls-tree`` / ``git cat-file``: nothing of the
+head commit is checked out or run). A change that touches anything but ``submissions/<ap>/manifest.yaml``
+and ``submissions/<ap>/taxonomy.json`` is planned as *no evaluation*: such a PR needs a maintainer's review
+as code, and the GPU runner only ever evaluates data.
+
+Entries of the changed manifests are compared by model key: *added*, *changed* (a field that decides what
+is evaluated differs: checkpoint, URL, loading fields), *removed* or *untouched*. Added and changed entries
+are evaluated unless a record of the same model key, checkpoint sha256 and protocol already exists and the
+loading fields did not change; an entry without sha256 cannot be evaluated (run ``apb lock``). A big model
+can be split into shards, one matrix leg each; every leg carries the actions/cache key of its result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+from evaluator.errors import APBError, Problem
+from evaluator.keys import AP_KEY_PATTERN
+from evaluator.records import atomic_write_bytes, record_stem, records_dir
+from evaluator.safeio import MAX_BYTES, load_json
+from evaluator.submissions import LOADING_FIELDS as ENTRY_LOADING_FIELDS
+from evaluator.submissions import load_manifest
+
+PLAN_FORMAT = "apb-ci-plan/1"
+DATA_FILES = ("manifest.yaml", "taxonomy.json")
+MAX_LEGS = 256  # GitHub's limit on the jobs of one matrix
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: the "before" of a first push
+# what decides the result, besides the protocol: the model, the checkpoint, how it is loaded
+LOADING_FIELDS = ("architecture", "dataset", "structure", "sparsity", "sha256", *ENTRY_LOADING_FIELDS)
+_REGULAR_BLOB_MODES = ("100644", "100755")
+_AP_DIR = re.compile(rf"^{AP_KEY_PATTERN}$")
+_REF = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_./~^-]*$")
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One matrix leg: one model key, or one shard of it."""
+
+    model_key: str
+    ap_key: str
+    sha256: str
+    protocol: str
+    shard: str | None  # "i/n" (1-based) or None for the whole model
+    cache_key: str
+    leg: str  # a name usable for artifacts: the model key, plus "-shard-i-of-n"
+
+
+@dataclass
+class Plan:
+    protocol: str
+    base: str | None = None
+    head: str | None = None
+    merge_base: str | None = None
+    changed_files: list[str] = field(default_factory=list)
+    blocked_files: list[str] = field(default_factory=list)  # changed files that are not submission data
+    entries: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in ("added", "changed", "removed",
+                                                                                    "untouched")})
+    models: dict[str, dict] = field(default_factory=dict)  # model key -> what the report shows about it
+    include: list[Leg] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"model_key", "sha256", "reason"}
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def evaluate(self) -> bool:
+        return bool(self.include)
+
+    @property
+    def reason(self) -> str:
+        """One sentence on what will be evaluated, or why nothing is."""
+        if self.blocked_files:
+            shown = ", ".join(self.blocked_files[:5]) + (" ..." if len(self.blocked_files) > 5 else "")
+            return (f"no evaluation: the change touches {len(self.blocked_files)} file(s) besides "
+                    f"submissions/<ap>/manifest.yaml and taxonomy.json ({shown}); a maintainer reviews it as code")
+        if self.problems:
+            return f"no evaluation: {len(self.problems)} problem(s) in the submitted files"
+        if not self.include:
+            return "nothing to evaluate: no added or changed entry lacks a record"
+        models = len({leg.model_key for leg in self.include})
+        return f"{models} model(s) to evaluate in {len(self.include)} leg(s)"
+
+    def matrix(self) -> dict:
+        return {"include": [asdict(leg) for leg in self.include]}
+
+    def to_dict(self) -> dict:
+        return {"format": PLAN_FORMAT, "protocol": self.protocol, "base": self.base, "head": self.head,
+                "merge_base": self.merge_base, "evaluate": self.evaluate, "reason": self.reason,
+                "changed_files": self.changed_files, "blocked_files": self.blocked_files, "entries": self.entries,
+                "models": self.models, "include": self.matrix()["include"], "skipped": self.skipped,
+                "problems": [p.to_dict() for p in self.problems]}
+
+
+# ------------------------------------------------------------------------------------------------ git
+
+
+def git(root: Path, *args: str) -> bytes:
+    """Run one read-only git command in *root*; an ``APBError`` names the command if it fails."""
+    result = subprocess.run(["git", "-C", str(root), *args], capture_output=True)
+    if result.returncode != 0:
+        message = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise APBError(Problem(str(root), f"`git {' '.join(args)}` failed: {message[-1] if message else 'no output'}",
+                               field="git"))
+    return result.stdout
+
+
+def resolve_commit(root: Path, ref: str) -> str:
+    """The full sha of *ref* (``0000...`` — a push's "before" for a new branch — is the empty tree)."""
+    if re.fullmatch(r"0{40}", ref):
+        return EMPTY_TREE
+    if not _REF.match(ref) or ".." in ref:
+        raise APBError(Problem("apb ci plan", f"{ref!r} is not a git revision", field="ref"))
+    return git(root, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}").decode().strip()
+
+
+def merge_base(root: Path, base: str, head: str) -> str:
+    """Where the change branched off *base* (what a PR diff is taken against)."""
+    if base == EMPTY_TREE:
+        return EMPTY_TREE
+    return git(root, "merge-base", base, head).decode().strip()
+
+
+def changed_files(root: Path, old: str, new: str) -> list[str]:
+    """Paths that differ between two commits (renames count as a delete and an add)."""
+    out = git(root, "diff", "--no-renames", "--no-ext-diff", "--name-only", "-z", old, new, "--")
+    return sorted(p.decode("utf-8", "surrogateescape") for p in out.split(b"\0") if p)
+
+
+def read_blob(root: Path, commit: str, path: str, limit: int = MAX_BYTES) -> bytes | None:
+    """The bytes of *path* at *commit*, or None if it does not exist there. Only a regular file is read (a
+    symlink or submodule is refused) and only up to *limit* bytes."""
+    if commit == EMPTY_TREE:
+        return None
+    listing = git(root, "ls-tree", "-z", "--full-tree", commit, "--", path).split(b"\0")[0]
+    if not listing:
+        return None
+    meta, _, name = listing.partition(b"\t")
+    mode, kind, oid = meta.decode().split()
+    if kind != "blob" or mode not in _REGULAR_BLOB_MODES:
+        raise APBError(Problem(path, f"is a {kind} of mode {mode} at {commit[:12]}, not a regular file; "
+                                     "submit plain files"))
+    size = int(git(root, "cat-file", "-s", oid).decode().strip())
+    if size > limit:
+        raise APBError(Problem(path, f"is {size:,} bytes at {commit[:12]}, over the {limit:,}-byte limit"))
+    return git(root, "cat-file", "blob", oid)
+
+
+# ------------------------------------------------------------------------------------------------ entries
+
+
+def classify_path(path: str) -> str:
+    """``data`` (a submission's manifest or taxonomy), ``records`` (generated result files) or ``other``."""
+    parts = PurePosixPath(path).parts
+    if len(parts) == 3 and parts[0] == "submissions" and parts[2] in DATA_FILES and _AP_DIR.match(parts[1]):
+        return "data"
+    if len(parts) >= 3 and parts[0] == "submissions" and parts[2] == "records":
+        return "records"
+    return "other"
+
+
+def loading_fields(entry) -> dict:
+    """The fields of a manifest entry that decide its evaluation result."""
+    return {name: getattr(entry, name) for name in LOADING_FIELDS}
+
+
+def loading_digest(entry) -> str:
+    """12 hex digits naming the loading fields (part of the cache key: a new normalization is a new result)."""
+    text = json.dumps(loading_fields(entry), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def evaluation_fields(entry) -> dict:
+    """What makes an entry *changed* (``claimed`` numbers and line numbers do not)."""
+    return {**loading_fields(entry), "url": entry.url}
+
+
+def parse_manifest_blob(path: str, data: bytes | None) -> dict:
+    """Model key -> entry of a manifest's content (empty if the file does not exist)."""
+    if data is None:
+        return {}
+    return {entry.model_key: entry for entry in load_manifest(Path(path), text=data)}
+
+
+def compare_entries(old: dict, new: dict) -> dict[str, list[str]]:
+    """Model keys grouped as added / changed / removed / untouched (each list sorted)."""
+    return {
+        "added": sorted(set(new) - set(old)),
+        "changed": sorted(k for k in set(new) & set(old) if evaluation_fields(new[k]) != evaluation_fields(old[k])),
+        "removed": sorted(set(old) - set(new)),
+        "untouched": sorted(k for k in set(new) & set(old) if evaluation_fields(new[k]) == evaluation_fields(old[k])),
+    }
+
+
+def existing_record_sha256(root: Path, ap_key: str, model_key: str, protocol: str) -> str | None:
+    """The checkpoint sha256 of the record already in *root* for this model key and protocol, if any."""
+    path = records_dir(root, ap_key) / f"{record_stem(model_key, protocol)}.json"
+    if not path.is_file():
+        return None
+    data, _ = load_json(path)
+    return data.get("checkpoint_sha256") if isinstance(data, dict) else None
+
+
+# ------------------------------------------------------------------------------------------------ legs
+
+
+def parse_shards(spec: str | None) -> dict[str, int]:
+    """``"4"`` (every model in 4 shards) or ``"vgg16=4,resnet18=2"`` (per architecture; ``*=n`` for the rest)."""
+    if spec is None or not spec.strip():
+        return {"*": 1}
+    result: dict[str, int] = {}
+    for part in spec.split(","):
+        name, _, count = part.strip().rpartition("=")
+        name = name.strip() or "*"
+        if not count.strip().isdigit() or not 1 <= int(count) <= 64:
+            raise APBError(Problem("APB_SHARDS", f"{part.strip()!r}: the number of shards must be 1 to 64",
+                                   field="shards"))
+        result[name] = int(count)
+    result.setdefault("*", 1)
+    return result
+
+
+def cache_key(entry, protocol: str, shard: str | None) -> str:
+    """The actions/cache key of one leg's result: protocol, model key, checkpoint sha256, loading fields."""
+    key = f"apb-{protocol}-{entry.model_key}-{entry.sha256}-{loading_digest(entry)}"
+    return key if shard is None else f"{key}-shard-{shard.replace('/', '-of-')}"
+
+
+def legs_for(entry, protocol: str, shards: dict[str, int]) -> list[Leg]:
+    """The matrix legs of one entry: one, or one per shard."""
+    count = shards.get(entry.architecture, shards["*"])
+    names = [None] if count == 1 else [f"{i}/{count}" for i in range(1, count + 1)]
+    return [Leg(entry.model_key, entry.ap_key, entry.sha256, protocol, shard, cache_key(entry, protocol, shard),
+                entry.model_key if shard is None else f"{entry.model_key}-shard-{shard.replace('/', '-of-')}")
+            for shard in names]
+
+
+def model_summary(entry) -> dict:
+    """What the report shows about an entry besides its record."""
+    return {"ap_key": entry.ap_key, "sha256": entry.sha256, "url": entry.url, "sparsity": entry.sparsity,
+            "claimed": dict(entry.claimed) if entry.claimed else None}
+
+
+def schedule(plan: Plan, root: Path, entries: list, loading_changed: set[str], shards: dict[str, int]) -> None:
+    """Add each entry to the plan's legs, or to its skipped list with the reason."""
+    for entry in entries:
+        plan.models[entry.model_key] = model_summary(entry)
+        if not entry.sha256:
+            plan.skipped.append({"model_key": entry.model_key, "sha256": None,
+                                 "reason": "no sha256: it cannot be evaluated; run `apb lock` to pin one"})
+            continue
+        recorded = existing_record_sha256(root, entry.ap_key, entry.model_key, plan.protocol)
+        if recorded == entry.sha256 and entry.model_key not in loading_changed:
+            plan.skipped.append({"model_key": entry.model_key, "sha256": entry.sha256,
+                                 "reason": f"a record for this checkpoint and protocol {plan.protocol} exists"})
+            continue
+        plan.include.extend(legs_for(entry, plan.protocol, shards))
+    if len(plan.include) > MAX_LEGS:
+        raise APBError(Problem("apb ci plan", f"{len(plan.include)} matrix legs, over GitHub's {MAX_LEGS}; "
+                                              "split the change or lower APB_SHARDS", field="include"))
+
+
+# ------------------------------------------------------------------------------------------------ plans
+
+
+def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict[str, int]) -> Plan:
+    """The plan of what *head* changes relative to its merge base with *base* (a PR, or a push)."""
+    base_sha, head_sha = resolve_commit(root, base), resolve_commit(root, head)
+    fork_point = merge_base(root, base_sha, head_sha)
+    plan = Plan(protocol=protocol, base=base_sha, head=head_sha, merge_base=fork_point,
+                changed_files=changed_files(root, fork_point, head_sha))
+    plan.blocked_files = [p for p in plan.changed_files if classify_path(p) != "data"]
+    if plan.blocked_files:
+        return plan
+    to_schedule, loading_changed = [], set()
+    for path in sorted(p for p in plan.changed_files if p.endswith("/manifest.yaml")):
+        try:
+            old = parse_manifest_blob(path, read_blob(root, fork_point, path))
+            new = parse_manifest_blob(path, read_blob(root, head_sha, path))
+        except APBError as error:
+            plan.problems.extend(error.problems)
+            continue
+        groups = compare_entries(old, new)
+        for name, keys in groups.items():
+            plan.entries[name].extend(keys)
+        loading_changed |= {k for k in groups["changed"] if loading_fields(new[k]) != loading_fields(old[k])}
+        to_schedule.extend(new[k] for k in groups["added"] + groups["changed"])
+    for name in plan.entries:
+        plan.entries[name].sort()
+    if not plan.problems:
+        schedule(plan, root, sorted(to_schedule, key=lambda e: e.model_key), loading_changed, shards)
+    return plan
+
+
+def plan_missing(root: Path, *, protocol: str, shards: dict[str, int], since: str | None = None) -> Plan:
+    """The plan of every entry in *root*'s manifests that has a sha256 but no record for *protocol* (what
+    the leaderboard workflow brings in from the cache after a merge). With *since* (a push's "before"),
+    only the manifests changed between *since* and HEAD are looked at."""
+    plan = Plan(protocol=protocol)
+    manifests = sorted((root / "submissions").glob("*/manifest.yaml"))
+    if since is not None:
+        plan.base, plan.head = resolve_commit(root, since), resolve_commit(root, "HEAD")
+        plan.changed_files = changed_files(root, plan.base, plan.head)
+        manifests = [path for path in manifests if path.relative_to(root).as_posix() in plan.changed_files]
+    entries = []
+    for path in manifests:
+        entries.extend(load_manifest(path))
+    plan.entries["untouched"] = sorted(e.model_key for e in entries)
+    missing = [e for e in entries
+               if e.sha256 and existing_record_sha256(root, e.ap_key, e.model_key, protocol) != e.sha256]
+    schedule(plan, root, sorted(missing, key=lambda e: e.model_key), set(), shards)
+    return plan
+
+
+def extract_data(root: Path, plan: Plan, into: Path) -> list[str]:
+    """Mirror the head commit's version of each changed data file into the tree at *into* (a scratch copy
+    of the base checkout): write it, or delete it if the change removed it. Returns the paths touched.
+
+    Only ``submissions/<ap>/manifest.yaml`` and ``taxonomy.json`` are ever written, as regular files."""
+    if plan.blocked_files:
+        raise APBError(Problem("apb ci plan", "refusing to extract: " + plan.reason, field="extract"))
+    touched = []
+    for path in plan.changed_files:
+        if classify_path(path) != "data":  # cannot happen after the check above; kept as a second lock
+            raise APBError(Problem(path, "is not submission data; nothing extracted", field="extract"))
+        target = into.joinpath(*PurePosixPath(path).parts)
+        if target.parent.is_symlink() or target.is_symlink():
+            raise APBError(Problem(str(target), "is a symlink in the scratch tree; use a fresh copy", field="extract"))
+        data = read_blob(root, plan.head, path)
+        if data is None:
+            target.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(target, data)
+        touched.append(path)
+    return touched

@@ -1,0 +1,381 @@
+"""``apb ci report``: the workflow artifacts of one PR commit -> the Markdown of the sticky bot comment.
+
+The comment starts with ``REPORT_MARKER`` (how the bot finds its own comment again) and a hidden meta line
+(kind, commit, conclusion, title) that ``apb ci publish`` reads. Per model it shows the compliance check,
+measured vs claimed sparsity, clean / AutoAttack / HO-FMN / worst-case accuracy with 95% intervals and the
+difference to the author's claims, the record's flags and the wall time, one short section per model so it
+reads on a phone. Every text that comes from an artifact is escaped (no Markdown, HTML or @mentions get
+through). The comment stays under ``MAX_REPORT_CHARS``: sections that do not fit are replaced by a note.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evaluator.ci.artifacts import Expected, accept_record, load_checked_json
+from evaluator.ci.collect import RECORDS, read_collected
+from evaluator.errors import APBError, Problem
+from evaluator.records import record_stem
+
+REPORT_MARKER = "<!-- apb-bot:report -->"
+META_PREFIX = "<!-- apb-bot:meta "
+META_SUFFIX = " -->"
+MAX_REPORT_CHARS = 60_000  # GitHub's limit is 65,536 (comments) / 65,535 (check summaries); keep a margin
+KINDS = ("validation", "evaluation")
+CHECK_NAMES = {"validation": "APB validation", "evaluation": "APB evaluation"}
+EVALUATE_LABEL = "apb:evaluate"
+MAX_PROBLEMS_SHOWN = 50
+METRIC_ROWS = (("clean", "clean_accuracy"), ("AA", "aa_robust_accuracy"), ("HO-FMN", "hofmn_robust_accuracy"),
+               ("worst case", "worst_case_robust_accuracy"))
+RUN_TITLE = re.compile(r"^APB PR #([0-9]{1,9}) @ ([0-9a-f]{40})$")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+ICONS = {"ok": "✅", "flagged": "⚠️", "failed": "❌"}
+
+
+# ------------------------------------------------------------------------------------------------ escaping
+
+
+def esc(text: object, limit: int = 1000) -> str:
+    """Inline text from an artifact, made inert: no Markdown, HTML, @mentions or #references; one line."""
+    value = " ".join(str(text).split())[:limit]
+    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    value = re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", value)
+    return value.replace("@", "@\u200b")
+
+
+def code(text: object, limit: int = 200) -> str:
+    """An inline code span (nothing inside one is rendered); backticks and line breaks are dropped."""
+    value = " ".join(str(text).replace("`", "'").split())[:limit]
+    return f"`{value}`" if value else "``"
+
+
+def fenced(text: str) -> str:
+    """A fenced code block that *text* cannot close early."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def duration(seconds: float | None) -> str:
+    """``3 min 12 s``, ``1 h 02 min``."""
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+# ------------------------------------------------------------------------------------------------ input
+
+
+@dataclass
+class ReportInput:
+    """Everything one report is made of (each part may be missing)."""
+
+    kind: str  # validation | evaluation
+    head_sha: str
+    validation: dict | None = None
+    plan: dict | None = None
+    collected: dict | None = None
+    records: dict[str, dict] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)  # artifact files that were refused
+    run_url: str | None = None
+
+
+def parse_run_title(title: str) -> tuple[int, str]:
+    """``APB PR #12 @ <sha>`` (the run-name the workflows set) -> ``(12, sha)``."""
+    match = RUN_TITLE.match(title or "")
+    if not match:
+        raise APBError(Problem("run title", f"{title!r} is not of the form 'APB PR #<number> @ <40-hex sha>'"))
+    return int(match[1]), match[2]
+
+
+def _load(what: str, loader, problems: list[Problem]):
+    try:
+        return loader()
+    except APBError as error:
+        problems.extend(Problem(p.file, f"{what} not used: {p.message}", p.line, p.field) for p in error.problems)
+        return None
+
+
+def load_report_input(kind: str, head_sha: str, artifacts: Path, *, run_url: str | None = None) -> ReportInput:
+    """Read the downloaded artifacts of a validate run (``apb-validation/``) or an evaluate run (``apb-plan/``,
+    ``apb-records/``) under *artifacts*, as untrusted data."""
+    if kind not in KINDS:
+        raise APBError(Problem("apb ci report", f"kind must be one of {', '.join(KINDS)}", field="kind"))
+    if not _SHA.match(head_sha):
+        raise APBError(Problem("apb ci report", f"{head_sha!r} is not a 40-hex commit sha", field="head-sha"))
+    if run_url is not None and not re.fullmatch(r"https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~/-]*)?", run_url):
+        raise APBError(Problem("apb ci report", f"{run_url!r} is not a plain https URL", field="run-url"))
+    found = ReportInput(kind, head_sha, run_url=run_url)
+    folder = artifacts / ("apb-validation" if kind == "validation" else "apb-plan")
+    if (folder / "validation.json").exists():
+        found.validation = _load("validation output", lambda: load_checked_json(
+            folder / "validation.json", "validation.schema.json"), found.problems)
+    if kind == "validation":
+        return found
+    if (artifacts / "apb-plan" / "plan.json").exists():
+        found.plan = _load("plan", lambda: load_checked_json(artifacts / "apb-plan" / "plan.json",
+                                                             "plan.schema.json"), found.problems)
+    records_dir = artifacts / "apb-records"
+    if found.plan is not None and (records_dir / "collect.json").exists():
+        found.collected = _load("collect.json", lambda: read_collected(records_dir), found.problems)
+    if found.plan is not None and found.collected is not None:
+        expected = {leg["model_key"]: Expected(leg["model_key"], leg["sha256"], found.plan["protocol"])
+                    for leg in found.plan["include"]}
+        for model_key, wanted in expected.items():
+            path = records_dir / RECORDS / f"{record_stem(model_key, wanted.protocol)}.json"
+            if path.exists():
+                accepted = _load(f"record of {model_key}", lambda: accept_record(path, wanted), found.problems)
+                if accepted is not None:
+                    found.records[model_key] = accepted.record
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ verdicts
+
+
+def claim_of(report: ReportInput, model_key: str, metric: str) -> float | None:
+    """The author's claimed value of *metric* (percent) for a model, from the manifest via the plan."""
+    model = ((report.plan or {}).get("models") or {}).get(model_key) or {}
+    value = (model.get("claimed") or {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def claim_outside(record: dict, metric: str, claimed: float | None) -> bool:
+    """True when a claim lies outside the measured 95% interval."""
+    interval = (record.get("intervals") or {}).get(metric)
+    return claimed is not None and bool(interval) and not interval[0] <= claimed <= interval[1]
+
+
+def model_status(report: ReportInput, model_key: str) -> str:
+    """ok, flagged or failed."""
+    record = report.records.get(model_key)
+    if record is None:
+        return "failed"
+    check = record.get("check")
+    if isinstance(check, dict) and check.get("ok") is False:
+        return "failed"
+    claims_off = any(claim_outside(record, metric, claim_of(report, model_key, metric)) for _, metric in METRIC_ROWS)
+    return "flagged" if record.get("flags") or claims_off else "ok"
+
+
+def planned_models(report: ReportInput) -> list[str]:
+    seen: dict[str, None] = {}
+    for leg in (report.plan or {}).get("include", []):
+        seen.setdefault(leg["model_key"], None)
+    return list(seen)
+
+
+def conclusion_and_title(report: ReportInput) -> tuple[str, str]:
+    """The check-run conclusion and a one-line title."""
+    validation_ok = bool(report.validation and report.validation.get("ok"))
+    n_problems = len((report.validation or {}).get("problems", []))
+    validation_title = ("validation passed" if validation_ok else "validation output missing"
+                        if report.validation is None else f"validation: {n_problems} problem(s)")
+    if report.kind == "validation":
+        return ("success" if validation_ok else "failure"), validation_title
+    if report.plan is None:
+        return "failure", "no evaluation plan: the evaluate run produced none"
+    statuses = [model_status(report, key) for key in planned_models(report)]
+    counts = {name: statuses.count(name) for name in ICONS}
+    if not statuses:
+        title = "no evaluation" if report.plan["blocked_files"] else "nothing to evaluate"
+        failed = not validation_ok or bool(report.plan["problems"])
+        return ("failure" if failed else "neutral"), (validation_title if failed else title)
+    title = f"{len(statuses)} model(s): {counts['ok']} ok, {counts['flagged']} flagged, {counts['failed']} failed"
+    failed = counts["failed"] or not validation_ok or report.plan["problems"]
+    return ("failure" if failed else "success"), title if validation_ok else f"{title}; {validation_title}"
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+def meta_line(report: ReportInput, conclusion: str, title: str) -> str:
+    meta = {"kind": report.kind, "head_sha": report.head_sha, "conclusion": conclusion, "title": title}
+    return META_PREFIX + json.dumps(meta, separators=(",", ":")).replace("--", "- -") + META_SUFFIX
+
+
+def read_meta(body: str) -> dict | None:
+    """The meta of a report body (None if it has none or it is not ours)."""
+    for line in body.splitlines()[:3]:
+        if line.startswith(META_PREFIX) and line.endswith(META_SUFFIX):
+            try:
+                meta = json.loads(line[len(META_PREFIX):-len(META_SUFFIX)])
+            except ValueError:
+                return None
+            return meta if isinstance(meta, dict) else None
+    return None
+
+
+def validation_section(report: ReportInput) -> list[str]:
+    """One block for the verdict, one per problem shown."""
+    if report.validation is None:
+        return ["#### ❌ Validation\nNo validation output was found; see the workflow run's log."]
+    problems = report.validation.get("problems", [])
+    if report.validation.get("ok") and not problems:
+        return ["#### ✅ Validation\n`apb validate` found no problem."]
+    blocks = [f"#### ❌ Validation\n`apb validate` found {len(problems)} problem(s); fix them and push again:"]
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        where = problem["file"] + (f":{problem['line']}" if problem.get("line") else "")
+        field_text = f" {code(problem['field'])}" if problem.get("field") else ""
+        blocks.append(f"- {code(where)}{field_text}: {esc(problem['message'])}")
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        blocks.append(f"- … and {len(problems) - MAX_PROBLEMS_SHOWN} more: run `apb validate` locally for all")
+    return blocks
+
+
+def plan_section(report: ReportInput) -> list[str]:
+    plan = report.plan
+    if plan is None:
+        return []
+    blocks = []
+    if plan["blocked_files"]:
+        shown = ", ".join(code(p) for p in plan["blocked_files"][:20])
+        more = f" and {len(plan['blocked_files']) - 20} more" if len(plan["blocked_files"]) > 20 else ""
+        blocks.append(f"#### ⏸️ No evaluation\nThis PR changes files besides `submissions/<ap>/manifest.yaml` and "
+                      f"`taxonomy.json`: {shown}{more}. The evaluator only runs on pure submission changes; a "
+                      "maintainer reviews the rest as code.")
+    for problem in plan["problems"][:MAX_PROBLEMS_SHOWN]:
+        where = problem["file"] + (f":{problem['line']}" if problem.get("line") else "")
+        blocks.append(f"- ❌ {code(where)}: {esc(problem['message'])}")
+    if not plan["blocked_files"] and not plan["include"] and not plan["problems"]:
+        blocks.append(f"#### Nothing to evaluate\n{esc(plan['reason'])}.")
+    return blocks
+
+
+def sparsity_text(record: dict) -> str:
+    sparsity = ((record.get("check") or {}).get("sparsity")) or {}
+    measured = sparsity.get("measured")
+    if not isinstance(measured, (int, float)):
+        return f"sparsity: not measured (claimed {record.get('sparsity')}%)"
+    claimed = sparsity.get("claimed", record.get("sparsity"))
+    icon = "✅" if sparsity.get("ok", True) else "❌"
+    structure = esc(sparsity.get("structure", ""), 20)
+    return f"{structure} sparsity {measured:.2f}% (claimed {esc(claimed, 20)}%) {icon}".strip()
+
+
+def compliance_text(record: dict) -> str:
+    check = record.get("check")
+    if not isinstance(check, dict):
+        return "check: not recorded"
+    compliance = check.get("compliance") or {}
+    ok = compliance.get("ok", check.get("ok"))
+    return "compliance ✅" if ok else "compliance ❌" if ok is False else "compliance: not recorded"
+
+
+def metrics_table(report: ReportInput, model_key: str, record: dict) -> str:
+    rows = ["| | measured [95% CI] | claimed | Δ |", "|:--|--:|--:|--:|"]
+    for label, metric in METRIC_ROWS:
+        value = (record.get("metrics") or {}).get(metric)
+        interval = (record.get("intervals") or {}).get(metric)
+        measured = number(value) + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+        claimed = claim_of(report, model_key, metric)
+        delta = "" if claimed is None or value is None else f"{value - claimed:+.2f}"
+        if delta and claim_outside(record, metric, claimed):
+            delta += " ⚠️"
+        rows.append(f"| {label} | {measured} | {number(claimed) if claimed is not None else '—'} | {delta} |")
+    return "\n".join(rows)
+
+
+def model_section(report: ReportInput, model_key: str, missing: dict | None) -> str:
+    status = model_status(report, model_key)
+    head = f"#### {ICONS[status]} {code(model_key)}"
+    record = report.records.get(model_key)
+    if record is None:
+        if report.validation is not None and not report.validation.get("ok"):
+            return f"{head}\nNot evaluated: the submission does not validate; fix the problems above first."
+        reason = esc(missing["reason"], 2000) if missing else "the evaluation produced no record (see the run's log)"
+        text = f"{head}\nNo record: {reason}"
+        if missing and missing.get("log"):
+            text += f"\n<details><summary>last lines of the log</summary>\n\n{fenced(missing['log'])}\n\n</details>"
+        return text
+    wall = ((record.get("provenance") or {}).get("wall_time_s") or {}).get("total")
+    facts = " · ".join([compliance_text(record), sparsity_text(record), f"{record.get('n_samples'):,} samples",
+                        duration(wall if isinstance(wall, (int, float)) else None)])
+    lines = [head, facts, "", metrics_table(report, model_key, record)]
+    notes = [f"- ⚠️ {code(flag['code'])}: {esc(flag['message'])}" for flag in record.get("flags") or []]
+    claims_off = [label for label, metric in METRIC_ROWS
+                  if claim_outside(record, metric, claim_of(report, model_key, metric))]
+    if claims_off:
+        notes.append(f"- ⚠️ claimed {' and '.join(claims_off)} accuracy outside the measured 95% interval")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def skipped_section(report: ReportInput) -> list[str]:
+    skipped = (report.plan or {}).get("skipped", [])
+    if not skipped:
+        return []
+    return ["#### ⏭️ Not evaluated"] + [f"- {code(item['model_key'])}: {esc(item['reason'])}" for item in skipped]
+
+
+def changes_section(report: ReportInput) -> list[str]:
+    entries = (report.plan or {}).get("entries")
+    if not entries or not any(entries.values()):
+        return []
+    lines = ["<details><summary>Manifest entries in this PR</summary>", ""]
+    for name in ("added", "changed", "removed", "untouched"):
+        if entries.get(name):
+            lines.append(f"- {name}: " + ", ".join(code(key) for key in entries[name][:100])
+                         + (f" and {len(entries[name]) - 100} more" if len(entries[name]) > 100 else ""))
+    lines += ["", "</details>"]
+    return ["\n".join(lines)]
+
+
+def refused_section(report: ReportInput) -> list[str]:
+    if not report.problems:
+        return []
+    return ["#### ⚠️ Artifact files not used"] + [f"- {code(p.file, 120)}: {esc(p.message)}"
+                                                 for p in report.problems[:MAX_PROBLEMS_SHOWN]]
+
+
+# ------------------------------------------------------------------------------------------------ assembly
+
+
+def render_report(report: ReportInput, *, limit: int = MAX_REPORT_CHARS) -> str:
+    """The comment body; always under *limit* characters."""
+    conclusion, title = conclusion_and_title(report)
+    what = "validation" if report.kind == "validation" else "evaluation"
+    run = f" · [workflow run]({report.run_url})" if report.run_url else ""
+    header = "\n".join([REPORT_MARKER, meta_line(report, conclusion, title), "",
+                        f"### APB {what} of {code(report.head_sha[:12])}",
+                        f"**{ICONS['ok'] if conclusion in ('success', 'neutral') else ICONS['failed']} "
+                        f"{esc(title)}**{run}"])
+    blocks = validation_section(report)
+    if report.kind == "validation":
+        blocks.append(f"Evaluation on the GPU runner starts when a maintainer adds the label `{EVALUATE_LABEL}` "
+                      "(again after every push); its results replace this comment.")
+    else:
+        blocks += plan_section(report)
+        missing = {item["model_key"]: item for item in (report.collected or {}).get("missing", [])}
+        blocks += [model_section(report, key, missing.get(key)) for key in planned_models(report)]
+        blocks += skipped_section(report) + changes_section(report)
+    blocks += refused_section(report)
+    footer = (f"<sub>One comment per PR, edited in place on every run; these results are for commit "
+              f"{code(report.head_sha)}.</sub>")
+    return assemble(header, blocks, footer, limit)
+
+
+def assemble(header: str, blocks: list[str], footer: str, limit: int) -> str:
+    """Header, as many blocks as fit under *limit*, a note on what was left out, footer."""
+    parts, used = [header], len(header) + len(footer) + 4
+    reserve = 200
+    for index, block in enumerate(blocks):
+        if used + len(block) + 2 > limit - reserve:
+            left = len(blocks) - index
+            parts.append(f"_… {left} more section(s) not shown: a comment is limited to 65,536 characters. "
+                         "The full results are in the workflow run's artifacts._")
+            break
+        parts.append(block)
+        used += len(block) + 2
+    parts.append(footer)
+    return "\n\n".join(parts) + "\n"

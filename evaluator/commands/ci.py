@@ -1,0 +1,208 @@
+"""``apb ci plan|collect|ingest|report|publish``: the steps of the GitHub workflows, testable offline.
+
+    apb ci plan --base SHA --head SHA [--extract STAGE] --out plan.json   # what a PR asks to evaluate
+    apb ci plan --missing [--since SHA] --out plan.json                   # entries lacking a record
+    apb ci collect --plan plan.json --legs LEGS --out RECORDS             # check and merge the legs' outputs
+    apb ci ingest --plan plan.json --records RECORDS                      # copy them into submissions/
+    apb ci report --kind evaluation --run-title T --artifacts DIR --out report.md
+    apb ci publish --body report.md --run-title T                         # sticky comment + check run
+
+See docs/automation.md for the workflows that run them."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from evaluator.errors import APBError, Problem
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "see docs/automation.md for how the workflows use these steps"
+    steps = parser.add_subparsers(dest="step", required=True, metavar="step")
+
+    plan = steps.add_parser("plan", help="changed manifest entries between two commits -> matrix JSON")
+    mode = plan.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--base", help="base commit (a PR's base sha, a push's 'before')")
+    mode.add_argument("--missing", action="store_true",
+                      help="plan every entry with a sha256 but no record for the protocol (leaderboard workflow)")
+    plan.add_argument("--head", help="head commit (with --base; read with git as data, never checked out)")
+    plan.add_argument("--since", default=None, metavar="REF",
+                      help="with --missing: only the manifests changed between REF (a push's 'before') and HEAD")
+    plan.add_argument("--protocol", default=None, help="protocol id (default: the evaluable leaderboard protocol)")
+    plan.add_argument("--shards", default=os.environ.get("APB_SHARDS") or "1",
+                      help="shards per model: N, or per architecture 'vgg16=4,resnet18=2' (default: $APB_SHARDS or 1)")
+    plan.add_argument("--root", type=Path, default=None, help="the git checkout (default: around the cwd)")
+    plan.add_argument("--extract", type=Path, default=None, metavar="STAGE",
+                      help="write the head's version of each changed manifest.yaml / taxonomy.json into STAGE "
+                           "(a scratch copy of the base checkout)")
+    plan.add_argument("--out", type=Path, default=None, help="write plan.json here (default: stdout)")
+    plan.add_argument("--github-output", type=Path, default=None, metavar="FILE",
+                      help="append 'evaluate=' and 'matrix=' lines for a workflow step (pass $GITHUB_OUTPUT)")
+
+    collect = steps.add_parser("collect", help="check (and merge) the matrix legs' outputs into records")
+    collect.add_argument("--plan", type=Path, required=True, help="the plan.json the legs ran")
+    collect.add_argument("--legs", type=Path, required=True, help="folder holding one apb-leg-<leg>/ per leg")
+    collect.add_argument("--out", type=Path, required=True, help="folder for records/ and collect.json")
+
+    ingest = steps.add_parser("ingest", help="copy collected records into submissions/<ap>/records/")
+    ingest.add_argument("--plan", type=Path, required=True, help="the plan.json the records were made for")
+    ingest.add_argument("--records", type=Path, required=True, help="a folder written by `apb ci collect`")
+    ingest.add_argument("--root", type=Path, default=None, help="benchmark repository (default: around the cwd)")
+
+    report = steps.add_parser("report", help="workflow artifacts -> the Markdown of the sticky PR comment")
+    report.add_argument("--kind", choices=("validation", "evaluation"), required=True,
+                        help="validation (a validate run's artifacts) or evaluation (an evaluate run's)")
+    _add_target(report)
+    report.add_argument("--artifacts", type=Path, required=True,
+                        help="folder the run's artifacts were downloaded into (one folder per artifact)")
+    report.add_argument("--run-url", default=None, help="link to the workflow run shown in the comment")
+    report.add_argument("--out", type=Path, required=True, help="write the Markdown here")
+
+    publish = steps.add_parser("publish", help="post the report: one sticky PR comment and one check run")
+    publish.add_argument("--body", type=Path, required=True, help="the Markdown written by `apb ci report`")
+    _add_target(publish)
+    publish.add_argument("--repo", default=os.environ.get("GITHUB_REPOSITORY"),
+                         help="owner/name (default: $GITHUB_REPOSITORY)")
+    publish.add_argument("--head-repo", default=None, help="only post if the PR's head is in this repository")
+    publish.add_argument("--head-ref", default=None, help="only post if the PR's head is this branch")
+    publish.add_argument("--bot-login", default=None,
+                         help="the login the token writes as (default: github-actions[bot])")
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-title", default=None,
+                        help="the run's name, 'APB PR #<n> @ <sha>' (gives the PR and the commit)")
+    parser.add_argument("--pr", type=int, default=None, help="PR number (instead of --run-title)")
+    parser.add_argument("--head-sha", default=None,
+                        help="the commit; with --run-title it must equal the title's commit")
+
+
+def target(args: argparse.Namespace) -> tuple[int | None, str]:
+    """(PR number, head sha) from --run-title and/or --pr / --head-sha."""
+    from evaluator.ci.report import parse_run_title
+
+    if args.run_title:
+        pr, sha = parse_run_title(args.run_title)
+        if args.head_sha and args.head_sha != sha:
+            raise APBError(Problem("--run-title", f"names commit {sha}, but the run is for {args.head_sha}; "
+                                                  "not reporting on a commit the run did not check"))
+        if args.pr is not None and args.pr != pr:
+            raise APBError(Problem("--run-title", f"names PR #{pr}, not #{args.pr}"))
+        return pr, sha
+    if not args.head_sha:
+        raise APBError(Problem("apb ci", "give --run-title, or --head-sha (and --pr to publish)"))
+    return args.pr, args.head_sha
+
+
+def default_protocol() -> str:
+    """The one protocol that is both evaluable and rendered on the leaderboard."""
+    from evaluator.protocol import list_protocols
+
+    candidates = [p.id for p in list_protocols() if p.leaderboard and p.evaluable]
+    if len(candidates) != 1:
+        raise APBError(Problem("evaluator/protocols", f"{len(candidates)} evaluable leaderboard protocols "
+                                                      f"({', '.join(candidates)}); pass --protocol"))
+    return candidates[0]
+
+
+def write_text(path: Path | None, text: str) -> None:
+    if path is None:
+        sys.stdout.write(text)
+    else:
+        from evaluator.records import atomic_write_bytes
+
+        atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from evaluator.ci.plan import extract_data, parse_shards, plan_change, plan_missing
+    from evaluator.paths import repo_root
+
+    root = (args.root or repo_root()).resolve()
+    protocol = args.protocol or default_protocol()
+    shards = parse_shards(args.shards)
+    if args.missing:
+        if args.extract:
+            raise APBError(Problem("--extract", "only with --base/--head: --missing plans the checkout itself"))
+        plan = plan_missing(root, protocol=protocol, shards=shards, since=args.since)
+    else:
+        if args.since:
+            raise APBError(Problem("--since", "only with --missing"))
+        if not args.head:
+            raise APBError(Problem("--head", "give the head commit together with --base"))
+        plan = plan_change(root, args.base, args.head, protocol=protocol, shards=shards)
+        if args.extract and not plan.blocked_files:
+            for path in extract_data(root, plan, args.extract):
+                print(f"extracted {path} at {plan.head[:12]}", file=sys.stderr)
+    write_text(args.out, json.dumps(plan.to_dict(), indent=2) + "\n")
+    if args.github_output:
+        with open(args.github_output, "a", encoding="utf-8") as handle:
+            handle.write(f"evaluate={'true' if plan.evaluate else 'false'}\n")
+            handle.write(f"matrix={json.dumps(plan.matrix(), separators=(',', ':'))}\n")
+    print(plan.reason, file=sys.stderr)
+    return 0
+
+
+def _read_plan(path: Path) -> dict:
+    from evaluator.ci.artifacts import load_checked_json
+
+    return load_checked_json(path, "plan.schema.json")
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from evaluator.ci.collect import collect
+
+    result = collect(_read_plan(args.plan), args.legs, args.out)
+    for name in result.records:
+        print(f"accepted {name}", file=sys.stderr)
+    for item in result.missing:
+        print(f"missing {item['model_key']}: {item['reason']}", file=sys.stderr)
+    return 0
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from evaluator.ci.collect import ingest
+    from evaluator.paths import repo_root
+
+    for path in ingest(_read_plan(args.plan), args.records, (args.root or repo_root()).resolve()):
+        print(f"wrote {path}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from evaluator.ci.report import conclusion_and_title, load_report_input, render_report
+
+    _, head_sha = target(args)
+    report = load_report_input(args.kind, head_sha, args.artifacts, run_url=args.run_url)
+    write_text(args.out, render_report(report))
+    conclusion, title = conclusion_and_title(report)
+    print(f"{conclusion}: {title}", file=sys.stderr)
+    return 0
+
+
+def run_publish(args: argparse.Namespace) -> int:
+    from evaluator.ci.github import DEFAULT_API_URL, connect, get_repo, publish_report
+
+    pr, head_sha = target(args)
+    if pr is None:
+        raise APBError(Problem("apb ci publish", "give --run-title or --pr: which pull request to comment on"))
+    if not args.repo:
+        raise APBError(Problem("apb ci publish", "give --repo owner/name (or set GITHUB_REPOSITORY)"))
+    body = args.body.read_text(encoding="utf-8")
+    token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or ""
+    gh = connect(token, base_url=os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL)
+    repo = get_repo(gh, args.repo)
+    print(publish_report(repo, pr, head_sha, body, head_repo=args.head_repo, head_ref=args.head_ref,
+                         bot_login=args.bot_login))
+    return 0
+
+
+STEPS = {"plan": run_plan, "collect": run_collect, "ingest": run_ingest, "report": run_report, "publish": run_publish}
+
+
+def run(args: argparse.Namespace) -> int:
+    return STEPS[args.step](args)

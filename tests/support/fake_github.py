@@ -1,0 +1,336 @@
+"""A small fake of the GitHub REST API on 127.0.0.1, for testing the PyGithub client over real HTTP.
+
+It implements only what ``evaluator.ci.github`` calls: get a repository, an issue, a pull request and a
+commit; list (paginated, with ``Link`` headers) / create / edit issue comments; list the check runs of a
+commit, create / update check runs. Every request is recorded; ``fail(...)`` makes matching requests answer 403,
+404 or a rate-limit error instead.
+
+    with FakeGitHub() as fake:
+        fake.add_pull(7, head_sha="a" * 40)
+        gh = Github(auth=Auth.Token("t"), base_url=fake.base_url)
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+BOT_LOGIN = "github-actions[bot]"
+RATE_LIMIT_MESSAGE = "API rate limit exceeded for installation ID 1."
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: dict | None
+    authorization: str | None
+
+
+@dataclass
+class Failure:
+    method: str
+    path: re.Pattern
+    kind: str  # "403" | "404" | "rate-limit" | "secondary-rate-limit"
+    remaining: int | None  # answer this many more times; None = always
+
+
+@dataclass
+class FakeState:
+    owner: str
+    name: str
+    token_login: str
+    pulls: dict[int, dict] = field(default_factory=dict)
+    comments: dict[int, dict] = field(default_factory=dict)
+    check_runs: dict[int, dict] = field(default_factory=dict)
+    next_id: int = 1000
+
+
+class FakeGitHub:
+    """The fake server; use as a context manager or call ``start()`` / ``stop()``."""
+
+    def __init__(self, owner: str = "apb-org", name: str = "benchmark", *, token_login: str = BOT_LOGIN,
+                 app_slug: str = "github-actions") -> None:
+        self.state = FakeState(owner, name, token_login)
+        self.app_slug = app_slug
+        self.requests: list[Request] = []
+        self.failures: list[Failure] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> "FakeGitHub":
+        fake = self
+
+        class Handler(_Handler):
+            owner = fake
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "FakeGitHub":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "start the fake first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.state.owner}/{self.state.name}"
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def add_pull(self, number: int, head_sha: str, *, head_repo: str | None = None, head_ref: str = "patch-1") -> None:
+        self.state.pulls[number] = {"head_sha": head_sha, "head_repo": head_repo or f"contributor/{self.state.name}",
+                                    "head_ref": head_ref}
+
+    def add_comment(self, number: int, body: str, *, login: str, user_type: str = "User") -> int:
+        with self._lock:
+            return self._new_comment(number, body, login, user_type)["id"]
+
+    def add_check_run(self, head_sha: str, name: str, *, app_slug: str | None = None,
+                      conclusion: str = "success") -> int:
+        with self._lock:
+            return self._new_check_run({"name": name, "head_sha": head_sha, "status": "completed",
+                                        "conclusion": conclusion, "output": {"title": name, "summary": ""}},
+                                       app_slug or self.app_slug)["id"]
+
+    def fail(self, method: str, path_regex: str, kind: str, *, times: int | None = None) -> None:
+        """Answer requests whose method and path match with *kind*: ``403``, ``404``, ``rate-limit`` (403 with
+        the primary rate-limit message and ``X-RateLimit-Remaining: 0``) or ``secondary-rate-limit`` (429)."""
+        if kind not in ("403", "404", "rate-limit", "secondary-rate-limit"):
+            raise ValueError(f"unknown failure kind {kind!r}")
+        self.failures.append(Failure(method.upper(), re.compile(path_regex), kind, times))
+
+    def comments_on(self, number: int) -> list[dict]:
+        return [c for c in sorted(self.state.comments.values(), key=lambda c: c["id"]) if c["issue"] == number]
+
+    def writes(self) -> list[Request]:
+        return [r for r in self.requests if r.method in ("POST", "PATCH", "PUT", "DELETE")]
+
+    # ------------------------------------------------------------------------------------------ payloads
+    def _url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def _repo_path(self) -> str:
+        return f"/repos/{self.state.owner}/{self.state.name}"
+
+    def _user(self, login: str, user_type: str) -> dict:
+        return {"login": login, "id": abs(hash(login)) % 100000, "type": user_type,
+                "url": self._url(f"/users/{login}")}
+
+    def _new_comment(self, number: int, body: str, login: str, user_type: str) -> dict:
+        self.state.next_id += 1
+        comment_id = self.state.next_id
+        comment = {"id": comment_id, "issue": number, "body": body, "login": login, "user_type": user_type,
+                   "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}
+        self.state.comments[comment_id] = comment
+        return comment
+
+    def _comment_json(self, comment: dict) -> dict:
+        path = f"{self._repo_path()}/issues/comments/{comment['id']}"
+        return {"id": comment["id"], "body": comment["body"],
+                "user": self._user(comment["login"], comment["user_type"]),
+                "url": self._url(path), "issue_url": self._url(f"{self._repo_path()}/issues/{comment['issue']}"),
+                "html_url": f"https://github.example/{self.full_name}/pull/{comment['issue']}"
+                            f"#issuecomment-{comment['id']}",
+                "created_at": comment["created_at"], "updated_at": comment["updated_at"]}
+
+    def _new_check_run(self, fields: dict, app_slug: str) -> dict:
+        self.state.next_id += 1
+        run = {"id": self.state.next_id, "app_slug": app_slug, **fields}
+        self.state.check_runs[run["id"]] = run
+        return run
+
+    def _check_run_json(self, run: dict) -> dict:
+        return {"id": run["id"], "name": run["name"], "head_sha": run["head_sha"], "status": run.get("status"),
+                "conclusion": run.get("conclusion"), "output": run.get("output") or {},
+                "app": {"id": 15368, "slug": run["app_slug"], "name": run["app_slug"]},
+                "url": self._url(f"{self._repo_path()}/check-runs/{run['id']}"),
+                "html_url": f"https://github.example/{self.full_name}/runs/{run['id']}"}
+
+    def _repo_json(self) -> dict:
+        return {"id": 1, "name": self.state.name, "full_name": self.full_name,
+                "owner": self._user(self.state.owner, "Organization"), "private": False,
+                "url": self._url(self._repo_path())}
+
+    def _commit_json(self, sha: str) -> dict:
+        return {"sha": sha, "url": self._url(f"{self._repo_path()}/commits/{sha}"), "files": [],
+                "commit": {"message": "a commit", "url": self._url(f"{self._repo_path()}/git/commits/{sha}")}}
+
+    def _issue_json(self, number: int) -> dict:
+        path = f"{self._repo_path()}/issues/{number}"
+        return {"id": number, "number": number, "title": f"PR {number}", "state": "open",
+                "url": self._url(path), "comments_url": self._url(f"{path}/comments"),
+                "pull_request": {"url": self._url(f"{self._repo_path()}/pulls/{number}")}}
+
+    def _pull_json(self, number: int) -> dict:
+        pull = self.state.pulls[number]
+        return {"id": number, "number": number, "state": "open", "title": f"PR {number}",
+                "url": self._url(f"{self._repo_path()}/pulls/{number}"),
+                "issue_url": self._url(f"{self._repo_path()}/issues/{number}"),
+                "head": {"sha": pull["head_sha"], "ref": pull["head_ref"],
+                         "repo": {"full_name": pull["head_repo"], "name": pull["head_repo"].split("/")[1]}},
+                "base": {"sha": "b" * 40, "ref": "main",
+                         "repo": {"full_name": self.full_name, "name": self.state.name}}}
+
+    # ------------------------------------------------------------------------------------------ dispatch
+    def handle(self, method: str, path: str, query: dict, body: dict | None) -> tuple[int, dict, object]:
+        """(status, extra headers, JSON payload) for one request."""
+        for failure in self.failures:
+            if failure.method == method and failure.path.search(path) and failure.remaining != 0:
+                if failure.remaining is not None:
+                    failure.remaining -= 1
+                return _failure_response(failure.kind)
+        repo = self._repo_path()
+        routes = [
+            ("GET", rf"^{re.escape(repo)}$", lambda m: (200, {}, self._repo_json())),
+            ("GET", rf"^{re.escape(repo)}/issues/(\d+)$", self._get_issue),
+            ("GET", rf"^{re.escape(repo)}/pulls/(\d+)$", self._get_pull),
+            ("GET", rf"^{re.escape(repo)}/issues/(\d+)/comments$", lambda m: self._list_comments(m, query)),
+            ("POST", rf"^{re.escape(repo)}/issues/(\d+)/comments$", lambda m: self._create_comment(m, body)),
+            ("PATCH", rf"^{re.escape(repo)}/issues/comments/(\d+)$", lambda m: self._edit_comment(m, body)),
+            ("GET", rf"^{re.escape(repo)}/commits/([0-9a-f]{{40}})$", lambda m: (200, {}, self._commit_json(m[1]))),
+            ("GET", rf"^{re.escape(repo)}/commits/([0-9a-f]{{40}})/check-runs$", lambda m: self._list_runs(m, query)),
+            ("POST", rf"^{re.escape(repo)}/check-runs$", lambda m: self._create_run(body)),
+            ("PATCH", rf"^{re.escape(repo)}/check-runs/(\d+)$", lambda m: self._edit_run(m, body)),
+        ]
+        for route_method, pattern, action in routes:
+            match = re.match(pattern, path)
+            if match and route_method == method:
+                with self._lock:
+                    return action(match)
+        return _not_found()
+
+    def _get_issue(self, match: re.Match) -> tuple[int, dict, object]:
+        number = int(match[1])
+        return (200, {}, self._issue_json(number)) if number in self.state.pulls else _not_found()
+
+    def _get_pull(self, match: re.Match) -> tuple[int, dict, object]:
+        number = int(match[1])
+        return (200, {}, self._pull_json(number)) if number in self.state.pulls else _not_found()
+
+    def _list_comments(self, match: re.Match, query: dict) -> tuple[int, dict, object]:
+        number = int(match[1])
+        if number not in self.state.pulls:
+            return _not_found()
+        items = [self._comment_json(c) for c in self.comments_on(number)]
+        return self._page(items, query, f"{self._repo_path()}/issues/{number}/comments")
+
+    def _page(self, items: list, query: dict, path: str, wrap: str | None = None) -> tuple[int, dict, object]:
+        per_page = int(query.get("per_page", ["30"])[0])
+        page = int(query.get("page", ["1"])[0])
+        chunk = items[(page - 1) * per_page: page * per_page]
+        headers = {}
+        if page * per_page < len(items):
+            extra = "".join(f"&{k}={v[0]}" for k, v in sorted(query.items()) if k not in ("page", "per_page"))
+            last = (len(items) + per_page - 1) // per_page
+            headers["Link"] = (f'<{self._url(path)}?per_page={per_page}&page={page + 1}{extra}>; rel="next", '
+                               f'<{self._url(path)}?per_page={per_page}&page={last}{extra}>; rel="last"')
+        payload = {"total_count": len(items), wrap: chunk} if wrap else chunk
+        return 200, headers, payload
+
+    def _create_comment(self, match: re.Match, body: dict | None) -> tuple[int, dict, object]:
+        number = int(match[1])
+        if number not in self.state.pulls:
+            return _not_found()
+        if not body or not isinstance(body.get("body"), str):
+            return 422, {}, {"message": "Validation Failed"}
+        if len(body["body"]) > 65536:
+            return 422, {}, {"message": "Validation Failed",
+                             "errors": [{"message": "Body is too long (maximum is 65536 characters)"}]}
+        return 201, {}, self._comment_json(self._new_comment(number, body["body"], self.state.token_login, "Bot"))
+
+    def _edit_comment(self, match: re.Match, body: dict | None) -> tuple[int, dict, object]:
+        comment = self.state.comments.get(int(match[1]))
+        if comment is None:
+            return _not_found()
+        if comment["login"] != self.state.token_login:
+            return 403, {}, {"message": "Resource not accessible by integration"}
+        comment["body"] = (body or {}).get("body", comment["body"])
+        comment["updated_at"] = "2026-01-02T00:00:00Z"
+        return 200, {}, self._comment_json(comment)
+
+    def _list_runs(self, match: re.Match, query: dict) -> tuple[int, dict, object]:
+        name = query.get("check_name", [None])[0]
+        runs = [self._check_run_json(r) for r in sorted(self.state.check_runs.values(), key=lambda r: r["id"])
+                if r["head_sha"] == match[1] and (name is None or r["name"] == name)]
+        return self._page(runs, query, f"{self._repo_path()}/commits/{match[1]}/check-runs", wrap="check_runs")
+
+    def _create_run(self, body: dict | None) -> tuple[int, dict, object]:
+        if not body or "name" not in body or not re.fullmatch(r"[0-9a-f]{40}", str(body.get("head_sha"))):
+            return 422, {}, {"message": "Validation Failed"}
+        fields = {k: body.get(k) for k in ("name", "head_sha", "status", "conclusion", "output")}
+        return 201, {}, self._check_run_json(self._new_check_run(fields, self.app_slug))
+
+    def _edit_run(self, match: re.Match, body: dict | None) -> tuple[int, dict, object]:
+        run = self.state.check_runs.get(int(match[1]))
+        if run is None:
+            return _not_found()
+        if run["app_slug"] != self.app_slug:
+            return 403, {}, {"message": "Invalid app_id `15368` - check run can only be modified by the GitHub App "
+                                        "that created it."}
+        run.update({k: v for k, v in (body or {}).items() if k in ("status", "conclusion", "output", "name")})
+        return 200, {}, self._check_run_json(run)
+
+
+def _not_found() -> tuple[int, dict, object]:
+    return 404, {}, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+
+
+def _failure_response(kind: str) -> tuple[int, dict, object]:
+    reset = str(int(time.time()) + 3600)
+    if kind == "403":
+        return 403, {}, {"message": "Resource not accessible by integration"}
+    if kind == "404":
+        return _not_found()
+    if kind == "rate-limit":
+        return 403, {"X-RateLimit-Limit": "1000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}, \
+            {"message": RATE_LIMIT_MESSAGE}
+    return 429, {"X-RateLimit-Reset": reset}, {"message": "You have exceeded a secondary rate limit."}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: FakeGitHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def _serve(self) -> None:
+        split = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        body = json.loads(raw) if raw else None
+        query = parse_qs(split.query)
+        self.owner.requests.append(Request(self.command, split.path, query, body, self.headers.get("Authorization")))
+        status, headers, payload = self.owner.handle(self.command, split.path, query, body)
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
