@@ -13,6 +13,11 @@ from typing import Iterator
 import numpy as np
 
 SCHEMA_VERSION = 1
+# A sample is broken at eps when its verified Linf distance is <= eps + LINF_TOLERANCE. The tolerance (about
+# 1/4000 of one 8-bit grey level) absorbs float32 rounding of x + delta, so an attack that projects exactly onto
+# the eps-ball is not refused for rounding, while no perturbation meaningfully larger than eps counts. One rule
+# for AutoAttack flags, HO-FMN distances, metrics and curves.
+LINF_TOLERANCE = 1e-6
 METRICS = ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy")
 COUNT_FIELDS = {"clean_accuracy": "clean_correct", "aa_robust_accuracy": "aa_robust",
            "hofmn_robust_accuracy": "hofmn_robust", "worst_case_robust_accuracy": "worst_case_robust"}
@@ -31,6 +36,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make records readable by their writer only
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -39,6 +45,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def dump_json(data: dict) -> bytes:
@@ -93,7 +105,8 @@ class PerSample:
         return int(self.sample_index.shape[0])
 
     def hofmn_robust(self, eps: float) -> np.ndarray:
-        return self.hofmn_distance > np.float32(eps)
+        """Robust at *eps*: the minimal distance HO-FMN found exceeds ``eps + LINF_TOLERANCE``."""
+        return self.hofmn_distance > np.float32(eps + LINF_TOLERANCE)
 
     def worst_case_robust(self, eps: float) -> np.ndarray:
         return self.aa_robust & self.hofmn_robust(eps)

@@ -24,6 +24,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from evaluator.records import LINF_TOLERANCE
+
 FIGSIZE_INCHES = (7.0, 4.6)
 DPI = 100
 GRID_POINTS = 751  # a step of 0.0002 on [0, 0.15]: far finer than 1/255
@@ -55,9 +57,10 @@ def _as_distances(name: str, values: np.ndarray) -> np.ndarray:
 
 
 def robust_accuracy(distances: np.ndarray, eps: float | np.ndarray) -> np.ndarray:
-    """Share (0-1) of samples whose minimal distance exceeds *eps* (scalar or array of budgets)."""
+    """Share (0-1) of samples whose minimal distance exceeds *eps* + ``LINF_TOLERANCE`` (scalar or array of
+    budgets): the rule of ``PerSample.hofmn_robust``."""
     distances = np.sort(_as_distances("distances", distances))
-    budgets = np.asarray(eps, dtype=np.float32)
+    budgets = np.asarray(np.asarray(eps, dtype=np.float64) + LINF_TOLERANCE, dtype=np.float32)
     not_robust = np.searchsorted(distances, budgets, side="right")
     return (distances.size - not_robust) / distances.size
 

@@ -1,0 +1,57 @@
+"""``apb evaluate <model_key>... [--device] [--protocol] [--shard i/n] [--data-dir] [--download] [--out] [--root]
+[--cache-dir] [--work-dir] [--batch-size]``: fetch -> check -> clean -> AutoAttack -> HO-FMN -> record.
+
+A killed run resumes from its last finished chunk when started again with the same arguments."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_keys", nargs="+", metavar="model_key", help="model keys to evaluate")
+    parser.add_argument("--protocol", default="linf-8-255-v1",
+                        help="protocol id (evaluator/protocols/<id>.yaml) or path (default: linf-8-255-v1)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--shard", default=None, metavar="i/n",
+                        help="evaluate only shard i of n (chunks with chunk %% n == i-1) and write a shard output "
+                             "for `apb merge`")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="folder holding cifar-10-batches-py/ or test_32x32.mat (default: ./data)")
+    parser.add_argument("--download", action="store_true", help="download a missing test set (official files)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where records (or shard outputs) go (default: submissions/<ap_key>/records/ for a "
+                             "leaderboard protocol, else ./out)")
+    parser.add_argument("--root", type=Path, default=None, help="benchmark repository (default: around the cwd)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="checkpoint cache (default: $APB_CACHE_DIR or the user cache dir)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="folder of the resumable per-chunk results (default: <cache-dir>/work)")
+    parser.add_argument("--batch-size", type=int, default=500,
+                        help="batch of plain forward passes (check, clean); the attacks' batches are the protocol's")
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run(args: argparse.Namespace) -> int:
+    from evaluator.evaluate import CheckFailed, evaluate_model, parse_shard
+
+    shard = parse_shard(args.shard) if args.shard else None
+    device = args.device or default_device()
+    for model_key in args.model_keys:
+        try:
+            outcome = evaluate_model(model_key, protocol=args.protocol, root=args.root, data_dir=args.data_dir,
+                                     device=device, out_dir=args.out, cache_dir=args.cache_dir,
+                                     work_root=args.work_dir, shard=shard, download=args.download,
+                                     batch_size=args.batch_size)
+        except CheckFailed as failure:
+            print(failure.report.render_text())
+            print(f"error: {model_key}: the check failed; nothing was evaluated", file=sys.stderr)
+            return 1
+        print(f"{outcome.model_key}: {outcome.status}: {outcome.path}")
+    return 0

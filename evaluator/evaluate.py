@@ -1,0 +1,702 @@
+"""Chunked, resumable, shardable evaluation of a model under a protocol; merging shards; writing records.
+
+Stages: fetch -> check -> clean -> AutoAttack -> HO-FMN (tuning once, then the attack) -> record.
+
+The protocol's first ``n_samples`` test samples are split into fixed chunks (chunk ``i`` = samples
+``[i * chunk_size, (i + 1) * chunk_size)``). Each stage's result for a chunk is written atomically into the
+work dir as it finishes, and a finished chunk is never recomputed: a run killed at any point and started
+again continues where it stopped and ends with the same per-sample results as an uninterrupted run, because
+every random seed is derived from the protocol's seed and the chunk index (``chunk_seed``), never from time.
+HO-FMN is tuned once per model, on the first ``tuning.batch_size`` clean-correct samples; the result is kept
+in the work dir, and every shard derives the same tuning.
+
+``--shard i/n`` runs the chunks with ``chunk % n == i - 1`` and writes a *shard output* (``shard.json`` and
+``per_sample.npz`` in a folder); ``merge_shards`` checks that the shards belong to one evaluation and cover
+every chunk exactly once, and writes the record a single run gives.
+
+Per-sample semantics: ``clean_correct``; ``aa_robust`` = clean-correct and no verified AutoAttack
+adversarial within eps; ``hofmn_distance`` = 0 when misclassified clean, the verified Linf distance of the
+HO-FMN adversarial, ``inf`` when none was found.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from evaluator import provenance
+from evaluator.errors import APBError, Problem
+from evaluator.keys import parse_model_key
+from evaluator.protocol import Protocol, load_protocol
+from evaluator.records import (SCHEMA_VERSION, PerSample, atomic_write_bytes, dump_json, read_record,
+                               record_stem, records_dir, sha256_file, summarize, write_record)
+
+STAGES = ("clean", "autoattack", "hofmn")
+SHARD_FILE = "shard.json"
+SHARD_SIDECAR = "per_sample.npz"
+SHARD_FORMAT = "apb-shard-1"
+JOB_FILE = "job.json"
+TUNING_FILE = "tuning.json"
+TIMING_FIELDS = ("date", "wall_time_s")  # provenance fields that differ between equal evaluations
+
+
+# ------------------------------------------------------------------------------------------- chunks, shards
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based): the chunks with ``chunk % count == index - 1``."""
+
+    index: int = 1
+    count: int = 1
+
+    def owns(self, chunk: int) -> bool:
+        return chunk % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"2/3"`` -> ``Shard(2, 3)``; an error says what is expected."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text or "")
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise APBError(Problem("--shard", f"expected i/n with 1 <= i <= n (e.g. 2/3), got {text!r}"))
+    return Shard(int(match[1]), int(match[2]))
+
+
+def chunk_ranges(n_samples: int, chunk_size: int) -> list[range]:
+    """The fixed chunks of the first ``n_samples`` samples."""
+    return [range(start, min(start + chunk_size, n_samples)) for start in range(0, n_samples, chunk_size)]
+
+
+def chunk_seed(protocol_seed: int, chunk: int) -> int:
+    """The seed of every random draw for one chunk: the protocol's seed plus the chunk index."""
+    return protocol_seed + chunk
+
+
+# ----------------------------------------------------------------------------------------------- the store
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+class ChunkStore:
+    """Finished stage results per chunk, the HO-FMN tuning and the job's identity: in a work dir on disk
+    (every file written atomically), or in memory when ``path`` is None (the Python API)."""
+
+    def __init__(self, path: Path | None, identity: dict | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self._memory: dict[str, Any] = {}
+        if self.path is not None and identity is not None:
+            self._claim(identity)
+
+    def _claim(self, identity: dict) -> None:
+        """Write the job's identity, or refuse a work dir that belongs to another job."""
+        job = self.path / JOB_FILE
+        if job.is_file():
+            existing = json.loads(job.read_text(encoding="utf-8"))
+            if existing != identity:
+                differing = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
+                raise APBError(Problem(str(job), f"this work dir belongs to another evaluation (differs in "
+                                                 f"{', '.join(differing)}); give another --work-dir or delete it"))
+        else:
+            atomic_write_bytes(job, dump_json(identity))
+
+    def _file(self, stage: str, chunk: int) -> Path:
+        return self.path / stage / f"chunk-{chunk:05d}.npz"
+
+    def load_stage(self, stage: str, chunk: int) -> dict[str, np.ndarray] | None:
+        if self.path is None:
+            return self._memory.get(f"{stage}/{chunk}")
+        path = self._file(stage, chunk)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+
+    def save_stage(self, stage: str, chunk: int, arrays: dict[str, np.ndarray]) -> None:
+        if self.path is None:
+            self._memory[f"{stage}/{chunk}"] = arrays
+        else:
+            atomic_write_bytes(self._file(stage, chunk), _npz_bytes(arrays))
+
+    def load_tuning(self) -> dict | None:
+        if self.path is None:
+            return self._memory.get(TUNING_FILE)
+        path = self.path / TUNING_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def save_tuning(self, tuning: dict) -> None:
+        if self.path is None:
+            self._memory[TUNING_FILE] = tuning
+        else:
+            atomic_write_bytes(self.path / TUNING_FILE, dump_json(tuning))
+
+
+# ---------------------------------------------------------------------------------------------- the stages
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch[0].to(device), batch[1].to(device)
+
+
+def clean_chunk(model: nn.Module, test_set: Any, indices: range, *, batch_size: int, device: str) -> np.ndarray:
+    """Per sample of the chunk: does the model classify it correctly?"""
+    from evaluator.check import clean_predictions
+
+    correct = clean_predictions(model, test_set, batch_size=batch_size, device=device, indices=list(indices),
+                                progress=False)
+    return np.asarray(torch.as_tensor(correct).cpu().numpy(), dtype=bool)
+
+
+def autoattack_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: np.ndarray,
+                     protocol: Protocol, *, seed: int, device: str) -> dict[str, np.ndarray]:
+    """AutoAttack on one chunk: verified robust flags (clean-correct only), AutoAttack's warnings."""
+    from evaluator.attacks.autoattack import autoattack_linf
+
+    inputs, labels = _to_device(test_set.batch(list(indices)), device)
+    result = autoattack_linf(model, inputs, labels, eps=protocol.eps, version=protocol.autoattack.version,
+                             seed=seed, batch_size=protocol.autoattack.batch_size, device=device)
+    robust = np.asarray(result.robust.cpu().numpy(), dtype=bool) & clean_correct
+    return {"aa_robust": robust, "warnings": np.array(list(result.warnings), dtype=str),
+            "attacks": np.array(list(result.attacks_to_run), dtype=str),
+            "implementation": np.array(getattr(result, "implementation", ""), dtype=str)}
+
+
+def tuning_indices(model: nn.Module, test_set: Any, protocol: Protocol, *, batch_size: int,
+                   device: str) -> list[int]:
+    """The tuning batch: the first ``tuning.batch_size`` clean-correct samples among the first ``n_samples``."""
+    wanted = protocol.hofmn.tuning.batch_size
+    found: list[int] = []
+    for chunk in chunk_ranges(protocol.n_samples, protocol.chunk_size):
+        correct = clean_chunk(model, test_set, chunk, batch_size=batch_size, device=device)
+        found.extend(index for index, ok in zip(chunk, correct) if ok)
+        if len(found) >= wanted:
+            break
+    return found[:wanted]
+
+
+def tune_hofmn(model: nn.Module, test_set: Any, protocol: Protocol, *, batch_size: int, device: str,
+               progress: bool) -> dict:
+    """Tune HO-FMN on the protocol's tuning batch (deterministic); a JSON-able result."""
+    from evaluator.attacks.hofmn import tune_fmn
+
+    settings = protocol.hofmn
+    indices = tuning_indices(model, test_set, protocol, batch_size=batch_size, device=device)
+    if not indices:  # no clean-correct sample: nothing to attack, so no parameters are needed
+        return {"indices": [], "params": None, "median_distance": None, "trials": []}
+    inputs, labels = _to_device(test_set.batch(indices), device)
+    torch.manual_seed(protocol.seed)
+    result = tune_fmn(model, inputs, labels, search_space=settings.tuning.search_space_dict(),
+                      trials=settings.tuning.trials, steps=settings.tuning.steps, seed=protocol.seed,
+                      loss=settings.loss, optimizer=settings.optimizer, scheduler=settings.scheduler,
+                      startup_trials=settings.tuning.startup_trials, progress=progress)
+    return {"indices": indices, "params": {k: float(v) for k, v in result.best_params.items()},
+            "median_distance": _finite_or_none(result.best_value),
+            "trials": [[{k: float(v) for k, v in params.items()}, _finite_or_none(value)]
+                       for params, value in result.trials]}
+
+
+def hofmn_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: np.ndarray, protocol: Protocol,
+                params: dict | None, *, seed: int, device: str) -> np.ndarray:
+    """Verified HO-FMN distances of one chunk: 0 misclassified, the Linf norm found, inf none found."""
+    from evaluator.attacks.hofmn import hofmn_attack
+    from evaluator.attacks.verify import linf_distances
+
+    settings = protocol.hofmn
+    distances = np.zeros(len(indices), dtype=np.float32)
+    targets = [index for index, ok in zip(indices, clean_correct) if ok]
+    positions = np.flatnonzero(clean_correct)
+    torch.manual_seed(seed)
+    for start in range(0, len(targets), settings.batch_size):
+        inputs, labels = _to_device(test_set.batch(targets[start:start + settings.batch_size]), device)
+        adv = hofmn_attack(model, inputs, labels, params=params, steps=settings.steps, loss=settings.loss,
+                           optimizer=settings.optimizer, scheduler=settings.scheduler)
+        found = linf_distances(model, inputs, labels, adv, batch_size=settings.batch_size)
+        distances[positions[start:start + settings.batch_size]] = found.cpu().numpy().astype(np.float32)
+    return distances
+
+
+@dataclass
+class ChunkResults:
+    """What the stages produced for some chunks: per-sample arrays and a ledger per chunk (wall times,
+    AutoAttack's warnings and attacks), plus the tuning."""
+
+    per_sample: PerSample
+    ledger: dict[str, dict]  # str(chunk) -> {"wall_s": {stage: s}, "aa_warnings": [...], ...}
+    tuning: dict
+    chunks: list[int] = field(default_factory=list)
+
+
+def _progress(items: list, stage: str, enabled: bool) -> Any:
+    return tqdm(items, desc=stage, unit="chunk", file=sys.stderr, disable=not enabled or not items)
+
+
+def evaluate_chunks(model: nn.Module, test_set: Any, protocol: Protocol, *, chunks: list[int] | None = None,
+                    store: ChunkStore | None = None, device: str = "cpu", batch_size: int = 500,
+                    progress: bool = True, stages: tuple[str, ...] = STAGES) -> ChunkResults:
+    """Run the clean, AutoAttack and HO-FMN stages on the given chunks (default: all), stage by stage,
+    skipping every chunk whose stage result is already in ``store``. ``batch_size`` is the batch of plain
+    forward passes (clean predictions); the attacks' batches are the protocol's. ``stages`` may stop early
+    (the API's ``test_model_aa`` runs only clean and AutoAttack)."""
+    protocol.require_evaluable()
+    if len(test_set) < protocol.n_samples:
+        raise APBError(Problem(str(getattr(test_set, "source", "test set")),
+                               f"holds {len(test_set)} samples; protocol {protocol.id} needs the first "
+                               f"{protocol.n_samples}", field="n_samples"))
+    store = store or ChunkStore(None)
+    ranges = chunk_ranges(protocol.n_samples, protocol.chunk_size)
+    chunks = list(range(len(ranges))) if chunks is None else sorted(chunks)
+    model = model.to(device).eval()
+
+    def run_stage(stage: str, compute: Callable[[int], dict[str, np.ndarray]]) -> None:
+        for chunk in _progress([c for c in chunks if store.load_stage(stage, c) is None], stage, progress):
+            started = time.perf_counter()
+            arrays = compute(chunk)
+            store.save_stage(stage, chunk, {**arrays, "wall_s": np.float64(time.perf_counter() - started)})
+
+    def clean_of(chunk: int) -> np.ndarray:
+        return store.load_stage("clean", chunk)["clean_correct"].astype(bool)
+
+    run_stage("clean", lambda c: {"clean_correct": clean_chunk(model, test_set, ranges[c], batch_size=batch_size,
+                                                                device=device)})
+    if "autoattack" in stages:
+        run_stage("autoattack", lambda c: autoattack_chunk(model, test_set, ranges[c], clean_of(c), protocol,
+                                                           seed=chunk_seed(protocol.seed, c), device=device))
+    tuning: dict = {}
+    if "hofmn" in stages:
+        tuning = store.load_tuning() or {}
+        if not tuning and any(store.load_stage("hofmn", c) is None for c in chunks):
+            started = time.perf_counter()
+            tuning = tune_hofmn(model, test_set, protocol, batch_size=batch_size, device=device, progress=progress)
+            tuning["wall_s"] = time.perf_counter() - started
+            store.save_tuning(tuning)
+        run_stage("hofmn", lambda c: {"hofmn_distance": hofmn_chunk(
+            model, test_set, ranges[c], clean_of(c), protocol, tuning["params"],
+            seed=chunk_seed(protocol.seed, c), device=device)})
+    return collect_results(store, ranges, chunks, tuning, stages)
+
+
+def collect_results(store: ChunkStore, ranges: list[range], chunks: list[int], tuning: dict,
+                    stages: tuple[str, ...] = STAGES) -> ChunkResults:
+    """Assemble the stored stage results of ``chunks`` into per-sample arrays and a ledger."""
+    parts, ledger = [], {}
+    for chunk in chunks:
+        size = len(ranges[chunk])
+        clean = store.load_stage("clean", chunk)
+        aa = store.load_stage("autoattack", chunk) if "autoattack" in stages else None
+        fmn = store.load_stage("hofmn", chunk) if "hofmn" in stages else None
+        parts.append(PerSample(
+            np.arange(ranges[chunk].start, ranges[chunk].stop, dtype=np.int32), clean["clean_correct"],
+            aa["aa_robust"] if aa is not None else np.zeros(size, dtype=bool),
+            fmn["hofmn_distance"] if fmn is not None else np.zeros(size, dtype=np.float32)))
+        wall = {stage: float(data["wall_s"]) for stage, data in
+                (("clean", clean), ("autoattack", aa), ("hofmn", fmn)) if data is not None}
+        ledger[str(chunk)] = {"wall_s": wall,
+                              "aa_warnings": [] if aa is None else [str(w) for w in aa["warnings"]],
+                              "aa_attacks": [] if aa is None else [str(a) for a in aa["attacks"]],
+                              "aa_implementation": "" if aa is None else str(aa["implementation"])}
+    return ChunkResults(PerSample.concatenate(parts), ledger, tuning, list(chunks))
+
+
+# -------------------------------------------------------------------------------------- flags and records
+
+
+def _share(mask: np.ndarray) -> float:
+    return float(mask.sum()) / len(mask) if len(mask) else 0.0
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.2f}%"
+
+
+def sanity_flags(per_sample: PerSample, protocol: Protocol, *, aa_warnings: list[str],
+                 randomized_output: str | None = None, official_test_set: bool = True) -> list[dict]:
+    """The record's flags: AutoAttack's own warnings, a randomized-output check that failed, disagreements
+    between AutoAttack and HO-FMN beyond the protocol's limits, too many samples without any adversarial,
+    and a test file that is not the official one."""
+    flags = [{"code": "autoattack-check", "message": f"AutoAttack: {warning}"} for warning in aa_warnings]
+    if randomized_output:
+        flags.append({"code": "randomized-output", "message": randomized_output})
+    limits = protocol.sanity
+    aa_broken = ~per_sample.aa_robust  # misclassified clean samples count as broken by both attacks
+    hofmn_broken = ~per_sample.hofmn_robust(protocol.eps)
+    aa_only, hofmn_only = _share(aa_broken & ~hofmn_broken), _share(hofmn_broken & ~aa_broken)
+    no_adversarial = _share(np.isinf(per_sample.hofmn_distance))
+    if aa_only > limits.max_aa_only:
+        flags.append({"code": "hofmn-weaker-than-aa", "message": (
+            f"AutoAttack broke {_percent(aa_only)} of the samples within eps where HO-FMN did not (limit "
+            f"{_percent(limits.max_aa_only)}): HO-FMN is weaker than expected on this model (tuning failed) or "
+            f"its gradient steps are masked where AutoAttack's Square/FAB succeed")})
+    if hofmn_only > limits.max_hofmn_only:
+        flags.append({"code": "aa-weaker-than-hofmn", "message": (
+            f"HO-FMN broke {_percent(hofmn_only)} of the samples within eps where AutoAttack did not (limit "
+            f"{_percent(limits.max_hofmn_only)}): AutoAttack underestimates the attack on this model, a sign "
+            f"of gradient masking or of a randomized model")})
+    if no_adversarial > limits.max_no_adversarial:
+        flags.append({"code": "hofmn-no-adversarial", "message": (
+            f"HO-FMN found no adversarial at any size for {_percent(no_adversarial)} of the samples (limit "
+            f"{_percent(limits.max_no_adversarial)}): vanishing or masked gradients")})
+    if not official_test_set:
+        flags.append({"code": "unofficial-test-set", "message": (
+            "the test file is not the official one (its md5 differs): these numbers are not comparable with "
+            "the leaderboard")})
+    return flags
+
+
+def ordered_warnings(ledger: dict[str, dict]) -> list[str]:
+    """AutoAttack's warnings over all chunks, each once, in chunk order."""
+    seen: list[str] = []
+    for chunk in sorted(ledger, key=int):
+        seen.extend(w for w in ledger[chunk]["aa_warnings"] if w not in seen)
+    return seen
+
+
+def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage summed over chunks (compute time; several shards add up), plus ``extra`` stages."""
+    totals = dict(extra)
+    for entry in ledger.values():
+        for stage, seconds in entry["wall_s"].items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+    order = ("fetch", "check", "clean", "autoattack", "hofmn_tuning", "hofmn")
+    result = {stage: round(totals[stage], 3) for stage in order if stage in totals}
+    result["total"] = round(sum(result.values()), 3)
+    return result
+
+
+def build_record(facts: dict, per_sample: PerSample, protocol: Protocol) -> dict:
+    """The result record (design.md) of an evaluation from its facts and per-sample results."""
+    key = parse_model_key(facts["model_key"])
+    summary = summarize(per_sample, protocol.eps)
+    ledger = facts["ledger"]
+    first = ledger[min(ledger, key=int)] if ledger else {}
+    tuning = facts.get("tuning") or {}
+    record_provenance = {
+        "protocol_sha256": protocol.sha256,
+        **facts["environment"],
+        "date": facts["date"],
+        "wall_time_s": wall_times(ledger, facts.get("wall_s", {})),
+        "test_set": facts["test_set"],
+        "autoattack": {"implementation": first.get("aa_implementation", ""), "attacks": first.get("aa_attacks", [])},
+        "hofmn_tuning": {"samples": len(tuning.get("indices", [])), "params": tuning.get("params"),
+                         "median_distance": tuning.get("median_distance")},
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model_key": facts["model_key"],
+        "ap_key": key.ap_key,
+        "architecture": key.architecture, "dataset": key.dataset, "structure_kind": key.structure_kind,
+        "sparsity": key.sparsity,
+        "source": "evaluated",
+        "protocol": protocol.id,
+        "n_samples": summary["n_samples"],
+        "metrics": summary["metrics"],
+        "counts": summary["counts"],
+        "intervals": summary["intervals"],
+        "checkpoint_sha256": facts.get("checkpoint_sha256"),
+        "provenance": record_provenance,
+        "flags": sanity_flags(per_sample, protocol, aa_warnings=ordered_warnings(ledger),
+                              randomized_output=facts.get("randomized_output"),
+                              official_test_set=facts["test_set"]["official"]),
+        "check": facts.get("check"),
+        "per_sample": None,
+    }
+
+
+def write_result(record: dict, per_sample: PerSample, out_dir: Path) -> Path:
+    """Write the sidecar, then the record that names it (with its sha256), atomically; the record's path."""
+    stem = record_stem(record["model_key"], record["protocol"])
+    sha = per_sample.save(Path(out_dir) / f"{stem}.npz")
+    return write_record({**record, "per_sample": {"file": f"{stem}.npz", "sha256": sha}}, Path(out_dir))
+
+
+def comparable(record: dict) -> dict:
+    """A record without its timing fields: equal for equal evaluations (one run, resumed, or merged shards)."""
+    prov = {k: v for k, v in (record.get("provenance") or {}).items() if k not in TIMING_FIELDS}
+    return {**record, "provenance": prov}
+
+
+def test_set_facts(test_set: Any) -> dict:
+    """Which test file the samples came from: name, official or not, sha256 of the evaluated samples."""
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(test_set.images.numpy()).tobytes())
+    digest.update(np.ascontiguousarray(test_set.labels.numpy()).tobytes())
+    return {"file": Path(str(getattr(test_set, "source", ""))).name, "official": bool(getattr(test_set, "official", True)),
+            "sha256": digest.hexdigest()}
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+
+def shard_dir(out_dir: Path, model_key: str, protocol: str, shard: Shard) -> Path:
+    return Path(out_dir) / f"{record_stem(model_key, protocol)}__shard-{shard.index}-of-{shard.count}"
+
+
+def write_shard(facts: dict, results: ChunkResults, directory: Path) -> Path:
+    """Write one shard's output: ``per_sample.npz`` and ``shard.json`` (written last: its presence means done)."""
+    sha = results.per_sample.save(directory / SHARD_SIDECAR)
+    atomic_write_bytes(directory / SHARD_FILE, dump_json({
+        "format": SHARD_FORMAT, **facts, "chunks": results.chunks,
+        "per_sample": {"file": SHARD_SIDECAR, "sha256": sha}}))
+    return directory
+
+
+def read_shard(path: Path) -> tuple[dict, PerSample, Path]:
+    """A shard output (its folder or its ``shard.json``): facts, per-sample results, the json's path."""
+    path = Path(path)
+    json_path = path / SHARD_FILE if path.is_dir() else path
+    if not json_path.is_file():
+        raise APBError(Problem(str(path), f"not a shard output: no {SHARD_FILE}; give the folders that "
+                                          "`apb evaluate --shard i/n` wrote"))
+    from evaluator.safeio import load_json
+
+    facts, _ = load_json(json_path)
+    if not isinstance(facts, dict) or facts.get("format") != SHARD_FORMAT:
+        raise APBError(Problem(str(json_path), f"not a shard output (format is not {SHARD_FORMAT})", field="format"))
+    sidecar = json_path.parent / facts["per_sample"]["file"]
+    if not sidecar.is_file() or sha256_file(sidecar) != facts["per_sample"]["sha256"]:
+        raise APBError(Problem(str(sidecar), "missing, or its sha256 differs from the one in shard.json; "
+                                             "re-run that shard"))
+    return facts, PerSample.load(sidecar), json_path
+
+
+IDENTITY_FIELDS = ("model_key", "checkpoint_sha256", "protocol", "protocol_sha256", "n_chunks", "test_set")
+
+
+def merge_facts(shards: list[tuple[dict, PerSample, Path]]) -> tuple[dict, PerSample]:
+    """Check that shard outputs belong to one evaluation and cover every chunk once; join them."""
+    if not shards:
+        raise APBError(Problem("apb merge", "no shard outputs given"))
+    first_facts, _, first_path = shards[0]
+    for facts, _, path in shards[1:]:
+        for name in IDENTITY_FIELDS:
+            if facts.get(name) != first_facts.get(name):
+                raise APBError(Problem(str(path), f"belongs to another evaluation than {first_path}: "
+                                                  f"{first_facts.get(name)!r} != {facts.get(name)!r}", field=name))
+        if facts.get("tuning", {}).get("params") != first_facts.get("tuning", {}).get("params"):
+            raise APBError(Problem(str(path), f"its HO-FMN tuning differs from {first_path}'s (run on another "
+                                              "device?); run the shards where they tune alike", field="tuning"))
+    owner: dict[int, Path] = {}
+    for facts, _, path in shards:
+        for chunk in facts["chunks"]:
+            if chunk in owner:
+                raise APBError(Problem(str(path), f"chunk {chunk} is also in {owner[chunk]}: the shards overlap; "
+                                                  "give each shard once", field="chunks"))
+            owner[chunk] = path
+    missing = sorted(set(range(first_facts["n_chunks"])) - set(owner))
+    if missing:
+        raise APBError(Problem("apb merge", f"chunks {', '.join(map(str, missing[:10]))} are in no given shard "
+                                            f"({len(owner)} of {first_facts['n_chunks']} chunks covered); "
+                                            "run and give the missing shards"))
+    merged = dict(first_facts)
+    merged["ledger"] = {k: v for facts, _, _ in shards for k, v in facts["ledger"].items()}
+    merged["chunks"] = sorted(owner)
+    merged["date"] = max(facts["date"] for facts, _, _ in shards)
+    merged["environment"] = dict(first_facts["environment"])
+    devices = sorted({facts["environment"]["device"] for facts, _, _ in shards})
+    merged["environment"]["device"] = " + ".join(devices)
+    merged["wall_s"] = {stage: max(facts.get("wall_s", {}).get(stage, 0.0) for facts, _, _ in shards)
+                        for stage in first_facts.get("wall_s", {})}
+    return merged, PerSample.concatenate([per_sample for _, per_sample, _ in shards])
+
+
+def merge_shards(paths: list[Path], out_dir: Path, *, root: Path | None = None,
+                 protocol: Protocol | str | None = None) -> Path:
+    """Merge shard outputs into the record (and sidecar) a single run gives; returns the record's path.
+    ``protocol`` (default: the id the shards name) must be the very file the shards ran with."""
+    facts, per_sample = merge_facts([read_shard(Path(p)) for p in paths])
+    if not isinstance(protocol, Protocol):
+        protocol = load_protocol(protocol or facts["protocol"])
+    if protocol.id != facts["protocol"] or protocol.sha256 != facts["protocol_sha256"]:
+        raise APBError(Problem(str(protocol.path), f"differs from the protocol the shards ran with ({facts['protocol']}, "
+                                                   f"sha256 {facts['protocol_sha256']}); merge with the evaluator "
+                                                   "version that made them", field="protocol"))
+    refuse_smoke_in_submissions(protocol, Path(out_dir), root)
+    return write_result(build_record(facts, per_sample, protocol), per_sample, Path(out_dir))
+
+
+# ------------------------------------------------------------------------------------ one model, end to end
+
+
+class CheckFailed(APBError):
+    """``apb check`` failed for a model: the evaluation stops; ``report`` says why."""
+
+    def __init__(self, model_key: str, report: Any) -> None:
+        self.report = report
+        super().__init__(Problem(model_key, "the check failed; fix what the report says before evaluating"))
+
+
+def refuse_smoke_in_submissions(protocol: Protocol, out_dir: Path, root: Path | None) -> None:
+    """Records of a non-leaderboard protocol never go under ``submissions/``."""
+    if protocol.leaderboard:
+        return
+    from evaluator.paths import repo_root
+
+    submissions = ((root or repo_root()) / "submissions").resolve()
+    target = Path(out_dir).resolve()
+    if target == submissions or submissions in target.parents or "submissions" in target.parts:
+        raise APBError(Problem(str(out_dir), f"protocol {protocol.id} is not a leaderboard protocol: its "
+                                             "records are never written under submissions/; give another --out",
+                               field="--out"))
+
+
+def default_out_dir(protocol: Protocol, root: Path, ap_key: str, shard: Shard | None) -> Path:
+    """Where results go without ``--out``: the AP's records folder for a leaderboard protocol's full run,
+    else ``out/`` in the current directory."""
+    if protocol.leaderboard and shard is None:
+        return records_dir(root, ap_key)
+    return Path("out")
+
+
+def existing_record(model_key: str, protocol: Protocol, checkpoint_sha256: str, folders: list[Path]) -> Path | None:
+    """A record of this model under this protocol for this exact checkpoint, in any of ``folders``."""
+    for folder in folders:
+        path = Path(folder) / f"{record_stem(model_key, protocol.id)}.json"
+        if path.is_file():
+            try:
+                record = read_record(path)
+            except (OSError, ValueError):
+                continue
+            if record.get("checkpoint_sha256") == checkpoint_sha256 and record.get("protocol") == protocol.id:
+                return path
+    return None
+
+
+def job_work_dir(work_root: Path | None, cache_dir: Path | None, model_key: str, checkpoint_sha256: str,
+                 protocol: Protocol) -> Path:
+    """The work dir of one evaluation: ``<work_root>/<model_key>__<sha256[:16]>__<protocol>``, the work root
+    defaulting to ``<cache_dir>/work``."""
+    from evaluator import paths
+
+    base = Path(work_root) if work_root is not None else (Path(cache_dir) if cache_dir else paths.cache_dir()) / "work"
+    return base / f"{model_key}__{checkpoint_sha256[:16]}__{protocol.id}"
+
+
+@dataclass
+class Outcome:
+    """What ``evaluate_model`` did for one model: ``status`` is evaluated, skipped or shard."""
+
+    model_key: str
+    status: str
+    path: Path
+    record: dict | None = None
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1", root: Path | None = None,
+                   data_dir: Path = Path("data"), device: str = "cpu", out_dir: Path | None = None,
+                   cache_dir: Path | None = None, work_root: Path | None = None, shard: Shard | None = None,
+                   download: bool = False, batch_size: int = 500, progress: bool = True) -> Outcome:
+    """fetch -> check -> clean -> AutoAttack -> HO-FMN -> record (or shard output) for one model key.
+
+    Skips the model when ``out_dir`` or the repository already holds its record for this checkpoint and
+    protocol; raises ``CheckFailed`` (with the report) when the check fails."""
+    from evaluator.paths import repo_root
+    from evaluator.submissions import find_entry
+
+    protocol = (load_protocol(protocol) if not isinstance(protocol, Protocol) else protocol).require_evaluable()
+    root = Path(root) if root is not None else repo_root()
+    entry = find_entry(model_key, root)
+    key = parse_model_key(model_key)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(protocol, root, key.ap_key, shard)
+    refuse_smoke_in_submissions(protocol, out_dir, root)
+    known_folders = [out_dir, records_dir(root, key.ap_key)]
+    if entry.sha256 and (found := existing_record(model_key, protocol, entry.sha256, known_folders)):
+        _say(f"{model_key}: skipped, {found} already holds its {protocol.id} record")
+        return Outcome(model_key, "skipped", found)
+    timer = provenance.StageTimer()
+    with timer.stage("fetch"):
+        from evaluator.load import fetch_entry
+
+        checkpoint = fetch_entry(entry, cache_dir=cache_dir, progress=progress)
+        checkpoint_sha256 = sha256_file(checkpoint) if entry.sha256 is None else entry.sha256
+    if not entry.sha256 and (found := existing_record(model_key, protocol, checkpoint_sha256, known_folders)):
+        _say(f"{model_key}: skipped, {found} already holds its {protocol.id} record")
+        return Outcome(model_key, "skipped", found)
+    with timer.stage("check"):
+        from evaluator.check import check_entry
+
+        report = check_entry(entry, data_dir=data_dir, n=protocol.n_samples, device=device, batch_size=batch_size,
+                             cache_dir=cache_dir, download=download, progress=progress)
+    if not report.ok:
+        raise CheckFailed(model_key, report)
+    from evaluator.datasets import load_test_set
+    from evaluator.load import build_checked_model, load_state_dict
+
+    model = build_checked_model(entry, load_state_dict(checkpoint, entry))
+    test_set = load_test_set(key.dataset, Path(data_dir), n=protocol.n_samples, download=download)
+    return evaluate_loaded(model, test_set, protocol, model_key=model_key, checkpoint_sha256=checkpoint_sha256,
+                           check=report.to_dict(layers=False), randomized_output=randomized_output_message(report),
+                           work_dir=job_work_dir(work_root, cache_dir, model_key, checkpoint_sha256, protocol),
+                           out_dir=out_dir, shard=shard, device=device, batch_size=batch_size, progress=progress,
+                           wall_s=timer.seconds)
+
+
+def evaluate_loaded(model: nn.Module, test_set: Any, protocol: Protocol, *, model_key: str, checkpoint_sha256: str,
+                    work_dir: Path, out_dir: Path, check: dict | None = None, randomized_output: str | None = None,
+                    shard: Shard | None = None, device: str = "cpu", batch_size: int = 500, progress: bool = True,
+                    wall_s: dict[str, float] | None = None) -> Outcome:
+    """The stages after the check, on a loaded model: resumable in ``work_dir``; writes the record and sidecar
+    into ``out_dir``, or, for a shard ``i/n`` with n > 1, a shard output folder there."""
+    shard = shard or Shard()
+    ranges = chunk_ranges(protocol.n_samples, protocol.chunk_size)
+    facts = {"model_key": model_key, "checkpoint_sha256": checkpoint_sha256, "protocol": protocol.id,
+             "protocol_sha256": protocol.sha256, "n_chunks": len(ranges), "test_set": test_set_facts(test_set)}
+    store = ChunkStore(work_dir, identity=facts)
+    results = evaluate_chunks(model, test_set, protocol, chunks=[c for c in range(len(ranges)) if shard.owns(c)],
+                              store=store, device=device, batch_size=batch_size, progress=progress)
+    facts.update({
+        "shard": str(shard), "ledger": results.ledger, "tuning": _tuning_facts(results.tuning),
+        "check": check, "randomized_output": randomized_output,
+        "environment": provenance.environment(device), "date": provenance.utc_now(),
+        "wall_s": {**(wall_s or {}), "hofmn_tuning": float(results.tuning.get("wall_s", 0.0))}})
+    if shard.count > 1:
+        path = write_shard(facts, results, shard_dir(out_dir, model_key, protocol.id, shard))
+        _say(f"{model_key}: shard {shard} written to {path}; merge all {shard.count} with `apb merge`")
+        return Outcome(model_key, "shard", path)
+    record = build_record(facts, results.per_sample, protocol)
+    path = write_result(record, results.per_sample, out_dir)
+    _say(f"{model_key}: record written to {path}")
+    return Outcome(model_key, "evaluated", path, read_record(path))
+
+
+def _tuning_facts(tuning: dict) -> dict:
+    """The part of the tuning a record keeps (not every trial)."""
+    return {key: tuning.get(key) for key in ("indices", "params", "median_distance")}
+
+
+def randomized_output_message(report: Any) -> str | None:
+    """The check's randomized-output finding as a flag message, or None when the outputs are deterministic."""
+    sanity = getattr(report, "sanity", None)
+    if sanity is None:
+        return None
+    randomized = getattr(sanity, "randomized", None)
+    if randomized is None and isinstance(sanity, dict):
+        randomized = sanity.get("randomized")
+    if not randomized:
+        return None
+    detail = getattr(sanity, "message", None) or "the model gave different outputs for the same input"
+    return f"randomized output: {detail}; attack results on a randomized model overstate robustness"

@@ -1,0 +1,275 @@
+"""Evaluation protocols: ``evaluator/protocols/<id>.yaml`` read into a frozen ``Protocol``.
+
+A protocol file always has ``id``, ``leaderboard`` and ``description``. An *evaluable* protocol (one that
+``apb evaluate`` can run) also fixes the threat model (``norm``, ``eps`` as an exact fraction such as
+``"8/255"``), ``n_samples``, ``chunk_size``, ``seed`` and the ``autoattack``, ``hofmn`` and ``sanity``
+sections; a protocol without them (``published-2024``) only names where imported numbers come from.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from evaluator.errors import APBError, Problem
+from evaluator.paths import PACKAGE_DIR
+from evaluator.safeio import LineMap, format_field, load_yaml
+
+PROTOCOLS_DIR = PACKAGE_DIR / "protocols"
+NORMS = ("Linf",)
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
+LOSSES = ("LL", "DLR", "CE")
+OPTIMIZERS = ("SGD", "Adam")
+SCHEDULERS = ("cosine", "none")
+TUNING_SAMPLES = ("first-clean-correct",)
+EVALUATION_SECTIONS = ("threat_model", "n_samples", "chunk_size", "seed", "autoattack", "hofmn", "sanity")
+TOP_LEVEL = ("id", "leaderboard", "description", *EVALUATION_SECTIONS)
+
+
+@dataclass(frozen=True)
+class SearchDimension:
+    """One tuned optimizer parameter: sampled in ``[low, high]``, in log scale when ``log``."""
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class TuningSettings:
+    trials: int
+    startup_trials: int
+    steps: int
+    batch_size: int
+    samples: str  # which samples form the tuning batch: first-clean-correct
+    search_space: tuple[SearchDimension, ...]
+
+    def search_space_dict(self) -> dict[str, dict]:
+        """The search space as ``{name: {"low", "high", "log"}}`` (the form ``tune_fmn`` takes)."""
+        return {d.name: {"low": d.low, "high": d.high, "log": d.log} for d in self.search_space}
+
+
+@dataclass(frozen=True)
+class HOFMNSettings:
+    loss: str
+    optimizer: str
+    scheduler: str
+    tuning: TuningSettings
+    steps: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class AutoAttackSettings:
+    version: str
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class SanityLimits:
+    """Largest shares (fractions of the evaluated samples) that do not raise a flag."""
+
+    max_aa_only: float
+    max_hofmn_only: float
+    max_no_adversarial: float
+
+
+@dataclass(frozen=True)
+class Protocol:
+    id: str
+    leaderboard: bool
+    description: str
+    path: Path
+    sha256: str  # of the protocol file's bytes: records pin the exact protocol they were made with
+    norm: str | None = None
+    eps_fraction: Fraction | None = None
+    n_samples: int | None = None
+    chunk_size: int | None = None
+    seed: int | None = None
+    autoattack: AutoAttackSettings | None = None
+    hofmn: HOFMNSettings | None = None
+    sanity: SanityLimits | None = None
+
+    @property
+    def evaluable(self) -> bool:
+        return self.hofmn is not None
+
+    @property
+    def eps(self) -> float:
+        """The threat model's eps as the float nearest the exact fraction (8/255 -> 0.03137254901960784)."""
+        if self.eps_fraction is None:
+            raise APBError(Problem(str(self.path), "this protocol fixes no threat model", field="threat_model"))
+        return float(self.eps_fraction)
+
+    @property
+    def eps_text(self) -> str:
+        return str(self.eps_fraction)
+
+    def require_evaluable(self) -> "Protocol":
+        """This protocol, or an error saying it cannot be run by ``apb evaluate``."""
+        if not self.evaluable:
+            runnable = ", ".join(p.id for p in list_protocols() if p.evaluable)
+            raise APBError(Problem(str(self.path), f"protocol {self.id!r} describes imported results and cannot "
+                                                   f"be evaluated; use one of: {runnable}", field="id"))
+        return self
+
+
+def parse_fraction(value: Any) -> Fraction:
+    """An exact number from ``"8/255"``, ``10``, ``0.9`` or ``"0.5"``; ``ValueError`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"expected a number or a fraction such as \"8/255\", got {value!r}")
+    try:
+        return Fraction(value) if not isinstance(value, float) else Fraction(str(value))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"expected a number or a fraction such as \"8/255\", got {value!r}") from None
+
+
+class _Reader:
+    """Typed access to the fields of one protocol file; every error names the file, line and field."""
+
+    def __init__(self, path: Path, lines: LineMap) -> None:
+        self.path = path
+        self.lines = lines
+
+    def fail(self, where: tuple, message: str) -> APBError:
+        return APBError(Problem(str(self.path), message, self.lines(where), format_field(where)))
+
+    def mapping(self, data: Any, where: tuple, keys: tuple[str, ...], required: tuple[str, ...] | None = None) -> dict:
+        if not isinstance(data, dict):
+            raise self.fail(where, "must be a mapping")
+        unknown = sorted(set(data) - set(keys))
+        if unknown:
+            raise self.fail(where + (unknown[0],), f"unknown field; allowed here: {', '.join(keys)}")
+        missing = [key for key in (keys if required is None else required) if key not in data]
+        if missing:
+            raise self.fail(where, f"missing field {missing[0]!r}; add it (fields here: {', '.join(keys)})")
+        return data
+
+    def integer(self, data: dict, where: tuple, minimum: int = 0) -> int:
+        value = data[where[-1]]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(where, f"must be an integer >= {minimum}, got {value!r}")
+        return value
+
+    def number(self, data: dict, where: tuple) -> Fraction:
+        try:
+            return parse_fraction(data[where[-1]])
+        except ValueError as error:
+            raise self.fail(where, str(error)) from None
+
+    def share(self, data: dict, where: tuple) -> float:
+        value = self.number(data, where)
+        if not 0 <= value <= 1:
+            raise self.fail(where, f"must be a share between 0 and 1, got {data[where[-1]]!r}")
+        return float(value)
+
+    def choice(self, data: dict, where: tuple, choices: tuple[str, ...]) -> str:
+        value = data[where[-1]]
+        if value not in choices:
+            raise self.fail(where, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+def _search_space(reader: _Reader, data: Any, where: tuple) -> tuple[SearchDimension, ...]:
+    if not isinstance(data, dict) or not data:
+        raise reader.fail(where, "must be a non-empty mapping of parameter name to {low, high, log}")
+    dimensions = []
+    for name, spec in data.items():
+        at = where + (name,)
+        reader.mapping(spec, at, ("low", "high", "log"), ("low", "high"))
+        low, high = reader.number(spec, at + ("low",)), reader.number(spec, at + ("high",))
+        log = spec.get("log", False)
+        if not isinstance(log, bool):
+            raise reader.fail(at + ("log",), f"must be true or false, got {log!r}")
+        if low >= high or (log and low <= 0):
+            raise reader.fail(at, "needs low < high (and low > 0 when log is true)")
+        dimensions.append(SearchDimension(name, float(low), float(high), log))
+    return tuple(dimensions)
+
+
+def _hofmn(reader: _Reader, data: Any) -> HOFMNSettings:
+    at = ("hofmn",)
+    reader.mapping(data, at, ("loss", "optimizer", "scheduler", "tuning", "steps", "batch_size"))
+    tuning = reader.mapping(data["tuning"], at + ("tuning",),
+                            ("trials", "startup_trials", "steps", "batch_size", "samples", "search_space"))
+    tat = at + ("tuning",)
+    settings = TuningSettings(
+        trials=reader.integer(tuning, tat + ("trials",), 1),
+        startup_trials=reader.integer(tuning, tat + ("startup_trials",), 0),
+        steps=reader.integer(tuning, tat + ("steps",), 1),
+        batch_size=reader.integer(tuning, tat + ("batch_size",), 1),
+        samples=reader.choice(tuning, tat + ("samples",), TUNING_SAMPLES),
+        search_space=_search_space(reader, tuning["search_space"], tat + ("search_space",)),
+    )
+    return HOFMNSettings(loss=reader.choice(data, at + ("loss",), LOSSES),
+                         optimizer=reader.choice(data, at + ("optimizer",), OPTIMIZERS),
+                         scheduler=reader.choice(data, at + ("scheduler",), SCHEDULERS),
+                         tuning=settings, steps=reader.integer(data, at + ("steps",), 1),
+                         batch_size=reader.integer(data, at + ("batch_size",), 1))
+
+
+def _evaluation_fields(reader: _Reader, data: dict) -> dict:
+    """The fields of an evaluable protocol (all sections present)."""
+    threat = reader.mapping(data["threat_model"], ("threat_model",), ("norm", "eps"))
+    eps = reader.number(threat, ("threat_model", "eps"))
+    if not 0 < eps < 1:
+        raise reader.fail(("threat_model", "eps"), f"must lie strictly between 0 and 1, got {threat['eps']!r}")
+    autoattack = reader.mapping(data["autoattack"], ("autoattack",), ("version", "batch_size"))
+    sanity = reader.mapping(data["sanity"], ("sanity",), ("max_aa_only", "max_hofmn_only", "max_no_adversarial"))
+    return {
+        "norm": reader.choice(threat, ("threat_model", "norm"), NORMS),
+        "eps_fraction": eps,
+        "n_samples": reader.integer(data, ("n_samples",), 1),
+        "chunk_size": reader.integer(data, ("chunk_size",), 1),
+        "seed": reader.integer(data, ("seed",), 0),
+        "autoattack": AutoAttackSettings(reader.choice(autoattack, ("autoattack", "version"), AUTOATTACK_VERSIONS),
+                                         reader.integer(autoattack, ("autoattack", "batch_size"), 1)),
+        "hofmn": _hofmn(reader, data["hofmn"]),
+        "sanity": SanityLimits(*(reader.share(sanity, ("sanity", key)) for key in
+                                 ("max_aa_only", "max_hofmn_only", "max_no_adversarial"))),
+    }
+
+
+def read_protocol_file(path: Path) -> Protocol:
+    """Read and check one protocol file; its ``id`` must equal the file name's stem."""
+    data, lines = load_yaml(path)
+    reader = _Reader(path, lines)
+    reader.mapping(data, (), TOP_LEVEL, ("id", "leaderboard", "description"))
+    if data["id"] != path.stem:
+        raise reader.fail(("id",), f"must equal the file name without .yaml ({path.stem!r}), got {data['id']!r}")
+    if not isinstance(data["leaderboard"], bool):
+        raise reader.fail(("leaderboard",), f"must be true or false, got {data['leaderboard']!r}")
+    if not isinstance(data["description"], str) or not data["description"].strip():
+        raise reader.fail(("description",), "must be a non-empty text")
+    present = [key for key in EVALUATION_SECTIONS if key in data]
+    if present and len(present) != len(EVALUATION_SECTIONS):
+        missing = next(key for key in EVALUATION_SECTIONS if key not in data)
+        raise reader.fail((missing,), f"missing: an evaluable protocol needs all of {', '.join(EVALUATION_SECTIONS)}")
+    fields = _evaluation_fields(reader, data) if present else {}
+    return Protocol(id=data["id"], leaderboard=data["leaderboard"], description=data["description"].strip(),
+                    path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), **fields)
+
+
+def protocol_path(name_or_path: str | Path) -> Path:
+    """The file of a protocol given by id (``linf-8-255-v1``) or by path."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
+        return Path(text)
+    return PROTOCOLS_DIR / f"{text}.yaml"
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    """The protocol with this id (a file in ``evaluator/protocols/``) or at this path."""
+    path = protocol_path(name_or_path)
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(PROTOCOLS_DIR.glob("*.yaml")))
+        raise APBError(Problem(str(path), f"no such protocol; choose one of: {known}", field="protocol"))
+    return read_protocol_file(path)
+
+
+def list_protocols() -> list[Protocol]:
+    """Every protocol shipped in ``evaluator/protocols/``, sorted by id."""
+    return [read_protocol_file(path) for path in sorted(PROTOCOLS_DIR.glob("*.yaml"))]
