@@ -22,7 +22,7 @@ from typing import Any
 from evaluator.errors import APBError, Problem
 from evaluator.paths import PACKAGE_DIR
 from evaluator.records import PerSample, record_stem
-from evaluator.safeio import MAX_BYTES, format_field, parse_json_text
+from evaluator.safeio import MAX_BYTES, LineMap, parse_json_text
 
 MAX_JSON_BYTES = MAX_BYTES  # 1 MB, as for every data file of the repository
 MAX_SIDECAR_BYTES = 4 << 20  # a sidecar of 10,000 samples is ~60 KB
@@ -98,23 +98,18 @@ def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
 
 
 @functools.lru_cache(maxsize=None)
-def _validator(schema_path: Path):
-    from jsonschema import Draft202012Validator
-
-    schema = json.loads(schema_path.read_text(encoding="utf-8"))
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+def _schema(schema_path: Path) -> dict:
+    return json.loads(schema_path.read_text(encoding="utf-8"))
 
 
 def schema_problems(data: Any, schema_path: Path, name: str) -> list[Problem]:
-    """Every place *data* breaks the JSON Schema at *schema_path*, as problems naming the field."""
-    errors = sorted(_validator(schema_path).iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
-    problems = []
-    for error in errors[:20]:
-        if error.context:  # anyOf / oneOf: the branch that failed on something besides its type is the one meant
-            error = min(error.context, key=lambda e: (e.validator == "type", -len(e.absolute_path)))
-        problems.append(Problem(name, error.message[:300], field=format_field(tuple(error.absolute_path))))
-    return problems
+    """Every place *data* breaks the JSON Schema at *schema_path* (at most 20), in ``apb validate``'s words.
+
+    Artifacts carry no line numbers worth citing, so the problems name the field only."""
+    from evaluator.validate import schema_problems as validate_schema_problems
+
+    problems = validate_schema_problems(data, _schema(schema_path), LineMap({}), name)
+    return [Problem(p.file, p.message[:300], None, p.field) for p in problems[:20]]
 
 
 def load_checked_json(path: Path, schema_name: str) -> Any:
