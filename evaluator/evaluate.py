@@ -40,7 +40,7 @@ from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
 from evaluator.protocol import Protocol, load_protocol
 from evaluator.records import (SCHEMA_VERSION, PerSample, atomic_write_bytes, dump_json, read_record,
-                               record_stem, records_dir, sha256_file, summarize, write_record)
+                               record_stem, recorded_sha256, records_dir, sha256_file, summarize, write_record)
 
 STAGES = ("clean", "autoattack", "hofmn")
 SHARD_FILE = "shard.json"
@@ -569,16 +569,14 @@ def default_out_dir(protocol: Protocol, root: Path, ap_key: str, shard: Shard | 
 
 
 def existing_record(model_key: str, protocol: Protocol, checkpoint_sha256: str, folders: list[Path]) -> Path | None:
-    """A record of this model under this protocol for this exact checkpoint, in any of ``folders``."""
+    """A record of this model under this protocol for this exact checkpoint, in any of ``folders`` (an
+    unreadable record counts as absent: the run then writes a good one)."""
     for folder in folders:
-        path = Path(folder) / f"{record_stem(model_key, protocol.id)}.json"
-        if path.is_file():
-            try:
-                record = read_record(path)
-            except (OSError, ValueError):
-                continue
-            if record.get("checkpoint_sha256") == checkpoint_sha256 and record.get("protocol") == protocol.id:
-                return path
+        try:
+            if recorded_sha256(Path(folder), model_key, protocol.id) == checkpoint_sha256:
+                return Path(folder) / f"{record_stem(model_key, protocol.id)}.json"
+        except (OSError, ValueError):
+            continue
     return None
 
 

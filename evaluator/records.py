@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -68,6 +68,20 @@ def write_record(record: dict, directory: Path) -> Path:
 def read_record(path: Path) -> dict:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def recorded_sha256(folder: Path, model_key: str, protocol: str, *,
+                    load: Callable[[Path], object] = read_record) -> str | None:
+    """The checkpoint sha256 of the record of *model_key* under *protocol* in *folder*, or None if there is none.
+
+    *load* reads the file (default ``read_record``; callers that want ``safeio``'s checked reading pass it)."""
+    path = Path(folder) / f"{record_stem(model_key, protocol)}.json"
+    if not path.is_file():
+        return None
+    record = load(path)
+    if not isinstance(record, dict) or record.get("protocol") != protocol:
+        return None
+    return record.get("checkpoint_sha256")
 
 
 def iter_record_paths(root: Path) -> Iterator[Path]:

@@ -88,3 +88,14 @@ def test_write_record_is_atomic_and_canonical(tmp_path):
     with pytest.raises(ValueError):
         records.write_record({**record, "metrics": {"a": float("nan")}}, tmp_path)
     assert records.read_record(path) == record  # the failed write left the old file intact
+
+
+def test_recorded_sha256_finds_the_record_of_a_model_and_protocol(tmp_path):
+    key = "X_Abc2020Foo_R18_CIFAR10_US_90"
+    assert records.recorded_sha256(tmp_path, key, "linf-8-255-v1") is None
+    records.write_record({"model_key": key, "protocol": "linf-8-255-v1", "checkpoint_sha256": "ab" * 32}, tmp_path)
+    assert records.recorded_sha256(tmp_path, key, "linf-8-255-v1") == "ab" * 32
+    assert records.recorded_sha256(tmp_path, key, "smoke-v1") is None
+    (tmp_path / f"{key}__linf-8-255-v1.json").write_text("{broken")
+    with pytest.raises(ValueError):
+        records.recorded_sha256(tmp_path, key, "linf-8-255-v1")

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
 from evaluator.keys import AP_KEY_PATTERN
-from evaluator.records import atomic_write_bytes, record_stem, records_dir
+from evaluator.records import atomic_write_bytes, recorded_sha256, records_dir
 from evaluator.safeio import MAX_BYTES, load_json
 from evaluator.submissions import LOADING_FIELDS as ENTRY_LOADING_FIELDS
 from evaluator.submissions import load_manifest
@@ -197,11 +197,7 @@ def compare_entries(old: dict, new: dict) -> dict[str, list[str]]:
 
 def existing_record_sha256(root: Path, ap_key: str, model_key: str, protocol: str) -> str | None:
     """The checkpoint sha256 of the record already in *root* for this model key and protocol, if any."""
-    path = records_dir(root, ap_key) / f"{record_stem(model_key, protocol)}.json"
-    if not path.is_file():
-        return None
-    data, _ = load_json(path)
-    return data.get("checkpoint_sha256") if isinstance(data, dict) else None
+    return recorded_sha256(records_dir(root, ap_key), model_key, protocol, load=lambda path: load_json(path)[0])
 
 
 # ------------------------------------------------------------------------------------------------ legs
