@@ -11,6 +11,14 @@ AP_KEY_PATTERN = r"[A-Za-z][A-Za-z0-9]*_[A-Za-z]+[0-9]{4}[A-Za-z0-9]*"  # <Name>
 _MODEL_KEY = re.compile(rf"^(?P<ap>{AP_KEY_PATTERN})_(?P<arch>R18|V16)_(?P<ds>CIFAR10|SVHN)_(?P<kind>US|S)_(?P<sp>[0-9]{{1,2}})$")
 
 
+_AP_KEY = re.compile(AP_KEY_PATTERN)
+
+
+def is_ap_key(text: str) -> bool:
+    """Whether *text* is, in full, an AP key ``<Name>_<FirstAuthor><Year><FirstTitleWord>`` (ASCII, no path)."""
+    return _AP_KEY.fullmatch(text) is not None
+
+
 class ModelKey(NamedTuple):
     ap_key: str
     architecture: str  # resnet18 | vgg16

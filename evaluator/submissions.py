@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from evaluator.errors import APBError, Problem
-from evaluator.keys import AP_KEY_PATTERN, STRUCTURE_KINDS, model_key_maker, parse_model_key
+from evaluator.keys import STRUCTURE_KINDS, is_ap_key, model_key_maker, parse_model_key
 from evaluator.paths import repo_root
 from evaluator.safeio import load_json, parse_yaml_text, read_limited_bytes
 
@@ -16,7 +15,6 @@ SUBMISSIONS = "submissions"
 MANIFEST = "manifest.yaml"
 TAXONOMY = "taxonomy.json"
 LOADING_FIELDS = ("format", "state_dict_key", "strip_prefix", "normalization")
-_AP_KEY = re.compile(rf"^{AP_KEY_PATTERN}$")
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,7 @@ def load_ap_taxonomy(ap_key: str, root: Path | None = None) -> dict:
     root = repo_root() if root is None else root
     key = _ap_key_of(ap_key)
     known = [path.name for path in ap_dirs(root) if (path / TAXONOMY).is_file()]
-    if not _AP_KEY.match(key) or key not in known:
+    if not is_ap_key(key) or key not in known:
         close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise APBError(Problem(str(submissions_dir(root)), f"no AP has ap_key {key!r}{hint}", field="ap_key"))

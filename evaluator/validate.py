@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from evaluator.errors import APBError, Problem
-from evaluator.keys import AP_KEY_PATTERN, STRUCTURE_KINDS, model_key_maker, parse_model_key
+from evaluator.keys import STRUCTURE_KINDS, is_ap_key, model_key_maker, parse_model_key
 from evaluator.paths import PACKAGE_DIR
 from evaluator.records import COUNT_FIELDS, METRICS, record_stem, sha256_file
 from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
@@ -31,7 +31,6 @@ SCHEMAS_DIR = PACKAGE_DIR / "schemas"
 RECORDS = "records"
 AP_DIR_ENTRIES = {TAXONOMY: "file", MANIFEST: "file", RECORDS: "dir"}
 SUBMISSIONS_TOP_FILES = {"README.md"}
-_AP_KEY = re.compile(rf"^{AP_KEY_PATTERN}$")
 _PROTOCOL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
 _RECORD_NAME = re.compile(r"^(?P<key>[A-Za-z0-9_]+)__(?P<protocol>[a-z0-9][a-z0-9.-]*)\.(?P<ext>json|npz)$")
 _GDRIVE = re.compile(r"^gdrive://[A-Za-z0-9_-]{10,200}$")
@@ -443,7 +442,7 @@ class _Repository:
             if entry.is_symlink():
                 self.add(name, "symbolic links are not allowed in submissions/; commit the real directory or file")
             elif entry.is_dir():
-                if not _AP_KEY.match(entry.name):
+                if not is_ap_key(entry.name):
                     self.add(name, f"directory name {entry.name!r} is not a valid ap_key: use ASCII "
                                    "<Name>_<FirstAuthor><Year><FirstTitleWord>, e.g. HYDRA_Sehwag2020Hydra")
                 lower = entry.name.lower()

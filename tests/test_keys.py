@@ -54,3 +54,11 @@ def test_the_schemas_use_the_ap_key_form_of_keys_py():
     assert manifest["$defs"]["ap_key"]["pattern"] == expected
     assert record["properties"]["ap_key"]["pattern"] == expected
     assert record["properties"]["model_key"]["pattern"].startswith(f"^{AP_KEY_PATTERN}_")
+
+
+def test_is_ap_key_matches_the_whole_text():
+    from evaluator.keys import is_ap_key
+
+    assert is_ap_key("HYDRA_Sehwag2020Hydra")
+    for bad in ("HYDRA_Sehwag2020Hydra\n", "../x", "a/b", "HYDRA_Sehwag2020Hydra/..", "BCSP_Özdenizci2021Training", ""):
+        assert not is_ap_key(bad), bad

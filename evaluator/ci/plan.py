@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
-from evaluator.keys import AP_KEY_PATTERN
+from evaluator.keys import is_ap_key
 from evaluator.records import atomic_write_bytes, recorded_sha256, records_dir
 from evaluator.safeio import MAX_BYTES, load_json
 from evaluator.submissions import LOADING_FIELDS as ENTRY_LOADING_FIELDS
@@ -34,7 +34,6 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: the
 # what decides the result, besides the protocol: the model, the checkpoint, how it is loaded
 LOADING_FIELDS = ("architecture", "dataset", "structure", "sparsity", "sha256", *ENTRY_LOADING_FIELDS)
 _REGULAR_BLOB_MODES = ("100644", "100755")
-_AP_DIR = re.compile(rf"^{AP_KEY_PATTERN}$")
 _REF = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_./~^-]*$")
 
 
@@ -155,7 +154,7 @@ def read_blob(root: Path, commit: str, path: str, limit: int = MAX_BYTES) -> byt
 def classify_path(path: str) -> str:
     """``data`` (a submission's manifest or taxonomy), ``records`` (generated result files) or ``other``."""
     parts = PurePosixPath(path).parts
-    if len(parts) == 3 and parts[0] == "submissions" and parts[2] in DATA_FILES and _AP_DIR.match(parts[1]):
+    if len(parts) == 3 and parts[0] == "submissions" and parts[2] in DATA_FILES and is_ap_key(parts[1]):
         return "data"
     if len(parts) >= 3 and parts[0] == "submissions" and parts[2] == "records":
         return "records"
