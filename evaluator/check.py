@@ -385,16 +385,25 @@ def check_entry(entry: Any, *, data_dir: Path, n: int = 10000, device: str = "cp
     """Fetch, verify, load and check one manifest entry (no attacks). The test set is read first, so a missing
     data directory fails before a long download."""
     from evaluator.datasets import load_test_set
-    from evaluator.load import build_checked_model, fetch_entry, load_state_dict
+    from evaluator.load import fetch_entry, load_state_dict
 
     test_set = load_test_set(entry.dataset, Path(data_dir), n, download=download)
     path = fetch_entry(entry, cache_dir=cache_dir, progress=progress)
-    state = load_state_dict(path, entry)
+    return check_loaded(entry, path.name, load_state_dict(path, entry), test_set, device=device,
+                        batch_size=batch_size, progress=progress)
+
+
+def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_set: Any, *, device: str = "cpu",
+                 batch_size: int = 256, progress: bool = True) -> CheckReport:
+    """The checks of ``check_entry`` on a checkpoint and test set the caller has already loaded (``apb evaluate``
+    reuses them for the attacks instead of reading them twice)."""
+    from evaluator.load import build_checked_model
+
     report = CheckReport(
         model_key=entry.model_key,
         entry={"ap_key": entry.ap_key, "architecture": entry.architecture, "dataset": entry.dataset,
                "structure": entry.structure, "sparsity": entry.sparsity, "url": entry.url},
-        sha256=path.name, sha256_pinned=entry.sha256 is not None,
+        sha256=sha256, sha256_pinned=entry.sha256 is not None,
         compliance=check_compliance(state, entry.architecture), n=len(test_set),
         claimed=None if entry.claimed is None else dict(entry.claimed),
         test_set_official=test_set.official,

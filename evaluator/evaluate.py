@@ -630,22 +630,23 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1"
         from evaluator.load import fetch_entry
 
         checkpoint = fetch_entry(entry, cache_dir=cache_dir, progress=progress)
-        checkpoint_sha256 = sha256_file(checkpoint) if entry.sha256 is None else entry.sha256
+        checkpoint_sha256 = checkpoint.name  # fetch_checkpoint names the cached file by its verified sha256
     if not entry.sha256 and (found := existing_record(model_key, protocol, checkpoint_sha256, known_folders)):
         _say(f"{model_key}: skipped, {found} already holds its {protocol.id} record")
         return Outcome(model_key, "skipped", found)
     with timer.stage("check"):
-        from evaluator.check import check_entry
+        from evaluator.check import check_loaded
+        from evaluator.datasets import load_test_set
+        from evaluator.load import build_checked_model, load_state_dict
 
-        report = check_entry(entry, data_dir=data_dir, n=protocol.n_samples, device=device, batch_size=batch_size,
-                             cache_dir=cache_dir, download=download, progress=progress)
+        # the test set and the state dict are read once, for the check and for the attacks
+        test_set = load_test_set(key.dataset, Path(data_dir), n=protocol.n_samples, download=download)
+        state = load_state_dict(checkpoint, entry)
+        report = check_loaded(entry, checkpoint.name, state, test_set, device=device, batch_size=batch_size,
+                              progress=progress)
     if not report.ok:
         raise CheckFailed(model_key, report)
-    from evaluator.datasets import load_test_set
-    from evaluator.load import build_checked_model, load_state_dict
-
-    model = build_checked_model(entry, load_state_dict(checkpoint, entry))
-    test_set = load_test_set(key.dataset, Path(data_dir), n=protocol.n_samples, download=download)
+    model = build_checked_model(entry, state)
     return evaluate_loaded(model, test_set, protocol, model_key=model_key, checkpoint_sha256=checkpoint_sha256,
                            check=report.to_dict(layers=False), randomized_output=randomized_output_message(report),
                            work_dir=job_work_dir(work_root, cache_dir, model_key, checkpoint_sha256, protocol),
