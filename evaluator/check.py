@@ -13,8 +13,9 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from evaluator.compliance import ComplianceReport, check_compliance
 from evaluator.errors import APBError, Problem
-from evaluator.models import Normalized, build_model
+from evaluator.models import Normalized
 
 SPARSITY_TOLERANCE_PP = 0.5  # a measured sparsity more than this many percentage points below the claim fails
 SANITY_IMAGES = 16
@@ -30,64 +31,6 @@ COUNTED_LAYERS = (
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-# ----------------------------------------------------------------------------------------------- compliance
-
-@dataclass
-class ComplianceReport:
-    """How a state dict fits the base architecture (what a strict ``load_state_dict`` would say)."""
-
-    architecture: str
-    n_keys: int
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    shape_mismatched: list[dict] = field(default_factory=list)  # {"key", "expected", "found"}
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shape_mismatched)
-
-    def summary(self) -> str:
-        if self.ok:
-            return f"all {self.n_keys} keys match the base {self.architecture}"
-        parts = []
-        if self.missing:
-            parts.append(f"{len(self.missing)} missing ({_listing(self.missing)})")
-        if self.unexpected:
-            parts.append(f"{len(self.unexpected)} unexpected ({_listing(self.unexpected)})")
-        if self.shape_mismatched:
-            shapes = [f"{m['key']}: expected {m['expected']}, found {m['found']}" for m in self.shape_mismatched]
-            parts.append(f"{len(shapes)} with the wrong shape ({_listing(shapes)})")
-        return "; ".join(parts)
-
-    def to_dict(self) -> dict:
-        return {"ok": self.ok, "architecture": self.architecture, "n_keys": self.n_keys, "missing": self.missing,
-                "unexpected": self.unexpected, "shape_mismatched": self.shape_mismatched}
-
-    def render_text(self) -> str:
-        if self.ok:
-            return f"compliance  ok: {self.summary()}"
-        lines = [f"compliance  FAILED: the state dict does not load strictly into the base {self.architecture}"]
-        lines += [f"    missing:    {key}" for key in self.missing]
-        lines += [f"    unexpected: {key}" for key in self.unexpected]
-        lines += [f"    shape:      {m['key']} expected {m['expected']} found {m['found']}"
-                  for m in self.shape_mismatched]
-        return "\n".join(lines)
-
-
-def check_compliance(state_dict: dict[str, torch.Tensor], architecture: str) -> ComplianceReport:
-    """Missing, unexpected and mis-shaped keys of *state_dict* against the base *architecture*, exactly as a
-    strict ``load_state_dict`` judges them (e.g. a missing BatchNorm ``num_batches_tracked`` is accepted)."""
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        model = build_model(architecture)
-    expected = model.state_dict()
-    mismatched = [{"key": key, "expected": list(expected[key].shape), "found": list(value.shape)}
-                  for key, value in state_dict.items() if key in expected and value.shape != expected[key].shape]
-    wrong = {item["key"] for item in mismatched}
-    result = model.load_state_dict({k: v for k, v in state_dict.items() if k not in wrong}, strict=False, assign=True)
-    return ComplianceReport(architecture, len(state_dict), [k for k in result.missing_keys if k not in wrong],
-                            list(result.unexpected_keys), mismatched)
 
 
 # ----------------------------------------------------------------------------------------------- sparsity
@@ -363,8 +306,12 @@ class CheckReport:
         lines = [f"apb check {self.model_key}",
                  f"model       {entry['architecture']} on {entry['dataset']}, {entry['structure']} sparsity "
                  f"{entry['sparsity']}%",
-                 f"checkpoint  sha256 {self.sha256} ({pin})",
-                 self.compliance.render_text()]
+                 f"checkpoint  sha256 {self.sha256} ({pin})"]
+        loading = entry.get("loading")
+        if loading:
+            rules = ", ".join(f"{name}: {value}" for name, value in loading["key_rules"].items())
+            lines.append(f"loading     variant {loading['variant']}; {rules}")
+        lines.append(self.compliance.render_text())
         if self.sparsity is not None:
             lines.append(self.sparsity.render_text(layers))
         if self.sanity is not None:
@@ -385,11 +332,11 @@ def check_entry(entry: Any, *, data_dir: Path, n: int = 10000, device: str = "cp
     """Fetch, verify, load and check one manifest entry (no attacks). The test set is read first, so a missing
     data directory fails before a long download."""
     from evaluator.datasets import load_test_set
-    from evaluator.load import fetch_entry, load_state_dict
+    from evaluator.load import load_state_dict, read_entry
 
     test_set = load_test_set(entry.dataset, Path(data_dir), n, download=download)
-    path = fetch_entry(entry, cache_dir=cache_dir, progress=progress)
-    return check_loaded(entry, path.name, load_state_dict(path, entry), test_set, device=device,
+    checkpoint = read_entry(entry, cache_dir=cache_dir, progress=progress)
+    return check_loaded(entry, checkpoint.sha256, load_state_dict(checkpoint, entry), test_set, device=device,
                         batch_size=batch_size, progress=progress)
 
 
@@ -398,13 +345,15 @@ def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_s
     """The checks of ``check_entry`` on a checkpoint and test set the caller has already loaded (``apb evaluate``
     reuses them for the attacks instead of reading them twice)."""
     from evaluator.load import build_checked_model
+    from evaluator.submissions import loading_summary
 
     report = CheckReport(
         model_key=entry.model_key,
         entry={"ap_key": entry.ap_key, "architecture": entry.architecture, "dataset": entry.dataset,
-               "structure": entry.structure, "sparsity": entry.sparsity, "url": entry.url},
+               "structure": entry.structure, "sparsity": entry.sparsity, "url": entry.url,
+               "loading": loading_summary(entry)},
         sha256=sha256, sha256_pinned=entry.sha256 is not None,
-        compliance=check_compliance(state, entry.architecture), n=len(test_set),
+        compliance=check_compliance(state, entry.variant), n=len(test_set),
         claimed=None if entry.claimed is None else dict(entry.claimed),
         test_set_official=test_set.official,
         manifest=(str(entry.manifest_path), entry.line, f"models[{entry.index}]"))
@@ -418,5 +367,3 @@ def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_s
     return report
 
 
-def _listing(items: list[str], limit: int = 5) -> str:
-    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -627,10 +627,10 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1"
         return Outcome(model_key, "skipped", found)
     timer = provenance.StageTimer()
     with timer.stage("fetch"):
-        from evaluator.load import fetch_entry
+        from evaluator.load import read_entry
 
-        checkpoint = fetch_entry(entry, cache_dir=cache_dir, progress=progress)
-        checkpoint_sha256 = checkpoint.name  # fetch_checkpoint names the cached file by its verified sha256
+        checkpoint = read_entry(entry, cache_dir=cache_dir, progress=progress)  # read once, verified in memory
+        checkpoint_sha256 = checkpoint.sha256
     if not entry.sha256 and (found := existing_record(model_key, protocol, checkpoint_sha256, known_folders)):
         _say(f"{model_key}: skipped, {found} already holds its {protocol.id} record")
         return Outcome(model_key, "skipped", found)
@@ -642,7 +642,7 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1"
         # the test set and the state dict are read once, for the check and for the attacks
         test_set = load_test_set(key.dataset, Path(data_dir), n=protocol.n_samples, download=download)
         state = load_state_dict(checkpoint, entry)
-        report = check_loaded(entry, checkpoint.name, state, test_set, device=device, batch_size=batch_size,
+        report = check_loaded(entry, checkpoint_sha256, state, test_set, device=device, batch_size=batch_size,
                               progress=progress)
     if not report.ok:
         raise CheckFailed(model_key, report)

@@ -57,7 +57,12 @@ def load_schema(name: str) -> dict:
     """``evaluator/schemas/<name>.schema.json``."""
     from evaluator.safeio import load_json
 
-    return load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]
+    schema = load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]
+    if name == "manifest":
+        from evaluator.models.registry import variant_names
+
+        schema["$defs"]["variant"]["enum"] = variant_names()
+    return schema
 
 
 _VALIDATORS: dict[int, tuple[dict, Any]] = {}
@@ -222,6 +227,7 @@ def manifest_problems(data: Any, lines: LineMap, file: str, *, allow_file_urls: 
                 problems = [p for p in problems if p.field != url_field]
                 problems.append(Problem(file, message, lines.line(("models", index, "url")),
                                         format_field(("models", index, "url"))))
+        problems += _variant_problems(data.get("defaults"), model, lines, file, index)
         key = _model_key_or_none(data.get("ap_key"), model)
         if key is None:
             continue
@@ -233,6 +239,23 @@ def manifest_problems(data: Any, lines: LineMap, file: str, *, allow_file_urls: 
         else:
             seen[key] = index
     return problems
+
+
+def _variant_problems(defaults: Any, model: dict, lines: LineMap, file: str, index: int) -> list[Problem]:
+    """A variant (the entry's own or the defaults') must belong to the entry's architecture family."""
+    from evaluator.models.registry import variant_names, variants
+
+    own = "variant" in model
+    variant = model.get("variant") if own else (defaults or {}).get("variant") if isinstance(defaults, dict) else None
+    architecture = model.get("architecture")
+    if not isinstance(variant, str) or variant not in variants() or not isinstance(architecture, str):
+        return []
+    if variants()[variant].family == architecture:
+        return []
+    path = ("models", index, "variant") if own else ("defaults", "variant")
+    return [Problem(file, f"variant {variant} is a {variants()[variant].family} variant but models[{index}] is a "
+                          f"{architecture}; use one of {', '.join(variant_names(architecture))}",
+                    lines.line(path), format_field(path))]
 
 
 def _model_key_or_none(ap_key: Any, model: dict) -> str | None:

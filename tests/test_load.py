@@ -9,7 +9,8 @@ import torch
 from torch.nn.utils import prune
 
 from evaluator.errors import APBError
-from evaluator.load import build_checked_model, fold_pruning_masks, load_model, load_state_dict
+from evaluator.key_rules import fold_pruning_masks
+from evaluator.load import build_checked_model, load_model, load_state_dict
 from evaluator.models import Normalized, build_model
 from tests.support.entries import make_entry
 
