@@ -20,8 +20,11 @@ from evaluator.models import Normalized
 SPARSITY_TOLERANCE_PP = 0.5  # a measured sparsity more than this many percentage points below the claim fails
 SANITY_IMAGES = 16
 COUNTED_LAYERS = (
-    "weights: every Conv2d and Linear weight tensor, including the first conv (3 input channels), the 1x1 "
-    "shortcut convs of ResNet18 and the last (10-way) Linear; biases and BatchNorm are not counted. "
+    "weights: every Conv2d weight tensor, including the first conv (3 input channels) and the 1x1 shortcut convs "
+    "of ResNet18; biases and BatchNorm are not counted, and neither are Linear layers (they are listed per layer): "
+    "the classifier heads differ between variants of one architecture (Linear 512->10, 2048-256-256-10, a 1x1 "
+    "conv) and several APs never prune them, while the convolutional feature extractor is what every variant "
+    "shares and holds almost all weights. "
     "filters: output filters of every Conv2d, including the first conv and the shortcut convs; Linear layers "
     "are not counted. channels: input channels of every Conv2d, including the first conv's 3 image channels; "
     "Linear layers are not counted. Each figure is zero weights (or all-zero filters, channels) over all "
@@ -119,9 +122,8 @@ def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) ->
     """Sparsity of *model*'s weights (a :class:`Normalized` wrapper is looked through), in percent.
 
     Counted layers (also stated in every report, see ``COUNTED_LAYERS``): ``weights`` = zero entries over all
-    Conv2d and Linear weight tensors, the first conv and the last Linear included; ``filters`` = all-zero output
-    filters over all Conv2d layers (first conv included, Linear layers excluded: the last Linear's rows are the
-    classes); ``channels`` = all-zero input channels over all Conv2d layers (the first conv's 3 image channels
+    Conv2d weight tensors, the first conv included (Linear layers are listed but not counted: heads differ
+    between variants); ``filters`` = all-zero output filters over all Conv2d layers (first conv included); ``channels`` = all-zero input channels over all Conv2d layers (the first conv's 3 image channels
     included). Biases and BatchNorm parameters never count. The claim is compared with the figure named by
     *structure*; a measurement more than ``SPARSITY_TOLERANCE_PP`` points below it fails."""
     if structure not in ("weights", "filters", "channels"):
@@ -132,7 +134,7 @@ def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) ->
     convs = [layer for layer in layers if layer.kind == "conv"]
     return SparsityReport(
         structure, None if claimed is None else float(claimed),
-        weights=_pooled(layers, "zero_weights", "weights"),
+        weights=_pooled(convs, "zero_weights", "weights"),
         filters=_pooled(convs, "zero_filters", "filters"),
         channels=_pooled(convs, "zero_channels", "channels"),
         layers=layers)

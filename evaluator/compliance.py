@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from evaluator.models.registry import build_variant, variants
+from evaluator.variants import build_variant, variants
 
 NORMALIZATION_KEY_HINTS = ("mean", "std")
 

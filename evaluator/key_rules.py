@@ -8,7 +8,9 @@ this order by :func:`apply_key_rules`:
 3. ``rename_prefixes`` — ``[{from: a., to: b.}]``: a key starting with ``a.`` starts with ``b.`` instead;
 4. ``normalization_buffers`` — ``{mean: <key>, std: <key>}``: tensors that hold the input normalization; their
    values must equal the entry's ``normalization`` (which the evaluator applies), then they are dropped;
-5. ``masks`` — how pruning masks are folded into the weights that are evaluated:
+5. ``unused_tensors`` — names (the last part of a key, e.g. ``k_score``) of tensors the evaluated network does
+   not use, such as a per-layer learned pruning rate stored beside folded weights; dropped where present;
+6. ``masks`` — how pruning masks are folded into the weights that are evaluated:
    ``orig-mask`` (``<name>_orig`` * ``<name>_mask``, ``torch.nn.utils.prune``; folded where present),
    ``softplus`` (``<module>.mask_<param>``: ``<param>`` * softplus(mask)),
    ``popup-scores`` (edge-popup: ``<module>.scores`` per weight; the kept weights are the top
@@ -43,6 +45,7 @@ def apply_key_rules(loaded: Any, entry: Any) -> dict[str, torch.Tensor]:
     state = strip_prefix(state, entry.strip_prefix, entry)
     state = rename_prefixes(state, entry.rename_prefixes, entry)
     state = drop_normalization_buffers(state, entry)
+    state = drop_unused_tensors(state, entry.unused_tensors)
     state = fold_masks(state, entry)
     require_finite(state, entry)
     return state
@@ -137,6 +140,13 @@ def drop_normalization_buffers(state: dict[str, torch.Tensor], entry: Any) -> di
                                      f"normalization.{name} says {list(declared.tolist())}; set normalization to the "
                                      "values the model was trained with", "normalization")
     return {key: value for key, value in state.items() if key not in (buffers.mean, buffers.std)}
+
+
+def drop_unused_tensors(state: dict[str, torch.Tensor], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """*state* without the tensors whose key ends in one of *names* (the key's last dotted part)."""
+    if not names:
+        return state
+    return {key: value for key, value in state.items() if key.rpartition(".")[2] not in names}
 
 
 def fold_masks(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:

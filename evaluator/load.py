@@ -4,7 +4,7 @@ Checkpoints are untrusted: they are read once into memory, their sha256 verified
 (:func:`evaluator.fetch.read_verified`), and deserialized from memory only with ``torch.load(weights_only=True)``
 (PyTorch's restricted unpickler: tensors and plain containers, plus the few harmless classes an entry lists in
 ``allowed_globals``) or with safetensors. The manifest's key rules (:mod:`evaluator.key_rules`) turn the loaded
-object into the state dict of the entry's ``variant`` (:mod:`evaluator.models.registry`), loaded strictly.
+object into the state dict of the entry's ``variant`` (:mod:`evaluator.variants`), loaded strictly.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from evaluator.errors import APBError
 from evaluator.fetch import Checkpoint, read_verified
 from evaluator.key_rules import apply_key_rules, entry_error
 from evaluator.models import ARCHITECTURES, Normalized, build_model
-from evaluator.models.registry import build_variant
+from evaluator.variants import build_variant
 
 BASE_MODEL_KEYS = {f"base_{architecture}": architecture for architecture in ARCHITECTURES}
 

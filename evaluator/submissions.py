@@ -15,7 +15,7 @@ SUBMISSIONS = "submissions"
 MANIFEST = "manifest.yaml"
 TAXONOMY = "taxonomy.json"
 LOADING_FIELDS = ("format", "state_dict_key", "strip_prefix", "normalization", "variant", "rename_prefixes",
-                  "normalization_buffers", "masks", "allowed_globals")
+                  "normalization_buffers", "unused_tensors", "masks", "allowed_globals")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class ModelEntry:
     variant: str = ""  # the registered architecture variant; "" = the architecture's base variant
     rename_prefixes: tuple[tuple[str, str], ...] = ()
     normalization_buffers: NormalizationBuffers | None = None
+    unused_tensors: tuple[str, ...] = ()
     masks: str = "orig-mask"
     allowed_globals: tuple[str, ...] = ()
 
@@ -86,6 +87,8 @@ def loading_summary(entry: ModelEntry) -> dict[str, Any]:
     if entry.normalization_buffers:
         rules["normalization_buffers"] = {"mean": entry.normalization_buffers.mean,
                                           "std": entry.normalization_buffers.std}
+    if entry.unused_tensors:
+        rules["unused_tensors"] = list(entry.unused_tensors)
     rules["masks"] = entry.masks
     if entry.allowed_globals:
         rules["allowed_globals"] = list(entry.allowed_globals)
@@ -121,7 +124,8 @@ def entry_from_data(ap_key: str, data: dict, manifest_path: Path, line: int, ind
         normalization_buffers=(None if not data.get("normalization_buffers") else
                                NormalizationBuffers(data["normalization_buffers"]["mean"],
                                                     data["normalization_buffers"]["std"])),
-        masks=data.get("masks", "orig-mask"), allowed_globals=tuple(data.get("allowed_globals") or ()))
+        unused_tensors=tuple(data.get("unused_tensors") or ()), masks=data.get("masks", "orig-mask"),
+        allowed_globals=tuple(data.get("allowed_globals") or ()))
 
 
 def load_manifest(path: Path, text: str | bytes | None = None) -> list[ModelEntry]:

@@ -59,7 +59,7 @@ def load_schema(name: str) -> dict:
 
     schema = load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]
     if name == "manifest":
-        from evaluator.models.registry import variant_names
+        from evaluator.variants import variant_names
 
         schema["$defs"]["variant"]["enum"] = variant_names()
     return schema
@@ -243,7 +243,7 @@ def manifest_problems(data: Any, lines: LineMap, file: str, *, allow_file_urls: 
 
 def _variant_problems(defaults: Any, model: dict, lines: LineMap, file: str, index: int) -> list[Problem]:
     """A variant (the entry's own or the defaults') must belong to the entry's architecture family."""
-    from evaluator.models.registry import variant_names, variants
+    from evaluator.variants import variant_names, variants
 
     own = "variant" in model
     variant = model.get("variant") if own else (defaults or {}).get("variant") if isinstance(defaults, dict) else None

@@ -1,4 +1,4 @@
-"""The closed registry of architecture variants (``evaluator/models/variants.yaml``).
+"""The closed registry of architecture variants (``evaluator/models/variants.yaml``); imports no torch.
 
 A manifest entry names its architecture family (``resnet18`` / ``vgg16``: the leaderboard column) and,
 optionally, a ``variant`` of that family: the exact module layout its checkpoint was saved from. Each variant is
