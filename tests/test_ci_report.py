@@ -94,11 +94,16 @@ def test_collect_reports_a_missing_shard_and_a_failed_leg_with_its_log(tmp_path)
     ("schema", "is greater than the maximum of 100"),
     ("huge", "larger than"),
     ("odd name", "not a plain name"),
+    ("200 samples", "but protocol linf-8-255-v1 evaluates 10000"),
+    ("edited numbers", "the sidecar's per-sample results give"),
+    ("robust above clean", "robust accuracy cannot exceed clean accuracy"),
 ])
 def test_collect_refuses_tampered_leg_outputs(tmp_path, tamper, reason):
+    """Every record is held to `apb validate`'s acceptance rule (issue 10, point 3), not only to the schema."""
     item = leg(R18_90, "1")
     folder = leg_dir(tmp_path / "legs", item)
-    source = write_evaluated(folder, R18_90, sha("2" if tamper == "other checkpoint" else "1"))
+    source = write_evaluated(folder, R18_90, sha("2" if tamper == "other checkpoint" else "1"),
+                             n=200 if tamper == "200 samples" else None)
     if tamper == "symlink":
         (folder / "extra.json").symlink_to("/etc/passwd")
     elif tamper == "sidecar":
@@ -111,6 +116,17 @@ def test_collect_refuses_tampered_leg_outputs(tmp_path, tamper, reason):
         source.write_text(" " * 1_100_000 + "{}")
     elif tamper == "odd name":
         (folder / ".hidden").write_text("x")
+    elif tamper in ("edited numbers", "robust above clean"):  # counts, metrics and intervals agree; the sidecar not
+        record = json.loads(source.read_text())
+        n, counts = record["n_samples"], record["counts"]
+        if tamper == "edited numbers":
+            counts["aa_robust"] += 500
+        else:
+            record["metrics"]["hofmn_robust_accuracy"] = record["metrics"]["clean_accuracy"] + 1
+        for metric, name in (("aa_robust_accuracy", "aa_robust"), ("worst_case_robust_accuracy", "worst_case_robust")):
+            record["metrics"][metric] = round(100.0 * counts[name] / n, 4)
+            record["intervals"][metric] = [record["metrics"][metric] - 1, record["metrics"][metric] + 1]
+        source.write_text(json.dumps(record))
     result = collect(plan_dict([item]), tmp_path / "legs", tmp_path / "out")
     assert result.records == [] and reason in result.missing[0]["reason"]
     assert not (tmp_path / "out" / "records").exists()
