@@ -96,7 +96,8 @@ def test_the_gpu_job_has_no_token_no_checkout_and_fans_out():
     assert workflow["on"]["pull_request_target"] == {"types": ["labeled"]}
     assert workflow["permissions"] == {}
     job = workflow["jobs"]["evaluate"]
-    assert job["runs-on"] == ["self-hosted", "gpu"] and job["permissions"] == {}
+    assert runs_on(job, {}) == ["self-hosted", "gpu"] and job["permissions"] == {}
+    assert runs_on(job, {"APB_GPU_RUNS_ON": '"apb-gpu"'}) == "apb-gpu"  # an actions-runner-controller scale set
     assert not any(step.get("uses", "").startswith("actions/checkout@") for step in job["steps"])
     assert job["strategy"]["fail-fast"] is False
     assert job["strategy"]["max-parallel"] == "${{ fromJSON(vars.APB_MAX_PARALLEL || '2') }}"
@@ -108,6 +109,16 @@ def test_the_gpu_job_has_no_token_no_checkout_and_fans_out():
     # only the GPU job runs on the self-hosted runner; every other job is GitHub-hosted
     for name, other in workflow["jobs"].items():
         assert name == "evaluate" or other["runs-on"].startswith("ubuntu-")
+
+
+def runs_on(job: dict, variables: dict):
+    """A job's runs-on, its expression (if any) evaluated with these repository variables."""
+    from tests.support.gh_expressions import evaluate
+
+    value = job["runs-on"]
+    if isinstance(value, str) and value.startswith("${{"):
+        return evaluate(value.strip()[3:-2], {"vars": variables})
+    return value
 
 
 def test_only_the_report_job_writes_to_pull_requests():
@@ -456,7 +467,35 @@ def test_actionlint_knows_every_self_hosted_label_the_workflows_use():
     declared = set(config["self-hosted-runner"]["labels"])
     for path in FILES:
         for job in load(path.name)["jobs"].values():
-            labels = job["runs-on"] if isinstance(job["runs-on"], list) else [job["runs-on"]]
+            labels = runs_on(job, {})
+            labels = labels if isinstance(labels, list) else [labels]
             if "self-hosted" in labels:
                 assert set(labels) - {"self-hosted"} <= declared, (path.name, labels)
     assert "gpu" in declared
+
+
+def test_the_gpu_runners_are_registered_only_where_a_forks_workflow_cannot_reach_them():
+    """Point 7: the documented registrations restrict the runners to evaluate.yml on main (a runner group),
+    ephemeral, without credentials; the ARC configuration is in the repository."""
+    values = YAML(typ="safe", pure=True).load((ROOT / "deploy" / "arc" / "values.yaml").read_text())
+    assert re.fullmatch(r"https://github\.com/[^/]+", values["githubConfigUrl"])  # organization level
+    assert values["runnerGroup"] == values["runnerScaleSetName"] == "apb-gpu"
+    pod = values["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and pod["securityContext"]["runAsNonRoot"] is True
+    (runner,) = pod["containers"]
+    assert runner["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert runner["securityContext"]["allowPrivilegeEscalation"] is False
+    assert not any("hostPath" in volume for volume in pod.get("volumes", []))
+    assert all(mount.get("readOnly") for mount in runner.get("volumeMounts", []))
+    policy = YAML(typ="safe", pure=True).load((ROOT / "deploy" / "arc" / "networkpolicy.yaml").read_text())
+    blocked = {cidr for rule in policy["spec"]["egress"] for peer in rule.get("to", [])
+               for cidr in peer.get("ipBlock", {}).get("except", [])}
+    assert {"169.254.0.0/16", "10.0.0.0/8"} <= blocked
+    runner_doc = (ROOT / "docs" / "runner.md").read_text()
+    assert ".github/workflows/evaluate.yml@refs/heads/main" in runner_doc
+    assert "/orgs/ORG/actions/runners/generate-jitconfig" in runner_doc
+    assert "/repos/ORG/REPO/actions/runners" not in runner_doc  # no repository-level registration
+    for line in runner_doc.splitlines():
+        if "config.sh --url" in line:
+            assert "--runnergroup apb-gpu" in line and "--ephemeral" in line + runner_doc, line
+    assert "What a fork can do" in runner_doc
