@@ -39,8 +39,8 @@ from evaluator import provenance
 from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
 from evaluator.protocol import Protocol, load_protocol
-from evaluator.records import (SCHEMA_VERSION, PerSample, atomic_write_bytes, dump_json, read_record,
-                               record_stem, recorded_sha256, records_dir, sha256_file, summarize, write_record)
+from evaluator.records import (SCHEMA_VERSION, PerSample, atomic_write_bytes, dump_json, load_sidecar, read_record,
+                               record_stem, recorded_sha256, records_dir, summarize, write_record)
 
 STAGES = ("clean", "autoattack", "hofmn")
 SHARD_FILE = "shard.json"
@@ -474,10 +474,9 @@ def read_shard(path: Path) -> tuple[dict, PerSample, Path]:
     if not isinstance(facts, dict) or facts.get("format") != SHARD_FORMAT:
         raise APBError(Problem(str(json_path), f"not a shard output (format is not {SHARD_FORMAT})", field="format"))
     sidecar = json_path.parent / facts["per_sample"]["file"]
-    if not sidecar.is_file() or sha256_file(sidecar) != facts["per_sample"]["sha256"]:
-        raise APBError(Problem(str(sidecar), "missing, or its sha256 differs from the one in shard.json; "
-                                             "re-run that shard"))
-    return facts, PerSample.load(sidecar), json_path
+    if not sidecar.is_file():
+        raise APBError(Problem(str(sidecar), "missing: the shard's per-sample results are gone; re-run that shard"))
+    return facts, load_sidecar(sidecar.read_bytes(), facts["per_sample"]["sha256"], str(sidecar)), json_path
 
 
 IDENTITY_FIELDS = ("model_key", "checkpoint_sha256", "protocol", "protocol_sha256", "n_chunks", "test_set")

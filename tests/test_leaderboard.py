@@ -209,9 +209,15 @@ def make_repo(tmp_path: Path, aps=THREE_APS) -> Path:
     return root
 
 
-def add_evaluated(root: Path, model_key: str, *, protocol: str = PROTOCOL, seed: int = 0, n: int = 300,
+def add_evaluated(root: Path, model_key: str, *, protocol: str = PROTOCOL, seed: int = 0, n: int | None = None,
                   unbroken: int = 4) -> dict:
-    """A real evaluated record and sidecar as `apb evaluate` writes them (synthetic per-sample results)."""
+    """A real evaluated record and sidecar as `apb evaluate` writes them (synthetic per-sample results; as many
+    samples as the protocol evaluates unless *n* says otherwise)."""
+    from evaluator.protocol import PROTOCOLS_DIR, load_protocol
+
+    if n is None:
+        spec = load_protocol(protocol) if (PROTOCOLS_DIR / f"{protocol}.yaml").is_file() else None
+        n = spec.n_samples if spec is not None and spec.evaluable else 300
     rng = np.random.default_rng(seed)
     distances = rng.exponential(0.03, n).astype(np.float32)
     distances[: n // 5] = 0.0
@@ -288,7 +294,7 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
     for text in (PROTOCOL, record["checkpoint_sha256"], "2025-01-02T03:04:05Z", "0123abc", "hofmn-no-adversarial",
                  "sparsity.measured", record["per_sample"]["sha256"], "4 with no adversarial found",
                  "{:.2f}–{:.2f}".format(*record["intervals"]["aa_robust_accuracy"]),
-                 f"{record['counts']['hofmn_robust']} / 300", "## Published: published-2024",
+                 f"{record['counts']['hofmn_robust']} / {record['n_samples']}", "## Published: published-2024",
                  "<details><summary>sparsity.layers (1 row)</summary>"):
         assert text in page, text
     # one curve for the evaluated column; the smoke record's column has none
@@ -375,7 +381,7 @@ def test_bad_sidecar_or_unknown_protocol_fails_naming_the_record_and_writes_noth
     assert not (root / "leaderboard").exists()
     sidecar.unlink()
     assert run_apb("--root", str(root)) == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert "is missing" in capsys.readouterr().err
     record = records[HYDRA_90]
     write_record({**record, "per_sample": {**record["per_sample"], "file": "../../HARP_Zhao2023Holistic/x.npz"}},
                  records_dir(root, "HYDRA_Sehwag2020Hydra"))

@@ -10,7 +10,7 @@ from typing import Callable, Collection
 
 from evaluator.errors import APBError, Problem
 from evaluator.keys import ModelKey, parse_model_key
-from evaluator.records import PerSample, iter_record_paths, read_record, sha256_file
+from evaluator.records import PerSample, iter_record_paths, load_sidecar, read_record
 
 PUBLISHED, EVALUATED = "published", "evaluated"
 
@@ -62,8 +62,26 @@ class Results:
                                                      "record (<model_key>__<protocol>.npz)", field="per_sample.file"))
         path = self.root / result.path.parent / name
         if path not in self._per_sample:
-            self._per_sample[path] = load_checked_sidecar(path, entry.get("sha256"), result.path)
+            self._per_sample[path] = accepted_per_sample(result.record, self.root / result.path, result.path)
         return self._per_sample[path]
+
+
+def accepted_per_sample(record: dict, record_path: Path, shown_as: Path) -> PerSample:
+    """The per-sample results of an evaluated record that passes ``apb validate``'s acceptance rule
+    (``check_record_data``: numbers, protocol size, sidecar sha256 and sums); ``APBError`` naming the record."""
+    from evaluator.validate import check_record_data
+
+    def read_sidecar(file_name: str) -> bytes | None:
+        sidecar = record_path.parent / file_name
+        if not sidecar.is_file():
+            return None
+        return sidecar.read_bytes()
+
+    checked = check_record_data(record, str(shown_as), read_sidecar=read_sidecar)
+    if checked.problems or checked.per_sample is None:
+        raise APBError([Problem(p.file, p.message, None, p.field) for p in checked.problems]
+                       or Problem(str(shown_as), "has no per-sample results"))
+    return checked.per_sample
 
 
 def load_checked_sidecar(path: Path, sha256: str | None, record_path: Path) -> PerSample:
@@ -71,11 +89,10 @@ def load_checked_sidecar(path: Path, sha256: str | None, record_path: Path) -> P
     if not path.is_file():
         raise APBError(Problem(str(record_path), f"names the sidecar {path.name}, which does not exist; "
                                                  "restore it or evaluate the model again", field="per_sample.file"))
-    if sha256 and sha256_file(path) != sha256:
-        raise APBError(Problem(str(record_path), f"the sidecar {path.name} does not have the sha256 the record "
-                                                 "names; restore the sidecar that belongs to this record",
-                               field="per_sample.sha256"))
-    return PerSample.load(path)
+    try:
+        return load_sidecar(path.read_bytes(), sha256, path.name)
+    except APBError as error:
+        raise APBError(Problem(str(record_path), error.problems[0].message, field=error.problems[0].field)) from None
 
 
 def load_results(root: Path, is_rendered_protocol: Callable[[str], bool],
