@@ -227,19 +227,26 @@ def fold_popup_scores(state: dict[str, torch.Tensor], entry: Any) -> dict[str, t
         if weight_key not in state:
             raise entry_error(entry, f"{key} has no {weight_key} to select from", "masks")
         _require_same_shape(entry, key, state[key], weight_key, state[weight_key])
+        if not bool(torch.isfinite(state[key]).all()):
+            raise entry_error(entry, f"{key} holds NaN or infinite scores", "masks")
         folded[weight_key] = state[weight_key] * top_scores_mask(state[key], keep).to(state[weight_key].dtype)
         del folded[key]
     return folded
 
 
 def top_scores_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
-    """1 for the ``n - int((1 - keep) * n)`` entries of largest abs(score), 0 for the others (edge-popup's rule:
-    the ``int((1 - keep) * n)`` smallest are dropped; ties broken by a stable sort)."""
+    """1 for the ``n - int((1 - keep) * n)`` entries of largest abs(score), 0 for the others: edge-popup's rule
+    (sort abs(scores) ascending, stably, and drop the first ``int((1 - keep) * n)``), computed with a k-th value
+    and the stable sort's order among ties (the earliest tied entries are dropped first)."""
     flat = scores.detach().abs().flatten()
     dropped = int((1 - keep) * flat.numel())
-    mask = torch.ones_like(flat)
-    mask[flat.sort(stable=True).indices[:dropped]] = 0
-    return mask.view_as(scores)
+    mask = torch.ones(flat.numel(), dtype=torch.bool)
+    if dropped > 0:
+        threshold = flat.kthvalue(dropped).values
+        mask = flat > threshold
+        tied = (flat == threshold).nonzero().flatten()
+        mask[tied[dropped - int((flat < threshold).sum()):]] = True
+    return mask.to(scores.dtype).view_as(scores)
 
 
 def _require_same_shape(entry: Any, mask_key: str, mask: torch.Tensor, key: str, value: torch.Tensor) -> None:

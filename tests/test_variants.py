@@ -108,6 +108,18 @@ def test_popup_scores_keep_the_top_abs_scores_of_each_layer_by_edge_popups_count
         assert int(top_scores_mask(big, keep).sum()) == big.numel() - int((1 - keep) * big.numel())
 
 
+def test_the_top_scores_mask_is_edge_popups_stable_sort_rule_even_with_ties():
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        scores = torch.randint(-4, 5, (int(torch.randint(1, 300, (1,), generator=generator)),),
+                               generator=generator).float()  # many ties
+        for keep in (0.01, 0.1, 0.5, 0.99):
+            flat = scores.abs()
+            expected = torch.ones_like(flat)
+            expected[flat.sort(stable=True).indices[: int((1 - keep) * flat.numel())]] = 0
+            assert torch.equal(top_scores_mask(scores, keep), expected)
+
+
 def test_popup_scores_fold_into_the_weights_with_the_claimed_sparsity():
     state = state_of("subnet-resnet18")
     dense = {key: value.clone() for key, value in state.items()}
