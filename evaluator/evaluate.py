@@ -156,7 +156,11 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch[0].to(device), batch[1].to(device)
+    """A batch on ``device``; to a GPU through pinned host memory, without waiting for the copy (the
+    attack's kernels queue behind it on the same stream). The values are the same bits either way."""
+    if torch.device(device).type != "cuda":
+        return batch[0].to(device), batch[1].to(device)
+    return tuple(t.pin_memory().to(device, non_blocking=True) for t in batch)  # type: ignore[return-value]
 
 
 def clean_chunk(model: nn.Module, test_set: Any, indices: range, *, batch_size: int, device: str) -> np.ndarray:
@@ -236,6 +240,37 @@ def hofmn_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: 
     return distances
 
 
+def shared_tuning_file(cache_dir: Path, checkpoint_sha256: str, protocol: Protocol, device: str) -> Path:
+    """Where the shards of one evaluation share its HO-FMN tuning: named by the checkpoint, the protocol
+    file's sha256 and a digest of what the tuning's numbers depend on (device model, numerics backend,
+    torch/optuna/evaluator versions), so that only an identical computation is ever reused."""
+    import hashlib
+
+    environment = provenance.environment(device)
+    basis = dump_json({"device": environment["device"], "backend": environment["backend"],
+                       "packages": environment["packages"], "evaluator": environment["evaluator_version"]})
+    digest = hashlib.sha256(basis).hexdigest()[:16]
+    return Path(cache_dir) / "tuning" / f"{checkpoint_sha256}__{protocol.id}-{protocol.sha256[:16]}__{digest}.json"
+
+
+def shared_tuning_result(path: Path, tune: Callable[[], dict]) -> dict:
+    """The tuning stored at ``path``, or ``tune()``'s result written there; a lock beside the file makes
+    concurrent shards on one machine wait for the first one's tuning instead of tuning again. A stored
+    tuning is reused with ``wall_s`` 0 (this shard spent no time tuning)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(stored, dict) and {"indices", "params"} <= set(stored):
+                return {**stored, "wall_s": 0.0}
+        tuning = tune()
+        atomic_write_bytes(path, dump_json(tuning))
+        return tuning
+
+
 @dataclass
 class ChunkResults:
     """What the stages produced for some chunks: per-sample arrays and a ledger per chunk (wall times,
@@ -253,17 +288,28 @@ def _progress(items: list, stage: str, enabled: bool) -> Any:
 
 def evaluate_chunks(model: nn.Module, test_set: Any, protocol: Protocol, *, chunks: list[int] | None = None,
                     store: ChunkStore | None = None, device: str = "cpu", batch_size: int = 500,
-                    progress: bool = True, stages: tuple[str, ...] = STAGES) -> ChunkResults:
+                    progress: bool = True, stages: tuple[str, ...] = STAGES,
+                    shared_tuning: Path | None = None) -> ChunkResults:
     """Run the clean, AutoAttack and HO-FMN stages on the given chunks (default: all), stage by stage,
     skipping every chunk whose stage result is already in ``store``. ``batch_size`` is the batch of plain
     forward passes (clean predictions); the attacks' batches are the protocol's. ``stages`` may stop early
-    (the API's ``test_model_aa`` runs only clean and AutoAttack)."""
+    (the API's ``test_model_aa`` runs only clean and AutoAttack). Runs under the fixed numerics backend
+    (``provenance.fixed_backend``). ``shared_tuning``: a file where the HO-FMN tuning of this very
+    evaluation is shared between shards (``shared_tuning_file``): the first shard tunes, the others reuse."""
+    with provenance.fixed_backend():
+        return _evaluate_chunks(model, test_set, protocol, chunks=chunks, store=store or ChunkStore(None),
+                                device=device, batch_size=batch_size, progress=progress, stages=stages,
+                                shared_tuning=shared_tuning)
+
+
+def _evaluate_chunks(model: nn.Module, test_set: Any, protocol: Protocol, *, chunks: list[int] | None,
+                     store: ChunkStore, device: str, batch_size: int, progress: bool, stages: tuple[str, ...],
+                     shared_tuning: Path | None) -> ChunkResults:
     protocol.require_evaluable()
     if len(test_set) < protocol.n_samples:
         raise APBError(Problem(str(getattr(test_set, "source", "test set")),
                                f"holds {len(test_set)} samples; protocol {protocol.id} needs the first "
                                f"{protocol.n_samples}", field="n_samples"))
-    store = store or ChunkStore(None)
     ranges = chunk_ranges(protocol.n_samples, protocol.chunk_size)
     chunks = list(range(len(ranges))) if chunks is None else sorted(chunks)
     model = model.to(device).eval()
@@ -286,9 +332,13 @@ def evaluate_chunks(model: nn.Module, test_set: Any, protocol: Protocol, *, chun
     if "hofmn" in stages:
         tuning = store.load_tuning() or {}
         if not tuning and any(store.load_stage("hofmn", c) is None for c in chunks):
-            started = time.perf_counter()
-            tuning = tune_hofmn(model, test_set, protocol, batch_size=batch_size, device=device, progress=progress)
-            tuning["wall_s"] = time.perf_counter() - started
+            def tune() -> dict:
+                started = time.perf_counter()
+                found = tune_hofmn(model, test_set, protocol, batch_size=batch_size, device=device,
+                                   progress=progress)
+                return {**found, "wall_s": time.perf_counter() - started}
+
+            tuning = tune() if shared_tuning is None else shared_tuning_result(Path(shared_tuning), tune)
             store.save_tuning(tuning)
         run_stage("hofmn", lambda c: {"hofmn_distance": hofmn_chunk(
             model, test_set, ranges[c], clean_of(c), protocol, tuning["params"],
@@ -646,26 +696,34 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1"
     if not report.ok:
         raise CheckFailed(model_key, report)
     model = build_checked_model(entry, state)
+    shared_tuning = None
+    if shard is not None and shard.count > 1:  # the shards of one model tune once (on one machine, or a shared cache)
+        from evaluator import paths
+
+        shared_tuning = shared_tuning_file(Path(cache_dir) if cache_dir else paths.cache_dir(), checkpoint_sha256,
+                                           protocol, device)
     return evaluate_loaded(model, test_set, protocol, model_key=model_key, checkpoint_sha256=checkpoint_sha256,
                            check=report.to_dict(layers=False), randomized_output=randomized_output_message(report),
                            work_dir=job_work_dir(work_root, cache_dir, model_key, checkpoint_sha256, protocol),
                            out_dir=out_dir, shard=shard, device=device, batch_size=batch_size, progress=progress,
-                           wall_s=timer.seconds)
+                           wall_s=timer.seconds, shared_tuning=shared_tuning)
 
 
 def evaluate_loaded(model: nn.Module, test_set: Any, protocol: Protocol, *, model_key: str, checkpoint_sha256: str,
                     work_dir: Path, out_dir: Path, check: dict | None = None, randomized_output: str | None = None,
                     shard: Shard | None = None, device: str = "cpu", batch_size: int = 500, progress: bool = True,
-                    wall_s: dict[str, float] | None = None) -> Outcome:
+                    wall_s: dict[str, float] | None = None, shared_tuning: Path | None = None) -> Outcome:
     """The stages after the check, on a loaded model: resumable in ``work_dir``; writes the record and sidecar
-    into ``out_dir``, or, for a shard ``i/n`` with n > 1, a shard output folder there."""
+    into ``out_dir``, or, for a shard ``i/n`` with n > 1, a shard output folder there. ``shared_tuning``: see
+    ``evaluate_chunks``."""
     shard = shard or Shard()
     ranges = chunk_ranges(protocol.n_samples, protocol.chunk_size)
     facts = {"model_key": model_key, "checkpoint_sha256": checkpoint_sha256, "protocol": protocol.id,
              "protocol_sha256": protocol.sha256, "n_chunks": len(ranges), "test_set": test_set_facts(test_set)}
     store = ChunkStore(work_dir, identity=facts)
     results = evaluate_chunks(model, test_set, protocol, chunks=[c for c in range(len(ranges)) if shard.owns(c)],
-                              store=store, device=device, batch_size=batch_size, progress=progress)
+                              store=store, device=device, batch_size=batch_size, progress=progress,
+                              shared_tuning=shared_tuning)
     facts.update({
         "shard": str(shard), "ledger": results.ledger, "tuning": _tuning_facts(results.tuning),
         "check": check, "randomized_output": randomized_output,

@@ -1,10 +1,20 @@
-"""Where a result comes from: evaluator version and commit, package versions, device, date, wall time per stage."""
+"""Where a result comes from: evaluator version and commit, package versions, device, numerics backend, date,
+wall time per stage.
+
+The numerics backend is fixed, not left to torch's defaults, so that no leaderboard number depends on an
+unrecorded choice: ``fixed_backend`` sets it for the duration of an evaluation and ``backend_facts`` (part of
+``environment``) records it. TF32 is off for matrix products and convolutions (full float32, as on CPU:
+TF32 rounds inputs to 10 mantissa bits and would move attack results near the decision boundary); cuDNN
+autotuning is off (it picks algorithms by timing, so two runs could compute with different algorithms) and
+cuDNN is deterministic (the same inputs give the same bits, so a resumed or re-run chunk and the official
+AutoAttack call agree per sample). No mixed precision is used anywhere."""
 from __future__ import annotations
 
 import datetime as _dt
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -70,10 +80,60 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class BackendSettings:
+    """The torch numerics flags an evaluation runs under (module docstring says why these values)."""
+
+    tf32_matmul: bool = False
+    tf32_cudnn: bool = False
+    cudnn_benchmark: bool = False
+    cudnn_deterministic: bool = True
+
+
+BACKEND = BackendSettings()
+
+
+def _current_backend() -> BackendSettings:
+    import torch
+
+    return BackendSettings(torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                           torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+
+
+def _apply_backend(settings: BackendSettings) -> None:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = settings.tf32_matmul
+    torch.backends.cudnn.allow_tf32 = settings.tf32_cudnn
+    torch.backends.cudnn.benchmark = settings.cudnn_benchmark
+    torch.backends.cudnn.deterministic = settings.cudnn_deterministic
+
+
+@contextmanager
+def fixed_backend(settings: BackendSettings = BACKEND) -> Iterator[BackendSettings]:
+    """Run with ``settings`` (default: the evaluation's ``BACKEND``); the previous flags come back on exit."""
+    previous = _current_backend()
+    _apply_backend(settings)
+    try:
+        yield settings
+    finally:
+        _apply_backend(previous)
+
+
+def backend_facts(device: str) -> dict:
+    """The numerics an evaluation ran under: the fixed flags, and the CUDA and cuDNN versions on a GPU."""
+    import torch
+
+    facts: dict = asdict(BACKEND)
+    if str(device).startswith("cuda"):
+        facts.update({"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version()})
+    return facts
+
+
 def environment(device: str) -> dict:
     """The static part of a result's provenance (no times)."""
     return {"evaluator_version": __version__, "git_commit": git_commit(), "packages": package_versions(),
-            "device": device_name(device)}
+            "device": device_name(device), "backend": backend_facts(device)}
 
 
 class StageTimer:
