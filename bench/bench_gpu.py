@@ -541,6 +541,11 @@ def main() -> None:
     parser.add_argument("--train-s", type=float, default=None, help="training seconds per model (default: by budget)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench-gpu-out")))
     parser.add_argument("--cpu-smoke", dest="smoke", action="store_true", help="tiny settings: checks the code paths")
+    parser.add_argument("--models", default="resnet18,vgg16",
+                        help="architectures to train and evaluate (a follow-up run can skip VGG16)")
+    parser.add_argument("--v2-n", type=int, default=None,
+                        help="evaluate v2 at this N and skip the v1 pilot (a follow-up run after a full one)")
+    parser.add_argument("--ks", default="1,2,4", help="concurrent evaluations to measure, comma-separated")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for name in ("--arch", "--state", "--protocol", "--data-dir", "--work", "--ready", "--go", "--result"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -551,6 +556,16 @@ def main() -> None:
     if args.data is None:
         parser.error("--data is required")
     run_bench(args)
+
+
+def bench_size(pilot: float, aa_pilot: float, unit: int, smoke: bool, left: Callable[[], float]) -> int:
+    """v2's N: the largest that leaves about half of the time left for the rest; v2 is at most linear in N."""
+    room = 0.45 * left()
+    n_big = max(2 * unit, min(5000, unit * int(room / (0.8 * pilot)))) if room > 1.6 * pilot else unit
+    n_big = 2 * unit if smoke else n_big
+    say(f"pilot {pilot:.1f} s per {unit} samples (AutoAttack {aa_pilot:.1f} s); {left():.0f} s left; "
+        f"large runs at N = {n_big}")
+    return n_big
 
 
 def run_bench(args: argparse.Namespace) -> None:
@@ -572,7 +587,7 @@ def run_bench(args: argparse.Namespace) -> None:
 
     # 1. bare rates
     bare = {}
-    for architecture, _, _ in MODELS:
+    for architecture, _, _ in [row for row in MODELS if row[0] in args.models.split(",")]:
         bare[architecture] = measure_bare(architecture, device, 0.3 if smoke else 2.0, 8 if smoke else 500,
                                           8 if smoke else 5000)
         say(f"bare {architecture}: " + ", ".join(f"{k} {v:.0f}" for k, v in bare[architecture].items()
@@ -586,7 +601,8 @@ def run_bench(args: argparse.Namespace) -> None:
     y_test = torch.from_numpy(arrays["y_test"]).to(device)
     train_s = args.train_s if args.train_s is not None else (2.0 if smoke else min(40.0, 0.07 * args.budget_s))
     models, report["models"] = {}, {}
-    for architecture, structure, sparsity in MODELS:
+    chosen = [row for row in MODELS if row[0] in args.models.split(",")]
+    for architecture, structure, sparsity in chosen:
         torch.manual_seed(0)
         model = make_model(architecture, smoke).to(device)
         batch = 16 if smoke else 256
@@ -643,23 +659,24 @@ def run_bench(args: argparse.Namespace) -> None:
         return wall
 
     unit = 4 if smoke else 500  # one v1 chunk
-    # (a) the pilot: v1 and v2 compute the same thing on one 500-sample chunk; it sizes the rest
-    pilot = evaluate("resnet18", v1, unit)
-    aa_pilot = report["runs"][-1]["stages"].get("autoattack", {}).get("wall_s", pilot)
-    # (b) v2 at the largest N that leaves about half of the rest for (c)-(e); v2 <= linear in N
-    room = 0.45 * left()
-    n_big = max(2 * unit, min(5000, unit * int(room / (0.8 * pilot)))) if room > 1.6 * pilot else unit
-    n_big = 2 * unit if smoke else n_big
-    say(f"pilot {pilot:.1f} s per {unit} samples (AutoAttack {aa_pilot:.1f} s); {left():.0f} s left; "
-        f"large runs at N = {n_big}")
-    if n_big > unit:
-        evaluate("resnet18", v2, n_big)
+    if args.v2_n:  # a follow-up run: v2 at the given N first, then the concurrency measurements
+        pilot = evaluate("resnet18", v2, args.v2_n) * unit / args.v2_n
+        aa_pilot = report["runs"][-1]["stages"].get("autoattack", {}).get("wall_s", pilot) * unit / args.v2_n
+        n_big = unit
+    else:
+        # (a) the pilot: v1 and v2 compute the same thing on one 500-sample chunk; it sizes the rest
+        pilot = evaluate("resnet18", v1, unit)
+        aa_pilot = report["runs"][-1]["stages"].get("autoattack", {}).get("wall_s", pilot)
+    if not args.v2_n:
+        n_big = bench_size(pilot, aa_pilot, unit, smoke, left)
+        if n_big > unit:
+            evaluate("resnet18", v2, n_big)
     # (c) k evaluations at once, one process each: ResNet18, v1, one chunk, the clean and AutoAttack stages
     state = tmp / "resnet18.pt"
     torch.save(models["resnet18"].state_dict(), state)
     folder, _ = write_test_set(tmp / f"data-{unit}", images, labels, unit)
     report["concurrency"] = []
-    for k in (1, 2, 4):
+    for k in [int(k) for k in args.ks.split(",") if k]:
         if left() < aa_pilot * (1 + 0.6 * k) + 15:
             say(f"k = {k} skipped: {left():.0f} s left")
             continue
@@ -668,7 +685,7 @@ def run_bench(args: argparse.Namespace) -> None:
         report["concurrency"].append(result)
         say(f"k = {k}: {json.dumps(result)}")
     # (d) VGG16 (filters 50%) on one chunk; (e) v1 at the large N beside v2's
-    if left() > pilot * 0.8 + 10:
+    if "vgg16" in models and left() > pilot * 0.8 + 10:
         evaluate("vgg16", v1, unit)
     else:
         say(f"VGG16 skipped ({left():.0f} s left)")
