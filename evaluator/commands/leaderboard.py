@@ -1,14 +1,23 @@
 """``apb leaderboard [--root DIR] [--out DIR] [--check]``: render leaderboard/, taxonomy/README.md and the
-security curves from the records; ``--check`` writes nothing and fails if any generated file is stale,
-missing or extra."""
+figures from the records; ``--check`` writes nothing and fails if any generated file is stale, missing or
+extra.
+
+Files are compared with what is on disk as they are rendered; a changed one is written at once into a
+staging folder inside the output folder and moved into place only after the whole render succeeded, so a
+render that fails on bad data changes nothing and memory does not grow with the number of files."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
+
+FIX = "run `apb leaderboard` and commit the result (generated files are never edited by hand)"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -32,61 +41,90 @@ def generated_on_disk(out: Path) -> set[Path]:
     return found
 
 
-def compare(out: Path, rendered: dict[Path, bytes]) -> tuple[list[Path], list[Path], list[Path]]:
-    """``(stale, missing, extra)``: files whose bytes differ, files not there, files no longer generated."""
-    stale, missing = [], []
-    for relative, data in sorted(rendered.items()):
-        path = out / relative
-        if not path.is_file():
-            missing.append(relative)
-        elif path.read_bytes() != data:
-            stale.append(relative)
-    extra = sorted(generated_on_disk(out) - set(rendered))
-    return stale, missing, extra
+class GeneratedFiles:
+    """A render sink that compares each file with *out*; unless *check*, changed files are staged."""
 
+    def __init__(self, out: Path, check: bool) -> None:
+        self.out, self.check = out, check
+        self.rendered: set[Path] = set()
+        self.stale: list[Path] = []
+        self.missing: list[Path] = []
+        self.staging = None if check else Path(tempfile.mkdtemp(prefix=".apb-leaderboard-", dir=out))
 
-def check_problems(out: Path, rendered: dict[Path, bytes]) -> list[Problem]:
-    stale, missing, extra = compare(out, rendered)
-    fix = "run `apb leaderboard` and commit the result (generated files are never edited by hand)"
-    return ([Problem(p.as_posix(), f"stale: differs from what the data renders; {fix}") for p in stale]
-            + [Problem(p.as_posix(), f"missing: the data renders this file; {fix}") for p in missing]
-            + [Problem(p.as_posix(), f"extra: the data no longer renders this file; {fix}") for p in extra])
+    def __call__(self, path: PurePosixPath, data: bytes) -> None:
+        relative = Path(*path.parts)
+        if relative in self.rendered:
+            raise AssertionError(f"{relative} rendered twice")
+        self.rendered.add(relative)
+        target = self.out / relative
+        if target.is_file() and not target.is_symlink():
+            if target.stat().st_size == len(data) and target.read_bytes() == data:
+                return
+            self.stale.append(relative)
+        else:
+            self.missing.append(relative)
+        if self.staging is not None:
+            staged = self.staging / relative
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            staged.write_bytes(data)
 
+    def extra(self) -> list[Path]:
+        return sorted(generated_on_disk(self.out) - self.rendered)
 
-def write(out: Path, rendered: dict[Path, bytes]) -> tuple[int, int, int]:
-    """Write changed files atomically and remove generated files that are no longer rendered;
-    returns ``(written, removed, unchanged)``."""
-    from evaluator.records import atomic_write_bytes
+    def problems(self) -> list[Problem]:
+        return ([Problem(p.as_posix(), f"stale: differs from what the data renders; {FIX}") for p in sorted(self.stale)]
+                + [Problem(p.as_posix(), f"missing: the data renders this file; {FIX}") for p in sorted(self.missing)]
+                + [Problem(p.as_posix(), f"extra: the data no longer renders this file; {FIX}") for p in self.extra()])
 
-    stale, missing, extra = compare(out, rendered)
-    for relative in [*stale, *missing]:
-        atomic_write_bytes(out / relative, rendered[relative])
-    for relative in extra:
-        (out / relative).unlink()
-    for folder in sorted({(out / p).parent for p in extra}, key=lambda p: len(p.parts), reverse=True):
-        while folder != out and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-            folder = folder.parent
-    return len(stale) + len(missing), len(extra), len(rendered) - len(stale) - len(missing)
+    def commit(self) -> tuple[int, int, int]:
+        """Move the staged files into place and remove generated files no longer rendered;
+        returns ``(written, removed, unchanged)``."""
+        assert self.staging is not None
+        changed = [*self.stale, *self.missing]
+        for relative in changed:
+            target = self.out / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink() or target.is_dir():
+                target.unlink() if target.is_symlink() else shutil.rmtree(target)
+            os.replace(self.staging / relative, target)
+        extra = self.extra()
+        for relative in extra:
+            (self.out / relative).unlink()
+        for folder in sorted({(self.out / p).parent for p in extra}, key=lambda p: len(p.parts), reverse=True):
+            while folder != self.out and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+        self.discard()
+        return len(changed), len(extra), len(self.rendered) - len(changed)
+
+    def discard(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from evaluator.paths import repo_root
-    from evaluator.render import render_all
+    from evaluator.render import render_into
 
     root = (args.root or repo_root()).resolve()
     if not (root / "submissions").is_dir():
         raise APBError(Problem(str(root), "no submissions/ folder here; pass the repository with --root"))
     out = (args.out or root).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rendered = render_all(root)
+    files = GeneratedFiles(out, args.check)
+    try:
+        render_into(root, files)
+    except BaseException:
+        files.discard()
+        raise
     if args.check:
-        problems = check_problems(out, rendered)
+        problems = files.problems()
         if problems:
             raise APBError(problems)
-        print(f"apb leaderboard --check: {len(rendered)} generated files are up to date", file=sys.stderr)
+        print(f"apb leaderboard --check: {len(files.rendered)} generated files are up to date", file=sys.stderr)
         return 0
-    written, removed, unchanged = write(out, rendered)
+    written, removed, unchanged = files.commit()
     print(f"apb leaderboard: wrote {written}, removed {removed}, unchanged {unchanged} files under {out} "
           f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0

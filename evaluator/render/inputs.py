@@ -1,12 +1,14 @@
-"""What the leaderboard shows, read from the records: published cells, evaluated cells of leaderboard
-protocols (with their per-sample sidecars), grouped by dataset and structure. Records of protocols marked
-``leaderboard: false`` (the smoke protocol) are left out here, so no renderer can show them."""
+"""What the leaderboard shows, read from the records one model at a time: published cells, evaluated cells of
+leaderboard protocols and their per-sample sidecars. Records of protocols marked ``leaderboard: false`` (the
+smoke protocol) are left out here, so no renderer can show them."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Callable, Collection, Iterator
+
+import numpy as np
 
 from evaluator.errors import APBError, Problem
 from evaluator.keys import ModelKey, parse_model_key
@@ -35,39 +37,39 @@ class Result:
         return (self.record.get("metrics") or {}).get(name)
 
 
-@dataclass
-class Results:
-    """Every renderable record: ``published`` by model key, ``evaluated`` by protocol then model key, and the
-    per-sample sidecars of evaluated records (loaded lazily, checked against their sha256)."""
+def sidecar_path(root: Path, result: Result) -> Path | None:
+    """The sidecar a record names (a plain file name next to the record), or ``None`` if it names none."""
+    entry = result.record.get("per_sample")
+    if not entry:
+        return None
+    name = str(entry.get("file", ""))
+    if not name or Path(name).name != name or name.startswith("."):
+        raise APBError(Problem(str(result.path), f"sidecar name {name!r} must be a plain file name next to the "
+                                                 "record (<model_key>__<protocol>.npz)", field="per_sample.file"))
+    return root / result.path.parent / name
 
-    root: Path
-    published: dict[str, Result] = field(default_factory=dict)
-    evaluated: dict[str, dict[str, Result]] = field(default_factory=dict)
-    _per_sample: dict[Path, PerSample] = field(default_factory=dict, repr=False)
 
-    def all(self) -> list[Result]:
-        rows = list(self.published.values())
-        for by_key in self.evaluated.values():
-            rows.extend(by_key.values())
-        return sorted(rows, key=lambda r: str(r.path))
+def load_distances(root: Path, result: Result) -> np.ndarray | None:
+    """The HO-FMN distances of a record's sidecar (checked like :func:`load_checked_sidecar`), or ``None``.
 
-    def per_sample(self, result: Result) -> PerSample | None:
-        """The sidecar of an evaluated record, or ``None`` if the record names none."""
-        entry = result.record.get("per_sample")
-        if not entry:
-            return None
-        name = str(entry.get("file", ""))
-        if not name or Path(name).name != name or name.startswith("."):
-            raise APBError(Problem(str(result.path), f"sidecar name {name!r} must be a plain file name next to the "
-                                                     "record (<model_key>__<protocol>.npz)", field="per_sample.file"))
-        path = self.root / result.path.parent / name
-        if path not in self._per_sample:
-            self._per_sample[path] = load_checked_sidecar(path, entry.get("sha256"), result.path)
-        return self._per_sample[path]
+    Only the ``hofmn_distance`` array is read: the curves need nothing else, and imported distance sidecars
+    (``apb import-distances``) hold nothing else."""
+    path = sidecar_path(root, result)
+    if path is None:
+        return None
+    check_sidecar_file(path, result.record["per_sample"].get("sha256"), result.path)
+    with np.load(path, allow_pickle=False) as data:
+        return np.asarray(data["hofmn_distance"], dtype=np.float32)
 
 
 def load_checked_sidecar(path: Path, sha256: str | None, record_path: Path) -> PerSample:
     """Load a per-sample sidecar after checking that it exists and has the sha256 its record names."""
+    check_sidecar_file(path, sha256, record_path)
+    return PerSample.load(path)
+
+
+def check_sidecar_file(path: Path, sha256: str | None, record_path: Path) -> None:
+    """Raise ``APBError`` unless the sidecar exists and has the sha256 its record names."""
     if not path.is_file():
         raise APBError(Problem(str(record_path), f"names the sidecar {path.name}, which does not exist; "
                                                  "restore it or evaluate the model again", field="per_sample.file"))
@@ -75,45 +77,58 @@ def load_checked_sidecar(path: Path, sha256: str | None, record_path: Path) -> P
         raise APBError(Problem(str(record_path), f"the sidecar {path.name} does not have the sha256 the record "
                                                  "names; restore the sidecar that belongs to this record",
                                field="per_sample.sha256"))
-    return PerSample.load(path)
 
 
-def load_results(root: Path, is_rendered_protocol: Callable[[str], bool],
-                 protocols: Collection[str] | None = None) -> Results:
-    """Read every record under ``root/submissions``. Published records are always shown; evaluated records
-    only where ``is_rendered_protocol(protocol)`` holds (or, if *protocols* is given, where the protocol is
-    listed there)."""
-    results = Results(root)
+def iter_model_records(root: Path, is_rendered_protocol: Callable[[str], bool],
+                       protocols: Collection[str] | None = None) -> Iterator[list[Result]]:
+    """The records under ``root/submissions``, one model at a time (its records sorted by path), read as they
+    are needed: nothing of a model is kept once the next one is read. Published records are always shown;
+    evaluated records only where ``is_rendered_protocol(protocol)`` holds (or, if *protocols* is given, where
+    the protocol is listed there)."""
+    group: list[Result] = []
+    done: set[str] = set()
     for path in iter_record_paths(root):
-        relative = path.relative_to(root)
-        try:
-            record = read_record(path)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise APBError(Problem(str(relative), f"cannot read this record ({error}); run `apb validate`")) from None
-        if not isinstance(record, dict):
-            raise APBError(Problem(str(relative), "a record must be a JSON object; run `apb validate`"))
-        try:
-            key = parse_model_key(record["model_key"])
-        except (KeyError, ValueError) as error:
-            raise APBError(Problem(str(relative), f"{error}; run `apb validate`", field="model_key")) from None
-        result = Result(relative, record, key)
-        source = record.get("source")
-        if source == PUBLISHED:
-            _put(results.published, result)
-        elif source == EVALUATED:
-            shown = result.protocol in protocols if protocols is not None else is_rendered_protocol(result.protocol)
-            if shown:
-                _put(results.evaluated.setdefault(result.protocol, {}), result)
-        else:
-            raise APBError(Problem(str(relative), f"unknown source {source!r}; use 'published' or 'evaluated'",
-                                   field="source"))
-    return results
+        result = read_result(root, path)
+        if not is_shown(result, is_rendered_protocol, protocols):
+            continue
+        if group and group[0].model_key != result.model_key:
+            done.add(group[0].model_key)
+            yield group
+            group = []
+        if result.model_key in done:
+            raise APBError(Problem(str(result.path), f"holds model key {result.model_key}, which belongs to another "
+                                                     "file name; run `apb validate`", field="model_key"))
+        for other in group:
+            if (other.record["source"], other.protocol) == (result.record["source"], result.protocol):
+                raise APBError(Problem(str(result.path), f"a second {result.record['source']} record of "
+                                                         f"{result.model_key} (the other is {other.path}); keep one",
+                                       field="model_key"))
+        group.append(result)
+    if group:
+        yield group
 
 
-def _put(by_key: dict[str, Result], result: Result) -> None:
-    other = by_key.get(result.model_key)
-    if other is not None:
-        raise APBError(Problem(str(result.path), f"a second {result.record['source']} record of "
-                                                 f"{result.model_key} (the other is {other.path}); keep one",
-                               field="model_key"))
-    by_key[result.model_key] = result
+def read_result(root: Path, path: Path) -> Result:
+    """One record file as a :class:`Result`, with errors that name the file."""
+    relative = path.relative_to(root)
+    try:
+        record = read_record(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise APBError(Problem(str(relative), f"cannot read this record ({error}); run `apb validate`")) from None
+    if not isinstance(record, dict):
+        raise APBError(Problem(str(relative), "a record must be a JSON object; run `apb validate`"))
+    try:
+        key = parse_model_key(record["model_key"])
+    except (KeyError, ValueError) as error:
+        raise APBError(Problem(str(relative), f"{error}; run `apb validate`", field="model_key")) from None
+    source = record.get("source")
+    if source not in (PUBLISHED, EVALUATED):
+        raise APBError(Problem(str(relative), f"unknown source {source!r}; use 'published' or 'evaluated'",
+                               field="source"))
+    return Result(relative, record, key)
+
+
+def is_shown(result: Result, is_rendered_protocol: Callable[[str], bool], protocols: Collection[str] | None) -> bool:
+    if result.record["source"] == PUBLISHED:
+        return True
+    return result.protocol in protocols if protocols is not None else is_rendered_protocol(result.protocol)

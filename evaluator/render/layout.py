@@ -11,6 +11,8 @@ LEADERBOARD_README = LEADERBOARD_DIR / "README.md"
 TAXONOMY_README = PurePosixPath("taxonomy/README.md")
 MODELS_DIR = LEADERBOARD_DIR / "models"
 CURVES_DIR = LEADERBOARD_DIR / "curves"
+GROUPS_DIR = LEADERBOARD_DIR / "groups"
+ANALYSIS_PAGE = LEADERBOARD_DIR / "analysis.md"
 
 STRUCTURE_KIND_ORDER = tuple(dict.fromkeys(STRUCTURE_KINDS.values()))  # ("US", "S")
 ARCHITECTURE_TITLES = {"resnet18": "ResNet18", "vgg16": "VGG16"}
@@ -46,10 +48,26 @@ def model_page(model_key: str) -> PurePosixPath:
 
 
 def curve_file(protocol: str, group: Group, architecture: str, sparsity: int) -> PurePosixPath:
-    """``leaderboard/curves/<protocol>/<dataset>_<US|S>_<R18|V16>_<sparsity>.png``."""
+    """``leaderboard/curves/<protocol>/<dataset>_<US|S>_<R18|V16>_<sparsity>.svg``."""
     dataset, kind = group
     code = ARCHITECTURE_CODES.get(architecture, architecture)
-    return CURVES_DIR / protocol / f"{dataset}_{kind}_{code}_{sparsity}.png"
+    return CURVES_DIR / protocol / f"{dataset}_{kind}_{code}_{sparsity}.svg"
+
+
+def model_curve_file(model_key: str, protocol: str) -> PurePosixPath:
+    """``leaderboard/curves/models/<model_key>__<protocol>.svg``: one model's curve among its column's best."""
+    return CURVES_DIR / "models" / f"{model_key}__{protocol}.svg"
+
+
+def efficiency_file(protocol: str, dataset: str) -> PurePosixPath:
+    """``leaderboard/curves/<protocol>/<dataset>_efficiency.svg``: robust accuracy vs effective MACs."""
+    return CURVES_DIR / protocol / f"{dataset}_efficiency.svg"
+
+
+def group_page(group: Group) -> PurePosixPath:
+    """``leaderboard/groups/<dataset>_<US|S>.md``: every row of a group's tables (the README shows the first)."""
+    dataset, kind = group
+    return GROUPS_DIR / f"{dataset}_{kind}.md"
 
 
 def relative_link(from_file: PurePosixPath, to_file: PurePosixPath, anchor: str | None = None) -> str:

@@ -31,3 +31,10 @@ def pipe_table(frame: pd.DataFrame, align: Sequence[str]) -> str:
         raise ValueError(f"pipe_table: {len(frame.columns)} columns but {len(align)} alignments")
     safe = frame.map(escape_cell).rename(columns=escape_cell)
     return safe.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=tuple(align))
+
+
+def simple_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub pipe table without column padding (cheap to write for thousands of pages)."""
+    lines = ["| " + " | ".join(escape_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(escape_cell(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
