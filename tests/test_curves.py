@@ -61,6 +61,11 @@ def test_curve_summary_is_the_robust_accuracy_at_every_k_over_1020():
     assert grid_index(EPS) == 32 and EPS_GRID[32] == EPS
     assert summary[32] == round(10000 * float(robust_accuracy(distances, EPS)))
     assert summary[0] == round(10000 * float((distances > 0).mean())) and list(summary) == sorted(summary, reverse=True)
+    # at every grid budget, and for distances right at the float32 budgets (the boundary cases)
+    at_budgets = np.asarray(EPS_GRID + 1e-6, dtype=np.float32)
+    for values in (distances, at_budgets, np.nextafter(at_budgets, np.float32(1)), np.array([np.inf, 0.0, 1.0])):
+        expected = np.rint(10000 * robust_accuracy(values, EPS_GRID)).astype(np.uint16)
+        assert np.array_equal(curve_summary(values), expected)
 
 
 def test_legend_names_accuracy_at_the_marked_eps_and_samples_without_adversarial():

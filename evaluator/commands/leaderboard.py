@@ -50,23 +50,28 @@ class GeneratedFiles:
         self.stale: list[Path] = []
         self.missing: list[Path] = []
         self.staging = None if check else Path(tempfile.mkdtemp(prefix=".apb-leaderboard-", dir=out))
+        self.folders: set[str] = set()
 
     def __call__(self, path: PurePosixPath, data: bytes) -> None:
-        relative = Path(*path.parts)
+        relative = Path(str(path))
         if relative in self.rendered:
             raise AssertionError(f"{relative} rendered twice")
         self.rendered.add(relative)
-        target = self.out / relative
-        if target.is_file() and not target.is_symlink():
-            if target.stat().st_size == len(data) and target.read_bytes() == data:
+        target = os.path.join(self.out, relative)
+        if os.path.isfile(target) and not os.path.islink(target):
+            if os.path.getsize(target) == len(data) and Path(target).read_bytes() == data:
                 return
             self.stale.append(relative)
         else:
             self.missing.append(relative)
         if self.staging is not None:
-            staged = self.staging / relative
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            staged.write_bytes(data)
+            staged = os.path.join(self.staging, relative)
+            folder = os.path.dirname(staged)
+            if folder not in self.folders:
+                os.makedirs(folder, exist_ok=True)
+                self.folders.add(folder)
+            with open(staged, "wb") as handle:
+                handle.write(data)
 
     def extra(self) -> list[Path]:
         return sorted(generated_on_disk(self.out) - self.rendered)
@@ -81,12 +86,15 @@ class GeneratedFiles:
         returns ``(written, removed, unchanged)``."""
         assert self.staging is not None
         changed = [*self.stale, *self.missing]
+        folders: set[str] = set()
         for relative in changed:
-            target = self.out / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_symlink() or target.is_dir():
-                target.unlink() if target.is_symlink() else shutil.rmtree(target)
-            os.replace(self.staging / relative, target)
+            target = os.path.join(self.out, relative)
+            if os.path.dirname(target) not in folders:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                folders.add(os.path.dirname(target))
+            if os.path.islink(target) or os.path.isdir(target):
+                os.unlink(target) if os.path.islink(target) else shutil.rmtree(target)
+            os.replace(os.path.join(self.staging, relative), target)
         extra = self.extra()
         for relative in extra:
             (self.out / relative).unlink()

@@ -34,7 +34,8 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     from evaluator.protocol import list_protocols
     from evaluator.render.analysis import render_analysis
     from evaluator.render.catalog import Catalog
-    from evaluator.render.curve_set import efficiency_svg, group_curve_svg, model_curve_svg
+    from evaluator.render.curve_set import (CONTEXT_K, curve_points, efficiency_svg, group_curve_svg, model_curve_svg,
+                                            top_rows)
     from evaluator.render.inputs import EVALUATED, iter_model_records
     from evaluator.render.labels import ap_labels
     from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, curve_file,
@@ -86,10 +87,12 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     for (protocol, group, column), rows in curves.items():
         eps = marked_eps(protocol)
         emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, eps).encode("utf-8"))
+        top = top_rows(rows, labels, eps, CONTEXT_K)
+        pixels = {r.model_key: curve_points(r.curve) for r in top}
         for row in rows:
             if not row.published:
                 emit(model_curve_file(row.model_key, protocol),
-                     model_curve_svg(row, rows, labels, protocol, eps).encode("utf-8"))
+                     model_curve_svg(row, top, pixels, labels, protocol, eps).encode("utf-8"))
     efficiency = set()
     for protocol in catalog.evaluated_protocols():
         for dataset in catalog.datasets():

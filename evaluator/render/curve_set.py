@@ -14,20 +14,18 @@ import numpy as np
 from evaluator.render.curves import EPS_GRID, EPS_TICKS_255, eps_label, grid_index, tick_label
 from evaluator.render.layout import group_title
 from evaluator.render.rows import Row
-from evaluator.render.svg import Axis, Series, line_chart, log_ticks, scatter_chart
+from evaluator.render.svg import Axis, Series, line_chart, log_ticks, polyline_points, scatter_chart
 from evaluator.render.tables import ApLabel, column_title
 
-TOP_K = 8
+TOP_K = 8  # curves per column figure
+CONTEXT_K = 5  # grey curves under a model page's own curve
 EPS_AXIS = Axis("Linf perturbation budget ε", 0.0, float(EPS_GRID[-1]), [(k / 255, tick_label(k)) for k in EPS_TICKS_255])
 PERCENT_AXIS = Axis("robust accuracy (%)", 0.0, 100.0, [(v, f"{v}%") for v in range(0, 101, 20)])
 
 
-def curve_points(curve: np.ndarray) -> list[tuple[float, float]]:
-    """``(eps, percent)`` points of a curve summary, dropping points inside flat runs (same drawing)."""
-    values = curve.astype(np.float64) / 100.0
-    keep = np.ones(values.size, dtype=bool)
-    keep[1:-1] = (values[1:-1] != values[:-2]) | (values[1:-1] != values[2:])
-    return [(float(EPS_GRID[i]), float(values[i])) for i in np.flatnonzero(keep)]
+def curve_points(curve: np.ndarray) -> str:
+    """The pixels of a curve summary's line on the curve axes."""
+    return polyline_points(EPS_GRID, curve.astype(np.float64) / 100.0, EPS_AXIS, PERCENT_AXIS)
 
 
 def at_eps(row: Row, eps: float) -> float:
@@ -38,7 +36,8 @@ def at_eps(row: Row, eps: float) -> float:
 
 def top_rows(rows: Iterable[Row], labels: Mapping[str, ApLabel], eps: float, k: int = TOP_K) -> list[Row]:
     """The *k* rows with the highest robust accuracy at *eps* (ties by name, then model key)."""
-    return sorted(rows, key=lambda r: (-at_eps(r, eps), labels[r.ap_key].name, r.model_key))[:k]
+    index = grid_index(eps)
+    return sorted(rows, key=lambda r: (-int(r.curve[index]), labels[r.ap_key].name, r.model_key))[:k]  # type: ignore[index]
 
 
 def curve_label(row: Row, labels: Mapping[str, ApLabel], eps: float) -> str:
@@ -66,12 +65,14 @@ def group_curve_svg(rows: Sequence[Row], labels: Mapping[str, ApLabel], protocol
                       legend_title=legend)
 
 
-def model_curve_svg(row: Row, column_rows: Sequence[Row], labels: Mapping[str, ApLabel], protocol: str,
-                    eps: float) -> str:
-    """One model's curve (bold) over the grey curves of its column's top ``TOP_K``."""
-    context = [r for r in top_rows(column_rows, labels, eps) if r.model_key != row.model_key]
-    series = [Series("", curve_points(r.curve), context=True) for r in context]  # type: ignore[arg-type]
-    series.append(Series(curve_label(row, labels, eps), curve_points(row.curve), emphasis=True))  # type: ignore[arg-type]
+def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str], labels: Mapping[str, ApLabel],
+                    protocol: str, eps: float) -> str:
+    """One model's curve (bold) over the grey curves of its column's top rows *top* (whose pixels are
+    *top_pixels*, by model key: drawn once per column, not once per page)."""
+    context = [r for r in top if r.model_key != row.model_key]
+    series = [Series("", top_pixels[r.model_key], context=True) for r in context]
+    own = top_pixels.get(row.model_key) or curve_points(row.curve)  # type: ignore[arg-type]
+    series.append(Series(curve_label(row, labels, eps), own, emphasis=True))
     if context:
         series.insert(0, Series(f"grey: the column's top {len(context)}", [], context=True))
     title = f"{row.model_key} · {protocol} ({samples_note([row])})"

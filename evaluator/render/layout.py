@@ -1,6 +1,7 @@
 """Where each generated file goes (paths relative to the repository root) and how pages link each other."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path, PurePosixPath
 
@@ -72,8 +73,14 @@ def group_page(group: Group) -> PurePosixPath:
 
 def relative_link(from_file: PurePosixPath, to_file: PurePosixPath, anchor: str | None = None) -> str:
     """A link from the page *from_file* to *to_file* (both relative to the root), with an optional anchor."""
-    target = PurePosixPath(os.path.relpath(str(to_file), str(from_file.parent))).as_posix()
+    folder = _relative_folder(str(from_file.parent), str(to_file.parent))
+    target = f"{folder}/{to_file.name}" if folder != "." else to_file.name
     return f"{target}#{anchor}" if anchor else target
+
+
+@functools.lru_cache(maxsize=256)
+def _relative_folder(from_folder: str, to_folder: str) -> str:
+    return PurePosixPath(os.path.relpath(to_folder, from_folder)).as_posix()
 
 
 def as_path(path: PurePosixPath) -> Path:

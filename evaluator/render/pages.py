@@ -38,6 +38,10 @@ def _is_table(value: object) -> bool:
 def _text(value: object) -> str:
     if isinstance(value, str):
         return value
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, list) and value and not any(isinstance(item, (dict, list)) for item in value):
         return ", ".join(_text(item) for item in value)
     return json.dumps(value, ensure_ascii=False)

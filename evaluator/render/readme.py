@@ -53,9 +53,10 @@ def evaluated_cells(rows: list[Row], protocol: str, kind: TableKind, page: PureP
     cells = {}
     if fill_with_published:
         cells = {k: Cell(c.clean, c.robust, published_only=True) for k, c in published_cells(rows).items()}
+    anchor = protocol_anchor(protocol)
     for r in rows:
         if not r.published and r.protocol == protocol:
-            target = relative_link(page, model_page(r.model_key), protocol_anchor(protocol))
+            target = relative_link(page, model_page(r.model_key), anchor)
             cells[(r.ap_key, r.column)] = Cell(r.metric(CLEAN), r.metric(kind.metric), target, flagged=bool(r.flags))
     return cells
 

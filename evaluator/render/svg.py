@@ -4,7 +4,8 @@ robust-accuracy-vs-MACs trade-off (points).
 Written as text, not drawn by a plotting library: a leaderboard of 1,000 APs has tens of thousands of model
 pages, each with its own curve, and an SVG of a few kilobytes costs microseconds to write, diffs as text in
 git and renders in GitHub's Markdown (as an image). The interactive charts are on the site (plotly).
-Same input, same bytes: coordinates are rounded to 0.1 px and nothing reads the clock.
+Same input, same bytes: coordinates are rounded (lines to whole pixels, the rest to 0.1 px) and nothing reads
+the clock.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import math
 from dataclasses import dataclass
 from html import escape
 from typing import Sequence
+
+import numpy as np
 
 WIDTH, HEIGHT = 640, 400
 PLOT = {"left": 52, "right": 440, "top": 30, "bottom": 350}  # the axes' box; the legend sits right of it
@@ -27,7 +30,7 @@ class Series:
     ``context`` thin and grey."""
 
     name: str
-    points: Sequence[tuple[float, float]]
+    points: Sequence[tuple[float, float]] | str  # data points, or a line's pixels from :func:`polyline_points`
     emphasis: bool = False
     context: bool = False
     marker: str = "circle"  # circle | square (points only)
@@ -54,6 +57,16 @@ def _xy(point: tuple[float, float], x: Axis, y: Axis) -> str:
     px = _scale(point[0], x, PLOT["left"], PLOT["right"])
     py = _scale(point[1], y, PLOT["bottom"], PLOT["top"])
     return f"{px:.1f},{py:.1f}"
+
+
+def polyline_points(xs: np.ndarray, ys: np.ndarray, x: Axis, y: Axis) -> str:
+    """The ``points`` attribute of a line through data points (linear axes), in whole pixels, repeated
+    pixels dropped: computed once per curve and reused in every chart that shows it."""
+    px = np.rint(PLOT["left"] + (PLOT["right"] - PLOT["left"]) * (xs - x.low) / (x.high - x.low)).astype(np.int64)
+    py = np.rint(PLOT["bottom"] + (PLOT["top"] - PLOT["bottom"]) * (ys - y.low) / (y.high - y.low)).astype(np.int64)
+    keep = np.ones(px.size, dtype=bool)
+    keep[1:] = (px[1:] != px[:-1]) | (py[1:] != py[:-1])
+    return " ".join(f"{a},{b}" for a, b in zip(px[keep].tolist(), py[keep].tolist()))
 
 
 def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11, extra: str = "") -> str:
@@ -118,7 +131,7 @@ def line_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, marker
     ordered = sorted(coloured, key=lambda item: (not item[1].context, item[1].emphasis))
     for index, item in ordered:
         width = 3 if item.emphasis else 1 if item.context else 1.6
-        points = " ".join(_xy(p, x, y) for p in item.points)
+        points = item.points if isinstance(item.points, str) else " ".join(_xy(p, x, y) for p in item.points)
         parts.append(f'<polyline fill="none" stroke="{_colour(index, item)}" stroke-width="{width}" '
                      f'stroke-linejoin="round" points="{points}"/>')
     entries = [(s.name, _colour(i, s), s.emphasis) for i, s in coloured if s.name][:legend_limit]
