@@ -618,6 +618,7 @@ class _Repository:
                      lines.line(("n_samples",)), "n_samples")
         if data["source"] == "evaluated":
             self.check_evaluated(data, lines, name, ap)
+        if data["per_sample"]:  # evaluated results, or published distances from apb import-distances
             return self.check_sidecar(path, data, lines, name)
         return None
 
