@@ -46,14 +46,14 @@ class GeneratedFiles:
 
     def __init__(self, out: Path, check: bool) -> None:
         self.out, self.check = out, check
-        self.rendered: set[Path] = set()
-        self.stale: list[Path] = []
-        self.missing: list[Path] = []
+        self.rendered: set[str] = set()  # posix paths relative to out (strings: small, however many files)
+        self.stale: list[str] = []
+        self.missing: list[str] = []
         self.staging = None if check else Path(tempfile.mkdtemp(prefix=".apb-leaderboard-", dir=out))
         self.folders: set[str] = set()
 
     def __call__(self, path: PurePosixPath, data: bytes) -> None:
-        relative = Path(str(path))
+        relative = str(path)
         if relative in self.rendered:
             raise AssertionError(f"{relative} rendered twice")
         self.rendered.add(relative)
@@ -73,13 +73,13 @@ class GeneratedFiles:
             with open(staged, "wb") as handle:
                 handle.write(data)
 
-    def extra(self) -> list[Path]:
-        return sorted(generated_on_disk(self.out) - self.rendered)
+    def extra(self) -> list[str]:
+        return sorted({p.as_posix() for p in generated_on_disk(self.out)} - self.rendered)
 
     def problems(self) -> list[Problem]:
-        return ([Problem(p.as_posix(), f"stale: differs from what the data renders; {FIX}") for p in sorted(self.stale)]
-                + [Problem(p.as_posix(), f"missing: the data renders this file; {FIX}") for p in sorted(self.missing)]
-                + [Problem(p.as_posix(), f"extra: the data no longer renders this file; {FIX}") for p in self.extra()])
+        return ([Problem(p, f"stale: differs from what the data renders; {FIX}") for p in sorted(self.stale)]
+                + [Problem(p, f"missing: the data renders this file; {FIX}") for p in sorted(self.missing)]
+                + [Problem(p, f"extra: the data no longer renders this file; {FIX}") for p in self.extra()])
 
     def commit(self) -> tuple[int, int, int]:
         """Move the staged files into place and remove generated files no longer rendered;

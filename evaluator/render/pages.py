@@ -114,7 +114,7 @@ def _evaluated_section(page: PurePosixPath, result: Result, row: Row, descriptio
     record = result.record
     flags = record.get("flags") or []
     lines = ["", f"## {protocol_heading(result.protocol)}", "", metrics_table(record), "",
-             efficiency_line(row.efficiency), ""]
+             efficiency_line((record.get("check") or {}).get("efficiency")), ""]
     lines += [f"- {FLAG} `{flag.get('code')}`: {flag.get('message')}" for flag in flags] or ["Flags: none."]
     if row.curve is not None:
         lines += ["", f"![security curve of {result.model_key} under {result.protocol}]"

@@ -121,7 +121,7 @@ def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabe
             if row is None or not row.efficiency:
                 cells.append("-")
                 continue
-            dense = row.efficiency["macs_dense"]
+            dense = row.macs_dense
             share = f" ({100.0 * row.macs_effective / dense:.0f}%)" if dense else ""  # type: ignore[operator]
             cells.append(f"[{si_label(row.macs_effective)}{share}]"  # type: ignore[arg-type]
                          f"({relative_link(page, model_page(row.model_key), protocol_anchor(protocol))})")

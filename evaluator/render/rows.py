@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from sys import intern
 
 import numpy as np
 
 from evaluator.render.curves import curve_summary
 from evaluator.render.inputs import PUBLISHED, Result, load_distances
 
+EFFICIENCY_FIELDS = ("params_total", "params_nonzero", "macs_dense", "macs_effective")
 METRIC_NAMES = ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy")
 
 
@@ -30,14 +32,13 @@ class Row:
     n_samples: int
     metrics: tuple[float | None, ...]  # in the order of METRIC_NAMES
     flags: tuple[str, ...]  # flag codes
-    efficiency: dict | None  # the check's efficiency figures, if measured
+    efficiency: tuple[int, int, int, int] | None  # params total, params non-zero, MACs dense, MACs effective
     curve: np.ndarray | None
     sample_range: tuple[int, int] | None
     distance_counts: tuple[int, int, int] | None  # (samples, distance 0, distance inf) of the sidecar
     date: str | None
     commit: str | None
     reference: str | None  # where a published record's numbers come from
-    path: str
 
     @property
     def published(self) -> bool:
@@ -56,7 +57,16 @@ class Row:
 
     @property
     def macs_effective(self) -> int | None:
-        return None if not self.efficiency else self.efficiency.get("macs_effective")
+        return None if self.efficiency is None else self.efficiency[3]
+
+    @property
+    def macs_dense(self) -> int | None:
+        return None if self.efficiency is None else self.efficiency[2]
+
+    @property
+    def params(self) -> tuple[int, int] | None:
+        """(total, non-zero) parameters."""
+        return None if self.efficiency is None else (self.efficiency[0], self.efficiency[1])
 
 
 def row_of(root: Path, result: Result) -> Row:
@@ -69,18 +79,25 @@ def row_of(root: Path, result: Result) -> Row:
     sample_range = per_sample.get("sample_range")
     if distances is not None and sample_range is None:
         sample_range = [0, int(distances.size)]
-    efficiency = (record.get("check") or {}).get("efficiency")
-    return Row(
-        model_key=result.model_key, ap_key=result.key.ap_key, dataset=result.key.dataset,
-        structure_kind=result.key.structure_kind, architecture=result.key.architecture,
-        sparsity=result.key.sparsity, source=record["source"], protocol=result.protocol,
+    figures = (record.get("check") or {}).get("efficiency")
+    efficiency = None
+    if isinstance(figures, dict) and all(isinstance(figures.get(f), int) for f in EFFICIENCY_FIELDS):
+        efficiency = tuple(int(figures[f]) for f in EFFICIENCY_FIELDS)
+    return Row(  # strings repeated across records are interned: one copy, however many rows
+        model_key=result.model_key, ap_key=intern(result.key.ap_key), dataset=intern(result.key.dataset),
+        structure_kind=intern(result.key.structure_kind), architecture=intern(result.key.architecture),
+        sparsity=result.key.sparsity, source=intern(record["source"]), protocol=intern(result.protocol),
         n_samples=int(record.get("n_samples") or 0),
         metrics=tuple(metrics.get(name) for name in METRIC_NAMES),
         flags=tuple(str(flag.get("code")) for flag in record.get("flags") or []),
-        efficiency=efficiency if isinstance(efficiency, dict) else None,
+        efficiency=efficiency,  # type: ignore[arg-type]
         curve=None if distances is None or distances.size == 0 else curve_summary(distances),
         sample_range=None if sample_range is None else (int(sample_range[0]), int(sample_range[1])),
         distance_counts=None if distances is None else (int(distances.size), int((distances == 0).sum()),
                                                         int(np.isinf(distances).sum())),
-        date=provenance.get("date"), commit=provenance.get("git_commit"),
-        reference=provenance.get("reference"), path=result.path.as_posix())
+        date=provenance.get("date"), commit=_interned(provenance.get("git_commit")),
+        reference=_interned(provenance.get("reference")))
+
+
+def _interned(text: object) -> str | None:
+    return intern(text) if isinstance(text, str) else None

@@ -160,10 +160,9 @@ def curve_key(row: Any) -> str:
 
 
 def row_values(row: Any) -> list:
-    efficiency = row.efficiency or {}
+    total, nonzero = row.params or (None, None)
     return [row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.protocol,
-            row.source, *row.metrics, list(row.flags), row.macs_effective, efficiency.get("macs_dense"),
-            efficiency.get("params_nonzero"), efficiency.get("params_total"),
+            row.source, *row.metrics, list(row.flags), row.macs_effective, row.macs_dense, nonzero, total,
             curve_key(row) if row.curve is not None else None, row.date]
 
 
