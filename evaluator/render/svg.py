@@ -9,6 +9,7 @@ the clock.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from html import escape
@@ -46,6 +47,9 @@ class Axis:
     ticks: Sequence[tuple[float, str]]
     log: bool = False
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ticks", tuple(self.ticks))  # hashable: frames are cached per pair of axes
+
 
 def _scale(value: float, axis: Axis, start: float, stop: float) -> float:
     low, high, value = ((math.log10(axis.low), math.log10(axis.high), math.log10(max(value, axis.low)))
@@ -66,7 +70,7 @@ def polyline_points(xs: np.ndarray, ys: np.ndarray, x: Axis, y: Axis) -> str:
     py = np.rint(PLOT["bottom"] + (PLOT["top"] - PLOT["bottom"]) * (ys - y.low) / (y.high - y.low)).astype(np.int64)
     keep = np.ones(px.size, dtype=bool)
     keep[1:] = (px[1:] != px[:-1]) | (py[1:] != py[:-1])
-    return " ".join(f"{a},{b}" for a, b in zip(px[keep].tolist(), py[keep].tolist()))
+    return " ".join(map("%d,%d".__mod__, zip(px[keep].tolist(), py[keep].tolist())))
 
 
 def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11, extra: str = "") -> str:
@@ -75,12 +79,17 @@ def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11
 
 
 def _frame(title: str, x: Axis, y: Axis) -> list[str]:
+    """The chart's opening, title, axes, grid and tick labels."""
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+            f'viewBox="0 0 {WIDTH} {HEIGHT}" style="{FONT}">',
+            f"<title>{escape(title)}</title>", f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+            _text(WIDTH / 2, 18, title, "middle", 12.5), _axes(x, y)]
+
+
+@functools.lru_cache(maxsize=64)
+def _axes(x: Axis, y: Axis) -> str:
     left, right, top, bottom = PLOT["left"], PLOT["right"], PLOT["top"], PLOT["bottom"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" style="{FONT}">',
-             f"<title>{escape(title)}</title>",
-             f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-             _text(WIDTH / 2, 18, title, "middle", 12.5)]
+    parts = []
     for value, label in x.ticks:
         px = _scale(value, x, left, right)
         parts.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#ececec"/>')
@@ -94,7 +103,7 @@ def _frame(title: str, x: Axis, y: Axis) -> list[str]:
     parts.append(_text((left + right) / 2, bottom + 32, x.title, "middle", 11))
     parts.append(_text(14, (top + bottom) / 2, y.title, "middle", 11,
                        f' transform="rotate(-90 14 {(top + bottom) / 2:.1f})"'))
-    return parts
+    return "\n".join(parts)
 
 
 def _legend(entries: list[tuple[str, str, bool]], title: str | None) -> list[str]:

@@ -50,11 +50,15 @@ def plotly_js() -> bytes:
     return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
 
 
-def js_data(name: str, value: Any) -> str:
-    """``window.NAME = <json>;`` safe inside a script file (no ``</script>``, no line separators)."""
+def js_value(value: Any) -> str:
+    """JSON of *value* safe inside a script file (no ``</script>``, no line separators)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    text = text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return f"window.{name} = {text};\n"
+    return text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def js_data(name: str, value: Any) -> str:
+    """``window.NAME = <json>;``, safe inside a script file."""
+    return f"window.{name} = {js_value(value)};\n"
 
 
 def prepare_out(out: Path) -> None:
@@ -221,24 +225,29 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
                 catalog.add(row_of(root, result))
                 downloads.add(result.record, labels[ap_key].name, result.path.as_posix())
         json_file.write("\n]\n")
-    curves: dict[str, dict[str, list[int]]] = {}
+    by_column: dict[str, list[Any]] = {}
     for row in catalog.rows:
         if row.curve is not None:
-            curves.setdefault(curve_key(row), {})[row.model_key] = row.curve.tolist()
-            row.curve = True  # type: ignore[assignment]  # what rows.js needs: whether there is one
-    for key, members in curves.items():
-        path = out / "data" / "curves" / f"{key.replace('/', '__')}.js"
-        path.write_text(f"window.APB_CURVES = window.APB_CURVES || {{}};\nwindow.APB_CURVES[{json.dumps(key)}] = "
-                        + json.dumps(members, separators=(",", ":")) + ";\n", encoding="utf-8")
+            by_column.setdefault(curve_key(row), []).append(row)
+    for key, members in by_column.items():  # one file per column, written one model at a time
+        with open(out / "data" / "curves" / f"{key.replace('/', '__')}.js", "w", encoding="utf-8") as handle:
+            handle.write(f"window.APB_CURVES = window.APB_CURVES || {{}};\nwindow.APB_CURVES[{json.dumps(key)}] = {{")
+            handle.write(",".join(f"{json.dumps(r.model_key)}:[{','.join(map(str, r.curve.tolist()))}]"
+                                  for r in members))
+            handle.write("};\n")
     cited = ", ".join(catalog.references()) or "the original benchmark"
     updated = last_updated(catalog, cited).replace("`", "")
     protocols = {p: {"description": settings[p].description.strip(),
                      "eps": settings[p].eps if settings[p].eps_fraction is not None else CURVE_EPS}
                  for p in sorted({r.protocol for r in catalog.rows})}
-    data = {"fields": list(ROW_FIELDS), "rows": [row_values(r) for r in catalog.rows], "aps": ap_facts(entries, labels),
+    data = {"fields": list(ROW_FIELDS), "aps": ap_facts(entries, labels),
             "protocols": protocols, "grid_steps_per_255": GRID_STEPS_PER_255, "grid_size": int(EPS_GRID.size),
             "source_url": source_url, "dimensions": [d["title"] for d in load_dimensions()]}
-    (out / "data" / "rows.js").write_text(js_data("APB", data), encoding="utf-8")
+    with open(out / "data" / "rows.js", "w", encoding="utf-8") as handle:  # the rows one at a time
+        handle.write(js_data("APB", data))
+        handle.write("window.APB.rows = [\n")
+        handle.write(",\n".join(js_value(row_values(r)) for r in catalog.rows))
+        handle.write("\n];\n")
     analysis = {"datasets": catalog.datasets(), "panels": []}
     for dimension in load_dimensions():
         for protocol, cells in sorted(grouped(catalog, entries, dimension).items()):
@@ -257,4 +266,4 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
               "analysis.html": (ANALYSIS_BODY, [*common, "data/analysis.js", "assets/plotly.min.js", "assets/site.js"])}
     for name, (body, scripts) in bodies.items():
         (out / name).write_text(page(PAGES[name], name, body, scripts, updated), encoding="utf-8")
-    return {"records": len(catalog.rows), "curves": sum(len(m) for m in curves.values()), "aps": len(entries)}
+    return {"records": len(catalog.rows), "curves": sum(len(m) for m in by_column.values()), "aps": len(entries)}
