@@ -16,7 +16,7 @@ from evaluator.cli import main
 from evaluator.keys import parse_model_key
 from evaluator.records import iter_record_paths, read_record, record_stem, records_dir, write_record
 from evaluator.render import render_all
-from tests.support.leaderboard_repo import EPS, PROTOCOL, THREE_APS, add_evaluated, make_repo
+from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, make_repo
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CSV = REPO.parent / "shared" / "seed" / "published-results.csv"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-from pathlib import Path
 
 from evaluator.cli import main
 from evaluator.records import iter_record_paths, read_record

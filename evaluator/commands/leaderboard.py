@@ -2,9 +2,10 @@
 figures from the records; ``--check`` writes nothing and fails if any generated file is stale, missing or
 extra.
 
-Files are compared with what is on disk as they are rendered; a changed one is written at once into a
-staging folder inside the output folder and moved into place only after the whole render succeeded, so a
-render that fails on bad data changes nothing and memory does not grow with the number of files."""
+Files are compared with what is on disk as they are rendered and written at once: a new file in its place
+(removed again if the render fails), a changed one into a staging folder inside the output folder, moved
+into place only after the whole render succeeded. So a render that fails on bad data changes nothing, and
+memory does not grow with the number of files."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +52,7 @@ class GeneratedFiles:
         self.missing: list[str] = []
         self.staging = None if check else Path(tempfile.mkdtemp(prefix=".apb-leaderboard-", dir=out))
         self.folders: set[str] = set()
+        self.created_folders: list[str] = []  # folders made for new files, removed again if the render fails
 
     def __call__(self, path: PurePosixPath, data: bytes) -> None:
         relative = str(path)
@@ -62,16 +64,27 @@ class GeneratedFiles:
             if os.path.getsize(target) == len(data) and Path(target).read_bytes() == data:
                 return
             self.stale.append(relative)
+            destination = None if self.staging is None else os.path.join(self.staging, relative)
         else:
             self.missing.append(relative)
-        if self.staging is not None:
-            staged = os.path.join(self.staging, relative)
-            folder = os.path.dirname(staged)
-            if folder not in self.folders:
-                os.makedirs(folder, exist_ok=True)
-                self.folders.add(folder)
-            with open(staged, "wb") as handle:
-                handle.write(data)
+            fresh = not os.path.lexists(target)  # a new file goes straight to its place
+            destination = None if self.staging is None else target if fresh else os.path.join(self.staging, relative)
+        if destination is not None:
+            self._write(destination, data)
+
+    def _write(self, path: str, data: bytes) -> None:
+        folder = os.path.dirname(path)
+        if folder not in self.folders:
+            missing = []
+            parent = folder
+            while not os.path.isdir(parent):
+                missing.append(parent)
+                parent = os.path.dirname(parent)
+            os.makedirs(folder, exist_ok=True)
+            self.created_folders += reversed(missing)
+            self.folders.add(folder)
+        with open(path, "wb") as handle:
+            handle.write(data)
 
     def extra(self) -> list[str]:
         return sorted({p.as_posix() for p in generated_on_disk(self.out)} - self.rendered)
@@ -88,13 +101,16 @@ class GeneratedFiles:
         changed = [*self.stale, *self.missing]
         folders: set[str] = set()
         for relative in changed:
+            staged = os.path.join(self.staging, relative)
+            if not os.path.lexists(staged):
+                continue  # a new file, written in place
             target = os.path.join(self.out, relative)
             if os.path.dirname(target) not in folders:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 folders.add(os.path.dirname(target))
             if os.path.islink(target) or os.path.isdir(target):
                 os.unlink(target) if os.path.islink(target) else shutil.rmtree(target)
-            os.replace(os.path.join(self.staging, relative), target)
+            os.replace(staged, target)
         extra = self.extra()
         for relative in extra:
             (self.out / relative).unlink()
@@ -108,6 +124,20 @@ class GeneratedFiles:
     def discard(self) -> None:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
+
+    def undo(self) -> None:
+        """After a failed render: remove the new files written in place and the folders made for them."""
+        if self.staging is None:
+            return
+        staging = str(self.staging)
+        for relative in self.missing:
+            target = os.path.join(self.out, relative)
+            if not os.path.lexists(os.path.join(staging, relative)) and os.path.isfile(target):
+                os.unlink(target)
+        for folder in reversed(self.created_folders):
+            if not folder.startswith(staging) and os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+        self.discard()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         render_into(root, files)
     except BaseException:
-        files.discard()
+        files.undo()
         raise
     if args.check:
         problems = files.problems()

@@ -38,8 +38,15 @@ def pipe_table(frame: pd.DataFrame, align: Sequence[str]) -> str:
     return safe.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=tuple(align))
 
 
-def simple_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub pipe table without column padding (cheap to write for thousands of pages)."""
-    lines = ["| " + " | ".join(escape_cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+ALIGN_RULES = {"left": ":---", "right": "---:", "center": ":---:", None: "---"}
+
+
+def simple_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None) -> str:
+    """A GitHub pipe table without column padding (cheap to write for thousands of rows and pages), with an
+    optional alignment (left, right, center) per column."""
+    rules = [ALIGN_RULES[a] for a in align] if align else ["---"] * len(headers)
+    if len(rules) != len(headers):
+        raise ValueError(f"simple_table: {len(headers)} columns but {len(rules)} alignments")
+    lines = ["| " + " | ".join(escape_cell(h) for h in headers) + " |", "|" + "|".join(rules) + "|"]
     lines += ["| " + " | ".join(escape_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from pathlib import PurePosixPath
 from typing import Mapping
 
 from evaluator.render.catalog import Catalog, last_updated
-from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file, efficiency_file,
+from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
                                      group_page, group_title, model_page, relative_link)
 from evaluator.render.markdown import GENERATED_NOTE, github_anchor, simple_table
 from evaluator.render.pages import protocol_anchor

@@ -19,10 +19,8 @@ from pathlib import PurePosixPath
 from statistics import fmean
 from typing import Callable, Mapping, Sequence
 
-import pandas as pd
-
 from evaluator.render.layout import ARCHITECTURE_TITLES, TAXONOMY_README, relative_link
-from evaluator.render.markdown import link, pipe_table
+from evaluator.render.markdown import link, simple_table
 
 DAGGER = "†"
 FLAG = "⚠"
@@ -172,8 +170,8 @@ def leaderboard_table(cells: Cells, labels: Mapping[str, ApLabel], columns: Sequ
         line[ranking_title] = mean_markdown(row)
         rows.append(line)
     headers = ["#", "AP", "Paper", "Year", *map(column_title, columns), ranking_title]
-    frame = pd.DataFrame(rows, columns=headers)
-    table = pipe_table(frame, ["right", "left", "left", "left", *["center"] * len(columns), "right"])
+    table = simple_table(headers, [[line[h] for h in headers] for line in rows],
+                         ["right", "left", "left", "left", *["center"] * len(columns), "right"])
     return table, len(ranked)
 
 
