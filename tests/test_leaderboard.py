@@ -257,10 +257,10 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
     page = files[Path(f"leaderboard/models/{HYDRA_90}.md")].decode()
     record = records[HYDRA_90]
     for text in (PROTOCOL, record["checkpoint_sha256"], "2025-01-02T03:04:05Z", "0123abc", "hofmn-no-adversarial",
-                 "sparsity.measured", record["per_sample"]["sha256"], "4 with no adversarial found",
+                 '"measured": 90.01', record["per_sample"]["sha256"], "4 with no adversarial found",
                  "{:.2f}–{:.2f}".format(*record["intervals"]["aa_robust_accuracy"]),
                  f"{record['counts']['hofmn_robust']} / 300", "## Published: published-2024",
-                 "<details><summary>sparsity.layers (1 row)</summary>"):
+                 '"zero_weights": 1555', "<details><summary>Provenance</summary>"):
         assert text in page, text
     # one curve for the evaluated column (inline under the group's tables) and one per model page, highlighted;
     # the smoke record's column has none

@@ -36,9 +36,10 @@ def generated_on_disk(out: Path) -> set[Path]:
 
     found = set()
     for folder in GENERATED_DIRS:
-        base = out / folder
-        if base.is_dir():
-            found.update(p.relative_to(out) for p in base.rglob("*") if p.is_file() or p.is_symlink())
+        for directory, folders, files in os.walk(out / folder):
+            relative = Path(directory).relative_to(out)
+            found.update(relative / name for name in files)
+            found.update(relative / name for name in folders if os.path.islink(os.path.join(directory, name)))
     return found
 
 

@@ -48,6 +48,17 @@ def model_page(model_key: str) -> PurePosixPath:
     return MODELS_DIR / f"{model_key}.md"
 
 
+def model_link(page: PurePosixPath, model_key: str, anchor: str | None = None) -> str:
+    """``relative_link(page, model_page(model_key), anchor)``, without path arithmetic per model."""
+    target = f"{_models_folder_from(page.parent.as_posix())}{model_key}.md"
+    return f"{target}#{anchor}" if anchor else target
+
+
+@functools.lru_cache(maxsize=64)
+def _models_folder_from(folder: str) -> str:
+    return _relative_folder(folder, MODELS_DIR.as_posix()) + "/"
+
+
 def curve_file(protocol: str, group: Group, architecture: str, sparsity: int) -> PurePosixPath:
     """``leaderboard/curves/<protocol>/<dataset>_<US|S>_<R18|V16>_<sparsity>.svg``."""
     dataset, kind = group

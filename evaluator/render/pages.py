@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import PurePosixPath
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from evaluator.records import COUNT_FIELDS  # metric -> its field in ``counts``
 from evaluator.records import METRICS
@@ -29,49 +29,6 @@ def protocol_heading(protocol: str) -> str:
 def protocol_anchor(protocol: str) -> str:
     """The anchor of a protocol's section on a model page."""
     return github_anchor(protocol_heading(protocol))
-
-
-def _is_table(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, list) and value and not any(isinstance(item, (dict, list)) for item in value):
-        return ", ".join(_text(item) for item in value)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def flatten(value: object, prefix: str = "") -> Iterator[tuple[str, object]]:
-    """``(dotted.field, value)`` pairs of a JSON value in the record's own order; a list of mappings (such as
-    per-layer sparsity) stays whole, to be shown as a table of its own."""
-    if isinstance(value, dict) and value:
-        for name, item in value.items():
-            yield from flatten(item, f"{prefix}.{name}" if prefix else str(name))
-    elif isinstance(value, list) and any(isinstance(item, list) for item in value):
-        for i, item in enumerate(value):
-            yield from flatten(item, f"{prefix}[{i}]")
-    else:
-        yield prefix, value
-
-
-def field_table(value: object) -> str:
-    """A ``field | value`` table of a JSON value; each list of mappings follows as a collapsed table."""
-    pairs = list(flatten(value))
-    scalars = [(name, _text(item)) for name, item in pairs if not _is_table(item)]
-    parts = [simple_table(["field", "value"], scalars)] if scalars else []
-    for name, rows in pairs:
-        if _is_table(rows):
-            columns = list(dict.fromkeys(key for row in rows for key in row))
-            table = simple_table(columns, [[_text(row.get(c)) for c in columns] for row in rows])
-            parts.append(f"<details><summary>{name} ({len(rows)} {'row' if len(rows) == 1 else 'rows'})</summary>\n\n"
-                         f"{table}\n\n</details>")
-    return "\n\n".join(parts)
 
 
 def metrics_table(record: dict) -> str:
@@ -127,12 +84,18 @@ def _evaluated_section(page: PurePosixPath, result: Result, row: Row, descriptio
         about.append(f"- per-sample results: `{sidecar.get('file')}` (sha256 `{sidecar.get('sha256')}`); "
                      + distance_summary(row))
     lines += ["", *about]
-    lines += ["", "<details><summary>Check (compliance, sparsity, outputs)</summary>", ""]
-    lines.append(field_table(record["check"]) if record.get("check") else "No check summary in the record.")
+    lines += ["", "<details><summary>Check (compliance, sparsity, outputs, efficiency)</summary>", ""]
+    lines.append(json_block(record["check"]) if record.get("check") else "No check summary in the record.")
     lines += ["", "</details>", "", "<details><summary>Provenance</summary>", ""]
-    lines.append(field_table(record["provenance"]) if record.get("provenance") else "No provenance in the record.")
+    lines.append(json_block(record["provenance"]) if record.get("provenance") else "No provenance in the record.")
     lines += ["", "</details>"]
     return lines
+
+
+def json_block(value: object) -> str:
+    """A JSON value as the record holds it, in a fenced block (any fence inside is broken by an escape)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False).replace("```", "\\u0060``")
+    return f"```json\n{text}\n```"
 
 
 def _published_section(result: Result) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Mapping
 
 from evaluator.render.catalog import Catalog, last_updated
 from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
-                                     group_page, group_title, model_page, relative_link)
+                                     group_page, group_title, model_link, relative_link)
 from evaluator.render.markdown import GENERATED_NOTE, github_anchor, simple_table
 from evaluator.render.pages import protocol_anchor
 from evaluator.render.rows import Row
@@ -56,7 +56,7 @@ def evaluated_cells(rows: list[Row], protocol: str, kind: TableKind, page: PureP
     anchor = protocol_anchor(protocol)
     for r in rows:
         if not r.published and r.protocol == protocol:
-            target = relative_link(page, model_page(r.model_key), anchor)
+            target = model_link(page, r.model_key, anchor)
             cells[(r.ap_key, r.column)] = Cell(r.metric(CLEAN), r.metric(kind.metric), target, flagged=bool(r.flags))
     return cells
 
@@ -110,6 +110,7 @@ def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabe
     measured = [r for r in rows if not r.published and r.protocol == protocol and r.efficiency]
     if not measured:
         return None
+    anchor = protocol_anchor(protocol)
     by_ap: dict[str, dict[Column, Row]] = {}
     for r in measured:
         by_ap.setdefault(r.ap_key, {})[r.column] = r
@@ -124,7 +125,7 @@ def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabe
             dense = row.macs_dense
             share = f" ({100.0 * row.macs_effective / dense:.0f}%)" if dense else ""  # type: ignore[operator]
             cells.append(f"[{si_label(row.macs_effective)}{share}]"  # type: ignore[arg-type]
-                         f"({relative_link(page, model_page(row.model_key), protocol_anchor(protocol))})")
+                         f"({model_link(page, row.model_key, anchor)})")
         lines.append([labels[ap_key].markdown(page), *cells])
     return simple_table(["AP", *map(column_title, columns)], lines)
 
