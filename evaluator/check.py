@@ -13,15 +13,19 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from evaluator.compliance import ComplianceReport, check_compliance
 from evaluator.efficiency import efficiency_summary, efficiency_text
 from evaluator.errors import APBError, Problem
-from evaluator.models import Normalized, build_model
+from evaluator.models import Normalized
 
 SPARSITY_TOLERANCE_PP = 0.5  # a measured sparsity more than this many percentage points below the claim fails
 SANITY_IMAGES = 16
 COUNTED_LAYERS = (
-    "weights: every Conv2d and Linear weight tensor, including the first conv (3 input channels), the 1x1 "
-    "shortcut convs of ResNet18 and the last (10-way) Linear; biases and BatchNorm are not counted. "
+    "weights: every Conv2d weight tensor, including the first conv (3 input channels) and the 1x1 shortcut convs "
+    "of ResNet18; biases and BatchNorm are not counted, and neither are Linear layers (they are listed per layer): "
+    "the classifier heads differ between variants of one architecture (Linear 512->10, 2048-256-256-10, a 1x1 "
+    "conv) and several APs never prune them, while the convolutional feature extractor is what every variant "
+    "shares and holds almost all weights. "
     "filters: output filters of every Conv2d, including the first conv and the shortcut convs; Linear layers "
     "are not counted. channels: input channels of every Conv2d, including the first conv's 3 image channels; "
     "Linear layers are not counted. Each figure is zero weights (or all-zero filters, channels) over all "
@@ -31,64 +35,6 @@ COUNTED_LAYERS = (
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-# ----------------------------------------------------------------------------------------------- compliance
-
-@dataclass
-class ComplianceReport:
-    """How a state dict fits the base architecture (what a strict ``load_state_dict`` would say)."""
-
-    architecture: str
-    n_keys: int
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    shape_mismatched: list[dict] = field(default_factory=list)  # {"key", "expected", "found"}
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shape_mismatched)
-
-    def summary(self) -> str:
-        if self.ok:
-            return f"all {self.n_keys} keys match the base {self.architecture}"
-        parts = []
-        if self.missing:
-            parts.append(f"{len(self.missing)} missing ({_listing(self.missing)})")
-        if self.unexpected:
-            parts.append(f"{len(self.unexpected)} unexpected ({_listing(self.unexpected)})")
-        if self.shape_mismatched:
-            shapes = [f"{m['key']}: expected {m['expected']}, found {m['found']}" for m in self.shape_mismatched]
-            parts.append(f"{len(shapes)} with the wrong shape ({_listing(shapes)})")
-        return "; ".join(parts)
-
-    def to_dict(self) -> dict:
-        return {"ok": self.ok, "architecture": self.architecture, "n_keys": self.n_keys, "missing": self.missing,
-                "unexpected": self.unexpected, "shape_mismatched": self.shape_mismatched}
-
-    def render_text(self) -> str:
-        if self.ok:
-            return f"compliance  ok: {self.summary()}"
-        lines = [f"compliance  FAILED: the state dict does not load strictly into the base {self.architecture}"]
-        lines += [f"    missing:    {key}" for key in self.missing]
-        lines += [f"    unexpected: {key}" for key in self.unexpected]
-        lines += [f"    shape:      {m['key']} expected {m['expected']} found {m['found']}"
-                  for m in self.shape_mismatched]
-        return "\n".join(lines)
-
-
-def check_compliance(state_dict: dict[str, torch.Tensor], architecture: str) -> ComplianceReport:
-    """Missing, unexpected and mis-shaped keys of *state_dict* against the base *architecture*, exactly as a
-    strict ``load_state_dict`` judges them (e.g. a missing BatchNorm ``num_batches_tracked`` is accepted)."""
-    with torch.device("meta"):  # shapes only: no memory, no initialisation
-        model = build_model(architecture)
-    expected = model.state_dict()
-    mismatched = [{"key": key, "expected": list(expected[key].shape), "found": list(value.shape)}
-                  for key, value in state_dict.items() if key in expected and value.shape != expected[key].shape]
-    wrong = {item["key"] for item in mismatched}
-    result = model.load_state_dict({k: v for k, v in state_dict.items() if k not in wrong}, strict=False, assign=True)
-    return ComplianceReport(architecture, len(state_dict), [k for k in result.missing_keys if k not in wrong],
-                            list(result.unexpected_keys), mismatched)
 
 
 # ----------------------------------------------------------------------------------------------- sparsity
@@ -177,9 +123,8 @@ def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) ->
     """Sparsity of *model*'s weights (a :class:`Normalized` wrapper is looked through), in percent.
 
     Counted layers (also stated in every report, see ``COUNTED_LAYERS``): ``weights`` = zero entries over all
-    Conv2d and Linear weight tensors, the first conv and the last Linear included; ``filters`` = all-zero output
-    filters over all Conv2d layers (first conv included, Linear layers excluded: the last Linear's rows are the
-    classes); ``channels`` = all-zero input channels over all Conv2d layers (the first conv's 3 image channels
+    Conv2d weight tensors, the first conv included (Linear layers are listed but not counted: heads differ
+    between variants); ``filters`` = all-zero output filters over all Conv2d layers (first conv included); ``channels`` = all-zero input channels over all Conv2d layers (the first conv's 3 image channels
     included). Biases and BatchNorm parameters never count. The claim is compared with the figure named by
     *structure*; a measurement more than ``SPARSITY_TOLERANCE_PP`` points below it fails."""
     if structure not in ("weights", "filters", "channels"):
@@ -190,7 +135,7 @@ def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) ->
     convs = [layer for layer in layers if layer.kind == "conv"]
     return SparsityReport(
         structure, None if claimed is None else float(claimed),
-        weights=_pooled(layers, "zero_weights", "weights"),
+        weights=_pooled(convs, "zero_weights", "weights"),
         filters=_pooled(convs, "zero_filters", "filters"),
         channels=_pooled(convs, "zero_channels", "channels"),
         layers=layers)
@@ -365,8 +310,12 @@ class CheckReport:
         lines = [f"apb check {self.model_key}",
                  f"model       {entry['architecture']} on {entry['dataset']}, {entry['structure']} sparsity "
                  f"{entry['sparsity']}%",
-                 f"checkpoint  sha256 {self.sha256} ({pin})",
-                 self.compliance.render_text()]
+                 f"checkpoint  sha256 {self.sha256} ({pin})"]
+        loading = entry.get("loading")
+        if loading:
+            rules = ", ".join(f"{name}: {value}" for name, value in loading["key_rules"].items())
+            lines.append(f"loading     variant {loading['variant']}; {rules}")
+        lines.append(self.compliance.render_text())
         if self.sparsity is not None:
             lines.append(self.sparsity.render_text(layers))
         if self.sanity is not None:
@@ -389,11 +338,11 @@ def check_entry(entry: Any, *, data_dir: Path, n: int = 10000, device: str = "cp
     """Fetch, verify, load and check one manifest entry (no attacks). The test set is read first, so a missing
     data directory fails before a long download."""
     from evaluator.datasets import load_test_set
-    from evaluator.load import fetch_entry, load_state_dict
+    from evaluator.load import load_state_dict, read_entry
 
     test_set = load_test_set(entry.dataset, Path(data_dir), n, download=download)
-    path = fetch_entry(entry, cache_dir=cache_dir, progress=progress)
-    return check_loaded(entry, path.name, load_state_dict(path, entry), test_set, device=device,
+    checkpoint = read_entry(entry, cache_dir=cache_dir, progress=progress)
+    return check_loaded(entry, checkpoint.sha256, load_state_dict(checkpoint, entry), test_set, device=device,
                         batch_size=batch_size, progress=progress)
 
 
@@ -402,13 +351,15 @@ def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_s
     """The checks of ``check_entry`` on a checkpoint and test set the caller has already loaded (``apb evaluate``
     reuses them for the attacks instead of reading them twice)."""
     from evaluator.load import build_checked_model
+    from evaluator.submissions import loading_summary
 
     report = CheckReport(
         model_key=entry.model_key,
         entry={"ap_key": entry.ap_key, "architecture": entry.architecture, "dataset": entry.dataset,
-               "structure": entry.structure, "sparsity": entry.sparsity, "url": entry.url},
+               "structure": entry.structure, "sparsity": entry.sparsity, "url": entry.url,
+               "loading": loading_summary(entry)},
         sha256=sha256, sha256_pinned=entry.sha256 is not None,
-        compliance=check_compliance(state, entry.architecture), n=len(test_set),
+        compliance=check_compliance(state, entry.variant), n=len(test_set),
         claimed=None if entry.claimed is None else dict(entry.claimed),
         test_set_official=test_set.official,
         manifest=(str(entry.manifest_path), entry.line, f"models[{entry.index}]"))
@@ -423,5 +374,3 @@ def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_s
     return report
 
 
-def _listing(items: list[str], limit: int = 5) -> str:
-    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -39,8 +39,8 @@ from evaluator import provenance
 from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
 from evaluator.protocol import Protocol, load_protocol
-from evaluator.records import (SCHEMA_VERSION, PerSample, atomic_write_bytes, dump_json, read_record,
-                               record_stem, recorded_sha256, records_dir, sha256_file, summarize, write_record)
+from evaluator.records import (SCHEMA_VERSION, PerSample, atomic_write_bytes, dump_json, load_sidecar, read_record,
+                               record_stem, recorded_sha256, records_dir, summarize, write_record)
 
 STAGES = ("clean", "autoattack", "hofmn")
 SHARD_FILE = "shard.json"
@@ -474,10 +474,9 @@ def read_shard(path: Path) -> tuple[dict, PerSample, Path]:
     if not isinstance(facts, dict) or facts.get("format") != SHARD_FORMAT:
         raise APBError(Problem(str(json_path), f"not a shard output (format is not {SHARD_FORMAT})", field="format"))
     sidecar = json_path.parent / facts["per_sample"]["file"]
-    if not sidecar.is_file() or sha256_file(sidecar) != facts["per_sample"]["sha256"]:
-        raise APBError(Problem(str(sidecar), "missing, or its sha256 differs from the one in shard.json; "
-                                             "re-run that shard"))
-    return facts, PerSample.load(sidecar), json_path
+    if not sidecar.is_file():
+        raise APBError(Problem(str(sidecar), "missing: the shard's per-sample results are gone; re-run that shard"))
+    return facts, load_sidecar(sidecar.read_bytes(), facts["per_sample"]["sha256"], str(sidecar)), json_path
 
 
 IDENTITY_FIELDS = ("model_key", "checkpoint_sha256", "protocol", "protocol_sha256", "n_chunks", "test_set")
@@ -627,10 +626,10 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1"
         return Outcome(model_key, "skipped", found)
     timer = provenance.StageTimer()
     with timer.stage("fetch"):
-        from evaluator.load import fetch_entry
+        from evaluator.load import read_entry
 
-        checkpoint = fetch_entry(entry, cache_dir=cache_dir, progress=progress)
-        checkpoint_sha256 = checkpoint.name  # fetch_checkpoint names the cached file by its verified sha256
+        checkpoint = read_entry(entry, cache_dir=cache_dir, progress=progress)  # read once, verified in memory
+        checkpoint_sha256 = checkpoint.sha256
     if not entry.sha256 and (found := existing_record(model_key, protocol, checkpoint_sha256, known_folders)):
         _say(f"{model_key}: skipped, {found} already holds its {protocol.id} record")
         return Outcome(model_key, "skipped", found)
@@ -642,7 +641,7 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1"
         # the test set and the state dict are read once, for the check and for the attacks
         test_set = load_test_set(key.dataset, Path(data_dir), n=protocol.n_samples, download=download)
         state = load_state_dict(checkpoint, entry)
-        report = check_loaded(entry, checkpoint.name, state, test_set, device=device, batch_size=batch_size,
+        report = check_loaded(entry, checkpoint_sha256, state, test_set, device=device, batch_size=batch_size,
                               progress=progress)
     if not report.ok:
         raise CheckFailed(model_key, report)

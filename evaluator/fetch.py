@@ -98,6 +98,32 @@ def fetch_checkpoint(url: str, sha256: str | None, *, cache_dir: Path | None = N
             raise
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """The bytes of a checkpoint, read once and verified: whatever parses them parses exactly what was hashed."""
+
+    sha256: str
+    data: bytes
+
+
+def read_verified(path: Path, expected: str | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                  label: str = "") -> Checkpoint:
+    """Read *path* once into memory (at most *max_bytes*), hash those bytes and compare them with *expected*
+    (default: the file's name, which is its sha256 in the cache). Loading from the returned bytes, never from
+    the path again, closes the window in which another process sharing the cache could swap the file."""
+    expected = expected or Path(path).name
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise APBError(Problem(label or str(path), f"the file is larger than the size cap ({max_bytes} bytes)"))
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise APBError(Problem(label or str(path), f"sha256 mismatch when reading the cached file: expected "
+                                                   f"{expected}, read {digest}; the file changed after it was "
+                                                   "verified (delete it from the cache and run again)"))
+    return Checkpoint(digest, data)
+
+
 def describe_source(url: str) -> str:
     """Which of the supported sources *url* is: https, http-local, gdrive, hf or file."""
     scheme = urllib.parse.urlsplit(url).scheme

@@ -12,6 +12,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from evaluator.errors import APBError, Problem
+
 SCHEMA_VERSION = 1
 # A sample is broken at eps when its verified Linf distance is <= eps + LINF_TOLERANCE. The tolerance (about
 # 1/4000 of one 8-bit grey level) absorbs float32 rounding of x + delta, so an attack that projects exactly onto
@@ -154,6 +156,21 @@ class PerSample:
         return cls(index[order], np.concatenate([p.clean_correct for p in parts])[order],
                    np.concatenate([p.aa_robust for p in parts])[order],
                    np.concatenate([p.hofmn_distance for p in parts])[order])
+
+
+def load_sidecar(data: bytes, sha256: str | None, name: str) -> PerSample:
+    """The per-sample arrays of a sidecar's *data*, after checking that the bytes have the *sha256* its record
+    (or shard file) names; they are read with ``allow_pickle=False``, so an npz cannot run code. The one
+    sidecar check of every reader (``apb validate``, ``apb ci``, the renderer, ``apb merge``)."""
+    import io
+
+    if sha256 is None or hashlib.sha256(data).hexdigest() != sha256:
+        raise APBError(Problem(name, "the sidecar was changed: its sha256 differs from the one the record names; "
+                                     "restore the sidecar that belongs to the record", field="per_sample.sha256"))
+    try:
+        return PerSample.load(io.BytesIO(data))  # type: ignore[arg-type]  # np.load takes a file object too
+    except (ValueError, KeyError, OSError, EOFError) as error:
+        raise APBError(Problem(name, f"not a per-sample sidecar ({error})", field="per_sample.file")) from None
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

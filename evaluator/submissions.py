@@ -14,7 +14,8 @@ from evaluator.safeio import load_json, parse_yaml_text, read_limited_bytes
 SUBMISSIONS = "submissions"
 MANIFEST = "manifest.yaml"
 TAXONOMY = "taxonomy.json"
-LOADING_FIELDS = ("format", "state_dict_key", "strip_prefix", "normalization")
+LOADING_FIELDS = ("format", "state_dict_key", "strip_prefix", "normalization", "variant", "rename_prefixes",
+                  "normalization_buffers", "unused_tensors", "masks", "allowed_globals")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,14 @@ class Normalization:
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class NormalizationBuffers:
+    """The state-dict keys of normalization tensors stored in a checkpoint (checked, then dropped)."""
+
+    mean: str
+    std: str
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,16 @@ class ModelEntry:
     manifest_path: Path
     line: int  # line of the entry in its manifest
     index: int  # position in ``models``
+    variant: str = ""  # the registered architecture variant; "" = the architecture's base variant
+    rename_prefixes: tuple[tuple[str, str], ...] = ()
+    normalization_buffers: NormalizationBuffers | None = None
+    unused_tensors: tuple[str, ...] = ()
+    masks: str = "orig-mask"
+    allowed_globals: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.variant:
+            object.__setattr__(self, "variant", self.architecture)
 
     @property
     def model_key(self) -> str:
@@ -53,6 +72,29 @@ class ModelEntry:
     @property
     def structure_kind(self) -> str:
         return STRUCTURE_KINDS[self.structure]
+
+
+def loading_summary(entry: ModelEntry) -> dict[str, Any]:
+    """What a record and a model page say about how the checkpoint was loaded: the variant and every key rule
+    the entry declares (rules left at their default are omitted)."""
+    rules: dict[str, Any] = {"format": entry.format}
+    if entry.state_dict_key:
+        rules["state_dict_key"] = entry.state_dict_key
+    if entry.strip_prefix:
+        rules["strip_prefix"] = entry.strip_prefix
+    if entry.rename_prefixes:
+        rules["rename_prefixes"] = [{"from": old, "to": new} for old, new in entry.rename_prefixes]
+    if entry.normalization_buffers:
+        rules["normalization_buffers"] = {"mean": entry.normalization_buffers.mean,
+                                          "std": entry.normalization_buffers.std}
+    if entry.unused_tensors:
+        rules["unused_tensors"] = list(entry.unused_tensors)
+    rules["masks"] = entry.masks
+    if entry.allowed_globals:
+        rules["allowed_globals"] = list(entry.allowed_globals)
+    normalization = None if entry.normalization is None else {"mean": list(entry.normalization.mean),
+                                                               "std": list(entry.normalization.std)}
+    return {"variant": entry.variant, "key_rules": rules, "normalization": normalization}
 
 
 def submissions_dir(root: Path) -> Path:
@@ -76,7 +118,14 @@ def entry_from_data(ap_key: str, data: dict, manifest_path: Path, line: int, ind
         strip_prefix=data.get("strip_prefix"),
         normalization=None if normalization == "none" else Normalization(tuple(normalization["mean"]),
                                                                           tuple(normalization["std"])),
-        claimed=data.get("claimed"), manifest_path=manifest_path, line=line, index=index)
+        claimed=data.get("claimed"), manifest_path=manifest_path, line=line, index=index,
+        variant=data.get("variant") or data["architecture"],
+        rename_prefixes=tuple((rule["from"], rule["to"]) for rule in data.get("rename_prefixes") or ()),
+        normalization_buffers=(None if not data.get("normalization_buffers") else
+                               NormalizationBuffers(data["normalization_buffers"]["mean"],
+                                                    data["normalization_buffers"]["std"])),
+        unused_tensors=tuple(data.get("unused_tensors") or ()), masks=data.get("masks", "orig-mask"),
+        allowed_globals=tuple(data.get("allowed_globals") or ()))
 
 
 def load_manifest(path: Path, text: str | bytes | None = None) -> list[ModelEntry]:

@@ -101,7 +101,7 @@ def test_load_distance_reads_the_newest_leaderboard_record(tmp_path):
     assert distances.tobytes() == leaderboard.tobytes()
     sidecar = tmp_path / "submissions" / "Tiny_Doe2024Tiny" / "records" / f"{MODEL_KEY}__linf-8-255-v1.npz"
     sidecar.write_bytes(sidecar.read_bytes() + b"x")
-    with pytest.raises(APBError, match="does not have the sha256 the record names"):
+    with pytest.raises(APBError, match="its sha256 differs from the one the record names"):
         api.load_distance(MODEL_KEY, root=tmp_path)
 
 

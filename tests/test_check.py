@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def zero_smallest(model: nn.Module, fraction: float) -> nn.Module:
-    """Global magnitude pruning of every conv and linear weight, in place (exact count of zeros)."""
-    weights = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """Global magnitude pruning of every conv weight, in place (exact count of zeros); linear layers stay dense,
+    as in several APs (they are not counted in the sparsity)."""
+    weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
     flat = torch.cat([w.detach().abs().flatten() for w in weights])
     k = int(round(fraction * flat.numel()))
     threshold = flat.kthvalue(k).values
@@ -73,9 +74,9 @@ def test_compliance_accepts_an_old_checkpoint_without_num_batches_tracked(sparse
 
 # ----------------------------------------------------------------------------------------------- sparsity
 
-def test_weight_sparsity_counts_every_conv_and_linear_weight(sparse_resnet):
+def test_weight_sparsity_counts_every_conv_weight_and_lists_the_linear(sparse_resnet):
     report = measure_sparsity(sparse_resnet, "weights", 90)
-    weights = [m.weight for m in sparse_resnet.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    weights = [m.weight for m in sparse_resnet.modules() if isinstance(m, nn.Conv2d)]
     expected = 100.0 * sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert report.weights == pytest.approx(expected) and report.weights == pytest.approx(90.0, abs=0.01)
     assert report.ok and "matches the claimed 90%" in report.message
@@ -127,10 +128,11 @@ def test_filter_and_channel_sparsity_are_both_reported():
 
 
 def test_sparsity_report_documents_the_counted_layers_and_renders_a_table(sparse_resnet):
+    torch.manual_seed(0)  # a fresh initialisation without an exactly-zero weight
     report = measure_sparsity(build_model("resnet18", ([0.5] * 3, [0.25] * 3)), "weights", 90)
     assert report.weights == 0.0 and not report.ok  # looked through the Normalized wrapper: 21 layers
     assert len(report.layers) == 21 and report.counted_layers == COUNTED_LAYERS
-    assert "first conv" in COUNTED_LAYERS and "last (10-way) Linear" in COUNTED_LAYERS
+    assert "first conv" in COUNTED_LAYERS and "neither are Linear layers" in COUNTED_LAYERS
     text = measure_sparsity(sparse_resnet, "weights", 90).render_text()
     assert "layer4.1.conv2" in text and "counted:" in text and "channels %" in text
     assert json.loads(dump_json(report.to_dict()))["layers"][0]["name"] == "conv1"

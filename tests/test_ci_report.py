@@ -94,11 +94,16 @@ def test_collect_reports_a_missing_shard_and_a_failed_leg_with_its_log(tmp_path)
     ("schema", "is greater than the maximum of 100"),
     ("huge", "larger than"),
     ("odd name", "not a plain name"),
+    ("200 samples", "but protocol linf-8-255-v1 evaluates 10000"),
+    ("edited numbers", "the sidecar's per-sample results give"),
+    ("robust above clean", "robust accuracy cannot exceed clean accuracy"),
 ])
 def test_collect_refuses_tampered_leg_outputs(tmp_path, tamper, reason):
+    """Every record is held to `apb validate`'s acceptance rule (issue 10, point 3), not only to the schema."""
     item = leg(R18_90, "1")
     folder = leg_dir(tmp_path / "legs", item)
-    source = write_evaluated(folder, R18_90, sha("2" if tamper == "other checkpoint" else "1"))
+    source = write_evaluated(folder, R18_90, sha("2" if tamper == "other checkpoint" else "1"),
+                             n=200 if tamper == "200 samples" else None)
     if tamper == "symlink":
         (folder / "extra.json").symlink_to("/etc/passwd")
     elif tamper == "sidecar":
@@ -111,6 +116,17 @@ def test_collect_refuses_tampered_leg_outputs(tmp_path, tamper, reason):
         source.write_text(" " * 1_100_000 + "{}")
     elif tamper == "odd name":
         (folder / ".hidden").write_text("x")
+    elif tamper in ("edited numbers", "robust above clean"):  # counts, metrics and intervals agree; the sidecar not
+        record = json.loads(source.read_text())
+        n, counts = record["n_samples"], record["counts"]
+        if tamper == "edited numbers":
+            counts["aa_robust"] += 500
+        else:
+            record["metrics"]["hofmn_robust_accuracy"] = record["metrics"]["clean_accuracy"] + 1
+        for metric, name in (("aa_robust_accuracy", "aa_robust"), ("worst_case_robust_accuracy", "worst_case_robust")):
+            record["metrics"][metric] = round(100.0 * counts[name] / n, 4)
+            record["intervals"][metric] = [record["metrics"][metric] - 1, record["metrics"][metric] + 1]
+        source.write_text(json.dumps(record))
     result = collect(plan_dict([item]), tmp_path / "legs", tmp_path / "out")
     assert result.records == [] and reason in result.missing[0]["reason"]
     assert not (tmp_path / "out" / "records").exists()
@@ -140,7 +156,7 @@ def evaluation_artifacts(tmp_path) -> Path:
     legs = [leg(R18_90, "1"), leg(R18_95, "2"), leg(V16_90, "3")]
     skipped = [{"model_key": f"{AP}_V16_CIFAR10_US_95", "sha256": None,
                 "reason": "no sha256: it cannot be evaluated; run `apb lock` to pin one"}]
-    claims = {R18_90: {"clean_accuracy": 72.0, "aa_robust_accuracy": 45.5}, R18_95: {"aa_robust_accuracy": 60.0}}
+    claims = {R18_90: {"clean_accuracy": 80.0, "aa_robust_accuracy": 47.0}, R18_95: {"aa_robust_accuracy": 60.0}}
     plan = plan_dict(legs, skipped=skipped, claims=claims)
     artifacts = tmp_path / "artifacts"
     (artifacts / "apb-plan").mkdir(parents=True)
@@ -164,9 +180,9 @@ def test_the_evaluation_report_shows_each_model(evaluation_artifacts):
                                "title": "3 model(s): 1 ok, 1 flagged, 1 failed"}
     record = report.records[R18_90]
     clean, (lo, hi) = record["metrics"]["clean_accuracy"], record["intervals"]["clean_accuracy"]
-    assert f"| clean | {clean:.2f} [{lo:.2f}, {hi:.2f}] | 72.00 | {clean - 72.0:+.2f} |" in body
+    assert f"| clean | {clean:.2f} [{lo:.2f}, {hi:.2f}] | 80.00 | {clean - 80.0:+.2f} |" in body
     assert f"#### ✅ `{R18_90}`" in body and f"#### ⚠️ `{R18_95}`" in body and f"#### ❌ `{V16_90}`" in body
-    assert "compliance ✅ · weights sparsity 90.02% (claimed 90%) ✅ · 200 samples · 1 h 02 min" in body
+    assert "compliance ✅ · weights sparsity 90.02% (claimed 90%) ✅ · 10,000 samples · 1 h 02 min" in body
     assert "claimed AA accuracy outside the measured 95% interval" in body  # 60.0 claimed for R18_95
     assert "&lt;b&gt;@\u200bteam&lt;/b&gt;" in body and "<b>" not in body
     assert "No record:" in body and "````text\ncompliance  FAILED: ```oops```\n````" in body
@@ -184,7 +200,7 @@ def test_a_tampered_record_in_the_artifact_is_dropped_and_named(evaluation_artif
     report = load_report_input("evaluation", HEAD, evaluation_artifacts)
     assert R18_90 not in report.records
     body = render_report(report)
-    assert "Artifact files not used" in body and "the plan asked for" in body
+    assert "Artifact files not used" in body and "do not edit their numbers" in body
     assert f"#### ❌ `{R18_90}`" in body
 
 
@@ -296,7 +312,7 @@ def test_a_pr_from_plan_to_comment_through_the_commands(tmp_path, monkeypatch, c
     git(repo, "config", "user.name", "test")
     commit(repo, {f"submissions/{AP}/taxonomy.json": "{}\n", "evaluator/__init__.py": ""}, "base")
     head = branch(repo, {f"submissions/{AP}/manifest.yaml": manifest_text(AP, [
-        model("resnet18", 90, "1", claimed={"clean_accuracy": 70.0}), model("vgg16", 90, "3")])})
+        model("resnet18", 90, "1", claimed={"clean_accuracy": 80.0}), model("vgg16", 90, "3")])})
     plan_path, artifacts = tmp_path / "apb-plan" / "plan.json", tmp_path / "artifacts"
     assert main(["ci", "plan", "--base", "main", "--head", head, "--root", str(repo), "--protocol", PROTOCOL,
                  "--shards", "vgg16=2", "--out", str(plan_path)]) == 0

@@ -259,7 +259,7 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
     for text in (PROTOCOL, record["checkpoint_sha256"], "2025-01-02T03:04:05Z", "0123abc", "hofmn-no-adversarial",
                  '"measured": 90.01', record["per_sample"]["sha256"], "4 with no adversarial found",
                  "{:.2f}–{:.2f}".format(*record["intervals"]["aa_robust_accuracy"]),
-                 f"{record['counts']['hofmn_robust']} / 300", "## Published: published-2024",
+                 f"{record['counts']['hofmn_robust']} / {record['n_samples']}", "## Published: published-2024",
                  '"zero_weights": 1555', "<details><summary>Provenance</summary>"):
         assert text in page, text
     # one curve for the evaluated column (inline under the group's tables) and one per model page, highlighted;
@@ -355,7 +355,7 @@ def test_bad_sidecar_or_unknown_protocol_fails_naming_the_record_and_writes_noth
     assert not (root / "leaderboard").exists()
     sidecar.unlink()
     assert run_apb("--root", str(root)) == 1
-    assert "does not exist" in capsys.readouterr().err
+    assert "is missing" in capsys.readouterr().err
     record = records[HYDRA_90]
     write_record({**record, "per_sample": {**record["per_sample"], "file": "../../HARP_Zhao2023Holistic/x.npz"}},
                  records_dir(root, "HYDRA_Sehwag2020Hydra"))

@@ -9,7 +9,8 @@ import torch
 from torch.nn.utils import prune
 
 from evaluator.errors import APBError
-from evaluator.load import build_checked_model, fold_pruning_masks, load_model, load_state_dict
+from evaluator.key_rules import fold_pruning_masks
+from evaluator.load import build_checked_model, load_model, load_state_dict
 from evaluator.models import Normalized, build_model
 from tests.support.entries import make_entry
 
@@ -219,3 +220,33 @@ def test_load_model_from_a_manifest_fetches_verifies_loads_and_normalizes(tmp_pa
     assert same_weights(load_model(key, root=tmp_path / "repo", cache_dir=tmp_path / "cache").model, reference)
     with pytest.raises(APBError, match="sha256 mismatch"):
         load_model(key, root=tmp_path / "repo", cache_dir=tmp_path / "other-cache")
+
+
+def test_a_cached_file_swapped_after_its_hash_is_never_parsed(tmp_path, reference, monkeypatch):
+    """Another tenant of a shared cache replaces the verified file between the fetch's hash and the load: the
+    evaluator hashes the very bytes it parses, so the swap is refused instead of loaded (issue 10, point 4)."""
+    import hashlib
+
+    from evaluator import load as load_module
+    from tests.support.entries import AP_KEY
+
+    good = save(tmp_path, reference.state_dict(), name="good.pt")
+    sha = hashlib.sha256(good.read_bytes()).hexdigest()
+    torch.manual_seed(7)
+    swapped = save(tmp_path, build_model("resnet18").state_dict(), name="swapped.pt")
+    folder = tmp_path / "repo" / "submissions" / AP_KEY
+    folder.mkdir(parents=True)
+    (folder / "manifest.yaml").write_text(
+        f"schema_version: 1\nap_key: {AP_KEY}\nmodels:\n"
+        f"  - {{architecture: resnet18, dataset: CIFAR10, structure: weights, sparsity: 90,\n"
+        f"     url: '{good.as_uri()}', sha256: {sha}}}\n")
+    original_fetch = load_module.fetch_entry
+
+    def fetch_then_swap(entry, **options):
+        path = original_fetch(entry, **options)
+        path.write_bytes(swapped.read_bytes())  # the race: after the hash, before the load
+        return path
+
+    monkeypatch.setattr(load_module, "fetch_entry", fetch_then_swap)
+    with pytest.raises(APBError, match="sha256 mismatch when reading the cached file"):
+        load_model(f"{AP_KEY}_R18_CIFAR10_US_90", root=tmp_path / "repo", cache_dir=tmp_path / "cache")

@@ -57,7 +57,7 @@ def test_checkpoints_are_the_original_benchmarks():
                for entry in entries)
     structured = {(entry.ap_key, entry.structure) for entry in entries if entry.structure_kind == "S"}
     assert structured == {("RADMM_Ye2019Adversarial", "filters"), ("HARP_Zhao2023Holistic", "channels"),
-                          ("TwinRep_Li2023Learning", "channels"), ("PwoA_Jian2022Pruning", "filters")}
+                          ("TwinRep_Li2023Learning", "filters"), ("PwoA_Jian2022Pruning", "filters")}
 
 
 def test_published_records_equal_the_published_csv():
@@ -126,7 +126,7 @@ def test_find_entry_and_its_suggestions():
 def test_load_ap_taxonomy_takes_ap_keys_and_model_keys():
     from evaluator.errors import APBError
 
-    assert load_ap_taxonomy("TwinRep_Li2023Learning_V16_CIFAR10_S_50", ROOT)["granularity"] == "channels"
+    assert load_ap_taxonomy("TwinRep_Li2023Learning_V16_CIFAR10_S_50", ROOT)["granularity"] == "filters"
     with pytest.raises(APBError, match="did you mean HYDRA_Sehwag2020Hydra"):
         load_ap_taxonomy("HYDRA_Sehwag2020Hidra", ROOT)
     with pytest.raises(APBError, match="no AP has ap_key"):

@@ -278,10 +278,10 @@ def test_sparsity_must_suit_the_structure(repo, old, new, field):
 
 
 def test_structured_sparsity_must_be_50_75_or_90(repo):
-    edit(manifest(repo, TWINREP), "    structure: channels\n    sparsity: 50", "    structure: channels\n    sparsity: 95")
+    edit(manifest(repo, TWINREP), "    structure: filters\n    sparsity: 50", "    structure: filters\n    sparsity: 95")
     problems = validate(repo)
     problem = expect(problems, rel(manifest(repo, TWINREP), repo), "models[3].sparsity", "use 50, 75, 90")
-    assert problem["line"] == 37
+    assert problem["line"] == 39
 
 
 @pytest.mark.parametrize("url, words", [
@@ -386,9 +386,9 @@ def test_model_keys_are_unique_across_aps(repo):
 def test_two_entries_cannot_map_to_one_key(repo):
     path = manifest(repo, TWINREP)
     text = path.read_text()
-    start = text.index("  - architecture: resnet18\n    dataset: CIFAR10\n    structure: channels\n    sparsity: 50")
+    start = text.index("  - architecture: resnet18\n    dataset: CIFAR10\n    structure: filters\n    sparsity: 50")
     entry = text[start:text.index("  - architecture", start + 10)]
-    path.write_text(text + entry.replace("structure: channels", "structure: filters"))
+    path.write_text(text + entry.replace("structure: filters", "structure: channels"))
     problems = validate(repo)
     expect(problems, rel(path, repo), "models[12]", "same model key TwinRep_Li2023Learning_R18_CIFAR10_S_50 as "
                                                     "models[3]", "filters and channels")
@@ -410,9 +410,9 @@ def test_entries_must_suit_the_taxonomy_structure(repo):
     edit_json(taxonomy(repo, TWINREP), lambda d: d.update(structure=["US"], granularity=None) or d.pop("granularity"))
     problems = validate(repo)
     expect(problems, rel(manifest(repo, TWINREP), repo), "models[3].structure", "is S but the taxonomy entry")
-    edit_json(taxonomy(repo, TWINREP), lambda d: d.update(structure=["S", "US"], granularity="filters"))
+    edit_json(taxonomy(repo, TWINREP), lambda d: d.update(structure=["S", "US"], granularity="channels"))
     expect(validate(repo), rel(manifest(repo, TWINREP), repo), "models[3].structure",
-           "differs from the taxonomy's granularity 'filters'")
+           "differs from the taxonomy's granularity 'channels'")
 
 
 # ------------------------------------------------------------------------------------------------- records

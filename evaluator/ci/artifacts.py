@@ -9,8 +9,6 @@ returned as a ``Problem`` naming the file, so the report can say what was droppe
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
 import json
 import os
 import re
@@ -20,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.errors import APBError, Problem
-from evaluator.paths import PACKAGE_DIR
-from evaluator.records import PerSample, record_stem
+from evaluator.records import record_stem
 from evaluator.safeio import MAX_BYTES, LineMap, parse_json_text
 
 MAX_JSON_BYTES = MAX_BYTES  # 1 MB, as for every data file of the repository
@@ -142,43 +139,36 @@ class AcceptedRecord:
 
 
 def accept_record(json_path: Path, expected: Expected) -> AcceptedRecord:
-    """Check one evaluated record and its sidecar as untrusted input: strict JSON, the record schema, the
-    model / checkpoint / protocol the plan asked for, the sidecar's name, sha256 and contents."""
+    """Check one evaluated record and its sidecar as untrusted input: strict JSON, the model / checkpoint /
+    protocol the plan asked for, and ``apb validate``'s acceptance rule (``check_record_data``: schema, numbers,
+    protocol size, sidecar sha256 and per-sample sums). The sidecar is read only as a plain file under its cap."""
+    from evaluator.validate import check_record_data
+
     stem = record_stem(expected.model_key, expected.protocol)
     name = str(json_path)
     if json_path.name != f"{stem}.json":
         raise APBError(Problem(name, f"refused: expected the record {stem}.json"))
     json_bytes = read_bytes(json_path, MAX_JSON_BYTES)
     record = parse_json_text(json_bytes, name)[0]
-    problems = schema_problems(record, PACKAGE_DIR / "schemas" / "record.schema.json", name)
-    if problems:
-        raise APBError(problems)
+    sidecars: dict[str, bytes] = {}
+
+    def read_sidecar(file_name: str) -> bytes | None:
+        path = json_path.with_name(file_name)
+        if not os.path.lexists(path):
+            return None
+        sidecars[file_name] = read_bytes(path, MAX_SIDECAR_BYTES)
+        return sidecars[file_name]
+
+    checked = check_record_data(record, name, read_sidecar=read_sidecar)
+    if checked.problems:
+        raise APBError([Problem(p.file, f"refused: {p.message}"[:300], None, p.field) for p in checked.problems[:20]])
     wanted = {"model_key": expected.model_key, "protocol": expected.protocol,
               "checkpoint_sha256": expected.sha256, "source": "evaluated"}
     for field, value in wanted.items():
         if record.get(field) != value:
             raise APBError(Problem(name, f"refused: is {record.get(field)!r}, the plan asked for {value!r}",
                                    field=field))
-    sidecar_name = record["per_sample"]["file"]
-    if sidecar_name != f"{stem}.npz":
-        raise APBError(Problem(name, f"refused: the sidecar must be {stem}.npz", field="per_sample.file"))
-    sidecar_bytes = read_bytes(json_path.with_name(sidecar_name), MAX_SIDECAR_BYTES)
-    if hashlib.sha256(sidecar_bytes).hexdigest() != record["per_sample"]["sha256"]:
-        raise APBError(Problem(str(json_path.with_name(sidecar_name)), "refused: its sha256 differs from the "
-                                                                       "record's", field="per_sample.sha256"))
-    per_sample = _load_sidecar(sidecar_bytes, str(json_path.with_name(sidecar_name)))
-    if len(per_sample) != record["n_samples"]:
-        raise APBError(Problem(name, f"refused: the sidecar has {len(per_sample)} samples, the record says "
-                                     f"{record['n_samples']}", field="n_samples"))
-    return AcceptedRecord(record, json_bytes, sidecar_bytes)
-
-
-def _load_sidecar(data: bytes, name: str) -> PerSample:
-    """The per-sample arrays of a sidecar's bytes (read with ``allow_pickle=False``: an npz cannot run code)."""
-    try:
-        return PerSample.load(io.BytesIO(data))  # type: ignore[arg-type]  # np.load takes a file object too
-    except (ValueError, KeyError, OSError, EOFError) as error:
-        raise APBError(Problem(name, f"refused: not a per-sample sidecar ({error})")) from None
+    return AcceptedRecord(record, json_bytes, sidecars[f"{stem}.npz"])
 
 
 def log_tail(path: Path, *, max_lines: int = 40, max_chars: int = 4000) -> str:

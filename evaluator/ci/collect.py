@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluator.ci.artifacts import AcceptedRecord, Expected, accept_record, load_checked_json, log_tail, scan
+from evaluator.ci.plan import manifest_entries
 from evaluator.errors import APBError, Problem
 from evaluator.records import atomic_write_bytes, dump_json, record_stem, records_dir
-from evaluator.submissions import iter_entries
 
 COLLECT_FORMAT = "apb-ci-collect/1"
 COLLECT_FILE = "collect.json"
@@ -123,8 +123,9 @@ def read_collected(directory: Path) -> dict:
 
 def ingest(plan: dict, collected_dir: Path, root: Path) -> list[Path]:
     """Copy the collected records of *plan* into ``root/submissions/<ap>/records/``, each checked again; a
-    record whose manifest entry no longer has the same sha256 is left out. Returns the written paths."""
-    current = {entry.model_key: entry.sha256 for entry in iter_entries(root)}
+    record whose manifest entry no longer has the same sha256 (or whose manifest does not load) is left out.
+    Returns the written paths."""
+    current = {entry.model_key: entry.sha256 for entry in manifest_entries(root)[0]}
     written = []
     for model_key, legs in legs_by_model(plan).items():
         path = collected_dir / RECORDS / f"{record_stem(model_key, plan['protocol'])}.json"

@@ -64,6 +64,8 @@ class Plan:
     include: list[Leg] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)  # {"model_key", "sha256", "reason"}
     problems: list[Problem] = field(default_factory=list)
+    pr_author: str | None = None
+    ownership: list[dict] = field(default_factory=list)  # {"ap_key", "files", "authors"}: other authors' APs
 
     @property
     def evaluate(self) -> bool:
@@ -76,12 +78,13 @@ class Plan:
             shown = ", ".join(self.blocked_files[:5]) + (" ..." if len(self.blocked_files) > 5 else "")
             return (f"no evaluation: the change touches {len(self.blocked_files)} file(s) besides "
                     f"submissions/<ap>/manifest.yaml and taxonomy.json ({shown}); a maintainer reviews it as code")
-        if self.problems:
+        if self.problems and not self.include:
             return f"no evaluation: {len(self.problems)} problem(s) in the submitted files"
         if not self.include:
             return "nothing to evaluate: no added or changed entry lacks a record"
         models = len({leg.model_key for leg in self.include})
-        return f"{models} model(s) to evaluate in {len(self.include)} leg(s)"
+        left_out = f"; {len(self.problems)} problem(s), their files left out" if self.problems else ""
+        return f"{models} model(s) to evaluate in {len(self.include)} leg(s){left_out}"
 
     def matrix(self) -> dict:
         return {"include": [asdict(leg) for leg in self.include]}
@@ -91,7 +94,8 @@ class Plan:
                 "merge_base": self.merge_base, "evaluate": self.evaluate, "reason": self.reason,
                 "changed_files": self.changed_files, "blocked_files": self.blocked_files, "entries": self.entries,
                 "models": self.models, "include": self.matrix()["include"], "skipped": self.skipped,
-                "problems": [p.to_dict() for p in self.problems]}
+                "problems": [p.to_dict() for p in self.problems], "pr_author": self.pr_author,
+                "ownership": self.ownership}
 
 
 # ------------------------------------------------------------------------------------------------ git
@@ -152,10 +156,17 @@ def read_blob(root: Path, commit: str, path: str, limit: int = MAX_BYTES) -> byt
 
 
 def classify_path(path: str) -> str:
-    """``data`` (a submission's manifest or taxonomy), ``records`` (generated result files) or ``other``."""
+    """``data`` (a submission's manifest or taxonomy), ``generated`` (what ``apb leaderboard`` writes: the bot
+    regenerates it on main, so a PR may carry it or not and it is never extracted), ``records`` (result files)
+    or ``other``."""
+    from evaluator.render import GENERATED_DIRS
+    from evaluator.render.layout import TAXONOMY_README
+
     parts = PurePosixPath(path).parts
     if len(parts) == 3 and parts[0] == "submissions" and parts[2] in DATA_FILES and is_ap_key(parts[1]):
         return "data"
+    if PurePosixPath(path) == TAXONOMY_README or (len(parts) > 1 and parts[0] in GENERATED_DIRS):
+        return "generated"
     if len(parts) >= 3 and parts[0] == "submissions" and parts[2] == "records":
         return "records"
     return "other"
@@ -219,8 +230,11 @@ def parse_shards(spec: str | None) -> dict[str, int]:
 
 
 def cache_key(entry, protocol: str, shard: str | None) -> str:
-    """The actions/cache key of one leg's result: protocol, model key, checkpoint sha256, loading fields."""
-    key = f"apb-{protocol}-{entry.model_key}-{entry.sha256}-{loading_digest(entry)}"
+    """The actions/cache key of one leg's result: protocol, evaluator version (a fixed evaluator never restores
+    an older one's results), model key, checkpoint sha256, loading fields."""
+    from evaluator import __version__
+
+    key = f"apb-{protocol}-{__version__}-{entry.model_key}-{entry.sha256}-{loading_digest(entry)}"
     return key if shard is None else f"{key}-shard-{shard.replace('/', '-of-')}"
 
 
@@ -261,15 +275,55 @@ def schedule(plan: Plan, root: Path, entries: list, loading_changed: set[str], s
 # ------------------------------------------------------------------------------------------------ plans
 
 
-def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict[str, int]) -> Plan:
-    """The plan of what *head* changes relative to its merge base with *base* (a PR, or a push)."""
+def ownership_notes(root: Path, plan: Plan) -> list[dict]:
+    """The APs that existed before the change whose data it changes, unless the PR's author is one of their
+    ``authors`` (GitHub handles in the AP's taxonomy.json, read at the merge base: the PR cannot edit itself in).
+    The reviewer is told; nothing is refused."""
+    notes: dict[str, dict] = {}
+    for path in data_files(plan):
+        ap_key = PurePosixPath(path).parts[1]
+        before = {name: _blob_or_empty(root, plan.merge_base or EMPTY_TREE, f"submissions/{ap_key}/{name}")
+                  for name in DATA_FILES}
+        if all(data is None for data in before.values()):  # a new AP: whoever submits it owns it
+            continue
+        try:
+            taxonomy = json.loads(before["taxonomy.json"] or b"{}")
+        except ValueError:
+            taxonomy = {}
+        raw = taxonomy.get("authors") if isinstance(taxonomy, dict) else None
+        authors = sorted(a for a in raw if isinstance(a, str)) if isinstance(raw, list) else []
+        if plan.pr_author and plan.pr_author.lower() in (a.lower() for a in authors):
+            continue
+        notes.setdefault(ap_key, {"ap_key": ap_key, "files": [], "authors": authors})["files"].append(path)
+    return [notes[key] for key in sorted(notes)]
+
+
+def _blob_or_empty(root: Path, commit: str, path: str) -> bytes | None:
+    """A blob's bytes; a refused one (link, submodule, too big) counts as present but empty."""
+    try:
+        return read_blob(root, commit, path)
+    except APBError:
+        return b""
+
+
+def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict[str, int],
+                pr_author: str | None = None) -> Plan:
+    """The plan of what *head* changes relative to its merge base with *base* (a PR, or a push); *pr_author*
+    (the PR's GitHub login) decides which changed APs are someone else's (``Plan.ownership``)."""
     base_sha, head_sha = resolve_commit(root, base), resolve_commit(root, head)
     fork_point = merge_base(root, base_sha, head_sha)
     plan = Plan(protocol=protocol, base=base_sha, head=head_sha, merge_base=fork_point,
-                changed_files=changed_files(root, fork_point, head_sha))
-    plan.blocked_files = [p for p in plan.changed_files if classify_path(p) != "data"]
+                changed_files=changed_files(root, fork_point, head_sha), pr_author=pr_author)
+    plan.blocked_files = [p for p in plan.changed_files if classify_path(p) not in ("data", "generated")]
     if plan.blocked_files:
         return plan
+    plan.ownership = ownership_notes(root, plan)
+    for path in data_files(plan):
+        if not path.endswith("/manifest.yaml"):  # manifests are read below; a refused blob is a problem too
+            try:
+                read_blob(root, head_sha, path)
+            except APBError as error:
+                plan.problems.extend(error.problems)
     to_schedule, loading_changed = [], set()
     for path in sorted(p for p in plan.changed_files if p.endswith("/manifest.yaml")):
         try:
@@ -290,19 +344,25 @@ def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict
     return plan
 
 
-def plan_missing(root: Path, *, protocol: str, shards: dict[str, int], since: str | None = None) -> Plan:
-    """The plan of every entry in *root*'s manifests that has a sha256 but no record for *protocol* (what
-    the leaderboard workflow brings in from the cache after a merge). With *since* (a push's "before"),
-    only the manifests changed between *since* and HEAD are looked at."""
+def manifest_entries(root: Path) -> tuple[list, list[Problem]]:
+    """Every entry of *root*'s manifests, and a problem for each manifest that does not load (the others still
+    count: one broken manifest on main must not hold back every other AP's records)."""
+    entries, problems = [], []
+    for path in sorted((root / "submissions").glob("*/manifest.yaml")):
+        try:
+            entries.extend(load_manifest(path))
+        except APBError as error:
+            problems.extend(Problem(path.relative_to(root).as_posix(), p.message, p.line, p.field)
+                            for p in error.problems)
+    return entries, problems
+
+
+def plan_missing(root: Path, *, protocol: str, shards: dict[str, int]) -> Plan:
+    """The plan of every entry in *root*'s manifests that has a sha256 but no record of it for *protocol*: what
+    the leaderboard workflow brings in from the cache. It looks at the whole state of the checkout, never at a
+    window of commits, so a run that GitHub cancelled (or that failed) loses nothing: the next run plans it."""
     plan = Plan(protocol=protocol)
-    manifests = sorted((root / "submissions").glob("*/manifest.yaml"))
-    if since is not None:
-        plan.base, plan.head = resolve_commit(root, since), resolve_commit(root, "HEAD")
-        plan.changed_files = changed_files(root, plan.base, plan.head)
-        manifests = [path for path in manifests if path.relative_to(root).as_posix() in plan.changed_files]
-    entries = []
-    for path in manifests:
-        entries.extend(load_manifest(path))
+    entries, plan.problems = manifest_entries(root)
     plan.entries["untouched"] = sorted(e.model_key for e in entries)
     missing = [e for e in entries
                if e.sha256 and existing_record_sha256(root, e.ap_key, e.model_key, protocol) != e.sha256]
@@ -310,17 +370,21 @@ def plan_missing(root: Path, *, protocol: str, shards: dict[str, int], since: st
     return plan
 
 
+def data_files(plan: Plan) -> list[str]:
+    """The changed files of *plan* that are submission data (generated files are the bot's: never extracted)."""
+    return [path for path in plan.changed_files if classify_path(path) == "data"]
+
+
 def extract_data(root: Path, plan: Plan, into: Path) -> list[str]:
     """Mirror the head commit's version of each changed data file into the tree at *into* (a scratch copy
     of the base checkout): write it, or delete it if the change removed it. Returns the paths touched.
 
-    Only ``submissions/<ap>/manifest.yaml`` and ``taxonomy.json`` are ever written, as regular files."""
-    if plan.blocked_files:
+    Only ``submissions/<ap>/manifest.yaml`` and ``taxonomy.json`` are ever written, as regular files; nothing is
+    written for a plan with problems (a refused blob) or files that are not data."""
+    if plan.blocked_files or plan.problems:
         raise APBError(Problem("apb ci plan", "refusing to extract: " + plan.reason, field="extract"))
     touched = []
-    for path in plan.changed_files:
-        if classify_path(path) != "data":  # cannot happen after the check above; kept as a second lock
-            raise APBError(Problem(path, "is not submission data; nothing extracted", field="extract"))
+    for path in data_files(plan):
         target = into.joinpath(*PurePosixPath(path).parts)
         if target.parent.is_symlink() or target.is_symlink():
             raise APBError(Problem(str(target), "is a symlink in the scratch tree; use a fresh copy", field="extract"))

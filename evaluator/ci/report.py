@@ -89,6 +89,7 @@ class ReportInput:
     records: dict[str, dict] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)  # artifact files that were refused
     run_url: str | None = None
+    run_conclusion: str | None = None  # what GitHub says of the run (trusted, unlike its artifacts)
 
 
 def parse_run_title(title: str) -> tuple[int, str]:
@@ -107,16 +108,20 @@ def _load(what: str, loader, problems: list[Problem]):
         return None
 
 
-def load_report_input(kind: str, head_sha: str, artifacts: Path, *, run_url: str | None = None) -> ReportInput:
+def load_report_input(kind: str, head_sha: str, artifacts: Path, *, run_url: str | None = None,
+                      run_conclusion: str | None = None) -> ReportInput:
     """Read the downloaded artifacts of a validate run (``apb-validation/``) or an evaluate run (``apb-plan/``,
-    ``apb-records/``) under *artifacts*, as untrusted data."""
+    ``apb-records/``) under *artifacts*, as untrusted data. A plan made for another commit than *head_sha*
+    (the one the label approved) is not used."""
     if kind not in KINDS:
         raise APBError(Problem("apb ci report", f"kind must be one of {', '.join(KINDS)}", field="kind"))
+    if run_conclusion is not None and not re.fullmatch(r"[a-z_]{1,40}", run_conclusion):
+        raise APBError(Problem("apb ci report", f"{run_conclusion!r} is not a run conclusion", field="run-conclusion"))
     if not _SHA.match(head_sha):
         raise APBError(Problem("apb ci report", f"{head_sha!r} is not a 40-hex commit sha", field="head-sha"))
     if run_url is not None and not re.fullmatch(r"https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~/-]*)?", run_url):
         raise APBError(Problem("apb ci report", f"{run_url!r} is not a plain https URL", field="run-url"))
-    found = ReportInput(kind, head_sha, run_url=run_url)
+    found = ReportInput(kind, head_sha, run_url=run_url, run_conclusion=run_conclusion)
     folder = artifacts / ("apb-validation" if kind == "validation" else "apb-plan")
     if (folder / "validation.json").exists():
         found.validation = _load("validation output", lambda: load_checked_json(
@@ -126,6 +131,10 @@ def load_report_input(kind: str, head_sha: str, artifacts: Path, *, run_url: str
     if (artifacts / "apb-plan" / "plan.json").exists():
         found.plan = _load("plan", lambda: load_checked_json(artifacts / "apb-plan" / "plan.json",
                                                              "plan.schema.json"), found.problems)
+    if found.plan is not None and found.plan.get("head") != head_sha:
+        found.problems.append(Problem("apb-plan/plan.json", f"plan not used: it was made for commit "
+                                                            f"{found.plan.get('head')}, not {head_sha}"))
+        found.plan = None
     records_dir = artifacts / "apb-records"
     if found.plan is not None and (records_dir / "collect.json").exists():
         found.collected = _load("collect.json", lambda: read_collected(records_dir), found.problems)
@@ -183,6 +192,9 @@ def conclusion_and_title(report: ReportInput) -> tuple[str, str]:
     validation_title = ("validation passed" if validation_ok else "validation output missing"
                         if report.validation is None else f"validation: {n_problems} problem(s)")
     if report.kind == "validation":
+        if report.run_conclusion not in (None, "success"):
+            return "failure", f"the validate workflow ended in {report.run_conclusion}" + (
+                " (after `apb validate` passed: generated files or tests)" if validation_ok else f"; {validation_title}")
         return ("success" if validation_ok else "failure"), validation_title
     if report.plan is None:
         return "failure", "no evaluation plan: the evaluate run produced none"
@@ -311,6 +323,22 @@ def model_section(report: ReportInput, model_key: str, missing: dict | None) -> 
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def ownership_section(report: ReportInput) -> list[str]:
+    """Which already submitted APs this PR changes although its author is not among their ``authors``."""
+    notes = (report.plan or {}).get("ownership") or []
+    if not notes:
+        return []
+    author = (report.plan or {}).get("pr_author")
+    by = f"by {code(author)} " if author else ""
+    lines = [f"#### 👥 Changes to APs submitted by others\nThis PR {by}changes the data of APs that are already "
+             "on the benchmark; check with their authors before approving:"]
+    for note in notes[:MAX_PROBLEMS_SHOWN]:
+        authors = ", ".join(code(a) for a in note["authors"]) or "none listed (the taxonomy entry has no `authors`)"
+        files = ", ".join(code(f) for f in note["files"][:5])
+        lines.append(f"- {code(note['ap_key'])}: {files}; authors: {authors}")
+    return ["\n".join(lines)]
+
+
 def skipped_section(report: ReportInput) -> list[str]:
     skipped = (report.plan or {}).get("skipped", [])
     if not skipped:
@@ -355,7 +383,10 @@ def render_report(report: ReportInput, *, limit: int = MAX_REPORT_CHARS) -> str:
         blocks.append(f"Evaluation on the GPU runner starts when a maintainer adds the label `{EVALUATE_LABEL}` "
                       "(again after every push); its results replace this comment.")
     else:
-        blocks += plan_section(report)
+        blocks.append(f"Evaluated commit: {code(report.head_sha)}, the commit the label `{EVALUATE_LABEL}` "
+                      "approved. A push removes the label: a new commit is evaluated only when a maintainer adds "
+                      "it again.")
+        blocks += ownership_section(report) + plan_section(report)
         missing = {item["model_key"]: item for item in (report.collected or {}).get("missing", [])}
         blocks += [model_section(report, key, missing.get(key)) for key in planned_models(report)]
         blocks += skipped_section(report) + changes_section(report)

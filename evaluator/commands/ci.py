@@ -1,7 +1,7 @@
 """``apb ci plan|collect|ingest|report|publish``: the steps of the GitHub workflows, testable offline.
 
     apb ci plan --base SHA --head SHA [--extract STAGE] --out plan.json   # what a PR asks to evaluate
-    apb ci plan --missing [--since SHA] --out plan.json                   # entries lacking a record
+    apb ci plan --missing --out plan.json                                 # entries lacking a record
     apb ci collect --plan plan.json --legs LEGS --out RECORDS             # check and merge the legs' outputs
     apb ci ingest --plan plan.json --records RECORDS                      # copy them into submissions/
     apb ci report --kind evaluation --run-title T --artifacts DIR --out report.md
@@ -30,8 +30,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--missing", action="store_true",
                       help="plan every entry with a sha256 but no record for the protocol (leaderboard workflow)")
     plan.add_argument("--head", help="head commit (with --base; read with git as data, never checked out)")
-    plan.add_argument("--since", default=None, metavar="REF",
-                      help="with --missing: only the manifests changed between REF (a push's 'before') and HEAD")
     plan.add_argument("--protocol", default=None, help="protocol id (default: the evaluable leaderboard protocol)")
     plan.add_argument("--shards", default=os.environ.get("APB_SHARDS") or "1",
                       help="shards per model: N, or per architecture 'vgg16=4,resnet18=2' (default: $APB_SHARDS or 1)")
@@ -39,6 +37,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--extract", type=Path, default=None, metavar="STAGE",
                       help="write the head's version of each changed manifest.yaml / taxonomy.json into STAGE "
                            "(a scratch copy of the base checkout)")
+    plan.add_argument("--pr-author", default=None, metavar="LOGIN",
+                      help="the PR author's GitHub login: changes to APs whose taxonomy `authors` do not list it are "
+                           "pointed out to the reviewer")
     plan.add_argument("--out", type=Path, default=None, help="write plan.json here (default: stdout)")
     plan.add_argument("--github-output", type=Path, default=None, metavar="FILE",
                       help="append 'evaluate=' and 'matrix=' lines for a workflow step (pass $GITHUB_OUTPUT)")
@@ -60,6 +61,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--artifacts", type=Path, required=True,
                         help="folder the run's artifacts were downloaded into (one folder per artifact)")
     report.add_argument("--run-url", default=None, help="link to the workflow run shown in the comment")
+    report.add_argument("--run-conclusion", default=None,
+                        help="the run's conclusion as GitHub reports it (success, failure, ...): a failed run is "
+                             "reported as failed even where its artifacts look fine")
     report.add_argument("--out", type=Path, required=True, help="write the Markdown here")
 
     publish = steps.add_parser("publish", help="post the report: one sticky PR comment and one check run")
@@ -128,21 +132,27 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.missing:
         if args.extract:
             raise APBError(Problem("--extract", "only with --base/--head: --missing plans the checkout itself"))
-        plan = plan_missing(root, protocol=protocol, shards=shards, since=args.since)
+        plan = plan_missing(root, protocol=protocol, shards=shards)
     else:
-        if args.since:
-            raise APBError(Problem("--since", "only with --missing"))
         if not args.head:
             raise APBError(Problem("--head", "give the head commit together with --base"))
-        plan = plan_change(root, args.base, args.head, protocol=protocol, shards=shards)
-        if args.extract and not plan.blocked_files:
-            for path in extract_data(root, plan, args.extract):
-                print(f"extracted {path} at {plan.head[:12]}", file=sys.stderr)
+        plan = plan_change(root, args.base, args.head, protocol=protocol, shards=shards,
+                           pr_author=args.pr_author or None)
+        if args.extract and not plan.blocked_files and not plan.problems:
+            try:
+                for path in extract_data(root, plan, args.extract):
+                    print(f"extracted {path} at {plan.head[:12]}", file=sys.stderr)
+            except APBError as error:  # the plan still says why: the report shows it
+                plan.problems.extend(error.problems)
+                plan.include.clear()
     write_text(args.out, json.dumps(plan.to_dict(), indent=2) + "\n")
     if args.github_output:
         with open(args.github_output, "a", encoding="utf-8") as handle:
             handle.write(f"evaluate={'true' if plan.evaluate else 'false'}\n")
             handle.write(f"matrix={json.dumps(plan.matrix(), separators=(',', ':'))}\n")
+            handle.write(f"data_only={'true' if not plan.blocked_files else 'false'}\n")
+    for problem in plan.problems:
+        print(f"problem: {problem}", file=sys.stderr)
     print(plan.reason, file=sys.stderr)
     return 0
 
@@ -177,7 +187,8 @@ def run_report(args: argparse.Namespace) -> int:
     from evaluator.ci.report import conclusion_and_title, load_report_input, render_report
 
     _, head_sha = target(args)
-    report = load_report_input(args.kind, head_sha, args.artifacts, run_url=args.run_url)
+    report = load_report_input(args.kind, head_sha, args.artifacts, run_url=args.run_url,
+                               run_conclusion=args.run_conclusion)
     write_text(args.out, render_report(report))
     conclusion, title = conclusion_and_title(report)
     print(f"{conclusion}: {title}", file=sys.stderr)

@@ -14,17 +14,17 @@ from torch import nn
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with batch norm and an identity or 1x1-conv shortcut."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, bn_affine: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = nn.BatchNorm2d(planes, affine=bn_affine)
         self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = nn.BatchNorm2d(planes, affine=bn_affine)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
+                nn.BatchNorm2d(planes, affine=bn_affine),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -33,22 +33,34 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
-    """ResNet18 (BasicBlocks 2-2-2-2), 3x3 stem without max-pool, 4x4 average pool, 10 classes."""
+class ResNet18Body(nn.Module):
+    """The stem and the four stages of ResNet18 (BasicBlocks 2-2-2-2), 3x3 stem without max-pool, then a 4x4
+    average pool; subclasses add the classifier."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, bn_affine: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(64, affine=bn_affine)
         widths_and_strides = [(64, 1), (128, 2), (256, 2), (512, 2)]
         in_planes = 64
         for number, (planes, stride) in enumerate(widths_and_strides, start=1):
-            setattr(self, f"layer{number}", nn.Sequential(BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes)))
+            setattr(self, f"layer{number}", nn.Sequential(BasicBlock(in_planes, planes, stride, bn_affine),
+                                                          BasicBlock(planes, planes, 1, bn_affine)))
             in_planes = planes
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The (n, 512, 1, 1) map before the classifier."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        return F.avg_pool2d(out, 4)
+
+
+class ResNet18(ResNet18Body):
+    """ResNet18 (BasicBlocks 2-2-2-2), 3x3 stem without max-pool, 4x4 average pool, Linear 512->10."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
         self.linear = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        out = F.avg_pool2d(out, 4)
-        return self.linear(out.flatten(1))
+        return self.linear(self.pooled_features(x).flatten(1))

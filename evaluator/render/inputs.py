@@ -3,20 +3,16 @@ leaderboard protocols and their per-sample sidecars. Records of protocols marked
 smoke protocol) are left out here, so no renderer can show them."""
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator
 
 import numpy as np
 
 from evaluator.errors import APBError, Problem
 from evaluator.keys import ModelKey, parse_model_key
-from evaluator.records import PerSample, iter_record_paths, read_record, sha256_file
+from evaluator.records import PerSample, iter_record_paths, load_sidecar, read_record
 
 PUBLISHED, EVALUATED = "published", "evaluated"
 
@@ -54,65 +50,57 @@ def sidecar_path(root: Path, result: Result) -> Path | None:
 
 
 def load_distances(root: Path, result: Result) -> np.ndarray | None:
-    """The HO-FMN distances of a record's sidecar (checked like :func:`load_checked_sidecar`), or ``None``.
-
-    Only the ``hofmn_distance`` array is read: the curves need nothing else, and imported distance sidecars
-    (``apb import-distances``) hold nothing else."""
-    path = sidecar_path(root, result)
-    if path is None:
+    """The HO-FMN distances of a record's sidecar, or ``None`` if it names none. The record and its sidecar
+    pass the one acceptance rule first (``validate.check_record_data``, through :func:`accepted_per_sample`
+    for evaluated records): the renderer shows nothing ``apb validate`` would refuse."""
+    if sidecar_path(root, result) is None:
         return None
-    data = checked_sidecar_bytes(path, result.record["per_sample"].get("sha256"), result.path)
-    return npz_member(data, "hofmn_distance").astype(np.float32, copy=False)
+    if result.record["source"] == EVALUATED:
+        return accepted_per_sample(result.record, root / result.path, result.path).hofmn_distance
+    return accepted_distances(result.record, root / result.path, result.path)
 
 
-_NPY_HEADER = re.compile(rb"\{'descr': '([<>|=][a-z][0-9]+)', 'fortran_order': False, 'shape': \(([0-9]+),\), \} *\n")
+def _checked(record: dict, record_path: Path, shown_as: Path) -> Any:
+    from evaluator.validate import check_record_data
+
+    def read_sidecar(file_name: str) -> bytes | None:
+        sidecar = record_path.parent / file_name
+        if not sidecar.is_file():
+            return None
+        return sidecar.read_bytes()
+
+    checked = check_record_data(record, str(shown_as), read_sidecar=read_sidecar)
+    if checked.problems:
+        raise APBError([Problem(p.file, p.message, None, p.field) for p in checked.problems])
+    return checked
 
 
-def npz_member(data: bytes, name: str) -> np.ndarray:
-    """One 1-D array of an ``.npz`` file's bytes (no pickles). The common header (``np.savez`` of a 1-D array)
-    is read directly; anything else goes through ``np.load``."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        member = archive.read(f"{name}.npy")
-    if member[:8] in (b"\x93NUMPY\x01\x00", b"\x93NUMPY\x02\x00"):
-        start = 10 if member[6] == 1 else 12
-        match = _NPY_HEADER.fullmatch(member[start:member.index(b"\n", start) + 1])
-        if match:
-            dtype, count = np.dtype(match.group(1).decode()), int(match.group(2))
-            body = member[member.index(b"\n", start) + 1:]
-            if len(body) == dtype.itemsize * count:
-                return np.frombuffer(body, dtype=dtype)
-    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-        return np.asarray(arrays[name])
+def accepted_per_sample(record: dict, record_path: Path, shown_as: Path) -> PerSample:
+    """The per-sample results of an evaluated record that passes ``apb validate``'s acceptance rule
+    (``check_record_data``: numbers, protocol size, sidecar sha256 and sums); ``APBError`` naming the record."""
+    checked = _checked(record, record_path, shown_as)
+    if checked.per_sample is None:
+        raise APBError(Problem(str(shown_as), "has no per-sample results"))
+    return checked.per_sample
+
+
+def accepted_distances(record: dict, record_path: Path, shown_as: Path) -> np.ndarray:
+    """The imported distances of a published record that passes the acceptance rule."""
+    checked = _checked(record, record_path, shown_as)
+    if checked.distances is None:
+        raise APBError(Problem(str(shown_as), "has no imported distances"))
+    return checked.distances
 
 
 def load_checked_sidecar(path: Path, sha256: str | None, record_path: Path) -> PerSample:
     """Load a per-sample sidecar after checking that it exists and has the sha256 its record names."""
-    check_sidecar_file(path, sha256, record_path)
-    return PerSample.load(path)
-
-
-def checked_sidecar_bytes(path: Path, sha256: str | None, record_path: Path) -> bytes:
-    """The sidecar's bytes, read once and checked against the sha256 its record names (``APBError`` if not)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = None
-    if data is None or not path.is_file():
-        check_sidecar_file(path, sha256, record_path)  # names the missing file
-    if sha256 and hashlib.sha256(data).hexdigest() != sha256:  # type: ignore[arg-type]
-        check_sidecar_file(path, sha256, record_path)  # names the mismatch
-    return data  # type: ignore[return-value]
-
-
-def check_sidecar_file(path: Path, sha256: str | None, record_path: Path) -> None:
-    """Raise ``APBError`` unless the sidecar exists and has the sha256 its record names."""
     if not path.is_file():
         raise APBError(Problem(str(record_path), f"names the sidecar {path.name}, which does not exist; "
                                                  "restore it or evaluate the model again", field="per_sample.file"))
-    if sha256 and sha256_file(path) != sha256:
-        raise APBError(Problem(str(record_path), f"the sidecar {path.name} does not have the sha256 the record "
-                                                 "names; restore the sidecar that belongs to this record",
-                               field="per_sample.sha256"))
+    try:
+        return load_sidecar(path.read_bytes(), sha256, path.name)
+    except APBError as error:
+        raise APBError(Problem(str(record_path), error.problems[0].message, field=error.problems[0].field)) from None
 
 
 def iter_model_records(root: Path, is_rendered_protocol: Callable[[str], bool],

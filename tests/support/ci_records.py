@@ -53,10 +53,13 @@ def evaluated_record(model_key: str, checkpoint_sha256: str, samples: PerSample,
             "per_sample": None}
 
 
-def write_evaluated(directory: Path, model_key: str, checkpoint_sha256: str, *, seed: int = 0, n: int = 200,
+def write_evaluated(directory: Path, model_key: str, checkpoint_sha256: str, *, seed: int = 0, n: int | None = None,
                     **fields) -> Path:
-    """Write a record and its sidecar into *directory* the way ``apb evaluate`` does; returns the JSON path."""
-    samples = per_sample(n, seed)
+    """Write a record and its sidecar into *directory* the way ``apb evaluate`` does (by default with the
+    protocol's number of samples); returns the JSON path."""
+    from evaluator.protocol import load_protocol
+
+    samples = per_sample(n or load_protocol(fields.get("protocol", PROTOCOL)).n_samples, seed)
     record = evaluated_record(model_key, checkpoint_sha256, samples, **fields)
     stem = record_stem(model_key, record["protocol"])
     digest = samples.save(directory / f"{stem}.npz")

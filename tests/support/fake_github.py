@@ -1,8 +1,8 @@
 """A small fake of the GitHub REST API on 127.0.0.1, for testing the PyGithub client over real HTTP.
 
-It implements only what ``evaluator.ci.github`` calls: get a repository, an issue, a pull request and a
-commit; list (paginated, with ``Link`` headers) / create / edit issue comments; list the check runs of a
-commit, create / update check runs. Every request is recorded; ``fail(...)`` makes matching requests answer 403,
+It implements only what ``evaluator.ci.github`` and the workflows' scripts call: get a repository, an issue, a
+pull request and a commit; list (paginated, with ``Link`` headers) / create / edit issue comments; list the
+check runs of a commit, create / update check runs; remove a label from a pull request. Every request is recorded; ``fail(...)`` makes matching requests answer 403,
 404 or a rate-limit error instead.
 
     with FakeGitHub() as fake:
@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 BOT_LOGIN = "github-actions[bot]"
 RATE_LIMIT_MESSAGE = "API rate limit exceeded for installation ID 1."
@@ -99,9 +99,10 @@ class FakeGitHub:
         return f"{self.state.owner}/{self.state.name}"
 
     # ------------------------------------------------------------------------------------------ set-up
-    def add_pull(self, number: int, head_sha: str, *, head_repo: str | None = None, head_ref: str = "patch-1") -> None:
+    def add_pull(self, number: int, head_sha: str, *, head_repo: str | None = None, head_ref: str = "patch-1",
+                 labels: tuple[str, ...] = ()) -> None:
         self.state.pulls[number] = {"head_sha": head_sha, "head_repo": head_repo or f"contributor/{self.state.name}",
-                                    "head_ref": head_ref}
+                                    "head_ref": head_ref, "labels": list(labels)}
 
     def add_comment(self, number: int, body: str, *, login: str, user_type: str = "User") -> int:
         with self._lock:
@@ -213,6 +214,7 @@ class FakeGitHub:
             ("GET", rf"^{re.escape(repo)}/commits/([0-9a-f]{{40}})/check-runs$", lambda m: self._list_runs(m, query)),
             ("POST", rf"^{re.escape(repo)}/check-runs$", lambda m: self._create_run(body)),
             ("PATCH", rf"^{re.escape(repo)}/check-runs/(\d+)$", lambda m: self._edit_run(m, body)),
+            ("DELETE", rf"^{re.escape(repo)}/issues/(\d+)/labels/([^/]+)$", self._remove_label),
         ]
         for route_method, pattern, action in routes:
             match = re.match(pattern, path)
@@ -220,6 +222,14 @@ class FakeGitHub:
                 with self._lock:
                     return action(match)
         return _not_found()
+
+    def _remove_label(self, match: re.Match) -> tuple[int, dict, object]:
+        pull = self.state.pulls.get(int(match[1]))
+        name = unquote(match[2])
+        if pull is None or name not in pull["labels"]:
+            return 404, {}, {"message": "Label does not exist"}
+        pull["labels"].remove(name)
+        return 200, {}, [{"name": label} for label in pull["labels"]]
 
     def _get_issue(self, match: re.Match) -> tuple[int, dict, object]:
         number = int(match[1])

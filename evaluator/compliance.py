@@ -1,0 +1,165 @@
+"""Compliance: does a state dict fit a registered variant exactly, and if not, which variant and rules would.
+
+This is a measurement below loading: :mod:`evaluator.load` refuses a state dict that does not fit, and
+``apb check`` reports it, with the closest registered variant and the key rules that would make it fit.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import torch
+
+from evaluator.variants import build_variant, variants
+
+NORMALIZATION_KEY_HINTS = ("mean", "std")
+
+
+@dataclass
+class ComplianceReport:
+    """How a state dict fits a variant (what a strict ``load_state_dict`` would say), and a suggestion."""
+
+    architecture: str  # the variant checked against
+    n_keys: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatched: list[dict] = field(default_factory=list)  # {"key", "expected", "found"}
+    suggestion: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape_mismatched)
+
+    @property
+    def target(self) -> str:
+        """How messages name what was checked against: "the base resnet18" or "the variant preact-resnet18"."""
+        base = variants()[self.architecture].family == self.architecture
+        return f"the base {self.architecture}" if base else f"the variant {self.architecture}"
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"all {self.n_keys} keys match {self.target}"
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({listing(self.missing)})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({listing(self.unexpected)})")
+        if self.shape_mismatched:
+            shapes = [f"{m['key']}: expected {m['expected']}, found {m['found']}" for m in self.shape_mismatched]
+            parts.append(f"{len(shapes)} with the wrong shape ({listing(shapes)})")
+        if self.suggestion:
+            parts.append(self.suggestion)
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "architecture": self.architecture, "n_keys": self.n_keys, "missing": self.missing,
+                "unexpected": self.unexpected, "shape_mismatched": self.shape_mismatched,
+                "suggestion": self.suggestion}
+
+    def render_text(self) -> str:
+        if self.ok:
+            return f"compliance  ok: {self.summary()}"
+        lines = [f"compliance  FAILED: the state dict does not load strictly into {self.target}"]
+        lines += [f"    missing:    {key}" for key in self.missing]
+        lines += [f"    unexpected: {key}" for key in self.unexpected]
+        lines += [f"    shape:      {m['key']} expected {m['expected']} found {m['found']}"
+                  for m in self.shape_mismatched]
+        if self.suggestion:
+            lines.append(f"    hint:       {self.suggestion}")
+        return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=None)
+def expected_shapes(variant: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the variant's state dict (built on the meta device: no memory, no initialisation)."""
+    with torch.device("meta"):
+        model = build_variant(variant)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def check_compliance(state_dict: dict[str, torch.Tensor], variant: str) -> ComplianceReport:
+    """Missing, unexpected and mis-shaped keys of *state_dict* against *variant*, exactly as a strict
+    ``load_state_dict`` judges them (e.g. a missing BatchNorm ``num_batches_tracked`` is accepted); when it
+    does not fit, the closest registered variant and the rules that would help are suggested."""
+    with torch.device("meta"):
+        model = build_variant(variant)
+    expected = model.state_dict()
+    mismatched = [{"key": key, "expected": list(expected[key].shape), "found": list(value.shape)}
+                  for key, value in state_dict.items() if key in expected and value.shape != expected[key].shape]
+    wrong = {item["key"] for item in mismatched}
+    result = model.load_state_dict({k: v for k, v in state_dict.items() if k not in wrong}, strict=False, assign=True)
+    report = ComplianceReport(variant, len(state_dict), [k for k in result.missing_keys if k not in wrong],
+                              list(result.unexpected_keys), mismatched)
+    if not report.ok:
+        report.suggestion = suggest_fix({key: tuple(value.shape) for key, value in state_dict.items()}, variant)
+    return report
+
+
+def suggest_fix(shapes: dict[str, tuple[int, ...]], declared: str) -> str | None:
+    """A sentence naming the variant and key rules under which *shapes* (the state dict after the entry's
+    rules) fits best: the variant whose keys and shapes overlap most, after trying the usual rules."""
+    candidates = [("", {}, shapes)]
+    prefix = common_prefix(shapes)
+    if prefix:
+        candidates.append((f"strip_prefix: {prefix!r}", {}, {k[len(prefix):]: v for k, v in shapes.items()}))
+    best: tuple[float, str, str, int, int] | None = None
+    for rule, _, keys in candidates:
+        for name in variants():
+            score, matched, total = overlap(keys, expected_shapes(name))
+            if best is None or score > best[0]:
+                best = (score, name, rule, matched, total)
+    if best is None or best[3] == 0:
+        return None
+    score, name, rule, matched, total = best
+    family = variants()[name].family
+    hints = [f"architecture: {family}" if family != variants()[declared].family else "",
+             f"variant: {name}" if name not in (declared, family) else ""] + [rule] + rule_hints(shapes)
+    hints = [hint for hint in hints if hint]
+    fit = f"{matched} of {total} keys of the variant {name} match by name and shape"
+    if not hints:
+        return f"closest variant: {name} ({fit}); the keys that differ are listed above"
+    return f"closest variant: {name} ({fit}); try {', '.join(hints)}"
+
+
+def overlap(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> tuple[float, int, int]:
+    """(Jaccard score of the (key, shape) pairs, matched pairs, expected pairs) of a state dict and a variant."""
+    found_pairs = {(key, shape) for key, shape in found.items() if not key.endswith("num_batches_tracked")}
+    expected_pairs = {(key, shape) for key, shape in expected.items() if not key.endswith("num_batches_tracked")}
+    matched = len(found_pairs & expected_pairs)
+    union = len(found_pairs | expected_pairs)
+    return (matched / union if union else 0.0), matched, len(expected_pairs)
+
+
+def common_prefix(shapes: dict[str, tuple[int, ...]]) -> str:
+    """The dotted prefix every key shares (``module.``, ``module.basic_model.``), or ''."""
+    keys = list(shapes)
+    parts = keys[0].split(".")[:-1] if keys else []
+    prefix = ""
+    for part in parts:
+        candidate = f"{prefix}{part}."
+        if not all(key.startswith(candidate) for key in keys):
+            break
+        prefix = candidate
+    return prefix
+
+
+def rule_hints(shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """Key rules suggested by tell-tale keys: pruning masks, edge-popup scores, normalization tensors."""
+    names = [key.rpartition(".")[2] for key in shapes]
+    hints = []
+    if any(name.endswith("_orig") for name in names):
+        hints.append("masks: orig-mask (the default)")
+    if any(name == "scores" or name == "popup_scores" for name in names):
+        hints.append("masks: popup-scores")
+    if any(name.startswith("mask_") for name in names):
+        hints.append("masks: softplus")
+    normalization = [key for key in shapes if key.rpartition(".")[2] in NORMALIZATION_KEY_HINTS]
+    if normalization:
+        hints.append(f"normalization_buffers for {', '.join(normalization[:2])} (with normalization set to their "
+                     "values)")
+    return hints
+
+
+def listing(items: list[str], limit: int = 5) -> str:
+    """The first *limit* items, comma-separated, with a count of the rest."""
+    return ", ".join(items[:limit]) + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

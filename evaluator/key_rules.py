@@ -1,0 +1,256 @@
+"""Key rules: from the object a checkpoint file holds to the state dict of the declared variant.
+
+Every rule is a manifest field with a closed vocabulary (``evaluator/schemas/manifest.schema.json``), applied in
+this order by :func:`apply_key_rules`:
+
+1. ``state_dict_key`` — the dotted path of the tensor mapping inside the loaded object;
+2. ``strip_prefix`` — one key prefix removed from every key that has it (``module.`` of DataParallel);
+3. ``rename_prefixes`` — ``[{from: a., to: b.}]``: a key starting with ``a.`` starts with ``b.`` instead;
+4. ``normalization_buffers`` — ``{mean: <key>, std: <key>}``: tensors that hold the input normalization; their
+   values must equal the entry's ``normalization`` (which the evaluator applies), then they are dropped;
+5. ``unused_tensors`` — names (the last part of a key, e.g. ``k_score``) of tensors the evaluated network does
+   not use, such as a per-layer learned pruning rate stored beside folded weights; dropped where present;
+6. ``masks`` — how pruning masks are folded into the weights that are evaluated:
+   ``orig-mask`` (``<name>_orig`` * ``<name>_mask``, ``torch.nn.utils.prune``; folded where present),
+   ``softplus`` (``<module>.mask_<param>``: ``<param>`` * softplus(mask)),
+   ``popup-scores`` (edge-popup: ``<module>.scores`` per weight; the kept weights are the top
+   (100 - sparsity)% of abs(scores) of each layer, the claimed sparsity deciding how many).
+
+The result must hold only finite tensors; it is then loaded strictly into the variant.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from evaluator.errors import APBError, Problem
+
+MASK_RULES = ("orig-mask", "softplus", "popup-scores")
+NORMALIZATION_ATOL = 1e-6
+SCORE_NAMES = ("scores", "popup_scores")  # edge-popup (RST) and HYDRA name the score tensor these ways
+
+
+def entry_error(entry: Any, message: str, field: str | None = None) -> APBError:
+    """An APBError pointing at a manifest entry: ``manifest.yaml:<line>: models[i].<field>: <model_key>: ...``."""
+    where = f"models[{entry.index}]" + (f".{field}" if field else "")
+    return APBError(Problem(str(entry.manifest_path), f"{entry.model_key}: {message}", entry.line, where))
+
+
+def apply_key_rules(loaded: Any, entry: Any) -> dict[str, torch.Tensor]:
+    """The entry's state dict from the deserialized checkpoint *loaded*, every declared rule applied."""
+    state = tensor_mapping(select(loaded, entry.state_dict_key, entry), entry)
+    state = strip_prefix(state, entry.strip_prefix, entry)
+    state = rename_prefixes(state, entry.rename_prefixes, entry)
+    state = drop_normalization_buffers(state, entry)
+    state = drop_unused_tensors(state, entry.unused_tensors)
+    state = fold_masks(state, entry)
+    require_finite(state, entry)
+    return state
+
+
+def select(loaded: Any, dotted_key: str | None, entry: Any) -> Any:
+    """The object at the dotted path *dotted_key* inside *loaded* (the object itself for None)."""
+    if not dotted_key:
+        return loaded
+    current = loaded
+    for depth, part in enumerate(dotted_key.split(".")):
+        if not isinstance(current, Mapping) or part not in current:
+            where = ".".join(dotted_key.split(".")[:depth]) or "the checkpoint"
+            found = sorted(str(key) for key in current)[:12] if isinstance(current, Mapping) else []
+            hint = f"; {where} holds {found}" if found else f"; {where} is a {type(current).__name__}"
+            raise entry_error(entry, f"state_dict_key {dotted_key!r}: {part!r} not found{hint}", "state_dict_key")
+        current = current[part]
+    return current
+
+
+def tensor_mapping(selected: Any, entry: Any) -> dict[str, torch.Tensor]:
+    """*selected* as a ``str -> Tensor`` dict; anything else names the keys that would fix it."""
+    if not isinstance(selected, Mapping):
+        raise entry_error(entry, f"the state dict is a {type(selected).__name__}, not a mapping of parameter "
+                                 "names to tensors; set state_dict_key to where the weights sit", "state_dict_key")
+    if not selected:
+        raise entry_error(entry, "the state dict is empty", "state_dict_key")
+    bad = [f"{key!r} ({type(value).__name__})" for key, value in selected.items()
+           if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
+    if bad:
+        nested = [str(key) for key, value in selected.items() if isinstance(value, Mapping)]
+        hint = f"; the weights may sit under {', '.join(nested[:4])}" if nested else ""
+        raise entry_error(entry, f"{len(bad)} of {len(selected)} entries are not name -> tensor (e.g. "
+                                 f"{', '.join(bad[:4])}){hint}: set state_dict_key to where the weights sit",
+                          "state_dict_key")
+    return dict(selected)
+
+
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str | None, entry: Any) -> dict[str, torch.Tensor]:
+    """*state* with *prefix* removed from every key that starts with it."""
+    if not prefix:
+        return state
+    if not any(key.startswith(prefix) for key in state):
+        raise entry_error(entry, f"strip_prefix {prefix!r} matches no key (first key: {next(iter(state))!r}); "
+                                 "set strip_prefix to null", "strip_prefix")
+    return _renamed(state, lambda key: key[len(prefix):] if key.startswith(prefix) else key, entry, "strip_prefix")
+
+
+def rename_prefixes(state: dict[str, torch.Tensor], renames: tuple[tuple[str, str], ...],
+                    entry: Any) -> dict[str, torch.Tensor]:
+    """*state* with each key's first matching ``from`` prefix replaced by its ``to``."""
+    if not renames:
+        return state
+    unused = [old for old, _ in renames if not any(key.startswith(old) for key in state)]
+    if unused:
+        raise entry_error(entry, f"rename_prefixes: {', '.join(map(repr, unused))} match no key (first key: "
+                                 f"{next(iter(state))!r}); remove that rule", "rename_prefixes")
+
+    def rename(key: str) -> str:
+        for old, new in renames:
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+
+    return _renamed(state, rename, entry, "rename_prefixes")
+
+
+def _renamed(state: dict[str, torch.Tensor], rename: Any, entry: Any, field: str) -> dict[str, torch.Tensor]:
+    renamed = {rename(key): value for key, value in state.items()}
+    if len(renamed) != len(state):
+        raise entry_error(entry, f"applying {field} makes two keys equal", field)
+    return renamed
+
+
+def drop_normalization_buffers(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+    """*state* without the declared normalization tensors, after checking they hold the entry's normalization
+    (a model that normalizes inside must be evaluated with the same statistics, applied by the evaluator)."""
+    buffers = entry.normalization_buffers
+    if buffers is None:
+        return state
+    if entry.normalization is None:
+        raise entry_error(entry, "normalization_buffers needs the normalization field set to the values those "
+                                 "buffers hold", "normalization")
+    for name, key in (("mean", buffers.mean), ("std", buffers.std)):
+        if key not in state:
+            raise entry_error(entry, f"normalization_buffers.{name}: no tensor {key!r} in the state dict (after "
+                                     "strip_prefix and rename_prefixes)", "normalization_buffers")
+        found = state[key].detach().double().flatten()
+        declared = torch.tensor(getattr(entry.normalization, name), dtype=torch.float64)
+        if found.shape != declared.shape or not torch.allclose(found, declared, rtol=0, atol=NORMALIZATION_ATOL):
+            raise entry_error(entry, f"the checkpoint's {key} is {[round(v, 6) for v in found.tolist()]} but "
+                                     f"normalization.{name} says {list(declared.tolist())}; set normalization to the "
+                                     "values the model was trained with", "normalization")
+    return {key: value for key, value in state.items() if key not in (buffers.mean, buffers.std)}
+
+
+def drop_unused_tensors(state: dict[str, torch.Tensor], names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """*state* without the tensors whose key ends in one of *names* (the key's last dotted part)."""
+    if not names:
+        return state
+    return {key: value for key, value in state.items() if key.rpartition(".")[2] not in names}
+
+
+def fold_masks(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+    """*state* with the masks of the entry's ``masks`` rule folded into the weights they prune."""
+    rule = entry.masks
+    if rule == "orig-mask":
+        return fold_pruning_masks(state, entry)
+    if rule == "softplus":
+        return fold_softplus_masks(state, entry)
+    if rule == "popup-scores":
+        return fold_popup_scores(state, entry)
+    raise entry_error(entry, f"masks {rule!r} is not one of {', '.join(MASK_RULES)}", "masks")
+
+
+def fold_pruning_masks(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+    """Replace each ``<name>_orig`` + ``<name>_mask`` pair (``torch.nn.utils.prune``) with ``<name>`` =
+    orig * mask; the pair's order in the dict is kept at the position of ``<name>_orig``."""
+    if not any(key.endswith("_orig") for key in state):
+        return state
+    folded: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in state:
+            continue
+        if not key.endswith("_orig"):
+            folded[key] = value
+            continue
+        name = key[: -len("_orig")]
+        mask = state.get(name + "_mask")
+        if mask is None:
+            raise entry_error(entry, f"{key} has no matching {name}_mask; a pruned weight needs both", "masks")
+        _require_same_shape(entry, name + "_mask", mask, key, value)
+        if name in state:
+            raise entry_error(entry, f"{name} appears both plain and as {key} + {name}_mask", "masks")
+        folded[name] = value * mask.to(value.dtype)
+    return folded
+
+
+def fold_softplus_masks(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+    """Replace ``<module>.<param>`` by ``<param> * softplus(<module>.mask_<param>)`` and drop the masks."""
+    masks = {key for key in state if key.rpartition(".")[2].startswith("mask_")}
+    if not masks:
+        raise entry_error(entry, "masks: softplus, but no '<module>.mask_<param>' tensor is in the state dict; "
+                                 "remove the masks rule or check state_dict_key", "masks")
+    folded: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key in masks:
+            continue
+        module, _, param = key.rpartition(".")
+        mask_key = f"{module}.mask_{param}" if module else f"mask_{param}"
+        if mask_key in state:
+            mask = state[mask_key]
+            _require_same_shape(entry, mask_key, mask, key, value)
+            value = value * F.softplus(mask.to(value.dtype))
+        folded[key] = value
+    orphans = sorted(key for key in masks if _masked_key(key) not in state)
+    if orphans:
+        raise entry_error(entry, f"{len(orphans)} masks have no parameter to mask: {', '.join(orphans[:4])}", "masks")
+    return folded
+
+
+def _masked_key(mask_key: str) -> str:
+    module, _, name = mask_key.rpartition(".")
+    param = name[len("mask_"):]
+    return f"{module}.{param}" if module else param
+
+
+def fold_popup_scores(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+    """Edge-popup subnetworks: each ``<module>.scores`` selects the weights of ``<module>.weight`` that are
+    kept, the top (100 - sparsity)% by abs(score) in each layer; the others become 0 and the scores go."""
+    scored = [key for key in state if key.rpartition(".")[2] in SCORE_NAMES]
+    if not scored:
+        raise entry_error(entry, "masks: popup-scores, but no '<module>.scores' tensor is in the state dict; "
+                                 "remove the masks rule or check state_dict_key", "masks")
+    keep = 1.0 - entry.sparsity / 100.0
+    folded = dict(state)
+    for key in scored:
+        weight_key = key.rpartition(".")[0] + (".weight" if "." in key else "weight")
+        if weight_key not in state:
+            raise entry_error(entry, f"{key} has no {weight_key} to select from", "masks")
+        _require_same_shape(entry, key, state[key], weight_key, state[weight_key])
+        folded[weight_key] = state[weight_key] * top_scores_mask(state[key], keep).to(state[weight_key].dtype)
+        del folded[key]
+    return folded
+
+
+def top_scores_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
+    """1 for the ``n - int((1 - keep) * n)`` entries of largest abs(score), 0 for the others (edge-popup's rule:
+    the ``int((1 - keep) * n)`` smallest are dropped; ties broken by a stable sort)."""
+    flat = scores.detach().abs().flatten()
+    dropped = int((1 - keep) * flat.numel())
+    mask = torch.ones_like(flat)
+    mask[flat.sort(stable=True).indices[:dropped]] = 0
+    return mask.view_as(scores)
+
+
+def _require_same_shape(entry: Any, mask_key: str, mask: torch.Tensor, key: str, value: torch.Tensor) -> None:
+    if mask.shape != value.shape:
+        raise entry_error(entry, f"{mask_key} has shape {list(mask.shape)} but {key} has {list(value.shape)}", "masks")
+
+
+def require_finite(state: dict[str, torch.Tensor], entry: Any) -> None:
+    """Refuse NaN or infinite values anywhere in the state dict."""
+    bad = [key for key, value in state.items()
+           if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise entry_error(entry, f"{len(bad)} tensors hold NaN or infinite values: {', '.join(bad[:6])}"
+                                 + (" ..." if len(bad) > 6 else ""))
