@@ -382,11 +382,11 @@ def check_record_data(data: Any, file: str, *, read_sidecar: Callable[[str], byt
     return RecordCheck(problems, protocol=spec, per_sample=per_sample if not problems else None)
 
 
-def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
-                     problem: Callable[[tuple, str], None]) -> PerSample | None:
+def _sidecar_bytes(data: dict, read_sidecar: Callable[[str], bytes | None],
+                   problem: Callable[[tuple, str], None]) -> tuple[str, bytes] | None:
+    """(file name, bytes) of the sidecar a record names, after checking its name; None after reporting why not."""
     expected = f"{record_stem(data['model_key'], data['protocol'])}.npz"
-    entry = data["per_sample"]
-    if entry["file"] != expected:
+    if data["per_sample"]["file"] != expected:
         problem(("per_sample", "file"), f"per_sample.file must be {expected}")
         return None
     try:
@@ -397,6 +397,16 @@ def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
     if raw is None:
         problem(("per_sample", "file"), f"the per-sample sidecar {expected} is missing; commit it beside the record")
         return None
+    return expected, raw
+
+
+def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
+                     problem: Callable[[tuple, str], None]) -> PerSample | None:
+    found = _sidecar_bytes(data, read_sidecar, problem)
+    if found is None:
+        return None
+    expected, raw = found
+    entry = data["per_sample"]
     try:
         per_sample = load_sidecar(raw, entry["sha256"], expected)
     except APBError as error:
@@ -417,19 +427,11 @@ def _checked_distances(data: dict, read_sidecar: Callable[[str], bytes | None],
 
     import numpy as np
 
-    expected = f"{record_stem(data['model_key'], data['protocol'])}.npz"
+    found = _sidecar_bytes(data, read_sidecar, problem)
+    if found is None:
+        return None
+    expected, raw = found
     entry = data["per_sample"]
-    if entry["file"] != expected:
-        problem(("per_sample", "file"), f"per_sample.file must be {expected}")
-        return None
-    try:
-        raw = read_sidecar(expected)
-    except APBError as error:
-        problem(("per_sample", "file"), f"the sidecar {expected} is refused: {error.problems[0].message}")
-        return None
-    if raw is None:
-        problem(("per_sample", "file"), f"the sidecar {expected} is missing; commit it beside the record")
-        return None
     if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
         problem(("per_sample", "sha256"), f"the sha256 of {expected} differs from per_sample.sha256; the sidecar "
                                           "was changed")
