@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from evaluator.compliance import ComplianceReport, check_compliance
+from evaluator.efficiency import efficiency_summary, efficiency_text
 from evaluator.errors import APBError, Problem
 from evaluator.models import Normalized
 
@@ -259,6 +260,7 @@ class CheckReport:
     claimed: dict | None = None
     test_set_official: bool | None = None
     manifest: tuple[str, int | None, str] = ("", None, "")  # file, line, field of the entry, for errors
+    efficiency: dict | None = None  # evaluator.efficiency.efficiency_summary of the loaded model
 
     @property
     def clean_accuracy(self) -> float | None:
@@ -300,7 +302,7 @@ class CheckReport:
                 "sanity": None if self.sanity is None else self.sanity.to_dict(),
                 "clean": {"n": self.n, "correct": self.clean_correct, "accuracy": _rounded(self.clean_accuracy),
                           "test_set_official": self.test_set_official},
-                "claimed": self.claimed}
+                "claimed": self.claimed, "efficiency": self.efficiency}
 
     def render_text(self, layers: bool = True) -> str:
         entry = self.entry
@@ -318,6 +320,8 @@ class CheckReport:
             lines.append(self.sparsity.render_text(layers))
         if self.sanity is not None:
             lines.append(self.sanity.render_text())
+        if self.efficiency is not None:
+            lines.append(efficiency_text(self.efficiency))
         if self.clean_accuracy is not None:
             claimed = (self.claimed or {}).get("clean_accuracy")
             note = "" if claimed is None else f" (claimed {claimed}% on the full test set)"
@@ -363,6 +367,7 @@ def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_s
         return report
     network = build_checked_model(entry, state).to(device)
     report.sparsity = measure_sparsity(network, entry.structure, entry.sparsity)
+    report.efficiency = efficiency_summary(network, entry.structure, test_set.batch(slice(0, 1))[0].shape[1:])
     report.sanity = check_outputs(network, test_set.batch(slice(0, min(SANITY_IMAGES, len(test_set))))[0].to(device))
     report.clean_correct = int(clean_predictions(network, test_set, batch_size=batch_size, device=device,
                                                  progress=progress).sum())

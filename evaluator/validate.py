@@ -13,6 +13,7 @@ records applies, here and in ``apb ci`` and the renderer.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 from collections import defaultdict
@@ -331,6 +332,7 @@ class RecordCheck:
     well_formed: bool = True  # the record passed its schema and single-file rules (its fields can be read)
     protocol: Any = None
     per_sample: PerSample | None = None
+    distances: Any = None  # a published record's imported HO-FMN distances (float32 array), when they passed
 
 
 @functools.lru_cache(maxsize=None)
@@ -369,7 +371,8 @@ def check_record_data(data: Any, file: str, *, read_sidecar: Callable[[str], byt
     if spec.evaluable and spec.n_samples != data["n_samples"]:
         problem(("n_samples",), f"n_samples is {data['n_samples']} but protocol {spec.id} evaluates {spec.n_samples}")
     if data["source"] != "evaluated":
-        return RecordCheck(problems, protocol=spec)
+        distances = _checked_distances(data, read_sidecar, problem) if data["per_sample"] else None
+        return RecordCheck(problems, protocol=spec, distances=distances if not problems else None)
     if not spec.evaluable:
         problem(("protocol",), f"protocol {spec.id} is not evaluable: an evaluated record needs one that is")
         return RecordCheck(problems, protocol=spec)
@@ -379,11 +382,11 @@ def check_record_data(data: Any, file: str, *, read_sidecar: Callable[[str], byt
     return RecordCheck(problems, protocol=spec, per_sample=per_sample if not problems else None)
 
 
-def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
-                     problem: Callable[[tuple, str], None]) -> PerSample | None:
+def _sidecar_bytes(data: dict, read_sidecar: Callable[[str], bytes | None],
+                   problem: Callable[[tuple, str], None]) -> tuple[str, bytes] | None:
+    """(file name, bytes) of the sidecar a record names, after checking its name; None after reporting why not."""
     expected = f"{record_stem(data['model_key'], data['protocol'])}.npz"
-    entry = data["per_sample"]
-    if entry["file"] != expected:
+    if data["per_sample"]["file"] != expected:
         problem(("per_sample", "file"), f"per_sample.file must be {expected}")
         return None
     try:
@@ -394,6 +397,16 @@ def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
     if raw is None:
         problem(("per_sample", "file"), f"the per-sample sidecar {expected} is missing; commit it beside the record")
         return None
+    return expected, raw
+
+
+def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
+                     problem: Callable[[tuple, str], None]) -> PerSample | None:
+    found = _sidecar_bytes(data, read_sidecar, problem)
+    if found is None:
+        return None
+    expected, raw = found
+    entry = data["per_sample"]
     try:
         per_sample = load_sidecar(raw, entry["sha256"], expected)
     except APBError as error:
@@ -404,6 +417,39 @@ def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
         problem(("n_samples",), f"is {data['n_samples']} but the sidecar {expected} holds {len(per_sample)} samples")
         return None
     return per_sample
+
+
+def _checked_distances(data: dict, read_sidecar: Callable[[str], bytes | None],
+                       problem: Callable[[tuple, str], None]) -> Any:
+    """The distances of a published record's imported sidecar (``apb import-distances``): the expected name,
+    the recorded sha256, ``sample_index`` equal to its ``sample_range`` and distances >= 0 (inf allowed)."""
+    import io
+
+    import numpy as np
+
+    found = _sidecar_bytes(data, read_sidecar, problem)
+    if found is None:
+        return None
+    expected, raw = found
+    entry = data["per_sample"]
+    if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+        problem(("per_sample", "sha256"), f"the sha256 of {expected} differs from per_sample.sha256; the sidecar "
+                                          "was changed")
+        return None
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
+            index, distances = arrays["sample_index"], arrays["hofmn_distance"].astype(np.float32)
+    except (ValueError, KeyError, OSError, EOFError) as error:
+        problem(("per_sample", "file"), f"{expected} is not a distance sidecar ({error})")
+        return None
+    first, stop = entry["sample_range"]
+    if index.shape != distances.shape or not np.array_equal(index, np.arange(first, stop)):
+        problem(("per_sample", "sample_range"), f"{expected} holds samples other than [{first}, {stop})")
+        return None
+    if np.isnan(distances).any() or (distances < 0).any():
+        problem(("per_sample", "file"), f"{expected} holds NaN or negative distances")
+        return None
+    return distances
 
 
 def _sidecar_count_problems(data: dict, per_sample: PerSample, eps: float,
@@ -757,6 +803,8 @@ class _Repository:
                      lines.line(("protocol",)), "protocol")
         if data["source"] == "evaluated":
             self.check_evaluated(data, lines, name, ap)
+            return f"{record_stem(key, protocol)}.npz"
+        if data["per_sample"]:  # published distances imported with apb import-distances
             return f"{record_stem(key, protocol)}.npz"
         return None
 

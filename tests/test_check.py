@@ -207,8 +207,11 @@ def test_check_entry_passes_on_a_sparse_checkpoint(tmp_path, served_checkpoint, 
     data = json.loads(dump_json(report.to_dict()))
     assert data["ok"] and data["sparsity"]["measured"] == pytest.approx(90.0, abs=0.01)
     assert data["clean"]["test_set_official"] is False and data["claimed"] == {"clean_accuracy": 80.0}
+    efficiency = data["efficiency"]  # measured on the loaded model: 90% of the weights are zero
+    assert efficiency["input_shape"] == [3, 32, 32] and efficiency["structure_kind"] == "US"
+    assert efficiency["macs_effective"] == efficiency["macs_nonzero"] < 0.5 * efficiency["macs_dense"]
     text = report.render_text()
-    assert "result      PASSED" in text and "claimed 80.0%" in text and "not the official one" in text
+    assert "efficiency  params" in text and "result      PASSED" in text and "claimed 80.0%" in text and "not the official one" in text
 
 
 def test_check_entry_fails_on_a_sparsity_the_weights_do_not_have(tmp_path, served_checkpoint, monkeypatch):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from evaluator.records import PerSample
-from evaluator.render.curves import (eps_label, legend_label, png_bytes, robust_accuracy, save_png,
-                                     security_curve)
+from evaluator.render.curves import (EPS_GRID, curve_summary, eps_label, grid_index, legend_label, png_bytes,
+                                     robust_accuracy, save_png, security_curve)
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = 8 / 255
@@ -54,6 +54,20 @@ def test_robust_accuracy_at_eps_equals_the_per_sample_hofmn_robust_flag():
     assert robust_accuracy(distances, EPS) == per_sample.hofmn_robust(EPS).mean()
 
 
+def test_curve_summary_is_the_robust_accuracy_at_every_k_over_1020():
+    distances = sample_distances(3)
+    summary = curve_summary(distances)
+    assert summary.dtype == np.uint16 and summary.shape == EPS_GRID.shape and EPS_GRID[-1] == pytest.approx(38 / 255)
+    assert grid_index(EPS) == 32 and EPS_GRID[32] == EPS
+    assert summary[32] == round(10000 * float(robust_accuracy(distances, EPS)))
+    assert summary[0] == round(10000 * float((distances > 0).mean())) and list(summary) == sorted(summary, reverse=True)
+    # at every grid budget, and for distances right at the float32 budgets (the boundary cases)
+    at_budgets = np.asarray(EPS_GRID + 1e-6, dtype=np.float32)
+    for values in (distances, at_budgets, np.nextafter(at_budgets, np.float32(1)), np.array([np.inf, 0.0, 1.0])):
+        expected = np.rint(10000 * robust_accuracy(values, EPS_GRID)).astype(np.uint16)
+        assert np.array_equal(curve_summary(values), expected)
+
+
 def test_legend_names_accuracy_at_the_marked_eps_and_samples_without_adversarial():
     distances = np.array([0.0, 0.5, np.inf, np.inf], dtype=np.float32)
     assert legend_label("HYDRA", distances, EPS) == "HYDRA – 75.00% (2 with no adversarial found)"
@@ -77,10 +91,12 @@ def test_figure_draws_one_curve_per_model_the_marked_line_and_the_axes_ranges():
     for line, distances in zip(curves, named.values()):
         x, y = line.get_data()
         assert x[0] == 0.0 and x[-1] == pytest.approx(0.15)
-        assert np.array_equal(y, robust_accuracy(distances, x))
+        assert np.array_equal(y, 100.0 * robust_accuracy(distances, x))
     marked = [line for line in axes.get_lines() if np.allclose(line.get_xdata(), EPS)]
     assert len(marked) == 1
-    assert axes.get_xlim() == pytest.approx((0.0, 0.15)) and axes.get_ylim() == pytest.approx((0.0, 1.0))
+    assert axes.get_xlim() == pytest.approx((0.0, 0.15)) and axes.get_ylim() == pytest.approx((0.0, 100.0))
+    assert axes.get_ylabel() == "robust accuracy (%)"
+    assert [t.get_text() for t in axes.get_xticklabels()][:3] == ["0", "4/255", "8/255"]
     assert axes.get_title() == "CIFAR10 · ResNet18 90%"
     assert [t.get_text() for t in axes.get_legend().get_texts()] == [line.get_label() for line in curves]
 

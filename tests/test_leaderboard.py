@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,13 @@ import pytest
 
 from evaluator.cli import main
 from evaluator.keys import parse_model_key
-from evaluator.records import (PerSample, iter_record_paths, read_record, record_stem, records_dir, summarize,
-                               write_record)
+from evaluator.records import iter_record_paths, read_record, record_stem, records_dir, write_record
 from evaluator.render import render_all
+from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, make_repo
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CSV = REPO.parent / "shared" / "seed" / "published-results.csv"
-EPS = 8 / 255
 LEADERBOARD = Path("leaderboard/README.md")
-PROTOCOL = "linf-8-255-v1"
 
 
 # ------------------------------------------------------------------------------------------ markdown parsing
@@ -35,7 +32,7 @@ def github_slug(heading: str) -> str:
 
 def anchors(markdown: str) -> set[str]:
     seen: dict[str, int] = {}
-    result = set()
+    result = set(re.findall(r'<a id="([^"]+)"></a>', markdown))
     for line in markdown.splitlines():
         if line.startswith("#"):
             slug = github_slug(line.lstrip("#"))
@@ -75,16 +72,21 @@ LINK = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
 
 
 def parse_cell(cell: str) -> dict:
-    """``[80.54/**43.68**](target)†`` -> clean, robust, link, bold, dagger."""
-    match = LINK.fullmatch(cell.rstrip("†"))
-    text = match.group(1) if match else cell.rstrip("†")
+    """``[80.54/**43.68**](target)†⚠`` -> clean, robust, link, bold, dagger, flag."""
+    bare = cell.rstrip("†⚠")
+    match = LINK.fullmatch(bare)
+    text = match.group(1) if match else bare
     clean, robust = text.split("/")
     return {"clean": clean, "robust": robust.replace("**", ""), "link": match.group(2) if match else None,
-            "bold": "**" in robust, "dagger": cell.endswith("†")}
+            "bold": "**" in robust, "dagger": "†" in cell[len(bare):], "flag": "⚠" in cell[len(bare):]}
+
+
+NOT_CELLS = ("#", "AP", "Paper", "Year")
 
 
 def ap_of(cell: str) -> str:
-    """The AP name of a row's first cell."""
+    """The AP name of a row's AP cell (after its anchor)."""
+    cell = re.sub(r'^<a id="[^"]+"></a>', "", cell)
     return LINK.match(cell).group(1) if cell.startswith("[") else cell.split(" (")[0]
 
 
@@ -98,7 +100,7 @@ def published_cells(readme: str) -> dict[tuple, tuple[str, str]]:
         kind = rest[rest.index("(") + 1:-1]
         for row in rows:
             for column, cell in row.items():
-                if column == "AP" or column.startswith("mean") or cell == "-":
+                if column in NOT_CELLS or column.startswith("mean") or cell == "-":
                     continue
                 architecture, sparsity = column.rstrip("%").split(" ")
                 parsed = parse_cell(cell)
@@ -174,15 +176,28 @@ def test_published_tables_equal_the_seed_csv(real):
 def test_real_repository_rows_are_ranked_bold_is_the_column_best_and_links_resolve(real):
     readme = real[LEADERBOARD].decode()
     for _, subsection, rows in tables(readme):
-        means = [float(row[[c for c in row if c.startswith("mean")][0]].split(" ")[0]) for row in rows]
-        assert means == sorted(means, reverse=True)
+        means = [row[[c for c in row if c.startswith("mean")][0]] for row in rows]
+        ranked = [float(m.split(" ")[0]) for m in means if not m.startswith("–")]
+        assert ranked == sorted(ranked, reverse=True)
+        assert [m.startswith("–") for m in means] == sorted(m.startswith("–") for m in means)  # unranked last
+        for row, mean in zip(rows, means):  # a ranked row has every cell; an unranked one misses some
+            cells = [row[c] for c in row if c not in NOT_CELLS and not c.startswith("mean")]
+            n = sum(c != "-" for c in [row[k] for k in row if k not in NOT_CELLS and not k.startswith("mean")
+                                       and any(r[k] != "-" for r in rows)])
+            columns = sum(any(r[k] != "-" for r in rows) for k in row if k not in NOT_CELLS and not k.startswith("mean"))
+            assert mean.endswith(f"({n}/{columns})") and (mean.startswith("–") == (n < columns)), (row, cells)
         for column in rows[0]:
-            if column == "AP" or column.startswith("mean"):
+            if column in NOT_CELLS or column.startswith("mean"):
                 continue
             parsed = [parse_cell(row[column]) for row in rows if row[column] != "-"]
             best = max(float(p["robust"]) for p in parsed)
             assert [p["bold"] for p in parsed] == [float(p["robust"]) == best for p in parsed]
     assert "HO-FMN" not in readme.split("## Contents")[1]  # no evaluated records in the repository yet
+    svhn = {ap_of(row["AP"]): row for section, _, rows in tables(readme) if section == "SVHN, unstructured (US)"
+            for row in rows}
+    assert svhn["RADMM"]["#"] == svhn["MAD"]["#"] == "–" and svhn["Li20"]["#"] != "–"  # the issue's example
+    assert svhn["HYDRA"]["Paper"] == "[NeurIPS 2020](https://arxiv.org/pdf/2002.10509.pdf)" and svhn["HYDRA"]["Year"] == "2020"
+    assert readme.count("Last updated: no evaluated record yet") == 1
     assert check_links(real, REPO) > 50
     assert set(real) >= {LEADERBOARD, Path("taxonomy/README.md")}
 
@@ -192,56 +207,6 @@ def test_rendering_twice_gives_identical_bytes(real):
 
 
 # ------------------------------------------------------------------------------------------ a small repository
-
-THREE_APS = ("HARP_Zhao2023Holistic", "HYDRA_Sehwag2020Hydra", "RADMM_Ye2019Adversarial")
-
-
-def make_repo(tmp_path: Path, aps=THREE_APS) -> Path:
-    """A copy of the repository's taxonomy and of three APs' published CIFAR10 unstructured records."""
-    root = tmp_path / "repo"
-    shutil.copytree(REPO / "taxonomy", root / "taxonomy", ignore=shutil.ignore_patterns("README.md"))
-    for ap_key in aps:
-        source = REPO / "submissions" / ap_key
-        records_dir(root, ap_key).mkdir(parents=True)
-        shutil.copy(source / "taxonomy.json", root / "submissions" / ap_key / "taxonomy.json")
-        for record in (source / "records").glob(f"{ap_key}_*_CIFAR10_US_*__published-2024.json"):
-            shutil.copy(record, records_dir(root, ap_key) / record.name)
-    return root
-
-
-def add_evaluated(root: Path, model_key: str, *, protocol: str = PROTOCOL, seed: int = 0, n: int | None = None,
-                  unbroken: int = 4) -> dict:
-    """A real evaluated record and sidecar as `apb evaluate` writes them (synthetic per-sample results; as many
-    samples as the protocol evaluates unless *n* says otherwise)."""
-    from evaluator.protocol import PROTOCOLS_DIR, load_protocol
-
-    if n is None:
-        spec = load_protocol(protocol) if (PROTOCOLS_DIR / f"{protocol}.yaml").is_file() else None
-        n = spec.n_samples if spec is not None and spec.evaluable else 300
-    rng = np.random.default_rng(seed)
-    distances = rng.exponential(0.03, n).astype(np.float32)
-    distances[: n // 5] = 0.0
-    distances[n - unbroken:] = np.inf
-    clean = distances > 0
-    per_sample = PerSample(np.arange(n), clean, clean & (distances > EPS * 1.05), distances)
-    key = parse_model_key(model_key)
-    directory = records_dir(root, key.ap_key)
-    sha = per_sample.save(directory / f"{record_stem(model_key, protocol)}.npz")
-    record = {
-        "schema_version": 1, "model_key": model_key, "ap_key": key.ap_key, "architecture": key.architecture,
-        "dataset": key.dataset, "structure_kind": key.structure_kind, "sparsity": key.sparsity,
-        "source": "evaluated", "protocol": protocol, **summarize(per_sample, EPS),
-        "checkpoint_sha256": f"{seed:064x}",
-        "provenance": {"evaluator_version": "0.1.0", "git_commit": "0123abc", "date": "2025-01-02T03:04:05Z",
-                       "wall_time_s": {"autoattack": 12.5, "total": 20.0}},
-        "flags": [{"code": "hofmn-no-adversarial", "message": f"{unbroken} samples without adversarial"}],
-        "check": {"ok": True, "sparsity": {"ok": True, "claimed": key.sparsity, "measured": key.sparsity + 0.01,
-                                           "layers": [{"name": "conv1", "weights": 1728, "zero_weights": 1555}]}},
-        "per_sample": {"file": f"{record_stem(model_key, protocol)}.npz", "sha256": sha},
-    }
-    write_record(record, directory)
-    return record
-
 
 HARP_90 = "HARP_Zhao2023Holistic_R18_CIFAR10_US_90"
 HYDRA_90 = "HYDRA_Sehwag2020Hydra_R18_CIFAR10_US_90"
@@ -292,15 +257,24 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
     page = files[Path(f"leaderboard/models/{HYDRA_90}.md")].decode()
     record = records[HYDRA_90]
     for text in (PROTOCOL, record["checkpoint_sha256"], "2025-01-02T03:04:05Z", "0123abc", "hofmn-no-adversarial",
-                 "sparsity.measured", record["per_sample"]["sha256"], "4 with no adversarial found",
+                 '"measured": 90.01', record["per_sample"]["sha256"], "4 with no adversarial found",
                  "{:.2f}–{:.2f}".format(*record["intervals"]["aa_robust_accuracy"]),
                  f"{record['counts']['hofmn_robust']} / {record['n_samples']}", "## Published: published-2024",
-                 "<details><summary>sparsity.layers (1 row)</summary>"):
+                 '"zero_weights": 1555', "<details><summary>Provenance</summary>"):
         assert text in page, text
-    # one curve for the evaluated column; the smoke record's column has none
-    curves = sorted(p.as_posix() for p in files if p.suffix == ".png")
-    assert curves == [f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.png"]
-    assert files[Path(curves[0])][:8] == b"\x89PNG\r\n\x1a\n"
+    # one curve for the evaluated column (inline under the group's tables) and one per model page, highlighted;
+    # the smoke record's column has none
+    curves = sorted(p.as_posix() for p in files if p.suffix == ".svg")
+    assert curves == [f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.svg",
+                      f"leaderboard/curves/models/{HARP_90}__{PROTOCOL}.svg",
+                      f"leaderboard/curves/models/{HYDRA_90}__{PROTOCOL}.svg"]
+    group_curve = files[Path(curves[0])].decode()
+    assert group_curve.startswith("<svg") and ">4/255<" in group_curve and ">100%<" in group_curve
+    assert f'<img src="curves/{PROTOCOL}/CIFAR10_US_R18_90.svg"' in readme
+    own = files[Path(curves[2])].decode()
+    assert own.count('stroke-width="3"') == 2 and f"HYDRA – {record['metrics']['hofmn_robust_accuracy']:.2f}%" in own
+    assert page.index("curves/models/") < page.index("<details><summary>Check")  # summary and curve first
+    assert page.index("<details><summary>Check") < page.index("<details><summary>Provenance")
     assert "smoke-v1" not in readme and all(b"smoke-v1" not in data for data in files.values())
     assert check_links(files, root) > 20
     assert render_all(root) == files
@@ -317,7 +291,7 @@ def test_only_published_records_give_no_evaluated_tables_and_no_daggers(tmp_path
     files = render_all(make_repo(tmp_path))
     readme = files[LEADERBOARD].decode()
     assert [s for _, s, _ in tables(readme)] == ["Published (arXiv:2409.01249)"]
-    assert "†" not in readme.split("## Contents")[1] and not any(p.suffix == ".png" for p in files)
+    assert "†" not in readme.split("## Contents")[1] and not any(p.suffix == ".svg" for p in files)
 
 
 # ------------------------------------------------------------------------------------------ the command
@@ -351,7 +325,7 @@ def test_command_writes_checks_and_names_each_stale_missing_and_extra_file(evalu
 def test_command_removes_pages_and_curves_no_longer_rendered(evaluated_repo):
     root, _ = evaluated_repo
     assert run_apb("--root", str(root)) == 0
-    curve = root / f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.png"
+    curve = root / f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.svg"
     assert curve.is_file()
     for key in (HARP_90, HYDRA_90):
         for path in records_dir(root, parse_model_key(key).ap_key).glob(f"{record_stem(key, PROTOCOL)}.*"):
@@ -406,3 +380,77 @@ def test_unreadable_record_or_missing_taxonomy_fails_naming_the_file(tmp_path, c
     assert run_apb("--root", str(root)) == 1
     assert "records of RADMM_Ye2019Adversarial but no taxonomy.json" in capsys.readouterr().err
     assert not (root / "leaderboard").exists()
+
+
+# ------------------------------------------------------------------------------------------ ranking, marks, links
+
+def r18(ap: str, sparsity: int) -> str:
+    return f"{ap}_R18_CIFAR10_US_{sparsity}"
+
+
+def efficiency(macs: int) -> dict:
+    return {"input_shape": [3, 32, 32], "params_total": 11_173_962, "params_nonzero": 1_117_396,
+            "macs_dense": 555_422_720, "macs_nonzero": macs, "macs_structured": 555_422_720,
+            "structure_kind": "US", "macs_effective": macs}
+
+
+def test_a_row_with_fewer_cells_never_ranks_above_and_marks_and_links_are_in_the_cells(tmp_path):
+    root = make_repo(tmp_path)
+    harp, hydra, radmm = THREE_APS
+    for sparsity in (90, 95):  # HARP: the most robust, but only two of the three evaluated columns
+        add_evaluated(root, r18(harp, sparsity), seed=sparsity, scale=0.2, flags=False)
+    for sparsity in (90, 95, 99):
+        add_evaluated(root, r18(hydra, sparsity), seed=sparsity, scale=0.02, flags=False,
+                      efficiency=efficiency(50_000_000 + sparsity))
+        add_evaluated(root, r18(radmm, sparsity), seed=sparsity, scale=0.05, flags=sparsity == 99,
+                      date=f"2025-03-0{ {90: 1, 95: 8, 99: 3}[sparsity]}T00:00:00Z", commit=f"c{sparsity:03d}" + "0" * 36)
+    files = render_all(root)
+    readme = files[LEADERBOARD].decode()
+    found = {subsection: {ap_of(row["AP"]): row for row in rows} for _, subsection, rows in tables(readme)}
+    hofmn = found[f"HO-FMN, protocol `{PROTOCOL}`"]
+    harp_mean = np.mean([float(parse_cell(hofmn["HARP"][f"ResNet18 {s}%"])["robust"]) for s in (90, 95)])
+    assert harp_mean > max(float(parse_cell(row[f"ResNet18 {s}%"])["robust"]) for row in hofmn.values()
+                           for s in (90, 95) if row is not hofmn["HARP"])  # the best mean ...
+    assert hofmn["HARP"]["#"] == "–" and hofmn["HARP"]["mean HO-FMN (k/n)"] == "– (2/3)"  # ... yet unranked
+    assert (hofmn["RADMM"]["#"], hofmn["HYDRA"]["#"]) == ("1", "2")
+    assert list(hofmn) == ["RADMM", "HYDRA", "HARP"]  # ranked rows first, then the rest
+    # marks: RADMM 99 is flagged (mark, never bold); published-only cells carry a dagger and are not averaged
+    flagged = parse_cell(hofmn["RADMM"]["ResNet18 99%"])
+    assert flagged["flag"] and not flagged["bold"] and parse_cell(hofmn["HYDRA"]["ResNet18 99%"])["bold"]
+    autoattack = found[f"AutoAttack, protocol `{PROTOCOL}`"]
+    dagger = parse_cell(autoattack["RADMM"]["VGG16 90%"])
+    assert dagger["dagger"] and dagger["link"] is None and autoattack["RADMM"]["mean AA (k/n)"].endswith("(3/3)")
+    evaluated = [float(parse_cell(autoattack["RADMM"][f"ResNet18 {s}%"])["robust"]) for s in (90, 95, 99)]
+    assert autoattack["RADMM"]["mean AA (k/n)"] == f"{np.mean(evaluated):.2f} (3/3)"  # no published cell in it
+    # links: evaluated cells to their model page's protocol section; AP to taxonomy; venue to the paper
+    assert parse_cell(hofmn["HYDRA"]["ResNet18 90%"])["link"] == f"models/{r18(hydra, 90)}.md#evaluated-{PROTOCOL}"
+    assert "(../taxonomy/README.md#hydra_sehwag2020hydra)" in hofmn["HYDRA"]["AP"]
+    assert hofmn["HYDRA"]["Paper"].startswith("[NeurIPS 2020](https://") and hofmn["HYDRA"]["Year"] == "2020"
+    taxonomy = files[Path("taxonomy/README.md")].decode()
+    hydra_entry = taxonomy.split("### HYDRA_Sehwag2020Hydra")[1].split("###")[0]
+    assert "[CIFAR10, unstructured (US)](../leaderboard/README.md#ap-hydra_sehwag2020hydra-cifar10-us)" in hydra_entry
+    # last updated: the newest record's date and evaluator commit, from provenance
+    assert f"Last updated: 2025-03-08, evaluator commit `c09500000000` (newest record: `{r18(radmm, 95)}`" in readme
+    # efficiency: a table, a trade-off figure and the model page's line
+    assert f"### Efficiency, protocol `{PROTOCOL}`" in readme and "[50M (9%)](models/" in readme
+    assert f'<img src="curves/{PROTOCOL}/CIFAR10_efficiency.svg"' in readme
+    scatter = files[Path(f"leaderboard/curves/{PROTOCOL}/CIFAR10_efficiency.svg")].decode()
+    assert scatter.count("<circle") == 3 and "3 models" in scatter
+    page = files[Path(f"leaderboard/models/{r18(hydra, 95)}.md")].decode()
+    assert "Efficiency: 1.12M of 11.2M parameters non-zero; 50M effective multiply-accumulates" in page
+    assert "not measured" in files[Path(f"leaderboard/models/{r18(radmm, 95)}.md")].decode()
+    assert check_links(files, root) > 50
+    analysis = files[Path("leaderboard/analysis.md")].decode()
+    assert f"## Protocol `{PROTOCOL}`" in analysis and "| AT (TRADES) | 2 |" in analysis
+
+
+def test_readme_tables_are_cut_to_a_scrollable_length_with_every_row_on_the_group_page(tmp_path, monkeypatch):
+    from evaluator.render import readme as readme_module
+
+    monkeypatch.setattr(readme_module, "README_ROWS", 2)
+    files = render_all(make_repo(tmp_path))
+    readme = files[LEADERBOARD].decode()
+    assert [len(rows) for _, _, rows in tables(readme)] == [2]
+    assert "Showing 2 of 3 rows: [every row](groups/CIFAR10_US.md)" in readme
+    assert [len(rows) for _, _, rows in tables(files[Path("leaderboard/groups/CIFAR10_US.md")].decode())] == [3]
+    assert check_links(files, tmp_path / "repo") > 10

@@ -12,7 +12,7 @@ import pytest
 
 from evaluator.render import render_all
 from evaluator.render.labels import ap_labels
-from evaluator.render.taxonomy_tables import render_taxonomy_readme
+from evaluator.render.taxonomy_tables import detailed_columns, render_taxonomy_readme
 from evaluator.submissions import iter_taxonomies
 from evaluator.taxonomy import legend, load_vocabulary, table_columns
 
@@ -50,7 +50,13 @@ def test_rows_are_the_vocabulary_columns_of_every_committed_entry(readme):
     entries = list(iter_taxonomies(REPO))
     assert len(entries) == 26
     rendered = [row for table in markdown_tables(readme) for row in table[1:]]
-    assert rendered == [list(table_columns(entry, vocabulary).values()) for entry in entries]
+    assert rendered == [list(detailed_columns(entry, vocabulary).values()) for entry in entries]
+    # what the files hold beyond the seed's tables: the adversarial-training attack and the granularity
+    without_details = [[re.sub(r" \([^)]*\)", "", cell) for cell in row] for row in rendered]
+    assert without_details == [list(table_columns(entry, vocabulary).values()) for entry in entries]
+    rows = {row[0]: row for row in rendered}
+    assert rows["HYDRA"][1:3] == ["AT (TRADES)", "AT (TRADES)"] and rows["HARP"][4] == "S (channels), US"
+    assert rows["Deadwooding"][2] == "KD + AT (FGSM)" and rows["RFP"][1:3] == ["AT", "AT"]  # no attack named
     assert [table[0] for table in markdown_tables(readme)] == [
         [c["title"] for c in spec["columns"]] for spec in vocabulary["pipelines"].values()]
 
@@ -64,7 +70,9 @@ def test_tables_reproduce_the_seed_readme_with_the_pwoa_structure_correction(rea
         for row in table:
             if row[0] == "PwoA":
                 row[table[0].index("S/US")] = "S, US"
-    assert markdown_tables(readme)[:3] == seed
+    tables = [[[re.sub(r" \([^)]*\)", "", cell) for cell in row] for row in table]
+              for table in markdown_tables(readme)[:3]]
+    assert tables == seed  # our tables add the attack and granularity in brackets
 
 
 def test_names_link_to_entry_headings_and_the_legend_is_the_vocabularys(readme):
@@ -96,16 +104,17 @@ def test_new_aps_follow_the_listed_rows(tmp_path):
         (root / "submissions" / item["ap_key"]).mkdir(parents=True)
         (root / "submissions" / item["ap_key"] / "taxonomy.json").write_text(json.dumps(item))
     vocabulary = load_vocabulary(root)
-    text = render_taxonomy_readme(iter_taxonomies(root), vocabulary, {"HYDRA_Sehwag2020Hydra"})
+    rows = {"HYDRA_Sehwag2020Hydra": [("CIFAR10, unstructured (US)", "../leaderboard/README.md#ap-x")]}
+    text = render_taxonomy_readme(iter_taxonomies(root), vocabulary, rows)
     tables = markdown_tables(text)
     assert [row[0] for row in tables[0][1:]] == ["HYDRA"]
     assert tables[0][1][1:4] == ["AT", "KD + AT", "1S, IT"]  # vocabulary display order
     assert [row[0] for row in tables[1][1:]] == ["TwinRep", "Alpha", "Zeta"]  # listed first, then by year
     assert len(tables) == 2 and "## Pruning before training" not in text  # no entries, no table
     hydra, zeta = text.split("### HYDRA_Sehwag2020Hydra")[1], text.split("### Zeta_Doe2025Pruning")[1]
-    assert "[leaderboard](../leaderboard/README.md)" in hydra.split("###")[0]
+    assert "leaderboard: [CIFAR10, unstructured (US)](../leaderboard/README.md#ap-x)" in hydra.split("###")[0]
     assert "leaderboard" not in zeta and "[code](https://example.org/zeta)" in zeta
-    assert render_taxonomy_readme(iter_taxonomies(root), vocabulary, {"HYDRA_Sehwag2020Hydra"}) == text
+    assert render_taxonomy_readme(iter_taxonomies(root), vocabulary, rows) == text
 
 
 def test_labels_disambiguate_shared_names_with_the_ap_key():
@@ -120,5 +129,5 @@ def test_labels_disambiguate_shared_names_with_the_ap_key():
 def test_a_pipe_in_a_value_stays_inside_its_cell():
     odd = entry("Odd_Doe2025Pruning", "Odd", "during-training", 2025)
     odd["criterion"] = "LIS|LWM"  # the schema refuses this, but the table must not break on it
-    table = markdown_tables(render_taxonomy_readme([odd], load_vocabulary(REPO), set()))[0]
+    table = markdown_tables(render_taxonomy_readme([odd], load_vocabulary(REPO), {}))[0]
     assert table[1] == ["Odd", "AT", "S, US", "G", r"LIS\|LWM"]

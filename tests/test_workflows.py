@@ -31,9 +31,9 @@ def steps_of(workflow: dict):
             yield job_id, step
 
 
-def test_there_are_the_five_workflows():
-    assert [path.name for path in FILES] == ["evaluate.yml", "leaderboard.yml", "report.yml", "revoke.yml",
-                                             "validate.yml"]
+def test_there_are_the_six_workflows():
+    assert [path.name for path in FILES] == ["evaluate.yml", "leaderboard.yml", "pages.yml", "report.yml",
+                                             "revoke.yml", "validate.yml"]
 
 
 def test_zizmor_offline_finds_nothing():
@@ -127,7 +127,8 @@ def test_only_the_report_job_writes_to_pull_requests():
             writes = {k for k, v in (job["permissions"] or {}).items() if v == "write"}
             expected = {("report.yml", "report"): {"pull-requests", "checks"},
                         ("revoke.yml", "unlabel"): {"pull-requests"},
-                        ("leaderboard.yml", "commit"): {"contents"}}.get((path.name, job_id), set())
+                        ("leaderboard.yml", "commit"): {"contents"},
+                        ("pages.yml", "deploy"): {"pages", "id-token"}}.get((path.name, job_id), set())
             assert writes == expected, (path.name, job_id)
     report = load("report.yml")
     assert report["jobs"]["report"]["permissions"] == {"actions": "read", "pull-requests": "write", "checks": "write"}
@@ -140,6 +141,20 @@ def test_the_leaderboard_is_committed_by_one_job_at_a_time_and_skips_ci():
     assert workflow["concurrency"] == {"group": "leaderboard", "cancel-in-progress": False}
     text = (WORKFLOWS / "leaderboard.yml").read_text()
     assert "[skip ci]" in text and "git diff --cached --quiet" in text and "rebase origin/main" in text
+
+
+def test_pages_builds_main_without_write_access_and_only_the_deploy_job_can_publish():
+    workflow = load("pages.yml")
+    assert workflow["on"]["workflow_run"] == {"workflows": [load("leaderboard.yml")["name"]], "types": ["completed"],
+                                              "branches": ["main"]}
+    build = workflow["jobs"]["build"]
+    assert build["permissions"] == {"contents": "read"}
+    checkout = next(step for step in build["steps"] if step.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"] == {"ref": "main", "persist-credentials": False}
+    script = next(step["run"] for step in build["steps"] if step.get("name") == "Build the site")
+    assert "apb leaderboard --check" in script and "apb site --out" in script
+    deploy = workflow["jobs"]["deploy"]
+    assert deploy["needs"] == "build" and [s["uses"].split("@")[0] for s in deploy["steps"]] == ["actions/deploy-pages"]
 
 
 def test_run_names_are_what_the_report_parses():

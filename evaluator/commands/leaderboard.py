@@ -1,14 +1,24 @@
 """``apb leaderboard [--root DIR] [--out DIR] [--check]``: render leaderboard/, taxonomy/README.md and the
-security curves from the records; ``--check`` writes nothing and fails if any generated file is stale,
-missing or extra."""
+figures from the records; ``--check`` writes nothing and fails if any generated file is stale, missing or
+extra.
+
+Files are compared with what is on disk as they are rendered and written at once: a new file in its place
+(removed again if the render fails), a changed one into a staging folder inside the output folder, moved
+into place only after the whole render succeeded. So a render that fails on bad data changes nothing, and
+memory does not grow with the number of files."""
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
+
+FIX = "run `apb leaderboard` and commit the result (generated files are never edited by hand)"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -26,67 +36,139 @@ def generated_on_disk(out: Path) -> set[Path]:
 
     found = set()
     for folder in GENERATED_DIRS:
-        base = out / folder
-        if base.is_dir():
-            found.update(p.relative_to(out) for p in base.rglob("*") if p.is_file() or p.is_symlink())
+        for directory, folders, files in os.walk(out / folder):
+            relative = Path(directory).relative_to(out)
+            found.update(relative / name for name in files)
+            found.update(relative / name for name in folders if os.path.islink(os.path.join(directory, name)))
     return found
 
 
-def compare(out: Path, rendered: dict[Path, bytes]) -> tuple[list[Path], list[Path], list[Path]]:
-    """``(stale, missing, extra)``: files whose bytes differ, files not there, files no longer generated."""
-    stale, missing = [], []
-    for relative, data in sorted(rendered.items()):
-        path = out / relative
-        if not path.is_file():
-            missing.append(relative)
-        elif path.read_bytes() != data:
-            stale.append(relative)
-    extra = sorted(generated_on_disk(out) - set(rendered))
-    return stale, missing, extra
+class GeneratedFiles:
+    """A render sink that compares each file with *out*; unless *check*, changed files are staged."""
 
+    def __init__(self, out: Path, check: bool) -> None:
+        self.out, self.check = out, check
+        self.rendered: set[str] = set()  # posix paths relative to out (strings: small, however many files)
+        self.stale: list[str] = []
+        self.missing: list[str] = []
+        self.staging = None if check else Path(tempfile.mkdtemp(prefix=".apb-leaderboard-", dir=out))
+        self.folders: set[str] = set()
+        self.created_folders: list[str] = []  # folders made for new files, removed again if the render fails
 
-def check_problems(out: Path, rendered: dict[Path, bytes]) -> list[Problem]:
-    stale, missing, extra = compare(out, rendered)
-    fix = "run `apb leaderboard` and commit the result (generated files are never edited by hand)"
-    return ([Problem(p.as_posix(), f"stale: differs from what the data renders; {fix}") for p in stale]
-            + [Problem(p.as_posix(), f"missing: the data renders this file; {fix}") for p in missing]
-            + [Problem(p.as_posix(), f"extra: the data no longer renders this file; {fix}") for p in extra])
+    def __call__(self, path: PurePosixPath, data: bytes) -> None:
+        relative = str(path)
+        if relative in self.rendered:
+            raise AssertionError(f"{relative} rendered twice")
+        self.rendered.add(relative)
+        target = os.path.join(self.out, relative)
+        if os.path.isfile(target) and not os.path.islink(target):
+            if os.path.getsize(target) == len(data) and Path(target).read_bytes() == data:
+                return
+            self.stale.append(relative)
+            destination = None if self.staging is None else os.path.join(self.staging, relative)
+        else:
+            self.missing.append(relative)
+            fresh = not os.path.lexists(target)  # a new file goes straight to its place
+            destination = None if self.staging is None else target if fresh else os.path.join(self.staging, relative)
+        if destination is not None:
+            self._write(destination, data)
 
+    def _write(self, path: str, data: bytes) -> None:
+        folder = os.path.dirname(path)
+        if folder not in self.folders:
+            missing = []
+            parent = folder
+            while not os.path.isdir(parent):
+                missing.append(parent)
+                parent = os.path.dirname(parent)
+            os.makedirs(folder, exist_ok=True)
+            self.created_folders += reversed(missing)
+            self.folders.add(folder)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # fewer system calls than open()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view):]
+        finally:
+            os.close(descriptor)
 
-def write(out: Path, rendered: dict[Path, bytes]) -> tuple[int, int, int]:
-    """Write changed files atomically and remove generated files that are no longer rendered;
-    returns ``(written, removed, unchanged)``."""
-    from evaluator.records import atomic_write_bytes
+    def extra(self) -> list[str]:
+        return sorted({p.as_posix() for p in generated_on_disk(self.out)} - self.rendered)
 
-    stale, missing, extra = compare(out, rendered)
-    for relative in [*stale, *missing]:
-        atomic_write_bytes(out / relative, rendered[relative])
-    for relative in extra:
-        (out / relative).unlink()
-    for folder in sorted({(out / p).parent for p in extra}, key=lambda p: len(p.parts), reverse=True):
-        while folder != out and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-            folder = folder.parent
-    return len(stale) + len(missing), len(extra), len(rendered) - len(stale) - len(missing)
+    def problems(self) -> list[Problem]:
+        return ([Problem(p, f"stale: differs from what the data renders; {FIX}") for p in sorted(self.stale)]
+                + [Problem(p, f"missing: the data renders this file; {FIX}") for p in sorted(self.missing)]
+                + [Problem(p, f"extra: the data no longer renders this file; {FIX}") for p in self.extra()])
+
+    def commit(self) -> tuple[int, int, int]:
+        """Move the staged files into place and remove generated files no longer rendered;
+        returns ``(written, removed, unchanged)``."""
+        assert self.staging is not None
+        changed = [*self.stale, *self.missing]
+        folders: set[str] = set()
+        for relative in changed:
+            staged = os.path.join(self.staging, relative)
+            if not os.path.lexists(staged):
+                continue  # a new file, written in place
+            target = os.path.join(self.out, relative)
+            if os.path.dirname(target) not in folders:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                folders.add(os.path.dirname(target))
+            if os.path.islink(target) or os.path.isdir(target):
+                os.unlink(target) if os.path.islink(target) else shutil.rmtree(target)
+            os.replace(staged, target)
+        extra = self.extra()
+        for relative in extra:
+            (self.out / relative).unlink()
+        for folder in sorted({(self.out / p).parent for p in extra}, key=lambda p: len(p.parts), reverse=True):
+            while folder != self.out and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
+        self.discard()
+        return len(changed), len(extra), len(self.rendered) - len(changed)
+
+    def discard(self) -> None:
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+    def undo(self) -> None:
+        """After a failed render: remove the new files written in place and the folders made for them."""
+        if self.staging is None:
+            return
+        staging = str(self.staging)
+        for relative in self.missing:
+            target = os.path.join(self.out, relative)
+            if not os.path.lexists(os.path.join(staging, relative)) and os.path.isfile(target):
+                os.unlink(target)
+        for folder in reversed(self.created_folders):
+            if not folder.startswith(staging) and os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+        self.discard()
 
 
 def run(args: argparse.Namespace) -> int:
     from evaluator.paths import repo_root
-    from evaluator.render import render_all
+    from evaluator.render import render_into
 
     root = (args.root or repo_root()).resolve()
     if not (root / "submissions").is_dir():
         raise APBError(Problem(str(root), "no submissions/ folder here; pass the repository with --root"))
     out = (args.out or root).resolve()
+    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rendered = render_all(root)
+    files = GeneratedFiles(out, args.check)
+    try:
+        render_into(root, files)
+    except BaseException:
+        files.undo()
+        raise
     if args.check:
-        problems = check_problems(out, rendered)
+        problems = files.problems()
         if problems:
             raise APBError(problems)
-        print(f"apb leaderboard --check: {len(rendered)} generated files are up to date", file=sys.stderr)
+        print(f"apb leaderboard --check: {len(files.rendered)} generated files are up to date", file=sys.stderr)
         return 0
-    written, removed, unchanged = write(out, rendered)
+    written, removed, unchanged = files.commit()
     print(f"apb leaderboard: wrote {written}, removed {removed}, unchanged {unchanged} files under {out} "
           f"in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0

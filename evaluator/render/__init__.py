@@ -1,33 +1,48 @@
-"""Everything ``apb leaderboard`` generates, rendered in memory from the repository's data.
+"""Everything ``apb leaderboard`` generates, rendered from the repository's data as a stream of files.
 
-:func:`render_all` returns ``{path relative to the root: bytes}`` for ``leaderboard/README.md``, the
-per-model pages ``leaderboard/models/<model_key>.md``, the security curves
-``leaderboard/curves/<protocol>/<dataset>_<US|S>_<R18|V16>_<sparsity>.png`` and ``taxonomy/README.md``.
+:func:`render_into` hands each generated file (path relative to the root, bytes) to a sink as soon as it is
+made: ``leaderboard/README.md`` (and ``leaderboard/groups/*.md`` where its tables are cut), the per-model pages
+``leaderboard/models/<model_key>.md``, the figures ``leaderboard/curves/...svg``, ``leaderboard/analysis.md``
+and ``taxonomy/README.md``. Records are read one model at a time; what is kept is a compact row per record
+(:mod:`evaluator.render.rows`), so memory does not grow with the records' or sidecars' size.
+:func:`render_all` collects the stream into a dict (for tests and the demo).
 Same data, same bytes: iteration is sorted everywhere and nothing reads the clock.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Collection
+from pathlib import Path, PurePosixPath
+from typing import Callable, Collection
 
 from evaluator.errors import APBError, Problem
 
 GENERATED_DIRS = ("leaderboard",)  # every file under these is generated (and removed when no longer rendered)
+CURVE_EPS = 8 / 255  # the budget marked on curves of protocols that fix none (published-2024, as the original did)
+
+Sink = Callable[[PurePosixPath, bytes], None]
 
 
-def render_all(root: Path, *, protocols: Collection[str] | None = None) -> dict[Path, bytes]:
-    """Render every generated file of the repository at *root*.
+def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = None,
+                on_model: Callable[[list], None] | None = None) -> None:
+    """Render every generated file of the repository at *root* into *emit*.
 
     Evaluated records are shown for protocols marked ``leaderboard: true``; *protocols* overrides that
     choice (the demo renders its ``smoke-v1`` records this way). Published records are always shown.
-    """
+    *on_model* receives each model's records (a list of :class:`~evaluator.render.inputs.Result`) as they
+    stream by (the site writes its downloads this way)."""
+    from tqdm import tqdm
+
     from evaluator.protocol import list_protocols
-    from evaluator.render.curve_set import render_curves
-    from evaluator.render.inputs import load_results
+    from evaluator.render.analysis import render_analysis
+    from evaluator.render.catalog import Catalog
+    from evaluator.render.curve_set import (CONTEXT_K, curve_points, efficiency_svg, group_curve_svg, model_curve_svg,
+                                            top_rows)
+    from evaluator.render.inputs import EVALUATED, iter_model_records
     from evaluator.render.labels import ap_labels
-    from evaluator.render.layout import LEADERBOARD_README, TAXONOMY_README, as_path, model_page
-    from evaluator.render.pages import pages_to_render, render_model_page
-    from evaluator.render.readme import render_readme
+    from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, curve_file,
+                                         efficiency_file, group_page, model_curve_file, model_page)
+    from evaluator.render.pages import render_model_page
+    from evaluator.render.readme import Anchors, render_readme, taxonomy_links
+    from evaluator.render.rows import row_of
     from evaluator.render.taxonomy_tables import render_taxonomy_readme
     from evaluator.submissions import iter_taxonomies
     from evaluator.taxonomy import load_vocabulary
@@ -47,20 +62,65 @@ def render_all(root: Path, *, protocols: Collection[str] | None = None) -> dict[
                                                           "protocol field", field="protocol"))
         return settings[protocol].leaderboard
 
-    results = load_results(root, shown, protocols)
+    def marked_eps(protocol: str) -> float:
+        setting = settings.get(protocol)
+        return setting.eps if setting is not None and setting.eps_fraction is not None else CURVE_EPS
+
     entries, vocabulary = list(iter_taxonomies(root)), load_vocabulary(root)
     labels = ap_labels(entries)
-    with_results = {r.key.ap_key for r in results.all()}
-    missing = sorted(with_results - set(labels))
-    if missing:
-        raise APBError(Problem("submissions", f"records of {', '.join(missing)} but no taxonomy.json for them; "
-                                              "add submissions/<ap_key>/taxonomy.json", field="ap_key"))
-    curves = render_curves(results, labels, {p: settings[p].eps for p in results.evaluated})
     descriptions = {protocol.id: protocol.description for protocol in settings.values()}
-    files = {LEADERBOARD_README: render_readme(results, labels, set(curves), descriptions).encode("utf-8"),
-             TAXONOMY_README: render_taxonomy_readme(entries, vocabulary, with_results).encode("utf-8")}
-    for model_key in pages_to_render(results):
-        page = render_model_page(model_key, results, labels, set(curves), descriptions)
-        files[model_page(model_key)] = page.encode("utf-8")
-    files.update(curves)
+    catalog = Catalog()
+    for results in tqdm(iter_model_records(root, shown, protocols), desc="records", unit=" models", disable=None):
+        ap_key = results[0].key.ap_key
+        if ap_key not in labels:
+            raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
+                                                  f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
+        rows = [row_of(root, result) for result in results]
+        for row in rows:
+            catalog.add(row)
+        if any(result.record["source"] == EVALUATED for result in results):
+            emit(model_page(results[0].model_key),
+                 render_model_page(results, rows, labels, descriptions).encode("utf-8"))
+        if on_model is not None:
+            on_model(results)
+    curves = catalog.curve_columns()
+    for (protocol, group, column), rows in curves.items():
+        eps = marked_eps(protocol)
+        emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, eps).encode("utf-8"))
+        top = top_rows(rows, labels, eps, CONTEXT_K)
+        pixels = {r.model_key: curve_points(r.curve) for r in top}
+        for row in rows:
+            if not row.published:
+                emit(model_curve_file(row.model_key, protocol),
+                     model_curve_svg(row, top, pixels, labels, protocol, eps).encode("utf-8"))
+    efficiency = set()
+    for protocol in catalog.evaluated_protocols():
+        for dataset in catalog.datasets():
+            measured = [r for r in catalog.evaluated(protocol) if r.dataset == dataset and r.macs_effective]
+            if measured:
+                path = efficiency_file(protocol, dataset)
+                emit(path, efficiency_svg(measured, protocol, dataset, "aa_robust_accuracy", "AutoAttack").encode())
+                efficiency.add(path)
+    anchors = Anchors()
+    readme, pages = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors)
+    emit(LEADERBOARD_README, readme.encode("utf-8"))
+    for group, text in pages.items():
+        emit(group_page(group), text.encode("utf-8"))
+    emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions).encode("utf-8"))
+    emit(TAXONOMY_README, render_taxonomy_readme(entries, vocabulary, taxonomy_links(anchors, TAXONOMY_README))
+         .encode("utf-8"))
+
+
+def render_all(root: Path, *, protocols: Collection[str] | None = None) -> dict[Path, bytes]:
+    """Every generated file of the repository at *root*, as ``{path relative to the root: bytes}``, sorted."""
+    from evaluator.render.layout import as_path
+
+    files: dict[PurePosixPath, bytes] = {}
+
+    def collect(path: PurePosixPath, data: bytes) -> None:
+        if path in files:
+            raise AssertionError(f"{path} rendered twice")
+        files[path] = data
+
+    render_into(root, collect, protocols=protocols)
     return {as_path(path): data for path, data in sorted(files.items())}

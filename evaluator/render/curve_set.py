@@ -1,43 +1,107 @@
-"""The security-curve PNGs of the leaderboard: for each leaderboard protocol and each (dataset, structure,
-architecture, sparsity) with per-sample distances, one figure comparing its APs."""
+"""The leaderboard's figures, drawn from curve summaries (never from the distances themselves):
+
+- a security curve per (protocol, dataset, structure, architecture, sparsity): the ``TOP_K`` models with the
+  highest robust accuracy at the marked budget (the site compares any others);
+- a curve per model page: the model's own curve, bold, over its column's top ``TOP_K`` in grey;
+- per protocol and dataset, robust accuracy vs effective MACs per input of every evaluated model.
+"""
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from typing import Mapping
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from evaluator.render.curves import png_bytes, robust_accuracy, security_curve
-from evaluator.render.inputs import Result, Results
-from evaluator.render.layout import curve_file, group_of, group_title
+from evaluator.render.curves import EPS_GRID, EPS_TICKS_255, eps_label, grid_index, tick_label
+from evaluator.render.layout import group_title
+from evaluator.render.rows import Row
+from evaluator.render.svg import Axis, Series, line_chart, log_ticks, polyline_points, scatter_chart
 from evaluator.render.tables import ApLabel, column_title
 
-
-def curve_members(results: Results) -> dict[PurePosixPath, tuple[str, list[Result]]]:
-    """Curve file -> (protocol, evaluated results with a sidecar that it compares), sorted by path."""
-    members: dict[PurePosixPath, tuple[str, list[Result]]] = {}
-    for protocol in sorted(results.evaluated):
-        for model_key in sorted(results.evaluated[protocol]):
-            result = results.evaluated[protocol][model_key]
-            if result.record.get("per_sample"):
-                path = curve_file(protocol, group_of(result.key), result.key.architecture, result.key.sparsity)
-                members.setdefault(path, (protocol, []))[1].append(result)
-    return dict(sorted(members.items()))
+TOP_K = 8  # curves per column figure
+CONTEXT_K = 5  # grey curves under a model page's own curve
+EPS_AXIS = Axis("Linf perturbation budget ε", 0.0, float(EPS_GRID[-1]), [(k / 255, tick_label(k)) for k in EPS_TICKS_255])
+PERCENT_AXIS = Axis("robust accuracy (%)", 0.0, 100.0, [(v, f"{v}%") for v in range(0, 101, 20)])
 
 
-def render_curves(results: Results, labels: Mapping[str, ApLabel],
-                  marked_eps: Mapping[str, float]) -> dict[PurePosixPath, bytes]:
-    """PNG bytes of every curve; legend entries ranked by robust accuracy at the protocol's eps, then name."""
-    members = curve_members(results)
-    rendered = {}
-    for path, (protocol, group) in tqdm(members.items(), desc="security curves", unit="png", disable=None):
-        eps = marked_eps[protocol]
-        named = {labels[r.key.ap_key].name: results.per_sample(r).hofmn_distance for r in group}
-        order = sorted(named, key=lambda name: (-float(robust_accuracy(named[name], eps)), name))
-        first = group[0].key
-        title = (f"{group_title(group_of(first))} · {column_title((first.architecture, first.sparsity))} · "
-                 f"{protocol}")
-        figure = security_curve({name: np.asarray(named[name]) for name in order}, marked_eps=eps, title=title)
-        rendered[path] = png_bytes(figure)
-    return rendered
+DRAWN = np.r_[0:EPS_GRID.size:2, EPS_GRID.size - 1]  # every other grid budget (1/510 apart: under a pixel)
+
+
+def curve_points(curve: np.ndarray) -> str:
+    """The pixels of a curve summary's line on the curve axes."""
+    return polyline_points(EPS_GRID[DRAWN], curve[DRAWN].astype(np.float64) / 100.0, EPS_AXIS, PERCENT_AXIS)
+
+
+def at_eps(row: Row, eps: float) -> float:
+    """Robust accuracy (%) of a row's curve at the grid budget nearest *eps*."""
+    assert row.curve is not None
+    return float(row.curve[grid_index(eps)]) / 100.0
+
+
+def top_rows(rows: Iterable[Row], labels: Mapping[str, ApLabel], eps: float, k: int = TOP_K) -> list[Row]:
+    """The *k* rows with the highest robust accuracy at *eps* (ties by name, then model key)."""
+    index = grid_index(eps)
+    return sorted(rows, key=lambda r: (-int(r.curve[index]), labels[r.ap_key].name, r.model_key))[:k]  # type: ignore[index]
+
+
+def curve_label(row: Row, labels: Mapping[str, ApLabel], eps: float) -> str:
+    return f"{labels[row.ap_key].name} – {at_eps(row, eps):.2f}%"
+
+
+def samples_note(rows: Sequence[Row]) -> str:
+    ranges = sorted({r.sample_range for r in rows if r.sample_range})
+    if len(ranges) == 1:
+        first, stop = ranges[0]
+        return f"samples {first}–{stop - 1}"
+    return "samples as recorded"
+
+
+def group_curve_svg(rows: Sequence[Row], labels: Mapping[str, ApLabel], protocol: str, eps: float) -> str:
+    """The curves of one column's top ``TOP_K`` models (legend: robust accuracy at *eps*)."""
+    shown = top_rows(rows, labels, eps)
+    first = rows[0]
+    title = (f"{group_title(first.group)} · {column_title(first.column)} · {protocol} "
+             f"({samples_note(rows)})")
+    series = [Series(curve_label(r, labels, eps), curve_points(r.curve)) for r in shown]  # type: ignore[arg-type]
+    legend = f"top {len(shown)} of {len(rows)} at ε = {eps_label(eps)}" if len(rows) > len(shown) else \
+        f"robust accuracy at ε = {eps_label(eps)}"
+    return line_chart(title, series, EPS_AXIS, PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
+                      legend_title=legend)
+
+
+def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str], labels: Mapping[str, ApLabel],
+                    protocol: str, eps: float) -> str:
+    """One model's curve (bold) over the grey curves of its column's top rows *top* (whose pixels are
+    *top_pixels*, by model key: drawn once per column, not once per page)."""
+    context = [r for r in top if r.model_key != row.model_key]
+    series = [Series("", top_pixels[r.model_key], context=True) for r in context]
+    own = top_pixels.get(row.model_key) or curve_points(row.curve)  # type: ignore[arg-type]
+    series.append(Series(curve_label(row, labels, eps), own, emphasis=True))
+    if context:
+        series.insert(0, Series(f"grey: the column's top {len(context)}", [], context=True))
+    title = f"{row.model_key} · {protocol} ({samples_note([row])})"
+    return line_chart(title, series, EPS_AXIS, PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
+                      legend_title=f"robust accuracy at ε = {eps_label(eps)}")
+
+
+EFFICIENCY_SERIES = (("US", "resnet18"), ("US", "vgg16"), ("S", "resnet18"), ("S", "vgg16"))
+
+
+def efficiency_svg(rows: Sequence[Row], protocol: str, dataset: str, metric: str, metric_title: str) -> str:
+    """Robust accuracy (*metric*) vs effective MACs per input, a colour per structure and architecture."""
+    points = [(float(r.macs_effective), r.metric(metric)) for r in rows  # type: ignore[arg-type]
+              if r.macs_effective and r.metric(metric) is not None]
+    low = min(x for x, _ in points) / 1.5
+    high = max(x for x, _ in points) * 1.5
+    x = Axis("effective multiply-accumulates per input (log scale)", low, high, log_ticks(low, high), log=True)
+    y = Axis(f"{metric_title} robust accuracy (%)", 0.0, 100.0, [(v, f"{v}%") for v in range(0, 101, 20)])
+    series = []
+    for kind, architecture in EFFICIENCY_SERIES:
+        chosen = [(float(r.macs_effective), float(r.metric(metric))) for r in rows  # type: ignore[arg-type]
+                  if r.structure_kind == kind and r.architecture == architecture and r.macs_effective
+                  and r.metric(metric) is not None]
+        if chosen:
+            title = column_title((architecture, 0)).rsplit(" ", 1)[0]
+            series.append(Series(f"{title}, {kind}", sorted(chosen),
+                                 marker="square" if architecture == "vgg16" else "circle"))
+    return scatter_chart(f"{dataset} · {protocol}: robust accuracy vs effective MACs ({len(points)} models)",
+                         series, x, y, legend_title="structure")

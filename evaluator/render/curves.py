@@ -1,10 +1,14 @@
-"""Security curves: robust accuracy as a function of the Linf budget, from per-sample minimal distances.
+"""Security curves: robust accuracy (%) as a function of the Linf budget, from per-sample minimal distances.
 
 A sample's distance is the smallest Linf perturbation found that changes its prediction: ``0`` means the
 clean input is already misclassified (non-robust at every budget), ``inf`` means no adversarial example
 was found (counted robust at every budget, and reported in the legend). Robust accuracy at ``eps`` is the
 share of samples whose distance is greater than ``eps``, compared in float32 like
 :meth:`evaluator.records.PerSample.hofmn_robust`.
+
+:func:`curve_summary` reduces one model's distances to its robust accuracy at every budget of ``EPS_GRID`` (0 to
+38/255 in steps of 1/1020, so every k/255 is a grid point): the leaderboard and the site draw curves from these
+summaries, never holding the distances of more than one model at a time.
 
 Only matplotlib's object API and the Agg canvas are used (never pyplot), so figures do not depend on a
 display, on global pyplot state, or on the user's ``matplotlibrc``; importing this module never imports
@@ -18,13 +22,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Mapping
 
-import matplotlib
-import matplotlib.style
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from evaluator.records import LINF_TOLERANCE
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: the leaderboard's summaries never need it
+    from matplotlib.figure import Figure
 
 FIGSIZE_INCHES = (7.0, 4.6)
 DPI = 100
@@ -38,11 +43,20 @@ _STYLE = {
     "path.simplify": False,
 }
 _LINESTYLES = ("-", "--", "-.", ":")
+GRID_STEPS_PER_255 = 4
+EPS_GRID = np.arange(0, 38 * GRID_STEPS_PER_255 + 1, dtype=np.float64) / (255 * GRID_STEPS_PER_255)
+EPS_TICKS_255 = tuple(range(0, 37, 4))  # x ticks at k/255
+_GRID_BUDGETS = np.asarray(EPS_GRID + LINF_TOLERANCE, dtype=np.float32)
+_BUDGET_AT = np.concatenate([_GRID_BUDGETS, np.float32([np.inf, np.inf])])  # budget of index i (past the grid: inf)
+_BUDGET_BEFORE = np.concatenate([np.float32([-np.inf]), _GRID_BUDGETS, np.float32([np.inf])])  # of index i - 1
 
 
 @contextmanager
 def _fixed_style() -> Iterator[None]:
     """matplotlib's built-in defaults plus our few settings, whatever the user's matplotlibrc says."""
+    import matplotlib
+    import matplotlib.style
+
     with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
         yield
 
@@ -65,6 +79,31 @@ def robust_accuracy(distances: np.ndarray, eps: float | np.ndarray) -> np.ndarra
     return (distances.size - not_robust) / distances.size
 
 
+def curve_summary(distances: np.ndarray) -> np.ndarray:
+    """Robust accuracy at every budget of ``EPS_GRID`` in hundredths of a percent (uint16: 4312 = 43.12%),
+    by the rule of :func:`robust_accuracy` (a sample is broken at a budget once its distance is at most the
+    float32 budget plus tolerance); one pass over the distances, no sort."""
+    distances = _as_distances("distances", distances)
+    size = _GRID_BUDGETS.size
+    # first budget index at or above each distance: estimated arithmetically (the grid is uniform), then made
+    # exact against the float32 budgets (the estimate is off by at most one step)
+    first = np.ceil((distances - np.float32(LINF_TOLERANCE)) * np.float32(255 * GRID_STEPS_PER_255))
+    first = np.clip(first, 0, size).astype(np.intp)  # inf -> size: never broken
+    first += _BUDGET_AT[first] < distances
+    first -= _BUDGET_BEFORE[first] >= distances
+    broken = np.cumsum(np.bincount(first, minlength=size + 2)[:size])
+    return np.rint(10000.0 * (distances.size - broken) / distances.size).astype(np.uint16)
+
+
+def grid_index(eps: float) -> int:
+    """The ``EPS_GRID`` position of *eps* (the nearest grid budget)."""
+    return int(np.abs(EPS_GRID - eps).argmin())
+
+
+def tick_label(k: int) -> str:
+    return "0" if k == 0 else f"{k}/255"
+
+
 def eps_label(eps: float) -> str:
     """``8/255`` for budgets that are a small fraction of 1/255, else a short decimal."""
     fraction = Fraction(eps).limit_denominator(255)
@@ -85,8 +124,12 @@ def legend_label(name: str, distances: np.ndarray, marked_eps: float) -> str:
 
 def security_curve(distances: Mapping[str, np.ndarray], *, eps_max: float = 0.15, marked_eps: float = 8 / 255,
                    title: str | None = None) -> Figure:
-    """One figure comparing models: robust accuracy (0-1) vs Linf budget on ``[0, eps_max]``, a vertical
+    """One figure comparing models: robust accuracy (%) vs Linf budget on ``[0, eps_max]`` (ticks at k/255), a vertical
     line at *marked_eps*, legend entries ``name – robust accuracy at marked_eps`` in the given order."""
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     if not distances:
         raise ValueError("security_curve needs at least one named distances array")
     budgets = np.linspace(0.0, eps_max, GRID_POINTS)
@@ -98,16 +141,18 @@ def security_curve(distances: Mapping[str, np.ndarray], *, eps_max: float = 0.15
         colors = matplotlib.colormaps["tab10"].colors
         for i, (name, values) in enumerate(distances.items()):
             values = _as_distances(name, values)
-            axes.plot(budgets, robust_accuracy(values, budgets), color=colors[i % len(colors)],
+            axes.plot(budgets, 100.0 * robust_accuracy(values, budgets), color=colors[i % len(colors)],
                       linestyle=_LINESTYLES[(i // len(colors)) % len(_LINESTYLES)], linewidth=1.4,
                       label=legend_label(name, values, marked_eps))
         axes.axvline(marked_eps, color="0.3", linestyle="--", linewidth=1.0)
-        axes.annotate(f"ε = {eps_label(marked_eps)}", xy=(marked_eps, 1.0), xytext=(3, -3),
+        axes.annotate(f"ε = {eps_label(marked_eps)}", xy=(marked_eps, 100.0), xytext=(3, -3),
                       textcoords="offset points", ha="left", va="top", color="0.3")
         axes.set_xlim(0.0, eps_max)
-        axes.set_ylim(0.0, 1.0)
+        axes.set_ylim(0.0, 100.0)
+        ticks = [k for k in range(0, int(eps_max * 255) + 1, 4)]
+        axes.set_xticks([k / 255 for k in ticks], [tick_label(k) for k in ticks])
         axes.set_xlabel("Linf perturbation budget ε")
-        axes.set_ylabel("robust accuracy")
+        axes.set_ylabel("robust accuracy (%)")
         axes.grid(True, color="0.9", linewidth=0.6)
         axes.legend(loc="upper right", fontsize=7.5, title=f"robust accuracy at ε = {eps_label(marked_eps)}",
                     title_fontsize=7.5, frameon=True)

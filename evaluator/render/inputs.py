@@ -1,12 +1,14 @@
-"""What the leaderboard shows, read from the records: published cells, evaluated cells of leaderboard
-protocols (with their per-sample sidecars), grouped by dataset and structure. Records of protocols marked
-``leaderboard: false`` (the smoke protocol) are left out here, so no renderer can show them."""
+"""What the leaderboard shows, read from the records one model at a time: published cells, evaluated cells of
+leaderboard protocols and their per-sample sidecars. Records of protocols marked ``leaderboard: false`` (the
+smoke protocol) are left out here, so no renderer can show them."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Collection
+from typing import Any, Callable, Collection, Iterator
+
+import numpy as np
 
 from evaluator.errors import APBError, Problem
 from evaluator.keys import ModelKey, parse_model_key
@@ -35,40 +37,30 @@ class Result:
         return (self.record.get("metrics") or {}).get(name)
 
 
-@dataclass
-class Results:
-    """Every renderable record: ``published`` by model key, ``evaluated`` by protocol then model key, and the
-    per-sample sidecars of evaluated records (loaded lazily, checked against their sha256)."""
-
-    root: Path
-    published: dict[str, Result] = field(default_factory=dict)
-    evaluated: dict[str, dict[str, Result]] = field(default_factory=dict)
-    _per_sample: dict[Path, PerSample] = field(default_factory=dict, repr=False)
-
-    def all(self) -> list[Result]:
-        rows = list(self.published.values())
-        for by_key in self.evaluated.values():
-            rows.extend(by_key.values())
-        return sorted(rows, key=lambda r: str(r.path))
-
-    def per_sample(self, result: Result) -> PerSample | None:
-        """The sidecar of an evaluated record, or ``None`` if the record names none."""
-        entry = result.record.get("per_sample")
-        if not entry:
-            return None
-        name = str(entry.get("file", ""))
-        if not name or Path(name).name != name or name.startswith("."):
-            raise APBError(Problem(str(result.path), f"sidecar name {name!r} must be a plain file name next to the "
-                                                     "record (<model_key>__<protocol>.npz)", field="per_sample.file"))
-        path = self.root / result.path.parent / name
-        if path not in self._per_sample:
-            self._per_sample[path] = accepted_per_sample(result.record, self.root / result.path, result.path)
-        return self._per_sample[path]
+def sidecar_path(root: Path, result: Result) -> Path | None:
+    """The sidecar a record names (a plain file name next to the record), or ``None`` if it names none."""
+    entry = result.record.get("per_sample")
+    if not entry:
+        return None
+    name = str(entry.get("file", ""))
+    if not name or Path(name).name != name or name.startswith("."):
+        raise APBError(Problem(str(result.path), f"sidecar name {name!r} must be a plain file name next to the "
+                                                 "record (<model_key>__<protocol>.npz)", field="per_sample.file"))
+    return root / result.path.parent / name
 
 
-def accepted_per_sample(record: dict, record_path: Path, shown_as: Path) -> PerSample:
-    """The per-sample results of an evaluated record that passes ``apb validate``'s acceptance rule
-    (``check_record_data``: numbers, protocol size, sidecar sha256 and sums); ``APBError`` naming the record."""
+def load_distances(root: Path, result: Result) -> np.ndarray | None:
+    """The HO-FMN distances of a record's sidecar, or ``None`` if it names none. The record and its sidecar
+    pass the one acceptance rule first (``validate.check_record_data``, through :func:`accepted_per_sample`
+    for evaluated records): the renderer shows nothing ``apb validate`` would refuse."""
+    if sidecar_path(root, result) is None:
+        return None
+    if result.record["source"] == EVALUATED:
+        return accepted_per_sample(result.record, root / result.path, result.path).hofmn_distance
+    return accepted_distances(result.record, root / result.path, result.path)
+
+
+def _checked(record: dict, record_path: Path, shown_as: Path) -> Any:
     from evaluator.validate import check_record_data
 
     def read_sidecar(file_name: str) -> bytes | None:
@@ -78,10 +70,26 @@ def accepted_per_sample(record: dict, record_path: Path, shown_as: Path) -> PerS
         return sidecar.read_bytes()
 
     checked = check_record_data(record, str(shown_as), read_sidecar=read_sidecar)
-    if checked.problems or checked.per_sample is None:
-        raise APBError([Problem(p.file, p.message, None, p.field) for p in checked.problems]
-                       or Problem(str(shown_as), "has no per-sample results"))
+    if checked.problems:
+        raise APBError([Problem(p.file, p.message, None, p.field) for p in checked.problems])
+    return checked
+
+
+def accepted_per_sample(record: dict, record_path: Path, shown_as: Path) -> PerSample:
+    """The per-sample results of an evaluated record that passes ``apb validate``'s acceptance rule
+    (``check_record_data``: numbers, protocol size, sidecar sha256 and sums); ``APBError`` naming the record."""
+    checked = _checked(record, record_path, shown_as)
+    if checked.per_sample is None:
+        raise APBError(Problem(str(shown_as), "has no per-sample results"))
     return checked.per_sample
+
+
+def accepted_distances(record: dict, record_path: Path, shown_as: Path) -> np.ndarray:
+    """The imported distances of a published record that passes the acceptance rule."""
+    checked = _checked(record, record_path, shown_as)
+    if checked.distances is None:
+        raise APBError(Problem(str(shown_as), "has no imported distances"))
+    return checked.distances
 
 
 def load_checked_sidecar(path: Path, sha256: str | None, record_path: Path) -> PerSample:
@@ -95,42 +103,56 @@ def load_checked_sidecar(path: Path, sha256: str | None, record_path: Path) -> P
         raise APBError(Problem(str(record_path), error.problems[0].message, field=error.problems[0].field)) from None
 
 
-def load_results(root: Path, is_rendered_protocol: Callable[[str], bool],
-                 protocols: Collection[str] | None = None) -> Results:
-    """Read every record under ``root/submissions``. Published records are always shown; evaluated records
-    only where ``is_rendered_protocol(protocol)`` holds (or, if *protocols* is given, where the protocol is
-    listed there)."""
-    results = Results(root)
+def iter_model_records(root: Path, is_rendered_protocol: Callable[[str], bool],
+                       protocols: Collection[str] | None = None) -> Iterator[list[Result]]:
+    """The records under ``root/submissions``, one model at a time (its records sorted by path), read as they
+    are needed: nothing of a model is kept once the next one is read. Published records are always shown;
+    evaluated records only where ``is_rendered_protocol(protocol)`` holds (or, if *protocols* is given, where
+    the protocol is listed there)."""
+    group: list[Result] = []
+    done: set[str] = set()
     for path in iter_record_paths(root):
-        relative = path.relative_to(root)
-        try:
-            record = read_record(path)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise APBError(Problem(str(relative), f"cannot read this record ({error}); run `apb validate`")) from None
-        if not isinstance(record, dict):
-            raise APBError(Problem(str(relative), "a record must be a JSON object; run `apb validate`"))
-        try:
-            key = parse_model_key(record["model_key"])
-        except (KeyError, ValueError) as error:
-            raise APBError(Problem(str(relative), f"{error}; run `apb validate`", field="model_key")) from None
-        result = Result(relative, record, key)
-        source = record.get("source")
-        if source == PUBLISHED:
-            _put(results.published, result)
-        elif source == EVALUATED:
-            shown = result.protocol in protocols if protocols is not None else is_rendered_protocol(result.protocol)
-            if shown:
-                _put(results.evaluated.setdefault(result.protocol, {}), result)
-        else:
-            raise APBError(Problem(str(relative), f"unknown source {source!r}; use 'published' or 'evaluated'",
-                                   field="source"))
-    return results
+        result = read_result(root, path)
+        if not is_shown(result, is_rendered_protocol, protocols):
+            continue
+        if group and group[0].model_key != result.model_key:
+            done.add(group[0].model_key)
+            yield group
+            group = []
+        if result.model_key in done:
+            raise APBError(Problem(str(result.path), f"holds model key {result.model_key}, which belongs to another "
+                                                     "file name; run `apb validate`", field="model_key"))
+        for other in group:
+            if (other.record["source"], other.protocol) == (result.record["source"], result.protocol):
+                raise APBError(Problem(str(result.path), f"a second {result.record['source']} record of "
+                                                         f"{result.model_key} (the other is {other.path}); keep one",
+                                       field="model_key"))
+        group.append(result)
+    if group:
+        yield group
 
 
-def _put(by_key: dict[str, Result], result: Result) -> None:
-    other = by_key.get(result.model_key)
-    if other is not None:
-        raise APBError(Problem(str(result.path), f"a second {result.record['source']} record of "
-                                                 f"{result.model_key} (the other is {other.path}); keep one",
-                               field="model_key"))
-    by_key[result.model_key] = result
+def read_result(root: Path, path: Path) -> Result:
+    """One record file as a :class:`Result`, with errors that name the file."""
+    relative = path.relative_to(root)
+    try:
+        record = read_record(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise APBError(Problem(str(relative), f"cannot read this record ({error}); run `apb validate`")) from None
+    if not isinstance(record, dict):
+        raise APBError(Problem(str(relative), "a record must be a JSON object; run `apb validate`"))
+    try:
+        key = parse_model_key(record["model_key"])
+    except (KeyError, ValueError) as error:
+        raise APBError(Problem(str(relative), f"{error}; run `apb validate`", field="model_key")) from None
+    source = record.get("source")
+    if source not in (PUBLISHED, EVALUATED):
+        raise APBError(Problem(str(relative), f"unknown source {source!r}; use 'published' or 'evaluated'",
+                               field="source"))
+    return Result(relative, record, key)
+
+
+def is_shown(result: Result, is_rendered_protocol: Callable[[str], bool], protocols: Collection[str] | None) -> bool:
+    if result.record["source"] == PUBLISHED:
+        return True
+    return result.protocol in protocols if protocols is not None else is_rendered_protocol(result.protocol)

@@ -1,5 +1,5 @@
 """How each AP is named on the leaderboard: its taxonomy ``name`` (made unique with the ap_key where two APs
-share one), a link to its taxonomy entry and its code URL."""
+share one), a link to its taxonomy entry, its code URL, and its paper's URL, venue and year."""
 from __future__ import annotations
 
 from collections import Counter
@@ -16,5 +16,6 @@ def ap_labels(entries: Iterable[dict]) -> dict[str, ApLabel]:
     labels = {}
     for entry in entries:
         name = f"{entry['name']} ({entry['ap_key']})" if entry["name"] in shared else entry["name"]
-        labels[entry["ap_key"]] = ApLabel(entry["ap_key"], name, entry_anchor(entry["ap_key"]), entry.get("code_url"))
+        labels[entry["ap_key"]] = ApLabel(entry["ap_key"], name, entry_anchor(entry["ap_key"]), entry.get("code_url"),
+                                          entry.get("paper_url"), entry.get("venue"), entry.get("year"))
     return labels

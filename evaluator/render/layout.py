@@ -1,6 +1,7 @@
 """Where each generated file goes (paths relative to the repository root) and how pages link each other."""
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path, PurePosixPath
 
@@ -11,6 +12,8 @@ LEADERBOARD_README = LEADERBOARD_DIR / "README.md"
 TAXONOMY_README = PurePosixPath("taxonomy/README.md")
 MODELS_DIR = LEADERBOARD_DIR / "models"
 CURVES_DIR = LEADERBOARD_DIR / "curves"
+GROUPS_DIR = LEADERBOARD_DIR / "groups"
+ANALYSIS_PAGE = LEADERBOARD_DIR / "analysis.md"
 
 STRUCTURE_KIND_ORDER = tuple(dict.fromkeys(STRUCTURE_KINDS.values()))  # ("US", "S")
 ARCHITECTURE_TITLES = {"resnet18": "ResNet18", "vgg16": "VGG16"}
@@ -45,17 +48,50 @@ def model_page(model_key: str) -> PurePosixPath:
     return MODELS_DIR / f"{model_key}.md"
 
 
+def model_link(page: PurePosixPath, model_key: str, anchor: str | None = None) -> str:
+    """``relative_link(page, model_page(model_key), anchor)``, without path arithmetic per model."""
+    target = f"{_models_folder_from(page.parent.as_posix())}{model_key}.md"
+    return f"{target}#{anchor}" if anchor else target
+
+
+@functools.lru_cache(maxsize=64)
+def _models_folder_from(folder: str) -> str:
+    return _relative_folder(folder, MODELS_DIR.as_posix()) + "/"
+
+
 def curve_file(protocol: str, group: Group, architecture: str, sparsity: int) -> PurePosixPath:
-    """``leaderboard/curves/<protocol>/<dataset>_<US|S>_<R18|V16>_<sparsity>.png``."""
+    """``leaderboard/curves/<protocol>/<dataset>_<US|S>_<R18|V16>_<sparsity>.svg``."""
     dataset, kind = group
     code = ARCHITECTURE_CODES.get(architecture, architecture)
-    return CURVES_DIR / protocol / f"{dataset}_{kind}_{code}_{sparsity}.png"
+    return CURVES_DIR / protocol / f"{dataset}_{kind}_{code}_{sparsity}.svg"
+
+
+def model_curve_file(model_key: str, protocol: str) -> PurePosixPath:
+    """``leaderboard/curves/models/<model_key>__<protocol>.svg``: one model's curve among its column's best."""
+    return CURVES_DIR / "models" / f"{model_key}__{protocol}.svg"
+
+
+def efficiency_file(protocol: str, dataset: str) -> PurePosixPath:
+    """``leaderboard/curves/<protocol>/<dataset>_efficiency.svg``: robust accuracy vs effective MACs."""
+    return CURVES_DIR / protocol / f"{dataset}_efficiency.svg"
+
+
+def group_page(group: Group) -> PurePosixPath:
+    """``leaderboard/groups/<dataset>_<US|S>.md``: every row of a group's tables (the README shows the first)."""
+    dataset, kind = group
+    return GROUPS_DIR / f"{dataset}_{kind}.md"
 
 
 def relative_link(from_file: PurePosixPath, to_file: PurePosixPath, anchor: str | None = None) -> str:
     """A link from the page *from_file* to *to_file* (both relative to the root), with an optional anchor."""
-    target = PurePosixPath(os.path.relpath(str(to_file), str(from_file.parent))).as_posix()
+    folder = _relative_folder(str(from_file.parent), str(to_file.parent))
+    target = f"{folder}/{to_file.name}" if folder != "." else to_file.name
     return f"{target}#{anchor}" if anchor else target
+
+
+@functools.lru_cache(maxsize=256)
+def _relative_folder(from_folder: str, to_folder: str) -> str:
+    return PurePosixPath(os.path.relpath(to_folder, from_folder)).as_posix()
 
 
 def as_path(path: PurePosixPath) -> Path:

@@ -1,17 +1,27 @@
 """``leaderboard/README.md``: per dataset and structure, the evaluated tables of each leaderboard protocol
-(AutoAttack with published numbers filling the gaps, HO-FMN, worst case, security curves) and the
-published table."""
+(AutoAttack with published numbers filling the gaps, HO-FMN, worst case, efficiency) with their security
+curves inline, and the published table; the efficiency trade-off per dataset; links to the analysis page.
+
+Each table shows its first ``README_ROWS`` rows; a group with a longer table gets a page of its own
+(``leaderboard/groups/<dataset>_<US|S>.md``) with every row, so the README stays a page a reader can scroll.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Mapping
 
-from evaluator.keys import ARCHITECTURE_CODES, ModelKey
-from evaluator.render.inputs import Result, Results
-from evaluator.render.layout import (LEADERBOARD_README, Group, architecture_sort_key, curve_file, group_of,
-                                     group_sort_key, group_title, model_page, relative_link)
-from evaluator.render.markdown import GENERATED_NOTE, github_anchor
-from evaluator.render.tables import DAGGER, ApLabel, Cell, Column, column_title, has_dagger, leaderboard_table
+from evaluator.render.catalog import Catalog, last_updated
+from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
+                                     group_page, group_title, model_link, relative_link)
+from evaluator.render.markdown import GENERATED_NOTE, github_anchor, simple_table
+from evaluator.render.pages import protocol_anchor
+from evaluator.render.rows import Row
+from evaluator.render.svg import si_label
+from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Column, column_title, has_dagger,
+                                     leaderboard_table)
+
+README_ROWS = 25
 
 
 @dataclass(frozen=True)
@@ -23,144 +33,222 @@ class TableKind:
     ranking_title: str
 
 
-AUTOATTACK = TableKind("AutoAttack", "aa_robust_accuracy", "mean AA (cells)")
+AUTOATTACK = TableKind("AutoAttack", "aa_robust_accuracy", "mean AA")
 EVALUATED_TABLES = (
     AUTOATTACK,
-    TableKind("HO-FMN", "hofmn_robust_accuracy", "mean HO-FMN (cells)"),
-    TableKind("Worst case (AutoAttack and HO-FMN)", "worst_case_robust_accuracy", "mean worst case (cells)"),
+    TableKind("HO-FMN", "hofmn_robust_accuracy", "mean HO-FMN"),
+    TableKind("Worst case (AutoAttack and HO-FMN)", "worst_case_robust_accuracy", "mean worst case"),
 )
 CLEAN = "clean_accuracy"
 
 
-def protocol_anchor(protocol: str) -> str:
-    """The anchor of a protocol's section on a model page."""
-    return github_anchor(protocol_heading(protocol))
+def published_cells(rows: list[Row]) -> dict[tuple[str, Column], Cell]:
+    return {(r.ap_key, r.column): Cell(r.metric(CLEAN), r.metric(AUTOATTACK.metric)) for r in rows if r.published}
 
 
-def protocol_heading(protocol: str) -> str:
-    return f"Evaluated: {protocol}"
-
-
-def results_in_group(results: Results, group: Group) -> list[Result]:
-    return [r for r in results.all() if group_of(r.key) == group]
-
-
-def published_protocols(results: Results) -> list[str]:
-    return sorted({r.protocol for r in results.published.values()})
-
-
-def groups_of(results: Results) -> list[Group]:
-    return sorted({group_of(r.key) for r in results.all()}, key=group_sort_key)
-
-
-def columns_of(results: Results, group: Group) -> list[Column]:
-    """Both architectures, each with every sparsity any record of the group has."""
-    keys = [r.key for r in results_in_group(results, group)]
-    architectures = sorted({k.architecture for k in keys} | set(ARCHITECTURE_CODES), key=architecture_sort_key)
-    sparsities = sorted({k.sparsity for k in keys})
-    return [(architecture, sparsity) for architecture in architectures for sparsity in sparsities]
-
-
-def _column(key: ModelKey) -> Column:
-    return (key.architecture, key.sparsity)
-
-
-def published_cells(results: Results, group: Group) -> dict[tuple[str, Column], Cell]:
-    return {(r.key.ap_key, _column(r.key)): Cell(r.metric(CLEAN), r.metric(AUTOATTACK.metric))
-            for r in results.published.values() if group_of(r.key) == group}
-
-
-def evaluated_cells(results: Results, protocol: str, group: Group, kind: TableKind,
+def evaluated_cells(rows: list[Row], protocol: str, kind: TableKind, page: PurePosixPath,
                     fill_with_published: bool) -> dict[tuple[str, Column], Cell]:
-    """Cells of *protocol*'s records for one metric, linked to their model pages; published numbers fill
-    the models without an evaluated record when asked (they are marked published-only)."""
+    """Cells of *protocol*'s records for one metric, linked to their model pages and marked when flagged;
+    published numbers fill the models without an evaluated record when asked (marked published-only)."""
     cells = {}
     if fill_with_published:
-        cells = {k: Cell(c.clean, c.robust, published_only=True) for k, c in published_cells(results, group).items()}
-    for r in results.evaluated.get(protocol, {}).values():
-        if group_of(r.key) == group:
-            target = relative_link(LEADERBOARD_README, model_page(r.model_key), protocol_anchor(protocol))
-            cells[(r.key.ap_key, _column(r.key))] = Cell(r.metric(CLEAN), r.metric(kind.metric), target)
+        cells = {k: Cell(c.clean, c.robust, published_only=True) for k, c in published_cells(rows).items()}
+    anchor = protocol_anchor(protocol)
+    for r in rows:
+        if not r.published and r.protocol == protocol:
+            target = model_link(page, r.model_key, anchor)
+            cells[(r.ap_key, r.column)] = Cell(r.metric(CLEAN), r.metric(kind.metric), target, flagged=bool(r.flags))
     return cells
 
 
-def references(results: Results) -> list[str]:
-    """The sources named by the published records (e.g. ``arXiv:2409.01249``)."""
-    return sorted({str((r.record.get("provenance") or {}).get("reference")) for r in results.published.values()
-                   if (r.record.get("provenance") or {}).get("reference")})
+def _legend(cells: dict) -> str:
+    marks = ([f"{DAGGER} published only"] if has_dagger(cells) else []) + (
+        [f"{FLAG} flagged (see the model page)"] if any(c.flagged for c in cells.values()) else [])
+    linked = ", linked to the model page where evaluated" if any(c.link for c in cells.values()) else ""
+    return (f"Cells: clean/robust accuracy (%){linked}" + (f"; {', '.join(marks)}" if marks else "") + ". "
+            "#: rank by the mean over the ranked columns (see *Ranking* above); (k/n): the row's cells of the "
+            "n ranked columns.")
 
 
-def _legend(ranking: str) -> str:
-    return (f"Cells: clean/robust accuracy (%). Rows: by {ranking.replace(' (cells)', '')} robust accuracy "
-            "over the cells the AP has (their number in brackets), ties by name. "
-            "Bold: the best robust accuracy of each column (ties all bold).")
+def row_anchor(ap_key: str, group: Group) -> str:
+    """The anchor of an AP's first row in a group's tables (the taxonomy entries link to it)."""
+    return github_anchor(f"ap-{ap_key}-{group[0]}-{group[1]}")
 
 
-def _curve_links(results: Results, protocol: str, group: Group, curves: set) -> str:
-    links = []
-    for architecture, sparsity in columns_of(results, group):
-        path = curve_file(protocol, group, architecture, sparsity)
-        if path in curves:
-            links.append(f"[{column_title((architecture, sparsity))}]({relative_link(LEADERBOARD_README, path)})")
-    return " · ".join(links)
+class Anchors:
+    """Which (AP, group) rows got an anchor on which page: the first table row of each on each page."""
+
+    def __init__(self) -> None:
+        self.placed: dict[tuple[str, Group], list[PurePosixPath]] = {}
+
+    def taker(self, group: Group, page: PurePosixPath):
+        def take(ap_key: str) -> str | None:
+            pages = self.placed.setdefault((ap_key, group), [])
+            if page in pages:
+                return None
+            pages.append(page)
+            return row_anchor(ap_key, group)
+        return take
 
 
-def _protocol_line(protocol: str, descriptions: Mapping[str, str]) -> str:
-    text = descriptions.get(protocol, "").strip()
-    return f"`{protocol}`" + (f": {text}" if text else "")
+def _table_lines(title: str, cells: dict, labels: Mapping[str, ApLabel], columns: list[Column], ranking: str,
+                 page: PurePosixPath, limit: int | None, full_page: PurePosixPath,
+                 anchor=None) -> tuple[list[str], bool]:
+    table, total = leaderboard_table(cells, labels, columns, ranking, page, limit, anchor)
+    lines = ["", f"### {title}", "", table, "", _legend(cells)]
+    cut = limit is not None and total > limit
+    if cut:
+        lines += ["", f"Showing {limit} of {total} rows: [every row]({relative_link(page, full_page)}), and the "
+                      "site's searchable tables."]
+    return lines, cut
 
 
-def render_readme(results: Results, labels: Mapping[str, ApLabel], curves: set,
-                  descriptions: Mapping[str, str]) -> str:
-    """The whole leaderboard README; *curves* is the set of curve files that are rendered, *descriptions*
-    the description of each protocol (from its file)."""
-    cited = ", ".join(references(results)) or "the original benchmark"
-    protocols = sorted(results.evaluated)
-    groups = groups_of(results)
-    lines = [
-        "# Leaderboard", "", GENERATED_NOTE, "",
-        "Clean and robust accuracy (%) of adversarially pruned models: one table per dataset and pruning "
-        "structure, one row per adversarial pruning (AP) method, one column per architecture and sparsity. "
-        "AP names link to their taxonomy entry, `code` to the authors' code.",
-        "",
-    ]
-    for protocol in published_protocols(results):
-        lines.append(f"- **Published**, {_protocol_line(protocol, descriptions)} Shown exactly as published.")
+def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabel], columns: list[Column],
+                     page: PurePosixPath) -> str | None:
+    """Effective MACs per input (and share of dense) of each evaluated model, a column per architecture and
+    sparsity; None when no model of the protocol has efficiency figures."""
+    measured = [r for r in rows if not r.published and r.protocol == protocol and r.efficiency]
+    if not measured:
+        return None
+    anchor = protocol_anchor(protocol)
+    by_ap: dict[str, dict[Column, Row]] = {}
+    for r in measured:
+        by_ap.setdefault(r.ap_key, {})[r.column] = r
+    lines = []
+    for ap_key in sorted(by_ap, key=lambda k: (labels[k].name, k)):
+        cells = []
+        for column in columns:
+            row = by_ap[ap_key].get(column)
+            if row is None or not row.efficiency:
+                cells.append("-")
+                continue
+            dense = row.macs_dense
+            share = f" ({100.0 * row.macs_effective / dense:.0f}%)" if dense else ""  # type: ignore[operator]
+            cells.append(f"[{si_label(row.macs_effective)}{share}]"  # type: ignore[arg-type]
+                         f"({model_link(page, row.model_key, anchor)})")
+        lines.append([labels[ap_key].markdown(page), *cells])
+    return simple_table(["AP", *map(column_title, columns)], lines)
+
+
+def curve_images(catalog_curves: dict, protocol: str, group: Group, columns: list[Column],
+                 page: PurePosixPath) -> str:
+    """The curve figures of a protocol and group, three to a line."""
+    images = [f'<img src="{relative_link(page, curve_file(protocol, group, *column))}" width="32%" '
+              f'alt="security curves, {group_title(group)}, {column_title(column)}, {protocol}">'
+              for column in columns if (protocol, group, column) in catalog_curves]
+    return "\n".join(images)
+
+
+def group_sections(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel], curves: dict,
+                   page: PurePosixPath, limit: int | None, anchors: Anchors) -> tuple[list[str], bool]:
+    """The tables and figures of one group, for *page*; whether a table was cut at *limit* rows."""
+    take = anchors.taker(group, page)
+    rows = catalog.in_group(group)
+    columns = catalog.columns(group)
+    cited = ", ".join(catalog.references()) or "the original benchmark"
+    lines: list[str] = []
+    cut = False
+    for protocol in catalog.evaluated_protocols():
+        if not any(not r.published and r.protocol == protocol for r in rows):
+            continue  # this group has no evaluated record under this protocol: its published table suffices
+        for kind in EVALUATED_TABLES:
+            cells = evaluated_cells(rows, protocol, kind, page, fill_with_published=kind is AUTOATTACK)
+            if not any(not cell.published_only for cell in cells.values()):
+                continue
+            more, was_cut = _table_lines(f"{kind.title}, protocol `{protocol}`", cells, labels, columns,
+                                         f"{kind.ranking_title} (k/n)", page, limit, group_page(group), take)
+            lines += more
+            cut = cut or was_cut
+            if has_dagger(cells):
+                published = ", ".join(f"`{p}`" for p in catalog.published_protocols())
+                lines += ["", f"{DAGGER} Published only: no `{protocol}` record of this model yet; the "
+                              f"{published} number ({cited}) is shown instead."]
+        table = efficiency_table(rows, protocol, labels, columns, page)
+        if table:
+            lines += ["", f"### Efficiency, protocol `{protocol}`", "", table, "",
+                      "Effective multiply-accumulates per input (share of the dense architecture's): non-zero "
+                      "weights for unstructured pruning, all-zero filters and channels removed for structured "
+                      "pruning (measured by `apb check`)."]
+        images = curve_images(curves, protocol, group, columns, page)
+        if images:
+            lines += ["", f"Security curves (HO-FMN, `{protocol}`; top models of each column, all on the site):",
+                      "", images]
+    cells = published_cells(rows)
+    if cells:
+        more, was_cut = _table_lines(f"Published ({cited})", cells, labels, columns, "mean AA (k/n)", page, limit,
+                                     group_page(group), take)
+        lines += more
+        cut = cut or was_cut
+        for protocol in catalog.published_protocols():
+            images = curve_images(curves, protocol, group, columns, page)
+            if images:
+                lines += ["", f"Security curves (HO-FMN distances published with the original benchmark, on the "
+                              f"samples each figure names; `{protocol}`):", "", images]
+    return lines, cut
+
+
+def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: dict, efficiency: set,
+                  descriptions: Mapping[str, str], anchors: Anchors) -> tuple[str, dict[Group, str]]:
+    """The leaderboard README and the full group pages of groups whose tables it cuts; *curves* holds the
+    curve columns that have figures, *efficiency* the efficiency figure files; *anchors* records where each
+    AP's rows got their anchor."""
+    cited = ", ".join(catalog.references()) or "the original benchmark"
+    protocols = catalog.evaluated_protocols()
+    groups = catalog.groups()
+    lines = ["# Leaderboard", "", GENERATED_NOTE, "", last_updated(catalog, cited), "",
+             "Clean and robust accuracy (%) of adversarially pruned models: one table per dataset and pruning "
+             "structure, one row per adversarial pruning (AP) method, one column per architecture and sparsity. "
+             "AP names link to their taxonomy entry, `code` to the authors' code, the venue to the paper. "
+             f"[Analysis by taxonomy dimension]({relative_link(LEADERBOARD_README, ANALYSIS_PAGE)}).", ""]
+    for protocol in catalog.published_protocols():
+        text = descriptions.get(protocol, "").strip()
+        lines.append(f"- **Published**, `{protocol}`" + (f": {text}" if text else "") + " Shown exactly as published.")
     if protocols:
-        lines += [f"- **Evaluated**, {_protocol_line(protocol, descriptions)}" for protocol in protocols]
-        lines += [
-            "", "Evaluated cells link to the model's page with its provenance (protocol, samples, checkpoint "
-            "sha256, date, evaluator version and commit, flags, 95% intervals, sparsity check). Where a model has "
-            "both, the evaluated tables show the evaluated record and the published table keeps the published "
-            f"one; in the AutoAttack table, models without an evaluated record show their published numbers, "
-            f"marked {DAGGER}."]
+        for protocol in protocols:
+            text = descriptions.get(protocol, "").strip()
+            lines.append(f"- **Evaluated**, `{protocol}`" + (f": {text}" if text else ""))
+        lines += ["", "Evaluated cells link to the model's page: metrics with 95% intervals, efficiency, flags, "
+                      "its security curve, then the check and the provenance (protocol, samples, checkpoint "
+                      "sha256, date, evaluator version and commit). Where a model has both, the evaluated tables "
+                      "show the evaluated record and the published table keeps the published one; in the "
+                      f"AutoAttack table, models without an evaluated record show their published numbers, marked "
+                      f"{DAGGER}."]
     else:
         lines.append("- **Evaluated**: no model has been evaluated under a leaderboard protocol yet; HO-FMN and "
-                     "worst-case tables and security curves appear here once `apb evaluate` records exist.")
-    lines += ["", "## Contents", ""]
+                     "worst-case tables, efficiency and security curves appear here once `apb evaluate` records "
+                     "exist.")
+    lines += ["", RANKING_RULE, "", "## Contents", ""]
     lines += [f"- [{group_title(g)}](#{github_anchor(group_title(g))})" for g in groups]
+    if efficiency:
+        lines.append("- [Efficiency](#efficiency)")
+    pages: dict[Group, str] = {}
     for group in groups:
-        lines += ["", f"## {group_title(group)}"]
-        columns = columns_of(results, group)
-        for protocol in protocols:
-            if not any(group_of(r.key) == group for r in results.evaluated[protocol].values()):
-                continue  # this group has no evaluated record under this protocol: its published table suffices
-            for kind in EVALUATED_TABLES:
-                cells = evaluated_cells(results, protocol, group, kind, fill_with_published=kind is AUTOATTACK)
-                if not cells:
-                    continue
-                table = leaderboard_table(cells, labels, columns, kind.ranking_title, LEADERBOARD_README)
-                lines += ["", f"### {kind.title}, protocol `{protocol}`", "", table, "", _legend(kind.ranking_title)]
-                if has_dagger(cells):
-                    published = ", ".join(f"`{p}`" for p in published_protocols(results))
-                    lines += ["", f"{DAGGER} Published only: no `{protocol}` record of this model yet; the "
-                                  f"{published} number ({cited}) is shown instead."]
-            links = _curve_links(results, protocol, group, curves)
-            if links:
-                lines += ["", f"Security curves (HO-FMN, `{protocol}`): {links}"]
-        cells = published_cells(results, group)
-        if cells:
-            lines += ["", f"### Published ({cited})", "",
-                      leaderboard_table(cells, labels, columns, AUTOATTACK.ranking_title, LEADERBOARD_README), "",
-                      _legend(AUTOATTACK.ranking_title)]
-    return "\n".join(lines) + "\n"
+        section, cut = group_sections(catalog, group, labels, curves, LEADERBOARD_README, README_ROWS, anchors)
+        if cut:
+            page = group_page(group)
+            full, _ = group_sections(catalog, group, labels, curves, page, None, anchors)
+            pages[group] = "\n".join([f"# {group_title(group)}", "", GENERATED_NOTE, "",
+                                      f"Every row of the [leaderboard]({relative_link(page, LEADERBOARD_README)})'s "
+                                      f"{group_title(group)} tables.", "", RANKING_RULE, *full]) + "\n"
+        lines += ["", f"## {group_title(group)}", *section]
+    if efficiency:
+        lines += ["", "## Efficiency", "",
+                  "Robust accuracy (AutoAttack) against effective multiply-accumulates per input, every evaluated "
+                  "model with efficiency figures:", ""]
+        lines += [f'<img src="{relative_link(LEADERBOARD_README, path)}" width="49%" alt="{path.stem}">'
+                  for path in sorted(efficiency)]
+    return "\n".join(lines) + "\n", pages
+
+
+def taxonomy_links(anchors: Anchors, from_page: PurePosixPath) -> dict[str, list[tuple[str, str]]]:
+    """ap_key -> ``(group title, link)`` to its rows, for each group it has rows in (the README where they are
+    shown there, else the group's full page)."""
+    from evaluator.render.layout import group_sort_key
+
+    links: dict[str, list[tuple[str, str]]] = {}
+    for (ap_key, group), pages in sorted(anchors.placed.items(), key=lambda item: (item[0][0],
+                                                                                   group_sort_key(item[0][1]))):
+        page = LEADERBOARD_README if LEADERBOARD_README in pages else pages[0]
+        links.setdefault(ap_key, []).append((group_title(group), relative_link(from_page, page,
+                                                                               row_anchor(ap_key, group))))
+    return links

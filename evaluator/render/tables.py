@@ -1,34 +1,51 @@
 """One leaderboard table: a row per AP, a column per (architecture, sparsity), cells ``clean/robust``.
 
-Rows are ranked by the mean robust accuracy over the cells the AP has (shown with their count), ties broken
-by display name then AP key. The best robust accuracy of each column, compared as displayed (two
-decimals), is bold; ties are all bold. Published-only cells in a table that also shows evaluated numbers
-carry a dagger.
+Ranking rule (stated in the README as ``RANKING_RULE``): a table shows one protocol. Its *ranked columns* are
+the columns where at least one AP has a cell of that protocol. An AP with a cell of the protocol in every
+ranked column is *complete*; complete rows are ranked by their mean robust accuracy over the ranked columns
+(every ranked row is averaged over the same cells), ties (as displayed, two decimals) share a rank and are
+ordered by name. Rows with missing cells follow, unranked, by name, with their coverage. Published-only cells
+(``†``, filling gaps of the AutoAttack table of an evaluated protocol) are another protocol: they are shown but
+never enter a mean nor make a row complete. So a row with fewer cells never ranks above another because of
+it, and no mean mixes protocols.
+
+Marks in the cell itself: ``†`` published only, ``⚠`` the record carries a sanity flag (its model page says
+which). Bold: the best robust accuracy of each column among the protocol's own unflagged cells (ties all bold).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import fmean
 from pathlib import PurePosixPath
-from typing import Mapping, Sequence
-
-import pandas as pd
+from statistics import fmean
+from typing import Callable, Mapping, Sequence
 
 from evaluator.render.layout import ARCHITECTURE_TITLES, TAXONOMY_README, relative_link
-from evaluator.render.markdown import link, pipe_table
+from evaluator.render.markdown import link, simple_table
 
 DAGGER = "†"
+FLAG = "⚠"
 MISSING = "-"
+UNRANKED = "–"
+RANKING_RULE = (
+    "**Ranking.** Each table shows one protocol. Rows with a cell in every column that the protocol has cells "
+    "in are ranked (#) by their mean robust accuracy over those columns, so every ranked row is averaged over "
+    "the same cells; ties share a rank. Rows with missing cells follow, unranked (–), by name, with their "
+    f"coverage. Published-only cells ({DAGGER}) are another protocol: shown, never averaged, never counted "
+    f"for coverage. {FLAG}: the record carries a sanity flag (see its model page). Bold: the best robust "
+    "accuracy of each column among the protocol's own unflagged cells.")
 
 
 @dataclass(frozen=True)
 class ApLabel:
-    """How an AP appears in a row: display name, link to its taxonomy entry, link to its code."""
+    """How an AP appears in a row: display name, its taxonomy entry, code, paper, venue and year."""
 
     ap_key: str
     name: str
     taxonomy_anchor: str | None = None  # anchor of its entry in taxonomy/README.md
     code_url: str | None = None
+    paper_url: str | None = None
+    venue: str | None = None
+    year: int | None = None
 
     def markdown(self, page: PurePosixPath) -> str:
         """The name linked to the taxonomy entry (relative to *page*), then a link to the code."""
@@ -36,18 +53,40 @@ class ApLabel:
         text = link(self.name, target)
         return f"{text} ({link('code', self.code_url)})" if self.code_url else text
 
+    def paper_markdown(self) -> str:
+        """The venue linked to the paper (``paper`` where the entry names no venue)."""
+        return link(self.venue or "paper", self.paper_url) if self.paper_url else (self.venue or MISSING)
+
 
 @dataclass(frozen=True)
 class Cell:
-    """One model's numbers in one table (percent); ``link`` points at its provenance."""
+    """One model's numbers in one table (percent); ``link`` points at its model page."""
 
     clean: float | None
     robust: float | None
     link: str | None = None
     published_only: bool = False
+    flagged: bool = False
+
+    @property
+    def own(self) -> bool:
+        """A cell of the table's own protocol with a robust accuracy: what ranking and bold consider."""
+        return not self.published_only and self.robust is not None
 
 
 Column = tuple[str, int]  # (architecture, sparsity)
+Cells = Mapping[tuple[str, Column], Cell]
+
+
+@dataclass(frozen=True)
+class RankedRow:
+    """A row's place: ``rank`` (None: unranked), mean over the ranked columns, cells it has of them."""
+
+    ap_key: str
+    rank: int | None
+    mean: float | None
+    covered: int
+    of: int
 
 
 def percent(value: float | None) -> str:
@@ -59,57 +98,84 @@ def column_title(column: Column) -> str:
     return f"{ARCHITECTURE_TITLES.get(architecture, architecture)} {sparsity}%"
 
 
-def cell_markdown(cell: Cell | None, bold: bool, dagger: bool) -> str:
-    """``clean/robust`` with the robust part bold when it is the column's best, a dagger when asked."""
+def cell_markdown(cell: Cell | None, bold: bool) -> str:
+    """``clean/robust`` (robust bold when the column's best), linked to the model page, then its marks."""
     if cell is None:
         return MISSING
     robust = percent(cell.robust)
-    text = f"{percent(cell.clean)}/{f'**{robust}**' if bold else robust}"
-    text = link(text, cell.link)
-    return text + DAGGER if dagger and cell.published_only else text
+    text = link(f"{percent(cell.clean)}/{f'**{robust}**' if bold else robust}", cell.link)
+    return text + (DAGGER if cell.published_only else "") + (FLAG if cell.flagged else "")
 
 
-def rank_rows(cells: Mapping[tuple[str, Column], Cell],
-              labels: Mapping[str, ApLabel]) -> list[tuple[str, float | None, int]]:
-    """``(ap_key, mean robust accuracy, cell count)`` best first; ties by name, then AP key."""
-    by_ap: dict[str, list[float]] = {}
-    for (ap_key, _), cell in sorted(cells.items()):
-        values = by_ap.setdefault(ap_key, [])
-        if cell.robust is not None:
-            values.append(cell.robust)
-    ranked = [(ap_key, fmean(values) if values else None, len(values)) for ap_key, values in by_ap.items()]
-    return sorted(ranked, key=lambda row: (row[1] is None, -(row[1] or 0.0), labels[row[0]].name, row[0]))
+def ranked_columns(cells: Cells) -> set[Column]:
+    return {column for (_, column), cell in cells.items() if cell.own}
 
 
-def best_per_column(cells: Mapping[tuple[str, Column], Cell], columns: Sequence[Column]) -> dict[Column, str]:
-    """The best displayed robust accuracy of each column that has one."""
+def rank_rows(cells: Cells, labels: Mapping[str, ApLabel]) -> list[RankedRow]:
+    """Every AP of *cells*, ranked by the module's rule: complete rows by mean, then the others by name."""
+    columns = ranked_columns(cells)
+    own: dict[str, dict[Column, float]] = {}
+    for (ap_key, column), cell in sorted(cells.items()):
+        values = own.setdefault(ap_key, {})
+        if cell.own:
+            values[column] = float(cell.robust)  # type: ignore[arg-type]
+    complete = sorted(((fmean(values.values()), ap_key) for ap_key, values in own.items()
+                       if columns and set(values) >= columns),
+                      key=lambda item: (-round(item[0], 2), labels[item[1]].name, item[1]))
+    rows, previous, rank = [], None, 0
+    for position, (mean, ap_key) in enumerate(complete, start=1):
+        if percent(mean) != previous:
+            rank, previous = position, percent(mean)
+        rows.append(RankedRow(ap_key, rank, mean, len(columns), len(columns)))
+    ranked = {row.ap_key for row in rows}
+    for ap_key in sorted((k for k in own if k not in ranked), key=lambda k: (labels[k].name, k)):
+        rows.append(RankedRow(ap_key, None, None, len(set(own[ap_key]) & columns), len(columns)))
+    return rows
+
+
+def best_per_column(cells: Cells, columns: Sequence[Column]) -> dict[Column, str]:
+    """The best displayed robust accuracy of each column among its own unflagged cells."""
     best: dict[Column, str] = {}
     for column in columns:
-        values = [cell.robust for (_, col), cell in cells.items() if col == column and cell.robust is not None]
+        values = [cell.robust for (_, col), cell in cells.items() if col == column and cell.own and not cell.flagged]
         if values:
-            best[column] = percent(max(values))
+            best[column] = percent(max(values))  # type: ignore[type-var]
     return best
 
 
-def leaderboard_table(cells: Mapping[tuple[str, Column], Cell], labels: Mapping[str, ApLabel],
-                      columns: Sequence[Column], ranking_title: str, page: PurePosixPath) -> str:
-    """The Markdown table of *cells* keyed ``(ap_key, (architecture, sparsity))``, for the file *page*."""
-    dagger = has_dagger(cells)
+def mean_markdown(row: RankedRow) -> str:
+    return f"{percent(row.mean) if row.rank is not None else UNRANKED} ({row.covered}/{row.of})"
+
+
+def leaderboard_table(cells: Cells, labels: Mapping[str, ApLabel], columns: Sequence[Column], ranking_title: str,
+                      page: PurePosixPath, limit: int | None = None,
+                      anchor: Callable[[str], str | None] | None = None) -> tuple[str, int]:
+    """The Markdown table of *cells* keyed ``(ap_key, (architecture, sparsity))`` for the file *page*, and the
+    number of rows it has in all; with *limit*, only the first *limit* rows are written. ``anchor(ap_key)``
+    names an anchor to put in the row's AP cell (None: no anchor)."""
     best = best_per_column(cells, columns)
+    ranked = rank_rows(cells, labels)
     rows = []
-    for ap_key, mean, count in rank_rows(cells, labels):
-        row = {"AP": labels[ap_key].markdown(page)}
+    for row in ranked[:limit]:
+        label = labels[row.ap_key]
+        name = anchor(row.ap_key) if anchor else None
+        line = {"#": UNRANKED if row.rank is None else str(row.rank),
+                "AP": (f'<a id="{name}"></a>' if name else "") + label.markdown(page),
+                "Paper": label.paper_markdown(), "Year": str(label.year or MISSING)}
         for column in columns:
-            cell = cells.get((ap_key, column))
-            bold = cell is not None and cell.robust is not None and percent(cell.robust) == best.get(column)
-            row[column_title(column)] = cell_markdown(cell, bold, dagger)
-        row[ranking_title] = f"{percent(mean)} ({count})"
-        rows.append(row)
-    frame = pd.DataFrame(rows, columns=["AP", *map(column_title, columns), ranking_title])
-    return pipe_table(frame, ["left", *["center"] * len(columns), "right"])
+            cell = cells.get((row.ap_key, column))
+            bold = (cell is not None and cell.own and not cell.flagged
+                    and percent(cell.robust) == best.get(column))
+            line[column_title(column)] = cell_markdown(cell, bold)
+        line[ranking_title] = mean_markdown(row)
+        rows.append(line)
+    headers = ["#", "AP", "Paper", "Year", *map(column_title, columns), ranking_title]
+    table = simple_table(headers, [[line[h] for h in headers] for line in rows],
+                         ["right", "left", "left", "left", *["center"] * len(columns), "right"])
+    return table, len(ranked)
 
 
-def has_dagger(cells: Mapping[tuple[str, Column], Cell]) -> bool:
+def has_dagger(cells: Cells) -> bool:
     """Whether the table mixes evaluated and published-only cells (and so needs the dagger footnote)."""
     return any(cell.published_only for cell in cells.values()) and any(
         not cell.published_only for cell in cells.values())

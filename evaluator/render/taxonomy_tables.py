@@ -1,22 +1,48 @@
 """``taxonomy/README.md``: one table per pipeline stage (columns and row order from
-``taxonomy/vocabulary.yaml``), the legend, and one entry per AP (paper, venue, code) that the tables and the
-leaderboard link to."""
+``taxonomy/vocabulary.yaml``) showing everything the entries hold (a training step's adversarial-training
+attack, ``AT (TRADES)``; structured pruning's granularity, ``S (channels)``), the legend, and one entry per AP
+(paper, venue, code, and links to its own rows on the leaderboard)."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from evaluator.render.layout import LEADERBOARD_README, TAXONOMY_README, relative_link
 from evaluator.render.markdown import GENERATED_NOTE, github_anchor, link, pipe_table
-from evaluator.taxonomy import legend, table_columns, table_sort_key
+from evaluator.taxonomy import display, legend, table_columns, table_sort_key
 
 NAME_FIELD = "name"
+STRUCTURE_FIELD = "structure"
 
 
 def entry_anchor(ap_key: str) -> str:
     """The anchor of an AP's entry in taxonomy/README.md (its heading is the ap_key)."""
     return github_anchor(ap_key)
+
+
+def value_text(value: Any, vocabulary: dict | None = None) -> str:
+    """A taxonomy value as the tables show it, with a training step's adversarial-training attack:
+    ``KD + AT (PGD)``."""
+    if isinstance(value, dict) and "methods" in value:
+        attack = value.get("adversarial_training")
+        return " + ".join(f"{m} ({attack})" if m == "AT" and attack else m for m in value["methods"])
+    return display(value, vocabulary or {"fields": {}})
+
+
+def detailed_columns(entry: dict, vocabulary: dict) -> dict[str, str]:
+    """The cells of *entry*'s row: the vocabulary's columns, training steps with their attack and the structure
+    with the granularity of its structured pruning."""
+    cells = table_columns(entry, vocabulary)
+    for column in vocabulary["pipelines"][entry["pipeline"]["stage"]]["columns"]:
+        field = column["field"]
+        if field.startswith("pipeline."):
+            step = entry["pipeline"].get(field.split(".", 1)[1])
+            if isinstance(step, dict):
+                cells[column["title"]] = value_text(step)
+        elif field == STRUCTURE_FIELD and entry.get("granularity"):
+            cells[column["title"]] = ", ".join(f"S ({entry['granularity']})" if part == "S" else part
+                                               for part in cells[column["title"]].split(", "))
+    return cells
 
 
 def pipeline_table(entries: list[dict], stage: str, vocabulary: dict) -> str:
@@ -25,7 +51,7 @@ def pipeline_table(entries: list[dict], stage: str, vocabulary: dict) -> str:
     name_titles = {column["title"] for column in columns if column["field"] == NAME_FIELD}
     rows = []
     for entry in entries:
-        cells = table_columns(entry, vocabulary)
+        cells = detailed_columns(entry, vocabulary)
         for title in name_titles:
             cells[title] = link(cells[title], f"#{entry_anchor(entry['ap_key'])}")
         rows.append(cells)
@@ -33,27 +59,33 @@ def pipeline_table(entries: list[dict], stage: str, vocabulary: dict) -> str:
     return pipe_table(frame, ["left"] * len(columns))
 
 
-def entry_section(entry: dict, has_results: bool) -> list[str]:
-    """The heading (the ap_key, so links stay stable) and the paper, venue and links of one AP."""
+def entry_section(entry: dict, rows: Sequence[tuple[str, str]]) -> list[str]:
+    """The heading (the ap_key, so links stay stable), the paper, venue and links of one AP, and links to its
+    leaderboard rows (*rows*: ``(text, target)``)."""
     venue = entry.get("venue") or entry.get("year")
     described = f"**{entry['name']}**: *{entry.get('title', '')}*" + (f" ({venue})" if venue else "")
     links = [link("paper", entry.get("paper_url")) if entry.get("paper_url") else None,
-             link("code", entry.get("code_url")) if entry.get("code_url") else None,
-             link("leaderboard", relative_link(TAXONOMY_README, LEADERBOARD_README)) if has_results else None]
+             link("code", entry.get("code_url")) if entry.get("code_url") else None]
     lines = ["", f"### {entry['ap_key']}", "", described]
     shown = [item for item in links if item]
+    if rows:
+        shown.append("leaderboard: " + ", ".join(link(text, target) for text, target in rows))
     if shown:
         lines += ["", " · ".join(shown)]
     return lines
 
 
-def render_taxonomy_readme(entries: Iterable[dict], vocabulary: dict, with_results: set[str]) -> str:
-    """The taxonomy README of *entries*; *with_results* holds the ap_keys that appear on the leaderboard."""
+def render_taxonomy_readme(entries: Iterable[dict], vocabulary: dict,
+                           leaderboard_rows: Mapping[str, Sequence[tuple[str, str]]]) -> str:
+    """The taxonomy README of *entries*; *leaderboard_rows*: ap_key -> links ``(text, target relative to
+    taxonomy/README.md)`` to its rows on the leaderboard."""
     ordered = sorted(entries, key=lambda entry: table_sort_key(entry, vocabulary))
     lines = ["# Taxonomy of adversarial pruning methods", "", GENERATED_NOTE, "",
              "Each adversarial pruning (AP) method is described by `submissions/<ap_key>/taxonomy.json`, with "
              "values from `taxonomy/vocabulary.yaml`. The pipeline says when an AP prunes (after, before or "
-             "during training); the other columns say how (structure, locality, criterion)."]
+             "during training); the other columns say how (structure, locality, criterion). A training step "
+             "names the attack of its adversarial training where the paper does, e.g. AT (TRADES); structured "
+             "pruning names what it removes, e.g. S (filters)."]
     for stage, table in vocabulary["pipelines"].items():
         members = [entry for entry in ordered if entry["pipeline"]["stage"] == stage]
         if members:
@@ -62,5 +94,5 @@ def render_taxonomy_readme(entries: Iterable[dict], vocabulary: dict, with_resul
     lines += [f"- {abbreviation}: {definition}" for abbreviation, definition in legend(vocabulary)]
     lines += ["", "## Entries"]
     for entry in ordered:
-        lines += entry_section(entry, entry["ap_key"] in with_results)
+        lines += entry_section(entry, leaderboard_rows.get(entry["ap_key"], ()))
     return "\n".join(lines) + "\n"

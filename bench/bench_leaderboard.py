@@ -1,0 +1,156 @@
+"""How `apb leaderboard` and `apb site` scale: a synthetic repository of N APs x 24 evaluated models (2 datasets
+x 2 architectures x 6 sparsities, each record with a 10,000-sample sidecar and efficiency figures), rendered
+from scratch; prints CPU seconds (user + system, one process) and peak resident memory per N.
+
+    .venv/bin/python bench/bench_leaderboard.py                 # N = 100, 300, 1000
+    .venv/bin/python bench/bench_leaderboard.py --aps 100 --keep /tmp/apb-bench
+
+Each render runs in a fresh child process, so its peak memory is its own. Nothing here is a test.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+PROTOCOL = "linf-8-255-v1"
+N_SAMPLES = 10_000
+EPS = 8 / 255
+MODELS = [(arch, dataset, kind, sparsity) for dataset in ("CIFAR10", "SVHN") for arch in ("R18", "V16")
+          for kind, sparsities in (("US", (90, 95, 99)), ("S", (50, 75, 90))) for sparsity in sparsities]
+VARIANTS = 64  # distinct sidecars, reused across models (their bytes, not their content, cost the render)
+
+
+def sidecars() -> list[tuple[bytes, dict]]:
+    """``VARIANTS`` sidecars as `apb evaluate` writes them, with their summary."""
+    from evaluator.records import PerSample, summarize
+
+    made = []
+    for seed in range(VARIANTS):
+        rng = np.random.default_rng(seed)
+        distances = rng.exponential(0.02 + 0.0005 * seed, N_SAMPLES).astype(np.float32)
+        distances[: N_SAMPLES // 5] = 0
+        distances[-10:] = np.inf
+        clean = distances > 0
+        per_sample = PerSample(np.arange(N_SAMPLES), clean, clean & (distances > EPS * 1.02), distances)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, sample_index=per_sample.sample_index,
+                            clean_correct=np.packbits(per_sample.clean_correct),
+                            aa_robust=np.packbits(per_sample.aa_robust), hofmn_distance=per_sample.hofmn_distance)
+        made.append((buffer.getvalue(), summarize(per_sample, EPS)))
+    return made
+
+
+def build(root: Path, n_aps: int) -> None:
+    """The synthetic repository: the real taxonomy schema and vocabulary, N taxonomy entries, 24 records each."""
+    shutil.copytree(REPO / "taxonomy", root / "taxonomy", ignore=shutil.ignore_patterns("README.md"))
+    made = sidecars()
+    stages = ("after-training", "before-training", "during-training")
+    for i in range(n_aps):
+        ap_key = f"Synth{i:04d}_Doe{2015 + i % 10}Synthetic"
+        folder = root / "submissions" / ap_key
+        (folder / "records").mkdir(parents=True)
+        stage = stages[i % 3]
+        pipeline = {"after-training": {"pretraining": {"methods": ["AT"], "adversarial_training": "PGD"},
+                                       "finetuning": {"methods": ["AT"], "adversarial_training": "TRADES"},
+                                       "schedule": ["1S"]},
+                    "before-training": {"pruning_step": {"methods": ["AT"]}, "training_step": {"methods": ["AT"]},
+                                        "schedule": ["IT"]},
+                    "during-training": {"training_step": {"methods": ["AT"]}}}[stage]
+        taxonomy = {"schema_version": 1, "ap_key": ap_key, "name": f"S{i:04d}", "title": f"Synthetic AP {i}",
+                    "year": 2015 + i % 10, "venue": "Synthetic Conference", "paper_url": f"https://example.org/{i}",
+                    "code_url": None, "pipeline": {"stage": stage, **pipeline}, "structure": ["S", "US"],
+                    "granularity": "filters", "locality": ["L", "G"][i % 2: i % 2 + 1], "criterion": "LWM"}
+        (folder / "taxonomy.json").write_text(json.dumps(taxonomy, indent=2))
+        for j, (arch, dataset, kind, sparsity) in enumerate(MODELS):
+            data, summary = made[(i * 24 + j) % VARIANTS]
+            model_key = f"{ap_key}_{arch}_{dataset}_{kind}_{sparsity}"
+            stem = f"{model_key}__{PROTOCOL}"
+            (folder / "records" / f"{stem}.npz").write_bytes(data)
+            dense = 555_422_720 if arch == "R18" else 313_788_928
+            record = {
+                "schema_version": 1, "model_key": model_key, "ap_key": ap_key,
+                "architecture": "resnet18" if arch == "R18" else "vgg16", "dataset": dataset,
+                "structure_kind": kind, "sparsity": sparsity, "source": "evaluated", "protocol": PROTOCOL,
+                **summary, "checkpoint_sha256": hashlib.sha256(model_key.encode()).hexdigest(),
+                "provenance": {"protocol_sha256": "0" * 64, "evaluator_version": "0.1.0", "git_commit": "f" * 40,
+                               "packages": {"torch": "2.14.1", "numpy": "2.4.6", "pyautoattack": "0.2.0"},
+                               "device": "NVIDIA H100", "date": f"2025-{1 + i % 12:02d}-01T00:00:00Z",
+                               "wall_time_s": {"autoattack": 812.5, "hofmn": 433.0, "total": 1300.1}},
+                "flags": [{"code": "hofmn-no-adversarial", "message": "10 samples without adversarial"}]
+                if (i + j) % 17 == 0 else [],
+                "check": {"ok": True, "compliance": {"ok": True, "architecture": arch, "n_keys": 122},
+                          "sparsity": {"ok": True, "structure": "weights", "claimed": sparsity,
+                                       "measured": sparsity + 0.01},
+                          "efficiency": {"input_shape": [3, 32, 32], "params_total": 11_173_962,
+                                         "params_nonzero": int(11_173_962 * (100 - sparsity) / 100),
+                                         "macs_dense": dense, "macs_nonzero": int(dense * (100 - sparsity) / 100),
+                                         "macs_structured": dense, "structure_kind": kind,
+                                         "macs_effective": int(dense * (100 - sparsity) / 100)}},
+                "per_sample": {"file": f"{stem}.npz", "sha256": hashlib.sha256(data).hexdigest()},
+            }
+            (folder / "records" / f"{stem}.json").write_text(json.dumps(record, indent=2))
+
+
+def measure(command: str, root: Path, out: Path) -> None:
+    """Child process: run one command in-process, print its CPU seconds and peak RSS as JSON."""
+    from evaluator.cli import main
+
+    started = time.perf_counter()
+    code = main([command, "--root", str(root), "--out", str(out)])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"code": code, "wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
+                      "peak_mib": usage.ru_maxrss / 1024}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aps", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--commands", nargs="+", default=["leaderboard", "site"])
+    parser.add_argument("--keep", type=Path, default=None, help="build the repositories here and keep them")
+    parser.add_argument("--measure", nargs=3, metavar=("COMMAND", "ROOT", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measure(args.measure[0], Path(args.measure[1]), Path(args.measure[2]))
+        return
+    base = args.keep or Path(tempfile.mkdtemp(prefix="apb-bench-"))
+    print(f"python {sys.version.split()[0]}, {len(MODELS)} models per AP, {N_SAMPLES} samples per sidecar")
+    print(f"{'APs':>6} {'records':>8} {'command':>12} {'cpu s':>8} {'wall s':>8} {'peak MiB':>9} {'files':>7}")
+    try:
+        for n in args.aps:
+            root = base / f"repo-{n}"
+            if not (root / "submissions").is_dir():
+                build(root, n)
+            for command in args.commands:
+                out = base / f"out-{n}-{command}"
+                shutil.rmtree(out, ignore_errors=True)
+                child = subprocess.run([sys.executable, __file__, "--measure", command, str(root), str(out)],
+                                       capture_output=True, text=True, cwd=REPO)
+                if child.returncode:
+                    print(child.stderr[-3000:])
+                    raise SystemExit(f"{command} failed at N = {n}")
+                result = json.loads(child.stdout.strip().splitlines()[-1])
+                files = sum(1 for p in out.rglob("*") if p.is_file())
+                print(f"{n:>6} {n * len(MODELS):>8} {command:>12} {result['cpu_s']:>8.1f} {result['wall_s']:>8.1f} "
+                      f"{result['peak_mib']:>9.0f} {files:>7}", flush=True)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""``leaderboard/analysis.md``: robust accuracy grouped by each taxonomy dimension (``analysis.yaml``), the
+comparison the paper makes by hand, from the same rows as the tables. One table per protocol and dimension
+(protocols are never pooled): for each value, the APs that have it and, per dataset, the number of cells and
+the median and range of their AutoAttack robust accuracy."""
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import median
+from typing import Any, Iterable, Mapping
+
+from evaluator.render.catalog import Catalog
+from evaluator.render.layout import ANALYSIS_PAGE, LEADERBOARD_README, relative_link
+from evaluator.render.markdown import GENERATED_NOTE, simple_table
+from evaluator.render.tables import percent
+from evaluator.render.taxonomy_tables import value_text
+
+DIMENSIONS_FILE = Path(__file__).with_name("analysis.yaml")
+METRIC = "aa_robust_accuracy"
+NOT_APPLICABLE = "n/a"
+
+
+def load_dimensions() -> list[dict]:
+    from evaluator.safeio import load_yaml
+
+    data, _ = load_yaml(DIMENSIONS_FILE)
+    return list(data["dimensions"])
+
+
+def field_value(entry: dict, dotted: str) -> Any:
+    value: Any = entry
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def dimension_values(entry: dict, dimension: dict) -> list[str]:
+    """The values an entry has in one dimension (``n/a`` where none of its fields is set)."""
+    for dotted in dimension["fields"]:
+        value = field_value(entry, dotted)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            return [str(item) for item in value]
+        return [value_text(value)]
+    return [NOT_APPLICABLE]
+
+
+def grouped(catalog: Catalog, entries: Iterable[dict], dimension: dict) -> dict[str, dict[tuple[str, str], list[float]]]:
+    """protocol -> (value, dataset) -> robust accuracies of that protocol's cells of APs with that value."""
+    values = {entry["ap_key"]: dimension_values(entry, dimension) for entry in entries}
+    found: dict[str, dict[tuple[str, str], list[float]]] = {}
+    for row in catalog.rows:
+        accuracy = row.metric(METRIC)
+        if accuracy is None or row.ap_key not in values:
+            continue
+        for value in values[row.ap_key]:
+            found.setdefault(row.protocol, {}).setdefault((value, row.dataset), []).append(float(accuracy))
+    return found
+
+
+def analysis_tables(catalog: Catalog, entries: list[dict]) -> Iterable[tuple[str, str, list[str], list[list[str]]]]:
+    """``(protocol, dimension title, headers, rows)`` of every analysis table."""
+    datasets = catalog.datasets()
+    aps_of: dict[str, set[str]] = {}
+    for row in catalog.rows:
+        aps_of.setdefault(row.protocol, set()).add(row.ap_key)
+    for dimension in load_dimensions():
+        by_protocol = grouped(catalog, entries, dimension)
+        for protocol in sorted(by_protocol):
+            cells = by_protocol[protocol]
+            names = sorted({value for value, _ in cells})
+            headers = ["value", "APs"] + [f"{d} {what}" for d in datasets for what in ("cells", "median", "range")]
+            rows = []
+            for value in names:
+                members = {e["ap_key"] for e in entries if value in dimension_values(e, dimension)} & aps_of[protocol]
+                line = [value, str(len(members))]
+                for dataset in datasets:
+                    numbers = cells.get((value, dataset), [])
+                    line += ([str(len(numbers)), percent(median(numbers)),
+                              f"{percent(min(numbers))}–{percent(max(numbers))}"] if numbers else ["0", "-", "-"])
+                rows.append(line)
+            yield protocol, dimension["title"], headers, rows
+
+
+def render_analysis(catalog: Catalog, entries: list[dict], descriptions: Mapping[str, str]) -> str:
+    lines = ["# Robust accuracy by taxonomy dimension", "", GENERATED_NOTE, "",
+             f"AutoAttack robust accuracy (%) of the [leaderboard]({relative_link(ANALYSIS_PAGE, LEADERBOARD_README)})'s "
+             "cells, grouped by each dimension of the taxonomy: per value, the APs that have it and, per dataset, "
+             "the number of cells (architectures, structures and sparsities together), their median and range. "
+             "An AP with several values of a dimension counts in each. Each protocol has its own tables: "
+             "numbers of different protocols are never pooled. The site shows the same data as box plots."]
+    current = None
+    for protocol, title, headers, rows in analysis_tables(catalog, entries):
+        if protocol != current:
+            text = descriptions.get(protocol, "").strip()
+            lines += ["", f"## Protocol `{protocol}`"] + (["", text] if text else [])
+            current = protocol
+        lines += ["", f"### {title}", "", simple_table(headers, rows)]
+    if current is None:
+        lines += ["", "No records yet."]
+    return "\n".join(lines) + "\n"

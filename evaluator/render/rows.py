@@ -1,0 +1,103 @@
+"""The few facts of one record that the tables, figures, analysis and site need, kept compact: a leaderboard of
+1,000 APs has 24,000 models, and the renderers keep one :class:`Row` per record (with its curve summary, a few
+hundred bytes) instead of the record and its sidecar."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from sys import intern
+
+import numpy as np
+
+from evaluator.render.curves import curve_summary
+from evaluator.render.inputs import PUBLISHED, Result, load_distances
+
+EFFICIENCY_FIELDS = ("params_total", "params_nonzero", "macs_dense", "macs_effective")
+METRIC_NAMES = ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy")
+
+
+@dataclass(slots=True)
+class Row:
+    """One record as the renderers see it. ``curve``: robust accuracy on ``curves.EPS_GRID`` in hundredths of a
+    percent, from the record's sidecar (None without one); ``sample_range``: the samples the curve covers."""
+
+    model_key: str
+    ap_key: str
+    dataset: str
+    structure_kind: str
+    architecture: str
+    sparsity: int
+    source: str
+    protocol: str
+    n_samples: int
+    metrics: tuple[float | None, ...]  # in the order of METRIC_NAMES
+    flags: tuple[str, ...]  # flag codes
+    efficiency: tuple[int, int, int, int] | None  # params total, params non-zero, MACs dense, MACs effective
+    curve: np.ndarray | None
+    sample_range: tuple[int, int] | None
+    distance_counts: tuple[int, int, int] | None  # (samples, distance 0, distance inf) of the sidecar
+    date: str | None
+    commit: str | None
+    reference: str | None  # where a published record's numbers come from
+
+    @property
+    def published(self) -> bool:
+        return self.source == PUBLISHED
+
+    @property
+    def group(self) -> tuple[str, str]:
+        return (self.dataset, self.structure_kind)
+
+    @property
+    def column(self) -> tuple[str, int]:
+        return (self.architecture, self.sparsity)
+
+    def metric(self, name: str) -> float | None:
+        return self.metrics[METRIC_NAMES.index(name)]
+
+    @property
+    def macs_effective(self) -> int | None:
+        return None if self.efficiency is None else self.efficiency[3]
+
+    @property
+    def macs_dense(self) -> int | None:
+        return None if self.efficiency is None else self.efficiency[2]
+
+    @property
+    def params(self) -> tuple[int, int] | None:
+        """(total, non-zero) parameters."""
+        return None if self.efficiency is None else (self.efficiency[0], self.efficiency[1])
+
+
+def row_of(root: Path, result: Result) -> Row:
+    """The :class:`Row` of one record, its sidecar (if any) read, checked and reduced to a curve summary."""
+    record = result.record
+    metrics = record.get("metrics") or {}
+    provenance = record.get("provenance") or {}
+    distances = load_distances(root, result)
+    per_sample = record.get("per_sample") or {}
+    sample_range = per_sample.get("sample_range")
+    if distances is not None and sample_range is None:
+        sample_range = [0, int(distances.size)]
+    figures = (record.get("check") or {}).get("efficiency")
+    efficiency = None
+    if isinstance(figures, dict) and all(isinstance(figures.get(f), int) for f in EFFICIENCY_FIELDS):
+        efficiency = tuple(int(figures[f]) for f in EFFICIENCY_FIELDS)
+    return Row(  # strings repeated across records are interned: one copy, however many rows
+        model_key=result.model_key, ap_key=intern(result.key.ap_key), dataset=intern(result.key.dataset),
+        structure_kind=intern(result.key.structure_kind), architecture=intern(result.key.architecture),
+        sparsity=result.key.sparsity, source=intern(record["source"]), protocol=intern(result.protocol),
+        n_samples=int(record.get("n_samples") or 0),
+        metrics=tuple(metrics.get(name) for name in METRIC_NAMES),
+        flags=tuple(str(flag.get("code")) for flag in record.get("flags") or []),
+        efficiency=efficiency,  # type: ignore[arg-type]
+        curve=None if distances is None or distances.size == 0 else curve_summary(distances),
+        sample_range=None if sample_range is None else (int(sample_range[0]), int(sample_range[1])),
+        distance_counts=None if distances is None else (int(distances.size), int((distances == 0).sum()),
+                                                        int(np.isinf(distances).sum())),
+        date=provenance.get("date"), commit=_interned(provenance.get("git_commit")),
+        reference=_interned(provenance.get("reference")))
+
+
+def _interned(text: object) -> str | None:
+    return intern(text) if isinstance(text, str) else None

@@ -1,0 +1,187 @@
+"""Small deterministic SVG charts for the Markdown leaderboard: security curves (lines) and the
+robust-accuracy-vs-MACs trade-off (points).
+
+Written as text, not drawn by a plotting library: a leaderboard of 1,000 APs has tens of thousands of model
+pages, each with its own curve, and an SVG of a few kilobytes costs microseconds to write, diffs as text in
+git and renders in GitHub's Markdown (as an image). The interactive charts are on the site (plotly).
+Same input, same bytes: coordinates are rounded (lines to whole pixels, the rest to 0.1 px) and nothing reads
+the clock.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from html import escape
+from typing import Sequence
+
+import numpy as np
+
+WIDTH, HEIGHT = 640, 400
+PLOT = {"left": 52, "right": 440, "top": 30, "bottom": 350}  # the axes' box; the legend sits right of it
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+CONTEXT = "#b8b8b8"  # curves shown for context (the other models of a model page)
+FONT = "font-family:DejaVu Sans,Arial,sans-serif"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One named line (``points`` as ``(x, y)`` data) or point set; ``emphasis`` draws it bold and on top,
+    ``context`` thin and grey."""
+
+    name: str
+    points: Sequence[tuple[float, float]] | str  # data points, or a line's pixels from :func:`polyline_points`
+    emphasis: bool = False
+    context: bool = False
+    marker: str = "circle"  # circle | square (points only)
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Data range and ticks ``(value, label)`` of one axis; ``log`` maps values by log10."""
+
+    title: str
+    low: float
+    high: float
+    ticks: Sequence[tuple[float, str]]
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ticks", tuple(self.ticks))  # hashable: frames are cached per pair of axes
+
+
+def _scale(value: float, axis: Axis, start: float, stop: float) -> float:
+    low, high, value = ((math.log10(axis.low), math.log10(axis.high), math.log10(max(value, axis.low)))
+                        if axis.log else (axis.low, axis.high, value))
+    return start + (stop - start) * (value - low) / (high - low if high > low else 1.0)
+
+
+def _xy(point: tuple[float, float], x: Axis, y: Axis) -> str:
+    px = _scale(point[0], x, PLOT["left"], PLOT["right"])
+    py = _scale(point[1], y, PLOT["bottom"], PLOT["top"])
+    return f"{px:.1f},{py:.1f}"
+
+
+def polyline_points(xs: np.ndarray, ys: np.ndarray, x: Axis, y: Axis) -> str:
+    """The ``points`` attribute of a line through data points (linear axes), in whole pixels, repeated
+    pixels dropped: computed once per curve and reused in every chart that shows it."""
+    px = np.rint(PLOT["left"] + (PLOT["right"] - PLOT["left"]) * (xs - x.low) / (x.high - x.low)).astype(np.int64)
+    py = np.rint(PLOT["bottom"] + (PLOT["top"] - PLOT["bottom"]) * (ys - y.low) / (y.high - y.low)).astype(np.int64)
+    keep = np.ones(px.size, dtype=bool)
+    keep[1:] = (px[1:] != px[:-1]) | (py[1:] != py[:-1])
+    return " ".join(map("%d,%d".__mod__, zip(px[keep].tolist(), py[keep].tolist())))
+
+
+def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11, extra: str = "") -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}"{extra}>'
+            f"{escape(text)}</text>")
+
+
+def _frame(title: str, x: Axis, y: Axis) -> list[str]:
+    """The chart's opening, title, axes, grid and tick labels."""
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+            f'viewBox="0 0 {WIDTH} {HEIGHT}" style="{FONT}">',
+            f"<title>{escape(title)}</title>", f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+            _text(WIDTH / 2, 18, title, "middle", 12.5), _axes(x, y)]
+
+
+@functools.lru_cache(maxsize=64)
+def _axes(x: Axis, y: Axis) -> str:
+    left, right, top, bottom = PLOT["left"], PLOT["right"], PLOT["top"], PLOT["bottom"]
+    parts = []
+    for value, label in x.ticks:
+        px = _scale(value, x, left, right)
+        parts.append(f'<line x1="{px:.1f}" y1="{top}" x2="{px:.1f}" y2="{bottom}" stroke="#ececec"/>')
+        parts.append(_text(px, bottom + 14, label, "middle", 10))
+    for value, label in y.ticks:
+        py = _scale(value, y, bottom, top)
+        parts.append(f'<line x1="{left}" y1="{py:.1f}" x2="{right}" y2="{py:.1f}" stroke="#ececec"/>')
+        parts.append(_text(left - 5, py + 3.5, label, "end", 10))
+    parts.append(f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" '
+                 'stroke="#444"/>')
+    parts.append(_text((left + right) / 2, bottom + 32, x.title, "middle", 11))
+    parts.append(_text(14, (top + bottom) / 2, y.title, "middle", 11,
+                       f' transform="rotate(-90 14 {(top + bottom) / 2:.1f})"'))
+    return "\n".join(parts)
+
+
+def _legend(entries: list[tuple[str, str, bool]], title: str | None) -> list[str]:
+    """Legend lines right of the axes: ``(label, colour, bold)``."""
+    x, y = PLOT["right"] + 12, PLOT["top"] + 8
+    parts = []
+    if title:
+        parts.append(_text(x, y, title, size=10, extra=' font-weight="bold"'))
+        y += 15
+    for label, colour, bold in entries:
+        width = 3 if bold else 1.6
+        parts.append(f'<line x1="{x}" y1="{y - 3.5:.1f}" x2="{x + 16}" y2="{y - 3.5:.1f}" stroke="{colour}" '
+                     f'stroke-width="{width}"/>')
+        parts.append(_text(x + 21, y, label, size=9.5, extra=' font-weight="bold"' if bold else ""))
+        y += 14
+    return parts
+
+
+def _colour(index: int, series: Series) -> str:
+    return CONTEXT if series.context else PALETTE[index % len(PALETTE)]
+
+
+def line_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, marker: tuple[float, str] | None = None,
+               legend_title: str | None = None, legend_limit: int = 20) -> str:
+    """Lines of *series* (context ones first, emphasised last, so they are drawn on top) with a dashed vertical
+    *marker* ``(x, label)`` and a legend of at most *legend_limit* non-context entries."""
+    parts = _frame(title, x, y)
+    if marker is not None:
+        px = _scale(marker[0], x, PLOT["left"], PLOT["right"])
+        parts.append(f'<line x1="{px:.1f}" y1="{PLOT["top"]}" x2="{px:.1f}" y2="{PLOT["bottom"]}" stroke="#555" '
+                     'stroke-dasharray="4 3"/>')
+        parts.append(_text(px + 3, PLOT["top"] + 12, marker[1], size=10))
+    coloured = [(i, s) for i, s in enumerate(series)]
+    ordered = sorted(coloured, key=lambda item: (not item[1].context, item[1].emphasis))
+    for index, item in ordered:
+        width = 3 if item.emphasis else 1 if item.context else 1.6
+        points = item.points if isinstance(item.points, str) else " ".join(_xy(p, x, y) for p in item.points)
+        parts.append(f'<polyline fill="none" stroke="{_colour(index, item)}" stroke-width="{width}" '
+                     f'stroke-linejoin="round" points="{points}"/>')
+    entries = [(s.name, _colour(i, s), s.emphasis) for i, s in coloured if s.name][:legend_limit]
+    parts += _legend(entries, legend_title)
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, legend_title: str | None = None) -> str:
+    """Points of each series (a marker shape and colour per series) with a legend."""
+    parts = _frame(title, x, y)
+    for index, item in enumerate(series):
+        colour = _colour(index, item)
+        for point in item.points:
+            px, py = (float(v) for v in _xy(point, x, y).split(","))
+            if item.marker == "square":
+                parts.append(f'<rect x="{px - 3:.1f}" y="{py - 3:.1f}" width="6" height="6" fill="{colour}" '
+                             'fill-opacity="0.7"/>')
+            else:
+                parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.2" fill="{colour}" fill-opacity="0.7"/>')
+    parts += _legend([(s.name, _colour(i, s), False) for i, s in enumerate(series)], legend_title)
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def log_ticks(low: float, high: float) -> list[tuple[float, str]]:
+    """Powers of ten (and 2x, 5x between) covering ``[low, high]``, labelled 10k, 2M, 1G."""
+    ticks = []
+    exponent = math.floor(math.log10(max(low, 1e-12)))
+    while 10 ** exponent <= high * 1.0001:
+        for step in (1, 2, 5):
+            value = step * 10 ** exponent
+            if low * 0.9999 <= value <= high * 1.0001:
+                ticks.append((float(value), si_label(value)))
+        exponent += 1
+    return ticks
+
+
+def si_label(value: float) -> str:
+    """``1.2G``, ``56.3M``, ``840k``: three significant digits at most."""
+    for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.3g}{suffix}"
+    return f"{value:.3g}"

@@ -1,0 +1,269 @@
+"""``apb site --out DIR``: a static, self-contained site from the same data as the leaderboard.
+
+- ``index.html``: every record in one sortable, searchable table with filters (dataset, structure,
+  architecture, sparsity, protocol and each taxonomy dimension), and the downloads;
+- ``compare.html``: pick models, see their security curves and their robust accuracy at any budget of the
+  curve grid (the original benchmark's Colab, in the browser);
+- ``analysis.html``: robust accuracy by taxonomy dimension, as box plots;
+- ``data/records.json`` and ``data/records.csv``: every record (JSON: the records themselves);
+- ``data/rows.js``, ``data/analysis.js``, ``data/curves/*.js``: what the pages draw (curves are loaded per
+  column when a model of that column is picked, so the pages stay small at any number of APs);
+- ``assets/``: the site's script and style, and plotly.js copied from the plotly Python package.
+
+Nothing is fetched from elsewhere at view time (a Content-Security-Policy of ``'self'`` says so to the
+browser) and the pages work from ``file://`` too: data is loaded with ``<script>`` elements, not ``fetch``.
+Records are streamed: the JSON and CSV downloads are written as the records are read.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from evaluator.errors import APBError, Problem
+
+ASSETS = Path(__file__).parent
+MARKER = ".apb-site"  # a folder holding this file was written by apb site and may be replaced
+CSV_FIELDS = ("model_key", "ap_key", "ap_name", "dataset", "structure_kind", "architecture", "sparsity", "source",
+              "protocol", "n_samples", "clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy",
+              "worst_case_robust_accuracy", "flags", "params_total", "params_nonzero", "macs_dense",
+              "macs_effective", "date", "git_commit", "checkpoint_sha256", "record")
+ROW_FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "protocol", "source",
+              "clean", "aa", "hofmn", "worst", "flags", "macs_effective", "macs_dense", "params_nonzero",
+              "params_total", "curve", "date")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
+PAGES = {"index.html": "Leaderboard", "compare.html": "Compare security curves", "analysis.html": "Analysis"}
+
+
+def plotly_js() -> bytes:
+    """plotly.js as shipped by the plotly Python package (no network)."""
+    try:
+        import plotly
+    except ImportError:
+        raise APBError(Problem("apb site", "the plotly package is missing; install the project again "
+                                           "(`make install`) or `pip install plotly`")) from None
+    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+
+
+def js_value(value: Any) -> str:
+    """JSON of *value* safe inside a script file (no ``</script>``, no line separators)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("</", "<\\/").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def js_data(name: str, value: Any) -> str:
+    """``window.NAME = <json>;``, safe inside a script file."""
+    return f"window.{name} = {js_value(value)};\n"
+
+
+def prepare_out(out: Path) -> None:
+    """An empty folder at *out*: created, or emptied if an earlier ``apb site`` wrote it; anything else there is
+    refused so that no user files are deleted."""
+    if out.exists():
+        if not out.is_dir():
+            raise APBError(Problem(str(out), "exists and is not a folder; choose another --out"))
+        if any(out.iterdir()):
+            if not (out / MARKER).is_file():
+                raise APBError(Problem(str(out), f"is not empty and holds no {MARKER} (it was not written by apb "
+                                                 "site); choose an empty or new folder"))
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("written by apb site; the whole folder is replaced by the next run\n")
+
+
+def page(title: str, current: str, body: str, scripts: Iterable[str], last_updated: str) -> str:
+    nav = " ".join(f'<a href="{name}"{" aria-current=page" if name == current else ""}>{escape(text)}</a>'
+                   for name, text in PAGES.items())
+    tags = "\n".join(f'<script src="{escape(src)}"></script>' for src in scripts)
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<title>{escape(title)} · Adversarial Pruning Benchmark</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="assets/site.css">
+</head>
+<body data-page="{escape(current)}">
+<header><strong>Adversarial Pruning Benchmark</strong> <nav>{nav}</nav></header>
+<main>
+<h1>{escape(title)}</h1>
+<p class="updated">{escape(last_updated)}</p>
+{body}
+</main>
+{tags}
+</body>
+</html>
+"""
+
+
+INDEX_BODY = """<p>Every record of the benchmark: one row per model and protocol. Click a column to sort, type to search,
+narrow with the filters. Published numbers are shown as published (protocol <code>published-2024</code>);
+⚠ marks records with a sanity flag. Downloads: <a href="data/records.csv" download>CSV</a> ·
+<a href="data/records.json" download>JSON</a> (every record, as committed).</p>
+<div id="filters" class="filters"><input id="search" type="search" placeholder="search AP, model key, venue" aria-label="search"></div>
+<p id="count" class="count"></p>
+<table id="leaderboard"><thead></thead><tbody></tbody></table>
+<div class="pager"><button id="previous" type="button">previous</button> <span id="page"></span>
+<button id="next" type="button">next</button></div>"""
+
+COMPARE_BODY = """<p>Pick models (those with per-sample distances: evaluated records, and published records with the
+original benchmark's distances), then read their robust accuracy at any Linf budget ε of the grid (steps of
+1/1020, so every k/255 is on it).</p>
+<div class="picker"><input id="model-search" type="search" placeholder="filter models" aria-label="filter models">
+<select id="models" size="10" aria-label="models"></select>
+<button id="add" type="button">add to the plot</button></div>
+<div id="plot" class="plot"></div>
+<label for="eps">ε = <span id="eps-label"></span></label>
+<input id="eps" type="range" min="0" max="152" value="32" step="1">
+<table id="picked"><thead><tr><th>model</th><th>protocol</th><th>samples</th><th>robust accuracy at ε (%)</th>
+<th></th></tr></thead><tbody></tbody></table>"""
+
+ANALYSIS_BODY = """<p>AutoAttack robust accuracy (%) of every cell, grouped by each taxonomy dimension: one panel per
+dimension and protocol (protocols are never pooled), a box per value and dataset. An AP with several values of
+a dimension counts in each.</p>
+<div id="analysis"></div>"""
+
+
+@dataclass
+class Downloads:
+    """The streamed ``records.json`` and ``records.csv``."""
+
+    json_file: Any
+    csv_writer: Any
+    first: bool = True
+
+    def add(self, record: dict, name: str, path: str) -> None:
+        self.json_file.write(("\n" if self.first else ",\n") + json.dumps(record, ensure_ascii=False, sort_keys=False))
+        self.first = False
+        metrics = record.get("metrics") or {}
+        efficiency = (record.get("check") or {}).get("efficiency") or {}
+        provenance = record.get("provenance") or {}
+        self.csv_writer.writerow([record.get("model_key"), record.get("ap_key"), name, record.get("dataset"),
+                                  record.get("structure_kind"), record.get("architecture"), record.get("sparsity"),
+                                  record.get("source"), record.get("protocol"), record.get("n_samples"),
+                                  *(metrics.get(m) for m in ("clean_accuracy", "aa_robust_accuracy",
+                                                             "hofmn_robust_accuracy", "worst_case_robust_accuracy")),
+                                  " ".join(f.get("code", "") for f in record.get("flags") or []),
+                                  *(efficiency.get(f) for f in ("params_total", "params_nonzero", "macs_dense",
+                                                                "macs_effective")),
+                                  provenance.get("date"), provenance.get("git_commit"),
+                                  record.get("checkpoint_sha256"), path])
+
+
+def curve_key(row: Any) -> str:
+    from evaluator.keys import ARCHITECTURE_CODES
+
+    return f"{row.protocol}/{row.dataset}_{row.structure_kind}_{ARCHITECTURE_CODES[row.architecture]}_{row.sparsity}"
+
+
+def row_values(row: Any) -> list:
+    total, nonzero = row.params or (None, None)
+    return [row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.protocol,
+            row.source, *row.metrics, list(row.flags), row.macs_effective, row.macs_dense, nonzero, total,
+            curve_key(row) if row.curve is not None else None, row.date]
+
+
+def ap_facts(entries: list[dict], labels: Mapping[str, Any]) -> dict[str, dict]:
+    """ap_key -> name, venue, year, links and its value in each analysis dimension."""
+    from evaluator.render.analysis import dimension_values, load_dimensions
+
+    dimensions = load_dimensions()
+    return {entry["ap_key"]: {"name": labels[entry["ap_key"]].name, "venue": entry.get("venue"),
+                              "year": entry.get("year"), "paper": entry.get("paper_url"), "code": entry.get("code_url"),
+                              "taxonomy": {d["title"]: dimension_values(entry, d) for d in dimensions}}
+            for entry in entries}
+
+
+def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[str, int]:
+    """Write the site of the repository at *root* into *out*; returns counts of what it holds."""
+    from tqdm import tqdm
+
+    from evaluator.protocol import list_protocols
+    from evaluator.render import CURVE_EPS
+    from evaluator.render.analysis import analysis_tables, grouped, load_dimensions
+    from evaluator.render.catalog import Catalog, last_updated
+    from evaluator.render.curves import EPS_GRID, GRID_STEPS_PER_255
+    from evaluator.render.inputs import iter_model_records
+    from evaluator.render.labels import ap_labels
+    from evaluator.render.rows import row_of
+    from evaluator.submissions import iter_taxonomies
+
+    root, out = Path(root), Path(out)
+    settings = {p.id: p for p in list_protocols()}
+
+    def shown(protocol: str) -> bool:
+        if protocol not in settings:
+            raise APBError(Problem("evaluator/protocols", f"records name protocol {protocol!r}, which has no "
+                                                          f"evaluator/protocols/{protocol}.yaml", field="protocol"))
+        return settings[protocol].leaderboard
+
+    entries = list(iter_taxonomies(root))
+    labels = ap_labels(entries)
+    prepare_out(out)
+    (out / "data" / "curves").mkdir(parents=True)
+    (out / "assets").mkdir()
+    catalog = Catalog()
+    with open(out / "data" / "records.json", "w", encoding="utf-8") as json_file, \
+            open(out / "data" / "records.csv", "w", encoding="utf-8", newline="") as csv_file:
+        writer = csv.writer(csv_file, lineterminator="\n")
+        writer.writerow(CSV_FIELDS)
+        json_file.write("[")
+        downloads = Downloads(json_file, writer)
+        for results in tqdm(iter_model_records(root, shown), desc="records", unit=" models", disable=None):
+            ap_key = results[0].key.ap_key
+            if ap_key not in labels:
+                raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
+                                                      f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
+            for result in results:
+                catalog.add(row_of(root, result))
+                downloads.add(result.record, labels[ap_key].name, result.path.as_posix())
+        json_file.write("\n]\n")
+    by_column: dict[str, list[Any]] = {}
+    for row in catalog.rows:
+        if row.curve is not None:
+            by_column.setdefault(curve_key(row), []).append(row)
+    for key, members in by_column.items():  # one file per column, written one model at a time
+        with open(out / "data" / "curves" / f"{key.replace('/', '__')}.js", "w", encoding="utf-8") as handle:
+            handle.write(f"window.APB_CURVES = window.APB_CURVES || {{}};\nwindow.APB_CURVES[{json.dumps(key)}] = {{")
+            handle.write(",".join(f"{json.dumps(r.model_key)}:[{','.join(map(str, r.curve.tolist()))}]"
+                                  for r in members))
+            handle.write("};\n")
+    cited = ", ".join(catalog.references()) or "the original benchmark"
+    updated = last_updated(catalog, cited).replace("`", "")
+    protocols = {p: {"description": settings[p].description.strip(),
+                     "eps": settings[p].eps if settings[p].eps_fraction is not None else CURVE_EPS}
+                 for p in sorted({r.protocol for r in catalog.rows})}
+    data = {"fields": list(ROW_FIELDS), "aps": ap_facts(entries, labels),
+            "protocols": protocols, "grid_steps_per_255": GRID_STEPS_PER_255, "grid_size": int(EPS_GRID.size),
+            "source_url": source_url, "dimensions": [d["title"] for d in load_dimensions()]}
+    with open(out / "data" / "rows.js", "w", encoding="utf-8") as handle:  # the rows one at a time
+        handle.write(js_data("APB", data))
+        handle.write("window.APB.rows = [\n")
+        handle.write(",\n".join(js_value(row_values(r)) for r in catalog.rows))
+        handle.write("\n];\n")
+    analysis = {"datasets": catalog.datasets(), "panels": []}
+    for dimension in load_dimensions():
+        for protocol, cells in sorted(grouped(catalog, entries, dimension).items()):
+            analysis["panels"].append({"dimension": dimension["title"], "protocol": protocol,
+                                       "values": [[value, dataset, numbers] for (value, dataset), numbers
+                                                  in sorted(cells.items())]})
+    analysis["tables"] = [{"protocol": p, "dimension": t, "headers": h, "rows": r}
+                          for p, t, h, r in analysis_tables(catalog, entries)]
+    (out / "data" / "analysis.js").write_text(js_data("APB_ANALYSIS", analysis), encoding="utf-8")
+    (out / "assets" / "plotly.min.js").write_bytes(plotly_js())
+    for name in ("site.js", "site.css"):
+        shutil.copyfile(ASSETS / name, out / "assets" / name)
+    common = ["data/rows.js"]
+    bodies = {"index.html": (INDEX_BODY, [*common, "assets/site.js"]),
+              "compare.html": (COMPARE_BODY, [*common, "assets/plotly.min.js", "assets/site.js"]),
+              "analysis.html": (ANALYSIS_BODY, [*common, "data/analysis.js", "assets/plotly.min.js", "assets/site.js"])}
+    for name, (body, scripts) in bodies.items():
+        (out / name).write_text(page(PAGES[name], name, body, scripts, updated), encoding="utf-8")
+    return {"records": len(catalog.rows), "curves": sum(len(m) for m in by_column.values()), "aps": len(entries)}

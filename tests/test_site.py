@@ -1,0 +1,41 @@
+"""``apb site`` without a browser: the downloads hold every record as committed, the pages load nothing from
+elsewhere, and the output folder is only ever replaced when an earlier ``apb site`` wrote it."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+from evaluator.cli import main
+from evaluator.records import iter_record_paths, read_record
+from tests.support.leaderboard_repo import THREE_APS, add_evaluated, make_repo
+
+
+def test_downloads_hold_every_record_and_pages_reference_only_their_own_files(tmp_path, capsys):
+    root = make_repo(tmp_path)
+    add_evaluated(root, f"{THREE_APS[0]}_R18_CIFAR10_US_90")
+    add_evaluated(root, f"{THREE_APS[1]}_R18_CIFAR10_US_95", protocol="smoke-v1")  # never shown
+    out = tmp_path / "site"
+    assert main(["site", "--root", str(root), "--out", str(out)]) == 0
+    shown = [read_record(p) for p in iter_record_paths(root) if read_record(p)["protocol"] != "smoke-v1"]
+    assert json.loads((out / "data/records.json").read_text()) == shown
+    with open(out / "data/records.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["model_key"] for r in rows] == [r["model_key"] for r in shown] and len(rows) == 19
+    assert {r["ap_name"] for r in rows} == {"HARP", "HYDRA", "RADMM"}
+    for page in ("index.html", "compare.html", "analysis.html"):
+        html = (out / page).read_text()
+        assert "Content-Security-Policy" in html and "default-src 'self'" in html
+        for reference in re.findall(r'(?:src|href)="([^"]+)"', html):
+            assert reference.startswith("data:") or (out / reference).is_file(), (page, reference)
+    assert (out / "assets/plotly.min.js").stat().st_size > 1_000_000
+    assert list((out / "data/curves").iterdir()) == [out / "data/curves/linf-8-255-v1__CIFAR10_US_R18_90.js"]
+    rows_js = (out / "data/rows.js").read_text()
+    assert rows_js.startswith("window.APB = {") and "smoke-v1" not in rows_js and "</" not in rows_js
+    # a second run replaces its own output; a folder apb site did not write is refused untouched
+    assert main(["site", "--root", str(root), "--out", str(out)]) == 0
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    assert main(["site", "--root", str(root), "--out", str(other)]) == 1
+    assert "is not empty" in capsys.readouterr().err and (other / "notes.txt").read_text() == "keep"
