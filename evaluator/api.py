@@ -135,15 +135,11 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
 
 def claim_summary(record: dict, path: Path | None) -> str:
     """The text ``benchmark`` prints: the numbers with their 95% intervals, the flags, what to do next."""
-    names = {"clean_accuracy": "clean accuracy", "aa_robust_accuracy": "AutoAttack robust accuracy",
-             "hofmn_robust_accuracy": "HO-FMN robust accuracy", "worst_case_robust_accuracy": "worst-case robust accuracy"}
+    from evaluator.summary import record_numbers
+
     lines = [f"Results ready for a claim: {record['model_key']} under protocol {record['protocol']} "
              f"({record['n_samples']} samples)"]
-    for metric, name in names.items():
-        low, high = record["intervals"][metric]
-        lines.append(f"  {name:<28} {record['metrics'][metric]:7.2f}%   (95% CI {low:.2f}-{high:.2f})")
-    lines.append("  flags: " + ("none" if not record["flags"] else ""))
-    lines.extend(f"    - {flag['code']}: {flag['message']}" for flag in record["flags"])
+    lines += record_numbers(record)
     if path is not None:
         lines.append(f"  record: {path}")
         lines.append(f"  per-sample results: {path.parent / record['per_sample']['file']} "
