@@ -80,6 +80,9 @@ def load_model(model_key: str, *, root: Path | None = None, cache_dir: Path | No
     """The ready model of *model_key*: fetched, verified, loaded strictly, wrapped in the manifest's
     normalization (unless *normalization* is False), on *device*, in eval mode. ``base_resnet18`` and
     ``base_vgg16`` give the freshly initialised base architectures, as in the original benchmark."""
+    from evaluator.device import checked_device
+
+    device = checked_device(device)
     if model_key in BASE_MODEL_KEYS:
         return build_model(BASE_MODEL_KEYS[model_key]).to(device).eval()
     from evaluator.submissions import find_entry
