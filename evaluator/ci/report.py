@@ -318,7 +318,8 @@ def sparsity_text(record: dict) -> str:
     claimed = sparsity.get("claimed", record.get("sparsity"))
     icon = "✅" if sparsity.get("ok", True) else "❌"
     structure = esc(sparsity.get("structure", ""), 20)
-    return f"{structure} sparsity {measured:.2f}% (claimed {esc(claimed, 20)}%) {icon}".strip()
+    shown = f"{claimed:g}" if isinstance(claimed, (int, float)) and not isinstance(claimed, bool) else esc(claimed, 20)
+    return f"{structure} sparsity {measured:.2f}% (claimed {shown}%) {icon}".strip()
 
 
 def compliance_text(record: dict) -> str:
