@@ -17,7 +17,6 @@ from evaluator.compliance import ComplianceReport, check_compliance
 from evaluator.errors import APBError, Problem
 from evaluator.models import Normalized
 
-SPARSITY_TOLERANCE_PP = 0.5  # kept for readers of old reports: the "below" margin of sparsity_window
 CLEAN_GAP_PP = 10.0  # a clean accuracy this many points below the claim (and outside its 95% interval) is flagged
 SANITY_IMAGES = 16
 COUNTED_LAYERS = (
@@ -109,7 +108,7 @@ class SparsityReport:
         data = {"ok": self.ok, "structure": self.structure, "claimed": self.claimed,
                 "measured": _rounded(self.measured), "weights": _rounded(self.weights),
                 "filters": _rounded(self.filters), "channels": _rounded(self.channels),
-                "tolerance_pp": SPARSITY_TOLERANCE_PP, "window": None if self.window is None else list(self.window),
+                "tolerance_pp": _sparsity_tolerance()["below_pp"], "window": None if self.window is None else list(self.window),
                 "message": self.message, "counted_layers": self.counted_layers}
         if layers:
             data["layers"] = [layer.to_dict() for layer in self.layers]
