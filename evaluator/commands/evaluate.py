@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {model_key}: the check failed; nothing was evaluated", file=sys.stderr)
             return 1
         print(f"{outcome.model_key}: {outcome.status}: {outcome.path}")
-        print_numbers(outcome.path)
+        if outcome.status == "evaluated":  # a skipped model's record was written (and printed) by an earlier run
+            print_numbers(outcome.path)
     return 0
 
 
