@@ -1,6 +1,6 @@
 """Adversarial Pruning Benchmark evaluator (console script ``apb``).
 
-The seed-compatible API (``load_model``, ``model_key_maker``, ``test_model_aa``, ``test_model_hofmn``,
+The seed-compatible API (``load_model``, ``load_local_model``, ``model_key_maker``, ``test_model_aa``, ``test_model_hofmn``,
 ``benchmark``, ``load_distance``, ``plot_sec_curve``, ``load_ap_taxonomy``) is importable from here; each
 name is loaded lazily so ``import evaluator`` stays cheap.
 """
@@ -14,6 +14,7 @@ _LAZY = {
     "model_key_maker": "evaluator.keys",
     "parse_model_key": "evaluator.keys",
     "load_model": "evaluator.api",
+    "load_local_model": "evaluator.api",
     "load_ap_taxonomy": "evaluator.api",
     "test_model_aa": "evaluator.api",
     "test_model_hofmn": "evaluator.api",

@@ -22,9 +22,9 @@ from torch import nn
 
 from evaluator.errors import APBError, Problem
 from evaluator.load import load_model
-from evaluator.submissions import load_ap_taxonomy
+from evaluator.submissions import LOADING_FIELDS, load_ap_taxonomy
 
-__all__ = ["load_model", "load_ap_taxonomy", "test_model_aa", "test_model_hofmn", "benchmark", "load_distance",
+__all__ = ["load_model", "load_local_model", "load_ap_taxonomy", "test_model_aa", "test_model_hofmn", "benchmark", "load_distance",
            "plot_sec_curve"]
 
 DEFAULT_PROTOCOL = "linf-8-255-v1"
@@ -48,12 +48,57 @@ def _protocol(protocol: str, n: int | None, **hofmn: str) -> Any:
 def _run(model: nn.Module, dataset: str, data_dir: str | Path, device: str, protocol: Any, *, batch_size: int,
          download: bool, progress: bool, stages: tuple[str, ...]) -> tuple[Any, Any]:
     from evaluator.datasets import load_test_set
+    from evaluator.device import checked_device
     from evaluator.evaluate import evaluate_chunks
 
+    device = checked_device(str(device))
     test_set = load_test_set(dataset, Path(data_dir), n=protocol.n_samples, download=download)
     results = evaluate_chunks(model, test_set, protocol, device=str(device), batch_size=batch_size,
                               progress=progress, stages=stages)
     return results, test_set
+
+
+def load_local_model(path: str | Path, architecture: str | None = None, *, model_key: str | None = None,
+                     dataset: str = "CIFAR10", structure: str = "weights", sparsity: int | None = None,
+                     root: str | Path | None = None, device: str = "cpu", **loading: Any) -> nn.Module:
+    """A checkpoint on disk, loaded the way the evaluator loads a manifest entry: safely (weights-only or
+    safetensors), the key rules applied, strictly into the variant, wrapped in its normalization, in eval mode.
+
+    Either give ``model_key`` (the loading fields of that manifest entry are used, the file is *path*) or the
+    ``architecture`` (``resnet18`` / ``vgg16``) and any manifest loading field as a keyword: ``variant``,
+    ``format`` (default: read from the file's first bytes), ``state_dict_key``, ``strip_prefix``,
+    ``normalization`` ({"mean": [...], "std": [...]}), ``rename_prefixes``, ``normalization_buffers``,
+    ``unused_tensors``, ``masks``, ``allowed_globals``. ``sparsity`` is needed only for ``masks="popup-scores"``.
+    ``apb prepare`` finds these fields for a training checkpoint."""
+    import dataclasses
+
+    from evaluator.device import checked_device
+    from evaluator.file_kind import sniff_format
+    from evaluator.load import build_checked_model, load_state_dict
+    from evaluator.prepare import draft_entry, read_checkpoint_bytes
+
+    device = checked_device(device)
+    path = Path(path)
+    data = read_checkpoint_bytes(path)
+    if model_key is not None:
+        from evaluator.submissions import find_entry
+
+        entry = dataclasses.replace(find_entry(model_key, Path(root) if root is not None else None),
+                                    url=path.resolve().as_uri())
+    else:
+        if architecture is None:
+            raise APBError(Problem("load_local_model", "give architecture= (resnet18 or vgg16) or model_key="))
+        unknown = sorted(set(loading) - set(LOADING_FIELDS))
+        if unknown:
+            raise APBError(Problem("load_local_model", f"unknown loading field(s) {', '.join(unknown)}; the "
+                                                       f"manifest's are {', '.join(LOADING_FIELDS)}"))
+        if loading.get("masks") == "popup-scores" and sparsity is None:
+            raise APBError(Problem("load_local_model", "masks='popup-scores' needs sparsity= (which share of each "
+                                                       "layer's weights the scores prune)"))
+        fields = {"format": sniff_format(data) if sniff_format(data) != "unknown" else "torch", **loading}
+        entry = draft_entry(path, architecture=architecture, dataset=dataset, structure=structure,
+                            sparsity=sparsity if sparsity is not None else 90, **fields)
+    return build_checked_model(entry, load_state_dict(data, entry)).to(device).eval()
 
 
 def test_model_aa(model: nn.Module, dataset: str, data_dir: str | Path, device: str = "cpu", *,
@@ -135,15 +180,11 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
 
 def claim_summary(record: dict, path: Path | None) -> str:
     """The text ``benchmark`` prints: the numbers with their 95% intervals, the flags, what to do next."""
-    names = {"clean_accuracy": "clean accuracy", "aa_robust_accuracy": "AutoAttack robust accuracy",
-             "hofmn_robust_accuracy": "HO-FMN robust accuracy", "worst_case_robust_accuracy": "worst-case robust accuracy"}
+    from evaluator.summary import record_numbers
+
     lines = [f"Results ready for a claim: {record['model_key']} under protocol {record['protocol']} "
              f"({record['n_samples']} samples)"]
-    for metric, name in names.items():
-        low, high = record["intervals"][metric]
-        lines.append(f"  {name:<28} {record['metrics'][metric]:7.2f}%   (95% CI {low:.2f}-{high:.2f})")
-    lines.append("  flags: " + ("none" if not record["flags"] else ""))
-    lines.extend(f"    - {flag['code']}: {flag['message']}" for flag in record["flags"])
+    lines += record_numbers(record)
     if path is not None:
         lines.append(f"  record: {path}")
         lines.append(f"  per-sample results: {path.parent / record['per_sample']['file']} "

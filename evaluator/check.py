@@ -18,7 +18,7 @@ from evaluator.efficiency import efficiency_summary, efficiency_text
 from evaluator.errors import APBError, Problem
 from evaluator.models import Normalized
 
-SPARSITY_TOLERANCE_PP = 0.5  # a measured sparsity more than this many percentage points below the claim fails
+CLEAN_GAP_PP = 10.0  # a clean accuracy this many points below the claim (and outside its 95% interval) is flagged
 SANITY_IMAGES = 16
 COUNTED_LAYERS = (
     "weights: every Conv2d weight tensor, including the first conv (3 input channels) and the 1x1 shortcut convs "
@@ -75,16 +75,31 @@ class SparsityReport:
         return {"weights": self.weights, "filters": self.filters, "channels": self.channels}[self.structure]
 
     @property
+    def window(self) -> tuple[float, float] | None:
+        """The measured sparsities that match the claim (:func:`sparsity_window`)."""
+        return None if self.claimed is None else sparsity_window(self.structure, self.claimed)
+
+    @property
     def ok(self) -> bool:
-        return self.claimed is None or self.measured >= self.claimed - SPARSITY_TOLERANCE_PP
+        window = self.window
+        return window is None or window[0] <= self.measured <= window[1]
 
     @property
     def message(self) -> str:
-        if self.claimed is None:
+        window = self.window
+        if window is None:
             return f"{self.structure} sparsity {self.measured:.2f}% (no claim to compare)"
-        verdict = "matches" if self.ok else f"is more than {SPARSITY_TOLERANCE_PP} percentage points below"
+        if self.ok:
+            verdict = "matches"
+        elif self.measured < window[0]:
+            verdict = f"is below the accepted {window[0]:g}-{window[1]:g}% for"
+        else:
+            verdict = f"is above the accepted {window[0]:g}-{window[1]:g}% for"
         text = (f"measured {self.structure} sparsity {self.measured:.2f}% {verdict} the claimed "
                 f"{self.claimed:g}%")
+        if not self.ok:
+            text += ("; the file is not pruned as the entry's `sparsity` says: fix `sparsity` (and the model key) "
+                     "or prune to the claimed level (manifest schema, x-sparsity-tolerance, says why)")
         if not self.ok and self.structure != "weights":
             other = "channels" if self.structure == "filters" else "filters"
             text += f" (measured {other} sparsity: {getattr(self, other):.2f}%)"
@@ -94,7 +109,8 @@ class SparsityReport:
         data = {"ok": self.ok, "structure": self.structure, "claimed": self.claimed,
                 "measured": _rounded(self.measured), "weights": _rounded(self.weights),
                 "filters": _rounded(self.filters), "channels": _rounded(self.channels),
-                "tolerance_pp": SPARSITY_TOLERANCE_PP, "message": self.message, "counted_layers": self.counted_layers}
+                "tolerance_pp": _sparsity_tolerance()["below_pp"], "window": None if self.window is None else list(self.window),
+                "message": self.message, "counted_layers": self.counted_layers}
         if layers:
             data["layers"] = [layer.to_dict() for layer in self.layers]
         return data
@@ -119,6 +135,24 @@ class SparsityReport:
         return head + "\n" + "\n".join("    " + line for line in table.splitlines())
 
 
+def sparsity_window(structure: str, claimed: float) -> tuple[float, float]:
+    """``(low, high)``: the measured sparsities (percent) that match *claimed* for *structure*, in both
+    directions, as the manifest schema's ``x-sparsity-tolerance`` states (with the reasons): at most
+    ``below_pp`` points less, and at most ``above_share_of_gap`` of the gap to the next sparsity level more."""
+    from evaluator.validate import sparsities_for
+
+    tolerance = _sparsity_tolerance()
+    levels = [level for level in sparsities_for(structure) if level > claimed] + [100]
+    above = tolerance["above_share_of_gap"] * (min(levels) - claimed)
+    return round(claimed - tolerance["below_pp"], 6), round(min(100.0, claimed + above), 6)
+
+
+def _sparsity_tolerance() -> dict:
+    from evaluator.validate import load_schema
+
+    return load_schema("manifest")["x-sparsity-tolerance"]
+
+
 def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) -> SparsityReport:
     """Sparsity of *model*'s weights (a :class:`Normalized` wrapper is looked through), in percent.
 
@@ -126,7 +160,7 @@ def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) ->
     Conv2d weight tensors, the first conv included (Linear layers are listed but not counted: heads differ
     between variants); ``filters`` = all-zero output filters over all Conv2d layers (first conv included); ``channels`` = all-zero input channels over all Conv2d layers (the first conv's 3 image channels
     included). Biases and BatchNorm parameters never count. The claim is compared with the figure named by
-    *structure*; a measurement more than ``SPARSITY_TOLERANCE_PP`` points below it fails."""
+    *structure*; a measurement outside :func:`sparsity_window` of it fails."""
     if structure not in ("weights", "filters", "channels"):
         raise ValueError(f"structure {structure!r} is not weights, filters or channels")
     inner = model.model if isinstance(model, Normalized) else model
@@ -242,6 +276,22 @@ def clean_predictions(model: nn.Module, test_set: Any, *, batch_size: int = 256,
     return correct
 
 
+def clean_accuracy_gap(correct: int | None, n: int, claimed: float | None) -> str | None:
+    """A sentence when the measured clean accuracy is more than ``CLEAN_GAP_PP`` points below the claim and the
+    claim lies above its 95% interval (a few samples cannot trigger it by chance); None otherwise."""
+    from evaluator.records import wilson_interval
+
+    if correct is None or not n or claimed is None:
+        return None
+    measured = 100.0 * correct / n
+    high = 100.0 * wilson_interval(correct, n)[1]
+    if claimed - measured <= CLEAN_GAP_PP or claimed <= high:
+        return None
+    return (f"{measured:.2f}% on {n} samples is {claimed - measured:.1f} points below the claimed {claimed:g}% "
+            "(outside the 95% interval): check `normalization` (inputs are in [0, 1]; `apb prepare` finds "
+            "normalization buffers), `dataset` and the checkpoint")
+
+
 # ----------------------------------------------------------------------------------------------- one entry
 
 @dataclass
@@ -283,8 +333,13 @@ class CheckReport:
         return failed
 
     def warnings(self) -> list[str]:
-        """Findings that do not fail the check but must be flagged (a randomized model)."""
-        return [f"outputs: {self.sanity.message}"] if self.sanity is not None and self.sanity.randomized else []
+        """Findings that do not fail the check but must be flagged (a randomized model, a clean accuracy far
+        below the claim)."""
+        found = [f"outputs: {self.sanity.message}"] if self.sanity is not None and self.sanity.randomized else []
+        gap = clean_accuracy_gap(self.clean_correct, self.n, (self.claimed or {}).get("clean_accuracy"))
+        if gap:
+            found.append(f"clean accuracy: {gap}")
+        return found
 
     def raise_if_failed(self) -> None:
         """An APBError naming the entry and every failed part; what ``apb evaluate`` stops on."""
@@ -328,6 +383,7 @@ class CheckReport:
             data = "" if self.test_set_official else " [test file is not the official one]"
             lines.append(f"clean acc   {self.clean_accuracy:.2f}% ({self.clean_correct}/{self.n}) on the first "
                          f"{self.n} {entry['dataset']} test samples{note}{data}")
+        lines += [f"FLAGGED     {warning}" for warning in self.warnings() if not warning.startswith("outputs:")]
         lines.append("result      PASSED" if self.ok else
                      "result      FAILED\n" + "\n".join(f"    {failure}" for failure in self.failures()))
         return "\n".join(lines)

@@ -10,9 +10,11 @@ from evaluator.errors import APBError
 
 # name -> one-line help; the module is evaluator.commands.<name with - as _>
 COMMANDS = {
+    "new": "scaffold submissions/<ap_key>/ (taxonomy.json and a commented manifest.yaml)",
+    "prepare": "turn a training checkpoint into a clean safetensors file and its manifest entry",
     "validate": "check every schema and cross-file rule of the repository (or of the given paths)",
     "lock": "download entries that lack a sha256 and pin it in their manifest",
-    "check": "fetch, load and check one model: compliance, output sanity, sparsity, clean accuracy",
+    "check": "fetch, load and check a model or every model of an AP: compliance, sanity, sparsity, clean accuracy",
     "evaluate": "evaluate models with AutoAttack and HO-FMN and write their records (resumable, shardable)",
     "merge": "combine the shards of one evaluation into the record a single run would give",
     "leaderboard": "render leaderboard/, taxonomy/README.md and the security curves from the records",

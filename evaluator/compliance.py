@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from evaluator.paths import PACKAGE_DIR
 from evaluator.variants import build_variant, variants
 
 NORMALIZATION_KEY_HINTS = ("mean", "std")
+FOREIGN_LAYOUTS_FILE = PACKAGE_DIR / "models" / "foreign_layouts.yaml"
 
 
 @dataclass
@@ -97,28 +100,75 @@ def check_compliance(state_dict: dict[str, torch.Tensor], variant: str) -> Compl
 
 def suggest_fix(shapes: dict[str, tuple[int, ...]], declared: str) -> str | None:
     """A sentence naming the variant and key rules under which *shapes* (the state dict after the entry's
-    rules) fits best: the variant whose keys and shapes overlap most, after trying the usual rules."""
-    candidates = [("", {}, shapes)]
-    prefix = common_prefix(shapes)
-    if prefix:
-        candidates.append((f"strip_prefix: {prefix!r}", {}, {k[len(prefix):]: v for k, v in shapes.items()}))
-    best: tuple[float, str, str, int, int] | None = None
-    for rule, _, keys in candidates:
-        for name in variants():
-            score, matched, total = overlap(keys, expected_shapes(name))
-            if best is None or score > best[0]:
-                best = (score, name, rule, matched, total)
-    if best is None or best[3] == 0:
+    rules) fits best: the variant whose keys and shapes overlap most, after trying the usual rules. A known
+    layout that is no benchmark architecture (torchvision's ImageNet models) is named as such."""
+    foreign = foreign_layout(shapes)
+    if foreign:
+        return foreign
+    best = closest_variant(shapes)
+    if best is None:
         return None
-    score, name, rule, matched, total = best
+    name, rule, matched, total = best
     family = variants()[name].family
-    hints = [f"architecture: {family}" if family != variants()[declared].family else "",
+    declared_family = variants()[declared].family
+    hints = [f"architecture: {family} (the checkpoint is a {family}, not a {declared_family}; its model key "
+             f"changes with it)" if family != declared_family else "",
              f"variant: {name}" if name not in (declared, family) else ""] + [rule] + rule_hints(shapes)
     hints = [hint for hint in hints if hint]
     fit = f"{matched} of {total} keys of the variant {name} match by name and shape"
     if not hints:
         return f"closest variant: {name} ({fit}); the keys that differ are listed above"
     return f"closest variant: {name} ({fit}); try {', '.join(hints)}"
+
+
+def closest_variant(shapes: dict[str, tuple[int, ...]], family: str | None = None) -> tuple[str, str, int, int] | None:
+    """``(variant, rule, matched, total)``: the registered variant (of *family*, default any) whose keys and
+    shapes overlap most with *shapes*, as they are or with their common prefix stripped (*rule* then says
+    ``strip_prefix: '<prefix>'``); None when no key matches any variant."""
+    candidates = [("", shapes)]
+    prefix = common_prefix(shapes)
+    if prefix:
+        candidates.append((f"strip_prefix: {prefix!r}", {k[len(prefix):]: v for k, v in shapes.items()}))
+    best: tuple[float, str, str, int, int] | None = None
+    for rule, keys in candidates:
+        for name, variant in variants().items():
+            if family is not None and variant.family != family:
+                continue
+            score, matched, total = overlap(keys, expected_shapes(name))
+            if best is None or score > best[0]:
+                best = (score, name, rule, matched, total)
+    if best is None or best[3] == 0:
+        return None
+    return best[1], best[2], best[3], best[4]
+
+
+@functools.lru_cache(maxsize=1)
+def _foreign_layouts() -> dict[str, Any]:
+    from evaluator.safeio import load_yaml
+
+    data, _ = load_yaml(FOREIGN_LAYOUTS_FILE)
+    return dict(data.get("foreign_layouts") or {})
+
+
+def foreign_layout(shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """The message of a known non-benchmark layout (``evaluator/models/foreign_layouts.yaml``) that *shapes*
+    has, looked for as the keys are and with their common prefix removed; None for any other layout."""
+    prefix = common_prefix(shapes)
+    stripped = {key[len(prefix):]: shape for key, shape in shapes.items()}
+    for layout in _foreign_layouts().values():
+        signs = sum(1 for sign in layout["signs"] if _sign_holds(sign, stripped))
+        if signs >= int(layout.get("min_signs", len(layout["signs"]))):
+            return " ".join(str(layout["message"]).split())
+    return None
+
+
+def _sign_holds(sign: dict, shapes: dict[str, tuple[int, ...]]) -> bool:
+    shape = shapes.get(sign["key"])
+    if shape is None:
+        return False
+    if "shape" in sign and list(shape) != list(sign["shape"]):
+        return False
+    return "kernel" not in sign or list(shape[-2:]) == list(sign["kernel"])
 
 
 def overlap(found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]]) -> tuple[float, int, int]:
@@ -153,11 +203,27 @@ def rule_hints(shapes: dict[str, tuple[int, ...]]) -> list[str]:
         hints.append("masks: popup-scores")
     if any(name.startswith("mask_") for name in names):
         hints.append("masks: softplus")
-    normalization = [key for key in shapes if key.rpartition(".")[2] in NORMALIZATION_KEY_HINTS]
+    normalization = normalization_keys(shapes)
     if normalization:
-        hints.append(f"normalization_buffers for {', '.join(normalization[:2])} (with normalization set to their "
-                     "values)")
+        hints.append(f"normalization_buffers for {', '.join(normalization[:2])} (normalization_buffers: "
+                     f"{{mean: {normalization[0]}, std: {normalization[-1]}}} with normalization set to the values "
+                     "they hold; `apb prepare` writes both)")
     return hints
+
+
+def normalization_keys(shapes: dict[str, tuple[int, ...]]) -> list[str]:
+    """Keys that look like input-normalization tensors: named ``mean`` / ``std`` with 3 values (one per
+    colour channel, e.g. shape (3,) or (1, 3, 1, 1)), the mean first."""
+    found = [key for key, shape in shapes.items()
+             if key.rpartition(".")[2] in NORMALIZATION_KEY_HINTS and _numel(shape) == 3]
+    return sorted(found, key=lambda key: NORMALIZATION_KEY_HINTS.index(key.rpartition(".")[2]))
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
 
 
 def listing(items: list[str], limit: int = 5) -> str:

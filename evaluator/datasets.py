@@ -10,13 +10,14 @@ never runs code.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -64,10 +65,24 @@ def load_test_set(dataset: str, data_dir: Path, n: int | None = None, *, downloa
     reader = _read_cifar10 if dataset == "CIFAR10" else _read_svhn
     images, labels, source, official = reader(data_dir, download)
     if n is not None and n > len(labels):
-        raise APBError(f"asked for the first {n} samples but {source} holds only {len(labels)}", file=str(source))
+        raise APBError(f"asked for the first {n} samples but {source} holds only {len(labels)}: pass --n "
+                       f"{len(labels)} (or n={len(labels)} in Python), or use the full official test set", file=str(source))
     stop = len(labels) if n is None else n
     return TestSet(dataset, torch.from_numpy(np.ascontiguousarray(images[:stop])),
                    torch.as_tensor(np.asarray(labels[:stop]), dtype=torch.int64), source, official)
+
+
+@contextlib.contextmanager
+def _network_errors_named(dataset: str, url: str, data_dir: Path) -> Iterator[None]:
+    """A failed test-set download as one line (no network, a refused connection, a timeout), not a traceback."""
+    import urllib.error
+
+    try:
+        yield
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise APBError(f"could not download the {dataset} test set from {url} ({reason}); without a network, copy "
+                       f"the official test files into {data_dir} and run without --download", file="--download") from None
 
 
 # ----------------------------------------------------------------------------------------------- CIFAR-10
@@ -79,7 +94,8 @@ def _read_cifar10(data_dir: Path, download: bool) -> tuple[np.ndarray, list, Pat
     folder = data_dir / CIFAR10_FOLDER
     test_file, meta_file = folder / CIFAR10.test_list[0][0], folder / CIFAR10.meta["filename"]
     if download and not (test_file.is_file() and meta_file.is_file()):
-        download_and_extract_archive(CIFAR10.url, str(data_dir), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+        with _network_errors_named("CIFAR10", CIFAR10.url, data_dir):
+            download_and_extract_archive(CIFAR10.url, str(data_dir), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
     _require_files(data_dir, [test_file, meta_file], "CIFAR10")
     official = _md5(test_file) == CIFAR10.test_list[0][1] and _md5(meta_file) == CIFAR10.meta["md5"]
     if not official:
@@ -151,7 +167,8 @@ def _read_svhn(data_dir: Path, download: bool) -> tuple[np.ndarray, np.ndarray, 
     url, filename, md5 = SVHN.split_list["test"]
     path = data_dir / filename
     if download and not path.is_file():
-        download_url(url, str(data_dir), filename, md5)
+        with _network_errors_named("SVHN", url, data_dir):
+            download_url(url, str(data_dir), filename, md5)
     _require_files(data_dir, [path], "SVHN")
     official = _md5(path) == md5
     try:

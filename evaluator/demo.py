@@ -15,7 +15,8 @@ Everything is seeded: the same seed gives the same checkpoints, data and results
 not trained (that would take too long on a laptop CPU): each is a VGG16 whose first convolution holds 64
 random 3x3 filters, magnitude-pruned to the entry's sparsity; the other convolutions pass those 64 channels
 through (one non-zero tap each), BatchNorm is the identity, so the features are the image-wide maxima of the
-filter responses; the classifier passes them on and its last layer is a least-squares fit on synthetic
+filter responses (the other convolutions' weights on always-zero channels make up the claimed density and
+change nothing); the classifier passes them on and its last layer is a least-squares fit on synthetic
 training images. The test images are synthetic too: a faint class-specific 6x6 pattern on a grey
 background. The numbers show the pipeline, not a pruning method.
 """
@@ -86,6 +87,23 @@ def prune_by_magnitude_(weight: torch.Tensor, sparsity: float) -> None:
         weight.view(-1)[order[:count]] = 0.0
 
 
+def fill_unused_inputs_(convs: list[nn.Conv2d], sparsity: int, generator: torch.Generator) -> None:
+    """Give the convolutions as many non-zero weights as *sparsity* leaves (the check compares the measured
+    sparsity with the claim in both directions), all on input channels beyond the first ``FEATURES``: those
+    channels are always zero, so the weights change no output."""
+    total = sum(conv.weight.numel() for conv in convs)
+    missing = round((1 - sparsity / 100) * total) - sum(int((conv.weight != 0).sum()) for conv in convs)
+    for conv in convs[1:]:
+        unused = conv.weight[:, FEATURES:]
+        count = min(missing, unused.numel())
+        if count <= 0:
+            continue
+        flat = torch.zeros(unused.numel())
+        flat[torch.randperm(unused.numel(), generator=generator)[:count]] = 0.01
+        conv.weight[:, FEATURES:] = flat.view_as(unused)
+        missing -= count
+
+
 def example_model(architecture: str, sparsity: int, generator: torch.Generator) -> nn.Module:
     """The untrained example VGG16 (module docstring) before its last layer is fitted."""
     from evaluator.models import build_model
@@ -104,6 +122,7 @@ def example_model(architecture: str, sparsity: int, generator: torch.Generator) 
         for conv in convs[1:]:
             conv.weight.zero_()
             conv.weight[torch.arange(FEATURES), torch.arange(FEATURES), 1, 1] = 1.0
+        fill_unused_inputs_(convs, sparsity, generator)
         positions = linears[0].in_features // convs[-1].out_channels  # the 2 x 2 average pool's cells
         for linear, stride in ((linears[0], positions), (linears[1], 1)):
             linear.weight.zero_()

@@ -61,9 +61,44 @@ def select(loaded: Any, dotted_key: str | None, entry: Any) -> Any:
             where = ".".join(dotted_key.split(".")[:depth]) or "the checkpoint"
             found = sorted(str(key) for key in current)[:12] if isinstance(current, Mapping) else []
             hint = f"; {where} holds {found}" if found else f"; {where} is a {type(current).__name__}"
-            raise entry_error(entry, f"state_dict_key {dotted_key!r}: {part!r} not found{hint}", "state_dict_key")
+            raise entry_error(entry, f"state_dict_key {dotted_key!r}: {part!r} not found{hint}"
+                                     f"{state_dict_key_fix(loaded)}", "state_dict_key")
         current = current[part]
     return current
+
+
+def state_dict_key_fix(loaded: Any) -> str:
+    """``; set state_dict_key: <where the weights are>`` (or null when the file itself is the state dict)."""
+    located = locate_state_dict(loaded)
+    if located is None:
+        return ""
+    if located == "":
+        return ("; the file itself is the state dict: set state_dict_key: null in the entry (it may inherit "
+                "another value from defaults)")
+    return f"; the weights sit under {located!r}: set state_dict_key: {located}"
+
+
+def locate_state_dict(loaded: Any, max_depth: int = 4) -> str | None:
+    """The dotted path of the mapping inside *loaded* that holds the most tensors keyed by name ('' for
+    *loaded* itself; None when there is none): where a training checkpoint such as ``{'state_dict': ...,
+    'epoch': ...}`` or ``{'model': {'net': ...}}`` keeps its weights."""
+    best: tuple[int, str] | None = None
+    stack: list[tuple[Any, str, int]] = [(loaded, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if not isinstance(node, Mapping):
+            continue
+        tensors = sum(1 for key, value in node.items() if isinstance(key, str) and isinstance(value, torch.Tensor))
+        if tensors and (best is None or tensors > best[0] or (tensors == best[0] and len(path) < len(best[1]))):
+            best = (tensors, path)
+        if depth < max_depth:
+            stack.extend((value, f"{path}.{key}" if path else str(key), depth + 1) for key, value in node.items()
+                         if isinstance(key, str) and isinstance(value, Mapping) and _dotted_part(key))
+    return None if best is None else best[1]
+
+
+def _dotted_part(key: str) -> bool:
+    return bool(key) and "." not in key and (key[0].isalpha() or key[0] == "_") and key.replace("_", "a").isalnum()
 
 
 def tensor_mapping(selected: Any, entry: Any) -> dict[str, torch.Tensor]:
@@ -76,11 +111,11 @@ def tensor_mapping(selected: Any, entry: Any) -> dict[str, torch.Tensor]:
     bad = [f"{key!r} ({type(value).__name__})" for key, value in selected.items()
            if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
     if bad:
-        nested = [str(key) for key, value in selected.items() if isinstance(value, Mapping)]
-        hint = f"; the weights may sit under {', '.join(nested[:4])}" if nested else ""
+        located = locate_state_dict(selected)
+        fix = (f"set state_dict_key to {located!r} (relative to the current state_dict_key)" if located else
+               "set state_dict_key to where the weights sit")
         raise entry_error(entry, f"{len(bad)} of {len(selected)} entries are not name -> tensor (e.g. "
-                                 f"{', '.join(bad[:4])}){hint}: set state_dict_key to where the weights sit",
-                          "state_dict_key")
+                                 f"{', '.join(bad[:4])}): {fix}", "state_dict_key")
     return dict(selected)
 
 

@@ -32,12 +32,21 @@ def model_key_maker(ap_method: str, architecture: str, dataset: str, structure: 
     if architecture not in ARCHITECTURE_CODES:
         raise ValueError(f"architecture: {architecture!r} is not one of {sorted(ARCHITECTURE_CODES)}")
     if dataset not in DATASETS:
-        raise ValueError(f"dataset: {dataset!r} is not one of {list(DATASETS)}")
+        raise ValueError(f"dataset: {dataset!r} is not one of {list(DATASETS)} (spelled exactly so)")
     if structure not in STRUCTURE_KINDS:
-        raise ValueError(f"structure: {structure!r} is not one of {sorted(STRUCTURE_KINDS)}")
-    key = f"{ap_method}_{ARCHITECTURE_CODES[architecture]}_{dataset}_{STRUCTURE_KINDS[structure]}_{int(sparsity_rate)}"
+        raise ValueError(f"structure: {structure!r} is not one of {sorted(STRUCTURE_KINDS)} (weights = unstructured, "
+                         "filters / channels = structured)")
+    key = f"{ap_method}_{ARCHITECTURE_CODES[architecture]}_{dataset}_{STRUCTURE_KINDS[structure]}_{_percent(sparsity_rate)}"
     parse_model_key(key)
     return key
+
+
+def _percent(sparsity_rate: str | int) -> int:
+    """A sparsity given as 90 or "90"; anything else (``"90%"``, ``0.9``) is a ValueError naming the form."""
+    if isinstance(sparsity_rate, bool) or not isinstance(sparsity_rate, (int, str)) or not str(sparsity_rate).isdigit():
+        raise ValueError(f"sparsity_rate: {sparsity_rate!r} is not a whole number of percent; write it as 90 or "
+                         "'90' (weights: 90, 95, 99; filters/channels: 50, 75, 90)")
+    return int(sparsity_rate)
 
 
 def parse_model_key(key: str) -> ModelKey:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import io
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,9 @@ def load_model(model_key: str, *, root: Path | None = None, cache_dir: Path | No
     """The ready model of *model_key*: fetched, verified, loaded strictly, wrapped in the manifest's
     normalization (unless *normalization* is False), on *device*, in eval mode. ``base_resnet18`` and
     ``base_vgg16`` give the freshly initialised base architectures, as in the original benchmark."""
+    from evaluator.device import checked_device
+
+    device = checked_device(device)
     if model_key in BASE_MODEL_KEYS:
         return build_model(BASE_MODEL_KEYS[model_key]).to(device).eval()
     from evaluator.submissions import find_entry
@@ -92,6 +96,13 @@ def load_model(model_key: str, *, root: Path | None = None, cache_dir: Path | No
 
 def deserialize(data: bytes, entry: Any) -> Any:
     """The object in the checkpoint bytes *data*, read the safe way the entry's ``format`` names."""
+    from evaluator.file_kind import format_mismatch
+
+    if entry.format not in ("torch", "safetensors"):
+        raise entry_error(entry, f"format {entry.format!r} is not torch or safetensors", "format")
+    mismatch = format_mismatch(data, entry.format)
+    if mismatch:
+        raise entry_error(entry, mismatch, "format")
     if entry.format == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load as load_safetensors
@@ -100,29 +111,65 @@ def deserialize(data: bytes, entry: Any) -> Any:
             return load_safetensors(data)
         except (SafetensorError, OSError, ValueError) as error:
             raise entry_error(entry, f"not a readable safetensors file ({error}); check `format`", "format") from None
-    if entry.format != "torch":
-        raise entry_error(entry, f"format {entry.format!r} is not torch or safetensors", "format")
     try:
         with torch.serialization.safe_globals([allowed_global(name) for name in entry.allowed_globals]):
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise entry_error(entry, "refused to load: the checkpoint holds objects other than tensors and plain "
-                                 f"containers, and unpickling them could run code ({_unpickling_reason(error)}); "
-                                 "save a plain state dict (torch.save(model.state_dict())) or a .safetensors file",
-                          "format") from None
+        refused = refused_global(error)
+        raise entry_error(entry, "refused to load: " + unpickling_advice(refused, _unpickling_reason(error)),
+                          "allowed_globals" if refused in allowed_global_names() else "format") from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise entry_error(entry, f"not a readable torch checkpoint ({' '.join(str(error).split())[:300]})",
                           "format") from None
 
 
+def refused_global(error: Exception) -> str | None:
+    """The dotted name of the class torch's weights-only unpickler refused (``GLOBAL <name> was not ...``)."""
+    match = re.search(r"GLOBAL ([A-Za-z_][\w.]*) was not an allowed global", str(error))
+    return match[1] if match else None
+
+
+def unpickling_advice(refused: str | None, reason: str) -> str:
+    """What to do about a checkpoint the weights-only unpickler refused (never torch's add_safe_globals advice:
+    allowing a class means running its code on untrusted bytes)."""
+    if refused in allowed_global_names():
+        return (f"the checkpoint holds a {refused} (training arguments); set allowed_globals: [{refused}] to "
+                "accept it, or save only the state dict")
+    if refused and _looks_like_a_module_class(refused):
+        return (f"the file holds a pickled {refused} object: it looks like a whole model saved with "
+                "torch.save(model), and unpickling it could run code; save model.state_dict() instead "
+                "(torch.save(model.state_dict(), path)) or a .safetensors file")
+    what = f"a {refused} object" if refused else "objects other than tensors and plain containers"
+    return (f"the checkpoint holds {what}, and unpickling it could run code ({reason}); save a plain state dict "
+            "(torch.save(model.state_dict())) or a .safetensors file")
+
+
+_NOT_MODEL_MODULES = ("numpy", "collections", "builtins", "argparse", "datetime", "pathlib", "_codecs", "codecs",
+                      "io", "_io", "os", "posix", "nt", "subprocess", "sys", "functools", "operator", "types")
+
+
+def _looks_like_a_module_class(name: str) -> bool:
+    """True for a class name such as ``torch.nn.modules.container.Sequential`` or ``__main__.Net``: a network
+    pickled whole, not a data value or a function."""
+    module, _, attribute = name.rpartition(".")
+    if module.startswith("torch.nn.") or module == "__main__":
+        return attribute[:1].isupper()
+    return attribute[:1].isupper() and module.split(".")[0] not in _NOT_MODEL_MODULES
+
+
+def allowed_global_names() -> tuple[str, ...]:
+    """The manifest schema's closed list of ``allowed_globals``."""
+    from evaluator.paths import PACKAGE_DIR
+    from evaluator.safeio import load_json
+
+    schema, _ = load_json(PACKAGE_DIR / "schemas" / "manifest.schema.json")
+    return tuple(schema["$defs"]["allowed_global"]["enum"])
+
+
 def allowed_global(name: str) -> Any:
     """The class behind a name of the manifest schema's closed ``allowed_globals`` list (e.g.
     ``argparse.Namespace``: plain attribute containers whose unpickling runs no code)."""
-    from evaluator.safeio import load_json
-    from evaluator.paths import PACKAGE_DIR
-
-    schema, _ = load_json(PACKAGE_DIR / "schemas" / "manifest.schema.json")
-    if name not in schema["$defs"]["allowed_global"]["enum"]:
+    if name not in allowed_global_names():
         raise APBError(f"allowed_globals: {name!r} is not in the manifest schema's closed list")
     module, _, attribute = name.rpartition(".")
     return getattr(importlib.import_module(module), attribute)

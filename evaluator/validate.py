@@ -186,6 +186,11 @@ def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
     if _UNSAFE_URL_CHARS.search(url):
         return "the URL contains spaces, control characters or one of < > \" ` | \\ ^ { }; percent-encode them"
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    from evaluator.url_forms import rewrite_hint
+
+    rewrite = rewrite_hint(url)
+    if rewrite:
+        return rewrite
     if scheme == "https":
         parts = urlsplit(url)
         if parts.username is not None or parts.password is not None or "@" in parts.netloc:
@@ -205,8 +210,9 @@ def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
             return "write a Hugging Face file as hf://<owner>/<repo>/<path in repo>[@<revision>]"
         return None
     if scheme == "file":
-        return None if allow_file_urls else ("file:// URLs are for local use and the demo; publish the checkpoint "
-                                             "at an https://, gdrive:// or hf:// URL")
+        return None if allow_file_urls else ("file:// URLs are for local use and the demo (`apb validate "
+                                             "--allow-file-urls` accepts them locally); publish the checkpoint "
+                                             "at an https://, gdrive:// or hf:// URL (CONTRIBUTING.md, step 5)")
     if scheme == "http":
         return "http:// is not allowed; use https://"
     return f"unsupported URL scheme {scheme + '://' if scheme else '(none)'}; use https://, gdrive:// or hf://"

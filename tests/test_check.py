@@ -221,7 +221,9 @@ def test_check_entry_fails_on_a_sparsity_the_weights_do_not_have(tmp_path, serve
     entry = make_entry(url=url, sha256=sha, state_dict_key="state_dict", sparsity=99)
     report = check_entry(entry, data_dir=tmp_path / "data", n=4, cache_dir=tmp_path / "cache", progress=False)
     assert not report.ok and report.failures() == [
-        "sparsity: measured weights sparsity 90.00% is more than 0.5 percentage points below the claimed 99%"]
+        "sparsity: measured weights sparsity 90.00% is below the accepted 98.5-99.5% for the claimed 99%; the file "
+        "is not pruned as the entry's `sparsity` says: fix `sparsity` (and the model key) or prune to the claimed "
+        "level (manifest schema, x-sparsity-tolerance, says why)"]
     with pytest.raises(APBError) as error:
         report.raise_if_failed()
     assert entry.model_key in str(error.value) and "manifest.yaml:7: models[0]" in str(error.value)

@@ -245,7 +245,8 @@ def test_models_of_a_submission_that_does_not_validate_are_not_evaluated():
                          plan=plan_dict([leg(R18_90, "1")]), collected={"missing": []})
     body = render_report(report)
     assert conclusion_and_title(report)[0] == "failure"
-    assert f"#### ❌ `{R18_90}`\nNot evaluated: the submission does not validate" in body
+    assert (f"#### ❌ `{R18_90}` — not evaluated: the submission does not validate\nNot evaluated: the submission "
+            "does not validate") in body
 
 
 def test_a_change_with_code_is_reported_as_no_evaluation():

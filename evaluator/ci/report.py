@@ -90,6 +90,7 @@ class ReportInput:
     problems: list[Problem] = field(default_factory=list)  # artifact files that were refused
     run_url: str | None = None
     run_conclusion: str | None = None  # what GitHub says of the run (trusted, unlike its artifacts)
+    published: dict = field(default_factory=dict)  # leaderboard cell -> {model key: published AA} (evaluator.ci.cell)
 
 
 def parse_run_title(title: str) -> tuple[int, str]:
@@ -109,7 +110,7 @@ def _load(what: str, loader, problems: list[Problem]):
 
 
 def load_report_input(kind: str, head_sha: str, artifacts: Path, *, run_url: str | None = None,
-                      run_conclusion: str | None = None) -> ReportInput:
+                      run_conclusion: str | None = None, root: Path | None = None) -> ReportInput:
     """Read the downloaded artifacts of a validate run (``apb-validation/``) or an evaluate run (``apb-plan/``,
     ``apb-records/``) under *artifacts*, as untrusted data. A plan made for another commit than *head_sha*
     (the one the label approved) is not used."""
@@ -122,6 +123,10 @@ def load_report_input(kind: str, head_sha: str, artifacts: Path, *, run_url: str
     if run_url is not None and not re.fullmatch(r"https://[A-Za-z0-9.-]+(/[A-Za-z0-9._~/-]*)?", run_url):
         raise APBError(Problem("apb ci report", f"{run_url!r} is not a plain https URL", field="run-url"))
     found = ReportInput(kind, head_sha, run_url=run_url, run_conclusion=run_conclusion)
+    if root is not None:
+        from evaluator.ci.cell import published_numbers
+
+        found.published = published_numbers(root)
     folder = artifacts / ("apb-validation" if kind == "validation" else "apb-plan")
     if (folder / "validation.json").exists():
         found.validation = _load("validation output", lambda: load_checked_json(
@@ -175,7 +180,47 @@ def model_status(report: ReportInput, model_key: str) -> str:
     if isinstance(check, dict) and check.get("ok") is False:
         return "failed"
     claims_off = any(claim_outside(record, metric, claim_of(report, model_key, metric)) for _, metric in METRIC_ROWS)
-    return "flagged" if record.get("flags") or claims_off else "ok"
+    return "flagged" if record.get("flags") or claims_off or check_warnings(record) else "ok"
+
+
+def check_warnings(record: dict) -> list[str]:
+    """The check's findings that did not fail it (a clean accuracy far below the claim, randomized outputs)."""
+    check = record.get("check")
+    warnings = check.get("warnings") if isinstance(check, dict) else None
+    return [str(item) for item in warnings if isinstance(item, str)] if isinstance(warnings, list) else []
+
+
+def failure_reason(missing: dict | None) -> str:
+    """Why a model has no record, in one line: the failed check's lines from its log, else the collect reason."""
+    log = (missing or {}).get("log") or ""
+    lines = log.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("result") and "FAILED" in line:
+            failures = [item.strip() for item in lines[index + 1:] if item.startswith("    ")]
+            if failures:
+                return "check failed: " + "; ".join(failures)
+    for line in lines:
+        if line.startswith("compliance") and "FAILED" in line:
+            return "check failed: " + line.split("FAILED:", 1)[-1].strip()
+    return str((missing or {}).get("reason") or "the evaluation produced no record (see the run's log)")
+
+
+def headline_reason(report: ReportInput, model_key: str, missing: dict | None) -> str:
+    """The short reason shown next to a model's name: why it failed, or what is flagged; '' when ok."""
+    record = report.records.get(model_key)
+    if record is None:
+        if report.validation is not None and not report.validation.get("ok"):
+            return "not evaluated: the submission does not validate"
+        return failure_reason(missing)
+    check = record.get("check")
+    if isinstance(check, dict) and check.get("ok") is False:
+        return "check failed: " + "; ".join(str(item) for item in check.get("failures") or [])
+    reasons = [f"claimed {label} outside the 95% interval" for label, metric in METRIC_ROWS
+               if claim_outside(record, metric, claim_of(report, model_key, metric))]
+    reasons += [str(flag.get("code")) for flag in record.get("flags") or [] if isinstance(flag, dict)]
+    reasons += [warning.split(":", 1)[0] + " far below the claim" for warning in check_warnings(record)
+                if warning.startswith("clean accuracy")]
+    return "; ".join(dict.fromkeys(reasons))
 
 
 def planned_models(report: ReportInput) -> list[str]:
@@ -273,7 +318,8 @@ def sparsity_text(record: dict) -> str:
     claimed = sparsity.get("claimed", record.get("sparsity"))
     icon = "✅" if sparsity.get("ok", True) else "❌"
     structure = esc(sparsity.get("structure", ""), 20)
-    return f"{structure} sparsity {measured:.2f}% (claimed {esc(claimed, 20)}%) {icon}".strip()
+    shown = f"{claimed:g}" if isinstance(claimed, (int, float)) and not isinstance(claimed, bool) else esc(claimed, 20)
+    return f"{structure} sparsity {measured:.2f}% (claimed {shown}%) {icon}".strip()
 
 
 def compliance_text(record: dict) -> str:
@@ -301,13 +347,14 @@ def metrics_table(report: ReportInput, model_key: str, record: dict) -> str:
 
 def model_section(report: ReportInput, model_key: str, missing: dict | None) -> str:
     status = model_status(report, model_key)
-    head = f"#### {ICONS[status]} {code(model_key)}"
+    reason = headline_reason(report, model_key, missing)
+    head = f"#### {ICONS[status]} {code(model_key)}" + (f" — {esc(reason, 300)}" if reason else "")
     record = report.records.get(model_key)
     if record is None:
         if report.validation is not None and not report.validation.get("ok"):
             return f"{head}\nNot evaluated: the submission does not validate; fix the problems above first."
-        reason = esc(missing["reason"], 2000) if missing else "the evaluation produced no record (see the run's log)"
-        text = f"{head}\nNo record: {reason}"
+        why = esc(missing["reason"], 2000) if missing else "the evaluation produced no record (see the run's log)"
+        text = f"{head}\nNo record: {why}"
         if missing and missing.get("log"):
             text += f"\n<details><summary>last lines of the log</summary>\n\n{fenced(missing['log'])}\n\n</details>"
         return text
@@ -320,6 +367,13 @@ def model_section(report: ReportInput, model_key: str, missing: dict | None) -> 
                   if claim_outside(record, metric, claim_of(report, model_key, metric))]
     if claims_off:
         notes.append(f"- ⚠️ claimed {' and '.join(claims_off)} accuracy outside the measured 95% interval")
+    notes += [f"- ⚠️ {esc(warning)}" for warning in check_warnings(record)]
+    from evaluator.ci.cell import cell_line
+
+    measured_aa = (record.get("metrics") or {}).get("aa_robust_accuracy")
+    cell = cell_line(model_key, measured_aa if isinstance(measured_aa, (int, float)) else None, report.published)
+    if cell:
+        notes.append(f"- 📊 {esc(cell)}")
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
@@ -374,10 +428,10 @@ def render_report(report: ReportInput, *, limit: int = MAX_REPORT_CHARS) -> str:
     conclusion, title = conclusion_and_title(report)
     what = "validation" if report.kind == "validation" else "evaluation"
     run = f" · [workflow run]({report.run_url})" if report.run_url else ""
+    protocol = f" under protocol {code((report.plan or {}).get('protocol'))}" if report.plan else ""
     header = "\n".join([REPORT_MARKER, meta_line(report, conclusion, title), "",
-                        f"### APB {what} of {code(report.head_sha[:12])}",
-                        f"**{ICONS['ok'] if conclusion in ('success', 'neutral') else ICONS['failed']} "
-                        f"{esc(title)}**{run}"])
+                        f"### APB {what} of {code(report.head_sha[:12])}{protocol}",
+                        f"**{headline_icon(report, conclusion)} {esc(title)}**{run}"])
     blocks = validation_section(report)
     if report.kind == "validation":
         blocks.append(f"Evaluation on the GPU runner starts when a maintainer adds the label `{EVALUATE_LABEL}` "
@@ -386,14 +440,41 @@ def render_report(report: ReportInput, *, limit: int = MAX_REPORT_CHARS) -> str:
         blocks.append(f"Evaluated commit: {code(report.head_sha)}, the commit the label `{EVALUATE_LABEL}` "
                       "approved. A push removes the label: a new commit is evaluated only when a maintainer adds "
                       "it again.")
-        blocks += ownership_section(report) + plan_section(report)
         missing = {item["model_key"]: item for item in (report.collected or {}).get("missing", [])}
+        blocks = blocks[:-1] + summary_section(report, missing) + blocks[-1:]
+        blocks += ownership_section(report) + plan_section(report)
         blocks += [model_section(report, key, missing.get(key)) for key in planned_models(report)]
         blocks += skipped_section(report) + changes_section(report)
     blocks += refused_section(report)
     footer = (f"<sub>One comment per PR, edited in place on every run; these results are for commit "
               f"{code(report.head_sha)}.</sub>")
     return assemble(header, blocks, footer, limit)
+
+
+def headline_icon(report: ReportInput, conclusion: str) -> str:
+    """❌ for a failed run, ⚠️ when it passed but a model is flagged or outside its claims, ✅ otherwise."""
+    if conclusion not in ("success", "neutral"):
+        return ICONS["failed"]
+    if report.kind == "evaluation" and any(model_status(report, key) == "flagged" for key in planned_models(report)):
+        return ICONS["flagged"]
+    return ICONS["ok"]
+
+
+def summary_section(report: ReportInput, missing: dict[str, dict]) -> list[str]:
+    """One row per model: status, its numbers, and why it is flagged or failed."""
+    keys = planned_models(report)
+    if not keys:
+        return []
+    rows = ["| | model | clean | AA | worst case | sparsity | note |", "|:--|:--|--:|--:|--:|--:|:--|"]
+    for key in keys:
+        record = report.records.get(key) or {}
+        metrics = record.get("metrics") or {}
+        measured = (((record.get("check") or {}).get("sparsity")) or {}).get("measured")
+        sparsity = f"{measured:.2f}" if isinstance(measured, (int, float)) else "—"
+        rows.append(f"| {ICONS[model_status(report, key)]} | {code(key)} | {number(metrics.get('clean_accuracy'))} "
+                    f"| {number(metrics.get('aa_robust_accuracy'))} | {number(metrics.get('worst_case_robust_accuracy'))} "
+                    f"| {sparsity} | {esc(headline_reason(report, key, missing.get(key)), 160)} |")
+    return ["\n".join(rows)]
 
 
 def assemble(header: str, blocks: list[str], footer: str, limit: int) -> str:

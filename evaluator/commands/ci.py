@@ -6,6 +6,7 @@
     apb ci ingest --plan plan.json --records RECORDS                      # copy them into submissions/
     apb ci report --kind evaluation --run-title T --artifacts DIR --out report.md
     apb ci publish --body report.md --run-title T                         # sticky comment + check run
+    apb ci preview <ap_key|model_key>... --records out [--out preview.md]  # the comment, locally
 
 See docs/automation.md for the workflows that run them."""
 from __future__ import annotations
@@ -64,7 +65,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     report.add_argument("--run-conclusion", default=None,
                         help="the run's conclusion as GitHub reports it (success, failure, ...): a failed run is "
                              "reported as failed even where its artifacts look fine")
+    report.add_argument("--root", type=Path, default=None,
+                        help="repository whose published records give each cell's published numbers (default: "
+                             "around the cwd)")
     report.add_argument("--out", type=Path, required=True, help="write the Markdown here")
+
+    preview = steps.add_parser("preview", help="render the bot's evaluation comment locally from `apb evaluate "
+                                               "--out DIR` records and the manifest's claims")
+    preview.add_argument("keys", nargs="+", metavar="ap_key|model_key", help="an AP (every entry) or model keys")
+    preview.add_argument("--records", type=Path, default=Path("out"),
+                         help="the folder `apb evaluate --out` wrote the records into (default: ./out)")
+    preview.add_argument("--protocol", default=None, help="protocol of the records (default: the one they have)")
+    preview.add_argument("--root", type=Path, default=None, help="benchmark repository (default: around the cwd)")
+    preview.add_argument("--allow-file-urls", action="store_true",
+                         help="validate with file:// URLs accepted (before publishing)")
+    preview.add_argument("--out", type=Path, default=None, help="write the Markdown here (default: stdout)")
 
     publish = steps.add_parser("publish", help="post the report: one sticky PR comment and one check run")
     publish.add_argument("--body", type=Path, required=True, help="the Markdown written by `apb ci report`")
@@ -187,8 +202,10 @@ def run_report(args: argparse.Namespace) -> int:
     from evaluator.ci.report import conclusion_and_title, load_report_input, render_report
 
     _, head_sha = target(args)
+    from evaluator.paths import repo_root
+
     report = load_report_input(args.kind, head_sha, args.artifacts, run_url=args.run_url,
-                               run_conclusion=args.run_conclusion)
+                               run_conclusion=args.run_conclusion, root=args.root or repo_root())
     write_text(args.out, render_report(report))
     conclusion, title = conclusion_and_title(report)
     print(f"{conclusion}: {title}", file=sys.stderr)
@@ -212,7 +229,22 @@ def run_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-STEPS = {"plan": run_plan, "collect": run_collect, "ingest": run_ingest, "report": run_report, "publish": run_publish}
+def run_preview(args: argparse.Namespace) -> int:
+    from evaluator.ci.preview import preview_input
+    from evaluator.ci.report import conclusion_and_title, render_report
+    from evaluator.commands.check import entries_for
+    from evaluator.paths import repo_root
+
+    root = (args.root or repo_root()).resolve()
+    entries = [entry for key in args.keys for entry in entries_for(key, root)]
+    report = preview_input(root, entries, args.records, protocol=args.protocol, allow_file_urls=args.allow_file_urls)
+    write_text(args.out, render_report(report))
+    conclusion, title = conclusion_and_title(report)
+    print(f"{conclusion}: {title}", file=sys.stderr)
+    return 0
+
+
+STEPS = {"preview": run_preview, "plan": run_plan, "collect": run_collect, "ingest": run_ingest, "report": run_report, "publish": run_publish}
 
 
 def run(args: argparse.Namespace) -> int:

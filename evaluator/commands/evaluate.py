@@ -32,17 +32,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="batch of plain forward passes (check, clean); the attacks' batches are the protocol's")
 
 
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def run(args: argparse.Namespace) -> int:
+    from evaluator.device import checked_device
     from evaluator.evaluate import CheckFailed, evaluate_model, parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
-    device = args.device or default_device()
+    device = checked_device(args.device)
     for model_key in args.model_keys:
         try:
             outcome = evaluate_model(model_key, protocol=args.protocol, root=args.root, data_dir=args.data_dir,
@@ -54,4 +49,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {model_key}: the check failed; nothing was evaluated", file=sys.stderr)
             return 1
         print(f"{outcome.model_key}: {outcome.status}: {outcome.path}")
+        if outcome.status == "evaluated":  # a skipped model's record was written (and printed) by an earlier run
+            print_numbers(outcome.path)
     return 0
+
+
+def print_numbers(path: Path | None) -> None:
+    """The numbers of the record at *path* (nothing for a shard output, which has no numbers yet)."""
+    from evaluator.records import read_record
+    from evaluator.summary import record_numbers
+
+    if path is None or path.suffix != ".json" or not path.is_file():
+        return
+    record = read_record(path)
+    print(f"{record['model_key']} under protocol {record['protocol']} ({record['n_samples']} samples, percent):")
+    print("\n".join(record_numbers(record)))

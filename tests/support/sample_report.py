@@ -59,7 +59,8 @@ def sample_report() -> str:
         (legs / f"apb-leg-{keys[2]}" / "evaluate.log").write_text(LOG)
         collect(plan, legs, artifacts / "apb-records")
         report = load_report_input("evaluation", HEAD, artifacts,
-                                   run_url="https://github.com/OWNER/REPO/actions/runs/123456789")
+                                   run_url="https://github.com/OWNER/REPO/actions/runs/123456789",
+                                   root=Path(__file__).resolve().parents[2])
         return render_report(report)
 
 

@@ -1,0 +1,44 @@
+"""``apb new``: the two files of a new submission, ``submissions/<ap_key>/taxonomy.json`` and a commented
+``manifest.yaml``, from the templates in ``evaluator/templates/``. Existing files are never overwritten."""
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+from evaluator.errors import APBError, Problem
+from evaluator.paths import PACKAGE_DIR
+
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+SCAFFOLD_FILES = ("taxonomy.json", "manifest.yaml")
+_KEY_PARTS = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9]*)_[A-Za-z]+(?P<year>[0-9]{4})")
+
+
+def scaffold_files(ap_key: str) -> dict[str, str]:
+    """File name -> text of a new submission for *ap_key* (name and year taken from the key)."""
+    from evaluator.keys import is_ap_key
+
+    match = _KEY_PARTS.match(ap_key)
+    if not is_ap_key(ap_key) or match is None:
+        raise APBError(Problem("ap_key", f"{ap_key!r} is not <Name>_<FirstAuthor><Year><FirstTitleWord> (ASCII, "
+                                         "e.g. HYDRA_Sehwag2020Hydra)"))
+    values = {"ap_key": ap_key, "name": match["name"], "year": match["year"]}
+    return {name: string.Template((TEMPLATES_DIR / name).read_text(encoding="utf-8")).substitute(values)
+            for name in SCAFFOLD_FILES}
+
+
+def write_scaffold(root: Path, ap_key: str) -> list[Path]:
+    """Write the new submission's files under ``<root>/submissions/<ap_key>/``; refuses if any exists."""
+    from evaluator.records import atomic_write_bytes
+
+    files = scaffold_files(ap_key)
+    folder = Path(root) / "submissions" / ap_key
+    existing = [folder / name for name in files if (folder / name).exists()]
+    if existing:
+        raise APBError([Problem(str(path), "already exists; `apb new` never overwrites: edit it, or remove it first")
+                        for path in existing])
+    written = []
+    for name, text in files.items():
+        atomic_write_bytes(folder / name, text.encode("utf-8"))
+        written.append(folder / name)
+    return written

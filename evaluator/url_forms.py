@@ -1,0 +1,54 @@
+"""Checkpoint URLs that look right but do not serve the file: the form to write instead.
+
+A browser's share or view link is not a download link: Google Drive's ``/file/d/<id>/view`` page and the
+Hugging Face Hub's ``/blob/`` page are HTML, and ``hf://owner/repo/blob/main/x.pt`` names a file called
+``blob/main/x.pt``. :func:`rewrite_hint` recognises these forms and says what to write; ``apb validate`` uses it.
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+_DRIVE_HOSTS = ("drive.google.com", "docs.google.com")
+_DRIVE_FILE_PATH = re.compile(r"^/file/(?:u/\d+/)?d/(?P<id>[A-Za-z0-9_-]{10,200})(?:/.*)?$")
+_DRIVE_QUERY_PATHS = ("/open", "/uc", "/u/0/uc")
+_HF_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
+_HF_PAGE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/(?P<kind>blob|resolve|raw)/(?P<rev>[^/]+)/(?P<path>.+)$")
+_HF_SCHEME_BLOB = re.compile(r"^hf://(?P<repo>[^/]+/[^/]+)/(?P<kind>blob|resolve|tree)/(?P<rev>[^/@]+)/(?P<path>[^@]+)$")
+
+
+def rewrite_hint(url: str) -> str | None:
+    """What to write instead of *url*, when it is a page or share link of a supported host; None otherwise."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "https" and host in _DRIVE_HOSTS:
+        file_id = drive_file_id(url)
+        if file_id:
+            return (f"a Google Drive share or page link is an HTML page, not the file; write gdrive://{file_id} "
+                    "(and share the file with 'Anyone with the link')")
+        return "a Google Drive link needs the file's id: write gdrive://<file id> (from the share link's /d/<id>/)"
+    if parts.scheme == "https" and host in _HF_HOSTS:
+        match = _HF_PAGE.match(parts.path)
+        if match and match["kind"] in ("blob", "raw"):
+            return (f"a Hugging Face /{match['kind']}/ link is the file's web page, not the file; write "
+                    f"hf://{match['repo']}/{match['path']}@{match['rev']} (pin the revision to a commit hash)")
+        return None
+    if parts.scheme == "hf":
+        match = _HF_SCHEME_BLOB.match(url)
+        if match:
+            return (f"hf:// URLs name the path inside the repository, without /{match['kind']}/<revision>/: "
+                    f"write hf://{match['repo']}/{match['path']}@{match['rev']}")
+    return None
+
+
+def drive_file_id(url: str) -> str | None:
+    """The file id in a Google Drive link (``/file/d/<id>/view``, ``open?id=<id>``, ``uc?id=<id>``)."""
+    parts = urlsplit(url)
+    match = _DRIVE_FILE_PATH.match(parts.path)
+    if match:
+        return match["id"]
+    if parts.path in _DRIVE_QUERY_PATHS:
+        ids = parse_qs(parts.query).get("id") or []
+        if ids and re.fullmatch(r"[A-Za-z0-9_-]{10,200}", ids[0]):
+            return ids[0]
+    return None
