@@ -22,7 +22,8 @@ from torch import nn
 
 from evaluator.errors import APBError, Problem
 from evaluator.load import load_model
-from evaluator.submissions import LOADING_FIELDS, load_ap_taxonomy
+from evaluator.manifest import LOADING_FIELDS
+from evaluator.submissions import load_ap_taxonomy
 
 __all__ = ["load_model", "load_local_model", "load_ap_taxonomy", "test_model_aa", "test_model_hofmn", "benchmark", "load_distance",
            "plot_sec_curve"]

@@ -139,7 +139,7 @@ def sparsity_window(structure: str, claimed: float) -> tuple[float, float]:
     """``(low, high)``: the measured sparsities (percent) that match *claimed* for *structure*, in both
     directions, as the manifest schema's ``x-sparsity-tolerance`` states (with the reasons): at most
     ``below_pp`` points less, and at most ``above_share_of_gap`` of the gap to the next sparsity level more."""
-    from evaluator.validate import sparsities_for
+    from evaluator.manifest import sparsities_for
 
     tolerance = _sparsity_tolerance()
     levels = [level for level in sparsities_for(structure) if level > claimed] + [100]
@@ -148,7 +148,7 @@ def sparsity_window(structure: str, claimed: float) -> tuple[float, float]:
 
 
 def _sparsity_tolerance() -> dict:
-    from evaluator.validate import load_schema
+    from evaluator.schema import load_schema
 
     return load_schema("manifest")["x-sparsity-tolerance"]
 
@@ -407,7 +407,7 @@ def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_s
     """The checks of ``check_entry`` on a checkpoint and test set the caller has already loaded (``apb evaluate``
     reuses them for the attacks instead of reading them twice)."""
     from evaluator.load import build_checked_model
-    from evaluator.submissions import loading_summary
+    from evaluator.manifest import loading_summary
 
     report = CheckReport(
         model_key=entry.model_key,

@@ -67,10 +67,10 @@ def entries_to_pin(manifest: Path) -> list:
     pinned: it is validated with a placeholder in each missing pin (the schema requires the pin of every entry
     not marked ``imported``, which is exactly what this command writes)."""
     import copy
+    import dataclasses
 
+    from evaluator.manifest import manifest_entries
     from evaluator.safeio import parse_yaml_text
-    from evaluator.submissions import entry_from_data, merged_entry
-    from evaluator.validate import manifest_problems
 
     data, lines = parse_yaml_text(_read_text(manifest), str(manifest))
     models = data.get("models") if isinstance(data, dict) else None
@@ -79,12 +79,10 @@ def entries_to_pin(manifest: Path) -> list:
     placeholder = copy.deepcopy(data)
     for index in unpinned:
         placeholder["models"][index]["sha256"] = "0" * 64
-    problems = manifest_problems(placeholder, lines, str(manifest), allow_file_urls=True)
+    entries, problems = manifest_entries(placeholder, lines, manifest, allow_file_urls=True)
     if problems:
         raise APBError(problems)
-    defaults = data.get("defaults") or {}
-    return [entry_from_data(data["ap_key"], merged_entry(defaults, models[index]), manifest,
-                            lines.line(("models", index)), index) for index in unpinned]
+    return [dataclasses.replace(entries[index], sha256=None) for index in unpinned]
 
 
 def pin_sha256(text: str, index: int, sha256: str, name: str) -> str:

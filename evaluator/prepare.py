@@ -53,7 +53,7 @@ def read_checkpoint_bytes(source: Path) -> bytes:
 def draft_entry(source: Path, *, architecture: str, dataset: str, structure: str, sparsity: int,
                 ap_key: str | None = None, **fields: Any) -> Any:
     """A :class:`ModelEntry` for *source* with the given key rules (errors then point at the source file)."""
-    from evaluator.submissions import entry_from_data
+    from evaluator.manifest import entry_from_data
 
     data = {"architecture": architecture, "dataset": dataset, "structure": structure, "sparsity": sparsity,
             "url": source.resolve().as_uri(), **fields}

@@ -19,258 +19,21 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
-from urllib.parse import urlsplit
+from typing import Any, Callable
 
 from evaluator.errors import APBError, Problem
-from evaluator.keys import STRUCTURE_KINDS, is_ap_key, model_key_maker, parse_model_key
-from evaluator.paths import PACKAGE_DIR
+from evaluator.keys import is_ap_key, parse_model_key
+from evaluator.manifest import manifest_entries, sparsities_by_kind, sparsities_for
 from evaluator.records import COUNT_FIELDS, METRICS, PerSample, load_sidecar, record_stem
 from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
-from evaluator.submissions import (MANIFEST, SUBMISSIONS, TAXONOMY, entry_from_data, merged_entry)
+from evaluator.schema import load_schema, schema_problems, schema_validator, short_repr, unique_problems
+from evaluator.submissions import MANIFEST, SUBMISSIONS, TAXONOMY
 
-SCHEMAS_DIR = PACKAGE_DIR / "schemas"
 RECORDS = "records"
 AP_DIR_ENTRIES = {TAXONOMY: "file", MANIFEST: "file", RECORDS: "dir"}
 SUBMISSIONS_TOP_FILES = {"README.md"}
 _PROTOCOL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
 _RECORD_NAME = re.compile(r"^(?P<key>[A-Za-z0-9_]+)__(?P<protocol>[a-z0-9][a-z0-9.-]*)\.(?P<ext>json|npz)$")
-_GDRIVE = re.compile(r"^gdrive://[A-Za-z0-9_-]{10,200}$")
-_HF = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<path>[A-Za-z0-9._/-]+)"
-                 r"(@(?P<rev>[A-Za-z0-9._/-]+))?$")
-_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")
-_UNSAFE_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f<>\"`|\\^{}]")
-
-
-# ------------------------------------------------------------------------------------------------ schemas
-
-
-def _strict_validator_class() -> Any:
-    """Draft 2020-12 where "integer" means a Python int (not 90.0, not true)."""
-    from jsonschema import Draft202012Validator, validators
-
-    checker = Draft202012Validator.TYPE_CHECKER.redefine(
-        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
-    return validators.extend(Draft202012Validator, type_checker=checker)
-
-
-@functools.lru_cache(maxsize=None)
-def load_schema(name: str) -> dict:
-    """``evaluator/schemas/<name>.schema.json``."""
-    from evaluator.safeio import load_json
-
-    schema = load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]
-    if name == "manifest":
-        from evaluator.variants import variant_names
-
-        schema["$defs"]["variant"]["enum"] = variant_names()
-    return schema
-
-
-_VALIDATORS: dict[int, tuple[dict, Any]] = {}
-
-
-def schema_validator(schema: dict) -> Any:
-    """A strict Draft 2020-12 validator of *schema*, built once per schema object."""
-    cached = _VALIDATORS.get(id(schema))
-    if cached is None or cached[0] is not schema:
-        if len(_VALIDATORS) >= 32:
-            _VALIDATORS.clear()
-        cached = (schema, _strict_validator_class()(schema))
-        _VALIDATORS[id(schema)] = cached
-    return cached[1]
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return {int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(type(value), "value")
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = "null" if value is None else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _error_problems(error: Any, lines: LineMap, file: str) -> list[Problem]:
-    """Problems of one jsonschema error, in words an author can act on."""
-    path = tuple(error.absolute_path)
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    hint = schema.get("x-hint")
-    validator, value = error.validator, error.instance
-
-    def problem(where: tuple, message: str) -> Problem:
-        if hint and hint not in message:
-            message = f"{message}; {hint}"
-        return Problem(file, message, lines.line(where), format_field(where))
-
-    if validator in ("anyOf", "oneOf") and error.context:
-        inner = _closest_branch_error(error)
-        if inner is None:
-            return [problem(path, f"{_short(value)} matches none of the allowed forms")]
-        problems = _error_problems(inner, lines, file)
-        if hint:
-            problems = [p if hint in p.message else Problem(p.file, f"{p.message}; {hint}", p.line, p.field)
-                        for p in problems]
-        return problems
-    if validator == "additionalProperties":
-        allowed = ", ".join(schema.get("properties", {}))
-        extra = [key for key in value if key not in schema.get("properties", {})]
-        return [problem(path + (key,), f"unknown field {key!r}; allowed here: {allowed}") for key in extra]
-    if validator == "required":
-        return [problem(path + (name,), "missing required field") for name in error.validator_value
-                if isinstance(value, dict) and name not in value]
-    if validator == "enum":
-        allowed = error.validator_value
-        listing = ", ".join(map(str, allowed)) if len(allowed) <= 12 else f"one of {len(allowed)} allowed values"
-        return [problem(path, f"{_short(value)} is not allowed; use {listing}")]
-    if validator == "const":
-        return [problem(path, f"must be {error.validator_value!r}, got {_short(value)}")]
-    if validator == "type":
-        expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
-        got = "null" if value is None else f"{_json_type(value)} {_short(value)}"
-        return [problem(path, f"expected {expected}, got {got}")]
-    if validator == "pattern":
-        return [problem(path, f"{_short(value)} has the wrong form")]
-    return [problem(path, error.message)]
-
-
-def _closest_branch_error(error: Any) -> Any:
-    """The most telling error of an anyOf/oneOf: from a branch of the value's own type (a string that breaks
-    ``{"type": "string", "pattern": ...}`` says so, rather than "expected null")."""
-    from jsonschema.exceptions import best_match
-
-    by_branch: dict[Any, list] = defaultdict(list)
-    for inner in error.context:
-        by_branch[inner.relative_schema_path[0]].append(inner)
-    fitting = [inner for errors in by_branch.values()
-               if not any(not inner.relative_path and inner.validator in ("type", "const") for inner in errors)
-               for inner in errors]
-    return best_match(fitting) if fitting else None
-
-
-def schema_problems(data: Any, schema: dict, lines: LineMap, file: str) -> list[Problem]:
-    """Every way *data* breaks *schema*, as problems with lines."""
-    problems: list[Problem] = []
-    for error in schema_validator(schema).iter_errors(data):
-        if error.schema is False:  # a field forbidden in this context, e.g. pruning_step after training
-            path = tuple(error.absolute_path)
-            parent = _at(data, path)
-            if isinstance(parent, dict):  # jsonschema leaves the property's name out of the path
-                path += tuple(key for key, value in parent.items() if value is error.instance)[:1]
-            problems.append(Problem(file, "this field is not allowed here (given the object's other fields); "
-                                          "remove it", lines.line(path), format_field(path)))
-            continue
-        problems.extend(_error_problems(error, lines, file))
-    return _unique(problems)
-
-
-def _at(data: Any, path: tuple) -> Any:
-    for part in path:
-        data = data[part]
-    return data
-
-
-def _unique(problems: Iterable[Problem]) -> list[Problem]:
-    return list(dict.fromkeys(problems))
-
-
-# --------------------------------------------------------------------------------------------- single files
-
-
-def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
-    """What is wrong with a checkpoint URL, or None."""
-    if _UNSAFE_URL_CHARS.search(url):
-        return "the URL contains spaces, control characters or one of < > \" ` | \\ ^ { }; percent-encode them"
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    from evaluator.url_forms import rewrite_hint
-
-    rewrite = rewrite_hint(url)
-    if rewrite:
-        return rewrite
-    if scheme == "https":
-        parts = urlsplit(url)
-        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-            return "the URL carries user credentials (user:password@); publish the file at a public URL"
-        try:
-            parts.port
-        except ValueError:
-            return "the URL's port is not a number"
-        if not parts.hostname or not _HOST.match(parts.hostname):
-            return "the URL has no valid host name"
-        return None
-    if scheme == "gdrive":
-        return None if _GDRIVE.match(url) else "write a Google Drive file as gdrive://<file id> (letters, digits, - and _)"
-    if scheme == "hf":
-        match = _HF.match(url)
-        if not match or any(part in ("", ".", "..") for part in match["path"].split("/")):
-            return "write a Hugging Face file as hf://<owner>/<repo>/<path in repo>[@<revision>]"
-        return None
-    if scheme == "file":
-        return None if allow_file_urls else ("file:// URLs are for local use and the demo (`apb validate "
-                                             "--allow-file-urls` accepts them locally); publish the checkpoint "
-                                             "at an https://, gdrive:// or hf:// URL (CONTRIBUTING.md, step 5)")
-    if scheme == "http":
-        return "http:// is not allowed; use https://"
-    return f"unsupported URL scheme {scheme + '://' if scheme else '(none)'}; use https://, gdrive:// or hf://"
-
-
-def manifest_problems(data: Any, lines: LineMap, file: str, *, allow_file_urls: bool = False) -> list[Problem]:
-    """The schema and single-file rules of one manifest: URL forms and one entry per model key."""
-    problems = schema_problems(data, load_schema("manifest"), lines, file)
-    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
-        return problems
-    seen: dict[str, int] = {}
-    for index, model in enumerate(data["models"]):
-        if not isinstance(model, dict):
-            continue
-        url = model.get("url")
-        if isinstance(url, str):
-            message = url_problem(url, allow_file_urls=allow_file_urls)
-            if message:  # replaces the schema's generic complaint about the same URL
-                url_field = format_field(("models", index, "url"))
-                problems = [p for p in problems if p.field != url_field]
-                problems.append(Problem(file, message, lines.line(("models", index, "url")),
-                                        format_field(("models", index, "url"))))
-        problems += _variant_problems(data.get("defaults"), model, lines, file, index)
-        key = _model_key_or_none(data.get("ap_key"), model)
-        if key is None:
-            continue
-        if key in seen:
-            problems.append(Problem(file, f"this entry has the same model key {key} as models[{seen[key]}] "
-                                          f"(line {lines.line(('models', seen[key]))}); filters and channels of the "
-                                          "same architecture, dataset and sparsity share a key: keep one",
-                                    lines.line(("models", index)), format_field(("models", index))))
-        else:
-            seen[key] = index
-    return problems
-
-
-def _variant_problems(defaults: Any, model: dict, lines: LineMap, file: str, index: int) -> list[Problem]:
-    """A variant (the entry's own or the defaults') must belong to the entry's architecture family."""
-    from evaluator.variants import variant_names, variants
-
-    own = "variant" in model
-    variant = model.get("variant") if own else (defaults or {}).get("variant") if isinstance(defaults, dict) else None
-    architecture = model.get("architecture")
-    if not isinstance(variant, str) or variant not in variants() or not isinstance(architecture, str):
-        return []
-    if variants()[variant].family == architecture:
-        return []
-    path = ("models", index, "variant") if own else ("defaults", "variant")
-    return [Problem(file, f"variant {variant} is a {variants()[variant].family} variant but models[{index}] is a "
-                          f"{architecture}; use one of {', '.join(variant_names(architecture))}",
-                    lines.line(path), format_field(path))]
-
-
-def _model_key_or_none(ap_key: Any, model: dict) -> str | None:
-    try:
-        return model_key_maker(ap_key, model["architecture"], model["dataset"], model["structure"], model["sparsity"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def record_problems(data: Any, lines: LineMap, file: str) -> list[Problem]:
@@ -288,7 +51,7 @@ def record_problems(data: Any, lines: LineMap, file: str) -> list[Problem]:
                            ("sparsity", parsed.sparsity)):
         if data[name] != expected:
             problem((name,), f"is {data[name]!r} but the model key {data['model_key']} says {expected!r}")
-    allowed = _sparsities_by_kind().get(data["structure_kind"], ())
+    allowed = sparsities_by_kind().get(data["structure_kind"], ())
     if data["sparsity"] not in allowed:
         problem(("sparsity",), f"{data['structure_kind']} models use sparsity {', '.join(map(str, allowed))}")
     metrics = data["metrics"]
@@ -470,21 +233,6 @@ def _sidecar_count_problems(data: dict, per_sample: PerSample, eps: float,
                                       "records are written by apb, do not edit their numbers")
 
 
-@functools.lru_cache(maxsize=None)
-def _sparsities_by_kind() -> dict[str, tuple[int, ...]]:
-    """Allowed sparsities per structure kind (US/S), from the manifest schema's ``sparsity_<structure>``."""
-    defs = load_schema("manifest")["$defs"]
-    kinds: dict[str, set[int]] = defaultdict(set)
-    for structure, kind in STRUCTURE_KINDS.items():
-        kinds[kind].update(defs[f"sparsity_{structure}"]["enum"])
-    return {kind: tuple(sorted(values)) for kind, values in kinds.items()}
-
-
-def sparsities_for(structure: str) -> tuple[int, ...]:
-    """Allowed sparsities of a structure (weights: 90, 95, 99; filters/channels: 50, 75, 90)."""
-    return tuple(load_schema("manifest")["$defs"][f"sparsity_{structure}"]["enum"])
-
-
 def taxonomy_problems(data: Any, lines: LineMap, file: str, schema: dict) -> list[Problem]:
     """The schema (vocabulary filled in) of one taxonomy entry."""
     return schema_problems(data, schema, lines, file)
@@ -582,7 +330,7 @@ class _Repository:
         return self.finish()
 
     def finish(self) -> Report:
-        self.report.problems = sorted(_unique(self.report.problems),
+        self.report.problems = sorted(unique_problems(self.report.problems),
                                       key=lambda p: (p.file, p.line or 0, p.field or "", p.message))
         return self.report
 
@@ -688,7 +436,7 @@ class _Repository:
 
     def check_ap_key(self, data: dict, lines: LineMap, name: str, ap: str) -> None:
         if data.get("ap_key") != ap:
-            self.add(name, f"ap_key {_short(data.get('ap_key'))} differs from the directory name {ap!r}; they must "
+            self.add(name, f"ap_key {short_repr(data.get('ap_key'))} differs from the directory name {ap!r}; they must "
                            "be equal", lines.line(("ap_key",)), "ap_key")
 
     def check_manifest(self, path: Path, ap: str) -> None:
@@ -698,7 +446,7 @@ class _Repository:
         data, lines = parsed
         name = self.rel(path)
         self.report.manifests += 1
-        problems = manifest_problems(data, lines, name, allow_file_urls=self.allow_file_urls)
+        entry_list, problems = manifest_entries(data, lines, path, allow_file_urls=self.allow_file_urls, name=name)
         self.report.problems.extend(problems)
         if not isinstance(data, dict):
             return
@@ -710,9 +458,7 @@ class _Repository:
         if problems:
             return
         entries = {}
-        for index, model in enumerate(models):
-            entry = entry_from_data(data["ap_key"], merged_entry(data.get("defaults") or {}, model), path,
-                                    lines.line(("models", index)), index)
+        for entry in entry_list:
             entries[entry.model_key] = entry
             self.entries_by_key[entry.model_key].append((name, entry))
             self.check_structure_allowed(entry, ap, name, lines)

@@ -56,7 +56,7 @@ def load_message(data: bytes | dict, **fields) -> str:
 
 
 def url_message(url: str, allow_file_urls: bool = False) -> str:
-    from evaluator.validate import url_problem
+    from evaluator.manifest import url_problem
 
     return url_problem(url, allow_file_urls=allow_file_urls) or ""
 
@@ -163,7 +163,7 @@ def n_with_the_demos_test_set(tmp_path, **_):
 
 def missing_sha256(**_):
     from evaluator.safeio import parse_yaml_text
-    from evaluator.validate import manifest_problems
+    from evaluator.manifest import manifest_problems
 
     text = ("schema_version: 1\nap_key: Demo_Doe2024Demo\nmodels:\n  - {architecture: resnet18, dataset: CIFAR10, "
             "structure: weights, sparsity: 90, url: 'https://example.org/x.pt'}\n")

@@ -26,7 +26,7 @@ import pytest
 from evaluator.cli import main
 from evaluator.datasets import write_cifar10_test
 from evaluator.safeio import parse_yaml_text
-from evaluator.validate import url_problem
+from evaluator.manifest import url_problem
 from tests.support.evaluation import one_torch_thread  # noqa: F401  (fixture)
 from tests.support.http_server import LocalServer
 from tests.support.training_checkpoints import (labels_without_constant_class, pruned_resnet18,

@@ -9,7 +9,7 @@ import pytest
 from evaluator import cli
 from evaluator.errors import APBError
 from evaluator.lock import lock_manifests, pin_sha256
-from evaluator.submissions import load_manifest
+from evaluator.manifest import load_manifest
 from tests.support.entries import AP_KEY
 from tests.support.http_server import LocalServer
 

@@ -13,8 +13,8 @@ from evaluator.compliance import check_compliance
 from evaluator.errors import APBError
 from evaluator.key_rules import top_scores_mask
 from evaluator.load import build_checked_model, load_state_dict
-from evaluator.submissions import NormalizationBuffers
-from evaluator.validate import load_schema, manifest_problems
+from evaluator.manifest import NormalizationBuffers, manifest_problems
+from evaluator.schema import load_schema
 from evaluator.safeio import parse_yaml_text
 from evaluator.variants import build_variant, variant_names, variants
 from tests.support.entries import make_entry

@@ -103,7 +103,7 @@ def schema_problems(data: Any, schema_path: Path, name: str) -> list[Problem]:
     """Every place *data* breaks the JSON Schema at *schema_path* (at most 20), in ``apb validate``'s words.
 
     Artifacts carry no line numbers worth citing, so the problems name the field only."""
-    from evaluator.validate import schema_problems as validate_schema_problems
+    from evaluator.schema import schema_problems as validate_schema_problems
 
     problems = validate_schema_problems(data, _schema(schema_path), LineMap({}), name)
     return [Problem(p.file, p.message[:300], None, p.field) for p in problems[:20]]

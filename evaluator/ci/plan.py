@@ -24,8 +24,8 @@ from evaluator.errors import APBError, Problem
 from evaluator.keys import is_ap_key
 from evaluator.records import atomic_write_bytes, recorded_sha256, records_dir
 from evaluator.safeio import MAX_BYTES, load_json
-from evaluator.submissions import LOADING_FIELDS as ENTRY_LOADING_FIELDS
-from evaluator.submissions import load_manifest
+from evaluator.manifest import LOADING_FIELDS as ENTRY_LOADING_FIELDS
+from evaluator.manifest import load_manifest
 
 PLAN_FORMAT = "apb-ci-plan/1"
 DATA_FILES = ("manifest.yaml", "taxonomy.json")

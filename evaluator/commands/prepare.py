@@ -34,7 +34,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from evaluator.errors import APBError, Problem
     from evaluator.prepare import add_to_manifest, entry_yaml, prepare_checkpoint
-    from evaluator.validate import sparsities_for
+    from evaluator.manifest import sparsities_for
 
     if args.sparsity not in sparsities_for(args.structure):
         raise APBError(Problem("--sparsity", f"{args.structure} pruning uses sparsity "

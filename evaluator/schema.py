@@ -1,0 +1,144 @@
+"""The JSON-Schema engine: the repository's schemas (``evaluator/schemas/``), a strict Draft 2020-12 validator
+and its errors as problems with file, line and field, in words an author can act on."""
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from typing import Any, Iterable
+
+from evaluator.errors import Problem
+from evaluator.paths import PACKAGE_DIR
+from evaluator.safeio import LineMap, format_field, load_json
+
+SCHEMAS_DIR = PACKAGE_DIR / "schemas"
+
+
+def _strict_validator_class() -> Any:
+    """Draft 2020-12 where "integer" means a Python int (not 90.0, not true)."""
+    from jsonschema import Draft202012Validator, validators
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
+    return validators.extend(Draft202012Validator, type_checker=checker)
+
+
+@functools.lru_cache(maxsize=None)
+def load_schema(name: str) -> dict:
+    """``evaluator/schemas/<name>.schema.json``."""
+    schema = load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]
+    if name == "manifest":
+        from evaluator.variants import variant_names
+
+        schema["$defs"]["variant"]["enum"] = variant_names()
+    return schema
+
+
+_VALIDATORS: dict[int, tuple[dict, Any]] = {}
+
+
+def schema_validator(schema: dict) -> Any:
+    """A strict Draft 2020-12 validator of *schema*, built once per schema object."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        if len(_VALIDATORS) >= 32:
+            _VALIDATORS.clear()
+        cached = (schema, _strict_validator_class()(schema))
+        _VALIDATORS[id(schema)] = cached
+    return cached[1]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return {int: "integer", float: "number", str: "string", list: "array", dict: "object"}.get(type(value), "value")
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_problems(error: Any, lines: LineMap, file: str) -> list[Problem]:
+    """Problems of one jsonschema error, in words an author can act on."""
+    path = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    hint = schema.get("x-hint")
+    validator, value = error.validator, error.instance
+
+    def problem(where: tuple, message: str) -> Problem:
+        if hint and hint not in message:
+            message = f"{message}; {hint}"
+        return Problem(file, message, lines.line(where), format_field(where))
+
+    if validator in ("anyOf", "oneOf") and error.context:
+        inner = _closest_branch_error(error)
+        if inner is None:
+            return [problem(path, f"{short_repr(value)} matches none of the allowed forms")]
+        problems = _error_problems(inner, lines, file)
+        if hint:
+            problems = [p if hint in p.message else Problem(p.file, f"{p.message}; {hint}", p.line, p.field)
+                        for p in problems]
+        return problems
+    if validator == "additionalProperties":
+        allowed = ", ".join(schema.get("properties", {}))
+        extra = [key for key in value if key not in schema.get("properties", {})]
+        return [problem(path + (key,), f"unknown field {key!r}; allowed here: {allowed}") for key in extra]
+    if validator == "required":
+        return [problem(path + (name,), "missing required field") for name in error.validator_value
+                if isinstance(value, dict) and name not in value]
+    if validator == "enum":
+        allowed = error.validator_value
+        listing = ", ".join(map(str, allowed)) if len(allowed) <= 12 else f"one of {len(allowed)} allowed values"
+        return [problem(path, f"{short_repr(value)} is not allowed; use {listing}")]
+    if validator == "const":
+        return [problem(path, f"must be {error.validator_value!r}, got {short_repr(value)}")]
+    if validator == "type":
+        expected = error.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        got = "null" if value is None else f"{_json_type(value)} {short_repr(value)}"
+        return [problem(path, f"expected {expected}, got {got}")]
+    if validator == "pattern":
+        return [problem(path, f"{short_repr(value)} has the wrong form")]
+    return [problem(path, error.message)]
+
+
+def _closest_branch_error(error: Any) -> Any:
+    """The most telling error of an anyOf/oneOf: from a branch of the value's own type (a string that breaks
+    ``{"type": "string", "pattern": ...}`` says so, rather than "expected null")."""
+    from jsonschema.exceptions import best_match
+
+    by_branch: dict[Any, list] = defaultdict(list)
+    for inner in error.context:
+        by_branch[inner.relative_schema_path[0]].append(inner)
+    fitting = [inner for errors in by_branch.values()
+               if not any(not inner.relative_path and inner.validator in ("type", "const") for inner in errors)
+               for inner in errors]
+    return best_match(fitting) if fitting else None
+
+
+def schema_problems(data: Any, schema: dict, lines: LineMap, file: str) -> list[Problem]:
+    """Every way *data* breaks *schema*, as problems with lines."""
+    problems: list[Problem] = []
+    for error in schema_validator(schema).iter_errors(data):
+        if error.schema is False:  # a field forbidden in this context, e.g. pruning_step after training
+            path = tuple(error.absolute_path)
+            parent = _at(data, path)
+            if isinstance(parent, dict):  # jsonschema leaves the property's name out of the path
+                path += tuple(key for key, value in parent.items() if value is error.instance)[:1]
+            problems.append(Problem(file, "this field is not allowed here (given the object's other fields); "
+                                          "remove it", lines.line(path), format_field(path)))
+            continue
+        problems.extend(_error_problems(error, lines, file))
+    return unique_problems(problems)
+
+
+def _at(data: Any, path: tuple) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def unique_problems(problems: Iterable[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
