@@ -20,6 +20,7 @@ demo: install
 test: install
 	$(BIN)/apb validate
 	$(BIN)/apb leaderboard --check
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # Debian's chromium and its driver, for the site's browser test (tests/test_site_browser.py skips without them).
