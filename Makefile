@@ -21,6 +21,7 @@ test: install
 	$(BIN)/apb validate
 	$(BIN)/apb leaderboard --check
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # Debian's chromium and its driver, for the site's browser test (tests/test_site_browser.py skips without them).

@@ -32,7 +32,7 @@ DEFAULT_PROTOCOL = "linf-8-255-v1"
 SCHEDULER_ALIASES = {"CALR": "cosine", "cosine": "cosine", "none": "none", None: "none"}
 
 
-def _protocol(protocol: str, n: int | None, **hofmn: str) -> Any:
+def _protocol(protocol: str, n: int | None, **hofmn: Any) -> Any:
     """The protocol, with its first ``n`` samples only and other HO-FMN settings if asked."""
     from evaluator.protocol import load_protocol
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluator.errors import APBError
+from evaluator.errors import APBError, Problem
 from evaluator.paths import PACKAGE_DIR
 
 EXAMPLE_DIR = PACKAGE_DIR / "demo_example"
@@ -242,7 +242,7 @@ def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: i
     from evaluator.validate import validate_paths
 
     out = Path(out).resolve()
-    protocol = load_protocol(PROTOCOL)
+    protocol = load_protocol(PROTOCOL).require_evaluable()
     prepare_output(out)
     _say(f"apb demo: an example submission, checked, evaluated and rendered in {_relative(out)}/")
     example = build_example(out, seed=seed, root=root)
@@ -263,6 +263,8 @@ def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: i
                                  out_dir=records_dir, cache_dir=out / "cache", progress=progress)
         stem = record_stem(model_key, protocol.id)
         record = outcome.record
+        if record is None:
+            raise APBError(Problem(model_key, "the evaluation wrote no record"))
         _say(_model_line(record))
         for suffix in (".json", ".npz"):  # the demo's own repository shows its smoke records
             atomic_write_bytes(shown_dir / f"{stem}{suffix}", (records_dir / f"{stem}{suffix}").read_bytes())

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from tqdm import tqdm
 from evaluator import provenance
 from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
-from evaluator.protocol import Protocol, load_protocol
+from evaluator.protocol import EvaluableProtocol, Protocol, load_protocol
 from evaluator.records import (SCHEMA_VERSION, PerSample, atomic_write_bytes, dump_json, load_sidecar, read_record,
                                record_stem, recorded_sha256, records_dir, summarize, write_record)
 
@@ -91,7 +91,7 @@ def chunk_seed(protocol_seed: int, chunk: int) -> int:
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **cast(dict[str, Any], arrays))  # numpy's stub takes allow_pickle for an array name
     return buffer.getvalue()
 
 
@@ -107,6 +107,7 @@ class ChunkStore:
 
     def _claim(self, identity: dict) -> None:
         """Write the job's identity, or refuse a work dir that belongs to another job."""
+        assert self.path is not None  # the constructor claims a work dir only
         job = self.path / JOB_FILE
         if job.is_file():
             existing = json.loads(job.read_text(encoding="utf-8"))
@@ -118,6 +119,7 @@ class ChunkStore:
             atomic_write_bytes(job, dump_json(identity))
 
     def _file(self, stage: str, chunk: int) -> Path:
+        assert self.path is not None  # callers use the in-memory store when there is no work dir
         return self.path / stage / f"chunk-{chunk:05d}.npz"
 
     def load_stage(self, stage: str, chunk: int) -> dict[str, np.ndarray] | None:
@@ -128,6 +130,14 @@ class ChunkStore:
             return None
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}
+
+    def stored_stage(self, stage: str, chunk: int) -> dict[str, np.ndarray]:
+        """The results of a stage that has run for *chunk*."""
+        arrays = self.load_stage(stage, chunk)
+        if arrays is None:
+            raise APBError(Problem(str(self.path or "memory"), f"no {stage} results for chunk {chunk}; "
+                                                               "run that stage first"))
+        return arrays
 
     def save_stage(self, stage: str, chunk: int, arrays: dict[str, np.ndarray]) -> None:
         if self.path is None:
@@ -173,7 +183,7 @@ def clean_chunk(model: nn.Module, test_set: Any, indices: range, *, batch_size: 
 
 
 def autoattack_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: np.ndarray,
-                     protocol: Protocol, *, seed: int, device: str) -> dict[str, np.ndarray]:
+                     protocol: EvaluableProtocol, *, seed: int, device: str) -> dict[str, np.ndarray]:
     """AutoAttack on one chunk: verified robust flags (clean-correct only), AutoAttack's warnings."""
     from evaluator.attacks.autoattack import autoattack_linf
 
@@ -186,7 +196,7 @@ def autoattack_chunk(model: nn.Module, test_set: Any, indices: range, clean_corr
             "implementation": np.array(getattr(result, "implementation", ""), dtype=str)}
 
 
-def tuning_indices(model: nn.Module, test_set: Any, protocol: Protocol, *, batch_size: int,
+def tuning_indices(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, batch_size: int,
                    device: str) -> list[int]:
     """The tuning batch: the first ``tuning.batch_size`` clean-correct samples among the first ``n_samples``."""
     wanted = protocol.hofmn.tuning.batch_size
@@ -199,7 +209,7 @@ def tuning_indices(model: nn.Module, test_set: Any, protocol: Protocol, *, batch
     return found[:wanted]
 
 
-def tune_hofmn(model: nn.Module, test_set: Any, protocol: Protocol, *, batch_size: int, device: str,
+def tune_hofmn(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, batch_size: int, device: str,
                progress: bool) -> dict:
     """Tune HO-FMN on the protocol's tuning batch (deterministic); a JSON-able result."""
     from evaluator.attacks.hofmn import tune_fmn
@@ -220,8 +230,8 @@ def tune_hofmn(model: nn.Module, test_set: Any, protocol: Protocol, *, batch_siz
                        for params, value in result.trials]}
 
 
-def hofmn_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: np.ndarray, protocol: Protocol,
-                params: dict | None, *, seed: int, device: str) -> np.ndarray:
+def hofmn_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: np.ndarray,
+                protocol: EvaluableProtocol, params: dict, *, seed: int, device: str) -> np.ndarray:
     """Verified HO-FMN distances of one chunk: 0 misclassified, the Linf norm found, inf none found."""
     from evaluator.attacks.hofmn import hofmn_attack
     from evaluator.attacks.verify import linf_distances
@@ -240,7 +250,7 @@ def hofmn_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: 
     return distances
 
 
-def shared_tuning_file(cache_dir: Path, checkpoint_sha256: str, protocol: Protocol, device: str) -> Path:
+def shared_tuning_file(cache_dir: Path, checkpoint_sha256: str, protocol: EvaluableProtocol, device: str) -> Path:
     """Where the shards of one evaluation share its HO-FMN tuning: named by the checkpoint, the protocol
     file's sha256 and a digest of what the tuning's numbers depend on (device model, numerics backend,
     torch/optuna/evaluator versions), so that only an identical computation is ever reused."""
@@ -286,7 +296,7 @@ def _progress(items: list, stage: str, enabled: bool) -> Any:
     return tqdm(items, desc=stage, unit="chunk", file=sys.stderr, disable=not enabled or not items)
 
 
-def evaluate_chunks(model: nn.Module, test_set: Any, protocol: Protocol, *, chunks: list[int] | None = None,
+def evaluate_chunks(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, chunks: list[int] | None = None,
                     store: ChunkStore | None = None, device: str = "cpu", batch_size: int = 500,
                     progress: bool = True, stages: tuple[str, ...] = STAGES,
                     shared_tuning: Path | None = None) -> ChunkResults:
@@ -302,7 +312,7 @@ def evaluate_chunks(model: nn.Module, test_set: Any, protocol: Protocol, *, chun
                                 shared_tuning=shared_tuning)
 
 
-def _evaluate_chunks(model: nn.Module, test_set: Any, protocol: Protocol, *, chunks: list[int] | None,
+def _evaluate_chunks(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, chunks: list[int] | None,
                      store: ChunkStore, device: str, batch_size: int, progress: bool, stages: tuple[str, ...],
                      shared_tuning: Path | None) -> ChunkResults:
     protocol.require_evaluable()
@@ -318,10 +328,10 @@ def _evaluate_chunks(model: nn.Module, test_set: Any, protocol: Protocol, *, chu
         for chunk in _progress([c for c in chunks if store.load_stage(stage, c) is None], stage, progress):
             started = time.perf_counter()
             arrays = compute(chunk)
-            store.save_stage(stage, chunk, {**arrays, "wall_s": np.float64(time.perf_counter() - started)})
+            store.save_stage(stage, chunk, {**arrays, "wall_s": np.asarray(time.perf_counter() - started)})
 
     def clean_of(chunk: int) -> np.ndarray:
-        return store.load_stage("clean", chunk)["clean_correct"].astype(bool)
+        return store.stored_stage("clean", chunk)["clean_correct"].astype(bool)
 
     run_stage("clean", lambda c: {"clean_correct": clean_chunk(model, test_set, ranges[c], batch_size=batch_size,
                                                                 device=device)})
@@ -352,7 +362,7 @@ def collect_results(store: ChunkStore, ranges: list[range], chunks: list[int], t
     parts, ledger = [], {}
     for chunk in chunks:
         size = len(ranges[chunk])
-        clean = store.load_stage("clean", chunk)
+        clean = store.stored_stage("clean", chunk)
         aa = store.load_stage("autoattack", chunk) if "autoattack" in stages else None
         fmn = store.load_stage("hofmn", chunk) if "hofmn" in stages else None
         parts.append(PerSample(
@@ -379,7 +389,7 @@ def _percent(share: float) -> str:
     return f"{100 * share:.2f}%"
 
 
-def sanity_flags(per_sample: PerSample, protocol: Protocol, *, aa_warnings: list[str],
+def sanity_flags(per_sample: PerSample, protocol: EvaluableProtocol, *, aa_warnings: list[str],
                  randomized_output: str | None = None, official_test_set: bool = True) -> list[dict]:
     """The record's flags: AutoAttack's own warnings, a randomized-output check that failed, disagreements
     between AutoAttack and HO-FMN beyond the protocol's limits, too many samples without any adversarial,
@@ -433,7 +443,7 @@ def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, fl
     return result
 
 
-def build_record(facts: dict, per_sample: PerSample, protocol: Protocol) -> dict:
+def build_record(facts: dict, per_sample: PerSample, protocol: EvaluableProtocol) -> dict:
     """The result record (design.md) of an evaluation from its facts and per-sample results."""
     key = parse_model_key(facts["model_key"])
     summary = summarize(per_sample, protocol.eps)
@@ -581,7 +591,7 @@ def merge_shards(paths: list[Path], out_dir: Path, *, root: Path | None = None,
                                                    f"sha256 {facts['protocol_sha256']}); merge with the evaluator "
                                                    "version that made them", field="protocol"))
     refuse_smoke_in_submissions(protocol, Path(out_dir), root)
-    return write_result(build_record(facts, per_sample, protocol), per_sample, Path(out_dir))
+    return write_result(build_record(facts, per_sample, protocol.require_evaluable()), per_sample, Path(out_dir))
 
 
 # ------------------------------------------------------------------------------------ one model, end to end
@@ -709,7 +719,7 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1"
                            wall_s=timer.seconds, shared_tuning=shared_tuning)
 
 
-def evaluate_loaded(model: nn.Module, test_set: Any, protocol: Protocol, *, model_key: str, checkpoint_sha256: str,
+def evaluate_loaded(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, model_key: str, checkpoint_sha256: str,
                     work_dir: Path, out_dir: Path, check: dict | None = None, randomized_output: str | None = None,
                     shard: Shard | None = None, device: str = "cpu", batch_size: int = 500, progress: bool = True,
                     wall_s: dict[str, float] | None = None, shared_tuning: Path | None = None) -> Outcome:

@@ -79,6 +79,9 @@ class SanityLimits:
 
 @dataclass(frozen=True)
 class Protocol:
+    """Any protocol file. Only an ``EvaluableProtocol`` (every evaluation section present) fixes the threat model
+    and the attacks; here those fields are None."""
+
     id: str
     leaderboard: bool
     description: str
@@ -95,7 +98,7 @@ class Protocol:
 
     @property
     def evaluable(self) -> bool:
-        return self.hofmn is not None
+        return isinstance(self, EvaluableProtocol)
 
     @property
     def eps(self) -> float:
@@ -104,17 +107,27 @@ class Protocol:
             raise APBError(Problem(str(self.path), "this protocol fixes no threat model", field="threat_model"))
         return float(self.eps_fraction)
 
-    @property
-    def eps_text(self) -> str:
-        return str(self.eps_fraction)
-
-    def require_evaluable(self) -> "Protocol":
+    def require_evaluable(self) -> EvaluableProtocol:
         """This protocol, or an error saying it cannot be run by ``apb evaluate``."""
-        if not self.evaluable:
+        if not isinstance(self, EvaluableProtocol):
             runnable = ", ".join(p.id for p in list_protocols() if p.evaluable)
             raise APBError(Problem(str(self.path), f"protocol {self.id!r} describes imported results and cannot "
                                                    f"be evaluated; use one of: {runnable}", field="id"))
         return self
+
+
+@dataclass(frozen=True)
+class EvaluableProtocol(Protocol):
+    """A protocol ``apb evaluate`` can run: every evaluation field is required."""
+
+    norm: str
+    eps_fraction: Fraction
+    n_samples: int
+    chunk_size: int
+    seed: int
+    autoattack: AutoAttackSettings
+    hofmn: HOFMNSettings
+    sanity: SanityLimits
 
 
 def parse_fraction(value: Any) -> Fraction:
@@ -248,9 +261,11 @@ def read_protocol_file(path: Path) -> Protocol:
     if present and len(present) != len(EVALUATION_SECTIONS):
         missing = next(key for key in EVALUATION_SECTIONS if key not in data)
         raise reader.fail((missing,), f"missing: an evaluable protocol needs all of {', '.join(EVALUATION_SECTIONS)}")
-    fields = _evaluation_fields(reader, data) if present else {}
-    return Protocol(id=data["id"], leaderboard=data["leaderboard"], description=data["description"].strip(),
-                    path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), **fields)
+    common = {"id": data["id"], "leaderboard": data["leaderboard"], "description": data["description"].strip(),
+              "path": path, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    if present:
+        return EvaluableProtocol(**common, **_evaluation_fields(reader, data))
+    return Protocol(**common)
 
 
 def protocol_path(name_or_path: str | Path) -> Path:

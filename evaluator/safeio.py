@@ -174,7 +174,7 @@ class _YamlBuilder:
         if isinstance(event, ev.ScalarEvent):
             return self.scalar(event)
         if isinstance(event, ev.SequenceStartEvent):
-            items = []
+            items: list[Any] = []
             for item_event in events:
                 if isinstance(item_event, ev.SequenceEndEvent):
                     return items

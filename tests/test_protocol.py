@@ -24,7 +24,7 @@ def test_every_shipped_protocol_loads_and_is_named_by_its_file():
 def test_the_leaderboard_protocol_is_the_one_the_issue_fixes():
     p = load_protocol("linf-8-255-v1")
     assert p.leaderboard and p.evaluable and p.norm == "Linf"
-    assert p.eps_fraction == Fraction(8, 255) and p.eps == 8 / 255 and p.eps_text == "8/255"
+    assert p.eps_fraction == Fraction(8, 255) and p.eps == 8 / 255 and str(p.eps_fraction) == "8/255"
     assert (p.n_samples, p.chunk_size, p.seed) == (10000, 500, 0)
     assert (p.autoattack.version, p.autoattack.batch_size) == ("standard", 500)
     h = p.hofmn

@@ -324,7 +324,8 @@ def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict
                 read_blob(root, head_sha, path)
             except APBError as error:
                 plan.problems.extend(error.problems)
-    to_schedule, loading_changed = [], set()
+    to_schedule: list = []
+    loading_changed: set[str] = set()
     for path in sorted(p for p in plan.changed_files if p.endswith("/manifest.yaml")):
         try:
             old = parse_manifest_blob(path, read_blob(root, fork_point, path))
@@ -347,7 +348,8 @@ def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict
 def manifest_entries(root: Path) -> tuple[list, list[Problem]]:
     """Every entry of *root*'s manifests, and a problem for each manifest that does not load (the others still
     count: one broken manifest on main must not hold back every other AP's records)."""
-    entries, problems = [], []
+    entries: list = []
+    problems: list[Problem] = []
     for path in sorted((root / "submissions").glob("*/manifest.yaml")):
         try:
             entries.extend(load_manifest(path))

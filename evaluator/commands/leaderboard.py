@@ -34,7 +34,7 @@ def generated_on_disk(out: Path) -> set[Path]:
     """Files under the generated folders of *out* (relative to it); hidden temporary files included."""
     from evaluator.render import GENERATED_DIRS
 
-    found = set()
+    found: set[Path] = set()
     for folder in GENERATED_DIRS:
         for directory, folders, files in os.walk(out / folder):
             relative = Path(directory).relative_to(out)

@@ -88,7 +88,7 @@ EFFICIENCY_SERIES = (("US", "resnet18"), ("US", "vgg16"), ("S", "resnet18"), ("S
 
 def efficiency_svg(rows: Sequence[Row], protocol: str, dataset: str, metric: str, metric_title: str) -> str:
     """Robust accuracy (*metric*) vs effective MACs per input, a colour per structure and architecture."""
-    points = [(float(r.macs_effective), r.metric(metric)) for r in rows  # type: ignore[arg-type]
+    points = [(float(r.macs_effective), r.metric(metric)) for r in rows
               if r.macs_effective and r.metric(metric) is not None]
     low = min(x for x, _ in points) / 1.5
     high = max(x for x, _ in points) * 1.5
