@@ -152,7 +152,8 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
     """Evaluate a local model like ``apb evaluate`` (clean, AutoAttack, HO-FMN), print the claim-ready summary
     and return the record; with ``save_dist_path`` the record and its per-sample sidecar are written there."""
     from evaluator import provenance
-    from evaluator.evaluate import build_record, test_set_facts, write_result
+    from evaluator.assemble import build_record, write_result
+    from evaluator.evaluate import test_set_facts
     from evaluator.keys import parse_model_key
     from evaluator.records import read_record
 

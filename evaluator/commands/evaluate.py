@@ -34,7 +34,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evaluator.device import checked_device
-    from evaluator.evaluate import CheckFailed, evaluate_model, parse_shard
+    from evaluator.evaluate import CheckFailed, evaluate_model
+    from evaluator.shards import parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
     device = checked_device(args.device)
