@@ -22,12 +22,11 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import torch
@@ -42,6 +41,9 @@ from evaluator.protocol import EvaluableProtocol, Protocol, load_protocol
 from evaluator.records import (PerSample, atomic_write_bytes, dump_json, read_record, record_stem, recorded_sha256,
                                records_dir)
 from evaluator.shards import Shard, shard_dir, write_shard
+
+if TYPE_CHECKING:
+    from evaluator.check import CheckReport
 
 STAGES = ("clean", "autoattack", "hofmn")
 JOB_FILE = "job.json"
@@ -509,15 +511,10 @@ def _tuning_facts(tuning: dict) -> dict:
     return {key: tuning.get(key) for key in ("indices", "params", "median_distance")}
 
 
-def randomized_output_message(report: Any) -> str | None:
+def randomized_output_message(report: CheckReport) -> str | None:
     """The check's randomized-output finding as a flag message, or None when the outputs are deterministic."""
-    sanity = getattr(report, "sanity", None)
-    if sanity is None:
+    sanity = report.sanity
+    if sanity is None or not sanity.randomized:
         return None
-    randomized = getattr(sanity, "randomized", None)
-    if randomized is None and isinstance(sanity, dict):
-        randomized = sanity.get("randomized")
-    if not randomized:
-        return None
-    detail = getattr(sanity, "message", None) or "the model gave different outputs for the same input"
+    detail = sanity.message or "the model gave different outputs for the same input"
     return f"randomized output: {detail}; attack results on a randomized model overstate robustness"
