@@ -37,7 +37,7 @@ from evaluator import provenance
 from evaluator.assemble import build_record, refuse_smoke_in_submissions, write_result
 from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
-from evaluator.protocol import EvaluableProtocol, Protocol, load_protocol
+from evaluator.protocol import DEFAULT_PROTOCOL, EvaluableProtocol, Protocol, load_protocol
 from evaluator.records import (PerSample, atomic_write_bytes, dump_json, read_record, record_stem, recorded_sha256,
                                records_dir)
 from evaluator.shards import Shard, shard_dir, write_shard
@@ -420,7 +420,7 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1", root: Path | None = None,
+def evaluate_model(model_key: str, *, protocol: Protocol | str = DEFAULT_PROTOCOL, root: Path | None = None,
                    data_dir: Path = Path("data"), device: str = "cpu", out_dir: Path | None = None,
                    cache_dir: Path | None = None, work_root: Path | None = None, shard: Shard | None = None,
                    download: bool = False, batch_size: int = 500, progress: bool = True) -> Outcome:
