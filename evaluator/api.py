@@ -127,7 +127,8 @@ def test_model_hofmn(model: nn.Module, model_key: str, dataset: str, data_dir: s
     0 = misclassified, inf = no adversarial found). With ``save_dist_path`` the distances are also written
     to ``<save_dist_path>/<model_key>.npy``. ``scheduler``: ``CALR`` (the original name) or ``cosine``, or
     ``none``."""
-    from evaluator.records import atomic_write_bytes, summarize
+    from evaluator.records import summarize
+    from evaluator.safeio import atomic_write_bytes
 
     if scheduler not in SCHEDULER_ALIASES:
         raise APBError(Problem("scheduler", f"unknown scheduler {scheduler!r}; use CALR (cosine) or none"))

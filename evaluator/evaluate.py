@@ -38,8 +38,8 @@ from evaluator.assemble import build_record, refuse_smoke_in_submissions, write_
 from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
 from evaluator.protocol import DEFAULT_PROTOCOL, EvaluableProtocol, Protocol, load_protocol
-from evaluator.records import (PerSample, atomic_write_bytes, dump_json, read_record, record_stem, recorded_sha256,
-                               records_dir)
+from evaluator.records import PerSample, read_record, record_stem, recorded_sha256, records_dir
+from evaluator.safeio import atomic_write_bytes, dump_json
 from evaluator.shards import Shard, shard_dir, write_shard
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from evaluator import paths
 from evaluator.errors import APBError, Problem
-from evaluator.records import sha256_file
+from evaluator.safeio import sha256_file
 
 GiB = 1 << 30
 DEFAULT_MAX_BYTES = 2 * GiB

@@ -11,8 +11,8 @@ from pathlib import Path
 from evaluator.assemble import build_record, refuse_smoke_in_submissions, write_result
 from evaluator.errors import APBError, Problem
 from evaluator.protocol import Protocol, load_protocol
-from evaluator.records import PerSample, atomic_write_bytes, dump_json, load_sidecar, record_stem
-from evaluator.safeio import load_json
+from evaluator.records import PerSample, load_sidecar, record_stem
+from evaluator.safeio import atomic_write_bytes, dump_json, load_json
 
 SHARD_FILE = "shard.json"
 SHARD_SIDECAR = "per_sample.npz"

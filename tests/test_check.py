@@ -17,7 +17,7 @@ from evaluator.check import (COUNTED_LAYERS, check_compliance, check_entry, chec
 from evaluator.datasets import load_test_set
 from evaluator.errors import APBError
 from evaluator.models import Normalized, build_model
-from evaluator.records import dump_json
+from evaluator.safeio import dump_json
 from tests.support.entries import AP_KEY, make_entry
 from tests.support.fake_data import write_tiny_cifar10
 from tests.support.http_server import LocalServer

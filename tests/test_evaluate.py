@@ -18,8 +18,8 @@ from evaluator.errors import APBError
 from evaluator.assemble import build_record, refuse_smoke_in_submissions, sanity_flags
 from evaluator.evaluate import ChunkStore, chunk_ranges, chunk_seed, evaluate_chunks
 from evaluator.protocol import load_protocol
-from evaluator.records import PerSample, dump_json, sha256_file
-from evaluator.safeio import load_json
+from evaluator.records import PerSample
+from evaluator.safeio import dump_json, load_json, sha256_file
 from evaluator.shards import Shard, parse_shard
 from evaluator.validate import record_problems
 from tests.support.evaluation import (CHECKPOINT_SHA256, MODEL_KEY, TINY_PROTOCOL, comparable,  # noqa: F401

@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
 from evaluator.keys import is_ap_key
-from evaluator.records import atomic_write_bytes, recorded_sha256, records_dir
-from evaluator.safeio import MAX_BYTES, load_json
+from evaluator.records import recorded_sha256, records_dir
+from evaluator.safeio import MAX_BYTES, atomic_write_bytes, load_json
 from evaluator.manifest import LOADING_FIELDS as ENTRY_LOADING_FIELDS
 from evaluator.manifest import load_manifest
 

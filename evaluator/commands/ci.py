@@ -132,7 +132,7 @@ def write_text(path: Path | None, text: str) -> None:
     if path is None:
         sys.stdout.write(text)
     else:
-        from evaluator.records import atomic_write_bytes
+        from evaluator.safeio import atomic_write_bytes
 
         atomic_write_bytes(path, text.encode("utf-8"))
 
