@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import nn
@@ -176,7 +176,7 @@ def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) ->
 
 
 def _layer_sparsity(name: str, module: nn.Module) -> LayerSparsity:
-    weight = module.weight.detach()
+    weight = cast(torch.Tensor, module.weight).detach()
     zero = weight == 0
     layer = LayerSparsity(name, "conv" if isinstance(module, nn.Conv2d) else "linear", list(weight.shape),
                           weight.numel(), int(zero.sum()))

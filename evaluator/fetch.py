@@ -212,7 +212,7 @@ def _stream(response, partial: Path, offset: int, total: int | None, options: _O
 
 def _resumes_at(response, offset: int) -> bool:
     match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-    return bool(match) and int(match[1]) == offset
+    return match is not None and int(match[1]) == offset
 
 
 def _announced_length(response) -> int | None:

@@ -385,6 +385,8 @@ def extract_data(root: Path, plan: Plan, into: Path) -> list[str]:
     written for a plan with problems (a refused blob) or files that are not data."""
     if plan.blocked_files or plan.problems:
         raise APBError(Problem("apb ci plan", "refusing to extract: " + plan.reason, field="extract"))
+    if plan.head is None:
+        raise APBError(Problem("apb ci plan", "refusing to extract: the plan names no head commit", field="extract"))
     touched = []
     for path in data_files(plan):
         target = into.joinpath(*PurePosixPath(path).parts)
