@@ -180,7 +180,7 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
     kind = sniff_format(data)
     if kind == "unknown":
         raise APBError(Problem(str(source), "is neither a torch checkpoint (torch.save) nor a safetensors file"))
-    basics = {"architecture": architecture, "dataset": dataset, "structure": structure, "sparsity": sparsity}
+    basics: dict[str, Any] = {"architecture": architecture, "dataset": dataset, "structure": structure, "sparsity": sparsity}
     try:
         loaded = deserialize(data, draft_entry(source, **basics, format=kind,
                                                allowed_globals=list(allowed_global_names())))
