@@ -6,9 +6,9 @@ What is fixed compared with the original code: eps is exactly 8/255 (not 0.031);
 per sample and verified, never parsed from its printout; HO-FMN runs on every sample (not 128); a sample for
 which HO-FMN finds no adversarial has distance ``inf`` (robust), not 0; accuracies are percentages
 everywhere (the original returned a fraction from ``test_model_hofmn``). Every function runs the same
-per-chunk stages as ``apb evaluate`` (in memory: nothing is resumed), under a protocol
-(default ``linf-8-255-v1``); ``n`` evaluates only the first ``n`` samples, which is faster but is then not
-the protocol's number.
+per-chunk stages as ``apb evaluate`` (in memory: nothing is resumed), under a protocol (default
+``protocol.DEFAULT_PROTOCOL``); ``n`` evaluates only the first ``n`` samples, which is faster but is then not the
+protocol's number.
 """
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from torch import nn
 from evaluator.errors import APBError, Problem
 from evaluator.load import load_model
 from evaluator.manifest import LOADING_FIELDS
+from evaluator.protocol import DEFAULT_PROTOCOL
 from evaluator.submissions import load_ap_taxonomy
 
 __all__ = ["load_model", "load_local_model", "load_ap_taxonomy", "test_model_aa", "test_model_hofmn", "benchmark", "load_distance",
            "plot_sec_curve"]
 
-DEFAULT_PROTOCOL = "linf-8-255-v1"
 SCHEDULER_ALIASES = {"CALR": "cosine", "cosine": "cosine", "none": "none", None: "none"}
 
 
@@ -127,7 +127,8 @@ def test_model_hofmn(model: nn.Module, model_key: str, dataset: str, data_dir: s
     0 = misclassified, inf = no adversarial found). With ``save_dist_path`` the distances are also written
     to ``<save_dist_path>/<model_key>.npy``. ``scheduler``: ``CALR`` (the original name) or ``cosine``, or
     ``none``."""
-    from evaluator.records import atomic_write_bytes, summarize
+    from evaluator.records import summarize
+    from evaluator.safeio import atomic_write_bytes
 
     if scheduler not in SCHEDULER_ALIASES:
         raise APBError(Problem("scheduler", f"unknown scheduler {scheduler!r}; use CALR (cosine) or none"))
@@ -152,7 +153,8 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
     """Evaluate a local model like ``apb evaluate`` (clean, AutoAttack, HO-FMN), print the claim-ready summary
     and return the record; with ``save_dist_path`` the record and its per-sample sidecar are written there."""
     from evaluator import provenance
-    from evaluator.evaluate import build_record, test_set_facts, write_result
+    from evaluator.assemble import build_record, write_result
+    from evaluator.evaluate import test_set_facts
     from evaluator.keys import parse_model_key
     from evaluator.records import read_record
 

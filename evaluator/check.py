@@ -1,21 +1,21 @@
 """Checks of one model before any attack: compliance, output sanity, sparsity (per layer), clean accuracy.
 
 A failed check makes :attr:`CheckReport.ok` False; ``apb check`` exits 1 on it and ``apb evaluate`` stops on it
-(:meth:`CheckReport.raise_if_failed`). Download and loading errors are raised as ``APBError`` naming the entry.
+(``evaluate.CheckFailed`` carries the report). Download and loading errors are raised as ``APBError`` naming the
+entry.
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import nn
 
 from evaluator.compliance import ComplianceReport, check_compliance
 from evaluator.efficiency import efficiency_summary, efficiency_text
-from evaluator.errors import APBError, Problem
 from evaluator.models import Normalized
 
 CLEAN_GAP_PP = 10.0  # a clean accuracy this many points below the claim (and outside its 95% interval) is flagged
@@ -176,7 +176,7 @@ def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) ->
 
 
 def _layer_sparsity(name: str, module: nn.Module) -> LayerSparsity:
-    weight = module.weight.detach()
+    weight = cast(torch.Tensor, module.weight).detach()
     zero = weight == 0
     layer = LayerSparsity(name, "conv" if isinstance(module, nn.Conv2d) else "linear", list(weight.shape),
                           weight.numel(), int(zero.sum()))
@@ -309,7 +309,6 @@ class CheckReport:
     clean_correct: int | None = None
     claimed: dict | None = None
     test_set_official: bool | None = None
-    manifest: tuple[str, int | None, str] = ("", None, "")  # file, line, field of the entry, for errors
     efficiency: dict | None = None  # evaluator.efficiency.efficiency_summary of the loaded model
 
     @property
@@ -340,13 +339,6 @@ class CheckReport:
         if gap:
             found.append(f"clean accuracy: {gap}")
         return found
-
-    def raise_if_failed(self) -> None:
-        """An APBError naming the entry and every failed part; what ``apb evaluate`` stops on."""
-        if not self.ok:
-            file, line, where = self.manifest
-            raise APBError([Problem(file or self.model_key, f"{self.model_key}: check failed: {failure}", line,
-                                    where or None) for failure in self.failures() or ["incomplete check"]])
 
     def to_dict(self, layers: bool = True) -> dict:
         return {"model_key": self.model_key, "ok": self.ok, "failures": self.failures(), "warnings": self.warnings(),
@@ -417,8 +409,7 @@ def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_s
         sha256=sha256, sha256_pinned=entry.sha256 is not None,
         compliance=check_compliance(state, entry.variant), n=len(test_set),
         claimed=None if entry.claimed is None else dict(entry.claimed),
-        test_set_official=test_set.official,
-        manifest=(str(entry.manifest_path), entry.line, f"models[{entry.index}]"))
+        test_set_official=test_set.official)
     if not report.compliance.ok:
         return report
     network = build_checked_model(entry, state).to(device)

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from evaluator.errors import APBError
-
-DATASETS = ("CIFAR10", "SVHN")
+from evaluator.keys import DATASETS
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SVHN_FILE = "test_32x32.mat"

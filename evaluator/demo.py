@@ -170,8 +170,7 @@ def build_example(out: Path, *, seed: int = 0, root: Path | None = None) -> Exam
     from evaluator.datasets import write_cifar10_test
     from evaluator.keys import model_key_maker
     from evaluator.paths import repo_root
-    from evaluator.records import atomic_write_bytes
-    from evaluator.safeio import load_yaml
+    from evaluator.safeio import atomic_write_bytes, load_yaml
     from evaluator.taxonomy import SCHEMA_FILE, VOCABULARY_FILE
 
     out = Path(out).resolve()
@@ -238,7 +237,8 @@ def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: i
     render the leaderboard and the security curves; returns the main output files by name."""
     from evaluator.evaluate import evaluate_model
     from evaluator.protocol import load_protocol
-    from evaluator.records import PerSample, atomic_write_bytes, record_stem
+    from evaluator.records import PerSample, record_stem
+    from evaluator.safeio import atomic_write_bytes
     from evaluator.render import render_all
     from evaluator.render.curves import save_png, security_curve
     from evaluator.validate import validate_paths

@@ -22,7 +22,7 @@ constants) are not parameters.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ def measure_efficiency(model: nn.Module, input_shape: Sequence[int]) -> Efficien
     positions: dict[nn.Module, int] = {}
 
     def record(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        channels = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
+        channels = module.out_channels if isinstance(module, nn.Conv2d) else cast(nn.Linear, module).out_features
         positions[module] = positions.get(module, 0) + output.numel() // channels
 
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

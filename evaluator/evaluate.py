@@ -1,4 +1,5 @@
-"""Chunked, resumable, shardable evaluation of a model under a protocol; merging shards; writing records.
+"""Chunked, resumable, shardable evaluation of a model under a protocol (shards.py merges the shards,
+assemble.py builds the record).
 
 Stages: fetch -> check -> clean -> AutoAttack -> HO-FMN (tuning once, then the attack) -> record.
 
@@ -10,9 +11,7 @@ every random seed is derived from the protocol's seed and the chunk index (``chu
 HO-FMN is tuned once per model, on the first ``tuning.batch_size`` clean-correct samples; the result is kept
 in the work dir, and every shard derives the same tuning.
 
-``--shard i/n`` runs the chunks with ``chunk % n == i - 1`` and writes a *shard output* (``shard.json`` and
-``per_sample.npz`` in a folder); ``merge_shards`` checks that the shards belong to one evaluation and cover
-every chunk exactly once, and writes the record a single run gives.
+``--shard i/n`` runs the chunks with ``chunk % n == i - 1`` and writes a shard output (see shards.py).
 
 Per-sample semantics: ``clean_correct``; ``aa_robust`` = clean-correct and no verified AutoAttack
 adversarial within eps; ``hofmn_distance`` = 0 when misclassified clean, the verified Linf distance of the
@@ -23,12 +22,11 @@ from __future__ import annotations
 import io
 import json
 import math
-import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import torch
@@ -36,44 +34,23 @@ from torch import nn
 from tqdm import tqdm
 
 from evaluator import provenance
+from evaluator.assemble import build_record, refuse_smoke_in_submissions, write_result
 from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
-from evaluator.protocol import EvaluableProtocol, Protocol, load_protocol
-from evaluator.records import (SCHEMA_VERSION, PerSample, atomic_write_bytes, dump_json, load_sidecar, read_record,
-                               record_stem, recorded_sha256, records_dir, summarize, write_record)
+from evaluator.protocol import DEFAULT_PROTOCOL, EvaluableProtocol, Protocol, load_protocol
+from evaluator.records import PerSample, read_record, record_stem, recorded_sha256, records_dir
+from evaluator.safeio import atomic_write_bytes, dump_json
+from evaluator.shards import Shard, shard_dir, write_shard
+
+if TYPE_CHECKING:
+    from evaluator.check import CheckReport
 
 STAGES = ("clean", "autoattack", "hofmn")
-SHARD_FILE = "shard.json"
-SHARD_SIDECAR = "per_sample.npz"
-SHARD_FORMAT = "apb-shard-1"
 JOB_FILE = "job.json"
 TUNING_FILE = "tuning.json"
-TIMING_FIELDS = ("date", "wall_time_s")  # provenance fields that differ between equal evaluations
 
 
-# ------------------------------------------------------------------------------------------- chunks, shards
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` of ``count`` (1-based): the chunks with ``chunk % count == index - 1``."""
-
-    index: int = 1
-    count: int = 1
-
-    def owns(self, chunk: int) -> bool:
-        return chunk % self.count == self.index - 1
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
-def parse_shard(text: str) -> Shard:
-    """``"2/3"`` -> ``Shard(2, 3)``; an error says what is expected."""
-    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text or "")
-    if not match or not 1 <= int(match[1]) <= int(match[2]):
-        raise APBError(Problem("--shard", f"expected i/n with 1 <= i <= n (e.g. 2/3), got {text!r}"))
-    return Shard(int(match[1]), int(match[2]))
+# ------------------------------------------------------------------------------------------------- chunks
 
 
 def chunk_ranges(n_samples: int, chunk_size: int) -> list[range]:
@@ -378,123 +355,6 @@ def collect_results(store: ChunkStore, ranges: list[range], chunks: list[int], t
     return ChunkResults(PerSample.concatenate(parts), ledger, tuning, list(chunks))
 
 
-# -------------------------------------------------------------------------------------- flags and records
-
-
-def _share(mask: np.ndarray) -> float:
-    return float(mask.sum()) / len(mask) if len(mask) else 0.0
-
-
-def _percent(share: float) -> str:
-    return f"{100 * share:.2f}%"
-
-
-def sanity_flags(per_sample: PerSample, protocol: EvaluableProtocol, *, aa_warnings: list[str],
-                 randomized_output: str | None = None, official_test_set: bool = True) -> list[dict]:
-    """The record's flags: AutoAttack's own warnings, a randomized-output check that failed, disagreements
-    between AutoAttack and HO-FMN beyond the protocol's limits, too many samples without any adversarial,
-    and a test file that is not the official one."""
-    flags = [{"code": "autoattack-check", "message": f"AutoAttack: {warning}"} for warning in aa_warnings]
-    if randomized_output:
-        flags.append({"code": "randomized-output", "message": randomized_output})
-    limits = protocol.sanity
-    aa_broken = ~per_sample.aa_robust  # misclassified clean samples count as broken by both attacks
-    hofmn_broken = ~per_sample.hofmn_robust(protocol.eps)
-    aa_only, hofmn_only = _share(aa_broken & ~hofmn_broken), _share(hofmn_broken & ~aa_broken)
-    no_adversarial = _share(np.isinf(per_sample.hofmn_distance))
-    if aa_only > limits.max_aa_only:
-        flags.append({"code": "hofmn-weaker-than-aa", "message": (
-            f"AutoAttack broke {_percent(aa_only)} of the samples within eps where HO-FMN did not (limit "
-            f"{_percent(limits.max_aa_only)}): HO-FMN is weaker than expected on this model (tuning failed) or "
-            f"its gradient steps are masked where AutoAttack's Square/FAB succeed")})
-    if hofmn_only > limits.max_hofmn_only:
-        flags.append({"code": "aa-weaker-than-hofmn", "message": (
-            f"HO-FMN broke {_percent(hofmn_only)} of the samples within eps where AutoAttack did not (limit "
-            f"{_percent(limits.max_hofmn_only)}): AutoAttack underestimates the attack on this model, a sign "
-            f"of gradient masking or of a randomized model")})
-    if no_adversarial > limits.max_no_adversarial:
-        flags.append({"code": "hofmn-no-adversarial", "message": (
-            f"HO-FMN found no adversarial at any size for {_percent(no_adversarial)} of the samples (limit "
-            f"{_percent(limits.max_no_adversarial)}): vanishing or masked gradients")})
-    if not official_test_set:
-        flags.append({"code": "unofficial-test-set", "message": (
-            "the test file is not the official one (its md5 differs): these numbers are not comparable with "
-            "the leaderboard")})
-    return flags
-
-
-def ordered_warnings(ledger: dict[str, dict]) -> list[str]:
-    """AutoAttack's warnings over all chunks, each once, in chunk order."""
-    seen: list[str] = []
-    for chunk in sorted(ledger, key=int):
-        seen.extend(w for w in ledger[chunk]["aa_warnings"] if w not in seen)
-    return seen
-
-
-def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, float]:
-    """Seconds per stage summed over chunks (compute time; several shards add up), plus ``extra`` stages."""
-    totals = dict(extra)
-    for entry in ledger.values():
-        for stage, seconds in entry["wall_s"].items():
-            totals[stage] = totals.get(stage, 0.0) + seconds
-    order = ("fetch", "check", "clean", "autoattack", "hofmn_tuning", "hofmn")
-    result = {stage: round(totals[stage], 3) for stage in order if stage in totals}
-    result["total"] = round(sum(result.values()), 3)
-    return result
-
-
-def build_record(facts: dict, per_sample: PerSample, protocol: EvaluableProtocol) -> dict:
-    """The result record (design.md) of an evaluation from its facts and per-sample results."""
-    key = parse_model_key(facts["model_key"])
-    summary = summarize(per_sample, protocol.eps)
-    ledger = facts["ledger"]
-    first = ledger[min(ledger, key=int)] if ledger else {}
-    tuning = facts.get("tuning") or {}
-    record_provenance = {
-        "protocol_sha256": protocol.sha256,
-        **facts["environment"],
-        "date": facts["date"],
-        "wall_time_s": wall_times(ledger, facts.get("wall_s", {})),
-        "test_set": facts["test_set"],
-        "autoattack": {"implementation": first.get("aa_implementation", ""), "attacks": first.get("aa_attacks", [])},
-        "hofmn_tuning": {"samples": len(tuning.get("indices", [])), "params": tuning.get("params"),
-                         "median_distance": tuning.get("median_distance")},
-    }
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "model_key": facts["model_key"],
-        "ap_key": key.ap_key,
-        "architecture": key.architecture, "dataset": key.dataset, "structure_kind": key.structure_kind,
-        "sparsity": key.sparsity,
-        "source": "evaluated",
-        "protocol": protocol.id,
-        "n_samples": summary["n_samples"],
-        "metrics": summary["metrics"],
-        "counts": summary["counts"],
-        "intervals": summary["intervals"],
-        "checkpoint_sha256": facts.get("checkpoint_sha256"),
-        "provenance": record_provenance,
-        "flags": sanity_flags(per_sample, protocol, aa_warnings=ordered_warnings(ledger),
-                              randomized_output=facts.get("randomized_output"),
-                              official_test_set=facts["test_set"]["official"]),
-        "check": facts.get("check"),
-        "per_sample": None,
-    }
-
-
-def write_result(record: dict, per_sample: PerSample, out_dir: Path) -> Path:
-    """Write the sidecar, then the record that names it (with its sha256), atomically; the record's path."""
-    stem = record_stem(record["model_key"], record["protocol"])
-    sha = per_sample.save(Path(out_dir) / f"{stem}.npz")
-    return write_record({**record, "per_sample": {"file": f"{stem}.npz", "sha256": sha}}, Path(out_dir))
-
-
-def comparable(record: dict) -> dict:
-    """A record without its timing fields: equal for equal evaluations (one run, resumed, or merged shards)."""
-    prov = {k: v for k, v in (record.get("provenance") or {}).items() if k not in TIMING_FIELDS}
-    return {**record, "provenance": prov}
-
-
 def test_set_facts(test_set: Any) -> dict:
     """Which test file the samples came from: name, official or not, sha256 of the evaluated samples."""
     import hashlib
@@ -503,95 +363,6 @@ def test_set_facts(test_set: Any) -> dict:
     digest.update(np.ascontiguousarray(test_set.labels.numpy()).tobytes())
     return {"file": Path(str(getattr(test_set, "source", ""))).name, "official": bool(getattr(test_set, "official", True)),
             "sha256": digest.hexdigest()}
-
-
-# ---------------------------------------------------------------------------------------------- shards
-
-
-def shard_dir(out_dir: Path, model_key: str, protocol: str, shard: Shard) -> Path:
-    return Path(out_dir) / f"{record_stem(model_key, protocol)}__shard-{shard.index}-of-{shard.count}"
-
-
-def write_shard(facts: dict, results: ChunkResults, directory: Path) -> Path:
-    """Write one shard's output: ``per_sample.npz`` and ``shard.json`` (written last: its presence means done)."""
-    sha = results.per_sample.save(directory / SHARD_SIDECAR)
-    atomic_write_bytes(directory / SHARD_FILE, dump_json({
-        "format": SHARD_FORMAT, **facts, "chunks": results.chunks,
-        "per_sample": {"file": SHARD_SIDECAR, "sha256": sha}}))
-    return directory
-
-
-def read_shard(path: Path) -> tuple[dict, PerSample, Path]:
-    """A shard output (its folder or its ``shard.json``): facts, per-sample results, the json's path."""
-    path = Path(path)
-    json_path = path / SHARD_FILE if path.is_dir() else path
-    if not json_path.is_file():
-        raise APBError(Problem(str(path), f"not a shard output: no {SHARD_FILE}; give the folders that "
-                                          "`apb evaluate --shard i/n` wrote"))
-    from evaluator.safeio import load_json
-
-    facts, _ = load_json(json_path)
-    if not isinstance(facts, dict) or facts.get("format") != SHARD_FORMAT:
-        raise APBError(Problem(str(json_path), f"not a shard output (format is not {SHARD_FORMAT})", field="format"))
-    sidecar = json_path.parent / facts["per_sample"]["file"]
-    if not sidecar.is_file():
-        raise APBError(Problem(str(sidecar), "missing: the shard's per-sample results are gone; re-run that shard"))
-    return facts, load_sidecar(sidecar.read_bytes(), facts["per_sample"]["sha256"], str(sidecar)), json_path
-
-
-IDENTITY_FIELDS = ("model_key", "checkpoint_sha256", "protocol", "protocol_sha256", "n_chunks", "test_set")
-
-
-def merge_facts(shards: list[tuple[dict, PerSample, Path]]) -> tuple[dict, PerSample]:
-    """Check that shard outputs belong to one evaluation and cover every chunk once; join them."""
-    if not shards:
-        raise APBError(Problem("apb merge", "no shard outputs given"))
-    first_facts, _, first_path = shards[0]
-    for facts, _, path in shards[1:]:
-        for name in IDENTITY_FIELDS:
-            if facts.get(name) != first_facts.get(name):
-                raise APBError(Problem(str(path), f"belongs to another evaluation than {first_path}: "
-                                                  f"{first_facts.get(name)!r} != {facts.get(name)!r}", field=name))
-        if facts.get("tuning", {}).get("params") != first_facts.get("tuning", {}).get("params"):
-            raise APBError(Problem(str(path), f"its HO-FMN tuning differs from {first_path}'s (run on another "
-                                              "device?); run the shards where they tune alike", field="tuning"))
-    owner: dict[int, Path] = {}
-    for facts, _, path in shards:
-        for chunk in facts["chunks"]:
-            if chunk in owner:
-                raise APBError(Problem(str(path), f"chunk {chunk} is also in {owner[chunk]}: the shards overlap; "
-                                                  "give each shard once", field="chunks"))
-            owner[chunk] = path
-    missing = sorted(set(range(first_facts["n_chunks"])) - set(owner))
-    if missing:
-        raise APBError(Problem("apb merge", f"chunks {', '.join(map(str, missing[:10]))} are in no given shard "
-                                            f"({len(owner)} of {first_facts['n_chunks']} chunks covered); "
-                                            "run and give the missing shards"))
-    merged = dict(first_facts)
-    merged["ledger"] = {k: v for facts, _, _ in shards for k, v in facts["ledger"].items()}
-    merged["chunks"] = sorted(owner)
-    merged["date"] = max(facts["date"] for facts, _, _ in shards)
-    merged["environment"] = dict(first_facts["environment"])
-    devices = sorted({facts["environment"]["device"] for facts, _, _ in shards})
-    merged["environment"]["device"] = " + ".join(devices)
-    merged["wall_s"] = {stage: max(facts.get("wall_s", {}).get(stage, 0.0) for facts, _, _ in shards)
-                        for stage in first_facts.get("wall_s", {})}
-    return merged, PerSample.concatenate([per_sample for _, per_sample, _ in shards])
-
-
-def merge_shards(paths: list[Path], out_dir: Path, *, root: Path | None = None,
-                 protocol: Protocol | str | None = None) -> Path:
-    """Merge shard outputs into the record (and sidecar) a single run gives; returns the record's path.
-    ``protocol`` (default: the id the shards name) must be the very file the shards ran with."""
-    facts, per_sample = merge_facts([read_shard(Path(p)) for p in paths])
-    if not isinstance(protocol, Protocol):
-        protocol = load_protocol(protocol or facts["protocol"])
-    if protocol.id != facts["protocol"] or protocol.sha256 != facts["protocol_sha256"]:
-        raise APBError(Problem(str(protocol.path), f"differs from the protocol the shards ran with ({facts['protocol']}, "
-                                                   f"sha256 {facts['protocol_sha256']}); merge with the evaluator "
-                                                   "version that made them", field="protocol"))
-    refuse_smoke_in_submissions(protocol, Path(out_dir), root)
-    return write_result(build_record(facts, per_sample, protocol.require_evaluable()), per_sample, Path(out_dir))
 
 
 # ------------------------------------------------------------------------------------ one model, end to end
@@ -603,20 +374,6 @@ class CheckFailed(APBError):
     def __init__(self, model_key: str, report: Any) -> None:
         self.report = report
         super().__init__(Problem(model_key, "the check failed; fix what the report says before evaluating"))
-
-
-def refuse_smoke_in_submissions(protocol: Protocol, out_dir: Path, root: Path | None) -> None:
-    """Records of a non-leaderboard protocol never go under ``submissions/``."""
-    if protocol.leaderboard:
-        return
-    from evaluator.paths import repo_root
-
-    submissions = ((root or repo_root()) / "submissions").resolve()
-    target = Path(out_dir).resolve()
-    if target == submissions or submissions in target.parents or "submissions" in target.parts:
-        raise APBError(Problem(str(out_dir), f"protocol {protocol.id} is not a leaderboard protocol: its "
-                                             "records are never written under submissions/; give another --out",
-                               field="--out"))
 
 
 def default_out_dir(protocol: Protocol, root: Path, ap_key: str, shard: Shard | None) -> Path:
@@ -663,7 +420,7 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def evaluate_model(model_key: str, *, protocol: Protocol | str = "linf-8-255-v1", root: Path | None = None,
+def evaluate_model(model_key: str, *, protocol: Protocol | str = DEFAULT_PROTOCOL, root: Path | None = None,
                    data_dir: Path = Path("data"), device: str = "cpu", out_dir: Path | None = None,
                    cache_dir: Path | None = None, work_root: Path | None = None, shard: Shard | None = None,
                    download: bool = False, batch_size: int = 500, progress: bool = True) -> Outcome:
@@ -740,7 +497,7 @@ def evaluate_loaded(model: nn.Module, test_set: Any, protocol: EvaluableProtocol
         "environment": provenance.environment(device), "date": provenance.utc_now(),
         "wall_s": {**(wall_s or {}), "hofmn_tuning": float(results.tuning.get("wall_s", 0.0))}})
     if shard.count > 1:
-        path = write_shard(facts, results, shard_dir(out_dir, model_key, protocol.id, shard))
+        path = write_shard(facts, results.per_sample, results.chunks, shard_dir(out_dir, model_key, protocol.id, shard))
         _say(f"{model_key}: shard {shard} written to {path}; merge all {shard.count} with `apb merge`")
         return Outcome(model_key, "shard", path)
     record = build_record(facts, results.per_sample, protocol)
@@ -754,15 +511,10 @@ def _tuning_facts(tuning: dict) -> dict:
     return {key: tuning.get(key) for key in ("indices", "params", "median_distance")}
 
 
-def randomized_output_message(report: Any) -> str | None:
+def randomized_output_message(report: CheckReport) -> str | None:
     """The check's randomized-output finding as a flag message, or None when the outputs are deterministic."""
-    sanity = getattr(report, "sanity", None)
-    if sanity is None:
+    sanity = report.sanity
+    if sanity is None or not sanity.randomized:
         return None
-    randomized = getattr(sanity, "randomized", None)
-    if randomized is None and isinstance(sanity, dict):
-        randomized = sanity.get("randomized")
-    if not randomized:
-        return None
-    detail = getattr(sanity, "message", None) or "the model gave different outputs for the same input"
+    detail = sanity.message or "the model gave different outputs for the same input"
     return f"randomized output: {detail}; attack results on a randomized model overstate robustness"

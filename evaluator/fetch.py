@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 from evaluator import paths
 from evaluator.errors import APBError, Problem
-from evaluator.records import sha256_file
+from evaluator.safeio import sha256_file
 
 GiB = 1 << 30
 DEFAULT_MAX_BYTES = 2 * GiB
@@ -212,7 +212,7 @@ def _stream(response, partial: Path, offset: int, total: int | None, options: _O
 
 def _resumes_at(response, offset: int) -> bool:
     match = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
-    return bool(match) and int(match[1]) == offset
+    return match is not None and int(match[1]) == offset
 
 
 def _announced_length(response) -> int | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from evaluator.errors import APBError, Problem
-from evaluator.records import atomic_write_bytes
+from evaluator.safeio import atomic_write_bytes
 
 _NULL_VALUE = re.compile(r"sha256[ \t]*:[ \t]*(?:null|Null|NULL|~|\"\"|'')?(?P<rest>[ \t]*(?:#.*)?(?:\r?\n)?)$")
 

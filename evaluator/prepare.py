@@ -180,7 +180,7 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
     kind = sniff_format(data)
     if kind == "unknown":
         raise APBError(Problem(str(source), "is neither a torch checkpoint (torch.save) nor a safetensors file"))
-    basics = {"architecture": architecture, "dataset": dataset, "structure": structure, "sparsity": sparsity}
+    basics: dict[str, Any] = {"architecture": architecture, "dataset": dataset, "structure": structure, "sparsity": sparsity}
     try:
         loaded = deserialize(data, draft_entry(source, **basics, format=kind,
                                                allowed_globals=list(allowed_global_names())))
@@ -200,7 +200,7 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
                            normalization=rules.get("normalization"), claimed=claimed)
     final = draft_entry(source, **{key: value for key, value in entry.items() if key not in ("url", "claimed")})
     build_checked_model(final, load_state_dict(payload, final))  # the entry loads the file as the evaluator will
-    from evaluator.records import atomic_write_bytes
+    from evaluator.safeio import atomic_write_bytes
 
     atomic_write_bytes(out, payload)
     return Prepared(out, digest, entry, found, report.message)
@@ -240,8 +240,7 @@ def add_to_manifest(manifest: Path, entry: dict[str, Any], *, comment: str | Non
     Refuses an entry whose model key the manifest already has, and any edit whose result does not parse to
     the old data plus this entry."""
     from evaluator.keys import model_key_maker
-    from evaluator.records import atomic_write_bytes
-    from evaluator.safeio import decode_utf8, parse_yaml_text, read_limited_bytes
+    from evaluator.safeio import atomic_write_bytes, decode_utf8, parse_yaml_text, read_limited_bytes
 
     if not manifest.is_file():
         raise APBError(Problem(str(manifest), "no manifest here; create it with `apb new <ap_key>`"))

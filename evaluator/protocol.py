@@ -18,6 +18,7 @@ from evaluator.paths import PACKAGE_DIR
 from evaluator.safeio import LineMap, format_field, load_yaml
 
 PROTOCOLS_DIR = PACKAGE_DIR / "protocols"
+DEFAULT_PROTOCOL = "linf-8-255-v1"  # what `apb evaluate`, the Python API and the CI preview use without --protocol
 NORMS = ("Linf",)
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
 LOSSES = ("LL", "DLR", "CE")
@@ -269,7 +270,7 @@ def read_protocol_file(path: Path) -> Protocol:
 
 
 def protocol_path(name_or_path: str | Path) -> Path:
-    """The file of a protocol given by id (``linf-8-255-v1``) or by path."""
+    """The file of a protocol given by id (e.g. ``DEFAULT_PROTOCOL``) or by path."""
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
         return Path(text)

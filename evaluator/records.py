@@ -4,8 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -13,6 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from evaluator.errors import APBError, Problem
+from evaluator.safeio import atomic_write_bytes, dump_json
 
 SCHEMA_VERSION = 1
 # A sample is broken at eps when its verified Linf distance is <= eps + LINF_TOLERANCE. The tolerance (about
@@ -31,33 +30,6 @@ def record_stem(model_key: str, protocol: str) -> str:
 
 def records_dir(root: Path, ap_key: str) -> Path:
     return root / "submissions" / ap_key / "records"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write *data* to *path* so that readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make records readable by their writer only
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def dump_json(data: dict) -> bytes:
-    """Deterministic JSON bytes: 2-space indent, key order as given, trailing newline, no NaN."""
-    return (json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
 
 
 def write_record(record: dict, directory: Path) -> Path:
@@ -89,14 +61,6 @@ def recorded_sha256(folder: Path, model_key: str, protocol: str, *,
 def iter_record_paths(root: Path) -> Iterator[Path]:
     """Every record JSON under ``submissions/*/records/``, sorted."""
     yield from sorted((root / "submissions").glob("*/records/*.json"))
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

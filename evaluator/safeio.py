@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import bisect
 import copy
+import hashlib
 import json
 import math
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -325,3 +328,41 @@ def _scan_json_lines(text: str) -> tuple[dict[tuple, int], list[tuple[tuple, int
     except (IndexError, ValueError):
         pass  # the text was not valid JSON; keep what was found
     return lines, duplicates
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write *data* to *path* so that readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make records readable by their writer only
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def dump_json(data: dict) -> bytes:
+    """Deterministic JSON bytes: 2-space indent, key order as given, trailing newline, no NaN."""
+    return (json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

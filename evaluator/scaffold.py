@@ -29,7 +29,7 @@ def scaffold_files(ap_key: str) -> dict[str, str]:
 
 def write_scaffold(root: Path, ap_key: str) -> list[Path]:
     """Write the new submission's files under ``<root>/submissions/<ap_key>/``; refuses if any exists."""
-    from evaluator.records import atomic_write_bytes
+    from evaluator.safeio import atomic_write_bytes
 
     files = scaffold_files(ap_key)
     folder = Path(root) / "submissions" / ap_key

@@ -11,7 +11,7 @@ import torch
 import evaluator
 from evaluator import api
 from evaluator.errors import APBError
-from evaluator.evaluate import build_record, write_result
+from evaluator.assemble import build_record, write_result
 from evaluator.protocol import load_protocol
 from evaluator.records import PerSample
 from tests.support.evaluation import (MODEL_KEY, one_torch_thread, run_tiny, write_tiny_protocol,  # noqa: F401

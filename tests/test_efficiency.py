@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from evaluator.efficiency import effective_macs, efficiency_summary, efficiency_text, measure_efficiency
-from evaluator.models import build_model
+from evaluator.models import Normalized, build_model
 
 # VGG16 of the benchmark on 32x32 inputs: (in channels, out channels, output height * width) of its 13 3x3 convs
 # (no bias, each followed by BatchNorm), then a 2048-256-256-10 classifier (with biases).
@@ -86,7 +86,7 @@ def test_unstructured_pruning_counts_each_non_zero_weight_at_each_position(vgg16
 
 def test_resnet18_dense_macs_and_the_check_summary():
     torch.manual_seed(0)
-    model = build_model("resnet18", normalization={"mean": [0.5] * 3, "std": [0.25] * 3})
+    model = Normalized(build_model("resnet18"), [0.5] * 3, [0.25] * 3)
     model.train()
     running = [m.running_mean.clone() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     summary = efficiency_summary(model, "filters", (3, 32, 32))

@@ -15,14 +15,15 @@ from evaluator import provenance
 from evaluator.cli import main
 from evaluator.datasets import load_test_set, write_cifar10_test
 from evaluator.errors import APBError
-from evaluator.evaluate import (ChunkStore, Shard, build_record, chunk_ranges, chunk_seed, comparable,
-                                evaluate_chunks, parse_shard, refuse_smoke_in_submissions, sanity_flags)
+from evaluator.assemble import build_record, refuse_smoke_in_submissions, sanity_flags
+from evaluator.evaluate import ChunkStore, chunk_ranges, chunk_seed, evaluate_chunks
 from evaluator.protocol import load_protocol
-from evaluator.records import PerSample, dump_json, sha256_file
-from evaluator.safeio import load_json
+from evaluator.records import PerSample
+from evaluator.safeio import dump_json, load_json, sha256_file
+from evaluator.shards import Shard, parse_shard
 from evaluator.validate import record_problems
-from tests.support.evaluation import (CHECKPOINT_SHA256, MODEL_KEY, TINY_PROTOCOL, one_torch_thread,  # noqa: F401
-                                      run_tiny, write_tiny_protocol, write_tiny_test_set)
+from tests.support.evaluation import (CHECKPOINT_SHA256, MODEL_KEY, TINY_PROTOCOL, comparable,  # noqa: F401
+                                      one_torch_thread, run_tiny, write_tiny_protocol, write_tiny_test_set)
 from tests.support.tiny_models import tiny_cnn
 
 SMOKE = load_protocol("smoke-v1")

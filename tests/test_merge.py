@@ -10,10 +10,11 @@ import pytest
 
 from evaluator.cli import main
 from evaluator.errors import APBError
-from evaluator.evaluate import Shard, comparable, merge_shards, read_shard
 from evaluator.protocol import load_protocol
-from evaluator.records import PerSample, dump_json, sha256_file
-from tests.support.evaluation import (MODEL_KEY, TINY_PROTOCOL, one_torch_thread, run_tiny,  # noqa: F401
+from evaluator.records import PerSample
+from evaluator.safeio import dump_json, sha256_file
+from evaluator.shards import Shard, merge_shards, read_shard
+from tests.support.evaluation import (MODEL_KEY, TINY_PROTOCOL, comparable, one_torch_thread, run_tiny,  # noqa: F401
                                       write_tiny_protocol, write_tiny_test_set)
 
 RECORD = f"{MODEL_KEY}__{TINY_PROTOCOL}"

@@ -44,7 +44,7 @@ def test_forward_gives_ten_logits_per_32x32_image(architecture):
 def test_normalized_wrapper_applies_mean_and_std_and_keeps_the_state_dict():
     torch.manual_seed(0)
     inner = build_model("resnet18").eval()
-    wrapped = build_model("resnet18", {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.5]}).eval()
+    wrapped = Normalized(build_model("resnet18"), [0.5, 0.4, 0.3], [0.2, 0.25, 0.5]).eval()
     wrapped.model.load_state_dict(inner.state_dict())
     x = torch.rand(2, 3, 32, 32)
     mean = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)
@@ -59,4 +59,4 @@ def test_build_model_rejects_unknown_architectures_and_bad_statistics():
     with pytest.raises(ValueError, match="resnet50"):
         build_model("resnet50")
     with pytest.raises(ValueError, match="positive"):
-        build_model("vgg16", ([0.5] * 3, [0.0, 1.0, 1.0]))
+        Normalized(build_model("vgg16"), [0.5] * 3, [0.0, 1.0, 1.0])

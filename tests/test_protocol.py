@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.errors import APBError
-from evaluator.protocol import PROTOCOLS_DIR, list_protocols, load_protocol, parse_fraction
+from evaluator.protocol import DEFAULT_PROTOCOL, PROTOCOLS_DIR, list_protocols, load_protocol, parse_fraction
 
 LEADERBOARD = PROTOCOLS_DIR / "linf-8-255-v1.yaml"
 
@@ -36,6 +36,11 @@ def test_the_leaderboard_protocol_is_the_one_the_issue_fixes():
                                      "weight_decay": {"low": 0.01, "high": 1.0, "log": False},
                                      "dampening": {"low": 0.0, "high": 0.2, "log": False}}
     assert (p.sanity.max_aa_only, p.sanity.max_hofmn_only, p.sanity.max_no_adversarial) == (0.02, 0.01, 0.01)
+
+
+def test_the_default_protocol_is_a_shipped_evaluable_leaderboard_protocol():
+    default = load_protocol(DEFAULT_PROTOCOL)
+    assert default.path.parent == PROTOCOLS_DIR and default.leaderboard and default.evaluable
 
 
 def test_the_smoke_protocol_is_tiny_and_off_the_leaderboard():

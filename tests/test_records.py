@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from evaluator import records
+from evaluator.safeio import sha256_file
 
 
 def _per_sample(n: int, seed: int = 0) -> records.PerSample:
@@ -22,7 +23,7 @@ def _per_sample(n: int, seed: int = 0) -> records.PerSample:
 def test_sidecar_round_trip_is_exact(tmp_path):
     data = _per_sample(1001)
     digest = data.save(tmp_path / "x.npz")
-    assert digest == records.sha256_file(tmp_path / "x.npz")
+    assert digest == sha256_file(tmp_path / "x.npz")
     back = records.PerSample.load(tmp_path / "x.npz")
     for name in ("sample_index", "clean_correct", "aa_robust", "hofmn_distance"):
         np.testing.assert_array_equal(getattr(back, name), getattr(data, name))

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.evaluate import comparable
 from evaluator.records import PerSample
 from evaluator.protocol import load_protocol
-from tests.support.evaluation import (MODEL_KEY, TINY_PROTOCOL, one_torch_thread, run_tiny,  # noqa: F401
+from tests.support.evaluation import (MODEL_KEY, TINY_PROTOCOL, comparable, one_torch_thread, run_tiny,  # noqa: F401
                                       write_tiny_protocol, write_tiny_test_set)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from evaluator.keys import model_key_maker
-from evaluator.records import dump_json, iter_record_paths, read_record
+from evaluator.records import iter_record_paths, read_record
+from evaluator.safeio import dump_json
 from evaluator.submissions import iter_entries, iter_taxonomies, load_ap_taxonomy
 from evaluator.validate import validate_paths, validate_repository
 
@@ -78,7 +79,7 @@ def test_published_records_equal_the_published_csv():
         assert record["provenance"]["reference"] == "arXiv:2409.01249"
         assert record["metrics"]["hofmn_robust_accuracy"] is None
         assert record["metrics"]["worst_case_robust_accuracy"] is None
-        assert path.read_bytes() == dump_json(record), f"{path} is not in the canonical records.dump_json form"
+        assert path.read_bytes() == dump_json(record), f"{path} is not in the canonical safeio.dump_json form"
         found[record["model_key"]] = (record["metrics"]["clean_accuracy"], record["metrics"]["aa_robust_accuracy"])
     assert found == expected
 

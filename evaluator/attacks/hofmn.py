@@ -140,10 +140,11 @@ def tune_fmn(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, se
     history: list[tuple[dict[str, float], float]] = []
     with quiet_optuna():
         study = make_study(distributions, seed=seed, startup_trials=min(startup_trials, trials))
+        fixed: dict[str, optuna.distributions.BaseDistribution] = dict(distributions)
         bar = tqdm(total=trials, desc="HO-FMN tuning", unit="trial", file=sys.stderr, disable=not progress)
         with bar:
             for _ in range(trials):
-                trial = study.ask(fixed_distributions=distributions)
+                trial = study.ask(fixed_distributions=fixed)
                 attack_started = time.perf_counter()
                 value = evaluate_params(model, inputs, labels, trial.params, steps=steps, loss=loss,
                                         optimizer=optimizer, scheduler=scheduler)

@@ -17,7 +17,9 @@ from pathlib import Path
 from evaluator.ci.artifacts import AcceptedRecord, Expected, accept_record, load_checked_json, log_tail, scan
 from evaluator.ci.plan import manifest_entries
 from evaluator.errors import APBError, Problem
-from evaluator.records import atomic_write_bytes, dump_json, record_stem, records_dir
+from evaluator.records import record_stem, records_dir
+from evaluator.safeio import atomic_write_bytes, dump_json
+from evaluator.shards import merge_shards
 
 COLLECT_FORMAT = "apb-ci-collect/1"
 COLLECT_FILE = "collect.json"
@@ -83,8 +85,6 @@ def _one_record(legs: list[dict], legs_dir: Path, plan: dict, work: Path) -> Pat
         outputs.append(found.files[output])
     if legs[0]["shard"] is None:
         return outputs[0]
-    from evaluator.evaluate import merge_shards  # imports torch: only for sharded models
-
     return merge_shards([path.parent for path in outputs], work)
 
 

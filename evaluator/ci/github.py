@@ -46,8 +46,10 @@ def connect(token: str, *, base_url: str = DEFAULT_API_URL, throttle: bool = Tru
                                                "${{ github.token }})"))
     retry = Retry(total=3, connect=3, read=0, status=2, backoff_factor=1, status_forcelist=(502, 503, 504),
                   allowed_methods=frozenset({"GET"}), respect_retry_after_header=False, raise_on_status=False)
-    pauses = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
-    return Github(auth=Auth.Token(token), base_url=base_url.rstrip("/"), retry=retry, **pauses)
+    if throttle:
+        return Github(auth=Auth.Token(token), base_url=base_url.rstrip("/"), retry=retry)
+    return Github(auth=Auth.Token(token), base_url=base_url.rstrip("/"), retry=retry,
+                  seconds_between_requests=None, seconds_between_writes=None)
 
 
 def explain(error: Exception, action: str) -> APBError:

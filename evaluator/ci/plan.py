@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
 from evaluator.keys import is_ap_key
-from evaluator.records import atomic_write_bytes, recorded_sha256, records_dir
-from evaluator.safeio import MAX_BYTES, load_json
+from evaluator.records import recorded_sha256, records_dir
+from evaluator.safeio import MAX_BYTES, atomic_write_bytes, load_json
 from evaluator.manifest import LOADING_FIELDS as ENTRY_LOADING_FIELDS
 from evaluator.manifest import load_manifest
 
@@ -385,6 +385,8 @@ def extract_data(root: Path, plan: Plan, into: Path) -> list[str]:
     written for a plan with problems (a refused blob) or files that are not data."""
     if plan.blocked_files or plan.problems:
         raise APBError(Problem("apb ci plan", "refusing to extract: " + plan.reason, field="extract"))
+    if plan.head is None:
+        raise APBError(Problem("apb ci plan", "refusing to extract: the plan names no head commit", field="extract"))
     touched = []
     for path in data_files(plan):
         target = into.joinpath(*PurePosixPath(path).parts)

@@ -8,6 +8,7 @@ from pathlib import Path
 from evaluator.ci.artifacts import Expected, accept_record
 from evaluator.ci.report import ReportInput
 from evaluator.errors import APBError, Problem
+from evaluator.protocol import DEFAULT_PROTOCOL
 from evaluator.records import record_stem
 
 NO_COMMIT = "0" * 40
@@ -24,13 +25,14 @@ def head_commit(root: Path) -> str:
 
 
 def records_protocol(entries: list, records: Path) -> str:
-    """The one protocol the records in *records* were made with for these entries (default linf-8-255-v1)."""
+    """The one protocol the records in *records* were made with for these entries (default: the default
+    protocol)."""
     found = sorted({path.name.split("__", 1)[1][: -len(".json")] for entry in entries
                     for path in records.glob(f"{entry.model_key}__*.json")})
     if len(found) > 1:
         raise APBError(Problem(str(records), f"holds records of several protocols ({', '.join(found)}); pass "
                                              "--protocol"))
-    return found[0] if found else "linf-8-255-v1"
+    return found[0] if found else DEFAULT_PROTOCOL
 
 
 def preview_input(root: Path, entries: list, records: Path, *, protocol: str | None = None,

@@ -168,7 +168,9 @@ def claim_of(report: ReportInput, model_key: str, metric: str) -> float | None:
 def claim_outside(record: dict, metric: str, claimed: float | None) -> bool:
     """True when a claim lies outside the measured 95% interval."""
     interval = (record.get("intervals") or {}).get(metric)
-    return claimed is not None and bool(interval) and not interval[0] <= claimed <= interval[1]
+    if claimed is None or not interval:
+        return False
+    return not interval[0] <= claimed <= interval[1]
 
 
 def model_status(report: ReportInput, model_key: str) -> str:
@@ -250,7 +252,7 @@ def conclusion_and_title(report: ReportInput) -> tuple[str, str]:
         failed = not validation_ok or bool(report.plan["problems"])
         return ("failure" if failed else "neutral"), (validation_title if failed else title)
     title = f"{len(statuses)} model(s): {counts['ok']} ok, {counts['flagged']} flagged, {counts['failed']} failed"
-    failed = counts["failed"] or not validation_ok or report.plan["problems"]
+    failed = bool(counts["failed"] or not validation_ok or report.plan["problems"])
     return ("failure" if failed else "success"), title if validation_ok else f"{title}; {validation_title}"
 
 

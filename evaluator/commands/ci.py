@@ -132,7 +132,7 @@ def write_text(path: Path | None, text: str) -> None:
     if path is None:
         sys.stdout.write(text)
     else:
-        from evaluator.records import atomic_write_bytes
+        from evaluator.safeio import atomic_write_bytes
 
         atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -156,7 +156,7 @@ def run_plan(args: argparse.Namespace) -> int:
         if args.extract and not plan.blocked_files and not plan.problems:
             try:
                 for path in extract_data(root, plan, args.extract):
-                    print(f"extracted {path} at {plan.head[:12]}", file=sys.stderr)
+                    print(f"extracted {path} at {str(plan.head)[:12]}", file=sys.stderr)
             except APBError as error:  # the plan still says why: the report shows it
                 plan.problems.extend(error.problems)
                 plan.include.clear()

@@ -11,8 +11,10 @@ from pathlib import Path
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_keys", nargs="+", metavar="model_key", help="model keys to evaluate")
-    parser.add_argument("--protocol", default="linf-8-255-v1",
-                        help="protocol id (evaluator/protocols/<id>.yaml) or path (default: linf-8-255-v1)")
+    from evaluator.protocol import DEFAULT_PROTOCOL
+
+    parser.add_argument("--protocol", default=DEFAULT_PROTOCOL,
+                        help=f"protocol id (evaluator/protocols/<id>.yaml) or path (default: {DEFAULT_PROTOCOL})")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--shard", default=None, metavar="i/n",
                         help="evaluate only shard i of n (chunks with chunk %% n == i-1) and write a shard output "
@@ -34,7 +36,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evaluator.device import checked_device
-    from evaluator.evaluate import CheckFailed, evaluate_model, parse_shard
+    from evaluator.evaluate import CheckFailed, evaluate_model
+    from evaluator.shards import parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
     device = checked_device(args.device)

@@ -14,6 +14,9 @@ class Normalized(nn.Module):
     (under ``model.``) and ``.to(device)`` moves them along.
     """
 
+    mean: torch.Tensor  # buffers registered in __init__; declared for the type checker
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         if len(mean) != 3 or len(std) != 3:

@@ -35,6 +35,11 @@ class PreActBlock(nn.Module):
 class PreActResNet18(nn.Module):
     """PreAct-ResNet18: 3x3 stem, blocks 2-2-2-2, final BN-ReLU, global average pool, Linear 512->10."""
 
+    layer1: nn.Sequential  # set by name in __init__; declared for the type checker
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)

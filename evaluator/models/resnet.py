@@ -37,6 +37,11 @@ class ResNet18Body(nn.Module):
     """The stem and the four stages of ResNet18 (BasicBlocks 2-2-2-2), 3x3 stem without max-pool, then a 4x4
     average pool; subclasses add the classifier."""
 
+    layer1: nn.Sequential  # set by name in __init__; declared for the type checker
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(self, bn_affine: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)

@@ -23,6 +23,12 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
 class VGG16Stages(nn.Module):
     """VGG16-bn with conv bias in five named stages and a 2048-256-256-10 classifier in three named layers."""
 
+    layer1: nn.Sequential  # set by name in __init__; declared for the type checker
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+    layer5: nn.Sequential
+
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         for number, widths in enumerate(STAGE_WIDTHS, start=1):

@@ -171,7 +171,7 @@ def png_bytes(figure: Figure) -> bytes:
 
 def save_png(figure: Figure, path: Path | str) -> Path:
     """Write the figure as a deterministic PNG to *path*, atomically."""
-    from evaluator.records import atomic_write_bytes
+    from evaluator.safeio import atomic_write_bytes
 
     path = Path(path)
     atomic_write_bytes(path, png_bytes(figure))

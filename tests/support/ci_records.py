@@ -90,7 +90,8 @@ def write_shard_outputs(out_dir: Path, model_key: str, checkpoint_sha256: str, c
                         protocol: str = "smoke-v1", seed: int = 0) -> list[Path]:
     """The shard outputs ``apb evaluate --shard i/count`` writes for one model (D's ``write_shard``), from
     seeded per-sample results; returns one folder per shard, in shard order."""
-    from evaluator.evaluate import ChunkResults, Shard, chunk_ranges, shard_dir, write_shard
+    from evaluator.evaluate import chunk_ranges
+    from evaluator.shards import Shard, shard_dir, write_shard
     from evaluator.protocol import load_protocol
 
     spec = load_protocol(protocol)
@@ -111,7 +112,6 @@ def write_shard_outputs(out_dir: Path, model_key: str, checkpoint_sha256: str, c
                          samples.hofmn_distance[mask])
         ledger = {str(c): {"wall_s": {"clean": 1.0, "autoattack": 5.0, "hofmn": 7.0}, "aa_warnings": [],
                            "aa_attacks": ["apgd-ce"], "aa_implementation": "pyautoattack"} for c in chunks}
-        results = ChunkResults(part, ledger, {}, chunks)
-        folders.append(write_shard({**facts, "shard": str(shard), "ledger": ledger}, results,
+        folders.append(write_shard({**facts, "shard": str(shard), "ledger": ledger}, part, chunks,
                                    shard_dir(out_dir, model_key, spec.id, shard)))
     return folders

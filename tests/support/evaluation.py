@@ -10,14 +10,22 @@ import pytest
 import torch
 
 from evaluator.datasets import load_test_set, write_cifar10_test
-from evaluator.evaluate import Shard, evaluate_loaded
+from evaluator.evaluate import evaluate_loaded
 from evaluator.protocol import PROTOCOLS_DIR, Protocol, load_protocol
+from evaluator.shards import Shard
 from tests.support.fake_data import tiny_images
 from tests.support.tiny_models import tiny_cnn
 
 MODEL_KEY = "Tiny_Doe2024Tiny_R18_CIFAR10_US_90"
 CHECKPOINT_SHA256 = "ab" * 32
 TINY_PROTOCOL = "tiny-v1"
+TIMING_FIELDS = ("date", "wall_time_s")  # provenance fields that differ between equal evaluations
+
+
+def comparable(record: dict) -> dict:
+    """A record without its timing fields: equal for equal evaluations (one run, resumed, or merged shards)."""
+    prov = {k: v for k, v in (record.get("provenance") or {}).items() if k not in TIMING_FIELDS}
+    return {**record, "provenance": prov}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,0 +1,134 @@
+"""Record assembly: an evaluation's facts and per-sample results -> the result record (design.md) and its
+sidecar on disk. Torch-free, so merging shards (``apb merge``, ``apb ci collect``) runs without torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from evaluator.errors import APBError, Problem
+from evaluator.keys import parse_model_key
+from evaluator.protocol import EvaluableProtocol, Protocol
+from evaluator.records import SCHEMA_VERSION, PerSample, record_stem, summarize, write_record
+
+
+def _share(mask: np.ndarray) -> float:
+    return float(mask.sum()) / len(mask) if len(mask) else 0.0
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.2f}%"
+
+
+def sanity_flags(per_sample: PerSample, protocol: EvaluableProtocol, *, aa_warnings: list[str],
+                 randomized_output: str | None = None, official_test_set: bool = True) -> list[dict]:
+    """The record's flags: AutoAttack's own warnings, a randomized-output check that failed, disagreements
+    between AutoAttack and HO-FMN beyond the protocol's limits, too many samples without any adversarial,
+    and a test file that is not the official one."""
+    flags = [{"code": "autoattack-check", "message": f"AutoAttack: {warning}"} for warning in aa_warnings]
+    if randomized_output:
+        flags.append({"code": "randomized-output", "message": randomized_output})
+    limits = protocol.sanity
+    aa_broken = ~per_sample.aa_robust  # misclassified clean samples count as broken by both attacks
+    hofmn_broken = ~per_sample.hofmn_robust(protocol.eps)
+    aa_only, hofmn_only = _share(aa_broken & ~hofmn_broken), _share(hofmn_broken & ~aa_broken)
+    no_adversarial = _share(np.isinf(per_sample.hofmn_distance))
+    if aa_only > limits.max_aa_only:
+        flags.append({"code": "hofmn-weaker-than-aa", "message": (
+            f"AutoAttack broke {_percent(aa_only)} of the samples within eps where HO-FMN did not (limit "
+            f"{_percent(limits.max_aa_only)}): HO-FMN is weaker than expected on this model (tuning failed) or "
+            f"its gradient steps are masked where AutoAttack's Square/FAB succeed")})
+    if hofmn_only > limits.max_hofmn_only:
+        flags.append({"code": "aa-weaker-than-hofmn", "message": (
+            f"HO-FMN broke {_percent(hofmn_only)} of the samples within eps where AutoAttack did not (limit "
+            f"{_percent(limits.max_hofmn_only)}): AutoAttack underestimates the attack on this model, a sign "
+            f"of gradient masking or of a randomized model")})
+    if no_adversarial > limits.max_no_adversarial:
+        flags.append({"code": "hofmn-no-adversarial", "message": (
+            f"HO-FMN found no adversarial at any size for {_percent(no_adversarial)} of the samples (limit "
+            f"{_percent(limits.max_no_adversarial)}): vanishing or masked gradients")})
+    if not official_test_set:
+        flags.append({"code": "unofficial-test-set", "message": (
+            "the test file is not the official one (its md5 differs): these numbers are not comparable with "
+            "the leaderboard")})
+    return flags
+
+
+def ordered_warnings(ledger: dict[str, dict]) -> list[str]:
+    """AutoAttack's warnings over all chunks, each once, in chunk order."""
+    seen: list[str] = []
+    for chunk in sorted(ledger, key=int):
+        seen.extend(w for w in ledger[chunk]["aa_warnings"] if w not in seen)
+    return seen
+
+
+def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, float]:
+    """Seconds per stage summed over chunks (compute time; several shards add up), plus ``extra`` stages."""
+    totals = dict(extra)
+    for entry in ledger.values():
+        for stage, seconds in entry["wall_s"].items():
+            totals[stage] = totals.get(stage, 0.0) + seconds
+    order = ("fetch", "check", "clean", "autoattack", "hofmn_tuning", "hofmn")
+    result = {stage: round(totals[stage], 3) for stage in order if stage in totals}
+    result["total"] = round(sum(result.values()), 3)
+    return result
+
+
+def build_record(facts: dict, per_sample: PerSample, protocol: EvaluableProtocol) -> dict:
+    """The result record (design.md) of an evaluation from its facts and per-sample results."""
+    key = parse_model_key(facts["model_key"])
+    summary = summarize(per_sample, protocol.eps)
+    ledger = facts["ledger"]
+    first = ledger[min(ledger, key=int)] if ledger else {}
+    tuning = facts.get("tuning") or {}
+    record_provenance = {
+        "protocol_sha256": protocol.sha256,
+        **facts["environment"],
+        "date": facts["date"],
+        "wall_time_s": wall_times(ledger, facts.get("wall_s", {})),
+        "test_set": facts["test_set"],
+        "autoattack": {"implementation": first.get("aa_implementation", ""), "attacks": first.get("aa_attacks", [])},
+        "hofmn_tuning": {"samples": len(tuning.get("indices", [])), "params": tuning.get("params"),
+                         "median_distance": tuning.get("median_distance")},
+    }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model_key": facts["model_key"],
+        "ap_key": key.ap_key,
+        "architecture": key.architecture, "dataset": key.dataset, "structure_kind": key.structure_kind,
+        "sparsity": key.sparsity,
+        "source": "evaluated",
+        "protocol": protocol.id,
+        "n_samples": summary["n_samples"],
+        "metrics": summary["metrics"],
+        "counts": summary["counts"],
+        "intervals": summary["intervals"],
+        "checkpoint_sha256": facts.get("checkpoint_sha256"),
+        "provenance": record_provenance,
+        "flags": sanity_flags(per_sample, protocol, aa_warnings=ordered_warnings(ledger),
+                              randomized_output=facts.get("randomized_output"),
+                              official_test_set=facts["test_set"]["official"]),
+        "check": facts.get("check"),
+        "per_sample": None,
+    }
+
+
+def write_result(record: dict, per_sample: PerSample, out_dir: Path) -> Path:
+    """Write the sidecar, then the record that names it (with its sha256), atomically; the record's path."""
+    stem = record_stem(record["model_key"], record["protocol"])
+    sha = per_sample.save(Path(out_dir) / f"{stem}.npz")
+    return write_record({**record, "per_sample": {"file": f"{stem}.npz", "sha256": sha}}, Path(out_dir))
+
+
+def refuse_smoke_in_submissions(protocol: Protocol, out_dir: Path, root: Path | None) -> None:
+    """Records of a non-leaderboard protocol never go under ``submissions/``."""
+    if protocol.leaderboard:
+        return
+    from evaluator.paths import repo_root
+
+    submissions = ((root or repo_root()) / "submissions").resolve()
+    target = Path(out_dir).resolve()
+    if target == submissions or submissions in target.parents or "submissions" in target.parts:
+        raise APBError(Problem(str(out_dir), f"protocol {protocol.id} is not a leaderboard protocol: its "
+                                             "records are never written under submissions/; give another --out",
+                               field="--out"))

@@ -1,0 +1,125 @@
+"""Shards of one evaluation: ``--shard i/n`` runs the chunks with ``chunk % n == i - 1`` and writes a *shard
+output* (``shard.json`` and ``per_sample.npz`` in a folder); ``merge_shards`` checks that the shards belong to
+one evaluation and cover every chunk exactly once, and writes the record a single run gives. Torch-free:
+``apb merge`` and ``apb ci collect`` run without torch."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluator.assemble import build_record, refuse_smoke_in_submissions, write_result
+from evaluator.errors import APBError, Problem
+from evaluator.protocol import Protocol, load_protocol
+from evaluator.records import PerSample, load_sidecar, record_stem
+from evaluator.safeio import atomic_write_bytes, dump_json, load_json
+
+SHARD_FILE = "shard.json"
+SHARD_SIDECAR = "per_sample.npz"
+SHARD_FORMAT = "apb-shard-1"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (1-based): the chunks with ``chunk % count == index - 1``."""
+
+    index: int = 1
+    count: int = 1
+
+    def owns(self, chunk: int) -> bool:
+        return chunk % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"2/3"`` -> ``Shard(2, 3)``; an error says what is expected."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*/\s*([0-9]+)\s*", text or "")
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise APBError(Problem("--shard", f"expected i/n with 1 <= i <= n (e.g. 2/3), got {text!r}"))
+    return Shard(int(match[1]), int(match[2]))
+
+
+def shard_dir(out_dir: Path, model_key: str, protocol: str, shard: Shard) -> Path:
+    return Path(out_dir) / f"{record_stem(model_key, protocol)}__shard-{shard.index}-of-{shard.count}"
+
+
+def write_shard(facts: dict, per_sample: PerSample, chunks: list[int], directory: Path) -> Path:
+    """Write one shard's output: ``per_sample.npz`` and ``shard.json`` (written last: its presence means done)."""
+    sha = per_sample.save(directory / SHARD_SIDECAR)
+    atomic_write_bytes(directory / SHARD_FILE, dump_json({
+        "format": SHARD_FORMAT, **facts, "chunks": chunks,
+        "per_sample": {"file": SHARD_SIDECAR, "sha256": sha}}))
+    return directory
+
+
+def read_shard(path: Path) -> tuple[dict, PerSample, Path]:
+    """A shard output (its folder or its ``shard.json``): facts, per-sample results, the json's path."""
+    path = Path(path)
+    json_path = path / SHARD_FILE if path.is_dir() else path
+    if not json_path.is_file():
+        raise APBError(Problem(str(path), f"not a shard output: no {SHARD_FILE}; give the folders that "
+                                          "`apb evaluate --shard i/n` wrote"))
+    facts, _ = load_json(json_path)
+    if not isinstance(facts, dict) or facts.get("format") != SHARD_FORMAT:
+        raise APBError(Problem(str(json_path), f"not a shard output (format is not {SHARD_FORMAT})", field="format"))
+    sidecar = json_path.parent / facts["per_sample"]["file"]
+    if not sidecar.is_file():
+        raise APBError(Problem(str(sidecar), "missing: the shard's per-sample results are gone; re-run that shard"))
+    return facts, load_sidecar(sidecar.read_bytes(), facts["per_sample"]["sha256"], str(sidecar)), json_path
+
+
+IDENTITY_FIELDS = ("model_key", "checkpoint_sha256", "protocol", "protocol_sha256", "n_chunks", "test_set")
+
+
+def merge_facts(shards: list[tuple[dict, PerSample, Path]]) -> tuple[dict, PerSample]:
+    """Check that shard outputs belong to one evaluation and cover every chunk once; join them."""
+    if not shards:
+        raise APBError(Problem("apb merge", "no shard outputs given"))
+    first_facts, _, first_path = shards[0]
+    for facts, _, path in shards[1:]:
+        for name in IDENTITY_FIELDS:
+            if facts.get(name) != first_facts.get(name):
+                raise APBError(Problem(str(path), f"belongs to another evaluation than {first_path}: "
+                                                  f"{first_facts.get(name)!r} != {facts.get(name)!r}", field=name))
+        if facts.get("tuning", {}).get("params") != first_facts.get("tuning", {}).get("params"):
+            raise APBError(Problem(str(path), f"its HO-FMN tuning differs from {first_path}'s (run on another "
+                                              "device?); run the shards where they tune alike", field="tuning"))
+    owner: dict[int, Path] = {}
+    for facts, _, path in shards:
+        for chunk in facts["chunks"]:
+            if chunk in owner:
+                raise APBError(Problem(str(path), f"chunk {chunk} is also in {owner[chunk]}: the shards overlap; "
+                                                  "give each shard once", field="chunks"))
+            owner[chunk] = path
+    missing = sorted(set(range(first_facts["n_chunks"])) - set(owner))
+    if missing:
+        raise APBError(Problem("apb merge", f"chunks {', '.join(map(str, missing[:10]))} are in no given shard "
+                                            f"({len(owner)} of {first_facts['n_chunks']} chunks covered); "
+                                            "run and give the missing shards"))
+    merged = dict(first_facts)
+    merged["ledger"] = {k: v for facts, _, _ in shards for k, v in facts["ledger"].items()}
+    merged["chunks"] = sorted(owner)
+    merged["date"] = max(facts["date"] for facts, _, _ in shards)
+    merged["environment"] = dict(first_facts["environment"])
+    devices = sorted({facts["environment"]["device"] for facts, _, _ in shards})
+    merged["environment"]["device"] = " + ".join(devices)
+    merged["wall_s"] = {stage: max(facts.get("wall_s", {}).get(stage, 0.0) for facts, _, _ in shards)
+                        for stage in first_facts.get("wall_s", {})}
+    return merged, PerSample.concatenate([per_sample for _, per_sample, _ in shards])
+
+
+def merge_shards(paths: list[Path], out_dir: Path, *, root: Path | None = None,
+                 protocol: Protocol | str | None = None) -> Path:
+    """Merge shard outputs into the record (and sidecar) a single run gives; returns the record's path.
+    ``protocol`` (default: the id the shards name) must be the very file the shards ran with."""
+    facts, per_sample = merge_facts([read_shard(Path(p)) for p in paths])
+    if not isinstance(protocol, Protocol):
+        protocol = load_protocol(protocol or facts["protocol"])
+    if protocol.id != facts["protocol"] or protocol.sha256 != facts["protocol_sha256"]:
+        raise APBError(Problem(str(protocol.path), f"differs from the protocol the shards ran with ({facts['protocol']}, "
+                                                   f"sha256 {facts['protocol_sha256']}); merge with the evaluator "
+                                                   "version that made them", field="protocol"))
+    refuse_smoke_in_submissions(protocol, Path(out_dir), root)
+    return write_result(build_record(facts, per_sample, protocol.require_evaluable()), per_sample, Path(out_dir))
