@@ -7,7 +7,7 @@ entry.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, cast
 
@@ -310,6 +310,7 @@ class CheckReport:
     claimed: dict | None = None
     test_set_official: bool | None = None
     efficiency: dict | None = None  # evaluator.efficiency.efficiency_summary of the loaded model
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # the checked model, for the attacks
 
     @property
     def clean_accuracy(self) -> float | None:
@@ -397,7 +398,8 @@ def check_entry(entry: Any, *, data_dir: Path, n: int = 10000, device: str = "cp
 def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_set: Any, *, device: str = "cpu",
                  batch_size: int = 256, progress: bool = True) -> CheckReport:
     """The checks of ``check_entry`` on a checkpoint and test set the caller has already loaded (``apb evaluate``
-    reuses them for the attacks instead of reading them twice)."""
+    reuses them for the attacks instead of reading them twice). Compliance is computed once and the model built
+    once: a report that passed carries the checked model (``report.model``) for the attacks."""
     from evaluator.load import build_checked_model
     from evaluator.manifest import loading_summary
 
@@ -412,7 +414,8 @@ def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_s
         test_set_official=test_set.official)
     if not report.compliance.ok:
         return report
-    network = build_checked_model(entry, state).to(device)
+    network = build_checked_model(entry, state, compliance=report.compliance).to(device)
+    report.model = network
     report.sparsity = measure_sparsity(network, entry.structure, entry.sparsity)
     report.efficiency = efficiency_summary(network, entry.structure, test_set.batch(slice(0, 1))[0].shape[1:])
     report.sanity = check_outputs(network, test_set.batch(slice(0, min(SANITY_IMAGES, len(test_set))))[0].to(device))

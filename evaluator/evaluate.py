@@ -453,16 +453,16 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = DEFAULT_PROTOCO
     with timer.stage("check"):
         from evaluator.check import check_loaded
         from evaluator.datasets import load_test_set
-        from evaluator.load import build_checked_model, load_state_dict
+        from evaluator.load import load_state_dict
 
         # the test set and the state dict are read once, for the check and for the attacks
         test_set = load_test_set(key.dataset, Path(data_dir), n=protocol.n_samples, download=download)
         state = load_state_dict(checkpoint, entry)
         report = check_loaded(entry, checkpoint_sha256, state, test_set, device=device, batch_size=batch_size,
                               progress=progress)
-    if not report.ok:
+    if not report.ok or report.model is None:
         raise CheckFailed(model_key, report)
-    model = build_checked_model(entry, state)
+    model = report.model  # built and checked once, in check_loaded
     shared_tuning = None
     if shard is not None and shard.count > 1:  # the shards of one model tune once (on one machine, or a shared cache)
         from evaluator import paths

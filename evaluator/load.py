@@ -13,7 +13,7 @@ import io
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from evaluator.fetch import Checkpoint, read_verified
 from evaluator.key_rules import apply_key_rules, entry_error
 from evaluator.models import ARCHITECTURES, Normalized, build_model
 from evaluator.variants import build_variant
+
+if TYPE_CHECKING:
+    from evaluator.compliance import ComplianceReport
 
 BASE_MODEL_KEYS = {f"base_{architecture}": architecture for architecture in ARCHITECTURES}
 
@@ -54,13 +57,15 @@ def load_state_dict(checkpoint: Checkpoint | bytes | Path, entry: Any) -> dict[s
     return apply_key_rules(deserialize(data, entry), entry)
 
 
-def build_checked_model(entry: Any, state_dict: dict[str, torch.Tensor], *, normalization: bool = True) -> nn.Module:
+def build_checked_model(entry: Any, state_dict: dict[str, torch.Tensor], *, normalization: bool = True,
+                        compliance: ComplianceReport | None = None) -> nn.Module:
     """The entry's variant with *state_dict* loaded strictly, in eval mode, wrapped in the manifest's
     normalization (unless *normalization* is False): the model that takes images in [0, 1]. A state dict that
-    does not fit is an APBError listing missing, unexpected and mis-shaped keys and the closest variant."""
+    does not fit is an APBError listing missing, unexpected and mis-shaped keys and the closest variant.
+    *compliance*: the report of this state dict against the entry's variant, when the caller computed it."""
     from evaluator.compliance import check_compliance
 
-    report = check_compliance(state_dict, entry.variant)
+    report = compliance if compliance is not None else check_compliance(state_dict, entry.variant)
     if not report.ok:
         raise entry_error(entry, f"the checkpoint does not fit {report.target}: {report.summary()}",
                           "variant" if entry.variant != entry.architecture else "architecture")

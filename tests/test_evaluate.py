@@ -290,3 +290,30 @@ def test_evaluate_stops_with_the_report_when_the_check_fails(tmp_path, capsys):
 def test_records_json_is_deterministic_bytes(tiny):
     _, _, outcome = tiny
     assert outcome.path.read_bytes() == dump_json(json.loads(outcome.path.read_text()))
+
+
+def test_one_evaluation_builds_the_model_once_and_computes_compliance_once(tmp_path, monkeypatch):
+    """apb evaluate checks the checkpoint and attacks the very model it checked (issue 11: one model build and
+    one compliance computation per evaluation)."""
+    from evaluator import compliance, load
+    from evaluator.demo import PROTOCOL, build_example
+    from evaluator.evaluate import evaluate_model
+
+    example = build_example(tmp_path / "example")
+    counts = {"build": 0, "compliance": 0}
+    real_build, real_compliance = load.build_variant, compliance.check_compliance
+
+    def counted_build(name):
+        counts["build"] += 1
+        return real_build(name)
+
+    def counted_compliance(state, variant):
+        counts["compliance"] += 1
+        return real_compliance(state, variant)
+
+    monkeypatch.setattr(load, "build_variant", counted_build)
+    monkeypatch.setattr(compliance, "check_compliance", counted_compliance)
+    monkeypatch.setattr("evaluator.check.check_compliance", counted_compliance)
+    outcome = evaluate_model(example.model_keys[-1], protocol=PROTOCOL, root=example.root, data_dir=example.data_dir,
+                             out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
+    assert outcome.record is not None and counts == {"build": 1, "compliance": 1}
