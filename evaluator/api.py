@@ -153,7 +153,7 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
     """Evaluate a local model like ``apb evaluate`` (clean, AutoAttack, HO-FMN), print the claim-ready summary
     and return the record; with ``save_dist_path`` the record and its per-sample sidecar are written there."""
     from evaluator import provenance
-    from evaluator.assemble import build_record, write_result
+    from evaluator.assemble import RunFacts, build_record, write_result
     from evaluator.evaluate import test_set_facts
     from evaluator.keys import parse_model_key
     from evaluator.records import read_record
@@ -165,9 +165,9 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
     settings = _protocol(protocol, n)
     results, test_set = _run(model, key.dataset, data_dir, device, settings, batch_size=batch_size,
                              download=download, progress=progress, stages=("clean", "autoattack", "hofmn"))
-    facts = {"model_key": model_key, "checkpoint_sha256": None, "environment": provenance.environment(str(device)),
-             "date": provenance.utc_now(), "test_set": test_set_facts(test_set), "ledger": results.ledger,
-             "tuning": results.tuning, "wall_s": {"hofmn_tuning": float(results.tuning.get("wall_s", 0.0))}}
+    facts = RunFacts(model_key=model_key, checkpoint_sha256=None, environment=provenance.environment(str(device)),
+                     date=provenance.utc_now(), test_set=test_set_facts(test_set), ledger=results.ledger,
+                     tuning=results.tuning, wall_s={"hofmn_tuning": float(results.tuning.get("wall_s", 0.0))})
     record = build_record(facts, results.per_sample, settings)
     if n is not None and n != _protocol(protocol, None).n_samples:
         record["flags"].append({"code": "reduced-samples", "message": (

@@ -2,7 +2,9 @@
 sidecar on disk. Torch-free, so merging shards (``apb merge``, ``apb ci collect``) runs without torch."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -10,6 +12,49 @@ from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
 from evaluator.protocol import EvaluableProtocol, Protocol
 from evaluator.records import SCHEMA_VERSION, PerSample, record_stem, summarize, write_record
+
+
+IDENTITY_FIELDS = ("model_key", "checkpoint_sha256", "protocol", "protocol_sha256", "n_chunks", "test_set")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFacts:
+    """What an evaluation knows besides its per-sample results: which model, checkpoint, protocol and test
+    set, the per-chunk ledger, the HO-FMN tuning, the check, the environment and the times. Stored in a shard
+    output as JSON (``to_dict``, keys in field order); ``build_record`` turns it into the record."""
+
+    model_key: str
+    checkpoint_sha256: str | None
+    protocol: str | None = None
+    protocol_sha256: str | None = None
+    n_chunks: int | None = None
+    test_set: dict[str, Any]
+    shard: str | None = None
+    ledger: dict[str, dict[str, Any]]
+    tuning: dict[str, Any] | None = None
+    check: dict[str, Any] | None = None
+    randomized_output: str | None = None
+    environment: dict[str, Any]
+    date: str
+    wall_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The facts as the JSON object a shard output stores."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunFacts:
+        """The facts from a stored JSON object (other keys ignored); ``KeyError`` names a missing field."""
+        names = {item.name for item in fields(cls)}
+        required = [name for name in ("model_key", "checkpoint_sha256", "test_set", "ledger", "environment", "date")
+                    if name not in data]
+        if required:
+            raise KeyError(required[0])
+        return cls(**{name: value for name, value in data.items() if name in names})
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that make two runs parts of one evaluation."""
+        return {name: getattr(self, name) for name in IDENTITY_FIELDS}
 
 
 def _share(mask: np.ndarray) -> float:
@@ -74,26 +119,26 @@ def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, fl
     return result
 
 
-def build_record(facts: dict, per_sample: PerSample, protocol: EvaluableProtocol) -> dict:
+def build_record(facts: RunFacts, per_sample: PerSample, protocol: EvaluableProtocol) -> dict:
     """The result record (design.md) of an evaluation from its facts and per-sample results."""
-    key = parse_model_key(facts["model_key"])
+    key = parse_model_key(facts.model_key)
     summary = summarize(per_sample, protocol.eps)
-    ledger = facts["ledger"]
+    ledger = facts.ledger
     first = ledger[min(ledger, key=int)] if ledger else {}
-    tuning = facts.get("tuning") or {}
+    tuning = facts.tuning or {}
     record_provenance = {
         "protocol_sha256": protocol.sha256,
-        **facts["environment"],
-        "date": facts["date"],
-        "wall_time_s": wall_times(ledger, facts.get("wall_s", {})),
-        "test_set": facts["test_set"],
+        **facts.environment,
+        "date": facts.date,
+        "wall_time_s": wall_times(ledger, facts.wall_s),
+        "test_set": facts.test_set,
         "autoattack": {"implementation": first.get("aa_implementation", ""), "attacks": first.get("aa_attacks", [])},
         "hofmn_tuning": {"samples": len(tuning.get("indices", [])), "params": tuning.get("params"),
                          "median_distance": tuning.get("median_distance")},
     }
     return {
         "schema_version": SCHEMA_VERSION,
-        "model_key": facts["model_key"],
+        "model_key": facts.model_key,
         "ap_key": key.ap_key,
         "architecture": key.architecture, "dataset": key.dataset, "structure_kind": key.structure_kind,
         "sparsity": key.sparsity,
@@ -103,12 +148,12 @@ def build_record(facts: dict, per_sample: PerSample, protocol: EvaluableProtocol
         "metrics": summary["metrics"],
         "counts": summary["counts"],
         "intervals": summary["intervals"],
-        "checkpoint_sha256": facts.get("checkpoint_sha256"),
+        "checkpoint_sha256": facts.checkpoint_sha256,
         "provenance": record_provenance,
         "flags": sanity_flags(per_sample, protocol, aa_warnings=ordered_warnings(ledger),
-                              randomized_output=facts.get("randomized_output"),
-                              official_test_set=facts["test_set"]["official"]),
-        "check": facts.get("check"),
+                              randomized_output=facts.randomized_output,
+                              official_test_set=facts.test_set["official"]),
+        "check": facts.check,
         "per_sample": None,
     }
 

@@ -34,7 +34,7 @@ from torch import nn
 from tqdm import tqdm
 
 from evaluator import provenance
-from evaluator.assemble import build_record, refuse_smoke_in_submissions, write_result
+from evaluator.assemble import RunFacts, build_record, refuse_smoke_in_submissions, write_result
 from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
 from evaluator.protocol import DEFAULT_PROTOCOL, EvaluableProtocol, Protocol, load_protocol
@@ -485,17 +485,18 @@ def evaluate_loaded(model: nn.Module, test_set: Any, protocol: EvaluableProtocol
     ``evaluate_chunks``."""
     shard = shard or Shard()
     ranges = chunk_ranges(protocol.n_samples, protocol.chunk_size)
-    facts = {"model_key": model_key, "checkpoint_sha256": checkpoint_sha256, "protocol": protocol.id,
-             "protocol_sha256": protocol.sha256, "n_chunks": len(ranges), "test_set": test_set_facts(test_set)}
-    store = ChunkStore(work_dir, identity=facts)
+    identity: dict[str, Any] = {"model_key": model_key, "checkpoint_sha256": checkpoint_sha256, "protocol": protocol.id,
+                                "protocol_sha256": protocol.sha256, "n_chunks": len(ranges),
+                                "test_set": test_set_facts(test_set)}
+    store = ChunkStore(work_dir, identity=identity)
     results = evaluate_chunks(model, test_set, protocol, chunks=[c for c in range(len(ranges)) if shard.owns(c)],
                               store=store, device=device, batch_size=batch_size, progress=progress,
                               shared_tuning=shared_tuning)
-    facts.update({
-        "shard": str(shard), "ledger": results.ledger, "tuning": _tuning_facts(results.tuning),
-        "check": check, "randomized_output": randomized_output,
-        "environment": provenance.environment(device), "date": provenance.utc_now(),
-        "wall_s": {**(wall_s or {}), "hofmn_tuning": float(results.tuning.get("wall_s", 0.0))}})
+    facts = RunFacts(
+        **identity, shard=str(shard), ledger=results.ledger, tuning=_tuning_facts(results.tuning),
+        check=check, randomized_output=randomized_output,
+        environment=provenance.environment(device), date=provenance.utc_now(),
+        wall_s={**(wall_s or {}), "hofmn_tuning": float(results.tuning.get("wall_s", 0.0))})
     if shard.count > 1:
         path = write_shard(facts, results.per_sample, results.chunks, shard_dir(out_dir, model_key, protocol.id, shard))
         _say(f"{model_key}: shard {shard} written to {path}; merge all {shard.count} with `apb merge`")

@@ -11,7 +11,7 @@ import torch
 import evaluator
 from evaluator import api
 from evaluator.errors import APBError
-from evaluator.assemble import build_record, write_result
+from evaluator.assemble import RunFacts, build_record, write_result
 from evaluator.protocol import load_protocol
 from evaluator.records import PerSample
 from tests.support.evaluation import (MODEL_KEY, one_torch_thread, run_tiny, write_tiny_protocol,  # noqa: F401
@@ -89,7 +89,7 @@ def write_evaluated(root, protocol_id: str, date: str, distances: np.ndarray) ->
     facts = {"model_key": MODEL_KEY, "checkpoint_sha256": "ab" * 32, "environment": {}, "date": date,
              "test_set": {"file": "test_batch", "official": True, "sha256": "0"}, "ledger": {}}
     protocol = dataclasses.replace(protocol, n_samples=n)
-    write_result(build_record(facts, per_sample, protocol), per_sample,
+    write_result(build_record(RunFacts(**facts), per_sample, protocol), per_sample,
                  root / "submissions" / MODEL_KEY.split("_R18")[0] / "records")
 
 

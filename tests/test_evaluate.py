@@ -15,7 +15,7 @@ from evaluator import provenance
 from evaluator.cli import main
 from evaluator.datasets import load_test_set, write_cifar10_test
 from evaluator.errors import APBError
-from evaluator.assemble import build_record, refuse_smoke_in_submissions, sanity_flags
+from evaluator.assemble import RunFacts, build_record, refuse_smoke_in_submissions, sanity_flags
 from evaluator.evaluate import ChunkStore, chunk_ranges, chunk_seed, evaluate_chunks
 from evaluator.protocol import load_protocol
 from evaluator.records import PerSample
@@ -197,7 +197,7 @@ def test_build_record_of_merged_facts_orders_warnings_by_chunk():
                               "aa_implementation": ""},
                         "0": {"wall_s": {"autoattack": 2.0}, "aa_warnings": ["a"], "aa_attacks": ["apgd-ce"],
                               "aa_implementation": "pyautoattack"}}}
-    record = build_record(facts, per_sample_of(4), SMOKE)
+    record = build_record(RunFacts(**facts), per_sample_of(4), SMOKE)
     assert [f["message"] for f in record["flags"]] == ["AutoAttack: a", "AutoAttack: b"]
     assert record["provenance"]["wall_time_s"] == {"autoattack": 3.0, "total": 3.0}
     assert record["provenance"]["autoattack"] == {"implementation": "pyautoattack", "attacks": ["apgd-ce"]}

@@ -33,7 +33,7 @@ def evaluated(tmp_path_factory):
 
 def test_three_shards_merge_into_the_single_run(evaluated, tmp_path):
     base, protocol, single, shards = evaluated
-    assert [read_shard(path)[0]["chunks"] for path in shards] == [[0, 3], [1, 4], [2, 5]]
+    assert [read_shard(path).chunks for path in shards] == [[0, 3], [1, 4], [2, 5]]
     merged = merge_shards(shards, tmp_path, protocol=protocol)
     one = PerSample.load(base / "single" / f"{RECORD}.npz")
     joined = PerSample.load(tmp_path / f"{RECORD}.npz")

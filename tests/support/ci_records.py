@@ -91,6 +91,7 @@ def write_shard_outputs(out_dir: Path, model_key: str, checkpoint_sha256: str, c
     """The shard outputs ``apb evaluate --shard i/count`` writes for one model (D's ``write_shard``), from
     seeded per-sample results; returns one folder per shard, in shard order."""
     from evaluator.evaluate import chunk_ranges
+    from evaluator.assemble import RunFacts
     from evaluator.shards import Shard, shard_dir, write_shard
     from evaluator.protocol import load_protocol
 
@@ -112,6 +113,6 @@ def write_shard_outputs(out_dir: Path, model_key: str, checkpoint_sha256: str, c
                          samples.hofmn_distance[mask])
         ledger = {str(c): {"wall_s": {"clean": 1.0, "autoattack": 5.0, "hofmn": 7.0}, "aa_warnings": [],
                            "aa_attacks": ["apgd-ce"], "aa_implementation": "pyautoattack"} for c in chunks}
-        folders.append(write_shard({**facts, "shard": str(shard), "ledger": ledger}, part, chunks,
+        folders.append(write_shard(RunFacts(**facts, shard=str(shard), ledger=ledger), part, chunks,
                                    shard_dir(out_dir, model_key, spec.id, shard)))
     return folders
