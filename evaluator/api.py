@@ -203,7 +203,8 @@ def load_distance(model_key: str, root: str | Path | None = None) -> np.ndarray:
     0 = misclassified, inf = no adversarial found), read from its sidecar after checking its sha256."""
     from evaluator.keys import parse_model_key
     from evaluator.paths import repo_root
-    from evaluator.records import read_record, records_dir
+    from evaluator.paths import records_dir
+    from evaluator.records import read_record
     from evaluator.render.inputs import load_checked_sidecar
 
     root = Path(root) if root is not None else repo_root()

@@ -169,11 +169,11 @@ def refuse_smoke_in_submissions(protocol: Protocol, out_dir: Path, root: Path | 
     """Records of a non-leaderboard protocol never go under ``submissions/``."""
     if protocol.leaderboard:
         return
-    from evaluator.paths import repo_root
+    from evaluator.paths import SUBMISSIONS, repo_root, submissions_dir
 
-    submissions = ((root or repo_root()) / "submissions").resolve()
+    submissions = submissions_dir(root or repo_root()).resolve()
     target = Path(out_dir).resolve()
-    if target == submissions or submissions in target.parents or "submissions" in target.parts:
+    if target == submissions or submissions in target.parents or SUBMISSIONS in target.parts:
         raise APBError(Problem(str(out_dir), f"protocol {protocol.id} is not a leaderboard protocol: its "
                                              "records are never written under submissions/; give another --out",
                                field="--out"))

@@ -169,12 +169,12 @@ def build_example(out: Path, *, seed: int = 0, root: Path | None = None) -> Exam
 
     from evaluator.datasets import write_cifar10_test
     from evaluator.keys import model_key_maker
-    from evaluator.paths import repo_root
+    from evaluator.paths import MANIFEST, TAXONOMY, ap_dir, repo_root
     from evaluator.safeio import atomic_write_bytes, load_yaml
     from evaluator.taxonomy import SCHEMA_FILE, VOCABULARY_FILE
 
     out = Path(out).resolve()
-    template, _ = load_yaml(EXAMPLE_DIR / "manifest.yaml")
+    template, _ = load_yaml(EXAMPLE_DIR / MANIFEST)
     ap_key = template["ap_key"]
     generator = torch.Generator().manual_seed(seed)
     patterns = class_patterns(generator)
@@ -193,10 +193,10 @@ def build_example(out: Path, *, seed: int = 0, root: Path | None = None) -> Exam
         fills[f"url_{model['sparsity']}"] = path.as_uri()
         fills[f"sha256_{model['sparsity']}"] = hashlib.sha256(data).hexdigest()
         model_keys.append(key)
-    submission = out / "submissions" / ap_key
-    manifest = string.Template((EXAMPLE_DIR / "manifest.yaml").read_text(encoding="utf-8")).substitute(fills)
-    atomic_write_bytes(submission / "manifest.yaml", manifest.encode("utf-8"))
-    atomic_write_bytes(submission / "taxonomy.json", (EXAMPLE_DIR / "taxonomy.json").read_bytes())
+    submission = ap_dir(out, ap_key)
+    manifest = string.Template((EXAMPLE_DIR / MANIFEST).read_text(encoding="utf-8")).substitute(fills)
+    atomic_write_bytes(submission / MANIFEST, manifest.encode("utf-8"))
+    atomic_write_bytes(submission / TAXONOMY, (EXAMPLE_DIR / TAXONOMY).read_bytes())
     source = Path(root) if root is not None else repo_root()
     for relative in (VOCABULARY_FILE, SCHEMA_FILE):
         if not (source / relative).is_file():
@@ -237,9 +237,11 @@ def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: i
     render the leaderboard and the security curves; returns the main output files by name."""
     from evaluator.evaluate import evaluate_model
     from evaluator.protocol import load_protocol
+    from evaluator.paths import manifest_path, records_dir, submissions_dir
     from evaluator.records import PerSample, record_stem
     from evaluator.safeio import atomic_write_bytes
     from evaluator.render import render_all
+    from evaluator.render.layout import LEADERBOARD_README
     from evaluator.render.curves import save_png, security_curve
     from evaluator.validate import validate_paths
 
@@ -254,34 +256,34 @@ def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: i
     problems = validate_paths(out, allow_file_urls=True)
     if problems:
         raise APBError(problems)
-    _say(f"  [2/5] validated {_relative(out / 'submissions')}/: no problems")
+    _say(f"  [2/5] validated {_relative(submissions_dir(out))}/: no problems")
     _say(f"  [3/5] check and evaluate under protocol {protocol.id} ({protocol.n_samples} samples, "
          f"AutoAttack {protocol.autoattack.version}, HO-FMN {protocol.hofmn.tuning.trials} trials):")
-    records_dir = out / "records"
-    shown_dir = out / "submissions" / example.ap_key / "records"
+    evaluated_dir = out / "records"
+    shown_dir = records_dir(out, example.ap_key)
     distances = {}
     for model_key in chosen:
         outcome = evaluate_model(model_key, protocol=protocol, root=out, data_dir=example.data_dir, device=device,
-                                 out_dir=records_dir, cache_dir=out / "cache", progress=progress)
+                                 out_dir=evaluated_dir, cache_dir=out / "cache", progress=progress)
         stem = record_stem(model_key, protocol.id)
         record = outcome.record
         if record is None:
             raise APBError(Problem(model_key, "the evaluation wrote no record"))
         _say(_model_line(record))
         for suffix in (".json", ".npz"):  # the demo's own repository shows its smoke records
-            atomic_write_bytes(shown_dir / f"{stem}{suffix}", (records_dir / f"{stem}{suffix}").read_bytes())
-        distances[model_key] = PerSample.load(records_dir / record["per_sample"]["file"]).hofmn_distance
+            atomic_write_bytes(shown_dir / f"{stem}{suffix}", (evaluated_dir / f"{stem}{suffix}").read_bytes())
+        distances[model_key] = PerSample.load(evaluated_dir / record["per_sample"]["file"]).hofmn_distance
     rendered = render_all(out, protocols=[protocol.id])
     for relative, data in rendered.items():
         atomic_write_bytes(out / relative, data)
-    leaderboard = out / "leaderboard" / "README.md"
+    leaderboard = out / LEADERBOARD_README
     _say(f"  [4/5] rendered the leaderboard: {_relative(leaderboard)} ({len(rendered)} files)")
     curve = save_png(security_curve(distances, marked_eps=protocol.eps,
                                     title=f"apb demo: HO-FMN security curves ({protocol.id})"),
                      out / "security_curve.png")
     _say(f"  [5/5] drew the security curves: {_relative(curve)}")
-    files = {"leaderboard": leaderboard, "security curve": curve, "records": records_dir,
-             "manifest": out / "submissions" / example.ap_key / "manifest.yaml",
+    files = {"leaderboard": leaderboard, "security curve": curve, "records": evaluated_dir,
+             "manifest": manifest_path(out, example.ap_key),
              "checkpoints": out / "checkpoints", "test set": example.data_dir}
     _say("files:")
     for name, path in files.items():

@@ -38,7 +38,8 @@ from evaluator.assemble import RunFacts, build_record, refuse_smoke_in_submissio
 from evaluator.errors import APBError, Problem
 from evaluator.keys import parse_model_key
 from evaluator.protocol import DEFAULT_PROTOCOL, EvaluableProtocol, Protocol, load_protocol
-from evaluator.records import PerSample, read_record, record_stem, recorded_sha256, records_dir
+from evaluator.paths import records_dir
+from evaluator.records import PerSample, read_record, record_stem, recorded_sha256
 from evaluator.safeio import atomic_write_bytes, dump_json
 from evaluator.shards import Shard, shard_dir, write_shard
 
@@ -402,7 +403,7 @@ def job_work_dir(work_root: Path | None, cache_dir: Path | None, model_key: str,
     defaulting to ``<cache_dir>/work``."""
     from evaluator import paths
 
-    base = Path(work_root) if work_root is not None else (Path(cache_dir) if cache_dir else paths.cache_dir()) / "work"
+    base = Path(work_root) if work_root is not None else (Path(cache_dir) if cache_dir else paths.cache_dir()) / paths.WORK_DIR
     return base / f"{model_key}__{checkpoint_sha256[:16]}__{protocol.id}"
 
 

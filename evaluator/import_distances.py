@@ -182,7 +182,8 @@ def import_distances(root: Path, items: list[Import]) -> list[Path]:
     """Write each import's sidecar and point its published record at it; every record is checked first, so a
     bad item changes nothing. Returns the records written."""
     from evaluator.keys import parse_model_key
-    from evaluator.records import read_record, record_stem, records_dir, write_record
+    from evaluator.paths import records_dir
+    from evaluator.records import read_record, record_stem, write_record
     from evaluator.safeio import atomic_write_bytes
 
     planned = []

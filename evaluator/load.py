@@ -164,10 +164,10 @@ def _looks_like_a_module_class(name: str) -> bool:
 
 def allowed_global_names() -> tuple[str, ...]:
     """The manifest schema's closed list of ``allowed_globals``."""
-    from evaluator.paths import PACKAGE_DIR
+    from evaluator.paths import SCHEMAS_DIR
     from evaluator.safeio import load_json
 
-    schema, _ = load_json(PACKAGE_DIR / "schemas" / "manifest.schema.json")
+    schema, _ = load_json(SCHEMAS_DIR / "manifest.schema.json")
     return tuple(schema["$defs"]["allowed_global"]["enum"])
 
 

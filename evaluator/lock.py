@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from evaluator.errors import APBError, Problem
+from evaluator.paths import MANIFEST, submissions_dir
 from evaluator.safeio import atomic_write_bytes
 
 _NULL_VALUE = re.compile(r"sha256[ \t]*:[ \t]*(?:null|Null|NULL|~|\"\"|'')?(?P<rest>[ \t]*(?:#.*)?(?:\r?\n)?)$")
@@ -38,7 +39,7 @@ def lock_manifests(root: Path, ap_keys: Iterable[str] = (), *, cache_dir: Path |
     stop the others; its problems are in the result. *fetch* (default :func:`evaluator.load.fetch_entry`)
     returns the verified cached file, whose name is its sha256."""
     from evaluator.load import fetch_entry
-    from evaluator.submissions import MANIFEST, ap_dirs
+    from evaluator.submissions import ap_dirs
 
     fetch = fetch or fetch_entry
     manifests = _selected_manifests(ap_dirs(root), list(ap_keys), root, MANIFEST)
@@ -133,7 +134,7 @@ def _selected_manifests(directories: list[Path], ap_keys: list[str], root: Path,
     known = {directory.name: directory for directory in directories}
     unknown = [key for key in ap_keys if key not in known]
     if unknown:
-        raise APBError(Problem(str(root / "submissions"), f"no AP directory for {', '.join(unknown)}", field="ap_key"))
+        raise APBError(Problem(str(submissions_dir(root)), f"no AP directory for {', '.join(unknown)}", field="ap_key"))
     chosen = [known[key] for key in ap_keys] if ap_keys else directories
     missing = [str(directory / manifest_name) for directory in chosen if not (directory / manifest_name).is_file()]
     if ap_keys and missing:

@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from evaluator.errors import APBError, Problem
+from evaluator.paths import RECORDS, submissions_dir
 from evaluator.safeio import atomic_write_bytes, dump_json
 
 SCHEMA_VERSION = 1
@@ -26,10 +27,6 @@ COUNT_FIELDS = {"clean_accuracy": "clean_correct", "aa_robust_accuracy": "aa_rob
 
 def record_stem(model_key: str, protocol: str) -> str:
     return f"{model_key}__{protocol}"
-
-
-def records_dir(root: Path, ap_key: str) -> Path:
-    return root / "submissions" / ap_key / "records"
 
 
 def write_record(record: dict, directory: Path) -> Path:
@@ -60,7 +57,7 @@ def recorded_sha256(folder: Path, model_key: str, protocol: str, *,
 
 def iter_record_paths(root: Path) -> Iterator[Path]:
     """Every record JSON under ``submissions/*/records/``, sorted."""
-    yield from sorted((root / "submissions").glob("*/records/*.json"))
+    yield from sorted(submissions_dir(root).glob(f"*/{RECORDS}/*.json"))
 
 
 @dataclass

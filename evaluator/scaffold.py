@@ -7,10 +7,10 @@ import string
 from pathlib import Path
 
 from evaluator.errors import APBError, Problem
-from evaluator.paths import PACKAGE_DIR
+from evaluator.paths import MANIFEST, PACKAGE_DIR, TAXONOMY, ap_dir
 
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
-SCAFFOLD_FILES = ("taxonomy.json", "manifest.yaml")
+SCAFFOLD_FILES = (TAXONOMY, MANIFEST)
 _KEY_PARTS = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9]*)_[A-Za-z]+(?P<year>[0-9]{4})")
 
 
@@ -32,7 +32,7 @@ def write_scaffold(root: Path, ap_key: str) -> list[Path]:
     from evaluator.safeio import atomic_write_bytes
 
     files = scaffold_files(ap_key)
-    folder = Path(root) / "submissions" / ap_key
+    folder = ap_dir(root, ap_key)
     existing = [folder / name for name in files if (folder / name).exists()]
     if existing:
         raise APBError([Problem(str(path), "already exists; `apb new` never overwrites: edit it, or remove it first")

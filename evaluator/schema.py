@@ -7,10 +7,9 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from evaluator.errors import Problem
-from evaluator.paths import PACKAGE_DIR
+from evaluator.paths import SCHEMAS_DIR
 from evaluator.safeio import LineMap, format_field, load_json
 
-SCHEMAS_DIR = PACKAGE_DIR / "schemas"
 
 
 def _strict_validator_class() -> Any:

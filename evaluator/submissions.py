@@ -8,18 +8,9 @@ from typing import Any, Iterator
 from evaluator.errors import APBError, Problem
 from evaluator.keys import is_ap_key, parse_model_key
 from evaluator.manifest import ModelEntry, load_manifest
-from evaluator.paths import repo_root
+from evaluator.paths import MANIFEST, TAXONOMY, records_dir, repo_root, submissions_dir
 from evaluator.safeio import load_json
 from evaluator.schema import schema_problems
-
-SUBMISSIONS = "submissions"
-MANIFEST = "manifest.yaml"
-TAXONOMY = "taxonomy.json"
-
-
-def submissions_dir(root: Path) -> Path:
-    return root / SUBMISSIONS
-
 
 def ap_dirs(root: Path) -> list[Path]:
     """The AP directories under ``submissions/``, sorted by name."""
@@ -51,7 +42,7 @@ def find_entry(model_key: str, root: Path | None = None) -> ModelEntry:
         shape = f" ({error})"
     close = difflib.get_close_matches(model_key, [entry.model_key for entry in entries], n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else "; list the keys with the manifests in submissions/"
-    if not shape and any((submissions_dir(root) / _ap_key_of(model_key) / "records").glob(f"{model_key}__*.json")):
+    if not shape and any(records_dir(root, _ap_key_of(model_key)).glob(f"{model_key}__*.json")):
         hint = " (it has published results, but its manifest lists no checkpoint for it)" + hint
     raise APBError(Problem(str(submissions_dir(root)), f"no checkpoint has model key {model_key!r}{shape}{hint}",
                            field="model_key"))

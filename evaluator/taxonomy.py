@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.errors import APBError, Problem
+from evaluator.paths import TAXONOMY_DIR
 from evaluator.safeio import LineMap, load_json, load_yaml
 
-VOCABULARY_FILE = Path("taxonomy") / "vocabulary.yaml"
-SCHEMA_FILE = Path("taxonomy") / "taxonomy.schema.json"
+VOCABULARY_FILE = Path(TAXONOMY_DIR) / "vocabulary.yaml"
+SCHEMA_FILE = Path(TAXONOMY_DIR) / "taxonomy.schema.json"
 
 
 def load_vocabulary(root: Path) -> dict:

@@ -27,9 +27,8 @@ from evaluator.manifest import manifest_entries, sparsities_by_kind, sparsities_
 from evaluator.records import COUNT_FIELDS, METRICS, PerSample, load_sidecar, record_stem
 from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
 from evaluator.schema import load_schema, schema_problems, schema_validator, short_repr, unique_problems
-from evaluator.submissions import MANIFEST, SUBMISSIONS, TAXONOMY
+from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY
 
-RECORDS = "records"
 AP_DIR_ENTRIES = {TAXONOMY: "file", MANIFEST: "file", RECORDS: "dir"}
 SUBMISSIONS_TOP_FILES = {"README.md"}
 _PROTOCOL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")

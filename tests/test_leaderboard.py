@@ -14,7 +14,8 @@ import pytest
 
 from evaluator.cli import main
 from evaluator.keys import parse_model_key
-from evaluator.records import iter_record_paths, read_record, record_stem, records_dir, write_record
+from evaluator.paths import records_dir
+from evaluator.records import iter_record_paths, read_record, record_stem, write_record
 from evaluator.render import render_all
 from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, make_repo
 

@@ -18,10 +18,11 @@ def cell_of(model_key: str) -> tuple[str, str, str, int]:
 
 def published_numbers(root: Path) -> dict[tuple[str, str, str, int], dict[str, float]]:
     """Cell -> {model key: published AutoAttack accuracy} from the repository's published records."""
+    from evaluator.paths import RECORDS, submissions_dir
     from evaluator.records import read_record
 
     cells: dict[tuple[str, str, str, int], dict[str, float]] = {}
-    for path in sorted((Path(root) / "submissions").glob(f"*/records/*__{PUBLISHED_PROTOCOL}.json")):
+    for path in sorted(submissions_dir(root).glob(f"*/{RECORDS}/*__{PUBLISHED_PROTOCOL}.json")):
         try:
             record = read_record(path)
             value = (record.get("metrics") or {}).get(RANKED_METRIC)

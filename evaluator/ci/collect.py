@@ -17,7 +17,8 @@ from pathlib import Path
 from evaluator.ci.artifacts import AcceptedRecord, Expected, accept_record, load_checked_json, log_tail, scan
 from evaluator.ci.plan import manifest_entries
 from evaluator.errors import APBError, Problem
-from evaluator.records import record_stem, records_dir
+from evaluator.paths import records_dir
+from evaluator.records import record_stem
 from evaluator.safeio import atomic_write_bytes, dump_json
 from evaluator.shards import merge_shards
 

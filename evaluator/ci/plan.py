@@ -22,13 +22,14 @@ from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
 from evaluator.keys import is_ap_key
-from evaluator.records import recorded_sha256, records_dir
+from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY, TAXONOMY_README, records_dir, submissions_dir
+from evaluator.records import recorded_sha256
 from evaluator.safeio import MAX_BYTES, atomic_write_bytes, load_json
 from evaluator.manifest import LOADING_FIELDS as ENTRY_LOADING_FIELDS
 from evaluator.manifest import load_manifest
 
 PLAN_FORMAT = "apb-ci-plan/1"
-DATA_FILES = ("manifest.yaml", "taxonomy.json")
+DATA_FILES = (MANIFEST, TAXONOMY)
 MAX_LEGS = 256  # GitHub's limit on the jobs of one matrix
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: the "before" of a first push
 # what decides the result, besides the protocol: the model, the checkpoint, how it is loaded
@@ -160,14 +161,13 @@ def classify_path(path: str) -> str:
     regenerates it on main, so a PR may carry it or not and it is never extracted), ``records`` (result files)
     or ``other``."""
     from evaluator.render import GENERATED_DIRS
-    from evaluator.render.layout import TAXONOMY_README
 
     parts = PurePosixPath(path).parts
-    if len(parts) == 3 and parts[0] == "submissions" and parts[2] in DATA_FILES and is_ap_key(parts[1]):
+    if len(parts) == 3 and parts[0] == SUBMISSIONS and parts[2] in DATA_FILES and is_ap_key(parts[1]):
         return "data"
-    if PurePosixPath(path) == TAXONOMY_README or (len(parts) > 1 and parts[0] in GENERATED_DIRS):
+    if PurePosixPath(path) == PurePosixPath(TAXONOMY_README) or (len(parts) > 1 and parts[0] in GENERATED_DIRS):
         return "generated"
-    if len(parts) >= 3 and parts[0] == "submissions" and parts[2] == "records":
+    if len(parts) >= 3 and parts[0] == SUBMISSIONS and parts[2] == RECORDS:
         return "records"
     return "other"
 
@@ -282,12 +282,12 @@ def ownership_notes(root: Path, plan: Plan) -> list[dict]:
     notes: dict[str, dict] = {}
     for path in data_files(plan):
         ap_key = PurePosixPath(path).parts[1]
-        before = {name: _blob_or_empty(root, plan.merge_base or EMPTY_TREE, f"submissions/{ap_key}/{name}")
+        before = {name: _blob_or_empty(root, plan.merge_base or EMPTY_TREE, f"{SUBMISSIONS}/{ap_key}/{name}")
                   for name in DATA_FILES}
         if all(data is None for data in before.values()):  # a new AP: whoever submits it owns it
             continue
         try:
-            taxonomy = json.loads(before["taxonomy.json"] or b"{}")
+            taxonomy = json.loads(before[TAXONOMY] or b"{}")
         except ValueError:
             taxonomy = {}
         raw = taxonomy.get("authors") if isinstance(taxonomy, dict) else None
@@ -319,14 +319,14 @@ def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict
         return plan
     plan.ownership = ownership_notes(root, plan)
     for path in data_files(plan):
-        if not path.endswith("/manifest.yaml"):  # manifests are read below; a refused blob is a problem too
+        if not path.endswith(f"/{MANIFEST}"):  # manifests are read below; a refused blob is a problem too
             try:
                 read_blob(root, head_sha, path)
             except APBError as error:
                 plan.problems.extend(error.problems)
     to_schedule: list = []
     loading_changed: set[str] = set()
-    for path in sorted(p for p in plan.changed_files if p.endswith("/manifest.yaml")):
+    for path in sorted(p for p in plan.changed_files if p.endswith(f"/{MANIFEST}")):
         try:
             old = parse_manifest_blob(path, read_blob(root, fork_point, path))
             new = parse_manifest_blob(path, read_blob(root, head_sha, path))
@@ -350,7 +350,7 @@ def manifest_entries(root: Path) -> tuple[list, list[Problem]]:
     count: one broken manifest on main must not hold back every other AP's records)."""
     entries: list = []
     problems: list[Problem] = []
-    for path in sorted((root / "submissions").glob("*/manifest.yaml")):
+    for path in sorted(submissions_dir(root).glob(f"*/{MANIFEST}")):
         try:
             entries.extend(load_manifest(path))
         except APBError as error:

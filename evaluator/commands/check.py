@@ -32,12 +32,12 @@ def entries_for(key: str, root: Path | None) -> list:
     """The manifest entries *key* names: one model key, or every entry of an AP."""
     from evaluator.errors import APBError, Problem
     from evaluator.keys import is_ap_key
-    from evaluator.paths import repo_root
-    from evaluator.submissions import MANIFEST, find_entry, load_manifest, submissions_dir
+    from evaluator.paths import manifest_path, repo_root
+    from evaluator.submissions import find_entry, load_manifest
 
     root = root if root is not None else repo_root()
     if is_ap_key(key):
-        manifest = submissions_dir(root) / key / MANIFEST
+        manifest = manifest_path(root, key)
         if not manifest.is_file():
             raise APBError(Problem(str(manifest), f"no manifest for the AP {key}; create it with `apb new {key}`"))
         return load_manifest(manifest)

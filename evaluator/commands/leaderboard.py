@@ -147,11 +147,11 @@ class GeneratedFiles:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluator.paths import repo_root
+    from evaluator.paths import repo_root, submissions_dir
     from evaluator.render import render_into
 
     root = (args.root or repo_root()).resolve()
-    if not (root / "submissions").is_dir():
+    if not submissions_dir(root).is_dir():
         raise APBError(Problem(str(root), "no submissions/ folder here; pass the repository with --root"))
     out = (args.out or root).resolve()
     out.mkdir(parents=True, exist_ok=True)

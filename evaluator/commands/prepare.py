@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
                                              f"{', '.join(map(str, sparsities_for(args.structure)))}"))
     manifest = args.manifest
     if args.ap:
-        from evaluator.paths import repo_root
+        from evaluator.paths import manifest_path, repo_root
 
-        manifest = (args.root or repo_root()) / "submissions" / args.ap / "manifest.yaml"
+        manifest = manifest_path(args.root or repo_root(), args.ap)
     claimed = {name: value for name, value in (("clean_accuracy", args.claimed_clean),
                                                ("aa_robust_accuracy", args.claimed_aa)) if value is not None}
     prepared = prepare_checkpoint(args.checkpoint, architecture=args.architecture, dataset=args.dataset,

@@ -21,11 +21,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluator.paths import repo_root
+    from evaluator.paths import repo_root, submissions_dir
     from evaluator.site import build_site
 
     root = (args.root or repo_root()).resolve()
-    if not (root / "submissions").is_dir():
+    if not submissions_dir(root).is_dir():
         raise APBError(Problem(str(root), "no submissions/ folder here; pass the repository with --root"))
     if args.source_url is not None and not args.source_url.startswith("https://"):
         raise APBError(Problem("--source-url", "must be an https:// URL", field="source_url"))

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluator.keys import parse_model_key
-from evaluator.records import PerSample, record_stem, records_dir, summarize, write_record
+from evaluator.paths import records_dir
+from evaluator.records import PerSample, record_stem, summarize, write_record
 
 REPO = Path(__file__).resolve().parents[2]
 EPS = 8 / 255
