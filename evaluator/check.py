@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, cast
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import torch
 from torch import nn
@@ -17,6 +17,9 @@ from torch import nn
 from evaluator.compliance import ComplianceReport, check_compliance
 from evaluator.efficiency import efficiency_summary, efficiency_text
 from evaluator.models import Normalized
+
+if TYPE_CHECKING:
+    from evaluator.manifest import ModelEntry
 
 CLEAN_GAP_PP = 10.0  # a clean accuracy this many points below the claim (and outside its 95% interval) is flagged
 SANITY_IMAGES = 16
@@ -382,7 +385,7 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_entry(entry: Any, *, data_dir: Path, n: int = 10000, device: str = "cpu", batch_size: int = 256,
+def check_entry(entry: ModelEntry, *, data_dir: Path, n: int = 10000, device: str = "cpu", batch_size: int = 256,
                 cache_dir: Path | None = None, download: bool = False, progress: bool = True) -> CheckReport:
     """Fetch, verify, load and check one manifest entry (no attacks). The test set is read first, so a missing
     data directory fails before a long download."""
@@ -395,7 +398,7 @@ def check_entry(entry: Any, *, data_dir: Path, n: int = 10000, device: str = "cp
                         batch_size=batch_size, progress=progress)
 
 
-def check_loaded(entry: Any, sha256: str, state: dict[str, torch.Tensor], test_set: Any, *, device: str = "cpu",
+def check_loaded(entry: ModelEntry, sha256: str, state: dict[str, torch.Tensor], test_set: Any, *, device: str = "cpu",
                  batch_size: int = 256, progress: bool = True) -> CheckReport:
     """The checks of ``check_entry`` on a checkpoint and test set the caller has already loaded (``apb evaluate``
     reuses them for the attacks instead of reading them twice). Compliance is computed once and the model built

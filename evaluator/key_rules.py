@@ -21,25 +21,28 @@ The result must hold only finite tensors; it is then loaded strictly into the va
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from evaluator.errors import APBError, Problem
 
+if TYPE_CHECKING:
+    from evaluator.manifest import ModelEntry
+
 MASK_RULES = ("orig-mask", "softplus", "popup-scores")
 NORMALIZATION_ATOL = 1e-6
 SCORE_NAMES = ("scores", "popup_scores")  # edge-popup (RST) and HYDRA name the score tensor these ways
 
 
-def entry_error(entry: Any, message: str, field: str | None = None) -> APBError:
+def entry_error(entry: ModelEntry, message: str, field: str | None = None) -> APBError:
     """An APBError pointing at a manifest entry: ``manifest.yaml:<line>: models[i].<field>: <model_key>: ...``."""
     where = f"models[{entry.index}]" + (f".{field}" if field else "")
     return APBError(Problem(str(entry.manifest_path), f"{entry.model_key}: {message}", entry.line, where))
 
 
-def apply_key_rules(loaded: Any, entry: Any) -> dict[str, torch.Tensor]:
+def apply_key_rules(loaded: Any, entry: ModelEntry) -> dict[str, torch.Tensor]:
     """The entry's state dict from the deserialized checkpoint *loaded*, every declared rule applied."""
     state = tensor_mapping(select(loaded, entry.state_dict_key, entry), entry)
     state = strip_prefix(state, entry.strip_prefix, entry)
@@ -51,7 +54,7 @@ def apply_key_rules(loaded: Any, entry: Any) -> dict[str, torch.Tensor]:
     return state
 
 
-def select(loaded: Any, dotted_key: str | None, entry: Any) -> Any:
+def select(loaded: Any, dotted_key: str | None, entry: ModelEntry) -> Any:
     """The object at the dotted path *dotted_key* inside *loaded* (the object itself for None)."""
     if not dotted_key:
         return loaded
@@ -101,7 +104,7 @@ def _dotted_part(key: str) -> bool:
     return bool(key) and "." not in key and (key[0].isalpha() or key[0] == "_") and key.replace("_", "a").isalnum()
 
 
-def tensor_mapping(selected: Any, entry: Any) -> dict[str, torch.Tensor]:
+def tensor_mapping(selected: Any, entry: ModelEntry) -> dict[str, torch.Tensor]:
     """*selected* as a ``str -> Tensor`` dict; anything else names the keys that would fix it."""
     if not isinstance(selected, Mapping):
         raise entry_error(entry, f"the state dict is a {type(selected).__name__}, not a mapping of parameter "
@@ -119,7 +122,7 @@ def tensor_mapping(selected: Any, entry: Any) -> dict[str, torch.Tensor]:
     return dict(selected)
 
 
-def strip_prefix(state: dict[str, torch.Tensor], prefix: str | None, entry: Any) -> dict[str, torch.Tensor]:
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str | None, entry: ModelEntry) -> dict[str, torch.Tensor]:
     """*state* with *prefix* removed from every key that starts with it."""
     if not prefix:
         return state
@@ -130,7 +133,7 @@ def strip_prefix(state: dict[str, torch.Tensor], prefix: str | None, entry: Any)
 
 
 def rename_prefixes(state: dict[str, torch.Tensor], renames: tuple[tuple[str, str], ...],
-                    entry: Any) -> dict[str, torch.Tensor]:
+                    entry: ModelEntry) -> dict[str, torch.Tensor]:
     """*state* with each key's first matching ``from`` prefix replaced by its ``to``."""
     if not renames:
         return state
@@ -148,14 +151,14 @@ def rename_prefixes(state: dict[str, torch.Tensor], renames: tuple[tuple[str, st
     return _renamed(state, rename, entry, "rename_prefixes")
 
 
-def _renamed(state: dict[str, torch.Tensor], rename: Any, entry: Any, field: str) -> dict[str, torch.Tensor]:
+def _renamed(state: dict[str, torch.Tensor], rename: Any, entry: ModelEntry, field: str) -> dict[str, torch.Tensor]:
     renamed = {rename(key): value for key, value in state.items()}
     if len(renamed) != len(state):
         raise entry_error(entry, f"applying {field} makes two keys equal", field)
     return renamed
 
 
-def drop_normalization_buffers(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+def drop_normalization_buffers(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, torch.Tensor]:
     """*state* without the declared normalization tensors, after checking they hold the entry's normalization
     (a model that normalizes inside must be evaluated with the same statistics, applied by the evaluator)."""
     buffers = entry.normalization_buffers
@@ -184,7 +187,7 @@ def drop_unused_tensors(state: dict[str, torch.Tensor], names: tuple[str, ...]) 
     return {key: value for key, value in state.items() if key.rpartition(".")[2] not in names}
 
 
-def fold_masks(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+def fold_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, torch.Tensor]:
     """*state* with the masks of the entry's ``masks`` rule folded into the weights they prune."""
     rule = entry.masks
     if rule == "orig-mask":
@@ -196,7 +199,7 @@ def fold_masks(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Te
     raise entry_error(entry, f"masks {rule!r} is not one of {', '.join(MASK_RULES)}", "masks")
 
 
-def fold_pruning_masks(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+def fold_pruning_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, torch.Tensor]:
     """Replace each ``<name>_orig`` + ``<name>_mask`` pair (``torch.nn.utils.prune``) with ``<name>`` =
     orig * mask; the pair's order in the dict is kept at the position of ``<name>_orig``."""
     if not any(key.endswith("_orig") for key in state):
@@ -219,7 +222,7 @@ def fold_pruning_masks(state: dict[str, torch.Tensor], entry: Any) -> dict[str, 
     return folded
 
 
-def fold_softplus_masks(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+def fold_softplus_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, torch.Tensor]:
     """Replace ``<module>.<param>`` by ``<param> * softplus(<module>.mask_<param>)`` and drop the masks."""
     masks = {key for key in state if key.rpartition(".")[2].startswith("mask_")}
     if not masks:
@@ -248,7 +251,7 @@ def _masked_key(mask_key: str) -> str:
     return f"{module}.{param}" if module else param
 
 
-def fold_popup_scores(state: dict[str, torch.Tensor], entry: Any) -> dict[str, torch.Tensor]:
+def fold_popup_scores(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, torch.Tensor]:
     """Edge-popup subnetworks: each ``<module>.scores`` selects the weights of ``<module>.weight`` that are
     kept, the top (100 - sparsity)% by abs(score) in each layer; the others become 0 and the scores go."""
     scored = [key for key in state if key.rpartition(".")[2] in SCORE_NAMES]
@@ -284,12 +287,12 @@ def top_scores_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
     return mask.to(scores.dtype).view_as(scores)
 
 
-def _require_same_shape(entry: Any, mask_key: str, mask: torch.Tensor, key: str, value: torch.Tensor) -> None:
+def _require_same_shape(entry: ModelEntry, mask_key: str, mask: torch.Tensor, key: str, value: torch.Tensor) -> None:
     if mask.shape != value.shape:
         raise entry_error(entry, f"{mask_key} has shape {list(mask.shape)} but {key} has {list(value.shape)}", "masks")
 
 
-def require_finite(state: dict[str, torch.Tensor], entry: Any) -> None:
+def require_finite(state: dict[str, torch.Tensor], entry: ModelEntry) -> None:
     """Refuse NaN or infinite values anywhere in the state dict."""
     bad = [key for key, value in state.items()
            if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all())]

@@ -26,11 +26,12 @@ from evaluator.variants import build_variant
 
 if TYPE_CHECKING:
     from evaluator.compliance import ComplianceReport
+    from evaluator.manifest import ModelEntry
 
 BASE_MODEL_KEYS = {f"base_{architecture}": architecture for architecture in ARCHITECTURES}
 
 
-def fetch_entry(entry: Any, *, cache_dir: Path | None = None, progress: bool = True) -> Path:
+def fetch_entry(entry: ModelEntry, *, cache_dir: Path | None = None, progress: bool = True) -> Path:
     """The verified cached checkpoint of a manifest entry (download errors name the entry)."""
     from evaluator.fetch import fetch_checkpoint
 
@@ -41,13 +42,13 @@ def fetch_entry(entry: Any, *, cache_dir: Path | None = None, progress: bool = T
         raise entry_error(entry, "; ".join(problem.message for problem in error.problems), "url") from None
 
 
-def read_entry(entry: Any, *, cache_dir: Path | None = None, progress: bool = True) -> Checkpoint:
+def read_entry(entry: ModelEntry, *, cache_dir: Path | None = None, progress: bool = True) -> Checkpoint:
     """The entry's checkpoint bytes: fetched into the cache, then read once and verified; parse these bytes."""
     path = fetch_entry(entry, cache_dir=cache_dir, progress=progress)
     return read_verified(path, entry.sha256 or path.name, label=entry.model_key)
 
 
-def load_state_dict(checkpoint: Checkpoint | bytes | Path, entry: Any) -> dict[str, torch.Tensor]:
+def load_state_dict(checkpoint: Checkpoint | bytes | Path, entry: ModelEntry) -> dict[str, torch.Tensor]:
     """The entry's state dict from verified checkpoint bytes (a :class:`Checkpoint`, raw bytes, or a local file
     read once): deserialized safely, then every key rule of the entry applied (:mod:`evaluator.key_rules`).
     Anything else is an APBError naming the entry."""
@@ -57,7 +58,7 @@ def load_state_dict(checkpoint: Checkpoint | bytes | Path, entry: Any) -> dict[s
     return apply_key_rules(deserialize(data, entry), entry)
 
 
-def build_checked_model(entry: Any, state_dict: dict[str, torch.Tensor], *, normalization: bool = True,
+def build_checked_model(entry: ModelEntry, state_dict: dict[str, torch.Tensor], *, normalization: bool = True,
                         compliance: ComplianceReport | None = None) -> nn.Module:
     """The entry's variant with *state_dict* loaded strictly, in eval mode, wrapped in the manifest's
     normalization (unless *normalization* is False): the model that takes images in [0, 1]. A state dict that
@@ -74,7 +75,7 @@ def build_checked_model(entry: Any, state_dict: dict[str, torch.Tensor], *, norm
     return with_normalization(model, entry).eval() if normalization else model.eval()
 
 
-def with_normalization(model: nn.Module, entry: Any) -> nn.Module:
+def with_normalization(model: nn.Module, entry: ModelEntry) -> nn.Module:
     """*model* wrapped in :class:`Normalized` when the manifest entry asks for normalization."""
     norm = entry.normalization
     return model if norm is None else Normalized(model, norm.mean, norm.std).eval()
@@ -99,7 +100,7 @@ def load_model(model_key: str, *, root: Path | None = None, cache_dir: Path | No
 
 # ----------------------------------------------------------------------------------------------- helpers
 
-def deserialize(data: bytes, entry: Any) -> Any:
+def deserialize(data: bytes, entry: ModelEntry) -> Any:
     """The object in the checkpoint bytes *data*, read the safe way the entry's ``format`` names."""
     from evaluator.file_kind import format_mismatch
 

@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import MANIFEST, submissions_dir
 from evaluator.safeio import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from evaluator.manifest import ModelEntry
 
 _NULL_VALUE = re.compile(r"sha256[ \t]*:[ \t]*(?:null|Null|NULL|~|\"\"|'')?(?P<rest>[ \t]*(?:#.*)?(?:\r?\n)?)$")
 
@@ -63,7 +66,7 @@ def lock_manifests(root: Path, ap_keys: Iterable[str] = (), *, cache_dir: Path |
     return LockResult(pinned, problems)
 
 
-def entries_to_pin(manifest: Path) -> list:
+def entries_to_pin(manifest: Path) -> list[ModelEntry]:
     """The entries of *manifest* without a sha256, as ``ModelEntry`` objects. The manifest must be valid once
     pinned: it is validated with a placeholder in each missing pin (the schema requires the pin of every entry
     not marked ``imported``, which is exactly what this command writes)."""

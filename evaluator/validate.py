@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from evaluator.errors import APBError, Problem
 from evaluator.keys import is_ap_key, parse_model_key
-from evaluator.manifest import manifest_entries, sparsities_by_kind, sparsities_for
+from evaluator.manifest import ModelEntry, manifest_entries, sparsities_by_kind, sparsities_for
 from evaluator.records import COUNT_FIELDS, METRICS, PerSample, load_sidecar, record_stem
 from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
 from evaluator.schema import load_schema, schema_problems, schema_validator, short_repr, unique_problems
@@ -464,7 +464,7 @@ class _Repository:
         self.entries_by_dir[ap] = entries
         self.check_complete_triple(list(entries.values()), name, lines)
 
-    def check_structure_allowed(self, entry: Any, ap: str, name: str, lines: LineMap) -> None:
+    def check_structure_allowed(self, entry: ModelEntry, ap: str, name: str, lines: LineMap) -> None:
         taxonomy = self.taxonomies.get(ap)
         if not isinstance(taxonomy, dict) or not isinstance(taxonomy.get("structure"), list):
             return
@@ -478,7 +478,7 @@ class _Repository:
             self.add(name, f"structure {entry.structure} differs from the taxonomy's granularity {granularity!r}",
                      lines.line(where), format_field(where))
 
-    def check_complete_triple(self, entries: list, name: str, lines: LineMap) -> None:
+    def check_complete_triple(self, entries: list[ModelEntry], name: str, lines: LineMap) -> None:
         groups: dict[tuple, set[int]] = defaultdict(set)
         for entry in entries:
             groups[(entry.architecture, entry.dataset, entry.structure)].add(entry.sparsity)

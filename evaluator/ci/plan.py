@@ -26,7 +26,7 @@ from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY, TAXONOMY_R
 from evaluator.records import recorded_sha256
 from evaluator.safeio import MAX_BYTES, atomic_write_bytes, load_json
 from evaluator.manifest import LOADING_FIELDS as ENTRY_LOADING_FIELDS
-from evaluator.manifest import load_manifest
+from evaluator.manifest import ModelEntry, load_manifest
 
 PLAN_FORMAT = "apb-ci-plan/1"
 DATA_FILES = (MANIFEST, TAXONOMY)
@@ -172,30 +172,30 @@ def classify_path(path: str) -> str:
     return "other"
 
 
-def loading_fields(entry) -> dict:
+def loading_fields(entry: ModelEntry) -> dict:
     """The fields of a manifest entry that decide its evaluation result."""
     return {name: getattr(entry, name) for name in LOADING_FIELDS}
 
 
-def loading_digest(entry) -> str:
+def loading_digest(entry: ModelEntry) -> str:
     """12 hex digits naming the loading fields (part of the cache key: a new normalization is a new result)."""
     text = json.dumps(loading_fields(entry), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def evaluation_fields(entry) -> dict:
+def evaluation_fields(entry: ModelEntry) -> dict:
     """What makes an entry *changed* (``claimed`` numbers and line numbers do not)."""
     return {**loading_fields(entry), "url": entry.url}
 
 
-def parse_manifest_blob(path: str, data: bytes | None) -> dict:
+def parse_manifest_blob(path: str, data: bytes | None) -> dict[str, ModelEntry]:
     """Model key -> entry of a manifest's content (empty if the file does not exist)."""
     if data is None:
         return {}
     return {entry.model_key: entry for entry in load_manifest(Path(path), text=data)}
 
 
-def compare_entries(old: dict, new: dict) -> dict[str, list[str]]:
+def compare_entries(old: dict[str, ModelEntry], new: dict[str, ModelEntry]) -> dict[str, list[str]]:
     """Model keys grouped as added / changed / removed / untouched (each list sorted)."""
     return {
         "added": sorted(set(new) - set(old)),
@@ -229,7 +229,7 @@ def parse_shards(spec: str | None) -> dict[str, int]:
     return result
 
 
-def cache_key(entry, protocol: str, shard: str | None) -> str:
+def cache_key(entry: ModelEntry, protocol: str, shard: str | None) -> str:
     """The actions/cache key of one leg's result: protocol, evaluator version (a fixed evaluator never restores
     an older one's results), model key, checkpoint sha256, loading fields."""
     from evaluator import __version__
@@ -238,8 +238,10 @@ def cache_key(entry, protocol: str, shard: str | None) -> str:
     return key if shard is None else f"{key}-shard-{shard.replace('/', '-of-')}"
 
 
-def legs_for(entry, protocol: str, shards: dict[str, int]) -> list[Leg]:
-    """The matrix legs of one entry: one, or one per shard."""
+def legs_for(entry: ModelEntry, protocol: str, shards: dict[str, int]) -> list[Leg]:
+    """The matrix legs of one pinned entry (one with a sha256): one, or one per shard."""
+    if not entry.sha256:
+        raise ValueError(f"{entry.model_key} has no sha256: only pinned entries are scheduled")
     count = shards.get(entry.architecture, shards["*"])
     names = [None] if count == 1 else [f"{i}/{count}" for i in range(1, count + 1)]
     return [Leg(entry.model_key, entry.ap_key, entry.sha256, protocol, shard, cache_key(entry, protocol, shard),
@@ -247,13 +249,13 @@ def legs_for(entry, protocol: str, shards: dict[str, int]) -> list[Leg]:
             for shard in names]
 
 
-def model_summary(entry) -> dict:
+def model_summary(entry: ModelEntry) -> dict:
     """What the report shows about an entry besides its record."""
     return {"ap_key": entry.ap_key, "sha256": entry.sha256, "url": entry.url, "sparsity": entry.sparsity,
             "claimed": dict(entry.claimed) if entry.claimed else None}
 
 
-def schedule(plan: Plan, root: Path, entries: list, loading_changed: set[str], shards: dict[str, int]) -> None:
+def schedule(plan: Plan, root: Path, entries: list[ModelEntry], loading_changed: set[str], shards: dict[str, int]) -> None:
     """Add each entry to the plan's legs, or to its skipped list with the reason."""
     for entry in entries:
         plan.models[entry.model_key] = model_summary(entry)
@@ -324,7 +326,7 @@ def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict
                 read_blob(root, head_sha, path)
             except APBError as error:
                 plan.problems.extend(error.problems)
-    to_schedule: list = []
+    to_schedule: list[ModelEntry] = []
     loading_changed: set[str] = set()
     for path in sorted(p for p in plan.changed_files if p.endswith(f"/{MANIFEST}")):
         try:
@@ -345,10 +347,10 @@ def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict
     return plan
 
 
-def manifest_entries(root: Path) -> tuple[list, list[Problem]]:
+def manifest_entries(root: Path) -> tuple[list[ModelEntry], list[Problem]]:
     """Every entry of *root*'s manifests, and a problem for each manifest that does not load (the others still
     count: one broken manifest on main must not hold back every other AP's records)."""
-    entries: list = []
+    entries: list[ModelEntry] = []
     problems: list[Problem] = []
     for path in sorted(submissions_dir(root).glob(f"*/{MANIFEST}")):
         try:

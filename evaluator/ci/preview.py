@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from evaluator.ci.artifacts import Expected, accept_record
 from evaluator.ci.report import ReportInput
 from evaluator.errors import APBError, Problem
 from evaluator.protocol import DEFAULT_PROTOCOL
 from evaluator.records import record_stem
+
+if TYPE_CHECKING:
+    from evaluator.manifest import ModelEntry
 
 NO_COMMIT = "0" * 40
 
@@ -24,7 +28,7 @@ def head_commit(root: Path) -> str:
     return out if len(out) == 40 else NO_COMMIT
 
 
-def records_protocol(entries: list, records: Path) -> str:
+def records_protocol(entries: list[ModelEntry], records: Path) -> str:
     """The one protocol the records in *records* were made with for these entries (default: the default
     protocol)."""
     found = sorted({path.name.split("__", 1)[1][: -len(".json")] for entry in entries
@@ -35,7 +39,7 @@ def records_protocol(entries: list, records: Path) -> str:
     return found[0] if found else DEFAULT_PROTOCOL
 
 
-def preview_input(root: Path, entries: list, records: Path, *, protocol: str | None = None,
+def preview_input(root: Path, entries: list[ModelEntry], records: Path, *, protocol: str | None = None,
                   allow_file_urls: bool = False) -> ReportInput:
     """What the bot would report for *entries* if their evaluation wrote the records in *records*."""
     from evaluator.ci.cell import published_numbers

@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from evaluator.manifest import ModelEntry
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +32,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text", help="report format (default: text)")
 
 
-def entries_for(key: str, root: Path | None) -> list:
+def entries_for(key: str, root: Path | None) -> list[ModelEntry]:
     """The manifest entries *key* names: one model key, or every entry of an AP."""
     from evaluator.errors import APBError, Problem
     from evaluator.keys import is_ap_key
