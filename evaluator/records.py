@@ -1,12 +1,13 @@
 """Result records (one JSON per model key and protocol) and their per-sample sidecars (``.npz``)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -102,10 +103,15 @@ class PerSample:
     @classmethod
     def load(cls, path: Path) -> "PerSample":
         with np.load(path, allow_pickle=False) as data:
-            index = data["sample_index"]
-            n = index.shape[0]
-            return cls(index, np.unpackbits(data["clean_correct"])[:n], np.unpackbits(data["aa_robust"])[:n],
-                       data["hofmn_distance"])
+            return cls.from_stored(data)
+
+    @classmethod
+    def from_stored(cls, data: Mapping[str, np.ndarray]) -> "PerSample":
+        """The per-sample results from the arrays :meth:`save` stores (the boolean arrays bit-packed)."""
+        index = data["sample_index"]
+        n = index.shape[0]
+        return cls(index, np.unpackbits(data["clean_correct"])[:n], np.unpackbits(data["aa_robust"])[:n],
+                   data["hofmn_distance"])
 
     @classmethod
     def concatenate(cls, parts: list["PerSample"]) -> "PerSample":
@@ -129,9 +135,63 @@ def load_sidecar(data: bytes, sha256: str | None, name: str) -> PerSample:
         raise APBError(Problem(name, "the sidecar was changed: its sha256 differs from the one the record names; "
                                      "restore the sidecar that belongs to the record", field="per_sample.sha256"))
     try:
+        arrays = _plain_npz_arrays(data, SIDECAR_ARRAYS)
+        if arrays is not None:
+            return PerSample.from_stored(arrays)
         return PerSample.load(io.BytesIO(data))  # type: ignore[arg-type]  # np.load takes a file object too
     except (ValueError, KeyError, OSError, EOFError) as error:
         raise APBError(Problem(name, f"not a per-sample sidecar ({error})", field="per_sample.file")) from None
+
+
+SIDECAR_ARRAYS = ("sample_index", "clean_correct", "aa_robust", "hofmn_distance")
+_ZIP_MAGIC, _NPY_MAGIC, _MAX_NPY_HEADER = b"PK\x03\x04", b"\x93NUMPY", 10_000  # np.load's default header cap
+
+
+@functools.lru_cache(maxsize=64)
+def _npy_header(prefix: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    """(dtype, shape, Fortran order) of an ``.npy`` header (sidecars share a handful of headers)."""
+    import io
+
+    stream = io.BytesIO(prefix)
+    version = np.lib.format.read_magic(stream)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(stream, max_header_size=_MAX_NPY_HEADER)
+    return dtype, shape, fortran
+
+
+def _plain_npy_array(raw: bytes) -> np.ndarray | None:
+    """The array of a plain ``.npy`` (format 1.0 or 2.0, no objects, exactly its data after the header), or None
+    for anything else (``np.load`` then reads it, or says why not)."""
+    if raw[:6] != _NPY_MAGIC or raw[6:8] not in (b"\x01\x00", b"\x02\x00"):
+        return None
+    size_bytes = 2 if raw[6] == 1 else 4
+    start = 8 + size_bytes + int.from_bytes(raw[8:8 + size_bytes], "little")
+    if start - 8 - size_bytes > _MAX_NPY_HEADER:
+        return None
+    dtype, shape, fortran = _npy_header(raw[:start])
+    count = math.prod(shape)
+    if dtype.hasobject or len(raw) - start != count * dtype.itemsize:
+        return None
+    return np.frombuffer(raw, dtype, count, start).reshape(shape, order="F" if fortran else "C").copy()
+
+
+def _plain_npz_arrays(data: bytes, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    """The arrays *names* of an ``.npz`` as ``np.load(allow_pickle=False)`` reads them, without its per-array
+    overhead; None where the archive is anything but plain (then ``np.load`` reads it and names any fault)."""
+    import io
+    import zipfile
+
+    if data[:4] != _ZIP_MAGIC:
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = set(archive.namelist())
+            if any(name in members or f"{name}.npy" not in members for name in names):
+                return None
+            arrays = {name: _plain_npy_array(archive.read(f"{name}.npy")) for name in names}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError):
+        return None
+    return None if any(array is None for array in arrays.values()) else arrays  # type: ignore[return-value]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

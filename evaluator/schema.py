@@ -41,9 +41,50 @@ def schema_validator(schema: dict) -> Any:
     if cached is None or cached[0] is not schema:
         if len(_VALIDATORS) >= 32:
             _VALIDATORS.clear()
-        cached = (schema, _strict_validator_class()(schema))
+        cached = (schema, _strict_validator_class()(_inline_local_refs(schema)))
         _VALIDATORS[id(schema)] = cached
     return cached[1]
+
+
+def _inline_local_refs(schema: dict) -> dict:
+    """*schema* with each local ``{"$ref": "#/$defs/..."}`` replaced by ``{"allOf": [<its target>]}``: the same
+    errors (each from the same subschema, at the same place), without resolving a reference per value. A
+    schema with a nested ``$id`` (other base URIs), or a recursive reference, is kept as it is."""
+    def has_nested_id(node: Any, top: bool) -> bool:
+        if isinstance(node, dict):
+            return (not top and "$id" in node) or any(has_nested_id(v, False) for v in node.values())
+        return isinstance(node, list) and any(has_nested_id(v, False) for v in node)
+
+    def target(ref: str) -> Any:
+        node: Any = schema
+        for part in ref[2:].split("/"):
+            node = node[part.replace("~1", "/").replace("~0", "~")]
+        return node
+
+    def inline(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [inline(value, seen) for value in node]
+        if not isinstance(node, dict):
+            return node
+        ref = node.get("$ref")
+        out: dict = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(ref, str) and ref.startswith("#/") and "allOf" not in node:
+                if ref in seen:
+                    raise RecursionError(ref)
+                out["allOf"] = [inline(target(ref), seen + (ref,))]
+            elif key in ("enum", "const") or (key == "$defs" and node is schema):  # data, or kept for references
+                out[key] = value
+            else:
+                out[key] = inline(value, seen)
+        return out
+
+    if has_nested_id(schema, True):
+        return schema
+    try:
+        return inline(schema, ())
+    except (RecursionError, KeyError, TypeError):
+        return schema
 
 
 def _json_type(value: Any) -> str:

@@ -88,7 +88,7 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
         eps = marked_eps(protocol)
         emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, eps).encode("utf-8"))
         top = top_rows(rows, labels, eps, CONTEXT_K)
-        pixels = {r.model_key: curve_points(r.curve) for r in top}
+        pixels = {r.model_key: curve_points(r.curve) for r in top if r.curve is not None}
         for row in rows:
             if not row.published:
                 emit(model_curve_file(row.model_key, protocol),

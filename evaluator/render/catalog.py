@@ -72,5 +72,5 @@ def last_updated(catalog: Catalog, references: str) -> str:
     if newest is None:
         return (f"Last updated: no evaluated record yet; the published numbers are those of {references}.")
     commit = f"evaluator commit `{newest.commit[:12]}`" if newest.commit else "evaluator commit unknown"
-    return (f"Last updated: {newest.date[:10]}, {commit} (newest record: `{newest.model_key}`, "
+    return (f"Last updated: {(newest.date or '')[:10]}, {commit} (newest record: `{newest.model_key}`, "
             f"protocol `{newest.protocol}`).")

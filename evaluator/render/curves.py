@@ -20,7 +20,7 @@ import io
 from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence, cast
 
 from typing import TYPE_CHECKING
 
@@ -47,8 +47,8 @@ GRID_STEPS_PER_255 = 4
 EPS_GRID = np.arange(0, 38 * GRID_STEPS_PER_255 + 1, dtype=np.float64) / (255 * GRID_STEPS_PER_255)
 EPS_TICKS_255 = tuple(range(0, 37, 4))  # x ticks at k/255
 _GRID_BUDGETS = np.asarray(EPS_GRID + LINF_TOLERANCE, dtype=np.float32)
-_BUDGET_AT = np.concatenate([_GRID_BUDGETS, np.float32([np.inf, np.inf])])  # budget of index i (past the grid: inf)
-_BUDGET_BEFORE = np.concatenate([np.float32([-np.inf]), _GRID_BUDGETS, np.float32([np.inf])])  # of index i - 1
+_BUDGET_AT = np.concatenate([_GRID_BUDGETS, np.array([np.inf, np.inf], dtype=np.float32)])  # budget of index i (past the grid: inf)
+_BUDGET_BEFORE = np.concatenate([np.array([-np.inf], dtype=np.float32), _GRID_BUDGETS, np.array([np.inf], dtype=np.float32)])  # of index i - 1
 
 
 @contextmanager
@@ -57,7 +57,7 @@ def _fixed_style() -> Iterator[None]:
     import matplotlib
     import matplotlib.style
 
-    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):
+    with matplotlib.style.context("default"), matplotlib.rc_context(_STYLE):  # type: ignore[arg-type]  # stubs: literal keys
         yield
 
 
@@ -128,6 +128,7 @@ def security_curve(distances: Mapping[str, np.ndarray], *, eps_max: float = 0.15
     line at *marked_eps*, legend entries ``name – robust accuracy at marked_eps`` in the given order."""
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
 
     if not distances:
@@ -138,7 +139,10 @@ def security_curve(distances: Mapping[str, np.ndarray], *, eps_max: float = 0.15
         figure.subplots_adjust(**MARGINS)
         FigureCanvasAgg(figure)
         axes = figure.add_subplot()
-        colors = matplotlib.colormaps["tab10"].colors
+        palette = matplotlib.colormaps["tab10"]
+        if not isinstance(palette, ListedColormap):
+            raise TypeError("matplotlib's tab10 is expected to be a listed colour map")
+        colors = cast(Sequence[Any], palette.colors)  # a tuple of RGB tuples for a listed map
         for i, (name, values) in enumerate(distances.items()):
             values = _as_distances(name, values)
             axes.plot(budgets, 100.0 * robust_accuracy(values, budgets), color=colors[i % len(colors)],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Mapping
+from typing import Collection, Mapping
 
 from evaluator.render.catalog import Catalog, last_updated
 from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
@@ -130,7 +130,8 @@ def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabe
     return simple_table(["AP", *map(column_title, columns)], lines)
 
 
-def curve_images(catalog_curves: dict, protocol: str, group: Group, columns: list[Column],
+def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol: str, group: Group,
+                 columns: list[Column],
                  page: PurePosixPath) -> str:
     """The curve figures of a protocol and group, three to a line."""
     images = [f'<img src="{relative_link(page, curve_file(protocol, group, *column))}" width="32%" '
@@ -139,7 +140,8 @@ def curve_images(catalog_curves: dict, protocol: str, group: Group, columns: lis
     return "\n".join(images)
 
 
-def group_sections(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel], curves: dict,
+def group_sections(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel],
+                   curves: Collection[tuple[str, Group, Column]],
                    page: PurePosixPath, limit: int | None, anchors: Anchors) -> tuple[list[str], bool]:
     """The tables and figures of one group, for *page*; whether a table was cut at *limit* rows."""
     take = anchors.taker(group, page)
@@ -187,7 +189,8 @@ def group_sections(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel]
     return lines, cut
 
 
-def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: dict, efficiency: set,
+def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Collection[tuple[str, Group, Column]],
+                  efficiency: set,
                   descriptions: Mapping[str, str], anchors: Anchors) -> tuple[str, dict[Group, str]]:
     """The leaderboard README and the full group pages of groups whose tables it cuts; *curves* holds the
     curve columns that have figures, *efficiency* the efficiency figure files; *anchors* records where each

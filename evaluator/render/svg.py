@@ -154,6 +154,8 @@ def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, leg
     parts = _frame(title, x, y)
     for index, item in enumerate(series):
         colour = _colour(index, item)
+        if isinstance(item.points, str):
+            raise ValueError(f"scatter series {item.name!r} needs data points, not a line's pixels")
         for point in item.points:
             px, py = (float(v) for v in _xy(point, x, y).split(","))
             if item.marker == "square":

@@ -248,7 +248,7 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
         handle.write("window.APB.rows = [\n")
         handle.write(",\n".join(js_value(row_values(r)) for r in catalog.rows))
         handle.write("\n];\n")
-    analysis = {"datasets": catalog.datasets(), "panels": []}
+    analysis: dict[str, Any] = {"datasets": catalog.datasets(), "panels": []}
     for dimension in load_dimensions():
         for protocol, cells in sorted(grouped(catalog, entries, dimension).items()):
             analysis["panels"].append({"dimension": dimension["title"], "protocol": protocol,
