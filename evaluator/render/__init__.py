@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Callable, Collection
 
+from evaluator import paths
 from evaluator.errors import APBError, Problem
 
-GENERATED_DIRS = ("leaderboard",)  # every file under these is generated (and removed when no longer rendered)
+GENERATED_DIRS = (paths.LEADERBOARD_DIR,)  # every file under these is generated (and removed when no longer rendered)
 CURVE_EPS = 8 / 255  # the budget marked on curves of protocols that fix none (published-2024, as the original did)
 
 Sink = Callable[[PurePosixPath, bytes], None]

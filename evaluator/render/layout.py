@@ -5,11 +5,12 @@ import functools
 import os
 from pathlib import Path, PurePosixPath
 
+from evaluator import paths
 from evaluator.keys import ARCHITECTURE_CODES, DATASETS, STRUCTURE_KINDS, ModelKey
 
-LEADERBOARD_DIR = PurePosixPath("leaderboard")
+LEADERBOARD_DIR = PurePosixPath(paths.LEADERBOARD_DIR)
 LEADERBOARD_README = LEADERBOARD_DIR / "README.md"
-TAXONOMY_README = PurePosixPath("taxonomy/README.md")
+TAXONOMY_README = PurePosixPath(paths.TAXONOMY_README)
 MODELS_DIR = LEADERBOARD_DIR / "models"
 CURVES_DIR = LEADERBOARD_DIR / "curves"
 GROUPS_DIR = LEADERBOARD_DIR / "groups"
