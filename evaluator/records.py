@@ -12,8 +12,8 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from evaluator.errors import APBError, Problem
-from evaluator.paths import RECORDS, submissions_dir
-from evaluator.safeio import atomic_write_bytes, dump_json
+from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
+from evaluator.safeio import atomic_write_bytes, dump_json, load_yaml
 
 SCHEMA_VERSION = 1
 # A sample is broken at eps when its verified Linf distance is <= eps + LINF_TOLERANCE. The tolerance (about
@@ -21,9 +21,15 @@ SCHEMA_VERSION = 1
 # the eps-ball is not refused for rounding, while no perturbation meaningfully larger than eps counts. One rule
 # for AutoAttack flags, HO-FMN distances, metrics and curves.
 LINF_TOLERANCE = 1e-6
-METRICS = ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy")
-COUNT_FIELDS = {"clean_accuracy": "clean_correct", "aa_robust_accuracy": "aa_robust",
-           "hofmn_robust_accuracy": "hofmn_robust", "worst_case_robust_accuracy": "worst_case_robust"}
+METRICS_FILE = PACKAGE_DIR / "metrics.yaml"
+_METRIC_TABLE: dict[str, dict[str, str]] = dict(load_yaml(METRICS_FILE)[0]["metrics"])
+METRICS = tuple(_METRIC_TABLE)  # in display order
+COUNT_FIELDS = {metric: row["count"] for metric, row in _METRIC_TABLE.items()}
+
+
+def metric_label(metric: str, kind: str) -> str:
+    """How a view names *metric*: ``short`` (bot comment), ``title`` (model pages) or ``long`` (printed lines)."""
+    return _METRIC_TABLE[metric][kind]
 
 
 def record_stem(model_key: str, protocol: str) -> str:

@@ -100,3 +100,12 @@ def test_recorded_sha256_finds_the_record_of_a_model_and_protocol(tmp_path):
     (tmp_path / f"{key}__linf-8-255-v1.json").write_text("{broken")
     with pytest.raises(ValueError):
         records.recorded_sha256(tmp_path, key, "linf-8-255-v1")
+
+
+def test_one_metric_table_names_every_metric_for_every_view():
+    from evaluator.records import COUNT_FIELDS, METRICS, metric_label
+
+    assert METRICS == ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy")
+    assert set(COUNT_FIELDS) == set(METRICS)
+    for metric in METRICS:
+        assert all(metric_label(metric, kind) for kind in ("short", "title", "long"))

@@ -17,7 +17,7 @@ from pathlib import Path
 from evaluator.ci.artifacts import Expected, accept_record, load_checked_json
 from evaluator.ci.collect import RECORDS, read_collected
 from evaluator.errors import APBError, Problem
-from evaluator.records import record_stem
+from evaluator.records import METRICS, metric_label, record_stem
 
 REPORT_MARKER = "<!-- apb-bot:report -->"
 META_PREFIX = "<!-- apb-bot:meta "
@@ -27,8 +27,7 @@ KINDS = ("validation", "evaluation")
 CHECK_NAMES = {"validation": "APB validation", "evaluation": "APB evaluation"}
 EVALUATE_LABEL = "apb:evaluate"
 MAX_PROBLEMS_SHOWN = 50
-METRIC_ROWS = (("clean", "clean_accuracy"), ("AA", "aa_robust_accuracy"), ("HO-FMN", "hofmn_robust_accuracy"),
-               ("worst case", "worst_case_robust_accuracy"))
+METRIC_ROWS = tuple((metric_label(metric, "short"), metric) for metric in METRICS)  # (label, metric) of the comment
 RUN_TITLE = re.compile(r"^APB PR #([0-9]{1,9}) @ ([0-9a-f]{40})$")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 ICONS = {"ok": "✅", "flagged": "⚠️", "failed": "❌"}

@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from typing import Mapping, Sequence
 
 from evaluator.records import COUNT_FIELDS  # metric -> its field in ``counts``
-from evaluator.records import METRICS
+from evaluator.records import METRICS, metric_label
 from evaluator.render.inputs import EVALUATED, Result
 from evaluator.render.layout import (LEADERBOARD_README, STRUCTURE_KIND_TITLES, group_of, group_title, model_curve_file,
                                      model_page, relative_link)
@@ -18,8 +18,6 @@ from evaluator.render.rows import Row
 from evaluator.render.svg import si_label
 from evaluator.render.tables import FLAG, ApLabel, column_title, percent
 
-METRIC_TITLES = {"clean_accuracy": "clean", "aa_robust_accuracy": "AutoAttack",
-                 "hofmn_robust_accuracy": "HO-FMN", "worst_case_robust_accuracy": "worst case (AA and HO-FMN)"}
 
 
 def protocol_heading(protocol: str) -> str:
@@ -38,7 +36,7 @@ def metrics_table(record: dict) -> str:
     for metric in METRICS:
         interval = intervals.get(metric)
         count = counts.get(COUNT_FIELDS[metric])
-        rows.append([METRIC_TITLES[metric], percent(metrics.get(metric)),
+        rows.append([metric_label(metric, "title"), percent(metrics.get(metric)),
                      f"{interval[0]:.2f}–{interval[1]:.2f}" if interval else "-",
                      f"{count} / {record.get('n_samples')}" if count is not None else "-"])
     return simple_table(["metric", "accuracy (%)", "95% interval (%)", "samples"], rows)

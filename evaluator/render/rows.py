@@ -9,11 +9,12 @@ from sys import intern
 
 import numpy as np
 
+from evaluator.records import METRICS
 from evaluator.render.curves import curve_summary
 from evaluator.render.inputs import PUBLISHED, Result, load_distances
 
 EFFICIENCY_FIELDS = ("params_total", "params_nonzero", "macs_dense", "macs_effective")
-METRIC_NAMES = ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy")
+METRIC_NAMES = METRICS  # the order of Row.metrics
 
 
 @dataclass(slots=True)
