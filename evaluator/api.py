@@ -74,13 +74,14 @@ def load_local_model(path: str | Path, architecture: str | None = None, *, model
     import dataclasses
 
     from evaluator.device import checked_device
+    from evaluator.fetch import read_capped
     from evaluator.file_kind import sniff_format
     from evaluator.load import build_checked_model, load_state_dict
-    from evaluator.prepare import draft_entry, read_checkpoint_bytes
+    from evaluator.prepare import draft_entry
 
     device = checked_device(device)
     path = Path(path)
-    data = read_checkpoint_bytes(path)
+    data = read_capped(path)
     if model_key is not None:
         from evaluator.submissions import find_entry
 

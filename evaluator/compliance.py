@@ -6,6 +6,7 @@ This is a measurement below loading: :mod:`evaluator.load` refuses a state dict 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from evaluator.paths import PACKAGE_DIR
 from evaluator.variants import build_variant, variants
 
 NORMALIZATION_KEY_HINTS = ("mean", "std")
+SCORE_NAMES = ("scores", "popup_scores")  # edge-popup (RST) and HYDRA name the score tensor these ways
 FOREIGN_LAYOUTS_FILE = PACKAGE_DIR / "models" / "foreign_layouts.yaml"
 
 
@@ -195,14 +197,8 @@ def common_prefix(shapes: dict[str, tuple[int, ...]]) -> str:
 
 def rule_hints(shapes: dict[str, tuple[int, ...]]) -> list[str]:
     """Key rules suggested by tell-tale keys: pruning masks, edge-popup scores, normalization tensors."""
-    names = [key.rpartition(".")[2] for key in shapes]
-    hints = []
-    if any(name.endswith("_orig") for name in names):
-        hints.append("masks: orig-mask (the default)")
-    if any(name == "scores" or name == "popup_scores" for name in names):
-        hints.append("masks: popup-scores")
-    if any(name.startswith("mask_") for name in names):
-        hints.append("masks: softplus")
+    hints = [f"masks: {rule}" + (" (the default)" if rule == "orig-mask" else "")
+             for rule in mask_rules_present([key.rpartition(".")[2] for key in shapes])]
     normalization = normalization_keys(shapes)
     if normalization:
         hints.append(f"normalization_buffers for {', '.join(normalization[:2])} (normalization_buffers: "
@@ -211,19 +207,25 @@ def rule_hints(shapes: dict[str, tuple[int, ...]]) -> list[str]:
     return hints
 
 
+def mask_rules_present(names: list[str]) -> list[str]:
+    """The ``masks`` rules whose tell-tale tensors are among *names* (the last parts of the keys), in order of
+    precedence: ``orig-mask`` (``*_orig``), ``popup-scores`` (``SCORE_NAMES``), ``softplus`` (``mask_*``)."""
+    present = []
+    if any(name.endswith("_orig") for name in names):
+        present.append("orig-mask")
+    if any(name in SCORE_NAMES for name in names):
+        present.append("popup-scores")
+    if any(name.startswith("mask_") for name in names):
+        present.append("softplus")
+    return present
+
+
 def normalization_keys(shapes: dict[str, tuple[int, ...]]) -> list[str]:
     """Keys that look like input-normalization tensors: named ``mean`` / ``std`` with 3 values (one per
     colour channel, e.g. shape (3,) or (1, 3, 1, 1)), the mean first."""
     found = [key for key, shape in shapes.items()
-             if key.rpartition(".")[2] in NORMALIZATION_KEY_HINTS and _numel(shape) == 3]
+             if key.rpartition(".")[2] in NORMALIZATION_KEY_HINTS and math.prod(shape) == 3]
     return sorted(found, key=lambda key: NORMALIZATION_KEY_HINTS.index(key.rpartition(".")[2]))
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 def listing(items: list[str], limit: int = 5) -> str:

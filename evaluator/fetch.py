@@ -106,16 +106,24 @@ class Checkpoint:
     data: bytes
 
 
+def read_capped(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, label: str = "") -> bytes:
+    """The bytes of the checkpoint file *path*, read once, refused above *max_bytes*."""
+    if not Path(path).is_file():
+        raise APBError(Problem(label or str(path), "no such file"))
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise APBError(Problem(label or str(path), f"the file is larger than the size cap ({max_bytes} bytes)"))
+    return data
+
+
 def read_verified(path: Path, expected: str | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
                   label: str = "") -> Checkpoint:
     """Read *path* once into memory (at most *max_bytes*), hash those bytes and compare them with *expected*
     (default: the file's name, which is its sha256 in the cache). Loading from the returned bytes, never from
     the path again, closes the window in which another process sharing the cache could swap the file."""
     expected = expected or Path(path).name
-    with open(path, "rb") as handle:
-        data = handle.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise APBError(Problem(label or str(path), f"the file is larger than the size cap ({max_bytes} bytes)"))
+    data = read_capped(path, max_bytes=max_bytes, label=label)
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected:
         raise APBError(Problem(label or str(path), f"sha256 mismatch when reading the cached file: expected "

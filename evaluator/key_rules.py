@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from evaluator.compliance import SCORE_NAMES
 from evaluator.errors import APBError, Problem
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 MASK_RULES = ("orig-mask", "softplus", "popup-scores")
 NORMALIZATION_ATOL = 1e-6
-SCORE_NAMES = ("scores", "popup_scores")  # edge-popup (RST) and HYDRA name the score tensor these ways
 
 
 def entry_error(entry: ModelEntry, message: str, field: str | None = None) -> APBError:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from evaluator.errors import APBError
-from evaluator.fetch import Checkpoint, read_verified
+from evaluator.fetch import Checkpoint, read_capped, read_verified
 from evaluator.key_rules import apply_key_rules, entry_error
 from evaluator.models import ARCHITECTURES, Normalized, build_model
 from evaluator.variants import build_variant
@@ -53,7 +53,7 @@ def load_state_dict(checkpoint: Checkpoint | bytes | Path, entry: ModelEntry) ->
     read once): deserialized safely, then every key rule of the entry applied (:mod:`evaluator.key_rules`).
     Anything else is an APBError naming the entry."""
     if isinstance(checkpoint, Path):
-        checkpoint = checkpoint.read_bytes()
+        checkpoint = read_capped(checkpoint)
     data = checkpoint.data if isinstance(checkpoint, Checkpoint) else checkpoint
     return apply_key_rules(deserialize(data, entry), entry)
 

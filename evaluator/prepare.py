@@ -37,19 +37,6 @@ class Prepared:
     sparsity_message: str = ""
 
 
-def read_checkpoint_bytes(source: Path) -> bytes:
-    """The bytes of a local checkpoint, read once under the evaluator's size cap."""
-    from evaluator.fetch import DEFAULT_MAX_BYTES
-
-    if not source.is_file():
-        raise APBError(Problem(str(source), "no such file"))
-    with open(source, "rb") as handle:
-        data = handle.read(DEFAULT_MAX_BYTES + 1)
-    if len(data) > DEFAULT_MAX_BYTES:
-        raise APBError(Problem(str(source), f"the file is larger than the size cap ({DEFAULT_MAX_BYTES} bytes)"))
-    return data
-
-
 def draft_entry(source: Path, *, architecture: str, dataset: str, structure: str, sparsity: int,
                 ap_key: str | None = None, **fields: Any) -> Any:
     """A :class:`ModelEntry` for *source* with the given key rules (errors then point at the source file)."""
@@ -72,8 +59,8 @@ def source_error(error: APBError, source: Path) -> APBError:
 
 def detect_rules(loaded: Any, source: Path) -> tuple[dict[str, Any], list[str]]:
     """The key rules a deserialized checkpoint needs (manifest field -> value) and a sentence per finding."""
-    from evaluator.compliance import common_prefix, normalization_keys
-    from evaluator.key_rules import SCORE_NAMES, locate_state_dict
+    from evaluator.compliance import SCORE_NAMES, common_prefix, mask_rules_present, normalization_keys
+    from evaluator.key_rules import locate_state_dict
 
     located = locate_state_dict(loaded)
     if located is None:
@@ -86,16 +73,17 @@ def detect_rules(loaded: Any, source: Path) -> tuple[dict[str, Any], list[str]]:
         state = state[part]
     shapes = {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
     names = [key.rpartition(".")[2] for key in shapes]
-    if any(name.endswith("_orig") for name in names):
-        rules["masks"] = "orig-mask"
+    present = mask_rules_present(names)
+    masks = present[0] if present else None
+    if masks is not None:
+        rules["masks"] = masks
+    if masks == "orig-mask":
         found.append(f"masks: {sum(n.endswith('_mask') for n in names)} torch.nn.utils.prune masks folded "
                      "(weight_orig * weight_mask)")
-    elif any(name in SCORE_NAMES for name in names):
-        rules["masks"] = "popup-scores"
+    elif masks == "popup-scores":
         found.append(f"masks: {sum(n in SCORE_NAMES for n in names)} edge-popup score tensors folded (the top "
                      "(100 - sparsity)% of each layer kept)")
-    elif any(name.startswith("mask_") for name in names):
-        rules["masks"] = "softplus"
+    elif masks == "softplus":
         found.append(f"masks: {sum(n.startswith('mask_') for n in names)} softplus masks folded")
     buffers = normalization_keys(shapes)
     rest = {key: shape for key, shape in shapes.items() if key not in buffers}
@@ -166,6 +154,7 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
     from safetensors.torch import save as save_safetensors
 
     from evaluator.check import measure_sparsity
+    from evaluator.fetch import read_capped
     from evaluator.file_kind import sniff_format
     from evaluator.key_rules import apply_key_rules
     from evaluator.load import allowed_global_names, build_checked_model, deserialize, load_state_dict
@@ -176,7 +165,7 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
         raise APBError(Problem(str(out), "is the checkpoint itself; pass another --out"))
     if out.exists() and not overwrite:
         raise APBError(Problem(str(out), "already exists; pass --out elsewhere or --force to replace it"))
-    data = read_checkpoint_bytes(source)
+    data = read_capped(source)
     kind = sniff_format(data)
     if kind == "unknown":
         raise APBError(Problem(str(source), "is neither a torch checkpoint (torch.save) nor a safetensors file"))

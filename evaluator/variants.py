@@ -59,13 +59,6 @@ def variants() -> dict[str, Variant]:
     return found
 
 
-def base_variant(family: str) -> str:
-    """The variant an entry gets when it names none: the one named like its family."""
-    if family not in variants():
-        raise ValueError(f"architecture {family!r} has no base variant in {VARIANTS_FILE.name}")
-    return family
-
-
 def get_variant(name: str) -> Variant:
     """The registered variant *name*; ``ValueError`` listing the known ones otherwise."""
     known = variants()
