@@ -1,6 +1,8 @@
 """How `apb leaderboard` and `apb site` scale: a synthetic repository of N APs x 24 evaluated models (2 datasets
 x 2 architectures x 6 sparsities, each record with a 10,000-sample sidecar and efficiency figures), rendered
-from scratch; prints CPU seconds (user + system, one process) and peak resident memory per N.
+twice per command: into an empty folder ("fresh": every file created) and again over that output ("unchanged":
+every file compared, none written, as a re-render or `--check` does). Prints CPU seconds (user + system, one
+process; creating 48,000 files is mostly system time) and peak resident memory per N.
 
     .venv/bin/python bench/bench_leaderboard.py                 # N = 100, 300, 1000
     .venv/bin/python bench/bench_leaderboard.py --aps 100 --keep /tmp/apb-bench
@@ -114,7 +116,7 @@ def measure(command: str, root: Path, out: Path) -> None:
     code = main([command, "--root", str(root), "--out", str(out)])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"code": code, "wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
-                      "peak_mib": usage.ru_maxrss / 1024}))
+                      "user_s": usage.ru_utime, "sys_s": usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}))
 
 
 def main() -> None:
@@ -129,7 +131,8 @@ def main() -> None:
         return
     base = args.keep or Path(tempfile.mkdtemp(prefix="apb-bench-"))
     print(f"python {sys.version.split()[0]}, {len(MODELS)} models per AP, {N_SAMPLES} samples per sidecar")
-    print(f"{'APs':>6} {'records':>8} {'command':>12} {'cpu s':>8} {'wall s':>8} {'peak MiB':>9} {'files':>7}")
+    print(f"{'APs':>6} {'records':>8} {'command':>12} {'output':>9} {'cpu s':>7} {'user s':>7} {'sys s':>6} "
+          f"{'wall s':>7} {'peak MiB':>9} {'files':>7}")
     try:
         for n in args.aps:
             root = base / f"repo-{n}"
@@ -138,15 +141,17 @@ def main() -> None:
             for command in args.commands:
                 out = base / f"out-{n}-{command}"
                 shutil.rmtree(out, ignore_errors=True)
-                child = subprocess.run([sys.executable, __file__, "--measure", command, str(root), str(out)],
-                                       capture_output=True, text=True, cwd=REPO)
-                if child.returncode:
-                    print(child.stderr[-3000:])
-                    raise SystemExit(f"{command} failed at N = {n}")
-                result = json.loads(child.stdout.strip().splitlines()[-1])
-                files = sum(1 for p in out.rglob("*") if p.is_file())
-                print(f"{n:>6} {n * len(MODELS):>8} {command:>12} {result['cpu_s']:>8.1f} {result['wall_s']:>8.1f} "
-                      f"{result['peak_mib']:>9.0f} {files:>7}", flush=True)
+                for output in ("fresh", "unchanged"):  # every file written, then every file compared and kept
+                    child = subprocess.run([sys.executable, __file__, "--measure", command, str(root), str(out)],
+                                           capture_output=True, text=True, cwd=REPO)
+                    if child.returncode:
+                        print(child.stderr[-3000:])
+                        raise SystemExit(f"{command} failed at N = {n}")
+                    result = json.loads(child.stdout.strip().splitlines()[-1])
+                    files = sum(1 for p in out.rglob("*") if p.is_file())
+                    print(f"{n:>6} {n * len(MODELS):>8} {command:>12} {output:>9} {result['cpu_s']:>7.1f} "
+                          f"{result['user_s']:>7.1f} {result['sys_s']:>6.1f} {result['wall_s']:>7.1f} "
+                          f"{result['peak_mib']:>9.0f} {files:>7}", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

@@ -12,6 +12,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from evaluator.errors import APBError, Problem
+from evaluator.npz_reader import read_plain_npz
 from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
 from evaluator.safeio import atomic_write_bytes, dump_json, load_yaml
 
@@ -65,6 +66,14 @@ def recorded_sha256(folder: Path, model_key: str, protocol: str, *,
 def iter_record_paths(root: Path) -> Iterator[Path]:
     """Every record JSON under ``submissions/*/records/``, sorted."""
     yield from sorted(submissions_dir(root).glob(f"*/{RECORDS}/*.json"))
+
+
+@functools.lru_cache(maxsize=8)
+def protocol_samples(n: int) -> np.ndarray:
+    """The sample indices of a protocol of *n* samples, 0 .. n-1 (read-only; shared by every caller)."""
+    indices = np.arange(n, dtype=np.int32)
+    indices.flags.writeable = False
+    return indices
 
 
 @dataclass
@@ -141,7 +150,7 @@ def load_sidecar(data: bytes, sha256: str | None, name: str) -> PerSample:
         raise APBError(Problem(name, "the sidecar was changed: its sha256 differs from the one the record names; "
                                      "restore the sidecar that belongs to the record", field="per_sample.sha256"))
     try:
-        arrays = _plain_npz_arrays(data, SIDECAR_ARRAYS)
+        arrays = read_plain_npz(data, SIDECAR_ARRAYS, repeated=("sample_index",))
         if arrays is not None:
             return PerSample.from_stored(arrays)
         return PerSample.load(io.BytesIO(data))  # type: ignore[arg-type]  # np.load takes a file object too
@@ -150,54 +159,6 @@ def load_sidecar(data: bytes, sha256: str | None, name: str) -> PerSample:
 
 
 SIDECAR_ARRAYS = ("sample_index", "clean_correct", "aa_robust", "hofmn_distance")
-_ZIP_MAGIC, _NPY_MAGIC, _MAX_NPY_HEADER = b"PK\x03\x04", b"\x93NUMPY", 10_000  # np.load's default header cap
-
-
-@functools.lru_cache(maxsize=64)
-def _npy_header(prefix: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    """(dtype, shape, Fortran order) of an ``.npy`` header (sidecars share a handful of headers)."""
-    import io
-
-    stream = io.BytesIO(prefix)
-    version = np.lib.format.read_magic(stream)
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read(stream, max_header_size=_MAX_NPY_HEADER)
-    return dtype, shape, fortran
-
-
-def _plain_npy_array(raw: bytes) -> np.ndarray | None:
-    """The array of a plain ``.npy`` (format 1.0 or 2.0, no objects, exactly its data after the header), or None
-    for anything else (``np.load`` then reads it, or says why not)."""
-    if raw[:6] != _NPY_MAGIC or raw[6:8] not in (b"\x01\x00", b"\x02\x00"):
-        return None
-    size_bytes = 2 if raw[6] == 1 else 4
-    start = 8 + size_bytes + int.from_bytes(raw[8:8 + size_bytes], "little")
-    if start - 8 - size_bytes > _MAX_NPY_HEADER:
-        return None
-    dtype, shape, fortran = _npy_header(raw[:start])
-    count = math.prod(shape)
-    if dtype.hasobject or len(raw) - start != count * dtype.itemsize:
-        return None
-    return np.frombuffer(raw, dtype, count, start).reshape(shape, order="F" if fortran else "C").copy()
-
-
-def _plain_npz_arrays(data: bytes, names: tuple[str, ...]) -> dict[str, np.ndarray] | None:
-    """The arrays *names* of an ``.npz`` as ``np.load(allow_pickle=False)`` reads them, without its per-array
-    overhead; None where the archive is anything but plain (then ``np.load`` reads it and names any fault)."""
-    import io
-    import zipfile
-
-    if data[:4] != _ZIP_MAGIC:
-        return None
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = set(archive.namelist())
-            if any(name in members or f"{name}.npy" not in members for name in names):
-                return None
-            arrays = {name: _plain_npy_array(archive.read(f"{name}.npy")) for name in names}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError):
-        return None
-    return None if any(array is None for array in arrays.values()) else arrays  # type: ignore[return-value]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -213,15 +174,18 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return (low, high)
 
 
+def count_results(per_sample: PerSample, eps: float) -> dict[str, int]:
+    """The record's ``counts``: samples clean-correct, robust to AutoAttack, to HO-FMN and to both at *eps*."""
+    hofmn = per_sample.hofmn_robust(eps)
+    return {"clean_correct": int(np.count_nonzero(per_sample.clean_correct)),
+            "aa_robust": int(np.count_nonzero(per_sample.aa_robust)), "hofmn_robust": int(np.count_nonzero(hofmn)),
+            "worst_case_robust": int(np.count_nonzero(per_sample.aa_robust & hofmn))}
+
+
 def summarize(per_sample: PerSample, eps: float) -> dict:
     """Metrics (percent), counts and 95% Wilson intervals (percent) of a per-sample result."""
     n = len(per_sample)
-    counts = {
-        "clean_correct": int(per_sample.clean_correct.sum()),
-        "aa_robust": int(per_sample.aa_robust.sum()),
-        "hofmn_robust": int(per_sample.hofmn_robust(eps).sum()),
-        "worst_case_robust": int(per_sample.worst_case_robust(eps).sum()),
-    }
+    counts = count_results(per_sample, eps)
     metrics, intervals = {}, {}
     for metric in METRICS:
         k = counts[COUNT_FIELDS[metric]]

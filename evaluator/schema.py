@@ -9,6 +9,7 @@ from typing import Any, Iterable
 from evaluator.errors import Problem
 from evaluator.paths import SCHEMAS_DIR
 from evaluator.safeio import LineMap, format_field, load_json
+from evaluator.schema_accept import Check, compile_acceptor
 
 
 
@@ -32,18 +33,24 @@ def load_schema(name: str) -> dict:
     return schema
 
 
-_VALIDATORS: dict[int, tuple[dict, Any]] = {}
+_VALIDATORS: dict[int, tuple[dict, Any, Check | None]] = {}
 
 
-def schema_validator(schema: dict) -> Any:
-    """A strict Draft 2020-12 validator of *schema*, built once per schema object."""
+def _compiled(schema: dict) -> tuple[dict, Any, Check | None]:
+    """(*schema*, its strict Draft 2020-12 validator, its compiled acceptor or None), built once per schema object."""
     cached = _VALIDATORS.get(id(schema))
     if cached is None or cached[0] is not schema:
         if len(_VALIDATORS) >= 32:
             _VALIDATORS.clear()
-        cached = (schema, _strict_validator_class()(_inline_local_refs(schema)))
+        inlined = _inline_local_refs(schema)
+        cached = (schema, _strict_validator_class()(inlined), compile_acceptor(inlined))
         _VALIDATORS[id(schema)] = cached
-    return cached[1]
+    return cached
+
+
+def schema_validator(schema: dict) -> Any:
+    """A strict Draft 2020-12 validator of *schema*, built once per schema object."""
+    return _compiled(schema)[1]
 
 
 def _inline_local_refs(schema: dict) -> dict:
@@ -159,9 +166,13 @@ def _closest_branch_error(error: Any) -> Any:
 
 
 def schema_problems(data: Any, schema: dict, lines: LineMap, file: str) -> list[Problem]:
-    """Every way *data* breaks *schema*, as problems with lines."""
+    """Every way *data* breaks *schema*, as problems with lines. A document the compiled acceptor passes has
+    none (:mod:`evaluator.schema_accept`); any other is walked by jsonschema, whose errors name the problems."""
+    _, validator, accepts = _compiled(schema)
+    if accepts is not None and accepts(data):
+        return []
     problems: list[Problem] = []
-    for error in schema_validator(schema).iter_errors(data):
+    for error in validator.iter_errors(data):
         if error.schema is False:  # a field forbidden in this context, e.g. pruning_step after training
             path = tuple(error.absolute_path)
             parent = _at(data, path)

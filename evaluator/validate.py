@@ -24,7 +24,8 @@ from typing import Any, Callable
 from evaluator.errors import APBError, Problem
 from evaluator.keys import is_ap_key, parse_model_key
 from evaluator.manifest import ModelEntry, manifest_entries, sparsities_by_kind, sparsities_for
-from evaluator.records import COUNT_FIELDS, METRICS, PerSample, load_sidecar, record_stem
+from evaluator.records import (COUNT_FIELDS, METRICS, PerSample, count_results, load_sidecar, protocol_samples,
+                               record_stem)
 from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
 from evaluator.schema import load_schema, schema_problems, schema_validator, short_repr, unique_problems
 from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY
@@ -170,6 +171,8 @@ def _sidecar_bytes(data: dict, read_sidecar: Callable[[str], bytes | None],
 
 def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
                      problem: Callable[[tuple, str], None]) -> PerSample | None:
+    import numpy as np
+
     found = _sidecar_bytes(data, read_sidecar, problem)
     if found is None:
         return None
@@ -183,6 +186,11 @@ def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
         return None
     if len(per_sample) != data["n_samples"]:
         problem(("n_samples",), f"is {data['n_samples']} but the sidecar {expected} holds {len(per_sample)} samples")
+        return None
+    if not np.array_equal(per_sample.sample_index, protocol_samples(len(per_sample))):
+        problem(("per_sample", "file"), f"{expected} holds other samples than the protocol's: its sample_index must "
+                                        f"be 0, 1, ..., {len(per_sample) - 1} in order (the first n_samples test "
+                                        "samples); evaluate the model again with apb evaluate")
         return None
     return per_sample
 
@@ -223,10 +231,7 @@ def _checked_distances(data: dict, read_sidecar: Callable[[str], bytes | None],
 def _sidecar_count_problems(data: dict, per_sample: PerSample, eps: float,
                             problem: Callable[[tuple, str], None]) -> None:
     """The counts must be the sums of the per-sample arrays (the record's numbers come from its sidecar)."""
-    sums = {"clean_correct": per_sample.clean_correct, "aa_robust": per_sample.aa_robust,
-            "hofmn_robust": per_sample.hofmn_robust(eps), "worst_case_robust": per_sample.worst_case_robust(eps)}
-    for name, values in sums.items():
-        total = int(values.sum())
+    for name, total in count_results(per_sample, eps).items():
         if data["counts"][name] != total:
             problem(("counts", name), f"is {data['counts'][name]} but the sidecar's per-sample results give {total}; "
                                       "records are written by apb, do not edit their numbers")
@@ -264,7 +269,7 @@ class Report:
                 + ("OK" if count == 0 else f"{count} problem(s)"))
 
 
-_RECORD_CHECKS: dict[tuple[str, bytes, bytes | None], RecordCheck] = {}
+_RECORD_CHECKS: dict[tuple[str, bytes, bytes | None], RecordCheck] = {}  # (file, sha256 of record, of sidecar)
 
 
 def _read_sidecar_file(path: Path) -> bytes | APBError | None:
@@ -525,7 +530,8 @@ class _Repository:
         name = self.rel(path)
         sidecar = path.with_suffix(".npz")
         sidecar_raw = _read_sidecar_file(sidecar)
-        key = (name, self.raw, sidecar_raw if isinstance(sidecar_raw, bytes) else None)
+        key = (name, hashlib.sha256(self.raw).digest(),
+               hashlib.sha256(sidecar_raw).digest() if isinstance(sidecar_raw, bytes) else None)
         if key not in _RECORD_CHECKS:  # records rarely change between runs in one process (tests)
             if len(_RECORD_CHECKS) >= 4096:
                 _RECORD_CHECKS.clear()
@@ -536,7 +542,8 @@ class _Repository:
                     raise found
                 return found
 
-            _RECORD_CHECKS[key] = check_record_data(data, name, read_sidecar=read_sidecar, lines=lines)
+            full = check_record_data(data, name, read_sidecar=read_sidecar, lines=lines)
+            _RECORD_CHECKS[key] = RecordCheck(full.problems, full.well_formed, full.protocol)  # not the arrays
         checked = _RECORD_CHECKS[key]
         self.report.problems.extend(checked.problems)
         if not checked.well_formed:

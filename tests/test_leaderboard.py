@@ -455,3 +455,28 @@ def test_readme_tables_are_cut_to_a_scrollable_length_with_every_row_on_the_grou
     assert "Showing 2 of 3 rows: [every row](groups/CIFAR10_US.md)" in readme
     assert [len(rows) for _, _, rows in tables(files[Path("leaderboard/groups/CIFAR10_US.md")].decode())] == [3]
     assert check_links(files, tmp_path / "repo") > 10
+
+
+def test_model_page_json_is_json_dumps_indent_2_byte_for_byte():
+    """The fast indented JSON of the model pages (C-encoded leaves) is exactly json.dumps(indent=2)."""
+    import json
+    import random
+
+    from evaluator.render.pages import indented_json
+
+    rng = random.Random(0)
+    scalars = [None, True, False, 0, -3, 1.5, 1e-7, 1e20, 90.0, "", "ü\n\t\"", "```", 2 ** 70, float("inf")]
+
+    def value(depth: int = 0):
+        choice = rng.random()
+        if depth < 4 and choice < 0.25:
+            keys = ["a", "é", 'x"y', "1", 3, 1.5, True, None] if rng.random() < 0.1 else ["a", "é", 'x"y', "1"]
+            return {rng.choice(keys) if not isinstance(k := rng.choice(keys), str) else f"{k}{i}": value(depth + 1)
+                    for i in range(rng.randint(0, 4))}
+        if depth < 4 and choice < 0.45:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return rng.choice(scalars)
+
+    for _ in range(5000):
+        data = value()
+        assert indented_json(data) == json.dumps(data, indent=2, ensure_ascii=False)

@@ -54,6 +54,7 @@ class GeneratedFiles:
         self.staging = None if check else Path(tempfile.mkdtemp(prefix=".apb-leaderboard-", dir=out))
         self.folders: set[str] = set()
         self.created_folders: list[str] = []  # folders made for new files, removed again if the render fails
+        self.new_folders: set[str] = set()  # the same, as a set
 
     def __call__(self, path: PurePosixPath, data: bytes) -> None:
         relative = str(path)
@@ -61,6 +62,10 @@ class GeneratedFiles:
             raise AssertionError(f"{relative} rendered twice")
         self.rendered.add(relative)
         target = os.path.join(self.out, relative)
+        if os.path.dirname(target) in self.new_folders:  # a folder this run made holds only what it wrote
+            self.missing.append(relative)
+            self._write(target, data)
+            return
         if os.path.isfile(target) and not os.path.islink(target):
             if os.path.getsize(target) == len(data) and Path(target).read_bytes() == data:
                 return
@@ -83,6 +88,7 @@ class GeneratedFiles:
                 parent = os.path.dirname(parent)
             os.makedirs(folder, exist_ok=True)
             self.created_folders += reversed(missing)
+            self.new_folders.update(missing)
             self.folders.add(folder)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # fewer system calls than open()
         try:

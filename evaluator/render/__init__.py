@@ -103,10 +103,9 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
                 emit(path, efficiency_svg(measured, protocol, dataset, "aa_robust_accuracy", "AutoAttack").encode())
                 efficiency.add(path)
     anchors = Anchors()
-    readme, pages = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors)
+    readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
+                           lambda group, text: emit(group_page(group), text.encode("utf-8")))
     emit(LEADERBOARD_README, readme.encode("utf-8"))
-    for group, text in pages.items():
-        emit(group_page(group), text.encode("utf-8"))
     emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions).encode("utf-8"))
     emit(TAXONOMY_README, render_taxonomy_readme(entries, vocabulary, taxonomy_links(anchors, TAXONOMY_README))
          .encode("utf-8"))

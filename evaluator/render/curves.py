@@ -16,6 +16,7 @@ torch.
 """
 from __future__ import annotations
 
+import functools
 import io
 from contextlib import contextmanager
 from fractions import Fraction
@@ -104,6 +105,7 @@ def tick_label(k: int) -> str:
     return "0" if k == 0 else f"{k}/255"
 
 
+@functools.lru_cache(maxsize=256)
 def eps_label(eps: float) -> str:
     """``8/255`` for budgets that are a small fraction of 1/255, else a short decimal."""
     fraction = Fraction(eps).limit_denominator(255)

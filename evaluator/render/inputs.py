@@ -4,6 +4,7 @@ smoke protocol) are left out here, so no renderer can show them."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator
@@ -64,10 +65,11 @@ def _checked(record: dict, record_path: Path, shown_as: Path) -> Any:
     from evaluator.validate import check_record_data
 
     def read_sidecar(file_name: str) -> bytes | None:
-        sidecar = record_path.parent / file_name
-        if not sidecar.is_file():
+        try:
+            with open(os.path.join(os.path.dirname(record_path), file_name), "rb") as handle:
+                return handle.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
-        return sidecar.read_bytes()
 
     checked = check_record_data(record, str(shown_as), read_sidecar=read_sidecar)
     if checked.problems:

@@ -92,8 +92,26 @@ def _evaluated_section(page: PurePosixPath, result: Result, row: Row, descriptio
 
 def json_block(value: object) -> str:
     """A JSON value as the record holds it, in a fenced block (any fence inside is broken by an escape)."""
-    text = json.dumps(value, indent=2, ensure_ascii=False).replace("```", "\\u0060``")
+    text = indented_json(value).replace("```", "\\u0060``")
     return f"```json\n{text}\n```"
+
+
+def indented_json(value: object, indent: str = "") -> str:
+    """``json.dumps(value, indent=2, ensure_ascii=False)``, byte for byte, with every scalar and empty container
+    encoded by the C encoder (``indent`` makes json fall back to its pure-Python encoder for the whole value,
+    which costs a model page more than the rest of its rendering)."""
+    inner = indent + "  "
+    if isinstance(value, dict) and value and not all(isinstance(key, str) for key in value):
+        return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + indent)  # json's key rules
+    if isinstance(value, dict) and value:
+        items = (f"{inner}{_SCALAR(key)}: {indented_json(item, inner)}" for key, item in value.items())
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, (list, tuple)) and value:
+        return "[\n" + ",\n".join(f"{inner}{indented_json(item, inner)}" for item in value) + f"\n{indent}]"
+    return _SCALAR(value)
+
+
+_SCALAR = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _published_section(result: Result) -> list[str]:

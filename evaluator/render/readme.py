@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Collection, Mapping
+from typing import Callable, Collection, Mapping
 
 from evaluator.render.catalog import Catalog, last_updated
 from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
@@ -190,11 +190,11 @@ def group_sections(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel]
 
 
 def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Collection[tuple[str, Group, Column]],
-                  efficiency: set,
-                  descriptions: Mapping[str, str], anchors: Anchors) -> tuple[str, dict[Group, str]]:
-    """The leaderboard README and the full group pages of groups whose tables it cuts; *curves* holds the
-    curve columns that have figures, *efficiency* the efficiency figure files; *anchors* records where each
-    AP's rows got their anchor."""
+                  efficiency: set, descriptions: Mapping[str, str], anchors: Anchors,
+                  emit_page: Callable[[Group, str], None]) -> str:
+    """The leaderboard README; the full page of each group whose tables it cuts goes to *emit_page* as soon as
+    it is made. *curves* holds the curve columns that have figures, *efficiency* the efficiency figure files;
+    *anchors* records where each AP's rows got their anchor."""
     cited = ", ".join(catalog.references()) or "the original benchmark"
     protocols = catalog.evaluated_protocols()
     groups = catalog.groups()
@@ -224,15 +224,14 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
     lines += [f"- [{group_title(g)}](#{github_anchor(group_title(g))})" for g in groups]
     if efficiency:
         lines.append("- [Efficiency](#efficiency)")
-    pages: dict[Group, str] = {}
     for group in groups:
         section, cut = group_sections(catalog, group, labels, curves, LEADERBOARD_README, README_ROWS, anchors)
         if cut:
             page = group_page(group)
             full, _ = group_sections(catalog, group, labels, curves, page, None, anchors)
-            pages[group] = "\n".join([f"# {group_title(group)}", "", GENERATED_NOTE, "",
+            emit_page(group, "\n".join([f"# {group_title(group)}", "", GENERATED_NOTE, "",
                                       f"Every row of the [leaderboard]({relative_link(page, LEADERBOARD_README)})'s "
-                                      f"{group_title(group)} tables.", "", RANKING_RULE, *full]) + "\n"
+                                      f"{group_title(group)} tables.", "", RANKING_RULE, *full]) + "\n")
         lines += ["", f"## {group_title(group)}", *section]
     if efficiency:
         lines += ["", "## Efficiency", "",
@@ -240,7 +239,7 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
                   "model with efficiency figures:", ""]
         lines += [f'<img src="{relative_link(LEADERBOARD_README, path)}" width="49%" alt="{path.stem}">'
                   for path in sorted(efficiency)]
-    return "\n".join(lines) + "\n", pages
+    return "\n".join(lines) + "\n"
 
 
 def taxonomy_links(anchors: Anchors, from_page: PurePosixPath) -> dict[str, list[tuple[str, str]]]:

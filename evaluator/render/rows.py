@@ -94,8 +94,8 @@ def row_of(root: Path, result: Result) -> Row:
         efficiency=efficiency,  # type: ignore[arg-type]
         curve=None if distances is None or distances.size == 0 else curve_summary(distances),
         sample_range=None if sample_range is None else (int(sample_range[0]), int(sample_range[1])),
-        distance_counts=None if distances is None else (int(distances.size), int((distances == 0).sum()),
-                                                        int(np.isinf(distances).sum())),
+        distance_counts=None if distances is None else (int(distances.size), int(np.count_nonzero(distances == 0)),
+                                                        int(np.count_nonzero(np.isinf(distances)))),
         date=provenance.get("date"), commit=_interned(provenance.get("git_commit")),
         reference=_interned(provenance.get("reference")))
 
