@@ -19,7 +19,11 @@ On the device (``bash bench/device_run.sh <npz>`` runs this after ``pytest -m gp
    the bare rate of the same model measured in this run; peak GPU memory and mean utilization (NVML);
    extrapolated time at N = 10,000 (v1: per-chunk time x 20; v2: linear in N, an upper bound);
 4. k = 1, 2, 4 evaluations at once on the device (one process each, the ResNet18, ``linf-8-255-v1`` on one
-   500-sample chunk each, the clean and AutoAttack stages: the bulk of a checkpoint), throughput against k = 1.
+   500-sample chunk each, the clean and AutoAttack stages: the bulk of a checkpoint), throughput against k = 1;
+5. with ``--agreement-n N``: AutoAttack on the same N inputs under the fixed backend and under TF32 + cuDNN
+   autotuning (4.8x the bare rate on an H200): times and how many per-sample robust flags differ, the evidence
+   a TF32 protocol version would need. ``--follow-up`` skips the pilot and the large runs (steps 3a, 3e) that
+   an earlier device run measured.
 
 ``--cpu-smoke`` checks the code paths on a CPU in well under two minutes: bare rates of the real
 architectures at batch 8, training and pruning of the tests' tiny CNN for a few steps, and evaluation of the
@@ -31,6 +35,7 @@ everything ends within ``--budget-s``; whatever does not fit is skipped and said
 
     python bench/bench_gpu.py --data .bench-data/cifar10-real-subset.npz --out "$OUT" --budget-s 380
     python bench/bench_gpu.py --data ../shared/data/cifar10-real-subset.npz --cpu-smoke   # CPU, < 2 min
+    python bench/bench_gpu.py --data .bench-data/cifar10-real-subset.npz --follow-up --agreement-n 1000
 """
 from __future__ import annotations
 
@@ -521,6 +526,37 @@ def concurrent_throughput(k: int, state: Path, arch: str, protocol: str, n: int,
             "each_wall_s": [round(r["wall"], 2) for r in results]}
 
 
+def backend_agreement(model: nn.Module, images: np.ndarray, labels: np.ndarray, n: int, device: str,
+                      smoke: bool) -> dict:
+    """The project's AutoAttack (``autoattack_linf``, the protocol's batch 500 and seed) on the same ``n``
+    inputs under the fixed backend and under TF32 + cuDNN autotuning: wall time of each and how many per-sample
+    robust flags differ. The evidence a TF32 protocol version would need (never a change to v1 or v2)."""
+    from evaluator.attacks.autoattack import autoattack_linf
+
+    reps = -(-n // len(labels))
+    x = torch.from_numpy(np.concatenate([images] * reps)[:n]).to(device).float() / 255
+    y = torch.from_numpy(np.concatenate([labels] * reps)[:n]).to(device).long()
+    eps = 254 / 255 if smoke else EPS
+    fast = provenance.BackendSettings(tf32_matmul=True, tf32_cudnn=True, cudnn_benchmark=True,
+                                      cudnn_deterministic=False)
+    model = model.to(device).eval()
+    found: dict = {"n": n, "tiled": reps > 1}
+    flags = {}
+    for name, settings in (("strict", provenance.BACKEND), ("tf32_autotuned", fast)):
+        with provenance.fixed_backend(settings):
+            sync(device)
+            started = time.perf_counter()
+            result = autoattack_linf(model, x, y, eps=eps, seed=0, batch_size=500, device=device)
+            sync(device)
+        flags[name] = result.robust.cpu()
+        found[f"{name}_s"] = round(time.perf_counter() - started, 2)
+        found[f"{name}_robust"] = int(flags[name].sum())
+    differ = flags["strict"] != flags["tf32_autotuned"]
+    found["flags_differ"] = int(differ.sum())
+    found["differ_indices"] = differ.nonzero().flatten()[:20].tolist()
+    return found
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 
@@ -546,6 +582,14 @@ def main() -> None:
     parser.add_argument("--v2-n", type=int, default=None,
                         help="evaluate v2 at this N and skip the v1 pilot (a follow-up run after a full one)")
     parser.add_argument("--ks", default="1,2,4", help="concurrent evaluations to measure, comma-separated")
+    parser.add_argument("--agreement-n", type=int, default=0,
+                        help="AutoAttack on this many inputs under the fixed backend and under TF32 + autotuning: "
+                             "per-sample flag agreement (0: skip)")
+    parser.add_argument("--follow-up", action="store_true",
+                        help="skip the v1 pilot and the large runs (measured before): agreement, k, VGG16 only")
+    parser.add_argument("--aa-chunk-s", type=float, default=85.0,
+                        help="with --follow-up: the AutoAttack time of one 500-sample chunk measured before "
+                             "(H200, ResNet18: 83.5 s), which sizes what fits")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     for name in ("--arch", "--state", "--protocol", "--data-dir", "--work", "--ready", "--go", "--result"):
         parser.add_argument(name, help=argparse.SUPPRESS)
@@ -659,7 +703,12 @@ def run_bench(args: argparse.Namespace) -> None:
         return wall
 
     unit = 4 if smoke else 500  # one v1 chunk
-    if args.v2_n:  # a follow-up run: v2 at the given N first, then the concurrency measurements
+    if args.agreement_n:
+        report["agreement"] = backend_agreement(models["resnet18"], images, labels, args.agreement_n, device, smoke)
+        say(f"backend agreement: {json.dumps(report['agreement'])}")
+    if args.follow_up:  # measured before: the pilot and the large runs; these figures size what fits
+        pilot, aa_pilot, n_big = args.aa_chunk_s * 1.6, args.aa_chunk_s, unit
+    elif args.v2_n:  # a follow-up run: v2 at the given N first, then the concurrency measurements
         pilot = evaluate("resnet18", v2, args.v2_n) * unit / args.v2_n
         aa_pilot = report["runs"][-1]["stages"].get("autoattack", {}).get("wall_s", pilot) * unit / args.v2_n
         n_big = unit
@@ -667,7 +716,7 @@ def run_bench(args: argparse.Namespace) -> None:
         # (a) the pilot: v1 and v2 compute the same thing on one 500-sample chunk; it sizes the rest
         pilot = evaluate("resnet18", v1, unit)
         aa_pilot = report["runs"][-1]["stages"].get("autoattack", {}).get("wall_s", pilot)
-    if not args.v2_n:
+    if not args.v2_n and not args.follow_up:
         n_big = bench_size(pilot, aa_pilot, unit, smoke, left)
         if n_big > unit:
             evaluate("resnet18", v2, n_big)
@@ -709,6 +758,11 @@ def run_bench(args: argparse.Namespace) -> None:
         gain = c["samples_per_s"] / base["samples_per_s"] if base else float("nan")
         summary.append(f"k = {c['k']}: {c['samples_per_s']:.1f} samples/s together ({gain:.2f} x k = 1), "
                        f"wall {c['wall_s']:.1f} s, util {c['util'] or float('nan'):.0f}%")
+    if "agreement" in report:
+        a = report["agreement"]
+        summary.append(f"backend agreement, ResNet18, AutoAttack on N = {a['n']}: strict {a['strict_s']} s "
+                       f"({a['strict_robust']} robust), TF32+autotune {a['tf32_autotuned_s']} s "
+                       f"({a['tf32_autotuned_robust']} robust), flags differ on {a['flags_differ']}")
     summary.append(f"total {time.perf_counter() - STARTED:.0f} s of a {args.budget_s:.0f} s budget")
     print("\n".join(summary), flush=True)
     (args.out / "bench_gpu.json").write_text(json.dumps(report, indent=1, default=str))

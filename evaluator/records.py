@@ -5,6 +5,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
@@ -64,8 +65,20 @@ def recorded_sha256(folder: Path, model_key: str, protocol: str, *,
 
 
 def iter_record_paths(root: Path) -> Iterator[Path]:
-    """Every record JSON under ``submissions/*/records/``, sorted."""
-    yield from sorted(submissions_dir(root).glob(f"*/{RECORDS}/*.json"))
+    """Every record JSON under ``submissions/*/records/`` (what ``Path.glob`` matches, hidden names included),
+    sorted as paths sort, listed one AP folder at a time (24,000 records are never held as paths at once)."""
+    base = submissions_dir(root)
+    for ap_key in sorted(_listing(base)):
+        folder = base / ap_key / RECORDS
+        if folder.is_dir():
+            yield from (folder / name for name in sorted(_listing(folder)) if name.endswith(".json"))
+
+
+def _listing(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 @functools.lru_cache(maxsize=8)

@@ -457,6 +457,26 @@ def test_readme_tables_are_cut_to_a_scrollable_length_with_every_row_on_the_grou
     assert check_links(files, tmp_path / "repo") > 10
 
 
+def test_every_readme_table_efficiency_included_is_cut_and_follows_the_autoattack_order(tmp_path, monkeypatch):
+    """At 1,000 APs the efficiency table alone made the README 2.7 MB: it is cut like the others, its rows in
+    the AutoAttack table's order, and the group page has all of them."""
+    from evaluator.render import readme as readme_module
+
+    monkeypatch.setattr(readme_module, "README_ROWS", 2)
+    root = make_repo(tmp_path)
+    for ap_key, scale in zip(THREE_APS, (0.01, 0.2, 0.05)):  # AutoAttack order: HYDRA, RADMM, HARP
+        add_evaluated(root, r18(ap_key, 90), seed=1, scale=scale, flags=False, efficiency=efficiency(40_000_000))
+    files = render_all(root)
+    readme = files[LEADERBOARD].decode()
+    found = {subsection: [ap_of(row["AP"]) for row in rows] for _, subsection, rows in tables(readme)}
+    assert found[f"AutoAttack, protocol `{PROTOCOL}`"] == ["HYDRA", "RADMM"]
+    assert found[f"Efficiency, protocol `{PROTOCOL}`"] == ["HYDRA", "RADMM"]
+    assert readme.count("Showing 2 of 3 rows: [every row](groups/CIFAR10_US.md)") == 5  # 3 evaluated, efficiency, published
+    group = files[Path("leaderboard/groups/CIFAR10_US.md")].decode()
+    efficiency_rows = [rows for _, subsection, rows in tables(group) if subsection.startswith("Efficiency")][0]
+    assert [ap_of(row["AP"]) for row in efficiency_rows] == ["HYDRA", "RADMM", "HARP"]
+
+
 def test_model_page_json_is_json_dumps_indent_2_byte_for_byte():
     """The fast indented JSON of the model pages (C-encoded leaves) is exactly json.dumps(indent=2)."""
     import json

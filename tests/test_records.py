@@ -109,3 +109,23 @@ def test_one_metric_table_names_every_metric_for_every_view():
     assert set(COUNT_FIELDS) == set(METRICS)
     for metric in METRICS:
         assert all(metric_label(metric, kind) for kind in ("short", "title", "long"))
+
+
+def test_record_paths_are_globs_matches_in_path_order_listed_folder_by_folder(tmp_path):
+    """The lazy walk yields exactly ``sorted(Path.glob("*/records/*.json"))``: prefixes of other AP names, hidden
+    names, files where folders belong and other suffixes included."""
+    from evaluator.records import iter_record_paths
+
+    base = tmp_path / "submissions"
+    for ap_key, names in {"HYDRA": ["b.json", "a.json", ".hidden.json", "c.npz"], "HYDRA_x": ["a.json"],
+                          "Hy": ["z.json"], ".git": ["a.json"], "A-1": ["x.json", "x.JSON"]}.items():
+        (base / ap_key / "records").mkdir(parents=True)
+        for name in names:
+            (base / ap_key / "records" / name).write_text("{}")
+    (base / "plain_file").write_text("")
+    (base / "NoRecords").mkdir()
+    (base / "FileRecords").mkdir()
+    (base / "FileRecords" / "records").write_text("")
+    assert list(iter_record_paths(tmp_path)) == sorted(base.glob("*/records/*.json"))
+    assert len(list(iter_record_paths(tmp_path))) == 7
+    assert list(iter_record_paths(tmp_path / "nowhere")) == []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import posixpath
 from pathlib import Path, PurePosixPath
 
 from evaluator import paths
@@ -51,7 +52,7 @@ def model_page(model_key: str) -> PurePosixPath:
 
 def model_link(page: PurePosixPath, model_key: str, anchor: str | None = None) -> str:
     """``relative_link(page, model_page(model_key), anchor)``, without path arithmetic per model."""
-    target = f"{_models_folder_from(page.parent.as_posix())}{model_key}.md"
+    target = f"{_models_folder_from(posixpath.dirname(str(page)) or '.')}{model_key}.md"
     return f"{target}#{anchor}" if anchor else target
 
 
@@ -85,8 +86,10 @@ def group_page(group: Group) -> PurePosixPath:
 
 def relative_link(from_file: PurePosixPath, to_file: PurePosixPath, anchor: str | None = None) -> str:
     """A link from the page *from_file* to *to_file* (both relative to the root), with an optional anchor."""
-    folder = _relative_folder(str(from_file.parent), str(to_file.parent))
-    target = f"{folder}/{to_file.name}" if folder != "." else to_file.name
+    source, target_file = str(from_file), str(to_file)  # string arithmetic: no Path objects per link
+    name = posixpath.basename(target_file)
+    folder = _relative_folder(posixpath.dirname(source) or ".", posixpath.dirname(target_file) or ".")
+    target = f"{folder}/{name}" if folder != "." else name
     return f"{target}#{anchor}" if anchor else target
 
 

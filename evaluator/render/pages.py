@@ -104,14 +104,17 @@ def indented_json(value: object, indent: str = "") -> str:
     if isinstance(value, dict) and value and not all(isinstance(key, str) for key in value):
         return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + indent)  # json's key rules
     if isinstance(value, dict) and value:
-        items = (f"{inner}{_SCALAR(key)}: {indented_json(item, inner)}" for key, item in value.items())
+        items = [f"{inner}{_SCALAR(key)}: {_SCALAR(item) if type(item) in _LEAVES else indented_json(item, inner)}"
+                 for key, item in value.items()]
         return "{\n" + ",\n".join(items) + f"\n{indent}}}"
     if isinstance(value, (list, tuple)) and value:
-        return "[\n" + ",\n".join(f"{inner}{indented_json(item, inner)}" for item in value) + f"\n{indent}]"
+        return "[\n" + ",\n".join([f"{inner}{_SCALAR(item) if type(item) in _LEAVES else indented_json(item, inner)}"
+                                   for item in value]) + f"\n{indent}]"
     return _SCALAR(value)
 
 
 _SCALAR = json.JSONEncoder(ensure_ascii=False).encode
+_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 def _published_section(result: Result) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Callable, Collection, Mapping
+from typing import Callable, Collection, Mapping, Sequence
 
 from evaluator.render.catalog import Catalog, last_updated
 from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
@@ -19,7 +19,7 @@ from evaluator.render.pages import protocol_anchor
 from evaluator.render.rows import Row
 from evaluator.render.svg import si_label
 from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Column, column_title, has_dagger,
-                                     leaderboard_table)
+                                     leaderboard_table, rank_rows)
 
 README_ROWS = 25
 
@@ -104,9 +104,10 @@ def _table_lines(title: str, cells: dict, labels: Mapping[str, ApLabel], columns
 
 
 def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabel], columns: list[Column],
-                     page: PurePosixPath) -> str | None:
+                     page: PurePosixPath, order: Sequence[str] = (), limit: int | None = None) -> tuple[str, int] | None:
     """Effective MACs per input (and share of dense) of each evaluated model, a column per architecture and
-    sparsity; None when no model of the protocol has efficiency figures."""
+    sparsity, the APs in *order* (the AutoAttack table's; others after, by name), the first *limit* of them;
+    with the number of rows in all. None when no model of the protocol has efficiency figures."""
     measured = [r for r in rows if not r.published and r.protocol == protocol and r.efficiency]
     if not measured:
         return None
@@ -114,8 +115,10 @@ def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabe
     by_ap: dict[str, dict[Column, Row]] = {}
     for r in measured:
         by_ap.setdefault(r.ap_key, {})[r.column] = r
+    position = {ap_key: index for index, ap_key in enumerate(order)}
+    ordered = sorted(by_ap, key=lambda k: (position.get(k, len(position)), labels[k].name, k))
     lines = []
-    for ap_key in sorted(by_ap, key=lambda k: (labels[k].name, k)):
+    for ap_key in ordered[:limit]:
         cells = []
         for column in columns:
             row = by_ap[ap_key].get(column)
@@ -127,7 +130,7 @@ def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabe
             cells.append(f"[{si_label(row.macs_effective)}{share}]"  # type: ignore[arg-type]
                          f"({model_link(page, row.model_key, anchor)})")
         lines.append([labels[ap_key].markdown(page), *cells])
-    return simple_table(["AP", *map(column_title, columns)], lines)
+    return simple_table(["AP", *map(column_title, columns)], lines), len(ordered)
 
 
 def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol: str, group: Group,
@@ -153,10 +156,13 @@ def group_sections(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel]
     for protocol in catalog.evaluated_protocols():
         if not any(not r.published and r.protocol == protocol for r in rows):
             continue  # this group has no evaluated record under this protocol: its published table suffices
+        order: list[str] = []
         for kind in EVALUATED_TABLES:
             cells = evaluated_cells(rows, protocol, kind, page, fill_with_published=kind is AUTOATTACK)
             if not any(not cell.published_only for cell in cells.values()):
                 continue
+            if kind is AUTOATTACK:
+                order = [ranked.ap_key for ranked in rank_rows(cells, labels)]
             more, was_cut = _table_lines(f"{kind.title}, protocol `{protocol}`", cells, labels, columns,
                                          f"{kind.ranking_title} (k/n)", page, limit, group_page(group), take)
             lines += more
@@ -165,12 +171,16 @@ def group_sections(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel]
                 published = ", ".join(f"`{p}`" for p in catalog.published_protocols())
                 lines += ["", f"{DAGGER} Published only: no `{protocol}` record of this model yet; the "
                               f"{published} number ({cited}) is shown instead."]
-        table = efficiency_table(rows, protocol, labels, columns, page)
-        if table:
+        efficiency = efficiency_table(rows, protocol, labels, columns, page, order, limit)
+        if efficiency:
+            table, total = efficiency
             lines += ["", f"### Efficiency, protocol `{protocol}`", "", table, "",
                       "Effective multiply-accumulates per input (share of the dense architecture's): non-zero "
                       "weights for unstructured pruning, all-zero filters and channels removed for structured "
-                      "pruning (measured by `apb check`)."]
+                      "pruning (measured by `apb check`). APs in the order of the AutoAttack table."]
+            if limit is not None and total > limit:
+                lines += ["", f"Showing {limit} of {total} rows: [every row]({relative_link(page, group_page(group))})."]
+                cut = True
         images = curve_images(curves, protocol, group, columns, page)
         if images:
             lines += ["", f"Security curves (HO-FMN, `{protocol}`; top models of each column, all on the site):",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from sys import intern
+from typing import TypeVar
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from evaluator.render.inputs import PUBLISHED, Result, load_distances
 
 EFFICIENCY_FIELDS = ("params_total", "params_nonzero", "macs_dense", "macs_effective")
 METRIC_NAMES = METRICS  # the order of Row.metrics
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -34,12 +36,17 @@ class Row:
     metrics: tuple[float | None, ...]  # in the order of METRIC_NAMES
     flags: tuple[str, ...]  # flag codes
     efficiency: tuple[int, int, int, int] | None  # params total, params non-zero, MACs dense, MACs effective
-    curve: np.ndarray | None
+    curve_bytes: bytes | None  # the curve summary's uint16 values (one small object per row, not an array)
     sample_range: tuple[int, int] | None
     distance_counts: tuple[int, int, int] | None  # (samples, distance 0, distance inf) of the sidecar
     date: str | None
     commit: str | None
     reference: str | None  # where a published record's numbers come from
+
+    @property
+    def curve(self) -> np.ndarray | None:
+        """The curve summary (read-only uint16 array), or None."""
+        return None if self.curve_bytes is None else np.frombuffer(self.curve_bytes, dtype=np.uint16)
 
     @property
     def published(self) -> bool:
@@ -88,16 +95,26 @@ def row_of(root: Path, result: Result) -> Row:
         model_key=result.model_key, ap_key=intern(result.key.ap_key), dataset=intern(result.key.dataset),
         structure_kind=intern(result.key.structure_kind), architecture=intern(result.key.architecture),
         sparsity=result.key.sparsity, source=intern(record["source"]), protocol=intern(result.protocol),
-        n_samples=int(record.get("n_samples") or 0),
+        n_samples=_shared(int(record.get("n_samples") or 0)),
         metrics=tuple(metrics.get(name) for name in METRIC_NAMES),
-        flags=tuple(str(flag.get("code")) for flag in record.get("flags") or []),
+        flags=_shared(tuple(str(flag.get("code")) for flag in record.get("flags") or [])),
         efficiency=efficiency,  # type: ignore[arg-type]
-        curve=None if distances is None or distances.size == 0 else curve_summary(distances),
-        sample_range=None if sample_range is None else (int(sample_range[0]), int(sample_range[1])),
+        curve_bytes=None if distances is None or distances.size == 0 else curve_summary(distances).tobytes(),
+        sample_range=None if sample_range is None else _shared((int(sample_range[0]), int(sample_range[1]))),
         distance_counts=None if distances is None else (int(distances.size), int(np.count_nonzero(distances == 0)),
                                                         int(np.count_nonzero(np.isinf(distances)))),
         date=provenance.get("date"), commit=_interned(provenance.get("git_commit")),
         reference=_interned(provenance.get("reference")))
+
+
+_SHARED: dict = {}
+
+
+def _shared(value: T) -> T:
+    """One copy of a value many rows hold (the protocol's sample count and range, a set of flag codes)."""
+    if len(_SHARED) < 4096:
+        return _SHARED.setdefault(value, value)
+    return _SHARED.get(value, value)
 
 
 def _interned(text: object) -> str | None:
