@@ -500,3 +500,35 @@ def test_model_page_json_is_json_dumps_indent_2_byte_for_byte():
     for _ in range(5000):
         data = value()
         assert indented_json(data) == json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def test_group_pages_are_paged_by_rank_with_every_row_once_and_working_links(tmp_path, monkeypatch):
+    """A group page of 1,000 APs would be about 3 MB, past what GitHub renders: group pages hold
+    GROUP_PAGE_ROWS ranks of each table per page, linked to each other; across the pages every AP's row of every
+    table appears exactly once, in rank order, and every link (taxonomy anchors included) resolves."""
+    from evaluator.render import readme as readme_module
+
+    monkeypatch.setattr(readme_module, "README_ROWS", 1)
+    monkeypatch.setattr(readme_module, "GROUP_PAGE_ROWS", 2)
+    root = make_repo(tmp_path)
+    for ap_key, scale in zip(THREE_APS, (0.01, 0.2, 0.05)):
+        add_evaluated(root, r18(ap_key, 90), seed=1, scale=scale, flags=False, efficiency=efficiency(40_000_000))
+    files = render_all(root)
+    pages = [Path("leaderboard/groups/CIFAR10_US.md"), Path("leaderboard/groups/CIFAR10_US_2.md")]
+    assert sorted(p for p in files if "groups" in p.parts) == pages
+    first, second = (files[p].decode() for p in pages)
+    assert "Page 1 of 2 (ranks 2 per page): **1** · [2](CIFAR10_US_2.md)" in first
+    assert "Page 2 of 2 (ranks 2 per page): [1](CIFAR10_US.md) · **2**" in second
+    assert "Rows 1–2 of 3." in first and "Rows 3–3 of 3." in second
+    by_table: dict[str, list[str]] = {}
+    for text in (first, second):
+        for _, subsection, rows in tables(text):
+            by_table.setdefault(subsection, []).extend(ap_of(row["AP"]) for row in rows)
+    assert by_table[f"AutoAttack, protocol `{PROTOCOL}`"] == ["HYDRA", "RADMM", "HARP"]
+    assert by_table[f"Efficiency, protocol `{PROTOCOL}`"] == ["HYDRA", "RADMM", "HARP"]
+    assert all(sorted(aps) == ["HARP", "HYDRA", "RADMM"] for aps in by_table.values()), by_table
+    readme = files[LEADERBOARD].decode()
+    assert "Showing 1 of 3 rows: [every row](groups/CIFAR10_US.md)" in readme
+    taxonomy = files[Path("taxonomy/README.md")].decode()
+    assert all(f"#ap-{ap_key.lower()}-cifar10-us)" in taxonomy for ap_key in THREE_APS)
+    assert check_links(files, root) > 20  # the taxonomy's row links included, wherever each row's anchor landed

@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from typing import Iterator
 from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
@@ -30,17 +31,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="write nothing; exit 1 naming each generated file that is stale, missing or extra")
 
 
-def generated_on_disk(out: Path) -> set[Path]:
-    """Files under the generated folders of *out* (relative to it); hidden temporary files included."""
+def generated_on_disk(out: Path) -> Iterator[str]:
+    """Files under the generated folders of *out*, as posix paths relative to it, one folder at a time; hidden
+    temporary files and links to folders included."""
     from evaluator.render import GENERATED_DIRS
 
-    found: set[Path] = set()
     for folder in GENERATED_DIRS:
         for directory, folders, files in os.walk(out / folder):
-            relative = Path(directory).relative_to(out)
-            found.update(relative / name for name in files)
-            found.update(relative / name for name in folders if os.path.islink(os.path.join(directory, name)))
-    return found
+            relative = Path(directory).relative_to(out).as_posix()
+            yield from (f"{relative}/{name}" for name in files)
+            yield from (f"{relative}/{name}" for name in folders if os.path.islink(os.path.join(directory, name)))
 
 
 class GeneratedFiles:
@@ -99,7 +99,7 @@ class GeneratedFiles:
             os.close(descriptor)
 
     def extra(self) -> list[str]:
-        return sorted({p.as_posix() for p in generated_on_disk(self.out)} - self.rendered)
+        return sorted(path for path in generated_on_disk(self.out) if path not in self.rendered)
 
     def problems(self) -> list[Problem]:
         return ([Problem(p, f"stale: differs from what the data renders; {FIX}") for p in sorted(self.stale)]

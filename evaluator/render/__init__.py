@@ -40,7 +40,7 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     from evaluator.render.inputs import EVALUATED, iter_model_records
     from evaluator.render.labels import ap_labels
     from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, curve_file,
-                                         efficiency_file, group_page, model_curve_file, model_page)
+                                         efficiency_file, model_curve_file, model_page)
     from evaluator.render.pages import render_model_page
     from evaluator.render.readme import Anchors, render_readme, taxonomy_links
     from evaluator.render.rows import row_of
@@ -104,7 +104,7 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
                 efficiency.add(path)
     anchors = Anchors()
     readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
-                           lambda group, text: emit(group_page(group), text.encode("utf-8")))
+                           lambda page, text: emit(page, text.encode("utf-8")))
     emit(LEADERBOARD_README, readme.encode("utf-8"))
     emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions).encode("utf-8"))
     emit(TAXONOMY_README, render_taxonomy_readme(entries, vocabulary, taxonomy_links(anchors, TAXONOMY_README))

@@ -78,10 +78,11 @@ def efficiency_file(protocol: str, dataset: str) -> PurePosixPath:
     return CURVES_DIR / protocol / f"{dataset}_efficiency.svg"
 
 
-def group_page(group: Group) -> PurePosixPath:
-    """``leaderboard/groups/<dataset>_<US|S>.md``: every row of a group's tables (the README shows the first)."""
+def group_page(group: Group, number: int = 1) -> PurePosixPath:
+    """``leaderboard/groups/<dataset>_<US|S>.md``, then ``..._2.md``, ...: every row of a group's tables, in pages
+    (the README shows the first rows)."""
     dataset, kind = group
-    return GROUPS_DIR / f"{dataset}_{kind}.md"
+    return GROUPS_DIR / (f"{dataset}_{kind}.md" if number == 1 else f"{dataset}_{kind}_{number}.md")
 
 
 def relative_link(from_file: PurePosixPath, to_file: PurePosixPath, anchor: str | None = None) -> str:

@@ -2,8 +2,10 @@
 (AutoAttack with published numbers filling the gaps, HO-FMN, worst case, efficiency) with their security
 curves inline, and the published table; the efficiency trade-off per dataset; links to the analysis page.
 
-Each table shows its first ``README_ROWS`` rows; a group with a longer table gets a page of its own
-(``leaderboard/groups/<dataset>_<US|S>.md``) with every row, so the README stays a page a reader can scroll.
+Each table shows its first ``README_ROWS`` rows; a group with a longer table gets pages of its own
+(``leaderboard/groups/<dataset>_<US|S>.md``, then ``..._2.md``, ...) with every row, ``GROUP_PAGE_ROWS`` ranks
+of each table per page, so that every page stays one a reader can scroll and GitHub renders (it shows
+Markdown files up to about 512 KB; a group of 1,000 APs on one page is about 3 MB).
 """
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ from evaluator.render.markdown import GENERATED_NOTE, github_anchor, simple_tabl
 from evaluator.render.pages import protocol_anchor
 from evaluator.render.rows import Row
 from evaluator.render.svg import si_label
-from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Column, column_title, has_dagger,
-                                     leaderboard_table, rank_rows)
+from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Column, RankedRow, best_per_column,
+                                     column_title, has_dagger, leaderboard_table, rank_rows)
 
 README_ROWS = 25
+GROUP_PAGE_ROWS = 100
+Window = tuple[int, int]  # the ranks [start, stop) of each table that a page shows
 
 
 @dataclass(frozen=True)
@@ -91,34 +95,32 @@ class Anchors:
         return take
 
 
-def _table_lines(title: str, cells: dict, labels: Mapping[str, ApLabel], columns: list[Column], ranking: str,
-                 page: PurePosixPath, limit: int | None, full_page: PurePosixPath,
-                 anchor=None) -> tuple[list[str], bool]:
-    table, total = leaderboard_table(cells, labels, columns, ranking, page, limit, anchor)
-    lines = ["", f"### {title}", "", table, "", _legend(cells)]
-    cut = limit is not None and total > limit
-    if cut:
-        lines += ["", f"Showing {limit} of {total} rows: [every row]({relative_link(page, full_page)}), and the "
-                      "site's searchable tables."]
-    return lines, cut
+def _window_note(window: Window, total: int, more: str | None) -> list[str]:
+    """What a table cut to *window* says below it: where its other rows are (*more*: a link to them)."""
+    start, stop = window
+    if total <= stop and start == 0:
+        return []
+    if more is not None:
+        return ["", f"Showing {min(stop, total) - start} of {total} rows: [every row]({more}), and the site's "
+                    "searchable tables."]
+    if start >= total:
+        return ["", f"All {total} rows of this table are on the earlier pages."]
+    return ["", f"Rows {start + 1}–{min(stop, total)} of {total}."]
 
 
-def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabel], columns: list[Column],
-                     page: PurePosixPath, order: Sequence[str] = (), limit: int | None = None) -> tuple[str, int] | None:
-    """Effective MACs per input (and share of dense) of each evaluated model, a column per architecture and
-    sparsity, the APs in *order* (the AutoAttack table's; others after, by name), the first *limit* of them;
-    with the number of rows in all. None when no model of the protocol has efficiency figures."""
+def efficiency_rows(rows: list[Row], protocol: str, labels: Mapping[str, ApLabel], columns: list[Column],
+                    page: PurePosixPath, order: Sequence[str] = ()) -> list[list[str]]:
+    """Rows of the efficiency table: effective MACs per input (and share of dense) of each evaluated model, a
+    column per architecture and sparsity, the APs in *order* (the AutoAttack table's; others after, by name);
+    empty when no model of the protocol has efficiency figures."""
     measured = [r for r in rows if not r.published and r.protocol == protocol and r.efficiency]
-    if not measured:
-        return None
     anchor = protocol_anchor(protocol)
     by_ap: dict[str, dict[Column, Row]] = {}
     for r in measured:
         by_ap.setdefault(r.ap_key, {})[r.column] = r
     position = {ap_key: index for index, ap_key in enumerate(order)}
-    ordered = sorted(by_ap, key=lambda k: (position.get(k, len(position)), labels[k].name, k))
     lines = []
-    for ap_key in ordered[:limit]:
+    for ap_key in sorted(by_ap, key=lambda k: (position.get(k, len(position)), labels[k].name, k)):
         cells = []
         for column in columns:
             row = by_ap[ap_key].get(column)
@@ -130,7 +132,103 @@ def efficiency_table(rows: list[Row], protocol: str, labels: Mapping[str, ApLabe
             cells.append(f"[{si_label(row.macs_effective)}{share}]"  # type: ignore[arg-type]
                          f"({model_link(page, row.model_key, anchor)})")
         lines.append([labels[ap_key].markdown(page), *cells])
-    return simple_table(["AP", *map(column_title, columns)], lines), len(ordered)
+    return lines
+
+
+@dataclass
+class RankedTable:
+    """One leaderboard table of a group: its cells and ranking, made once, shown in windows of rows."""
+
+    title: str
+    cells: dict
+    ranking: str
+    ranked: list[RankedRow]
+    best: dict[Column, str]
+    footnote: list[str]
+
+
+@dataclass
+class EfficiencyTable:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+Piece = list[str] | RankedTable | EfficiencyTable  # fixed lines (figures, notes) or a table
+
+
+class GroupTables:
+    """The tables and figures of one group for pages of one folder (cell links are relative to it)."""
+
+    def __init__(self, catalog: Catalog, group: Group, labels: Mapping[str, ApLabel],
+                 curves: Collection[tuple[str, Group, Column]], page: PurePosixPath) -> None:
+        self.group, self.labels = group, labels
+        self.columns = catalog.columns(group)
+        self.pieces: list[Piece] = []
+        rows = catalog.in_group(group)
+        cited = ", ".join(catalog.references()) or "the original benchmark"
+        for protocol in catalog.evaluated_protocols():
+            if not any(not r.published and r.protocol == protocol for r in rows):
+                continue  # this group has no evaluated record under this protocol: its published table suffices
+            order: list[str] = []
+            for kind in EVALUATED_TABLES:
+                cells = evaluated_cells(rows, protocol, kind, page, fill_with_published=kind is AUTOATTACK)
+                if not any(not cell.published_only for cell in cells.values()):
+                    continue
+                ranked = rank_rows(cells, labels)
+                if kind is AUTOATTACK:
+                    order = [row.ap_key for row in ranked]
+                footnote = []
+                if has_dagger(cells):
+                    published = ", ".join(f"`{p}`" for p in catalog.published_protocols())
+                    footnote = ["", f"{DAGGER} Published only: no `{protocol}` record of this model yet; the "
+                                    f"{published} number ({cited}) is shown instead."]
+                self.pieces.append(RankedTable(f"{kind.title}, protocol `{protocol}`", cells,
+                                               f"{kind.ranking_title} (k/n)", ranked,
+                                               best_per_column(cells, self.columns), footnote))
+            efficiency = efficiency_rows(rows, protocol, labels, self.columns, page, order)
+            if efficiency:
+                self.pieces.append(EfficiencyTable(f"Efficiency, protocol `{protocol}`",
+                                                   ["AP", *map(column_title, self.columns)], efficiency))
+            images = curve_images(curves, protocol, group, self.columns, page)
+            if images:
+                self.pieces.append(["", f"Security curves (HO-FMN, `{protocol}`; top models of each column, all on "
+                                        "the site):", "", images])
+        cells = published_cells(rows)
+        if cells:
+            self.pieces.append(RankedTable(f"Published ({cited})", cells, "mean AA (k/n)", rank_rows(cells, labels),
+                                           best_per_column(cells, self.columns), []))
+            for protocol in catalog.published_protocols():
+                images = curve_images(curves, protocol, group, self.columns, page)
+                if images:
+                    self.pieces.append(["", "Security curves (HO-FMN distances published with the original "
+                                            f"benchmark, on the samples each figure names; `{protocol}`):", "",
+                                        images])
+
+    def rows(self) -> int:
+        """The number of rows of the longest table."""
+        return max([len(p.ranked) for p in self.pieces if isinstance(p, RankedTable)]
+                   + [len(p.rows) for p in self.pieces if isinstance(p, EfficiencyTable)] + [0])
+
+    def render(self, page: PurePosixPath, window: Window, anchors: Anchors, more: str | None = None) -> list[str]:
+        """The lines of *page*: each table's ranks in *window*; *more* links to every row (the README's tables)."""
+        take = anchors.taker(self.group, page)
+        lines: list[str] = []
+        for piece in self.pieces:
+            if isinstance(piece, RankedTable):
+                table, total = leaderboard_table(piece.cells, self.labels, self.columns, piece.ranking, page,
+                                                 window=window, ranked=piece.ranked, best=piece.best, anchor=take)
+                lines += ["", f"### {piece.title}", "", table, "", _legend(piece.cells),
+                          *_window_note(window, total, more), *piece.footnote]
+            elif isinstance(piece, EfficiencyTable):
+                lines += ["", f"### {piece.title}", "", simple_table(piece.header, piece.rows[window[0]:window[1]]),
+                          "", "Effective multiply-accumulates per input (share of the dense architecture's): "
+                              "non-zero weights for unstructured pruning, all-zero filters and channels removed "
+                              "for structured pruning (measured by `apb check`). APs in the order of the "
+                              "AutoAttack table.", *_window_note(window, len(piece.rows), more)]
+            else:
+                lines += piece
+        return lines
 
 
 def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol: str, group: Group,
@@ -143,67 +241,11 @@ def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol
     return "\n".join(images)
 
 
-def group_sections(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel],
-                   curves: Collection[tuple[str, Group, Column]],
-                   page: PurePosixPath, limit: int | None, anchors: Anchors) -> tuple[list[str], bool]:
-    """The tables and figures of one group, for *page*; whether a table was cut at *limit* rows."""
-    take = anchors.taker(group, page)
-    rows = catalog.in_group(group)
-    columns = catalog.columns(group)
-    cited = ", ".join(catalog.references()) or "the original benchmark"
-    lines: list[str] = []
-    cut = False
-    for protocol in catalog.evaluated_protocols():
-        if not any(not r.published and r.protocol == protocol for r in rows):
-            continue  # this group has no evaluated record under this protocol: its published table suffices
-        order: list[str] = []
-        for kind in EVALUATED_TABLES:
-            cells = evaluated_cells(rows, protocol, kind, page, fill_with_published=kind is AUTOATTACK)
-            if not any(not cell.published_only for cell in cells.values()):
-                continue
-            if kind is AUTOATTACK:
-                order = [ranked.ap_key for ranked in rank_rows(cells, labels)]
-            more, was_cut = _table_lines(f"{kind.title}, protocol `{protocol}`", cells, labels, columns,
-                                         f"{kind.ranking_title} (k/n)", page, limit, group_page(group), take)
-            lines += more
-            cut = cut or was_cut
-            if has_dagger(cells):
-                published = ", ".join(f"`{p}`" for p in catalog.published_protocols())
-                lines += ["", f"{DAGGER} Published only: no `{protocol}` record of this model yet; the "
-                              f"{published} number ({cited}) is shown instead."]
-        efficiency = efficiency_table(rows, protocol, labels, columns, page, order, limit)
-        if efficiency:
-            table, total = efficiency
-            lines += ["", f"### Efficiency, protocol `{protocol}`", "", table, "",
-                      "Effective multiply-accumulates per input (share of the dense architecture's): non-zero "
-                      "weights for unstructured pruning, all-zero filters and channels removed for structured "
-                      "pruning (measured by `apb check`). APs in the order of the AutoAttack table."]
-            if limit is not None and total > limit:
-                lines += ["", f"Showing {limit} of {total} rows: [every row]({relative_link(page, group_page(group))})."]
-                cut = True
-        images = curve_images(curves, protocol, group, columns, page)
-        if images:
-            lines += ["", f"Security curves (HO-FMN, `{protocol}`; top models of each column, all on the site):",
-                      "", images]
-    cells = published_cells(rows)
-    if cells:
-        more, was_cut = _table_lines(f"Published ({cited})", cells, labels, columns, "mean AA (k/n)", page, limit,
-                                     group_page(group), take)
-        lines += more
-        cut = cut or was_cut
-        for protocol in catalog.published_protocols():
-            images = curve_images(curves, protocol, group, columns, page)
-            if images:
-                lines += ["", f"Security curves (HO-FMN distances published with the original benchmark, on the "
-                              f"samples each figure names; `{protocol}`):", "", images]
-    return lines, cut
-
-
 def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Collection[tuple[str, Group, Column]],
                   efficiency: set, descriptions: Mapping[str, str], anchors: Anchors,
-                  emit_page: Callable[[Group, str], None]) -> str:
-    """The leaderboard README; the full page of each group whose tables it cuts goes to *emit_page* as soon as
-    it is made. *curves* holds the curve columns that have figures, *efficiency* the efficiency figure files;
+                  emit_page: Callable[[PurePosixPath, str], None]) -> str:
+    """The leaderboard README; the pages of each group whose tables it cuts go to *emit_page* (path, text) as
+    soon as each is made. *curves* holds the curve columns that have figures, *efficiency* the efficiency figure files;
     *anchors* records where each AP's rows got their anchor."""
     cited = ", ".join(catalog.references()) or "the original benchmark"
     protocols = catalog.evaluated_protocols()
@@ -235,14 +277,13 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
     if efficiency:
         lines.append("- [Efficiency](#efficiency)")
     for group in groups:
-        section, cut = group_sections(catalog, group, labels, curves, LEADERBOARD_README, README_ROWS, anchors)
-        if cut:
-            page = group_page(group)
-            full, _ = group_sections(catalog, group, labels, curves, page, None, anchors)
-            emit_page(group, "\n".join([f"# {group_title(group)}", "", GENERATED_NOTE, "",
-                                      f"Every row of the [leaderboard]({relative_link(page, LEADERBOARD_README)})'s "
-                                      f"{group_title(group)} tables.", "", RANKING_RULE, *full]) + "\n")
-        lines += ["", f"## {group_title(group)}", *section]
+        tables = GroupTables(catalog, group, labels, curves, LEADERBOARD_README)
+        more = relative_link(LEADERBOARD_README, group_page(group))
+        lines += ["", f"## {group_title(group)}", *tables.render(LEADERBOARD_README, (0, README_ROWS), anchors, more)]
+        total = tables.rows()
+        del tables
+        if total > README_ROWS:
+            emit_group_pages(catalog, group, labels, curves, anchors, total, emit_page)
     if efficiency:
         lines += ["", "## Efficiency", "",
                   "Robust accuracy (AutoAttack) against effective multiply-accumulates per input, every evaluated "
@@ -250,6 +291,27 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
         lines += [f'<img src="{relative_link(LEADERBOARD_README, path)}" width="49%" alt="{path.stem}">'
                   for path in sorted(efficiency)]
     return "\n".join(lines) + "\n"
+
+
+def emit_group_pages(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel],
+                     curves: Collection[tuple[str, Group, Column]], anchors: Anchors, total: int,
+                     emit_page: Callable[[PurePosixPath, str], None]) -> None:
+    """Every row of a group's tables, ``GROUP_PAGE_ROWS`` ranks per page, each page handed on as it is made."""
+    first = group_page(group)
+    tables = GroupTables(catalog, group, labels, curves, first)
+    count = -(-total // GROUP_PAGE_ROWS)
+    for number in range(1, count + 1):
+        page = group_page(group, number)
+        links = " · ".join(f"**{n}**" if n == number else f"[{n}]({relative_link(page, group_page(group, n))})"
+                           for n in range(1, count + 1))
+        navigation = [] if count == 1 else ["", f"Page {number} of {count} (ranks {GROUP_PAGE_ROWS} per page): "
+                                                f"{links}"]
+        start = (number - 1) * GROUP_PAGE_ROWS
+        body = tables.render(page, (start, start + GROUP_PAGE_ROWS), anchors)
+        emit_page(page, "\n".join([f"# {group_title(group)}", "", GENERATED_NOTE, "",
+                                   f"Every row of the [leaderboard]({relative_link(page, LEADERBOARD_README)})'s "
+                                   f"{group_title(group)} tables.", "", RANKING_RULE, *navigation, *body,
+                                   *navigation]) + "\n")
 
 
 def taxonomy_links(anchors: Anchors, from_page: PurePosixPath) -> dict[str, list[tuple[str, str]]]:

@@ -148,15 +148,17 @@ def mean_markdown(row: RankedRow) -> str:
 
 
 def leaderboard_table(cells: Cells, labels: Mapping[str, ApLabel], columns: Sequence[Column], ranking_title: str,
-                      page: PurePosixPath, limit: int | None = None,
+                      page: PurePosixPath, *, window: tuple[int, int | None] = (0, None),
+                      ranked: list[RankedRow] | None = None, best: dict[Column, str] | None = None,
                       anchor: Callable[[str], str | None] | None = None) -> tuple[str, int]:
     """The Markdown table of *cells* keyed ``(ap_key, (architecture, sparsity))`` for the file *page*, and the
-    number of rows it has in all; with *limit*, only the first *limit* rows are written. ``anchor(ap_key)``
+    number of rows it has in all; only the ranks in *window* ``(start, stop)`` are written. *ranked* and
+    *best* (``rank_rows``, ``best_per_column`` of these cells) are computed when not given. ``anchor(ap_key)``
     names an anchor to put in the row's AP cell (None: no anchor)."""
-    best = best_per_column(cells, columns)
-    ranked = rank_rows(cells, labels)
+    best = best_per_column(cells, columns) if best is None else best
+    ranked = rank_rows(cells, labels) if ranked is None else ranked
     rows = []
-    for row in ranked[:limit]:
+    for row in ranked[window[0]:window[1]]:
         label = labels[row.ap_key]
         name = anchor(row.ap_key) if anchor else None
         line = {"#": UNRANKED if row.rank is None else str(row.rank),
