@@ -54,7 +54,7 @@ def json_equal(one: Any, other: Any) -> bool:
 
 def _compile(schema: Any) -> Check:
     if schema is True or schema == {}:
-        return _ALWAYS
+        return _always
     if schema is False:
         return lambda value: False
     if not isinstance(schema, dict):
@@ -69,9 +69,9 @@ def _compile(schema: Any) -> Check:
         if build is None:
             raise Unsupported(keyword)
         checks.append(build(argument, schema))
-    checks = [check for check in checks if check is not _ALWAYS]
+    checks = [check for check in checks if check is not _always]
     if not checks:
-        return _ALWAYS
+        return _always
     if len(checks) == 1:
         return checks[0]
 
@@ -83,7 +83,7 @@ def _compile(schema: Any) -> Check:
     return every
 
 
-def _ALWAYS(value: Any) -> bool:
+def _always(value: Any) -> bool:
     return True
 
 
@@ -114,7 +114,7 @@ def _properties(argument: dict, schema: dict) -> Check:
 def _additional_properties(argument: Any, schema: dict) -> Check:
     test = _additional_test(schema)
     if "properties" in schema or test is None:
-        return _ALWAYS  # checked by "properties", in the same pass
+        return _always  # checked by "properties", in the same pass
     return lambda value: not isinstance(value, dict) or all(test(item) for item in value.values())
 
 
