@@ -14,7 +14,7 @@ import numpy as np
 from evaluator.render.curves import EPS_GRID, EPS_TICKS_255, eps_label, grid_index, tick_label
 from evaluator.render.layout import group_title
 from evaluator.render.rows import Row
-from evaluator.render.svg import Axis, Series, line_chart, log_ticks, polyline_points, scatter_chart
+from evaluator.render.svg import Axis, Series, line_chart, log_ticks, pixel_points, scatter_chart, x_pixels, y_pixels
 from evaluator.render.tables import ApLabel, column_title
 
 TOP_K = 8  # curves per column figure
@@ -26,9 +26,12 @@ PERCENT_AXIS = Axis("robust accuracy (%)", 0.0, 100.0, [(v, f"{v}%") for v in ra
 DRAWN = np.r_[0:EPS_GRID.size:2, EPS_GRID.size - 1]  # every other grid budget (1/510 apart: under a pixel)
 
 
+_DRAWN_X = x_pixels(EPS_GRID[DRAWN], EPS_AXIS)  # the same budgets on every curve: their pixels once
+
+
 def curve_points(curve: np.ndarray) -> str:
     """The pixels of a curve summary's line on the curve axes."""
-    return polyline_points(EPS_GRID[DRAWN], curve[DRAWN].astype(np.float64) / 100.0, EPS_AXIS, PERCENT_AXIS)
+    return pixel_points(_DRAWN_X, y_pixels(curve[DRAWN].astype(np.float64) / 100.0, PERCENT_AXIS))
 
 
 def at_eps(row: Row, eps: float) -> float:

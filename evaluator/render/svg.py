@@ -31,7 +31,7 @@ class Series:
     ``context`` thin and grey."""
 
     name: str
-    points: Sequence[tuple[float, float]] | str  # data points, or a line's pixels from :func:`polyline_points`
+    points: Sequence[tuple[float, float]] | str  # data points, or a line's pixels from :func:`pixel_points`
     emphasis: bool = False
     context: bool = False
     marker: str = "circle"  # circle | square (points only)
@@ -63,11 +63,19 @@ def _xy(point: tuple[float, float], x: Axis, y: Axis) -> str:
     return f"{px:.1f},{py:.1f}"
 
 
-def polyline_points(xs: np.ndarray, ys: np.ndarray, x: Axis, y: Axis) -> str:
-    """The ``points`` attribute of a line through data points (linear axes), in whole pixels, repeated
-    pixels dropped: computed once per curve and reused in every chart that shows it."""
-    px = np.rint(PLOT["left"] + (PLOT["right"] - PLOT["left"]) * (xs - x.low) / (x.high - x.low)).astype(np.int64)
-    py = np.rint(PLOT["bottom"] + (PLOT["top"] - PLOT["bottom"]) * (ys - y.low) / (y.high - y.low)).astype(np.int64)
+def x_pixels(xs: np.ndarray, x: Axis) -> np.ndarray:
+    """Whole-pixel x positions of data values on a linear axis."""
+    return np.rint(PLOT["left"] + (PLOT["right"] - PLOT["left"]) * (xs - x.low) / (x.high - x.low)).astype(np.int64)
+
+
+def y_pixels(ys: np.ndarray, y: Axis) -> np.ndarray:
+    """Whole-pixel y positions of data values on a linear axis."""
+    return np.rint(PLOT["bottom"] + (PLOT["top"] - PLOT["bottom"]) * (ys - y.low) / (y.high - y.low)).astype(np.int64)
+
+
+def pixel_points(px: np.ndarray, py: np.ndarray) -> str:
+    """The ``points`` attribute of a line through whole pixels, a pixel repeated right after itself dropped:
+    computed once per curve and reused in every chart that shows it."""
     keep = np.ones(px.size, dtype=bool)
     keep[1:] = (px[1:] != px[:-1]) | (py[1:] != py[:-1])
     return " ".join(map("%d,%d".__mod__, zip(px[keep].tolist(), py[keep].tolist())))
