@@ -149,6 +149,8 @@ class RankedTable:
 
 @dataclass
 class EfficiencyTable:
+    """A group's efficiency table: its rows already formatted, in the AutoAttack table's order."""
+
     title: str
     header: list[str]
     rows: list[list[str]]
