@@ -23,6 +23,17 @@ _ZIP_MAGIC, _NPY_MAGIC, _MAX_NPY_HEADER = b"PK\x03\x04", b"\x93NUMPY", 10_000  #
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature, version, flags, method, time, date, crc, sizes, name, extra
 
 
+def read_npz(data: bytes, names: Collection[str], *, repeated: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays *names* of the archive *data*: by :func:`read_plain_npz` where the archive is plain, else by
+    ``np.load(allow_pickle=False)``, whose errors (``ValueError``, ``KeyError``, ``OSError``, ``EOFError``, zip
+    errors) say why it cannot be read."""
+    arrays = read_plain_npz(data, names, repeated=repeated)
+    if arrays is not None:
+        return arrays
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return {name: archive[name] for name in names}
+
+
 def read_plain_npz(data: bytes, names: Collection[str], *,
                    repeated: Collection[str] = ()) -> dict[str, np.ndarray] | None:
     """The arrays *names* of the archive *data*, exactly as ``np.load(allow_pickle=False)`` reads them, or None

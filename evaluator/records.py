@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from evaluator.errors import APBError, Problem
-from evaluator.npz_reader import read_plain_npz
+from evaluator.npz_reader import read_npz
 from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
 from evaluator.safeio import atomic_write_bytes, dump_json, load_yaml
 
@@ -157,16 +157,11 @@ def load_sidecar(data: bytes, sha256: str | None, name: str) -> PerSample:
     """The per-sample arrays of a sidecar's *data*, after checking that the bytes have the *sha256* its record
     (or shard file) names; they are read with ``allow_pickle=False``, so an npz cannot run code. The one
     sidecar check of every reader (``apb validate``, ``apb ci``, the renderer, ``apb merge``)."""
-    import io
-
     if sha256 is None or hashlib.sha256(data).hexdigest() != sha256:
         raise APBError(Problem(name, "the sidecar was changed: its sha256 differs from the one the record names; "
                                      "restore the sidecar that belongs to the record", field="per_sample.sha256"))
     try:
-        arrays = read_plain_npz(data, SIDECAR_ARRAYS, repeated=("sample_index",))
-        if arrays is not None:
-            return PerSample.from_stored(arrays)
-        return PerSample.load(io.BytesIO(data))  # type: ignore[arg-type]  # np.load takes a file object too
+        return PerSample.from_stored(read_npz(data, SIDECAR_ARRAYS, repeated=("sample_index",)))
     except (ValueError, KeyError, OSError, EOFError) as error:
         raise APBError(Problem(name, f"not a per-sample sidecar ({error})", field="per_sample.file")) from None
 
@@ -189,10 +184,10 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
 
 def count_results(per_sample: PerSample, eps: float) -> dict[str, int]:
     """The record's ``counts``: samples clean-correct, robust to AutoAttack, to HO-FMN and to both at *eps*."""
-    hofmn = per_sample.hofmn_robust(eps)
     return {"clean_correct": int(np.count_nonzero(per_sample.clean_correct)),
-            "aa_robust": int(np.count_nonzero(per_sample.aa_robust)), "hofmn_robust": int(np.count_nonzero(hofmn)),
-            "worst_case_robust": int(np.count_nonzero(per_sample.aa_robust & hofmn))}
+            "aa_robust": int(np.count_nonzero(per_sample.aa_robust)),
+            "hofmn_robust": int(np.count_nonzero(per_sample.hofmn_robust(eps))),
+            "worst_case_robust": int(np.count_nonzero(per_sample.worst_case_robust(eps)))}
 
 
 def summarize(per_sample: PerSample, eps: float) -> dict:

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from evaluator.errors import APBError, Problem
 from evaluator.keys import is_ap_key, parse_model_key
 from evaluator.manifest import ModelEntry, manifest_entries, sparsities_by_kind, sparsities_for
+from evaluator.npz_reader import read_npz
 from evaluator.records import (COUNT_FIELDS, METRICS, PerSample, count_results, load_sidecar, protocol_samples,
                                record_stem)
 from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
@@ -199,8 +200,6 @@ def _checked_distances(data: dict, read_sidecar: Callable[[str], bytes | None],
                        problem: Callable[[tuple, str], None]) -> Any:
     """The distances of a published record's imported sidecar (``apb import-distances``): the expected name,
     the recorded sha256, ``sample_index`` equal to its ``sample_range`` and distances >= 0 (inf allowed)."""
-    import io
-
     import numpy as np
 
     found = _sidecar_bytes(data, read_sidecar, problem)
@@ -213,8 +212,8 @@ def _checked_distances(data: dict, read_sidecar: Callable[[str], bytes | None],
                                           "was changed")
         return None
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as arrays:
-            index, distances = arrays["sample_index"], arrays["hofmn_distance"].astype(np.float32)
+        arrays = read_npz(raw, ("sample_index", "hofmn_distance"))
+        index, distances = arrays["sample_index"], arrays["hofmn_distance"].astype(np.float32)
     except (ValueError, KeyError, OSError, EOFError) as error:
         problem(("per_sample", "file"), f"{expected} is not a distance sidecar ({error})")
         return None
