@@ -427,7 +427,8 @@ def run_evaluation(model: nn.Module, architecture: str, protocol: Protocol, data
                    work: Path, recorder: Recorder | None) -> tuple[float, dict]:
     """``evaluate_loaded`` on a fresh work dir; wall time and the record."""
     test_set = load_test_set("CIFAR10", data_dir, n=protocol.n_samples)
-    key = f"Bench_Gpu2025_{'R18' if architecture == 'resnet18' else 'V16'}_CIFAR10_US_90"
+    _, structure, sparsity = next(row for row in MODELS if row[0] == architecture)
+    key = f"Bench_Gpu2025_{'R18' if architecture == 'resnet18' else 'V16'}_CIFAR10_{structure}_{sparsity}"
     counted = Counted(model)
     if recorder is not None:
         recorder.model, recorder.stages = counted, {}
@@ -680,7 +681,7 @@ def run_bench(args: argparse.Namespace) -> None:
     images, labels = arrays["x_test"], arrays["y_test"]
     if smoke:  # labelled with the model's own predictions: every point is clean-correct and gets attacked
         with torch.no_grad():
-            labels = models["resnet18"](x_test.float() / 255).argmax(1).cpu().numpy()
+            labels = next(iter(models.values()))(x_test.float() / 255).argmax(1).cpu().numpy()
     lines: list[str] = []
     report["runs"] = []
 
@@ -703,7 +704,7 @@ def run_bench(args: argparse.Namespace) -> None:
         return wall
 
     unit = 4 if smoke else 500  # one v1 chunk
-    if args.agreement_n:
+    if args.agreement_n and "resnet18" in models:
         report["agreement"] = backend_agreement(models["resnet18"], images, labels, args.agreement_n, device, smoke)
         say(f"backend agreement: {json.dumps(report['agreement'])}")
     if args.follow_up:  # measured before: the pilot and the large runs; these figures size what fits
@@ -721,11 +722,13 @@ def run_bench(args: argparse.Namespace) -> None:
         if n_big > unit:
             evaluate("resnet18", v2, n_big)
     # (c) k evaluations at once, one process each: ResNet18, v1, one chunk, the clean and AutoAttack stages
-    state = tmp / "resnet18.pt"
-    torch.save(models["resnet18"].state_dict(), state)
-    folder, _ = write_test_set(tmp / f"data-{unit}", images, labels, unit)
     report["concurrency"] = []
-    for k in [int(k) for k in args.ks.split(",") if k]:
+    ks = [int(k) for k in args.ks.split(",") if k] if "resnet18" in models else []
+    if ks:
+        state = tmp / "resnet18.pt"
+        torch.save(models["resnet18"].state_dict(), state)
+        folder, _ = write_test_set(tmp / f"data-{unit}", images, labels, unit)
+    for k in ks:
         if left() < aa_pilot * (1 + 0.6 * k) + 15:
             say(f"k = {k} skipped: {left():.0f} s left")
             continue
