@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -43,38 +44,76 @@ def generated_on_disk(out: Path) -> Iterator[str]:
             yield from (f"{relative}/{name}" for name in folders if os.path.islink(os.path.join(directory, name)))
 
 
+UNCHANGED, STALE, MISSING = 0, 1, 2  # what a rendered file was on disk
+NAMES_BATCH = 512  # rendered names written to the database per statement
+FILES_SCHEMA = ("CREATE TABLE rendered (path TEXT PRIMARY KEY, state INTEGER) WITHOUT ROWID;\n"
+                "CREATE TABLE on_disk (path TEXT);")
+
+
 class GeneratedFiles:
-    """A render sink that compares each file with *out*; unless *check*, changed files are staged."""
+    """A render sink that compares each file with *out*; unless *check*, changed files are staged. The names
+    of the rendered files (48,000 at 1,000 APs) are kept on disk, in a :class:`~evaluator.spill.Spill`
+    database; close the sink (``commit``, ``undo`` or ``close``) to delete it."""
 
     def __init__(self, out: Path, check: bool) -> None:
+        from evaluator.spill import Spill
+
         self.out, self.check = out, check
-        self.rendered: set[str] = set()  # posix paths relative to out (strings: small, however many files)
-        self.stale: list[str] = []
-        self.missing: list[str] = []
+        self._spill = Spill(FILES_SCHEMA)
+        self._db = self._spill.db
+        self.counts = {UNCHANGED: 0, STALE: 0, MISSING: 0}
+        self._pending: dict[str, int] = {}  # names rendered but not yet written to the database
         self.staging = None if check else Path(tempfile.mkdtemp(prefix=".apb-leaderboard-", dir=out))
         self.folders: set[str] = set()
         self.created_folders: list[str] = []  # folders made for new files, removed again if the render fails
         self.new_folders: set[str] = set()  # the same, as a set
 
+    @property
+    def rendered(self) -> int:
+        """How many files were rendered."""
+        return sum(self.counts.values())
+
+    def _flush(self) -> None:
+        """Write the pending names, refusing one that was rendered before."""
+        names, twice = list(self._pending), None
+        for start in range(0, len(names), 500):
+            chosen = names[start:start + 500]
+            twice = twice or self._db.execute(f"SELECT path FROM rendered WHERE path IN "
+                                              f"({', '.join('?' * len(chosen))})", chosen).fetchone()
+        self._db.executemany("INSERT OR IGNORE INTO rendered VALUES (?, ?)", self._pending.items())
+        self._pending = {}
+        if twice:
+            raise AssertionError(f"{twice[0]} rendered twice")
+
+    def _query(self, query: str, parameters: tuple = ()) -> sqlite3.Cursor:
+        self._flush()
+        return self._db.execute(query, parameters)
+
+    def _paths(self, state: int) -> list[str]:
+        return [path for (path,) in self._query("SELECT path FROM rendered WHERE state = ? ORDER BY path", (state,))]
+
     def __call__(self, path: PurePosixPath, data: bytes) -> None:
         relative = str(path)
-        if relative in self.rendered:
-            raise AssertionError(f"{relative} rendered twice")
-        self.rendered.add(relative)
         target = os.path.join(self.out, relative)
+        destination: str | None = None
         if os.path.dirname(target) in self.new_folders:  # a folder this run made holds only what it wrote
-            self.missing.append(relative)
-            self._write(target, data)
-            return
-        if os.path.isfile(target) and not os.path.islink(target):
+            state, destination = MISSING, target
+        elif os.path.isfile(target) and not os.path.islink(target):
             if os.path.getsize(target) == len(data) and Path(target).read_bytes() == data:
-                return
-            self.stale.append(relative)
-            destination = None if self.staging is None else os.path.join(self.staging, relative)
+                state = UNCHANGED
+            else:
+                state = STALE
+                destination = None if self.staging is None else os.path.join(self.staging, relative)
         else:
-            self.missing.append(relative)
+            state = MISSING
             fresh = not os.path.lexists(target)  # a new file goes straight to its place
             destination = None if self.staging is None else target if fresh else os.path.join(self.staging, relative)
+        if relative in self._pending:
+            raise AssertionError(f"{relative} rendered twice")
+        self._pending[relative] = state
+        if len(self._pending) >= NAMES_BATCH:
+            self._flush()
+        self.counts[state] += 1
         if destination is not None:
             self._write(destination, data)
 
@@ -99,20 +138,23 @@ class GeneratedFiles:
             os.close(descriptor)
 
     def extra(self) -> list[str]:
-        return sorted(path for path in generated_on_disk(self.out) if path not in self.rendered)
+        """Generated files on disk that this render did not render, sorted."""
+        self._query("DELETE FROM on_disk")
+        self._db.executemany("INSERT INTO on_disk VALUES (?)", ((path,) for path in generated_on_disk(self.out)))
+        return [path for (path,) in self._db.execute(
+            "SELECT path FROM on_disk WHERE path NOT IN (SELECT path FROM rendered) ORDER BY path")]
 
     def problems(self) -> list[Problem]:
-        return ([Problem(p, f"stale: differs from what the data renders; {FIX}") for p in sorted(self.stale)]
-                + [Problem(p, f"missing: the data renders this file; {FIX}") for p in sorted(self.missing)]
+        return ([Problem(p, f"stale: differs from what the data renders; {FIX}") for p in self._paths(STALE)]
+                + [Problem(p, f"missing: the data renders this file; {FIX}") for p in self._paths(MISSING)]
                 + [Problem(p, f"extra: the data no longer renders this file; {FIX}") for p in self.extra()])
 
     def commit(self) -> tuple[int, int, int]:
         """Move the staged files into place and remove generated files no longer rendered;
         returns ``(written, removed, unchanged)``."""
         assert self.staging is not None
-        changed = [*self.stale, *self.missing]
         folders: set[str] = set()
-        for relative in changed:
+        for (relative,) in self._query("SELECT path FROM rendered WHERE state != ?", (UNCHANGED,)):
             staged = os.path.join(self.staging, relative)
             if not os.path.lexists(staged):
                 continue  # a new file, written in place
@@ -131,18 +173,23 @@ class GeneratedFiles:
                 folder.rmdir()
                 folder = folder.parent
         self.discard()
-        return len(changed), len(extra), len(self.rendered) - len(changed)
+        return self.counts[STALE] + self.counts[MISSING], len(extra), self.counts[UNCHANGED]
 
     def discard(self) -> None:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
+        self.close()
+
+    def close(self) -> None:
+        self._spill.close()
 
     def undo(self) -> None:
         """After a failed render: remove the new files written in place and the folders made for them."""
         if self.staging is None:
+            self.close()
             return
         staging = str(self.staging)
-        for relative in self.missing:
+        for (relative,) in self._query("SELECT path FROM rendered WHERE state = ?", (MISSING,)):
             target = os.path.join(self.out, relative)
             if not os.path.lexists(os.path.join(staging, relative)) and os.path.isfile(target):
                 os.unlink(target)
@@ -169,10 +216,13 @@ def run(args: argparse.Namespace) -> int:
         files.undo()
         raise
     if args.check:
-        problems = files.problems()
+        try:
+            problems = files.problems()
+        finally:
+            files.close()
         if problems:
             raise APBError(problems)
-        print(f"apb leaderboard --check: {len(files.rendered)} generated files are up to date", file=sys.stderr)
+        print(f"apb leaderboard --check: {files.rendered} generated files are up to date", file=sys.stderr)
         return 0
     written, removed, unchanged = files.commit()
     print(f"apb leaderboard: wrote {written}, removed {removed}, unchanged {unchanged} files under {out} "

@@ -4,7 +4,8 @@
 made: ``leaderboard/README.md`` (and ``leaderboard/groups/*.md`` where its tables are cut), the per-model pages
 ``leaderboard/models/<model_key>.md``, the figures ``leaderboard/curves/...svg``, ``leaderboard/analysis.md``
 and ``taxonomy/README.md``. Records are read one model at a time; what is kept is a compact row per record
-(:mod:`evaluator.render.rows`), so memory does not grow with the records' or sidecars' size.
+(:mod:`evaluator.render.rows`), on disk (:mod:`evaluator.render.catalog`), so memory does not grow with the
+number of records nor with their sidecars' size.
 :func:`render_all` collects the stream into a dict (for tests and the demo).
 Same data, same bytes: iteration is sorted everywhere and nothing reads the clock.
 """
@@ -70,43 +71,47 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     entries, vocabulary = list(iter_taxonomies(root)), load_vocabulary(root)
     labels = ap_labels(entries)
     descriptions = {protocol.id: protocol.description for protocol in settings.values()}
-    catalog = Catalog()
-    for results in tqdm(iter_model_records(root, shown, protocols), desc="records", unit=" models", disable=None):
-        ap_key = results[0].key.ap_key
-        if ap_key not in labels:
-            raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
-                                                  f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
-        rows = [row_of(root, result) for result in results]
-        for row in rows:
-            catalog.add(row)
-        if any(result.record["source"] == EVALUATED for result in results):
-            emit(model_page(results[0].model_key),
-                 render_model_page(results, rows, labels, descriptions).encode("utf-8"))
-        if on_model is not None:
-            on_model(results)
-    curves = catalog.curve_columns()
-    for (protocol, group, column), rows in curves.items():
-        eps = marked_eps(protocol)
-        emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, eps).encode("utf-8"))
-        top = top_rows(rows, labels, eps, CONTEXT_K)
-        pixels = {r.model_key: curve_points(r.curve) for r in top if r.curve is not None}
-        for row in rows:
-            if not row.published:
-                emit(model_curve_file(row.model_key, protocol),
-                     model_curve_svg(row, top, pixels, labels, protocol, eps).encode("utf-8"))
-    efficiency = set()
-    for protocol in catalog.evaluated_protocols():
-        for dataset in catalog.datasets():
-            measured = [r for r in catalog.evaluated(protocol) if r.dataset == dataset and r.macs_effective]
-            if measured:
-                path = efficiency_file(protocol, dataset)
-                emit(path, efficiency_svg(measured, protocol, dataset, "aa_robust_accuracy", "AutoAttack").encode())
-                efficiency.add(path)
-    anchors = Anchors()
-    readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
-                           lambda page, text: emit(page, text.encode("utf-8")))
-    emit(LEADERBOARD_README, readme.encode("utf-8"))
-    emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions).encode("utf-8"))
+    with Catalog() as catalog:
+        for results in tqdm(iter_model_records(root, shown, protocols), desc="records", unit=" models",
+                            disable=None):
+            ap_key = results[0].key.ap_key
+            if ap_key not in labels:
+                raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
+                                                      f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
+            rows = [row_of(root, result) for result in results]
+            catalog.add(rows)
+            if any(result.record["source"] == EVALUATED for result in results):
+                emit(model_page(results[0].model_key),
+                     render_model_page(results, rows, labels, descriptions).encode("utf-8"))
+            if on_model is not None:
+                on_model(results)
+        curves = catalog.curve_columns()
+        for key in curves:  # one column's rows at a time
+            protocol, group, column = key
+            rows = catalog.column_rows(key)
+            eps = marked_eps(protocol)
+            emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, eps).encode("utf-8"))
+            top = top_rows(rows, labels, eps, CONTEXT_K)
+            pixels = {r.model_key: curve_points(r.curve) for r in top if r.curve is not None}
+            for row in rows:
+                if not row.published:
+                    emit(model_curve_file(row.model_key, protocol),
+                         model_curve_svg(row, top, pixels, labels, protocol, eps).encode("utf-8"))
+        rows = []  # the last column's rows are not kept
+        efficiency = set()
+        for protocol in catalog.evaluated_protocols():
+            for dataset in catalog.datasets():
+                points = catalog.efficiency_series(protocol, dataset, "aa_robust_accuracy")
+                if points:
+                    path = efficiency_file(protocol, dataset)
+                    emit(path, efficiency_svg(points, protocol, dataset, "AutoAttack").encode())
+                    efficiency.add(path)
+                points = {}
+        anchors = Anchors()
+        readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
+                               lambda page, text: emit(page, text.encode("utf-8")))
+        emit(LEADERBOARD_README, readme.encode("utf-8"))
+        emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions).encode("utf-8"))
     emit(TAXONOMY_README, render_taxonomy_readme(entries, vocabulary, taxonomy_links(anchors, TAXONOMY_README))
          .encode("utf-8"))
 

@@ -49,21 +49,16 @@ def grouped(catalog: Catalog, entries: Iterable[dict], dimension: dict) -> dict[
     """protocol -> (value, dataset) -> robust accuracies of that protocol's cells of APs with that value."""
     values = {entry["ap_key"]: dimension_values(entry, dimension) for entry in entries}
     found: dict[str, dict[tuple[str, str], list[float]]] = {}
-    for row in catalog.rows:
-        accuracy = row.metric(METRIC)
-        if accuracy is None or row.ap_key not in values:
-            continue
-        for value in values[row.ap_key]:
-            found.setdefault(row.protocol, {}).setdefault((value, row.dataset), []).append(float(accuracy))
+    for protocol, ap_key, dataset, accuracy in catalog.metric_values(METRIC):
+        for value in values.get(ap_key, ()):
+            found.setdefault(protocol, {}).setdefault((value, dataset), []).append(float(accuracy))
     return found
 
 
 def analysis_tables(catalog: Catalog, entries: list[dict]) -> Iterable[tuple[str, str, list[str], list[list[str]]]]:
     """``(protocol, dimension title, headers, rows)`` of every analysis table."""
     datasets = catalog.datasets()
-    aps_of: dict[str, set[str]] = {}
-    for row in catalog.rows:
-        aps_of.setdefault(row.protocol, set()).add(row.ap_key)
+    aps_of = catalog.aps_by_protocol()
     for dimension in load_dimensions():
         by_protocol = grouped(catalog, entries, dimension)
         for protocol in sorted(by_protocol):

@@ -1,69 +1,219 @@
-"""Every :class:`Row` of a render, with the lookups the tables, figures and site need, and the "last updated"
-facts (from record provenance, never from the clock)."""
+"""Every :class:`Row` of a render, kept on disk (a :class:`~evaluator.spill.Spill` database), with the
+lookups the tables, figures and site need, and the "last updated" facts (from record provenance, never from
+the clock).
+
+A leaderboard of 1,000 APs has 24,000 rows; held as Python objects they made the render's memory grow by
+about 2 KB per record. Here each lookup reads back only what it needs: one group's rows without their
+curves for the tables, one column's rows for its figures, a few numbers per row for the efficiency plot and
+the analysis, so memory does not grow with the number of records. Rows come back in the order they were
+added (the records' order), as the renderers expect."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import itertools
+import sqlite3
+from typing import Iterable, Iterator, Sequence
 
 from evaluator.keys import ARCHITECTURE_CODES
+from evaluator.render.inputs import PUBLISHED
 from evaluator.render.layout import Group, architecture_sort_key, group_sort_key
-from evaluator.render.rows import Row
+from evaluator.render.rows import METRIC_NAMES, Row
 from evaluator.render.tables import Column
+from evaluator.spill import Spill
+
+CurveColumn = tuple[str, Group, Column]  # (protocol, (dataset, structure kind), (architecture, sparsity))
+METRIC_COLUMNS = tuple(f"metric_{name}" for name in METRIC_NAMES)
+FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "source", "protocol",
+          "n_samples", *METRIC_COLUMNS, "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective",
+          "curve", "range_start", "range_stop", "samples", "distance_zero", "distance_inf", "date", "git_commit",
+          "reference")
+SCHEMA = (f"CREATE TABLE rows (id INTEGER PRIMARY KEY, {', '.join(FIELDS)});\n"
+          "CREATE INDEX rows_by_group ON rows (dataset, structure_kind, ap_key);\n"
+          "CREATE INDEX rows_by_column ON rows (protocol, dataset, structure_kind, architecture, sparsity);")
+INSERT = f"INSERT INTO rows ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})"
+FLAG_SEPARATOR = "\x1f"
+BATCH = 512  # rows written per statement
+MAX_PARAMETERS = 500  # AP keys per query (SQLite allows 999 parameters in older builds)
+EVALUATED = f"source != '{PUBLISHED}'"
 
 
-@dataclass
+def _stored(row: Row) -> tuple:
+    """A row as the values of ``FIELDS``."""
+    efficiency = row.efficiency or (None, None, None, None)
+    sample_range = row.sample_range or (None, None)
+    counts = row.distance_counts or (None, None, None)
+    return (row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.source,
+            row.protocol, row.n_samples, *row.metrics, FLAG_SEPARATOR.join(row.flags), *efficiency,
+            row.curve_bytes, *sample_range, *counts, row.date, row.commit, row.reference)
+
+
+_METRICS = slice(9, 9 + len(METRIC_NAMES))
+_REST = 9 + len(METRIC_NAMES)
+
+
+def _row(values: tuple) -> Row:
+    """The :class:`Row` stored as *values* (in ``FIELDS`` order)."""
+    model_key, ap_key, dataset, structure_kind, architecture, sparsity, source, protocol, n_samples = values[:9]
+    flags, total, nonzero, dense, effective, curve, start, stop, samples, zero, inf, date, commit, reference = \
+        values[_REST:]
+    return Row(model_key=model_key, ap_key=ap_key, dataset=dataset, structure_kind=structure_kind,
+               architecture=architecture, sparsity=sparsity, source=source, protocol=protocol, n_samples=n_samples,
+               metrics=values[_METRICS], flags=tuple(flags.split(FLAG_SEPARATOR)) if flags else (),
+               efficiency=None if total is None else (total, nonzero, dense, effective), curve_bytes=curve,
+               sample_range=None if start is None else (start, stop),
+               distance_counts=None if samples is None else (samples, zero, inf), date=date, commit=commit,
+               reference=reference)
+
+
 class Catalog:
-    """The rows of one render, added one model at a time."""
+    """The rows of one render, added one model at a time, read back by lookup. Close it (or use it as a
+    context manager) to delete its file."""
 
-    rows: list[Row] = field(default_factory=list)
+    def __init__(self) -> None:
+        self._spill = Spill(SCHEMA)
+        self._db = self._spill.db
+        self._count = 0
+        self._pending: list[tuple] = []  # rows added but not yet written
+        self._with_curve = ", ".join(FIELDS)
+        self._without_curve = self._with_curve.replace("curve,", "NULL,", 1)
 
-    def add(self, row: Row) -> None:
-        self.rows.append(row)
+    def close(self) -> None:
+        self._spill.close()
 
-    def published(self) -> list[Row]:
-        return [r for r in self.rows if r.published]
+    def __enter__(self) -> "Catalog":
+        return self
 
-    def evaluated(self, protocol: str | None = None) -> list[Row]:
-        return [r for r in self.rows if not r.published and (protocol is None or r.protocol == protocol)]
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, rows: Iterable[Row]) -> None:
+        """Store *rows* (one model's, say); they are written in batches of ``BATCH``."""
+        before = len(self._pending)
+        self._pending += map(_stored, rows)
+        self._count += len(self._pending) - before
+        if len(self._pending) >= BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._db.executemany(INSERT, self._pending)
+            self._pending = []
+
+    def _execute(self, query: str, parameters: tuple = ()) -> sqlite3.Cursor:
+        """Run a query over every row added so far."""
+        self._flush()
+        return self._db.execute(query, parameters)
+
+    def _rows(self, where: str = "1", parameters: tuple = (), *, curves: bool, order: str = "id") -> Iterator[Row]:
+        fields = self._with_curve if curves else self._without_curve
+        for values in self._execute(f"SELECT {fields} FROM rows WHERE {where} ORDER BY {order}", parameters):
+            yield _row(values)
+
+    def iter_rows(self, *, curves: bool = False) -> Iterator[Row]:
+        """Every row, one at a time (with its curve summary only when *curves*)."""
+        return self._rows(curves=curves)
+
+    def _distinct(self, expression: str, where: str = "1", parameters: tuple = ()) -> list:
+        return [values if len(values) > 1 else values[0] for values in
+                self._execute(f"SELECT DISTINCT {expression} FROM rows WHERE {where}", parameters)]
+
+    def protocols(self) -> list[str]:
+        return sorted(self._distinct("protocol"))
 
     def evaluated_protocols(self) -> list[str]:
-        return sorted({r.protocol for r in self.rows if not r.published})
+        return sorted(self._distinct("protocol", EVALUATED))
 
     def published_protocols(self) -> list[str]:
-        return sorted({r.protocol for r in self.rows if r.published})
+        return sorted(self._distinct("protocol", f"source = '{PUBLISHED}'"))
 
     def groups(self) -> list[Group]:
-        return sorted({r.group for r in self.rows}, key=group_sort_key)
+        return sorted(self._distinct("dataset, structure_kind"), key=group_sort_key)
 
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(dataset for dataset, _ in self.groups()))
 
     def in_group(self, group: Group) -> list[Row]:
-        return [r for r in self.rows if r.group == group]
+        """A group's rows, without their curve summaries (the tables need none)."""
+        return list(self._rows("dataset = ? AND structure_kind = ?", group, curves=False))
+
+    def has_evaluated(self, group: Group, protocol: str) -> bool:
+        """Whether the group has an evaluated row of *protocol*."""
+        return bool(self._execute(f"SELECT EXISTS (SELECT 1 FROM rows WHERE dataset = ? AND structure_kind = ? "
+                                     f"AND protocol = ? AND {EVALUATED})", (*group, protocol)).fetchone()[0])
+
+    def group_rows_by_ap(self, group: Group) -> Iterator[tuple[str, list[Row]]]:
+        """``(ap_key, its rows)`` for each AP of a group, by AP key, one AP at a time (no curve summaries)."""
+        rows = self._rows("dataset = ? AND structure_kind = ?", group, curves=False, order="ap_key, id")
+        for ap_key, members in itertools.groupby(rows, key=lambda row: row.ap_key):
+            yield ap_key, list(members)
+
+    def rows_of_aps(self, group: Group, ap_keys: Sequence[str]) -> list[Row]:
+        """The rows of some APs in a group (no curve summaries)."""
+        found: list[Row] = []
+        for start in range(0, len(ap_keys), MAX_PARAMETERS):
+            chosen = tuple(ap_keys[start:start + MAX_PARAMETERS])
+            found += self._rows(f"dataset = ? AND structure_kind = ? AND ap_key IN ({', '.join('?' * len(chosen))})",
+                                (*group, *chosen), curves=False)
+        return found
 
     def columns(self, group: Group) -> list[Column]:
         """Both architectures, each with every sparsity any record of the group has."""
-        rows = self.in_group(group)
-        architectures = sorted({r.architecture for r in rows} | set(ARCHITECTURE_CODES), key=architecture_sort_key)
-        sparsities = sorted({r.sparsity for r in rows})
+        architectures = sorted(set(self._distinct("architecture", "dataset = ? AND structure_kind = ?", group))
+                               | set(ARCHITECTURE_CODES), key=architecture_sort_key)
+        sparsities = sorted(self._distinct("sparsity", "dataset = ? AND structure_kind = ?", group))
         return [(architecture, sparsity) for architecture in architectures for sparsity in sparsities]
 
-    def curve_columns(self) -> dict[tuple[str, Group, Column], list[Row]]:
-        """(protocol, group, column) -> rows with a curve summary, sorted by key."""
-        found: dict[tuple[str, Group, Column], list[Row]] = {}
-        for row in self.rows:
-            if row.curve is not None:
-                found.setdefault((row.protocol, row.group, row.column), []).append(row)
-        return dict(sorted(found.items(), key=lambda item: (item[0][0], group_sort_key(item[0][1]),
-                                                            architecture_sort_key(item[0][2][0]), item[0][2][1])))
+    def curve_columns(self) -> list[CurveColumn]:
+        """Every (protocol, group, column) with a row that has a curve summary, sorted."""
+        found = self._distinct("protocol, dataset, structure_kind, architecture, sparsity", "curve IS NOT NULL")
+        keys = [(protocol, (dataset, kind), (architecture, sparsity))
+                for protocol, dataset, kind, architecture, sparsity in found]
+        return sorted(keys, key=lambda key: (key[0], group_sort_key(key[1]), architecture_sort_key(key[2][0]),
+                                             key[2][1]))
+
+    def column_rows(self, key: CurveColumn) -> list[Row]:
+        """The rows of one curve column that have a curve summary, with it."""
+        protocol, (dataset, kind), (architecture, sparsity) = key
+        return list(self._rows("protocol = ? AND dataset = ? AND structure_kind = ? AND architecture = ? AND "
+                               "sparsity = ? AND curve IS NOT NULL", (protocol, dataset, kind, architecture,
+                                                                      sparsity), curves=True))
+
+    def efficiency_series(self, protocol: str, dataset: str, metric: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
+        """``(structure kind, architecture) -> [(effective MACs, metric), ...]``, sorted, of the evaluated rows of
+        *protocol* on *dataset* with a non-zero effective MAC count and a value of *metric*."""
+        column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]
+        found: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for kind, architecture, macs, value in self._execute(
+                f"SELECT structure_kind, architecture, CAST(macs_effective AS REAL), CAST({column} AS REAL) FROM rows "
+                f"WHERE {EVALUATED} AND protocol = ? AND dataset = ? AND macs_effective AND {column} IS NOT NULL "
+                "ORDER BY structure_kind, architecture, 3, 4", (protocol, dataset)):
+            found.setdefault((kind, architecture), []).append((macs, value))
+        return found
+
+    def metric_values(self, metric: str) -> Iterator[tuple[str, str, str, float]]:
+        """``(protocol, ap_key, dataset, value)`` of every row with a value of *metric*, one at a time."""
+        column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]
+        return iter(self._execute(f"SELECT protocol, ap_key, dataset, {column} FROM rows WHERE {column} IS NOT "
+                                     "NULL ORDER BY id"))
+
+    def aps_by_protocol(self) -> dict[str, set[str]]:
+        """protocol -> the APs with a row of it."""
+        found: dict[str, set[str]] = {}
+        for protocol, ap_key in self._distinct("protocol, ap_key"):
+            found.setdefault(protocol, set()).add(ap_key)
+        return found
 
     def references(self) -> list[str]:
         """The sources named by the published records (e.g. ``arXiv:2409.01249``)."""
-        return sorted({r.reference for r in self.rows if r.published and r.reference})
+        return sorted(self._distinct("reference", f"source = '{PUBLISHED}' AND reference IS NOT NULL "
+                                                  "AND reference != ''"))
 
     def newest(self) -> Row | None:
         """The evaluated row with the latest provenance date (ties: the largest model key), if any."""
-        dated = [r for r in self.rows if not r.published and r.date]
-        return max(dated, key=lambda r: (r.date, r.model_key, r.protocol)) if dated else None
+        return next(self._rows(f"id = (SELECT id FROM rows WHERE {EVALUATED} AND date IS NOT NULL AND date != '' "
+                               "ORDER BY date DESC, model_key DESC, protocol DESC LIMIT 1)", curves=False), None)
 
 
 def last_updated(catalog: Catalog, references: str) -> str:

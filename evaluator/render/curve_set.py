@@ -89,22 +89,20 @@ def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str],
 EFFICIENCY_SERIES = (("US", "resnet18"), ("US", "vgg16"), ("S", "resnet18"), ("S", "vgg16"))
 
 
-def efficiency_svg(rows: Sequence[Row], protocol: str, dataset: str, metric: str, metric_title: str) -> str:
-    """Robust accuracy (*metric*) vs effective MACs per input, a colour per structure and architecture."""
-    points = [(float(r.macs_effective), r.metric(metric)) for r in rows
-              if r.macs_effective and r.metric(metric) is not None]
-    low = min(x for x, _ in points) / 1.5
-    high = max(x for x, _ in points) * 1.5
+def efficiency_svg(points: Mapping[tuple[str, str], Sequence[tuple[float, float]]], protocol: str, dataset: str,
+                   metric_title: str) -> str:
+    """Robust accuracy (*metric_title*) vs effective MACs per input, a colour per structure and architecture;
+    *points*: ``(structure kind, architecture) -> [(effective MACs, robust accuracy), ...]`` (sorted)."""
+    low = min(series[0][0] for series in points.values()) / 1.5
+    high = max(series[-1][0] for series in points.values()) * 1.5
     x = Axis("effective multiply-accumulates per input (log scale)", low, high, log_ticks(low, high), log=True)
     y = Axis(f"{metric_title} robust accuracy (%)", 0.0, 100.0, [(v, f"{v}%") for v in range(0, 101, 20)])
     series = []
     for kind, architecture in EFFICIENCY_SERIES:
-        chosen = [(float(r.macs_effective), float(r.metric(metric))) for r in rows  # type: ignore[arg-type]
-                  if r.structure_kind == kind and r.architecture == architecture and r.macs_effective
-                  and r.metric(metric) is not None]
+        chosen = points.get((kind, architecture))
         if chosen:
             title = column_title((architecture, 0)).rsplit(" ", 1)[0]
-            series.append(Series(f"{title}, {kind}", sorted(chosen),
-                                 marker="square" if architecture == "vgg16" else "circle"))
-    return scatter_chart(f"{dataset} · {protocol}: robust accuracy vs effective MACs ({len(points)} models)",
+            series.append(Series(f"{title}, {kind}", chosen, marker="square" if architecture == "vgg16" else "circle"))
+    count = sum(len(chosen) for chosen in points.values())
+    return scatter_chart(f"{dataset} · {protocol}: robust accuracy vs effective MACs ({count} models)",
                          series, x, y, legend_title="structure")

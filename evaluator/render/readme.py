@@ -9,9 +9,10 @@ Markdown files up to about 512 KB; a group of 1,000 APs on one page is about 3 M
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Callable, Collection, Mapping, Sequence
+from statistics import fmean
+from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence
 
 from evaluator.render.catalog import Catalog, last_updated
 from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
@@ -20,8 +21,8 @@ from evaluator.render.markdown import GENERATED_NOTE, github_anchor, simple_tabl
 from evaluator.render.pages import protocol_anchor
 from evaluator.render.rows import Row
 from evaluator.render.svg import si_label
-from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Column, RankedRow, best_per_column,
-                                     column_title, has_dagger, leaderboard_table, rank_rows)
+from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Cells, Column, RankedRow,
+                                     column_title, leaderboard_table, percent, rank_summaries)
 
 README_ROWS = 25
 GROUP_PAGE_ROWS = 100
@@ -46,14 +47,15 @@ EVALUATED_TABLES = (
 CLEAN = "clean_accuracy"
 
 
-def published_cells(rows: list[Row]) -> dict[tuple[str, Column], Cell]:
+def published_cells(rows: Iterable[Row]) -> dict[tuple[str, Column], Cell]:
     return {(r.ap_key, r.column): Cell(r.metric(CLEAN), r.metric(AUTOATTACK.metric)) for r in rows if r.published}
 
 
-def evaluated_cells(rows: list[Row], protocol: str, kind: TableKind, page: PurePosixPath,
+def evaluated_cells(rows: Sequence[Row], protocol: str, kind: TableKind, page: PurePosixPath,
                     fill_with_published: bool) -> dict[tuple[str, Column], Cell]:
-    """Cells of *protocol*'s records for one metric, linked to their model pages and marked when flagged;
-    published numbers fill the models without an evaluated record when asked (marked published-only)."""
+    """Cells of *protocol*'s records for one metric, linked to their model pages (from *page*) and marked when
+    flagged; published numbers fill the models without an evaluated record when asked (marked
+    published-only)."""
     cells = {}
     if fill_with_published:
         cells = {k: Cell(c.clean, c.robust, published_only=True) for k, c in published_cells(rows).items()}
@@ -65,11 +67,12 @@ def evaluated_cells(rows: list[Row], protocol: str, kind: TableKind, page: PureP
     return cells
 
 
-def _legend(cells: dict) -> str:
-    marks = ([f"{DAGGER} published only"] if has_dagger(cells) else []) + (
-        [f"{FLAG} flagged (see the model page)"] if any(c.flagged for c in cells.values()) else [])
-    linked = ", linked to the model page where evaluated" if any(c.link for c in cells.values()) else ""
-    return (f"Cells: clean/robust accuracy (%){linked}" + (f"; {', '.join(marks)}" if marks else "") + ". "
+def _legend(dagger: bool, flagged: bool, linked: bool) -> str:
+    """The line under a table: what its cells hold and which marks it uses."""
+    marks = ([f"{DAGGER} published only"] if dagger else []) + ([f"{FLAG} flagged (see the model page)"]
+                                                                 if flagged else [])
+    return (f"Cells: clean/robust accuracy (%){', linked to the model page where evaluated' if linked else ''}"
+            + (f"; {', '.join(marks)}" if marks else "") + ". "
             "#: rank by the mean over the ranked columns (see *Ranking* above); (k/n): the row's cells of the "
             "n ranked columns.")
 
@@ -108,7 +111,7 @@ def _window_note(window: Window, total: int, more: str | None) -> list[str]:
     return ["", f"Rows {start + 1}–{min(stop, total)} of {total}."]
 
 
-def efficiency_rows(rows: list[Row], protocol: str, labels: Mapping[str, ApLabel], columns: list[Column],
+def efficiency_rows(rows: Iterable[Row], protocol: str, labels: Mapping[str, ApLabel], columns: list[Column],
                     page: PurePosixPath, order: Sequence[str] = ()) -> list[list[str]]:
     """Rows of the efficiency table: effective MACs per input (and share of dense) of each evaluated model, a
     column per architecture and sparsity, the APs in *order* (the AutoAttack table's; others after, by name);
@@ -135,102 +138,186 @@ def efficiency_rows(rows: list[Row], protocol: str, labels: Mapping[str, ApLabel
     return lines
 
 
+class CellsOf(Protocol):
+    """The cells of a table for some of its APs' rows, linked from *page*."""
+
+    def __call__(self, rows: list[Row], page: PurePosixPath) -> Cells: ...
+
+
 @dataclass
 class RankedTable:
-    """One leaderboard table of a group: its cells and ranking, made once, shown in windows of rows."""
+    """One leaderboard table of a group: its ranking and table-wide facts, made once; its cells are made
+    again for each window of rows that a page shows (from those rows only), so no page holds the whole group."""
 
     title: str
-    cells: dict
+    cells_of: CellsOf
     ranking: str
-    ranked: list[RankedRow]
-    best: dict[Column, str]
-    footnote: list[str]
+    ranked: list[RankedRow] = field(default_factory=list)
+    best: dict[Column, str] = field(default_factory=dict)
+    footnote: list[str] = field(default_factory=list)
+    summaries: dict[str, tuple[float | None, int]] = field(default_factory=dict)  # ap_key -> (mean, own cells)
+    highest: dict[Column, float] = field(default_factory=dict)  # the best robust accuracy of each column
+    columns: set[Column] = field(default_factory=set)  # the ranked columns
+    dagger: bool = False
+    own_protocol: bool = False  # the table has a cell of its own protocol (else it is not shown)
+    flagged: bool = False
+    linked: bool = False
+
+    def add(self, ap_key: str, cells: Cells) -> None:
+        """Take one AP's cells into the ranking and the table-wide facts."""
+        if not cells:
+            return
+        values = []
+        for (_, column), cell in cells.items():
+            self.dagger |= cell.published_only
+            self.own_protocol |= not cell.published_only
+            self.flagged |= cell.flagged
+            self.linked |= cell.link is not None
+            if cell.own:
+                values.append(float(cell.robust))  # type: ignore[arg-type]
+                self.columns.add(column)
+                if not cell.flagged and (column not in self.highest or cell.robust > self.highest[column]):  # type: ignore[operator]
+                    self.highest[column] = cell.robust  # type: ignore[assignment]
+        self.summaries[ap_key] = (fmean(values) if values else None, len(values))
+
+    def finish(self, labels: Mapping[str, ApLabel]) -> None:
+        """Rank the APs taken in and fix the best value of each column."""
+        self.ranked = rank_summaries(self.summaries, len(self.columns), labels)
+        self.best = {column: percent(value) for column, value in self.highest.items()}
+        self.summaries, self.highest = {}, {}
+
+    def legend(self) -> str:
+        return _legend(self.dagger and self.own_protocol, self.flagged, self.linked)
 
 
 @dataclass
 class EfficiencyTable:
-    """A group's efficiency table: its rows already formatted, in the AutoAttack table's order."""
+    """A group's efficiency table: the APs with efficiency figures, in the AutoAttack table's order."""
 
     title: str
     header: list[str]
-    rows: list[list[str]]
+    protocol: str
+    ap_keys: list[str]
 
 
-Piece = list[str] | RankedTable | EfficiencyTable  # fixed lines (figures, notes) or a table
+@dataclass
+class CurveFigures:
+    """The security-curve figures of a protocol in a group, under a line that says what they show."""
+
+    text: str
+    protocol: str
+
+
+Piece = RankedTable | EfficiencyTable | CurveFigures
 
 
 class GroupTables:
-    """The tables and figures of one group for pages of one folder (cell links are relative to it)."""
+    """The tables and figures of one group. Made from one pass over the group's rows, one AP at a time; the
+    rows of a page's window are read again when the page is rendered (cell links are relative to it)."""
 
     def __init__(self, catalog: Catalog, group: Group, labels: Mapping[str, ApLabel],
-                 curves: Collection[tuple[str, Group, Column]], page: PurePosixPath) -> None:
-        self.group, self.labels = group, labels
+                 curves: Collection[tuple[str, Group, Column]]) -> None:
+        self.catalog, self.group, self.labels = catalog, group, labels
         self.columns = catalog.columns(group)
-        self.pieces: list[Piece] = []
-        rows = catalog.in_group(group)
         cited = ", ".join(catalog.references()) or "the original benchmark"
-        for protocol in catalog.evaluated_protocols():
-            if not any(not r.published and r.protocol == protocol for r in rows):
-                continue  # this group has no evaluated record under this protocol: its published table suffices
+        published = ", ".join(f"`{p}`" for p in catalog.published_protocols())
+        protocols = [p for p in catalog.evaluated_protocols() if catalog.has_evaluated(group, p)]
+        tables: dict[str, list[RankedTable]] = {}
+        measured: dict[str, set[str]] = {}
+        for protocol in protocols:
+            tables[protocol] = [RankedTable(f"{kind.title}, protocol `{protocol}`", _cells_of(protocol, kind),
+                                            f"{kind.ranking_title} (k/n)",
+                                            footnote=["", f"{DAGGER} Published only: no `{protocol}` record of this "
+                                                          f"model yet; the {published} number ({cited}) is shown "
+                                                          "instead."])
+                                for kind in EVALUATED_TABLES]
+            measured[protocol] = set()
+        published_table = RankedTable(f"Published ({cited})", _published_cells_of, "mean AA (k/n)")
+        for ap_key, rows in catalog.group_rows_by_ap(group):
+            for protocol in protocols:
+                for table in tables[protocol]:
+                    table.add(ap_key, table.cells_of(rows, LEADERBOARD_README))
+                if any(not r.published and r.protocol == protocol and r.efficiency for r in rows):
+                    measured[protocol].add(ap_key)
+            published_table.add(ap_key, published_table.cells_of(rows, LEADERBOARD_README))
+        self.pieces: list[Piece] = []
+        for protocol in protocols:
             order: list[str] = []
-            for kind in EVALUATED_TABLES:
-                cells = evaluated_cells(rows, protocol, kind, page, fill_with_published=kind is AUTOATTACK)
-                if not any(not cell.published_only for cell in cells.values()):
+            for kind, table in zip(EVALUATED_TABLES, tables[protocol]):
+                if not table.own_protocol:
                     continue
-                ranked = rank_rows(cells, labels)
+                table.finish(labels)
+                if not (table.dagger and table.own_protocol):
+                    table.footnote = []
                 if kind is AUTOATTACK:
-                    order = [row.ap_key for row in ranked]
-                footnote = []
-                if has_dagger(cells):
-                    published = ", ".join(f"`{p}`" for p in catalog.published_protocols())
-                    footnote = ["", f"{DAGGER} Published only: no `{protocol}` record of this model yet; the "
-                                    f"{published} number ({cited}) is shown instead."]
-                self.pieces.append(RankedTable(f"{kind.title}, protocol `{protocol}`", cells,
-                                               f"{kind.ranking_title} (k/n)", ranked,
-                                               best_per_column(cells, self.columns), footnote))
-            efficiency = efficiency_rows(rows, protocol, labels, self.columns, page, order)
-            if efficiency:
-                self.pieces.append(EfficiencyTable(f"Efficiency, protocol `{protocol}`",
-                                                   ["AP", *map(column_title, self.columns)], efficiency))
-            images = curve_images(curves, protocol, group, self.columns, page)
-            if images:
-                self.pieces.append(["", f"Security curves (HO-FMN, `{protocol}`; top models of each column, all on "
-                                        "the site):", "", images])
-        cells = published_cells(rows)
-        if cells:
-            self.pieces.append(RankedTable(f"Published ({cited})", cells, "mean AA (k/n)", rank_rows(cells, labels),
-                                           best_per_column(cells, self.columns), []))
+                    order = [row.ap_key for row in table.ranked]
+                self.pieces.append(table)
+            if measured[protocol]:
+                position = {ap_key: index for index, ap_key in enumerate(order)}
+                self.pieces.append(EfficiencyTable(
+                    f"Efficiency, protocol `{protocol}`", ["AP", *map(column_title, self.columns)], protocol,
+                    sorted(measured[protocol], key=lambda k: (position.get(k, len(position)), labels[k].name, k))))
+            if curve_images(curves, protocol, group, self.columns, LEADERBOARD_README):
+                self.pieces.append(CurveFigures(f"Security curves (HO-FMN, `{protocol}`; top models of each "
+                                                "column, all on the site):", protocol))
+        if published_table.summaries:
+            published_table.finish(labels)
+            self.pieces.append(published_table)
             for protocol in catalog.published_protocols():
-                images = curve_images(curves, protocol, group, self.columns, page)
-                if images:
-                    self.pieces.append(["", "Security curves (HO-FMN distances published with the original "
-                                            f"benchmark, on the samples each figure names; `{protocol}`):", "",
-                                        images])
+                if curve_images(curves, protocol, group, self.columns, LEADERBOARD_README):
+                    self.pieces.append(CurveFigures("Security curves (HO-FMN distances published with the "
+                                                    "original benchmark, on the samples each figure names; "
+                                                    f"`{protocol}`):", protocol))
+        self.curves = curves
 
     def rows(self) -> int:
         """The number of rows of the longest table."""
         return max([len(p.ranked) for p in self.pieces if isinstance(p, RankedTable)]
-                   + [len(p.rows) for p in self.pieces if isinstance(p, EfficiencyTable)] + [0])
+                   + [len(p.ap_keys) for p in self.pieces if isinstance(p, EfficiencyTable)] + [0])
 
     def render(self, page: PurePosixPath, window: Window, anchors: Anchors, more: str | None = None) -> list[str]:
         """The lines of *page*: each table's ranks in *window*; *more* links to every row (the README's tables)."""
         take = anchors.taker(self.group, page)
+        wanted = {row.ap_key for piece in self.pieces if isinstance(piece, RankedTable)
+                  for row in piece.ranked[window[0]:window[1]]}
+        wanted.update(key for piece in self.pieces if isinstance(piece, EfficiencyTable)
+                      for key in piece.ap_keys[window[0]:window[1]])
+        rows_of: dict[str, list[Row]] = {}
+        for row in self.catalog.rows_of_aps(self.group, sorted(wanted)):  # the window's rows, read once per page
+            rows_of.setdefault(row.ap_key, []).append(row)
         lines: list[str] = []
         for piece in self.pieces:
             if isinstance(piece, RankedTable):
-                table, total = leaderboard_table(piece.cells, self.labels, self.columns, piece.ranking, page,
-                                                 window=window, ranked=piece.ranked, best=piece.best, anchor=take)
-                lines += ["", f"### {piece.title}", "", table, "", _legend(piece.cells),
-                          *_window_note(window, total, more), *piece.footnote]
+                shown = piece.ranked[window[0]:window[1]]
+                rows = [row for ranked in shown for row in rows_of.get(ranked.ap_key, [])]
+                table, _ = leaderboard_table(piece.cells_of(rows, page), self.labels, self.columns, piece.ranking,
+                                             page, ranked=shown, best=piece.best, anchor=take)
+                lines += ["", f"### {piece.title}", "", table, "", piece.legend(),
+                          *_window_note(window, len(piece.ranked), more), *piece.footnote]
             elif isinstance(piece, EfficiencyTable):
-                lines += ["", f"### {piece.title}", "", simple_table(piece.header, piece.rows[window[0]:window[1]]),
+                shown_keys = piece.ap_keys[window[0]:window[1]]
+                rows = [row for key in shown_keys for row in rows_of.get(key, [])]
+                lines += ["", f"### {piece.title}", "",
+                          simple_table(piece.header, efficiency_rows(rows, piece.protocol, self.labels, self.columns,
+                                                                     page, shown_keys)),
                           "", "Effective multiply-accumulates per input (share of the dense architecture's): "
                               "non-zero weights for unstructured pruning, all-zero filters and channels removed "
                               "for structured pruning (measured by `apb check`). APs in the order of the "
-                              "AutoAttack table.", *_window_note(window, len(piece.rows), more)]
+                              "AutoAttack table.", *_window_note(window, len(piece.ap_keys), more)]
             else:
-                lines += piece
+                lines += ["", piece.text, "", curve_images(self.curves, piece.protocol, self.group, self.columns,
+                                                             page)]
         return lines
+
+
+def _cells_of(protocol: str, kind: TableKind) -> CellsOf:
+    def cells(rows: list[Row], page: PurePosixPath) -> Cells:
+        return evaluated_cells(rows, protocol, kind, page, fill_with_published=kind is AUTOATTACK)
+    return cells
+
+
+def _published_cells_of(rows: list[Row], page: PurePosixPath) -> Cells:
+    return published_cells(rows)
 
 
 def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol: str, group: Group,
@@ -279,13 +366,11 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
     if efficiency:
         lines.append("- [Efficiency](#efficiency)")
     for group in groups:
-        tables = GroupTables(catalog, group, labels, curves, LEADERBOARD_README)
+        tables = GroupTables(catalog, group, labels, curves)
         more = relative_link(LEADERBOARD_README, group_page(group))
         lines += ["", f"## {group_title(group)}", *tables.render(LEADERBOARD_README, (0, README_ROWS), anchors, more)]
-        total = tables.rows()
-        del tables
-        if total > README_ROWS:
-            emit_group_pages(catalog, group, labels, curves, anchors, total, emit_page)
+        if tables.rows() > README_ROWS:
+            emit_group_pages(tables, anchors, emit_page)
     if efficiency:
         lines += ["", "## Efficiency", "",
                   "Robust accuracy (AutoAttack) against effective multiply-accumulates per input, every evaluated "
@@ -295,13 +380,10 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
     return "\n".join(lines) + "\n"
 
 
-def emit_group_pages(catalog: Catalog, group: Group, labels: Mapping[str, ApLabel],
-                     curves: Collection[tuple[str, Group, Column]], anchors: Anchors, total: int,
-                     emit_page: Callable[[PurePosixPath, str], None]) -> None:
+def emit_group_pages(tables: GroupTables, anchors: Anchors, emit_page: Callable[[PurePosixPath, str], None]) -> None:
     """Every row of a group's tables, ``GROUP_PAGE_ROWS`` ranks per page, each page handed on as it is made."""
-    first = group_page(group)
-    tables = GroupTables(catalog, group, labels, curves, first)
-    count = -(-total // GROUP_PAGE_ROWS)
+    group = tables.group
+    count = -(-tables.rows() // GROUP_PAGE_ROWS)
     for number in range(1, count + 1):
         page = group_page(group, number)
         links = " · ".join(f"**{n}**" if n == number else f"[{n}]({relative_link(page, group_page(group, n))})"

@@ -113,23 +113,30 @@ def ranked_columns(cells: Cells) -> set[Column]:
 
 def rank_rows(cells: Cells, labels: Mapping[str, ApLabel]) -> list[RankedRow]:
     """Every AP of *cells*, ranked by the module's rule: complete rows by mean, then the others by name."""
-    columns = ranked_columns(cells)
-    own: dict[str, dict[Column, float]] = {}
-    for (ap_key, column), cell in sorted(cells.items()):
-        values = own.setdefault(ap_key, {})
+    own: dict[str, list[float]] = {}
+    for (ap_key, _), cell in cells.items():
+        values = own.setdefault(ap_key, [])
         if cell.own:
-            values[column] = float(cell.robust)  # type: ignore[arg-type]
-    complete = sorted(((fmean(values.values()), ap_key) for ap_key, values in own.items()
-                       if columns and set(values) >= columns),
-                      key=lambda item: (-round(item[0], 2), labels[item[1]].name, item[1]))
+            values.append(float(cell.robust))  # type: ignore[arg-type]
+    summaries = {ap_key: (fmean(values) if values else None, len(values)) for ap_key, values in own.items()}
+    return rank_summaries(summaries, len(ranked_columns(cells)), labels)
+
+
+def rank_summaries(summaries: Mapping[str, tuple[float | None, int]], n_columns: int,
+                   labels: Mapping[str, ApLabel]) -> list[RankedRow]:
+    """The module's rule on per-AP summaries ``ap_key -> (mean of its own cells, how many)``, every own cell
+    being in one of the *n_columns* ranked columns: complete rows by mean, then the others by name."""
+    complete = sorted(((mean, ap_key) for ap_key, (mean, covered) in summaries.items()
+                       if n_columns and covered == n_columns),
+                      key=lambda item: (-round(item[0], 2), labels[item[1]].name, item[1]))  # type: ignore[arg-type]
     rows, previous, rank = [], None, 0
     for position, (mean, ap_key) in enumerate(complete, start=1):
         if percent(mean) != previous:
             rank, previous = position, percent(mean)
-        rows.append(RankedRow(ap_key, rank, mean, len(columns), len(columns)))
+        rows.append(RankedRow(ap_key, rank, mean, n_columns, n_columns))
     ranked = {row.ap_key for row in rows}
-    for ap_key in sorted((k for k in own if k not in ranked), key=lambda k: (labels[k].name, k)):
-        rows.append(RankedRow(ap_key, None, None, len(set(own[ap_key]) & columns), len(columns)))
+    for ap_key in sorted((k for k in summaries if k not in ranked), key=lambda k: (labels[k].name, k)):
+        rows.append(RankedRow(ap_key, None, None, summaries[ap_key][1], n_columns))
     return rows
 
 

@@ -182,7 +182,9 @@ def ap_facts(entries: list[dict], labels: Mapping[str, Any]) -> dict[str, dict]:
 
 
 def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[str, int]:
-    """Write the site of the repository at *root* into *out*; returns counts of what it holds."""
+    """Write the site of the repository at *root* into *out*; returns counts of what it holds. Rows are kept
+    on disk (:class:`~evaluator.render.catalog.Catalog`) and every data file is written a piece at a time, so
+    memory does not grow with the number of records."""
     from tqdm import tqdm
 
     from evaluator.protocol import list_protocols
@@ -209,54 +211,60 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
     prepare_out(out)
     (out / "data" / "curves").mkdir(parents=True)
     (out / "assets").mkdir()
-    catalog = Catalog()
-    with open(out / "data" / "records.json", "w", encoding="utf-8") as json_file, \
-            open(out / "data" / "records.csv", "w", encoding="utf-8", newline="") as csv_file:
-        writer = csv.writer(csv_file, lineterminator="\n")
-        writer.writerow(CSV_FIELDS)
-        json_file.write("[")
-        downloads = Downloads(json_file, writer)
-        for results in tqdm(iter_model_records(root, shown), desc="records", unit=" models", disable=None):
-            ap_key = results[0].key.ap_key
-            if ap_key not in labels:
-                raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
-                                                      f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
-            for result in results:
-                catalog.add(row_of(root, result))
-                downloads.add(result.record, labels[ap_key].name, result.path.as_posix())
-        json_file.write("\n]\n")
-    by_column: dict[str, list[Any]] = {}
-    for row in catalog.rows:
-        if row.curve is not None:
-            by_column.setdefault(curve_key(row), []).append(row)
-    for key, members in by_column.items():  # one file per column, written one model at a time
-        with open(out / "data" / "curves" / f"{key.replace('/', '__')}.js", "w", encoding="utf-8") as handle:
-            handle.write(f"window.APB_CURVES = window.APB_CURVES || {{}};\nwindow.APB_CURVES[{json.dumps(key)}] = {{")
-            handle.write(",".join(f"{json.dumps(r.model_key)}:[{','.join(map(str, r.curve.tolist()))}]"
-                                  for r in members))
-            handle.write("};\n")
-    cited = ", ".join(catalog.references()) or "the original benchmark"
-    updated = last_updated(catalog, cited).replace("`", "")
-    protocols = {p: {"description": settings[p].description.strip(),
-                     "eps": settings[p].eps if settings[p].eps_fraction is not None else CURVE_EPS}
-                 for p in sorted({r.protocol for r in catalog.rows})}
-    data = {"fields": list(ROW_FIELDS), "aps": ap_facts(entries, labels),
-            "protocols": protocols, "grid_steps_per_255": GRID_STEPS_PER_255, "grid_size": int(EPS_GRID.size),
-            "source_url": source_url, "dimensions": [d["title"] for d in load_dimensions()]}
-    with open(out / "data" / "rows.js", "w", encoding="utf-8") as handle:  # the rows one at a time
-        handle.write(js_data("APB", data))
-        handle.write("window.APB.rows = [\n")
-        handle.write(",\n".join(js_value(row_values(r)) for r in catalog.rows))
-        handle.write("\n];\n")
-    analysis: dict[str, Any] = {"datasets": catalog.datasets(), "panels": []}
-    for dimension in load_dimensions():
-        for protocol, cells in sorted(grouped(catalog, entries, dimension).items()):
-            analysis["panels"].append({"dimension": dimension["title"], "protocol": protocol,
-                                       "values": [[value, dataset, numbers] for (value, dataset), numbers
-                                                  in sorted(cells.items())]})
-    analysis["tables"] = [{"protocol": p, "dimension": t, "headers": h, "rows": r}
-                          for p, t, h, r in analysis_tables(catalog, entries)]
-    (out / "data" / "analysis.js").write_text(js_data("APB_ANALYSIS", analysis), encoding="utf-8")
+    with Catalog() as catalog:
+        with open(out / "data" / "records.json", "w", encoding="utf-8") as json_file, \
+                open(out / "data" / "records.csv", "w", encoding="utf-8", newline="") as csv_file:
+            writer = csv.writer(csv_file, lineterminator="\n")
+            writer.writerow(CSV_FIELDS)
+            json_file.write("[")
+            downloads = Downloads(json_file, writer)
+            for results in tqdm(iter_model_records(root, shown), desc="records", unit=" models", disable=None):
+                ap_key = results[0].key.ap_key
+                if ap_key not in labels:
+                    raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
+                                                          f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
+                catalog.add(row_of(root, result) for result in results)
+                for result in results:
+                    downloads.add(result.record, labels[ap_key].name, result.path.as_posix())
+            json_file.write("\n]\n")
+        curves = 0
+        for column in catalog.curve_columns():  # one file per column, one column's rows at a time
+            members = catalog.column_rows(column)
+            key = curve_key(members[0])
+            curves += len(members)
+            with open(out / "data" / "curves" / f"{key.replace('/', '__')}.js", "w", encoding="utf-8") as handle:
+                handle.write(f"window.APB_CURVES = window.APB_CURVES || {{}};\nwindow.APB_CURVES[{json.dumps(key)}] = {{")
+                handle.write(",".join(f"{json.dumps(r.model_key)}:[{','.join(map(str, r.curve.tolist()))}]"  # type: ignore[union-attr]
+                                      for r in members))  # (a column's rows all have a curve)
+                handle.write("};\n")
+        members = []  # the last column's rows are not kept
+        cited = ", ".join(catalog.references()) or "the original benchmark"
+        updated = last_updated(catalog, cited).replace("`", "")
+        protocols = {p: {"description": settings[p].description.strip(),
+                         "eps": settings[p].eps if settings[p].eps_fraction is not None else CURVE_EPS}
+                     for p in catalog.protocols()}
+        data = {"fields": list(ROW_FIELDS), "aps": ap_facts(entries, labels),
+                "protocols": protocols, "grid_steps_per_255": GRID_STEPS_PER_255, "grid_size": int(EPS_GRID.size),
+                "source_url": source_url, "dimensions": [d["title"] for d in load_dimensions()]}
+        with open(out / "data" / "rows.js", "w", encoding="utf-8") as handle:  # the rows one at a time
+            handle.write(js_data("APB", data))
+            handle.write("window.APB.rows = [\n")
+            for number, row in enumerate(catalog.iter_rows(curves=True)):
+                handle.write((",\n" if number else "") + js_value(row_values(row)))
+            handle.write("\n];\n")
+        with open(out / "data" / "analysis.js", "w", encoding="utf-8") as handle:  # one panel at a time
+            handle.write(f'window.APB_ANALYSIS = {{"datasets":{js_value(catalog.datasets())},"panels":[')
+            number = 0
+            for dimension in load_dimensions():
+                for protocol, cells in sorted(grouped(catalog, entries, dimension).items()):
+                    panel = {"dimension": dimension["title"], "protocol": protocol,
+                             "values": [[value, dataset, numbers] for (value, dataset), numbers in sorted(cells.items())]}
+                    handle.write(("," if number else "") + js_value(panel))
+                    number += 1
+            tables = [{"protocol": p, "dimension": t, "headers": h, "rows": r}
+                      for p, t, h, r in analysis_tables(catalog, entries)]
+            handle.write(f'],"tables":{js_value(tables)}}};\n')
+        records = len(catalog)
     (out / "assets" / "plotly.min.js").write_bytes(plotly_js())
     for name in ("site.js", "site.css"):
         shutil.copyfile(ASSETS / name, out / "assets" / name)
@@ -266,4 +274,4 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
               "analysis.html": (ANALYSIS_BODY, [*common, "data/analysis.js", "assets/plotly.min.js", "assets/site.js"])}
     for name, (body, scripts) in bodies.items():
         (out / name).write_text(page(PAGES[name], name, body, scripts, updated), encoding="utf-8")
-    return {"records": len(catalog.rows), "curves": sum(len(m) for m in by_column.values()), "aps": len(entries)}
+    return {"records": records, "curves": curves, "aps": len(entries)}
