@@ -9,6 +9,7 @@ import sqlite3
 import tempfile
 from types import TracebackType
 
+MAX_PARAMETERS = 500  # values bound in one statement (SQLite allows 999 in older builds)
 CACHE_KIB = 1024  # SQLite's page cache (its default is 2,000 KiB); the rest of the database stays on disk
 
 
@@ -19,6 +20,7 @@ class Spill:
     def __init__(self, schema: str) -> None:
         descriptor, self.path = tempfile.mkstemp(prefix="apb-spill-", suffix=".sqlite")
         os.close(descriptor)
+        self.closed = False
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None)
             self.db.executescript(f"PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; "
@@ -31,7 +33,8 @@ class Spill:
 
     def close(self) -> None:
         """Close the database and delete its file (idempotent)."""
-        if os.path.exists(self.path):
+        if not self.closed:
+            self.closed = True
             self.db.close()
             os.unlink(self.path)
 

@@ -19,6 +19,7 @@ from typing import Iterator
 from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
+from evaluator.spill import MAX_PARAMETERS, Spill
 
 FIX = "run `apb leaderboard` and commit the result (generated files are never edited by hand)"
 
@@ -45,7 +46,7 @@ def generated_on_disk(out: Path) -> Iterator[str]:
 
 
 UNCHANGED, STALE, MISSING = 0, 1, 2  # what a rendered file was on disk
-NAMES_BATCH = 512  # rendered names written to the database per statement
+NAMES_BATCH = MAX_PARAMETERS  # rendered names written to the database per statement (one IN query each)
 FILES_SCHEMA = ("CREATE TABLE rendered (path TEXT PRIMARY KEY, state INTEGER) WITHOUT ROWID;\n"
                 "CREATE TABLE on_disk (path TEXT);")
 
@@ -56,8 +57,6 @@ class GeneratedFiles:
     database; close the sink (``commit``, ``undo`` or ``close``) to delete it."""
 
     def __init__(self, out: Path, check: bool) -> None:
-        from evaluator.spill import Spill
-
         self.out, self.check = out, check
         self._spill = Spill(FILES_SCHEMA)
         self._db = self._spill.db
@@ -75,11 +74,9 @@ class GeneratedFiles:
 
     def _flush(self) -> None:
         """Write the pending names, refusing one that was rendered before."""
-        names, twice = list(self._pending), None
-        for start in range(0, len(names), 500):
-            chosen = names[start:start + 500]
-            twice = twice or self._db.execute(f"SELECT path FROM rendered WHERE path IN "
-                                              f"({', '.join('?' * len(chosen))})", chosen).fetchone()
+        names = list(self._pending)
+        twice = self._db.execute(f"SELECT path FROM rendered WHERE path IN ({', '.join('?' * len(names))})",
+                                 names).fetchone() if names else None
         self._db.executemany("INSERT OR IGNORE INTO rendered VALUES (?, ?)", self._pending.items())
         self._pending = {}
         if twice:

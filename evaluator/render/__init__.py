@@ -12,10 +12,14 @@ Same data, same bytes: iteration is sorted everywhere and nothing reads the cloc
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Callable, Collection
+from typing import TYPE_CHECKING, Callable, Collection, Mapping
 
 from evaluator import paths
 from evaluator.errors import APBError, Problem
+
+if TYPE_CHECKING:
+    from evaluator.render.catalog import Catalog, CurveColumn
+    from evaluator.render.tables import ApLabel
 
 GENERATED_DIRS = (paths.LEADERBOARD_DIR,)  # every file under these is generated (and removed when no longer rendered)
 CURVE_EPS = 8 / 255  # the budget marked on curves of protocols that fix none (published-2024, as the original did)
@@ -36,12 +40,9 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     from evaluator.protocol import list_protocols
     from evaluator.render.analysis import render_analysis
     from evaluator.render.catalog import Catalog
-    from evaluator.render.curve_set import (CONTEXT_K, curve_points, efficiency_svg, group_curve_svg, model_curve_svg,
-                                            top_rows)
     from evaluator.render.inputs import EVALUATED, iter_model_records
     from evaluator.render.labels import ap_labels
-    from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, curve_file,
-                                         efficiency_file, model_curve_file, model_page)
+    from evaluator.render.layout import ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, efficiency_file, model_page
     from evaluator.render.pages import render_model_page
     from evaluator.render.readme import Anchors, render_readme, taxonomy_links
     from evaluator.render.rows import row_of
@@ -86,27 +87,13 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
             if on_model is not None:
                 on_model(results)
         curves = catalog.curve_columns()
-        for key in curves:  # one column's rows at a time
-            protocol, group, column = key
-            rows = catalog.column_rows(key)
-            eps = marked_eps(protocol)
-            emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, eps).encode("utf-8"))
-            top = top_rows(rows, labels, eps, CONTEXT_K)
-            pixels = {r.model_key: curve_points(r.curve) for r in top if r.curve is not None}
-            for row in rows:
-                if not row.published:
-                    emit(model_curve_file(row.model_key, protocol),
-                         model_curve_svg(row, top, pixels, labels, protocol, eps).encode("utf-8"))
-        rows = []  # the last column's rows are not kept
+        for key in curves:
+            emit_column_curves(catalog, key, labels, marked_eps(key[0]), emit)
         efficiency = set()
         for protocol in catalog.evaluated_protocols():
             for dataset in catalog.datasets():
-                points = catalog.efficiency_series(protocol, dataset, "aa_robust_accuracy")
-                if points:
-                    path = efficiency_file(protocol, dataset)
-                    emit(path, efficiency_svg(points, protocol, dataset, "AutoAttack").encode())
-                    efficiency.add(path)
-                points = {}
+                if emit_efficiency(catalog, protocol, dataset, emit):
+                    efficiency.add(efficiency_file(protocol, dataset))
         anchors = Anchors()
         readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
                                lambda page, text: emit(page, text.encode("utf-8")))
@@ -114,6 +101,34 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
         emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions).encode("utf-8"))
     emit(TAXONOMY_README, render_taxonomy_readme(entries, vocabulary, taxonomy_links(anchors, TAXONOMY_README))
          .encode("utf-8"))
+
+
+def emit_column_curves(catalog: Catalog, key: CurveColumn, labels: Mapping[str, ApLabel], eps: float,
+                       emit: Sink) -> None:
+    """One curve column's figure and the curve of each evaluated model in it (only this column's rows read)."""
+    from evaluator.render.curve_set import CONTEXT_K, curve_points, group_curve_svg, model_curve_svg, top_rows
+    from evaluator.render.layout import curve_file, model_curve_file
+
+    protocol, group, column = key
+    rows = catalog.column_rows(key)
+    emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, eps).encode("utf-8"))
+    top = top_rows(rows, labels, eps, CONTEXT_K)
+    pixels = {r.model_key: curve_points(r.curve) for r in top if r.curve is not None}
+    for row in rows:
+        if not row.published:
+            emit(model_curve_file(row.model_key, protocol),
+                 model_curve_svg(row, top, pixels, labels, protocol, eps).encode("utf-8"))
+
+
+def emit_efficiency(catalog: Catalog, protocol: str, dataset: str, emit: Sink) -> bool:
+    """The robust-accuracy-vs-MACs figure of a protocol and dataset, if any model has efficiency figures."""
+    from evaluator.render.curve_set import efficiency_svg
+    from evaluator.render.layout import efficiency_file
+
+    points = catalog.efficiency_series(protocol, dataset, "aa_robust_accuracy")
+    if points:
+        emit(efficiency_file(protocol, dataset), efficiency_svg(points, protocol, dataset, "AutoAttack").encode())
+    return bool(points)
 
 
 def render_all(root: Path, *, protocols: Collection[str] | None = None) -> dict[Path, bytes]:

@@ -18,7 +18,7 @@ from evaluator.render.inputs import PUBLISHED
 from evaluator.render.layout import Group, architecture_sort_key, group_sort_key
 from evaluator.render.rows import METRIC_NAMES, Row
 from evaluator.render.tables import Column
-from evaluator.spill import Spill
+from evaluator.spill import MAX_PARAMETERS, Spill
 
 CurveColumn = tuple[str, Group, Column]  # (protocol, (dataset, structure kind), (architecture, sparsity))
 METRIC_COLUMNS = tuple(f"metric_{name}" for name in METRIC_NAMES)
@@ -32,7 +32,6 @@ SCHEMA = (f"CREATE TABLE rows (id INTEGER PRIMARY KEY, {', '.join(FIELDS)});\n"
 INSERT = f"INSERT INTO rows ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})"
 FLAG_SEPARATOR = "\x1f"
 BATCH = 512  # rows written per statement
-MAX_PARAMETERS = 500  # AP keys per query (SQLite allows 999 parameters in older builds)
 EVALUATED = f"source != '{PUBLISHED}'"
 
 
@@ -133,10 +132,6 @@ class Catalog:
 
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(dataset for dataset, _ in self.groups()))
-
-    def in_group(self, group: Group) -> list[Row]:
-        """A group's rows, without their curve summaries (the tables need none)."""
-        return list(self._rows("dataset = ? AND structure_kind = ?", group, curves=False))
 
     def has_evaluated(self, group: Group, protocol: str) -> bool:
         """Whether the group has an evaluated row of *protocol*."""

@@ -182,9 +182,3 @@ def leaderboard_table(cells: Cells, labels: Mapping[str, ApLabel], columns: Sequ
     table = simple_table(headers, [[line[h] for h in headers] for line in rows],
                          ["right", "left", "left", "left", *["center"] * len(columns), "right"])
     return table, len(ranked)
-
-
-def has_dagger(cells: Cells) -> bool:
-    """Whether the table mixes evaluated and published-only cells (and so needs the dagger footnote)."""
-    return any(cell.published_only for cell in cells.values()) and any(
-        not cell.published_only for cell in cells.values())

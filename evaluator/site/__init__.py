@@ -22,9 +22,12 @@ import shutil
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from evaluator.errors import APBError, Problem
+
+if TYPE_CHECKING:
+    from evaluator.render.catalog import Catalog, CurveColumn
 
 ASSETS = Path(__file__).parent
 MARKER = ".apb-site"  # a folder holding this file was written by apb site and may be replaced
@@ -181,6 +184,18 @@ def ap_facts(entries: list[dict], labels: Mapping[str, Any]) -> dict[str, dict]:
             for entry in entries}
 
 
+def write_column_curves(catalog: Catalog, column: CurveColumn, folder: Path) -> int:
+    """The curve file of one column (every model's curve summary in it); returns how many curves it holds."""
+    members = catalog.column_rows(column)
+    key = curve_key(members[0])
+    with open(folder / f"{key.replace('/', '__')}.js", "w", encoding="utf-8") as handle:
+        handle.write(f"window.APB_CURVES = window.APB_CURVES || {{}};\nwindow.APB_CURVES[{json.dumps(key)}] = {{")
+        handle.write(",".join(f"{json.dumps(r.model_key)}:[{','.join(map(str, r.curve.tolist()))}]"  # type: ignore[union-attr]
+                              for r in members))  # (a column's rows all have a curve)
+        handle.write("};\n")
+    return len(members)
+
+
 def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[str, int]:
     """Write the site of the repository at *root* into *out*; returns counts of what it holds. Rows are kept
     on disk (:class:`~evaluator.render.catalog.Catalog`) and every data file is written a piece at a time, so
@@ -227,17 +242,8 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
                 for result in results:
                     downloads.add(result.record, labels[ap_key].name, result.path.as_posix())
             json_file.write("\n]\n")
-        curves = 0
-        for column in catalog.curve_columns():  # one file per column, one column's rows at a time
-            members = catalog.column_rows(column)
-            key = curve_key(members[0])
-            curves += len(members)
-            with open(out / "data" / "curves" / f"{key.replace('/', '__')}.js", "w", encoding="utf-8") as handle:
-                handle.write(f"window.APB_CURVES = window.APB_CURVES || {{}};\nwindow.APB_CURVES[{json.dumps(key)}] = {{")
-                handle.write(",".join(f"{json.dumps(r.model_key)}:[{','.join(map(str, r.curve.tolist()))}]"  # type: ignore[union-attr]
-                                      for r in members))  # (a column's rows all have a curve)
-                handle.write("};\n")
-        members = []  # the last column's rows are not kept
+        curves = sum(write_column_curves(catalog, column, out / "data" / "curves")
+                     for column in catalog.curve_columns())  # one column's rows at a time
         cited = ", ".join(catalog.references()) or "the original benchmark"
         updated = last_updated(catalog, cited).replace("`", "")
         protocols = {p: {"description": settings[p].description.strip(),
