@@ -199,3 +199,190 @@ def test_300_missing_entries_take_two_runs_of_at_most_256_legs(world):
     assert_done(second)
     assert second.jobs["evaluate"].legs == 44 and "remaining, carried over to the next run: 0" in second.summary
     assert sum(len(world.records_on_main(ap)) for ap in aps) == 300
+
+
+# ------------------------------------------------------------------------------------------------ binding rules
+
+UNIT_AP = "HYDRA_Sehwag2020Hydra"
+R18_90, R18_95 = f"{UNIT_AP}_R18_CIFAR10_US_90", f"{UNIT_AP}_R18_CIFAR10_US_95"
+EVALUATE = ".github/workflows/evaluate.yml"
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def leg_zip(tmp_path: Path, leg: str, model_key: str, checkpoint_sha: str, *, extra: dict | None = None) -> bytes:
+    """The artifact ``apb-leg-<leg>`` as an evaluate leg uploads it: ``apb-leg-<leg>/<record>.json`` + sidecar."""
+    folder = tmp_path / f"made-{leg}-{len(list(tmp_path.glob('made-*')))}"
+    folder.mkdir()
+    write_evaluated(folder, model_key, checkpoint_sha)
+    files = {f"apb-leg-{leg}/{path.name}": path.read_bytes() for path in sorted(folder.iterdir())}
+    return zipped({**files, **(extra or {})})
+
+
+class Merged:
+    """main with one merged PR (#5) pinning R18_90 (checkpoint 1) and R18_95 (checkpoint 2), and an approved
+    evaluate run of the PR's head whose artifacts are what its legs uploaded."""
+
+    def __init__(self, tmp_path: Path, fake: FakeGitHub) -> None:
+        from evaluator.ci.plan import plan_missing
+        from tests.test_ci_plan import branch, commit, git as plan_git
+        from tests.test_workflows import init_repo
+
+        self.tmp, self.fake = tmp_path, fake
+        self.root = tmp_path / "repo"
+        init_repo(self.root)
+        self.base = commit(self.root, {f"submissions/{UNIT_AP}/taxonomy.json": "{}\n",
+                                       "taxonomy/vocabulary.yaml": "{}\n"}, "base")
+        self.head = branch(self.root, {f"submissions/{UNIT_AP}/manifest.yaml": manifest_text(
+            UNIT_AP, [model("resnet18", 90, "1"), model("resnet18", 95, "2")])})
+        plan_git(self.root, "merge", "-q", "--no-ff", "-m", "Merge pull request #5", self.head)
+        self.merge = plan_git(self.root, "rev-parse", "HEAD")
+        fake.add_pull(5, self.head)
+        fake.merge_pull(5, self.merge)
+        self.missing = plan_missing(self.root, protocol=PROTOCOL, shards={"*": 1}).to_dict()
+        self.pr_plan = {**json.loads(json.dumps(self.missing)), "head": self.head, "base": self.base}
+
+    def run(self, *, plan: dict | None = None, legs: dict[str, bytes] | None = None, path: str = EVALUATE,
+            event: str = "pull_request_target", title: str | None = None) -> int:
+        actions = self.fake.state.actions
+        run_id = actions.start_run(path, event, self.base, title=title or f"APB PR #5 @ {self.head}")
+        actions.upload(run_id, "apb-plan", zipped({"plan.json": json.dumps(plan or self.pr_plan).encode()}),
+                       retention_days=30)
+        if legs is None:
+            legs = {key: leg_zip(self.tmp, key, key, sha(c)) for key, c in ((R18_90, "1"), (R18_95, "2"))}
+        for leg, data in legs.items():
+            actions.upload(run_id, f"apb-leg-{leg}", data, retention_days=30)
+        actions.finish_run(run_id, "success")
+        return run_id
+
+    def hand_off(self, **kwargs):
+        from evaluator.ci.github import connect, get_repo
+        from evaluator.ci.handoff import Actions, hand_off
+
+        repo = get_repo(connect("t", base_url=self.fake.base_url, throttle=False), self.fake.full_name)
+        staged = self.tmp / f"handoff-{os.urandom(3).hex()}"
+        return hand_off(self.root, self.missing, Actions(repo, "t"), staged, **kwargs), staged
+
+    def evaluated_on_main(self, result) -> list[str]:
+        return sorted({leg["model_key"] for leg in result.evaluate})
+
+
+@pytest.fixture
+def merged(tmp_path):
+    with FakeGitHub() as fake:
+        yield Merged(tmp_path, fake)
+
+
+def reasons(result) -> dict[str, str]:
+    return {item["model_key"]: item["reason"] for item in result.unusable}
+
+
+def test_the_results_of_the_approved_run_are_handed_off_and_collect_accepts_them(merged, tmp_path):
+    from evaluator.ci.collect import collect
+
+    run_id = merged.run()
+    result, staged = merged.hand_off()
+    assert [(item["model_key"], item["run_id"], item["pull"], item["head_sha"]) for item in result.handed_off] == [
+        (R18_90, run_id, 5, merged.head), (R18_95, run_id, 5, merged.head)]
+    assert result.evaluate == [] and result.remaining == []
+    collected = collect(result.plan, tmp_path / "no-legs", tmp_path / "out", staged)
+    assert collected.records == [f"{R18_90}__{PROTOCOL}.json", f"{R18_95}__{PROTOCOL}.json"]
+    assert collect(result.plan, staged, tmp_path / "out2").records == []  # handed-off legs: only from --handoff
+
+
+def with_leg(plan: dict, model_key: str, **changes) -> dict:
+    plan = json.loads(json.dumps(plan))
+    for leg in plan["include"]:
+        if leg["model_key"] == model_key:
+            leg.update(changes)
+    return plan
+
+
+def test_a_run_that_evaluated_another_checkpoint_is_not_used(merged):
+    """The PR's run evaluated checkpoint 9 for R18_95 (the author pushed a new pin later, never re-labelled)."""
+    from evaluator.ci.plan import evaluator_version
+
+    key = f"apb-{PROTOCOL}-{evaluator_version()}-{R18_95}-{sha('9')}-000000000000"
+    plan = with_leg(merged.pr_plan, R18_95, sha256=sha("9"), cache_key=key)
+    merged.run(plan=plan, legs={R18_90: leg_zip(merged.tmp, R18_90, R18_90, sha("1")),
+                                R18_95: leg_zip(merged.tmp, R18_95, R18_95, sha("9"))})
+    result, _ = merged.hand_off()
+    assert [item["model_key"] for item in result.handed_off] == [R18_90]
+    assert merged.evaluated_on_main(result) == [R18_95] and "another checkpoint" in reasons(result)[R18_95]
+
+
+def test_a_forged_plan_does_not_make_a_record_of_another_checkpoint_acceptable(merged):
+    """The plan's key matches main's, but the leg's record is of checkpoint 9: the acceptance rule refuses it."""
+    merged.run(legs={R18_90: leg_zip(merged.tmp, R18_90, R18_90, sha("1")),
+                     R18_95: leg_zip(merged.tmp, R18_95, R18_95, sha("9"))})
+    result, _ = merged.hand_off()
+    assert merged.evaluated_on_main(result) == [R18_95]
+    assert "refused" in reasons(result)[R18_95] and f"is '{sha('9')}', the plan asked for '{sha('2')}'" in \
+        reasons(result)[R18_95]
+
+
+def test_a_run_under_another_protocol_or_evaluator_version_is_not_used(merged):
+    from evaluator.ci.plan import evaluator_version
+
+    other_protocol = with_leg(merged.pr_plan, R18_90, cache_key=merged.pr_plan["include"][0]["cache_key"].replace(
+        PROTOCOL, "linf-8-255-v2"), protocol="linf-8-255-v2")
+    older = with_leg(other_protocol, R18_95, cache_key=merged.pr_plan["include"][1]["cache_key"].replace(
+        f"-{evaluator_version()}-", "-0.0.9-"))
+    merged.run(plan=older)
+    result, _ = merged.hand_off()
+    assert result.handed_off == [] and merged.evaluated_on_main(result) == [R18_90, R18_95]
+    stated = {**merged.pr_plan, "evaluator_version": "0.0.9"}  # the version the run states for itself
+    merged.run(plan=stated)
+    result, _ = merged.hand_off()
+    assert merged.evaluated_on_main(result) == [R18_90, R18_95]
+    assert "evaluator 0.0.9" in reasons(result)[R18_90]
+
+
+def test_a_legs_artifact_cannot_supply_another_legs_result(merged):
+    """The artifact of R18_90's leg also holds a valid ``apb-leg-<R18_95>/``; R18_95's own artifact is missing."""
+    smuggled = leg_zip(merged.tmp, R18_95, R18_95, sha("2"))
+    with zipfile.ZipFile(io.BytesIO(smuggled)) as archive:
+        extra = {name: archive.read(name) for name in archive.namelist()}
+    merged.run(legs={R18_90: leg_zip(merged.tmp, R18_90, R18_90, sha("1"), extra=extra)})
+    result, _ = merged.hand_off()
+    assert [item["model_key"] for item in result.handed_off] == [R18_90]
+    assert merged.evaluated_on_main(result) == [R18_95] and "no artifact" in reasons(result)[R18_95]
+
+
+def test_expired_artifacts_and_unreadable_zips_send_the_entry_to_main(merged):
+    merged.run()
+    merged.fake.state.actions.advance(31)
+    result, _ = merged.hand_off()
+    assert merged.evaluated_on_main(result) == [R18_90, R18_95]
+    assert all("expired" in reason for reason in reasons(result).values())
+    link = zipfile.ZipInfo(f"apb-leg-{R18_90}/{R18_90}__{PROTOCOL}.json")
+    link.external_attr = (0o120777 << 16)  # a symbolic link
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(link, "/etc/passwd")
+    merged.run(legs={R18_90: buffer.getvalue(), R18_95: zipped({f"apb-leg-{R18_95}/../../x": b"x"})})
+    result, _ = merged.hand_off()
+    assert "not a regular file" in reasons(result)[R18_90] and "plain relative name" in reasons(result)[R18_95]
+
+
+def test_only_this_repositorys_evaluate_workflow_under_pull_request_target_counts(merged):
+    merged.run(path=".github/workflows/evil.yml")
+    merged.run(event="pull_request")  # a fork's own workflow under the same name and title
+    merged.run(title=f"APB PR #6 @ {merged.head}")  # another PR's run
+    result, _ = merged.hand_off()
+    assert result.handed_off == [] and "no completed evaluate run" in reasons(result)[R18_90]
+
+
+def test_an_entry_pushed_without_a_pull_request_is_evaluated_on_main_in_batches(merged):
+    merged.fake.state.actions.commit_pulls.clear()
+    result, _ = merged.hand_off(batch=1)
+    assert merged.evaluated_on_main(result) == [R18_90] and result.remaining == [R18_95]
+    assert "not merged from a pull request" in reasons(result)[R18_90]
+    assert "remaining, carried over to the next run: 1" in result.summary()
+    assert result.plan["include"] == result.evaluate and result.plan["handoff"] == []

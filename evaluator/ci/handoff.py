@@ -294,7 +294,7 @@ class Finder:
         try:
             accept_model(legs, self.handoff_dir, self.protocol)
         except APBError as error:
-            return f"the result of run {run.id} is refused: {error.problems[0].message}"[:500]
+            return f"the result of run {run.id}: {error.problems[0].message}"[:500]
         return None
 
     def find(self, entry: ModelEntry, legs: list[dict]) -> tuple[dict | None, str]:
