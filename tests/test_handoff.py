@@ -5,6 +5,7 @@ rules. ``APB_SIM_WORKFLOWS=/path/to/.github/workflows`` runs the scenarios again
 they were checked to fail with main's)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -105,13 +106,19 @@ def world(tmp_path):
         yield World(tmp_path, fake)
 
 
-def new_ap(ap_key: str, sparsities=(90, 95, 99)) -> dict[str, str]:
+def new_ap(ap_key: str, *, every_model: bool = False) -> dict[str, str]:
+    """A new AP's taxonomy.json and manifest.yaml: ResNet18 on CIFAR10 at 90, 95 and 99% (or all 12 unstructured
+    models: 2 architectures x 2 datasets x 3 sparsities), each with its own checkpoint sha256."""
     from tests.test_workflows import new_ap_files
 
     files = new_ap_files()
     taxonomy = json.loads(next(v for k, v in files.items() if k.endswith("taxonomy.json")))
     taxonomy.update(ap_key=ap_key, name=ap_key.split("_")[0])
-    manifest = manifest_text(ap_key, [model("resnet18", s, str(i + 1)) for i, s in enumerate(sparsities)])
+    kinds = [(a, d) for a in ("resnet18", "vgg16") for d in ("CIFAR10", "SVHN")] if every_model else [
+        ("resnet18", "CIFAR10")]
+    manifest = manifest_text(ap_key, [
+        model(arch, s, "1", dataset=data, sha256=hashlib.sha256(f"{ap_key}-{arch}-{data}-{s}".encode()).hexdigest())
+        for arch, data in kinds for s in (90, 95, 99)])
     return {f"submissions/{ap_key}/taxonomy.json": json.dumps(taxonomy, indent=2) + "\n",
             f"submissions/{ap_key}/manifest.yaml": manifest}
 
@@ -185,14 +192,14 @@ def test_a_cancelled_leaderboard_run_loses_nothing(world):
 def test_300_missing_entries_take_two_runs_of_at_most_256_legs(world):
     """(c) 300 entries pushed to main without a PR (like imported checkpoints once pinned): the first run
     evaluates 256 legs and says 44 remain; the scheduled run evaluates the 44."""
-    aps = [f"BULK{i}_Doe2025Bulk" for i in range(6)]
+    aps = [f"BULK{i}_Doe2025Bulk" for i in range(25)]
     files: dict[str, str] = {}
     for ap_key in aps:
-        files.update(new_ap(ap_key, sparsities=range(40, 90)))  # 50 entries each
+        files.update(new_ap(ap_key, every_model=True))  # 12 entries each
     world.push(files, "import 300 pinned checkpoints")
     first = world.leaderboard()
     assert_done(first)
-    assert first.jobs["evaluate"].legs == 256
+    assert first.jobs["evaluate"].legs == 256, first.summary + first.log()[-3000:]
     assert "remaining, carried over to the next run: 44" in first.summary
     assert sum(len(world.records_on_main(ap)) for ap in aps) == 256
     second = world.leaderboard("schedule")
@@ -386,3 +393,44 @@ def test_an_entry_pushed_without_a_pull_request_is_evaluated_on_main_in_batches(
     assert "not merged from a pull request" in reasons(result)[R18_90]
     assert "remaining, carried over to the next run: 1" in result.summary()
     assert result.plan["include"] == result.evaluate and result.plan["handoff"] == []
+
+
+def test_300_entries_without_a_result_are_256_gpu_legs_now_and_44_later(merged):
+    """The batch arithmetic of (c) without the simulator: GitHub's 256 matrix jobs, all of them GPU legs."""
+    from evaluator.ci.handoff import GPU_BATCH, HANDOFF_MATRIX_JOBS
+    from tests.test_ci_plan import commit
+
+    assert GPU_BATCH == 256 - HANDOFF_MATRIX_JOBS == 256
+    aps = [f"BULK{i}_Doe2025Bulk" for i in range(25)]
+    files = {}
+    for ap_key in aps:
+        files.update({name: text for name, text in new_ap(ap_key, every_model=True).items()
+                      if name.endswith("manifest.yaml")})
+        files[f"submissions/{ap_key}/taxonomy.json"] = "{}\n"
+    commit(merged.root, files, "import 300 pinned checkpoints")
+    from evaluator.ci.plan import plan_missing
+
+    merged.missing = plan_missing(merged.root, protocol=PROTOCOL, shards={"*": 1}).to_dict()
+    result, _ = merged.hand_off()
+    assert len(merged.missing["include"]) == 302 and result.handed_off == []  # + the PR's 2, never evaluated
+    assert len(result.evaluate) == 256 and len(result.remaining) == 46
+    assert result.matrix()["include"] == result.evaluate
+
+
+def test_the_simulator_refuses_a_matrix_over_256_jobs_like_github(tmp_path):
+    from tests.support.actions_sim import Simulator
+
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    legs = json.dumps({"include": [{"leg": str(i)} for i in range(257)]})
+    (workflows / "big.yml").write_text(json.dumps({
+        "name": "big", "on": "push", "permissions": {},
+        "jobs": {"plan": {"runs-on": "ubuntu-24.04", "permissions": {}, "outputs": {"matrix": "${{ steps.m.outputs.m }}"},
+                          "steps": [{"id": "m", "run": f"echo 'm={legs}' >> \"$GITHUB_OUTPUT\""}]},
+                 "legs": {"needs": "plan", "runs-on": "ubuntu-24.04", "permissions": {},
+                          "strategy": {"matrix": "${{ fromJSON(needs.plan.outputs.matrix) }}"},
+                          "steps": [{"run": "true"}]}}}))
+    with FakeGitHub() as fake:
+        run = Simulator(fake, tmp_path, tmp_path / "sim", workflows=workflows).run("big.yml", "push", {}, sha="0" * 40)
+    assert run.jobs["legs"].result == "failure" and run.jobs["legs"].legs == 0
+    assert "GitHub allows 256" in run.log()

@@ -20,7 +20,8 @@ What it does not: ``make install`` runs a ``make`` shim that only links ``.venv/
 is this interpreter's); ``.venv/bin/apb`` runs the real ``apb`` of this interpreter, except ``apb evaluate``,
 which writes a valid output for the model the manifest in its working directory pins (``ci_records``'s
 ``write_evaluated`` / ``write_shard_outputs``) instead of attacking a checkpoint. ``runs-on``, ``concurrency``,
-``timeout-minutes`` and ``max-parallel`` are not modelled (runs and legs run one after another).
+``timeout-minutes`` and ``max-parallel`` are not modelled (runs run one after another; a matrix's legs run
+*parallel* at a time, one by one when the run is to be cancelled in the middle of them).
 """
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -68,12 +71,14 @@ class Simulator:
     """Runs workflows of *workflows* (a folder) for events on the bare repository *origin*, against *fake*."""
 
     def __init__(self, fake: FakeGitHub, origin: Path, work: Path, *, workflows: Path = ROOT / ".github" / "workflows",
-                 variables: dict | None = None) -> None:
+                 variables: dict | None = None, parallel: int = 3) -> None:
         self.fake = fake
         self.origin = origin
         self.work = work
         self.workflows = workflows
         self.variables = variables or {}
+        self.parallel = parallel
+        self._lock = threading.Lock()  # the fake's state and the run's summary, shared by parallel legs
         self.shims = work / "shims"
         self._write_shims()
 
@@ -150,17 +155,24 @@ exec /usr/bin/make "$@"
         if not legs:
             return JobResult("failure", logs=[f"{job_id}: the matrix is empty"])
         result = JobResult("success", legs=0)
-        for index, leg in enumerate(legs):
-            if state.cancelled:
-                result.result = "cancelled"
-                break
-            one = self._job_once(state, job_id, job, leg, index)
+        if state.cancel_after is None or state.cancel_after[0] != job_id:  # legs in parallel, as runners take them
+            with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+                done = list(pool.map(lambda item: self._job_once(state, job_id, job, item[1], item[0]),
+                                     enumerate(legs)))
+        else:
+            done = []
+            for index, leg in enumerate(legs):
+                if state.cancelled:
+                    result.result = "cancelled"
+                    break
+                done.append(self._job_once(state, job_id, job, leg, index))
+                if state.cancel_after == (job_id, len(done)):
+                    state.cancelled = True
+        for one in done:
             result.legs += 1
             result.logs += one.logs
             if one.result == "failure" and result.result == "success":
                 result.result = "failure"
-            if state.cancel_after == (job_id, result.legs):
-                state.cancelled = True
         return result
 
     def _job_once(self, state: "_RunState", job_id: str, job: dict, matrix: dict | None, index: int) -> JobResult:
@@ -202,7 +214,8 @@ exec /usr/bin/make "$@"
         result.result = "failure" if failed else "success"
         context = {**self._context(state, job_id, temp=temp), "matrix": matrix or {}, "steps": steps}
         result.outputs = {k: render(str(v), context) for k, v in (job.get("outputs") or {}).items()}
-        state.summary += summary.read_text()
+        with self._lock:
+            state.summary += summary.read_text()
         return result
 
     # ------------------------------------------------------------------------------------------ steps
@@ -264,8 +277,9 @@ exec /usr/bin/make "$@"
             for file in files:
                 archive.write(file, file.name if path.is_file() else file.relative_to(path).as_posix())
         try:
-            self.fake.state.actions.upload(state.run_id, inputs["name"], buffer.getvalue(),
-                                           retention_days=float(inputs.get("retention-days") or 90))
+            with self._lock:
+                self.fake.state.actions.upload(state.run_id, inputs["name"], buffer.getvalue(),
+                                               retention_days=float(inputs.get("retention-days") or 90))
         except ValueError as error:
             return {}, False, str(error)
         return {}, True, f"uploaded {inputs['name']} ({len(files)} files)"
@@ -308,7 +322,8 @@ exec /usr/bin/make "$@"
         with zipfile.ZipFile(buffer, "w") as archive:
             for file in sorted(p for p in path.rglob("*") if p.is_file()):
                 archive.write(file, file.relative_to(path).as_posix())
-        saved = self.fake.state.actions.cache_save(state.run_id, key, buffer.getvalue())
+        with self._lock:
+            saved = self.fake.state.actions.cache_save(state.run_id, key, buffer.getvalue())
         message = f"cache {key}: {'saved' if saved else 'warning: not saved'}"
         if logs is not None:
             logs.append(message)
