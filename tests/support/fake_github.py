@@ -100,9 +100,9 @@ class FakeGitHub:
 
     # ------------------------------------------------------------------------------------------ set-up
     def add_pull(self, number: int, head_sha: str, *, head_repo: str | None = None, head_ref: str = "patch-1",
-                 labels: tuple[str, ...] = ()) -> None:
+                 labels: tuple[str, ...] = (), base_ref: str = "main") -> None:
         self.state.pulls[number] = {"head_sha": head_sha, "head_repo": head_repo or f"contributor/{self.state.name}",
-                                    "head_ref": head_ref, "labels": list(labels)}
+                                    "head_ref": head_ref, "labels": list(labels), "base_ref": base_ref}
 
     def add_comment(self, number: int, body: str, *, login: str, user_type: str = "User") -> int:
         with self._lock:
@@ -171,7 +171,7 @@ class FakeGitHub:
 
     def _repo_json(self) -> dict:
         return {"id": 1, "name": self.state.name, "full_name": self.full_name,
-                "owner": self._user(self.state.owner, "Organization"), "private": False,
+                "owner": self._user(self.state.owner, "Organization"), "private": False, "default_branch": "main",
                 "url": self._url(self._repo_path())}
 
     def _commit_json(self, sha: str) -> dict:
@@ -191,7 +191,7 @@ class FakeGitHub:
                 "issue_url": self._url(f"{self._repo_path()}/issues/{number}"),
                 "head": {"sha": pull["head_sha"], "ref": pull["head_ref"],
                          "repo": {"full_name": pull["head_repo"], "name": pull["head_repo"].split("/")[1]}},
-                "base": {"sha": "b" * 40, "ref": "main",
+                "base": {"sha": "b" * 40, "ref": pull.get("base_ref", "main"),
                          "repo": {"full_name": self.full_name, "name": self.state.name}}}
 
     # ------------------------------------------------------------------------------------------ dispatch
