@@ -130,3 +130,21 @@ def test_every_workflow_with_a_gpu_job_is_allowed_on_the_runner_group():
            if "gpu" in str(job.get("runs-on", "")).lower()}
     assert ".github/workflows/evaluate.yml" in gpu
     assert gpu <= set(load_deployment().gpu_workflows)
+
+
+def test_the_label_doctor_looks_for_is_the_one_the_workflows_use():
+    from tests.test_workflows import WORKFLOWS
+
+    label = load_deployment().label
+    for name in ("evaluate.yml", "revoke.yml"):
+        assert label in (WORKFLOWS / name).read_text(), name
+
+
+def test_an_organization_rulesets_bypass_list_is_read_from_the_organization(fake):
+    ruleset = fake.settings.rulesets[0]
+    fake.settings.rulesets.clear()
+    fake.settings.org_rulesets.append(ruleset)
+    found = doctor(fake)
+    assert found["protection of main"][0] == OK and found["the bot may push to main"][0] == OK, found
+    ruleset["bypass_actors"] = []
+    assert "no bypass for the GitHub Actions app" in doctor(fake)["the bot may push to main"][1]

@@ -184,7 +184,7 @@ def check_branch_protection(api: Api, repo: str, deployment: Deployment) -> list
             findings.append(Finding(protected, UNKNOWN, _needs("repository Administration: read", error)))
             return findings + [Finding(bot, UNKNOWN, "needs the branch protection above")]
     try:
-        rules = api.get(f"/repos/{repo}/rules/branches/{quote(branch)}")
+        rules = api.get(f"/repos/{repo}/rules/branches/{quote(branch)}", per_page=100)
     except NotReadable as error:
         return findings + [Finding(protected, UNKNOWN, _needs("repository Metadata: read", error)),
                            Finding(bot, UNKNOWN, "needs the rules of the branch")]
@@ -208,10 +208,12 @@ def check_branch_protection(api: Api, repo: str, deployment: Deployment) -> list
         if (classic.get("lock_branch") or {}).get("enabled"):
             blocked.append("the branch is locked")
     unknown = []
-    for ruleset_id in sorted({r.get("ruleset_id") for r in rules if r.get("type") in BLOCKING_RULES}):
+    sources = {r.get("ruleset_id"): r.get("ruleset_source_type") for r in rules if r.get("type") in BLOCKING_RULES}
+    for ruleset_id, source in sorted(sources.items()):
         types = sorted({r["type"] for r in rules if r.get("ruleset_id") == ruleset_id and r.get("type") in BLOCKING_RULES})
+        owner = f"/orgs/{repo.split('/')[0]}" if source == "Organization" else f"/repos/{repo}"
         try:
-            ruleset = api.get(f"/repos/{repo}/rulesets/{ruleset_id}")
+            ruleset = api.get(f"{owner}/rulesets/{ruleset_id}")
         except NotReadable as error:
             unknown.append(f"ruleset {ruleset_id}: {error.message}")
             continue

@@ -321,7 +321,8 @@ class FakeGitHub:
             ("runner-groups", rf"^{org}/actions/runner-groups/(\d+)/repositories$", self._group_repositories),
             ("branch-protection", rf"^{repo}/branches/([^/]+)/protection$", self._branch_protection),
             ("rules", rf"^{repo}/rules/branches/([^/]+)$", self._branch_rules),
-            ("rulesets", rf"^{repo}/rulesets/(\d+)$", self._ruleset),
+            ("rulesets", rf"^{repo}/rulesets/(\d+)$", lambda m: self._ruleset(m, settings.rulesets, "Repository")),
+            ("rulesets", rf"^{org}/rulesets/(\d+)$", lambda m: self._ruleset(m, settings.org_rulesets, "Organization")),
             ("pages", rf"^{repo}/pages$", lambda m: settings.pages),
             ("labels", rf"^{repo}/labels/([^/]+)$", self._label),
         ]
@@ -366,15 +367,18 @@ class FakeGitHub:
     def _branch_rules(self, match: re.Match) -> list:
         if unquote(match[1]) != self.settings.default_branch:
             return []
-        return [{"type": rule["type"], "ruleset_source_type": "Repository", "ruleset_source": self.full_name,
+        owned = [(ruleset, "Repository", self.full_name) for ruleset in self.settings.rulesets] + \
+            [(ruleset, "Organization", self.state.owner) for ruleset in self.settings.org_rulesets]
+        return [{"type": rule["type"], "ruleset_source_type": kind, "ruleset_source": source,
                  "ruleset_id": ruleset["id"], **({"parameters": rule["parameters"]} if "parameters" in rule else {})}
-                for ruleset in self.settings.rulesets if ruleset["enforcement"] == "active" for rule in ruleset["rules"]]
+                for ruleset, kind, source in owned if ruleset["enforcement"] == "active" for rule in ruleset["rules"]]
 
-    def _ruleset(self, match: re.Match) -> dict | None:
-        ruleset = next((r for r in self.settings.rulesets if r["id"] == int(match[1])), None)
+    def _ruleset(self, match: re.Match, rulesets: list[dict], kind: str) -> dict | None:
+        ruleset = next((r for r in rulesets if r["id"] == int(match[1])), None)
         if ruleset is None:
             return None
-        shown = {"target": "branch", "source_type": "Repository", "source": self.full_name,
+        source = self.full_name if kind == "Repository" else self.state.owner
+        shown = {"target": "branch", "source_type": kind, "source": source,
                  "conditions": {"ref_name": {"include": ["~DEFAULT_BRANCH"], "exclude": []}},
                  "current_user_can_bypass": "never", **ruleset}
         if "ruleset-bypass" in self.settings.unreadable:  # GitHub shows the bypass list only to who may edit it
@@ -405,6 +409,7 @@ class DeploymentSettings:
     rulesets: list[dict]
     pages: dict | None
     labels: list[str]
+    org_rulesets: list[dict] = field(default_factory=list)  # rulesets of the organization that reach this repository
     unreadable: set[str] = field(default_factory=set)
 
     @classmethod
