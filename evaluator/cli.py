@@ -21,7 +21,8 @@ COMMANDS = {
     "site": "build the static leaderboard site (tables, curve comparison, analysis, downloads) into a folder",
     "import-distances": "import the original benchmark's HO-FMN distance pickles as per-sample sidecars",
     "demo": "offline end-to-end run on a small embedded example submission",
-    "ci": "the steps of .github/workflows: plan, collect, ingest, report, publish (docs/automation.md)",
+    "ci": "the steps of .github/workflows: plan, collect, ingest, report, publish, check-diff; doctor checks the "
+          "deployment's GitHub settings (docs/automation.md)",
 }
 
 
