@@ -33,8 +33,8 @@ from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY
 
 AP_DIR_ENTRIES = {TAXONOMY: "file", MANIFEST: "file", RECORDS: "dir"}
 SUBMISSIONS_TOP_FILES = {"README.md"}
-_PROTOCOL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
-_RECORD_NAME = re.compile(r"^(?P<key>[A-Za-z0-9_]+)__(?P<protocol>[a-z0-9][a-z0-9.-]*)\.(?P<ext>json|npz)$")
+_PROTOCOL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}\Z")
+_RECORD_NAME = re.compile(r"^(?P<key>[A-Za-z0-9_]+)__(?P<protocol>[a-z0-9][a-z0-9.-]*)\.(?P<ext>json|npz)\Z")
 
 
 def record_problems(data: Any, lines: LineMap, file: str) -> list[Problem]:

@@ -28,8 +28,8 @@ CHECK_NAMES = {"validation": "APB validation", "evaluation": "APB evaluation"}
 EVALUATE_LABEL = "apb:evaluate"
 MAX_PROBLEMS_SHOWN = 50
 METRIC_ROWS = tuple((metric_label(metric, "short"), metric) for metric in METRICS)  # (label, metric) of the comment
-RUN_TITLE = re.compile(r"^APB PR #([0-9]{1,9}) @ ([0-9a-f]{40})$")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+RUN_TITLE = re.compile(r"^APB PR #([0-9]{1,9}) @ ([0-9a-f]{40})\Z")
+_SHA = re.compile(r"^[0-9a-f]{40}\Z")
 ICONS = {"ok": "✅", "flagged": "⚠️", "failed": "❌"}
 
 
