@@ -85,7 +85,7 @@ def test_a_file_that_fits_no_variant_names_the_closest_and_the_keys_that_differ(
     del state["linear.weight"]
     report = check_compliance(state, "resnet18")
     text = report.summary()
-    assert "missing (linear.weight)" in text and "unexpected (extra_head.weight)" in text
+    assert "missing ('linear.weight')" in text and "unexpected ('extra_head.weight')" in text
     assert "closest variant: resnet18" in text
 
 
