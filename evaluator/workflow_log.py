@@ -15,15 +15,14 @@ import contextlib
 import os
 import secrets
 import sys
-from typing import Iterator
+from typing import Iterator, Mapping
 
 
 @contextlib.contextmanager
-def commands_stopped(environ: dict[str, str] | None = None) -> Iterator[str | None]:
+def commands_stopped(environ: Mapping[str, str] | None = None) -> Iterator[str | None]:
     """Within the block, workflow commands in anything printed are inert (under GitHub Actions; elsewhere
     nothing is printed). Yields the token, or None outside Actions."""
-    environ = os.environ if environ is None else environ
-    if environ.get("GITHUB_ACTIONS") != "true":
+    if (os.environ if environ is None else environ).get("GITHUB_ACTIONS") != "true":
         yield None
         return
     token = secrets.token_hex(16)

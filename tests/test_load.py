@@ -175,7 +175,7 @@ def test_missing_extra_and_misshaped_keys_are_listed(reference):
         build_checked_model(ENTRY, state)
     message = assert_names_entry(error)
     assert "1 missing ('layer4.1.bn2.running_mean')" in message and "1 unexpected ('fc.weight')" in message
-    assert "linear.weight: expected [10, 512], found [100, 512]" in message
+    assert "'linear.weight': expected [10, 512], found [100, 512]" in message
 
 
 def test_vgg_checkpoint_does_not_fit_resnet(reference):
