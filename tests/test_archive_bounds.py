@@ -15,7 +15,7 @@ import torch
 
 from evaluator.errors import APBError
 from evaluator.load import load_state_dict
-from evaluator.records import load_sidecar, sidecar_member_bound
+from evaluator.records import load_sidecar
 from tests.support.entries import make_entry
 
 ENTRY = make_entry()
@@ -89,6 +89,8 @@ def test_a_sidecar_member_larger_than_its_sample_count_allows_is_refused_before_
 
 
 def test_a_sidecar_member_declaring_gigabytes_is_refused_whatever_the_record_says():
+    from evaluator.records import sidecar_member_bound
+
     data = bytearray(sidecar(10))
     at = central_entry(bytes(data), "hofmn_distance.npy")
     struct.pack_into("<L", data, at + 24, 4_000_000_000)  # the uncompressed size the directory declares

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 from evaluator.ci.report import code, esc
-from evaluator.markdown_text import ZERO_WIDTH_SPACE, https_url, inline, link
 from evaluator.render import render_all
 from tests.support.leaderboard_repo import add_evaluated, make_repo
 
@@ -24,6 +23,8 @@ def raw_hits(text: str) -> list[str]:
 
 
 def test_inline_text_is_inert():
+    from evaluator.markdown_text import ZERO_WIDTH_SPACE, inline
+
     text = inline(HOSTILE)
     assert raw_hits(text) == [] and "\n" not in text
     assert "\\[" in text and "\\]" in text and "\\(" in text and "&lt;img" in text and "\\|" in text
@@ -32,6 +33,8 @@ def test_inline_text_is_inert():
 
 
 def test_links_only_to_plain_https_urls_or_repository_paths():
+    from evaluator.markdown_text import https_url, link
+
     assert link("paper", "https://arxiv.org/abs/2409.01249") == "[paper](https://arxiv.org/abs/2409.01249)"
     assert link("row", "../leaderboard/README.md#cifar10") == "[row](../leaderboard/README.md#cifar10)"
     for target in ("javascript:alert(1)", "http://example.org/x", "https://evil.example/a) [b](https://c.example",

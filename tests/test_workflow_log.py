@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import subprocess
 import sys
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -48,25 +49,35 @@ def test_apb_check_under_actions_prints_no_workflow_command_from_a_hostile_key(t
                                  "--root", str(tmp_path / "repo"), "--data-dir", str(tmp_path / "data"), "--n", "4",
                                  "--device", "cpu"], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert result.returncode == 1, result.stderr
-    assert command_lines(result.stderr) == []
-    stop, resume = command_lines(result.stdout)
+    assert command_lines(result.stdout) == []  # stdout stays the command's own output
+    stop, resume = command_lines(result.stderr)
     token = stop.removeprefix("::stop-commands::")
     assert len(token) == 32 and resume == f"::{token}::"
-    assert result.stdout.splitlines()[0] == stop and result.stdout.splitlines()[-1] == resume
+    assert result.stderr.splitlines()[0] == stop and result.stderr.splitlines()[-1] == resume
     for key in HOSTILE_KEYS:
         assert repr(key) in result.stdout  # one line, the newline shown as \n
 
 
 def test_outside_actions_nothing_is_added():
-    out = io.StringIO()
-    with redirect_stdout(out), commands_stopped({"GITHUB_ACTIONS": "false"}) as token:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err), commands_stopped({"GITHUB_ACTIONS": "false"}) as token:
         print("hello")
-    assert token is None and out.getvalue() == "hello\n"
+    assert token is None and out.getvalue() == "hello\n" and err.getvalue() == ""
+
+
+def test_apb_validate_json_on_stdout_stays_json_under_actions(tmp_path):
+    env = {**os.environ, "GITHUB_ACTIONS": "true", "PYTHONPATH": str(REPO)}
+    (tmp_path / "submissions").mkdir()
+    (tmp_path / "taxonomy").mkdir()
+    result = subprocess.run([sys.executable, "-m", "evaluator.cli", "validate", "--root", str(tmp_path), "--format",
+                             "json"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert json.loads(result.stdout)["problems"] is not None
+    assert [line.split("::")[1] == "stop-commands" for line in command_lines(result.stderr)] == [True, False]
 
 
 def test_each_run_has_a_fresh_token():
     tokens = set()
     for _ in range(3):
-        with redirect_stdout(io.StringIO()), commands_stopped({"GITHUB_ACTIONS": "true"}) as token:
+        with redirect_stderr(io.StringIO()), commands_stopped({"GITHUB_ACTIONS": "true"}) as token:
             tokens.add(token)
     assert len(tokens) == 3
