@@ -138,3 +138,37 @@ def test_google_drive_downloads_follow_the_same_rule(resolver, tmp_path, monkeyp
         server.add("/uc?id=abc", b"", redirect="https://internal.example.org/file")
         with pytest.raises(APBError, match="non-public address"):
             fetch("gdrive://abc", tmp_path)
+
+
+@pytest.mark.parametrize("url", ["https://10.0.0.1/x.pt", "https://169.254.169.254/x.pt", "https://2130706433/x.pt",
+                                 "https://metadata.google.internal/x.pt", "https://files.example.org:8443/x.pt"])
+def test_apb_validate_refuses_a_manifest_url_the_runner_would_refuse(url):
+    from evaluator.manifest import url_problem
+
+    problem = url_problem(url, allow_file_urls=False) or ""
+    assert "public https hosts" in problem or "no valid host name" in problem
+    assert url_problem("https://zenodo.org/records/1/files/x.pt", allow_file_urls=False) is None
+
+
+def test_the_socket_connects_to_the_checked_address_and_tls_still_names_the_host(resolver, monkeypatch):
+    """No second lookup (DNS rebinding): urllib3 is handed the address that was checked, not the name."""
+    from urllib3 import connectionpool
+    from urllib3.util import connection
+
+    seen = []
+
+    def create_connection(address, *args, **kwargs):
+        seen.append(address)
+        raise OSError("no network in tests")
+
+    monkeypatch.setattr(connection, "create_connection", create_connection)
+    with egress.guarded_connections():
+        conn = connectionpool.HTTPSConnectionPool.ConnectionCls("public.example.org", 443)
+        with pytest.raises(Exception, match="no network in tests"):
+            conn.connect()
+        assert conn.host == "public.example.org"  # what TLS verifies the certificate against
+        refused = connectionpool.HTTPSConnectionPool.ConnectionCls("internal.example.org", 443)
+        with pytest.raises(egress.RefusedDestination):
+            refused.connect()
+    assert seen == [("93.184.215.14", 443)]
+    assert connectionpool.HTTPSConnectionPool.ConnectionCls.__name__ == "HTTPSConnection"  # restored
