@@ -158,7 +158,7 @@ def test_normalization_buffers_must_equal_the_declared_normalization():
     assert "normalize.mean" not in load_state_dict(saved(state), good)
     wrong = make_entry(variant="preact-resnet18", normalization_buffers=buffers,
                        normalization={"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]})
-    with pytest.raises(APBError, match=r"models\[0\]\.normalization: .*normalize\.std is \[0\.247"):
+    with pytest.raises(APBError, match=r"models\[0\]\.normalization: .*'normalize\.std' is \[0\.247"):
         load_state_dict(saved(state), wrong)
     with pytest.raises(APBError, match="normalization_buffers needs the normalization field"):
         load_state_dict(saved(state), make_entry(variant="preact-resnet18", normalization_buffers=buffers))
