@@ -27,7 +27,7 @@ MAX_LOG_BYTES = 1 << 20
 MAX_FILES = 4096
 MAX_TOTAL_BYTES = 256 << 20
 MAX_DEPTH = 4
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\Z")
 CI_SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 

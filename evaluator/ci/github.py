@@ -26,7 +26,7 @@ DEFAULT_APP_SLUG = "github-actions"  # the app that owns check runs made with GI
 MAX_COMMENT_CHARS = 65_536  # GitHub refuses longer comment bodies
 MAX_CHECK_SUMMARY_CHARS = 65_535  # and longer check-run summaries
 CONCLUSIONS = ("success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA = re.compile(r"^[0-9a-f]{40}\Z")
 
 
 @dataclass(frozen=True)
