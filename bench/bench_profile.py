@@ -70,7 +70,7 @@ from bench_gpu import (FULL_N, TF32_AUTOTUNED, Counted, Recorder, StageWork, Uti
 from evaluator import provenance  # noqa: E402
 from evaluator.attacks.common import frozen_for_attack  # noqa: E402
 from evaluator.models import build_model  # noqa: E402
-from evaluator.protocol import Protocol, load_protocol  # noqa: E402
+from evaluator.protocol import EvaluableProtocol, load_protocol  # noqa: E402
 
 STAGES = ("clean", "aa/apgd-ce", "aa/apgd-t", "aa/fab-t", "aa/square", "hofmn_tuning", "hofmn")
 AA_STAGES = {"aa/apgd-ce": "apgd-ce", "aa/apgd-t": "apgd-t", "aa/fab-t": "fab-t", "aa/square": "square"}
@@ -117,24 +117,25 @@ def evaluation_backend(settings: provenance.BackendSettings) -> Iterator[None]:
     try:
         yield
     finally:
-        provenance.fixed_backend = original  # type: ignore[assignment]
+        provenance.fixed_backend = original
 
 
 class _FreshGrad(torch.autograd.Function):
     """Identity whose backward hands on a copy: a graph's gradient buffer is overwritten by its next replay."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return grad.clone()
 
 
 def buckets_up_to(largest: int, smallest: int = 16) -> list[int]:
     """Batch buckets 16, 24, 32, 48, 64, ... (at most a third of a bucket is padding) up to ``largest``."""
-    found, base = set(), smallest
+    found: set[int] = set()
+    base = smallest
     while base < largest:
         found.update(b for b in (base, base * 3 // 2) if b < largest)
         base *= 2
@@ -232,11 +233,11 @@ def install_robust_fractions(recorder: Recorder) -> list[dict]:
     sizes: list[int] = []
     run, check = pyautoattack.AutoAttack.run_standard_evaluation, checks.check_square_sr
 
-    def run_standard_evaluation(self, x_orig, y_orig, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def run_standard_evaluation(self, x_orig, y_orig, *args, **kwargs):
         sizes.append(int(x_orig.shape[0]))
         return run(self, x_orig, y_orig, *args, **kwargs)
 
-    def check_square_sr(acc_dict, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def check_square_sr(acc_dict, *args, **kwargs):
         calls.append({name: round(fraction * sizes[-1]) for name, fraction in acc_dict.items()})
         return check(acc_dict, *args, **kwargs)
 
@@ -302,7 +303,7 @@ def load_parts(model: nn.Module, paths: list[Path]) -> None:
 # ------------------------------------------------------------------------------------------- profile runs
 
 
-def sized(protocol: Protocol, n: int, smoke: bool) -> Protocol:
+def sized(protocol: EvaluableProtocol, n: int, smoke: bool) -> EvaluableProtocol:
     """v2 on ``n`` points (one chunk up to 5,000). In the smoke mode eps is 1/1000 (the tiny CNN keeps points
     robust through APGD-CE, so that all four AutoAttack stages run; ``shrink_autoattack_for_smoke``) and HO-FMN
     is tuned with 2 trials of 5 steps and runs 10 steps."""
@@ -323,7 +324,7 @@ def shrink_autoattack_for_smoke() -> None:
 
     set_version = pyautoattack.AutoAttack._set_version
 
-    def shrunk(self, version="standard"):  # type: ignore[no-untyped-def]
+    def shrunk(self, version="standard"):
         set_version(self, version)
         for attack in (self.apgd, self.apgd_targeted, self.fab):
             attack.n_iter = 5
@@ -343,7 +344,7 @@ def stage_work(figures: bench_gpu.StageFigures, shapes: Counter) -> StageWork:
                      max(1, batch))
 
 
-def profile_run(model: nn.Module, config: Config, protocol: Protocol, images: np.ndarray, labels: np.ndarray,
+def profile_run(model: nn.Module, config: Config, protocol: EvaluableProtocol, images: np.ndarray, labels: np.ndarray,
                 device: str, work: Path, recorder: Recorder, robust_calls: list[dict],
                 on_call: Callable[[str], None] | None = None) -> dict:
     """One evaluation through ``evaluate_loaded`` under ``config``: per-stage figures and per-sample results.
@@ -407,7 +408,7 @@ def nearest(table: dict[int, tuple[float, float]]) -> bench_gpu.BareRates:
     return lambda batch: table[min(table, key=lambda b: abs(b - batch))]
 
 
-def projected_batches(run: dict, protocol: Protocol) -> set[int]:
+def projected_batches(run: dict, protocol: EvaluableProtocol) -> set[int]:
     """Every batch the projection asks a bare rate for: each stage's measured batch and its batch at 10,000."""
     batches = set()
     for name, stage in run["stages"].items():
@@ -419,16 +420,17 @@ def projected_batches(run: dict, protocol: Protocol) -> set[int]:
     return batches
 
 
-def projection(run: dict, protocol: Protocol, rates: dict, ideal: dict | None) -> dict:
-    full = {"v2_chunk": protocol.chunk_size, "stages": {}}
+def projection(run: dict, protocol: EvaluableProtocol, rates: dict, ideal: dict | None) -> dict:
+    stages: dict[str, dict] = {}
+    full: dict = {"v2_chunk": protocol.chunk_size, "stages": stages}
     for name, stage in run["stages"].items():
         work = StageWork(**{k: stage[k] for k in ("grad_rows", "forward_rows", "wall_s", "batch")})
-        full["stages"][name] = project_stage(work, n=run["n"], full_n=FULL_N, chunk=protocol.chunk_size,
+        stages[name] = project_stage(work, n=run["n"], full_n=FULL_N, chunk=protocol.chunk_size,
                                              attack_batch=protocol.autoattack.batch_size,
                                              per_sample=name in PER_SAMPLE, rates=nearest(rates),
                                              ideal_rates=nearest(ideal) if ideal else None)
     for key in ("seconds", "seconds_at_bare", "seconds_at_ideal_bare"):
-        full[key] = sum(s.get(key, 0.0) for s in full["stages"].values())
+        full[key] = sum(s.get(key, 0.0) for s in stages.values())
     return full
 
 
@@ -481,7 +483,7 @@ def combine(folders: list[Path], minimum: int) -> list[str]:
 # ------------------------------------------------------------------------------------------------ profiler
 
 
-def profiler_split(model: nn.Module, config: Config, protocol: Protocol, images: np.ndarray, labels: np.ndarray,
+def profiler_split(model: nn.Module, config: Config, protocol: EvaluableProtocol, images: np.ndarray, labels: np.ndarray,
                    device: str, work: Path, recorder: Recorder, robust_calls: list[dict], *, warmup: int = 5,
                    calls: int = 40) -> dict:
     """Per stage, over ``calls`` model calls after ``warmup`` calls (fewer where the stage ends first): device
@@ -607,7 +609,6 @@ def run_profile(args: argparse.Namespace, configs: list[Config]) -> None:
     report: dict = {"machine": bench_gpu.machine(device), "device": device, "smoke": smoke,
                     "configs": [c.name for c in configs]}
     say(report["machine"])
-    Utilization(device)  # NVML is optional; the recorder keeps utilization when it is there
     with np.load(args.data, allow_pickle=False) as data:
         x_train, y_train = data["x_train"], data["y_train"]
         images, labels = np.concatenate([x_train, data["x_test"]]), np.concatenate([y_train, data["y_test"]])
@@ -637,7 +638,7 @@ def run_profile(args: argparse.Namespace, configs: list[Config]) -> None:
     robust_calls = install_robust_fractions(recorder)
     if smoke:
         shrink_autoattack_for_smoke()
-    protocol = sized(load_protocol("linf-8-255-v2"), args.n, smoke)
+    protocol = sized(load_protocol("linf-8-255-v2").require_evaluable(), args.n, smoke)
     tmp = Path(tempfile.mkdtemp(prefix="apb-bench-profile-"))
     runs: list[dict] = []
     for index, config in enumerate(configs):
@@ -692,7 +693,7 @@ def run_profile(args: argparse.Namespace, configs: list[Config]) -> None:
 
     if args.profile_n and time.perf_counter() + 60 < deadline:
         config = next(c for c in reversed(configs) if c.name in projections)
-        split = profiler_split(model, config, sized(load_protocol("linf-8-255-v2"), min(args.profile_n, args.n), smoke),
+        split = profiler_split(model, config, sized(load_protocol("linf-8-255-v2").require_evaluable(), min(args.profile_n, args.n), smoke),
                                images, labels, device, tmp / "profiler", recorder, robust_calls,
                                warmup=1 if smoke else 5, calls=3 if smoke else 40)
         report["profiler"] = {"config": config.name, "stages": split}
