@@ -78,6 +78,12 @@ PER_SAMPLE = {"clean", "autoattack", *AA_STAGES, "hofmn"}
 WRAPPERS = ("strict", "tf32", "cl", "graphs", "compile")
 THRESHOLDS = {"flags_agree": 0.999, "robust_points": 0.1, "median_rel": 0.01}
 PART_BYTES = 15 * 2**20
+CLEAN_BATCH = 500  # evaluate_loaded's batch of plain forward passes (the clean stage), whatever the protocol
+
+
+def stage_batch_limit(stage: str, protocol: EvaluableProtocol) -> int:
+    """The largest batch a stage runs at: the clean stage's forward batch, else the attack batch."""
+    return CLEAN_BATCH if stage == "clean" else protocol.autoattack.batch_size
 
 
 # ------------------------------------------------------------------------------------------ configurations
@@ -415,7 +421,7 @@ def projected_batches(run: dict, protocol: EvaluableProtocol) -> set[int]:
         work = StageWork(**{k: stage[k] for k in ("grad_rows", "forward_rows", "wall_s", "batch")})
         batches.add(work.batch)
         if name in PER_SAMPLE:
-            batches.add(min(protocol.autoattack.batch_size,
+            batches.add(min(stage_batch_limit(name, protocol),
                             round(work.batch * min(protocol.chunk_size, FULL_N) / min(protocol.chunk_size, run["n"]))))
     return batches
 
@@ -426,7 +432,7 @@ def projection(run: dict, protocol: EvaluableProtocol, rates: dict, ideal: dict 
     for name, stage in run["stages"].items():
         work = StageWork(**{k: stage[k] for k in ("grad_rows", "forward_rows", "wall_s", "batch")})
         stages[name] = project_stage(work, n=run["n"], full_n=FULL_N, chunk=protocol.chunk_size,
-                                             attack_batch=protocol.autoattack.batch_size,
+                                             attack_batch=stage_batch_limit(name, protocol),
                                              per_sample=name in PER_SAMPLE, rates=nearest(rates),
                                              ideal_rates=nearest(ideal) if ideal else None)
     for key in ("seconds", "seconds_at_bare", "seconds_at_ideal_bare"):
