@@ -74,6 +74,9 @@ SUB_ATTACKS = {"APGDAttack": "apgd-ce", "APGDAttack_targeted": "apgd-t", "FABAtt
                "SquareAttack": "square"}
 MODELS = (("resnet18", "US", 90), ("vgg16", "S", 50))
 STARTED = time.perf_counter()
+# torch's speed settings on a GPU: TF32 matrix products and convolutions, cuDNN autotuning (not the evaluation's)
+TF32_AUTOTUNED = provenance.BackendSettings(tf32_matmul=True, tf32_cudnn=True, cudnn_benchmark=True,
+                                            cudnn_deterministic=False)
 
 
 def say(message: str) -> None:
@@ -276,9 +279,7 @@ def measure_bare(architecture: str, device: str, seconds: float, batch: int, big
         rates["grad_64"] = bare_rate(model, min(64, batch), device, backward=True, seconds=seconds / 2)
         rates["peak_mib_batch_%d" % big_batch] = peak_memory_mib(model, big_batch, device)
     if device.startswith("cuda"):
-        fast = provenance.BackendSettings(tf32_matmul=True, tf32_cudnn=True, cudnn_benchmark=True,
-                                          cudnn_deterministic=False)
-        with provenance.fixed_backend(fast):
+        with provenance.fixed_backend(TF32_AUTOTUNED):
             rates["grad_tf32_autotuned"] = bare_rate(model, batch, device, backward=True, seconds=seconds)
     return rates
 
@@ -347,11 +348,9 @@ def train(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, secon
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     generator = torch.Generator(device).manual_seed(0)
     cuda = device.startswith("cuda")
-    fast = provenance.BackendSettings(tf32_matmul=True, tf32_cudnn=True, cudnn_benchmark=True,
-                                      cudnn_deterministic=False)
     started, epochs, steps = time.perf_counter(), 0, 0
     seconds = float("inf") if max_steps is not None else seconds
-    with provenance.fixed_backend(fast):
+    with provenance.fixed_backend(TF32_AUTOTUNED):
         while time.perf_counter() - started < seconds and (max_steps is None or steps < max_steps):
             order = torch.randperm(len(images), device=device, generator=generator)
             for start in range(0, max(1, len(order) - batch + 1), batch):
@@ -471,6 +470,49 @@ def extrapolate(n: int, stages: dict[str, StageFigures]) -> float:
     return tuning + per_n * FULL_N / n
 
 
+@dataclasses.dataclass(frozen=True)
+class StageWork:
+    """What one stage did in a measured run: rows through the model's backward (input gradient), rows through
+    its forward only, the wall time, and the rows-weighted mean batch of those passes."""
+
+    grad_rows: int
+    forward_rows: int
+    wall_s: float
+    batch: int
+
+
+BareRates = Callable[[int], tuple[float, float]]  # batch -> (grad img/s, forward img/s), bare model, one backend
+
+
+def bare_seconds(work: StageWork, rates: BareRates, batch: int, scale: float = 1.0) -> float:
+    """Seconds the stage's passes (times ``scale``) take at 100% of the bare rates at ``batch``."""
+    grad_rate, forward_rate = rates(batch)
+    return scale * (work.grad_rows / grad_rate + work.forward_rows / forward_rate)
+
+
+def project_stage(work: StageWork, *, n: int, full_n: int, chunk: int, attack_batch: int, per_sample: bool,
+                  rates: BareRates, ideal_rates: BareRates | None = None) -> dict:
+    """One stage at N = ``full_n`` from a run at N = ``n`` under a protocol of ``chunk``-sample chunks.
+
+    Work: a per-sample stage's passes scale with N (the points entering each stage are the same fraction of
+    a chunk), HO-FMN's tuning runs once. Batch: a stage's batches are subsets of a chunk (the points still
+    robust), so they grow with the chunk's population, up to the attack's batch. Time: the stage's
+    efficiency (bare seconds of its passes at its measured batch over its wall time) is held, and applied to
+    the bare rates at the larger batch. Efficiency usually rises with the batch (fixed per-iteration costs
+    are shared by more rows), so the projection leans high. ``ideal_rates``: also the time at 100% of
+    those bare rates (e.g. TF32 + autotuning)."""
+    scale = full_n / n if per_sample else 1.0
+    batch = min(attack_batch, round(work.batch * min(chunk, full_n) / min(chunk, n))) if per_sample else work.batch
+    measured_bare = bare_seconds(work, rates, work.batch)
+    efficiency = measured_bare / work.wall_s if work.wall_s else float("nan")
+    at_bare = bare_seconds(work, rates, batch, scale)
+    projected = {"batch": batch, "scale": scale, "efficiency": efficiency,
+                 "seconds": at_bare / efficiency if efficiency else float("nan"), "seconds_at_bare": at_bare}
+    if ideal_rates is not None:
+        projected["seconds_at_ideal_bare"] = bare_seconds(work, ideal_rates, batch, scale)
+    return projected
+
+
 # ------------------------------------------------------------------------------------------ concurrency
 
 
@@ -538,12 +580,10 @@ def backend_agreement(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
     x = torch.from_numpy(np.concatenate([images] * reps)[:n]).to(device).float() / 255
     y = torch.from_numpy(np.concatenate([labels] * reps)[:n]).to(device).long()
     eps = 254 / 255 if smoke else EPS
-    fast = provenance.BackendSettings(tf32_matmul=True, tf32_cudnn=True, cudnn_benchmark=True,
-                                      cudnn_deterministic=False)
     model = model.to(device).eval()
     found: dict = {"n": n, "tiled": reps > 1}
     flags = {}
-    for name, settings in (("strict", provenance.BACKEND), ("tf32_autotuned", fast)):
+    for name, settings in (("strict", provenance.BACKEND), ("tf32_autotuned", TF32_AUTOTUNED)):
         with provenance.fixed_backend(settings):
             sync(device)
             started = time.perf_counter()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 from evaluator.errors import APBError
+from evaluator.workflow_log import commands_stopped
 
 # name -> one-line help; the module is evaluator.commands.<name with - as _>
 COMMANDS = {
@@ -21,7 +23,8 @@ COMMANDS = {
     "site": "build the static leaderboard site (tables, curve comparison, analysis, downloads) into a folder",
     "import-distances": "import the original benchmark's HO-FMN distance pickles as per-sample sidecars",
     "demo": "offline end-to-end run on a small embedded example submission",
-    "ci": "the steps of .github/workflows: plan, collect, ingest, report, publish (docs/automation.md)",
+    "ci": "the steps of .github/workflows: plan, collect, ingest, report, publish, check-diff; doctor checks the "
+          "deployment's GitHub settings (docs/automation.md)",
 }
 
 
@@ -56,15 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"apb {name}", description=COMMANDS[name])
     module.configure_parser(parser)
     args = parser.parse_args(rest)
-    try:
-        return int(module.run(args) or 0)
-    except APBError as error:
-        for problem in error.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; finished chunks are kept, run the same command again to resume", file=sys.stderr)
-        return 130
+    with commands_stopped() as token:  # under GitHub Actions: nothing printed from a file becomes a workflow command
+        try:
+            return int(module.run(args) or 0)
+        except APBError as error:
+            for problem in error.problems:
+                print(f"error: {problem}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted; finished chunks are kept, run the same command again to resume", file=sys.stderr)
+            return 130
+        except Exception:
+            if token is None:
+                raise
+            traceback.print_exc()  # while commands are still stopped: a traceback can quote file-borne text
+            return 1
 
 
 if __name__ == "__main__":

@@ -46,11 +46,11 @@ class ComplianceReport:
             return f"all {self.n_keys} keys match {self.target}"
         parts = []
         if self.missing:
-            parts.append(f"{len(self.missing)} missing ({listing(self.missing)})")
+            parts.append(f"{len(self.missing)} missing ({listing(list(map(repr, self.missing)))})")
         if self.unexpected:
-            parts.append(f"{len(self.unexpected)} unexpected ({listing(self.unexpected)})")
+            parts.append(f"{len(self.unexpected)} unexpected ({listing(list(map(repr, self.unexpected)))})")
         if self.shape_mismatched:
-            shapes = [f"{m['key']}: expected {m['expected']}, found {m['found']}" for m in self.shape_mismatched]
+            shapes = [f"{m['key']!r}: expected {m['expected']}, found {m['found']}" for m in self.shape_mismatched]
             parts.append(f"{len(shapes)} with the wrong shape ({listing(shapes)})")
         if self.suggestion:
             parts.append(self.suggestion)
@@ -65,9 +65,9 @@ class ComplianceReport:
         if self.ok:
             return f"compliance  ok: {self.summary()}"
         lines = [f"compliance  FAILED: the state dict does not load strictly into {self.target}"]
-        lines += [f"    missing:    {key}" for key in self.missing]
-        lines += [f"    unexpected: {key}" for key in self.unexpected]
-        lines += [f"    shape:      {m['key']} expected {m['expected']} found {m['found']}"
+        lines += [f"    missing:    {key!r}" for key in self.missing]
+        lines += [f"    unexpected: {key!r}" for key in self.unexpected]
+        lines += [f"    shape:      {m['key']!r} expected {m['expected']} found {m['found']}"
                   for m in self.shape_mismatched]
         if self.suggestion:
             lines.append(f"    hint:       {self.suggestion}")

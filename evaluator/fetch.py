@@ -1,6 +1,6 @@
 """Checkpoint download into a content-addressed cache: ``<cache>/sha256/<hex>``.
 
-Sources: ``https://`` (``http://`` only for 127.0.0.1 / localhost), ``gdrive://<id>`` (gdown, which follows
+Sources: ``https://``, ``gdrive://<id>`` (gdown, which follows
 Drive's virus-scan confirmation page), ``hf://owner/repo/path[@revision]`` (the Hub's ``/resolve/`` URL, built by
 ``huggingface_hub.hf_hub_url`` and streamed here so the size cap and resume apply) and ``file://``.
 
@@ -10,6 +10,11 @@ reported as such; transient failures (connection errors, timeouts, HTTP 5xx/429,
 with backoff and resume from the bytes already received (HTTP ``Range``); on any final failure the partial file
 is deleted, so nothing half-written stays in the cache. Only an interrupt (Ctrl-C) keeps the partial file, and
 the next run resumes it. Partial files live in ``<cache>/partial/``, locks in ``<cache>/locks/``.
+
+Every connection a download opens (the URL and each redirect hop) follows :mod:`evaluator.egress`: https on
+port 443 to a public DNS name whose addresses are all global (``http://127.0.0.1`` only under the tests'
+loopback allowance). A download, retries included, ends by its deadline (``APB_DOWNLOAD_DEADLINE_S``) and is
+abandoned when it receives less than ``APB_DOWNLOAD_MIN_BYTES_PER_S`` over ``APB_DOWNLOAD_WINDOW_S`` seconds.
 """
 from __future__ import annotations
 
@@ -18,14 +23,15 @@ import hashlib
 import os
 import re
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from evaluator import paths
+from evaluator import egress, paths
 from evaluator.errors import APBError, Problem
 from evaluator.safeio import sha256_file
 
@@ -33,10 +39,11 @@ GiB = 1 << 30
 DEFAULT_MAX_BYTES = 2 * GiB
 GDRIVE_URL_ENV = "APB_GDRIVE_URL"  # a URL template with {id}; tests point it at a local server
 GDRIVE_URL_DEFAULT = "https://drive.google.com/uc?id={id}"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 CHUNK_BYTES = 1 << 20
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_GDRIVE_ID = re.compile(r"^[-\w]+$")
+DEADLINE_ENV, MIN_RATE_ENV, WINDOW_ENV = "APB_DOWNLOAD_DEADLINE_S", "APB_DOWNLOAD_MIN_BYTES_PER_S", "APB_DOWNLOAD_WINDOW_S"
+DEFAULT_DEADLINE_S, DEFAULT_MIN_BYTES_PER_S, DEFAULT_WINDOW_S = 3600.0, 50_000.0, 60.0
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_GDRIVE_ID = re.compile(r"[-\w]+")
 
 
 def default_backoff(attempt: int) -> float:
@@ -49,26 +56,69 @@ class _Transient(Exception):
 
 
 @dataclass(frozen=True)
+class DownloadLimits:
+    """How long a download may take: *deadline_s* for the whole download, retries and backoff included, and
+    at least *min_bytes_per_s* over every *window_s* seconds of body."""
+
+    deadline_s: float = DEFAULT_DEADLINE_S
+    min_bytes_per_s: float = DEFAULT_MIN_BYTES_PER_S
+    window_s: float = DEFAULT_WINDOW_S
+
+    @classmethod
+    def from_env(cls) -> "DownloadLimits":
+        """The limits from ``APB_DOWNLOAD_DEADLINE_S``, ``APB_DOWNLOAD_MIN_BYTES_PER_S`` and
+        ``APB_DOWNLOAD_WINDOW_S`` (positive numbers; unset: the defaults)."""
+        values = {}
+        for name, field_name in ((DEADLINE_ENV, "deadline_s"), (MIN_RATE_ENV, "min_bytes_per_s"),
+                                 (WINDOW_ENV, "window_s")):
+            text = os.environ.get(name)
+            if text is None:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                value = -1.0
+            if not value > 0 or value != value or value == float("inf"):
+                raise APBError(Problem(name, f"{text!r} is not a positive number of "
+                                             f"{'bytes per second' if name == MIN_RATE_ENV else 'seconds'}"))
+            values[field_name] = value
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class _Options:
     label: str
     url: str
     max_bytes: int
     timeout: float
     progress: bool
+    limits: DownloadLimits
+    ends_at: float  # time.monotonic() by which the download, retries included, is over
 
     def fail(self, message: str) -> APBError:
         return APBError(Problem(self.label, f"{message} [{self.url}]"))
+
+    def read_timeout(self) -> float:
+        """The socket timeout for the next read: the configured one, never past the deadline."""
+        return max(0.05, min(self.timeout, self.ends_at - time.monotonic()))
+
+    def check_deadline(self, received: int) -> None:
+        if time.monotonic() >= self.ends_at:
+            raise self.fail(_deadline_message(received, self.limits))
 
 
 def fetch_checkpoint(url: str, sha256: str | None, *, cache_dir: Path | None = None,
                      max_bytes: int = DEFAULT_MAX_BYTES, retries: int = 4, timeout: float = 60,
                      progress: bool = True, label: str = "",
-                     backoff: Callable[[int], float] = default_backoff) -> Path:
+                     backoff: Callable[[int], float] = default_backoff,
+                     limits: DownloadLimits | None = None) -> Path:
     """The cached, sha256-verified file behind *url*: ``<cache>/sha256/<hex>``.
 
     *sha256* pins the expected content; None (only for ``apb lock`` and imported entries) downloads, hashes
-    and caches whatever the source serves. *label* (the model key) starts every error message."""
-    options = _Options(label or url, url, max_bytes, timeout, progress)
+    and caches whatever the source serves. *label* (the model key) starts every error message. *limits*
+    (default: from the environment, :meth:`DownloadLimits.from_env`) bound the download's duration."""
+    limits = limits or DownloadLimits.from_env()
+    options = _Options(label or url, url, max_bytes, timeout, progress, limits, time.monotonic() + limits.deadline_s)
     expected = _expected_sha256(sha256, options)
     cache = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
     if expected and _verified(cache / "sha256" / expected, expected):
@@ -80,7 +130,12 @@ def fetch_checkpoint(url: str, sha256: str | None, *, cache_dir: Path | None = N
         if expected and _verified(cache / "sha256" / expected, expected):
             return cache / "sha256" / expected  # another process finished it while we waited
         try:
-            _with_retries(lambda: download(partial, options), retries, backoff, options)
+            with egress.guarded_connections():
+                try:
+                    _with_retries(lambda: download(partial, options), retries, backoff, options)
+                except egress.RefusedDestination as refused:  # its text is the rule, nothing of a response
+                    raise options.fail(f"the download was refused: {refused} (at the URL or one of its "
+                                       "redirects)") from None
             digest = sha256_file(partial)
             _refuse_html_file(partial, options)
             if expected and digest != expected:
@@ -133,11 +188,9 @@ def read_verified(path: Path, expected: str | None = None, *, max_bytes: int = D
 
 
 def describe_source(url: str) -> str:
-    """Which of the supported sources *url* is: https, http-local, gdrive, hf or file."""
+    """Which of the supported sources *url* is: https, http (tests' loopback only), gdrive, hf or file."""
     scheme = urllib.parse.urlsplit(url).scheme
-    if scheme == "http":
-        return "http-local"
-    if scheme in ("https", "gdrive", "hf", "file"):
+    if scheme in ("https", "http", "gdrive", "hf", "file"):
         return scheme
     raise ValueError(f"unsupported URL scheme in {url!r}: use https://, gdrive://<id>, hf://owner/repo/path or file://")
 
@@ -149,9 +202,14 @@ def _downloader(url: str, options: _Options) -> Callable[[Path, _Options], None]
         kind = describe_source(url)
     except ValueError as error:
         raise options.fail(str(error)) from None
-    if kind == "http-local" and urllib.parse.urlsplit(url).hostname not in LOCAL_HOSTS:
-        raise options.fail("plain http:// is refused (only 127.0.0.1/localhost, for tests); use https://")
-    return {"https": _download_http, "http-local": _download_http, "gdrive": _download_gdrive,
+    if kind in ("https", "http"):
+        parts = urllib.parse.urlsplit(url)
+        try:
+            port = parts.port
+            egress.check_url_host(parts.hostname, port, tls=kind == "https")
+        except (ValueError, egress.RefusedDestination) as error:
+            raise options.fail(f"the URL is refused: {error}") from None
+    return {"https": _download_http, "http": _download_http, "gdrive": _download_gdrive,
             "hf": _download_hf, "file": _download_file}[kind]
 
 
@@ -164,8 +222,9 @@ def _download_http(partial: Path, options: _Options, url: str | None = None) -> 
     headers = {"Accept-Encoding": "identity"}  # byte offsets must be those of the file on disk
     if offset:
         headers["Range"] = f"bytes={offset}-"
+    options.check_deadline(offset)
     try:
-        response = requests.get(url, headers=headers, stream=True, timeout=options.timeout)
+        response = requests.get(url, headers=headers, stream=True, timeout=options.read_timeout())
     except (requests.ConnectionError, requests.Timeout) as error:
         raise _Transient(f"{type(error).__name__}: {error}") from None
     with response:
@@ -200,11 +259,12 @@ def _stream(response, partial: Path, offset: int, total: int | None, options: _O
 
     partial.parent.mkdir(parents=True, exist_ok=True)
     received = offset
+    rate = _RateFloor(options, received)
     with open(partial, "ab" if offset else "wb") as out, \
             tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=options.label, file=sys.stderr,
                  disable=not options.progress, leave=False) as bar:
         try:
-            for chunk in response.iter_content(CHUNK_BYTES):
+            for chunk in _chunks(response, options):
                 if received == 0 and _looks_like_html(chunk):
                     raise options.fail(_HTML_MESSAGE)
                 received += len(chunk)
@@ -212,10 +272,60 @@ def _stream(response, partial: Path, offset: int, total: int | None, options: _O
                     raise options.fail(_too_big(received, options))
                 out.write(chunk)
                 bar.update(len(chunk))
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as error:
+                options.check_deadline(received)
+                rate.check(received)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                TimeoutError) as error:
             out.flush()
+            options.check_deadline(received)
             raise _Transient(f"connection broke after {received} bytes ({type(error).__name__})") from None
     return received
+
+
+def _chunks(response, options: _Options) -> Iterator[bytes]:
+    """The body as it arrives (``read1``: whatever bytes are there, at most a chunk), each read waiting no
+    longer than the configured timeout nor past the deadline, so that a trickle cannot hide in a long read."""
+    import urllib3
+
+    raw = response.raw
+    while True:
+        sock = _socket_of(raw)
+        if sock is not None:
+            sock.settimeout(options.read_timeout())
+        try:
+            chunk = raw.read1(CHUNK_BYTES, decode_content=False)
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError) as error:
+            raise TimeoutError(str(type(error).__name__)) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _socket_of(raw) -> Any:
+    """The socket under a urllib3 response, where it can be reached (to shorten its read timeout)."""
+    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    return getattr(connection, "sock", None)
+
+
+class _RateFloor:
+    """Refuses a body that arrives slower than ``min_bytes_per_s`` over a whole window."""
+
+    def __init__(self, options: _Options, received: int) -> None:
+        self.options = options
+        self.since, self.at_start = time.monotonic(), received
+
+    def check(self, received: int) -> None:
+        limits, now = self.options.limits, time.monotonic()
+        elapsed = now - self.since
+        if elapsed < limits.window_s:
+            return
+        rate = (received - self.at_start) / elapsed
+        if rate < limits.min_bytes_per_s:
+            raise self.options.fail(
+                f"the download is too slow: {rate:,.0f} bytes/s over the last {elapsed:.0f} s, below the "
+                f"minimum of {limits.min_bytes_per_s:,.0f} bytes/s ({MIN_RATE_ENV}); {received:,} bytes "
+                "received. Try again later or host the file elsewhere")
+        self.since, self.at_start = now, received
 
 
 def _resumes_at(response, offset: int) -> bool:
@@ -234,21 +344,34 @@ def _download_gdrive(partial: Path, options: _Options) -> None:
     """Google Drive through gdown (virus-scan confirmation page included); the size cap is a progress hook."""
     import gdown
     import requests
-    from gdown.exceptions import DownloadError, FileURLRetrievalError
+    from gdown.exceptions import DownloadCancelled, DownloadError, FileURLRetrievalError
 
     file_id = options.url[len("gdrive://"):]
-    if not _GDRIVE_ID.match(file_id):
+    if not _GDRIVE_ID.fullmatch(file_id):
         raise options.fail(f"{file_id!r} is not a Google Drive file id (letters, digits, - and _)")
     source = os.environ.get(GDRIVE_URL_ENV, GDRIVE_URL_DEFAULT).format(id=file_id)
+
+    rate: list[_RateFloor] = []
 
     def cap(done: int, total: int | None) -> None:
         if done > options.max_bytes or (total or 0) > options.max_bytes:
             raise options.fail(_too_big(max(done, total or 0), options))
+        options.check_deadline(done)
+        if not rate:
+            rate.append(_RateFloor(options, done))
+        rate[0].check(done)
 
     partial.parent.mkdir(parents=True, exist_ok=True)
+    options.check_deadline(0)
+    cancel = threading.Event()  # gdown interrupts its reads when this is set: at the deadline
+    timer = threading.Timer(max(0.0, options.ends_at - time.monotonic()), cancel.set)
+    timer.daemon = True
+    timer.start()
     try:  # gdown writes <partial><random>.part and renames it to <partial>; resume=True picks the .part up
         gdown.download(url=source, output=str(partial), quiet=not options.progress, resume=True,
-                       use_cookies=False, timeout=options.timeout, retries=0, progress=cap)
+                       use_cookies=False, timeout=options.read_timeout(), retries=0, progress=cap, cancel=cancel)
+    except DownloadCancelled:
+        raise options.fail(_deadline_message(_size_so_far(partial), options.limits)) from None
     except FileURLRetrievalError as error:
         raise options.fail(f"Google Drive did not hand out the file (is it shared with 'Anyone with the link'? "
                            f"quota exceeded?): {' '.join(str(error).split())}") from None
@@ -259,6 +382,13 @@ def _download_gdrive(partial: Path, options: _Options) -> None:
         raise options.fail(f"HTTP {status}: the file is not available on Google Drive") from None
     except (requests.ConnectionError, requests.Timeout, DownloadError) as error:
         raise _Transient(f"{type(error).__name__}: {error}") from None
+    finally:
+        timer.cancel()
+
+
+def _size_so_far(partial: Path) -> int:
+    """Bytes in *partial* and the ``.part`` files gdown keeps next to it."""
+    return sum(path.stat().st_size for path in partial.parent.glob(f"{partial.name}*") if path.is_file())
 
 
 def _download_hf(partial: Path, options: _Options) -> None:
@@ -311,6 +441,11 @@ def _refuse_html_file(path: Path, options: _Options) -> None:
             raise options.fail(_HTML_MESSAGE)
 
 
+def _deadline_message(received: int, limits: DownloadLimits) -> str:
+    return (f"the download did not finish within its deadline of {limits.deadline_s:g} s ({DEADLINE_ENV}); "
+            f"{received:,} bytes received. Try again later or host the file elsewhere")
+
+
 def _too_big(size: int, options: _Options) -> str:
     return (f"the file is larger than the size cap ({size} > {options.max_bytes} bytes); "
             f"raise the cap only for a checkpoint you trust to be this large")
@@ -319,7 +454,7 @@ def _too_big(size: int, options: _Options) -> str:
 def _expected_sha256(sha256: str | None, options: _Options) -> str | None:
     if sha256 is None:
         return None
-    if not _SHA256.match(sha256):
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise options.fail(f"sha256 {sha256!r} is not 64 lowercase hex characters")
     return sha256
 
@@ -343,6 +478,9 @@ def _with_retries(action: Callable[[], None], retries: int, backoff: Callable[[i
             if attempt == retries:
                 raise options.fail(f"download failed after {retries + 1} attempts: {error}") from None
             delay = backoff(attempt)
+            if time.monotonic() + delay >= options.ends_at:
+                raise options.fail(f"{error}; the deadline of {options.limits.deadline_s:g} s ({DEADLINE_ENV}) "
+                                   "leaves no time for a retry") from None
             print(f"{options.label}: {error}; retrying in {delay:.0f} s ({attempt + 1}/{retries})", file=sys.stderr)
             time.sleep(delay)
 

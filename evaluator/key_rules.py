@@ -61,7 +61,7 @@ def select(loaded: Any, dotted_key: str | None, entry: ModelEntry) -> Any:
     current = loaded
     for depth, part in enumerate(dotted_key.split(".")):
         if not isinstance(current, Mapping) or part not in current:
-            where = ".".join(dotted_key.split(".")[:depth]) or "the checkpoint"
+            where = repr(".".join(dotted_key.split(".")[:depth])) if depth else "the checkpoint"
             found = sorted(str(key) for key in current)[:12] if isinstance(current, Mapping) else []
             hint = f"; {where} holds {found}" if found else f"; {where} is a {type(current).__name__}"
             raise entry_error(entry, f"state_dict_key {dotted_key!r}: {part!r} not found{hint}"
@@ -174,7 +174,7 @@ def drop_normalization_buffers(state: dict[str, torch.Tensor], entry: ModelEntry
         found = state[key].detach().double().flatten()
         declared = torch.tensor(getattr(entry.normalization, name), dtype=torch.float64)
         if found.shape != declared.shape or not torch.allclose(found, declared, rtol=0, atol=NORMALIZATION_ATOL):
-            raise entry_error(entry, f"the checkpoint's {key} is {[round(v, 6) for v in found.tolist()]} but "
+            raise entry_error(entry, f"the checkpoint's {key!r} is {[round(v, 6) for v in found.tolist()]} but "
                                      f"normalization.{name} says {list(declared.tolist())}; set normalization to the "
                                      "values the model was trained with", "normalization")
     return {key: value for key, value in state.items() if key not in (buffers.mean, buffers.std)}
@@ -214,10 +214,10 @@ def fold_pruning_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> dic
         name = key[: -len("_orig")]
         mask = state.get(name + "_mask")
         if mask is None:
-            raise entry_error(entry, f"{key} has no matching {name}_mask; a pruned weight needs both", "masks")
+            raise entry_error(entry, f"{key!r} has no matching {name + '_mask'!r}; a pruned weight needs both", "masks")
         _require_same_shape(entry, name + "_mask", mask, key, value)
         if name in state:
-            raise entry_error(entry, f"{name} appears both plain and as {key} + {name}_mask", "masks")
+            raise entry_error(entry, f"{name!r} appears both plain and as {key!r} + {name + '_mask'!r}", "masks")
         folded[name] = value * mask.to(value.dtype)
     return folded
 
@@ -263,10 +263,10 @@ def fold_popup_scores(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict
     for key in scored:
         weight_key = key.rpartition(".")[0] + (".weight" if "." in key else "weight")
         if weight_key not in state:
-            raise entry_error(entry, f"{key} has no {weight_key} to select from", "masks")
+            raise entry_error(entry, f"{key!r} has no {weight_key!r} to select from", "masks")
         _require_same_shape(entry, key, state[key], weight_key, state[weight_key])
         if not bool(torch.isfinite(state[key]).all()):
-            raise entry_error(entry, f"{key} holds NaN or infinite scores", "masks")
+            raise entry_error(entry, f"{key!r} holds NaN or infinite scores", "masks")
         folded[weight_key] = state[weight_key] * top_scores_mask(state[key], keep).to(state[weight_key].dtype)
         del folded[key]
     return folded
@@ -289,7 +289,7 @@ def top_scores_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:
 
 def _require_same_shape(entry: ModelEntry, mask_key: str, mask: torch.Tensor, key: str, value: torch.Tensor) -> None:
     if mask.shape != value.shape:
-        raise entry_error(entry, f"{mask_key} has shape {list(mask.shape)} but {key} has {list(value.shape)}", "masks")
+        raise entry_error(entry, f"{mask_key!r} has shape {list(mask.shape)} but {key!r} has {list(value.shape)}", "masks")
 
 
 def require_finite(state: dict[str, torch.Tensor], entry: ModelEntry) -> None:

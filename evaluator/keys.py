@@ -8,7 +8,7 @@ ARCHITECTURE_CODES = {"resnet18": "R18", "vgg16": "V16"}
 STRUCTURE_KINDS = {"weights": "US", "filters": "S", "channels": "S"}
 DATASETS = ("CIFAR10", "SVHN")
 AP_KEY_PATTERN = r"[A-Za-z][A-Za-z0-9]*_[A-Za-z]+[0-9]{4}[A-Za-z0-9]*"  # <Name>_<FirstAuthor><Year><FirstTitleWord>
-_MODEL_KEY = re.compile(rf"^(?P<ap>{AP_KEY_PATTERN})_(?P<arch>R18|V16)_(?P<ds>CIFAR10|SVHN)_(?P<kind>US|S)_(?P<sp>[0-9]{{1,2}})$")
+_MODEL_KEY = re.compile(rf"^(?P<ap>{AP_KEY_PATTERN})_(?P<arch>R18|V16)_(?P<ds>CIFAR10|SVHN)_(?P<kind>US|S)_(?P<sp>[0-9]{{1,2}})\Z")
 
 
 _AP_KEY = re.compile(AP_KEY_PATTERN)

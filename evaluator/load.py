@@ -9,6 +9,7 @@ object into the state dict of the entry's ``variant`` (:mod:`evaluator.variants`
 from __future__ import annotations
 
 import importlib
+import json
 import io
 import pickle
 import re
@@ -23,6 +24,7 @@ from evaluator.fetch import Checkpoint, read_capped, read_verified
 from evaluator.key_rules import apply_key_rules, entry_error
 from evaluator.models import ARCHITECTURES, Normalized, build_model
 from evaluator.variants import build_variant
+from evaluator.zip_checks import ZIP_MAGIC, stored_archive_problem
 
 if TYPE_CHECKING:
     from evaluator.compliance import ComplianceReport
@@ -109,6 +111,9 @@ def deserialize(data: bytes, entry: ModelEntry) -> Any:
     mismatch = format_mismatch(data, entry.format)
     if mismatch:
         raise entry_error(entry, mismatch, "format")
+    bounds = _safetensors_problem(data) if entry.format == "safetensors" else _torch_zip_problem(data)
+    if bounds:
+        raise entry_error(entry, f"refused before loading: {bounds}", "format")
     if entry.format == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load as load_safetensors
@@ -127,6 +132,39 @@ def deserialize(data: bytes, entry: ModelEntry) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError) as error:
         raise entry_error(entry, f"not a readable torch checkpoint ({' '.join(str(error).split())[:300]})",
                           "format") from None
+
+
+def _torch_zip_problem(data: bytes) -> str | None:
+    """Why a torch zip checkpoint may not be opened (compressed or oversized members, local headers that
+    disagree with the directory: :func:`evaluator.zip_checks.stored_archive_problem`); None for a legacy pickle."""
+    return stored_archive_problem(data) if data.startswith(ZIP_MAGIC) else None
+
+
+def _safetensors_problem(data: bytes) -> str | None:
+    """Why a safetensors file's header may not be believed: a header length or a tensor's data offsets outside
+    the file (which is itself within the size cap); a header that is no JSON object is left to safetensors."""
+    if len(data) < 8:
+        return "the file is shorter than a safetensors header"
+    length = int.from_bytes(data[:8], "little")
+    if not 2 <= length <= len(data) - 8:
+        return f"the header declares {length:,} bytes but the file has {len(data) - 8:,} after its length"
+    try:
+        header = json.loads(data[8:8 + length])
+    except RecursionError:
+        return "the header is nested too deeply"
+    except ValueError:
+        return None  # safetensors says what is wrong with it
+    if not isinstance(header, dict):
+        return None
+    body = len(data) - 8 - length
+    for name, tensor in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(type(v) is int for v in offsets)
+                or not 0 <= offsets[0] <= offsets[1] <= body):
+            return f"the tensor {name!r} declares data offsets outside the file's {body:,} bytes of data"
+    return None
 
 
 def refused_global(error: Exception) -> str | None:

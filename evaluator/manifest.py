@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from evaluator.egress import RefusedDestination, check_url_host
 from evaluator.errors import APBError, Problem
 from evaluator.keys import STRUCTURE_KINDS, model_key_maker
 from evaluator.safeio import LineMap, format_field, parse_yaml_text, read_limited_bytes
@@ -152,6 +153,10 @@ def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
             return "the URL's port is not a number"
         if not parts.hostname or not _HOST.match(parts.hostname):
             return "the URL has no valid host name"
+        try:
+            check_url_host(parts.hostname, parts.port, tls=True, loopback=False)
+        except RefusedDestination as refused:
+            return f"{refused} (the runner downloads only from public https hosts)"
         return None
     if scheme == "gdrive":
         return None if _GDRIVE.match(url) else "write a Google Drive file as gdrive://<file id> (letters, digits, - and _)"

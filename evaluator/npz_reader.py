@@ -12,45 +12,51 @@ from __future__ import annotations
 import functools
 import io
 import math
-import struct
 import zipfile
 import zlib
 from typing import Collection
 
 import numpy as np
 
-_ZIP_MAGIC, _NPY_MAGIC, _MAX_NPY_HEADER = b"PK\x03\x04", b"\x93NUMPY", 10_000  # np.load's default header cap
-_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature, version, flags, method, time, date, crc, sizes, name, extra
+from evaluator.zip_checks import ZIP_MAGIC, declared_size_problem, directory, member_stream
+
+_NPY_MAGIC, MAX_NPY_HEADER = b"\x93NUMPY", 10_000  # np.load's default header cap
 
 
-def read_npz(data: bytes, names: Collection[str], *, repeated: Collection[str] = ()) -> dict[str, np.ndarray]:
+def read_npz(data: bytes, names: Collection[str], *, max_member_bytes: int,
+             repeated: Collection[str] = ()) -> dict[str, np.ndarray]:
     """The arrays *names* of the archive *data*: by :func:`read_plain_npz` where the archive is plain, else by
     ``np.load(allow_pickle=False)``, whose errors (``ValueError``, ``KeyError``, ``OSError``, ``EOFError``, zip
-    errors) say why it cannot be read."""
-    arrays = read_plain_npz(data, names, repeated=repeated)
+    errors) say why it cannot be read. A member declaring more than *max_member_bytes* is a ``ValueError``
+    before anything is inflated (both readers inflate no more than a member declares)."""
+    members = directory(data)
+    too_big = declared_size_problem(members or [], max_member_bytes)
+    if too_big:
+        raise ValueError(too_big)
+    arrays = read_plain_npz(data, names, repeated=repeated, members=members)
     if arrays is not None:
         return arrays
     with np.load(io.BytesIO(data), allow_pickle=False) as archive:
         return {name: archive[name] for name in names}
 
 
-def read_plain_npz(data: bytes, names: Collection[str], *,
-                   repeated: Collection[str] = ()) -> dict[str, np.ndarray] | None:
+def read_plain_npz(data: bytes, names: Collection[str], *, repeated: Collection[str] = (),
+                   members: list[zipfile.ZipInfo] | None = None) -> dict[str, np.ndarray] | None:
     """The arrays *names* of the archive *data*, exactly as ``np.load(allow_pickle=False)`` reads them, or None
-    where the archive is not plain. Members in *repeated* are expected to recur byte for byte across archives."""
-    if data[:4] != _ZIP_MAGIC:
+    where the archive is not plain. Members in *repeated* are expected to recur byte for byte across archives.
+    *members*: the archive's directory, when the caller has read it."""
+    if data[:4] != ZIP_MAGIC:
         return None
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            members = {info.filename: info for info in archive.infolist()}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, NotImplementedError, RuntimeError):
+    listed = members if members is not None else directory(data)
+    if listed is None:
         return None
+    by_name = {info.filename: info for info in listed}
     arrays = {}
     for name in names:
-        info = members.get(f"{name}.npy")
-        if name in members or info is None:
+        info = by_name.get(f"{name}.npy")
+        if name in by_name or info is None:
             return None
-        stream = _member_stream(data, info)
+        stream = member_stream(data, info)
         if stream is None:
             return None
         inflate = _inflate_repeated if name in repeated else _inflate
@@ -60,24 +66,6 @@ def read_plain_npz(data: bytes, names: Collection[str], *,
             return None
         arrays[name] = array
     return arrays
-
-
-def _member_stream(data: bytes, info: zipfile.ZipInfo) -> bytes | None:
-    """The stored (compressed) bytes of one member, after checking its local header against the directory."""
-    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-        return None  # encrypted, or a compression np.savez never writes
-    start = info.header_offset
-    if start < 0 or start + _LOCAL_HEADER.size > len(data):
-        return None
-    fields = _LOCAL_HEADER.unpack_from(data, start)
-    signature, method, name_size, extra_size = fields[0], fields[3], fields[9], fields[10]
-    name_at = start + _LOCAL_HEADER.size
-    if (signature != _ZIP_MAGIC or method != info.compress_type
-            or data[name_at:name_at + name_size] != info.orig_filename.encode("utf-8")):
-        return None
-    begin = name_at + name_size + extra_size
-    end = begin + info.compress_size
-    return data[begin:end] if end <= len(data) else None
 
 
 def _inflate(stream: bytes, method: int, size: int, crc: int) -> bytes | None:
@@ -106,7 +94,7 @@ def _npy_header(prefix: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
     stream = io.BytesIO(prefix)
     version = np.lib.format.read_magic(stream)
     read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read(stream, max_header_size=_MAX_NPY_HEADER)
+    shape, fortran, dtype = read(stream, max_header_size=MAX_NPY_HEADER)
     return dtype, shape, fortran
 
 
@@ -117,7 +105,7 @@ def _plain_npy_array(raw: bytes) -> np.ndarray | None:
         return None
     size_bytes = 2 if raw[6] == 1 else 4
     start = 8 + size_bytes + int.from_bytes(raw[8:8 + size_bytes], "little")
-    if start - 8 - size_bytes > _MAX_NPY_HEADER:
+    if start - 8 - size_bytes > MAX_NPY_HEADER:
         return None
     try:
         dtype, shape, fortran = _npy_header(raw[:start])

@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from evaluator.errors import APBError, Problem
-from evaluator.npz_reader import read_npz
+from evaluator.npz_reader import MAX_NPY_HEADER, read_npz
 from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
 from evaluator.safeio import atomic_write_bytes, dump_json, load_yaml
 
@@ -153,20 +153,31 @@ class PerSample:
                    np.concatenate([p.hofmn_distance for p in parts])[order])
 
 
-def load_sidecar(data: bytes, sha256: str | None, name: str) -> PerSample:
+def load_sidecar(data: bytes, sha256: str | None, name: str, n_samples: int | None = None) -> PerSample:
     """The per-sample arrays of a sidecar's *data*, after checking that the bytes have the *sha256* its record
-    (or shard file) names; they are read with ``allow_pickle=False``, so an npz cannot run code. The one
+    (or shard file) names; they are read with ``allow_pickle=False``, so an npz cannot run code, and no member
+    is inflated beyond what *n_samples* (the record's; at most ``MAX_SIDECAR_SAMPLES``) allows. The one
     sidecar check of every reader (``apb validate``, ``apb ci``, the renderer, ``apb merge``)."""
     if sha256 is None or hashlib.sha256(data).hexdigest() != sha256:
         raise APBError(Problem(name, "the sidecar was changed: its sha256 differs from the one the record names; "
                                      "restore the sidecar that belongs to the record", field="per_sample.sha256"))
     try:
-        return PerSample.from_stored(read_npz(data, SIDECAR_ARRAYS, repeated=("sample_index",)))
+        return PerSample.from_stored(read_npz(data, SIDECAR_ARRAYS, repeated=("sample_index",),
+                                              max_member_bytes=sidecar_member_bound(n_samples)))
     except (ValueError, KeyError, OSError, EOFError) as error:
         raise APBError(Problem(name, f"not a per-sample sidecar ({error})", field="per_sample.file")) from None
 
 
 SIDECAR_ARRAYS = ("sample_index", "clean_correct", "aa_robust", "hofmn_distance")
+MAX_SIDECAR_SAMPLES = 100_000  # above every test set (SVHN: 26,032)
+_SIDECAR_ITEM_BYTES = 8  # the widest item a sidecar array may hold (int64/float64; stored ones are narrower)
+
+
+def sidecar_member_bound(n_samples: int | None) -> int:
+    """The most bytes one ``.npy`` member of a sidecar of *n_samples* samples may declare: its items and the
+    largest header ``np.load`` accepts."""
+    count = MAX_SIDECAR_SAMPLES if n_samples is None else max(0, min(int(n_samples), MAX_SIDECAR_SAMPLES))
+    return count * _SIDECAR_ITEM_BYTES + MAX_NPY_HEADER + 16
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

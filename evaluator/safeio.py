@@ -3,7 +3,7 @@
 Every file an author can change goes through here. A file is refused, as an ``APBError`` naming the file and
 line, when it is larger than ``MAX_BYTES``, is not UTF-8, is not valid YAML/JSON, holds a key twice, or (YAML)
 uses anchors, aliases, explicit tags, merge keys, several documents or non-string keys, or (both) non-finite
-numbers. YAML is read event by event with ruamel's safe parser, so nothing is ever constructed from a tag.
+numbers or lists and mappings nested more than ``MAX_DEPTH`` deep (a problem, never a ``RecursionError``). YAML is read event by event with ruamel's safe parser, so nothing is ever constructed from a tag.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 from evaluator.errors import APBError, Problem
 
 MAX_BYTES = 1_000_000  # 1 MB: far above any real manifest, record or taxonomy entry
+MAX_DEPTH = 64  # nested lists and mappings; the deepest real file (a record) has 6
 
 PathPart = str | int
 
@@ -158,6 +159,10 @@ class _YamlBuilder:
                 data = self.node(event, events, ())
         return data, LineMap(self.lines)
 
+    def check_depth(self, event: Any, path: tuple) -> None:
+        if len(path) >= MAX_DEPTH:
+            self.fail(event, _too_deep_message())
+
     def check_plain(self, event: Any) -> None:
         from ruamel.yaml import events as ev
 
@@ -176,6 +181,8 @@ class _YamlBuilder:
         self.lines[path] = event.start_mark.line + 1
         if isinstance(event, ev.ScalarEvent):
             return self.scalar(event)
+        if isinstance(event, (ev.SequenceStartEvent, ev.MappingStartEvent)):
+            self.check_depth(event, path)
         if isinstance(event, ev.SequenceStartEvent):
             items: list[Any] = []
             for item_event in events:
@@ -253,6 +260,9 @@ def parse_json_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
 
     try:
         data = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        _check_json_depth(data, name)
+    except RecursionError:
+        raise APBError(Problem(name, _too_deep_message(), 1)) from None
     except json.JSONDecodeError as error:
         raise APBError(Problem(name, f"invalid JSON: {error.msg}; fix the syntax", error.lineno)) from None
     except _DuplicateKey as error:
@@ -264,6 +274,21 @@ def parse_json_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
         raise APBError(Problem(name, f"non-finite number {error.token} is not allowed in JSON",
                                _first_line_of(text, error.token))) from None
     return data, LineMap(json_text=text)
+
+
+def _too_deep_message() -> str:
+    return f"nested too deeply (more than {MAX_DEPTH} levels of lists and mappings); flatten the data"
+
+
+def _check_json_depth(data: Any, name: str) -> None:
+    """Refuse data nested deeper than ``MAX_DEPTH``, walking it without recursion."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH:
+                raise APBError(Problem(name, _too_deep_message(), 1))
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
 
 
 class _DuplicateKey(Exception):

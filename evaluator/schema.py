@@ -9,17 +9,23 @@ from typing import Any, Iterable
 from evaluator.errors import Problem
 from evaluator.paths import SCHEMAS_DIR
 from evaluator.safeio import LineMap, format_field, load_json
-from evaluator.schema_accept import Check, compile_acceptor
+from evaluator.schema_accept import Check, compile_acceptor, pattern_search
 
 
 
 def _strict_validator_class() -> Any:
-    """Draft 2020-12 where "integer" means a Python int (not 90.0, not true)."""
-    from jsonschema import Draft202012Validator, validators
+    """Draft 2020-12 where "integer" means a Python int (not 90.0, not true) and a pattern's ``$`` is the end of
+    the string (ECMA-262), not also the place before a final newline (Python's ``re``)."""
+    from jsonschema import Draft202012Validator, ValidationError, validators
 
     checker = Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool))
-    return validators.extend(Draft202012Validator, type_checker=checker)
+
+    def pattern(validator: Any, argument: str, instance: Any, _: dict) -> Iterable[Any]:
+        if validator.is_type(instance, "string") and pattern_search(argument)(instance) is None:
+            yield ValidationError(f"{instance!r} does not match {argument!r}")
+
+    return validators.extend(Draft202012Validator, {"pattern": pattern}, type_checker=checker)
 
 
 @functools.lru_cache(maxsize=None)

@@ -9,6 +9,7 @@ always uses jsonschema), so a schema that grows a new keyword is never checked m
 repository's strict one: a Python int, not 90.0 and not true."""
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Callable
 
@@ -169,8 +170,35 @@ def _contains(argument: Any, schema: dict) -> Check:
 
 
 def _pattern(argument: str, _: dict) -> Check:
-    search = re.compile(argument).search
+    search = pattern_search(argument)
     return lambda value: not isinstance(value, str) or search(value) is not None
+
+
+def pattern_search(pattern: str) -> Callable[[str], Any]:
+    """The ``search`` of a JSON Schema ``pattern`` with ECMA-262's ``$``: the end of the string only. Python's
+    ``$`` also matches before a final newline, so ``^[0-9a-f]{64}$`` would accept a sha256 followed by
+    ``"\\n"``; every unescaped ``$`` outside a character class is compiled as ``\\Z``."""
+    return _compiled_pattern(pattern).search
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_pattern(pattern: str) -> re.Pattern:
+    out: list[str] = []
+    escaped, in_class = False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            out.append(r"\Z")
+            continue
+        out.append(char)
+    return re.compile("".join(out))
 
 
 def _bound(compare: Callable[[Any, Any], bool]) -> Callable[[Any, dict], Check]:

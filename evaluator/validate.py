@@ -26,15 +26,15 @@ from evaluator.keys import is_ap_key, parse_model_key
 from evaluator.manifest import ModelEntry, manifest_entries, sparsities_by_kind, sparsities_for
 from evaluator.npz_reader import read_npz
 from evaluator.records import (COUNT_FIELDS, METRICS, PerSample, count_results, load_sidecar, protocol_samples,
-                               record_stem)
+                               record_stem, sidecar_member_bound)
 from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
 from evaluator.schema import load_schema, schema_problems, schema_validator, short_repr, unique_problems
 from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY
 
 AP_DIR_ENTRIES = {TAXONOMY: "file", MANIFEST: "file", RECORDS: "dir"}
 SUBMISSIONS_TOP_FILES = {"README.md"}
-_PROTOCOL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
-_RECORD_NAME = re.compile(r"^(?P<key>[A-Za-z0-9_]+)__(?P<protocol>[a-z0-9][a-z0-9.-]*)\.(?P<ext>json|npz)$")
+_PROTOCOL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}\Z")
+_RECORD_NAME = re.compile(r"^(?P<key>[A-Za-z0-9_]+)__(?P<protocol>[a-z0-9][a-z0-9.-]*)\.(?P<ext>json|npz)\Z")
 
 
 def record_problems(data: Any, lines: LineMap, file: str) -> list[Problem]:
@@ -180,7 +180,7 @@ def _checked_sidecar(data: dict, read_sidecar: Callable[[str], bytes | None],
     expected, raw = found
     entry = data["per_sample"]
     try:
-        per_sample = load_sidecar(raw, entry["sha256"], expected)
+        per_sample = load_sidecar(raw, entry["sha256"], expected, data["n_samples"])
     except APBError as error:
         inner = error.problems[0]
         problem(tuple((inner.field or "per_sample.sha256").split(".")), f"{expected}: {inner.message}")
@@ -212,7 +212,8 @@ def _checked_distances(data: dict, read_sidecar: Callable[[str], bytes | None],
                                           "was changed")
         return None
     try:
-        arrays = read_npz(raw, ("sample_index", "hofmn_distance"))
+        first, stop = entry["sample_range"]
+        arrays = read_npz(raw, ("sample_index", "hofmn_distance"), max_member_bytes=sidecar_member_bound(stop - first))
         index, distances = arrays["sample_index"], arrays["hofmn_distance"].astype(np.float32)
     except (ValueError, KeyError, OSError, EOFError) as error:
         problem(("per_sample", "file"), f"{expected} is not a distance sidecar ({error})")

@@ -63,7 +63,7 @@ def test_compliance_lists_missing_unexpected_and_misshaped_keys(sparse_resnet):
     assert report.unexpected == ["layer2.0.downsample.0.weight"]
     assert report.shape_mismatched == [{"key": "conv1.weight", "expected": [64, 3, 3, 3], "found": [64, 3, 7, 7]}]
     text = report.render_text()
-    assert "missing:    layer2.0.shortcut.0.weight" in text and "expected [64, 3, 3, 3] found [64, 3, 7, 7]" in text
+    assert "missing:    'layer2.0.shortcut.0.weight'" in text and "expected [64, 3, 3, 3] found [64, 3, 7, 7]" in text
     assert report.to_dict()["missing"] == ["layer2.0.shortcut.0.weight"]
 
 

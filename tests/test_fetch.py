@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from evaluator.errors import APBError
-from evaluator.fetch import default_backoff, fetch_checkpoint, parse_hf_url
+from evaluator.fetch import DownloadLimits, default_backoff, fetch_checkpoint, parse_hf_url
 from tests.support.http_server import LocalServer
 
 LABEL = "Demo_Doe2024Demo_R18_CIFAR10_US_90"
@@ -240,3 +241,42 @@ def test_file_urls_are_copied_with_the_same_checks(tmp_path):
 
 def test_default_backoff_grows_and_is_capped():
     assert [default_backoff(attempt) for attempt in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_a_trickling_server_is_abandoned_by_the_throughput_floor(server, tmp_path):
+    url = server.add("/trickle.pt", DATA[:400], trickle=0.02)  # 50 bytes/s: 8 s for the whole body
+    started = time.monotonic()
+    with pytest.raises(APBError) as error:
+        fetch(url, None, tmp_path, retries=0, limits=DownloadLimits(deadline_s=60, min_bytes_per_s=1000,
+                                                                   window_s=0.5))
+    assert time.monotonic() - started < 3
+    assert "too slow" in str(error.value) and "APB_DOWNLOAD_MIN_BYTES_PER_S" in str(error.value)
+    assert LABEL in str(error.value) and leftovers(tmp_path) == []
+
+
+def test_the_deadline_from_the_environment_ends_a_download_retries_included(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("APB_DOWNLOAD_DEADLINE_S", "1.5")
+    monkeypatch.setenv("APB_DOWNLOAD_MIN_BYTES_PER_S", "1")  # a trickle above the floor: only the deadline ends it
+    url = server.add("/trickle.pt", DATA[:400], trickle=0.02, truncate_times=0)
+    started = time.monotonic()
+    with pytest.raises(APBError) as error:
+        fetch(url, None, tmp_path, retries=5)
+    assert time.monotonic() - started < 4
+    assert "deadline of 1.5 s (APB_DOWNLOAD_DEADLINE_S)" in str(error.value) and leftovers(tmp_path) == []
+
+
+def test_the_deadline_also_ends_a_google_drive_download(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("APB_GDRIVE_URL", server.url("/uc?id={id}"))
+    server.add("/uc?id=slow", DATA[:400], trickle=0.02)
+    started = time.monotonic()
+    with pytest.raises(APBError, match="deadline"):
+        fetch("gdrive://slow", None, tmp_path, limits=DownloadLimits(deadline_s=1.0, min_bytes_per_s=1,
+                                                                     window_s=100))
+    assert time.monotonic() - started < 4 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "soon", "nan", "inf"])
+def test_download_limits_from_the_environment_must_be_positive_numbers(monkeypatch, value):
+    monkeypatch.setenv("APB_DOWNLOAD_WINDOW_S", value)
+    with pytest.raises(APBError, match="APB_DOWNLOAD_WINDOW_S.*not a positive number"):
+        DownloadLimits.from_env()

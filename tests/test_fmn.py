@@ -157,3 +157,27 @@ def test_an_expanded_input_gradient_does_not_break_the_sign_step():
     labels = model(inputs).argmax(1)
     adv = fmn_linf(model, inputs, labels, steps=5, loss="CE")
     assert adv.shape == inputs.shape and torch.isfinite(adv).all()
+
+
+class _ChannelsLastCNN(nn.Module):
+    """The tiny CNN run in channels_last: the same logits, an input gradient in channels_last strides."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.contiguous(memory_format=torch.channels_last))
+
+
+def test_a_channels_last_input_gradient_steps_the_same_elements():
+    torch.manual_seed(0)
+    model = tiny_cnn(0)
+    inputs = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        labels = model(inputs).argmax(1)
+    params = {"lr": 1.0, "momentum": 0.5, "weight_decay": 0.1, "dampening": 0.1}
+    plain = fmn_linf(model, inputs, labels, steps=10, loss="DLR", optimizer="SGD", optimizer_params=params)
+    strided = fmn_linf(_ChannelsLastCNN(model), inputs, labels, steps=10, loss="DLR", optimizer="SGD", optimizer_params=params)
+    assert torch.allclose(linf_distances(model, inputs, labels, strided, batch_size=8),
+                          linf_distances(model, inputs, labels, plain, batch_size=8), atol=1e-5)

@@ -88,7 +88,7 @@ def test_torch_prune_masks_are_folded_into_the_weights(tmp_path, reference):
 def test_orig_without_mask_is_an_error(reference):
     state = dict(reference.state_dict())
     state["conv1.weight_orig"] = state.pop("conv1.weight")
-    with pytest.raises(APBError, match="conv1.weight_orig has no matching conv1.weight_mask"):
+    with pytest.raises(APBError, match="'conv1.weight_orig' has no matching 'conv1.weight_mask'"):
         fold_pruning_masks(state, ENTRY)
 
 
@@ -174,8 +174,8 @@ def test_missing_extra_and_misshaped_keys_are_listed(reference):
     with pytest.raises(APBError) as error:
         build_checked_model(ENTRY, state)
     message = assert_names_entry(error)
-    assert "1 missing (layer4.1.bn2.running_mean)" in message and "1 unexpected (fc.weight)" in message
-    assert "linear.weight: expected [10, 512], found [100, 512]" in message
+    assert "1 missing ('layer4.1.bn2.running_mean')" in message and "1 unexpected ('fc.weight')" in message
+    assert "'linear.weight': expected [10, 512], found [100, 512]" in message
 
 
 def test_vgg_checkpoint_does_not_fit_resnet(reference):

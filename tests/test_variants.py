@@ -85,7 +85,7 @@ def test_a_file_that_fits_no_variant_names_the_closest_and_the_keys_that_differ(
     del state["linear.weight"]
     report = check_compliance(state, "resnet18")
     text = report.summary()
-    assert "missing (linear.weight)" in text and "unexpected (extra_head.weight)" in text
+    assert "missing ('linear.weight')" in text and "unexpected ('extra_head.weight')" in text
     assert "closest variant: resnet18" in text
 
 
@@ -158,7 +158,7 @@ def test_normalization_buffers_must_equal_the_declared_normalization():
     assert "normalize.mean" not in load_state_dict(saved(state), good)
     wrong = make_entry(variant="preact-resnet18", normalization_buffers=buffers,
                        normalization={"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]})
-    with pytest.raises(APBError, match=r"models\[0\]\.normalization: .*normalize\.std is \[0\.247"):
+    with pytest.raises(APBError, match=r"models\[0\]\.normalization: .*'normalize\.std' is \[0\.247"):
         load_state_dict(saved(state), wrong)
     with pytest.raises(APBError, match="normalization_buffers needs the normalization field"):
         load_state_dict(saved(state), make_entry(variant="preact-resnet18", normalization_buffers=buffers))

@@ -457,8 +457,10 @@ def test_a_push_to_a_labelled_pr_removes_the_label(tmp_path):
 
 
 def report_context(event: str, path: str, title: str, run_id: int, conclusion: str = "success") -> dict:
-    return {"github": {"event": {"workflow_run": {"event": event, "path": path, "display_title": title,
-                                                  "id": run_id, "conclusion": conclusion}}}}
+    return {"github": {"repository": "apb-org/benchmark",
+                       "event": {"workflow_run": {"event": event, "path": path, "display_title": title,
+                                                  "id": run_id, "conclusion": conclusion,
+                                                  "repository": {"full_name": "apb-org/benchmark"}}}}}
 
 
 def test_report_concurrency_and_gate_use_trusted_values_only():

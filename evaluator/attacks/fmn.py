@@ -112,8 +112,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, scheduler: str | None,
 
 
 def sign_gradient_step(optimizer: torch.optim.Optimizer, delta: torch.Tensor, grad: torch.Tensor) -> None:
-    """One optimizer step that sees ``sign(grad)`` as the gradient of ``delta``."""
-    delta.grad = grad.sign()  # not in place: autograd may return an expanded (shared-memory) gradient
+    """One optimizer step that sees ``sign(grad)`` as the gradient of ``delta``, laid out as ``delta`` is: a model
+    that works in channels_last hands back a channels_last input gradient, and torch's fused SGD applies a
+    gradient of other strides in memory order, to the wrong elements (torch 2.14, measured)."""
+    # a new tensor, not in place: autograd may return an expanded (shared-memory) gradient
+    delta.grad = torch.empty_like(delta, memory_format=torch.preserve_format).copy_(grad.sign())
     optimizer.step()
 
 

@@ -30,7 +30,7 @@ MAX_FILES = 4096
 MAX_TOTAL_BYTES = 256 << 20
 MAX_DEPTH = 4
 MAX_ZIP_BYTES = 64 << 20  # an artifact's zip as downloaded (a leg's output is well under 1 MB)
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\Z")
 CI_SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 

@@ -26,7 +26,7 @@ DEFAULT_APP_SLUG = "github-actions"  # the app that owns check runs made with GI
 MAX_COMMENT_CHARS = 65_536  # GitHub refuses longer comment bodies
 MAX_CHECK_SUMMARY_CHARS = 65_535  # and longer check-run summaries
 CONCLUSIONS = ("success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA = re.compile(r"^[0-9a-f]{40}\Z")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class PullHead:
     sha: str
     repo: str | None  # owner/name of the head repository (None if it was deleted)
     ref: str
+    base_ref: str = ""  # the branch the PR targets
 
 
 def connect(token: str, *, base_url: str = DEFAULT_API_URL, throttle: bool = True) -> Github:
@@ -101,8 +102,9 @@ def get_repo(gh, full_name: str):
 def pull_head(repo, pr_number: int) -> PullHead:
     """The current head of pull request *pr_number*."""
     with github_errors(f"reading pull request #{pr_number}"):
-        head = repo.get_pull(pr_number).head
-        return PullHead(head.sha, head.repo.full_name if head.repo else None, head.ref)
+        pull = repo.get_pull(pr_number)
+        head = pull.head
+        return PullHead(head.sha, head.repo.full_name if head.repo else None, head.ref, pull.base.ref)
 
 
 def find_comment(repo, pr_number: int, *, marker: str, bot_login: str | None = None):
@@ -179,6 +181,10 @@ def publish_report(repo, pr_number: int, head_sha: str, body: str, *, head_repo:
     if not meta or meta.get("kind") not in CHECK_NAMES or meta.get("head_sha") != head_sha:
         raise APBError(Problem("report", f"the report is not an `apb ci report` body for commit {head_sha}"))
     head = pull_head(repo, pr_number)
+    if meta["kind"] == "evaluation" and head.base_ref != repo.default_branch:
+        # pull_request_target ran the *base* branch's evaluate.yml: only the default branch's is trusted
+        return (f"not posted: pull request #{pr_number} targets {head.base_ref!r}, not the default branch "
+                f"{repo.default_branch!r}; only the default branch's evaluate workflow is reported")
     if head.sha != head_sha or (head_repo and head.repo != head_repo) or (head_ref and head.ref != head_ref):
         return (f"not posted: pull request #{pr_number} is at {head.sha[:12]} of {head.repo}:{head.ref}, "
                 f"not {head_sha[:12]}{f' of {head_repo}' if head_repo else ''}{f':{head_ref}' if head_ref else ''}")

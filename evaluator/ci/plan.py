@@ -24,7 +24,7 @@ from evaluator.errors import APBError, Problem
 from evaluator.keys import is_ap_key
 from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY, TAXONOMY_README, records_dir, submissions_dir
 from evaluator.records import recorded_sha256
-from evaluator.safeio import MAX_BYTES, atomic_write_bytes, load_json
+from evaluator.safeio import MAX_BYTES, atomic_write_bytes, load_json, parse_json_text
 from evaluator.manifest import LOADING_FIELDS as ENTRY_LOADING_FIELDS
 from evaluator.manifest import ModelEntry, load_manifest
 
@@ -35,7 +35,7 @@ EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"  # git's empty tree: the
 # what decides the result, besides the protocol: the model, the checkpoint, how it is loaded
 LOADING_FIELDS = ("architecture", "dataset", "structure", "sparsity", "sha256", *ENTRY_LOADING_FIELDS)
 _REGULAR_BLOB_MODES = ("100644", "100755")
-_REF = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_./~^-]*$")
+_REF = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_./~^-]*\Z")
 
 
 @dataclass(frozen=True)
@@ -297,8 +297,8 @@ def ownership_notes(root: Path, plan: Plan) -> list[dict]:
         if all(data is None for data in before.values()):  # a new AP: whoever submits it owns it
             continue
         try:
-            taxonomy = json.loads(before[TAXONOMY] or b"{}")
-        except ValueError:
+            taxonomy = parse_json_text(before[TAXONOMY] or b"{}", TAXONOMY)[0]
+        except APBError:
             taxonomy = {}
         raw = taxonomy.get("authors") if isinstance(taxonomy, dict) else None
         authors = sorted(a for a in raw if isinstance(a, str)) if isinstance(raw, list) else []

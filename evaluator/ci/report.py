@@ -17,6 +17,8 @@ from pathlib import Path
 from evaluator.ci.artifacts import Expected, accept_record, load_checked_json
 from evaluator.ci.collect import RECORDS, read_collected
 from evaluator.errors import APBError, Problem
+from evaluator.markdown_text import code_span as code
+from evaluator.markdown_text import fenced, inline
 from evaluator.records import METRICS, metric_label, record_stem
 
 REPORT_MARKER = "<!-- apb-bot:report -->"
@@ -28,8 +30,8 @@ CHECK_NAMES = {"validation": "APB validation", "evaluation": "APB evaluation"}
 EVALUATE_LABEL = "apb:evaluate"
 MAX_PROBLEMS_SHOWN = 50
 METRIC_ROWS = tuple((metric_label(metric, "short"), metric) for metric in METRICS)  # (label, metric) of the comment
-RUN_TITLE = re.compile(r"^APB PR #([0-9]{1,9}) @ ([0-9a-f]{40})$")
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+RUN_TITLE = re.compile(r"^APB PR #([0-9]{1,9}) @ ([0-9a-f]{40})\Z")
+_SHA = re.compile(r"^[0-9a-f]{40}\Z")
 ICONS = {"ok": "✅", "flagged": "⚠️", "failed": "❌"}
 
 
@@ -37,24 +39,9 @@ ICONS = {"ok": "✅", "flagged": "⚠️", "failed": "❌"}
 
 
 def esc(text: object, limit: int = 1000) -> str:
-    """Inline text from an artifact, made inert: no Markdown, HTML, @mentions or #references; one line."""
-    value = " ".join(str(text).split())[:limit]
-    value = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    value = re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", value)
-    return value.replace("@", "@\u200b")
-
-
-def code(text: object, limit: int = 200) -> str:
-    """An inline code span (nothing inside one is rendered); backticks and line breaks are dropped."""
-    value = " ".join(str(text).replace("`", "'").split())[:limit]
-    return f"`{value}`" if value else "``"
-
-
-def fenced(text: str) -> str:
-    """A fenced code block that *text* cannot close early."""
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}text\n{text}\n{fence}"
+    """Inline text from an artifact, made inert (:func:`evaluator.markdown_text.inline`): no Markdown, HTML,
+    links, bare-URL autolinks, @mentions, #references or bidi reordering; one line."""
+    return inline(text, limit)
 
 
 def number(value: float | None) -> str:

@@ -8,6 +8,8 @@
     apb ci report --kind evaluation --run-title T --artifacts DIR --out report.md
     apb ci publish --body report.md --run-title T                         # sticky comment + check run
     apb ci preview <ap_key|model_key>... --records out [--out preview.md]  # the comment, locally
+    apb ci check-diff [--against REV]                                     # the bot pushes only records
+    apb ci doctor --repo owner/name                                       # the deployment's settings
 
 See docs/automation.md for the workflows that run them."""
 from __future__ import annotations
@@ -111,6 +113,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     publish.add_argument("--head-ref", default=None, help="only post if the PR's head is this branch")
     publish.add_argument("--bot-login", default=None,
                          help="the login the token writes as (default: github-actions[bot])")
+
+
+    check_diff = steps.add_parser("check-diff", help="refuse a staged diff that touches anything but records and "
+                                                      "generated files (the leaderboard bot's commit)")
+    check_diff.add_argument("--against", default=None, metavar="REV",
+                            help="check the changes from REV to HEAD instead of the staged ones")
+    check_diff.add_argument("--root", type=Path, default=None, help="the git checkout (default: around the cwd)")
+
+    doctor = steps.add_parser("doctor", help="check the repository's and organization's settings that the threat "
+                                             "model relies on (a read token in GITHUB_TOKEN)")
+    doctor.add_argument("--repo", default=os.environ.get("GITHUB_REPOSITORY"),
+                        help="owner/name (default: $GITHUB_REPOSITORY)")
+    doctor.add_argument("--deployment", type=Path, default=None,
+                        help="the expected settings (default: evaluator/ci/deployment.yaml)")
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -291,7 +307,37 @@ def run_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-STEPS = {"preview": run_preview, "plan": run_plan, "handoff": run_handoff, "collect": run_collect, "ingest": run_ingest, "report": run_report, "publish": run_publish}
+def run_check_diff(args: argparse.Namespace) -> int:
+    from evaluator.ci.push_scope import check_push_scope, read_diff
+    from evaluator.paths import repo_root
+
+    changes = read_diff((args.root or repo_root()).resolve(), args.against)
+    refused = check_push_scope(changes)
+    if refused:
+        raise APBError([Problem(p.file, f"refused: {p.message}") for p in refused])
+    print(f"{len(changes)} changed paths, all records or generated files")
+    return 0
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from evaluator.ci.doctor import DEPLOYMENT_FILE, PROBLEM, UNKNOWN, load_deployment, run_doctor as check
+    from evaluator.ci.github import DEFAULT_API_URL, connect
+
+    if not args.repo:
+        raise APBError(Problem("apb ci doctor", "give --repo owner/name (or set GITHUB_REPOSITORY)"))
+    token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or ""
+    gh = connect(token, base_url=os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL)
+    findings = check(gh, args.repo, load_deployment(args.deployment or DEPLOYMENT_FILE))
+    for finding in findings:
+        print(finding)
+    problems = sum(f.status == PROBLEM for f in findings)
+    unknown = sum(f.status == UNKNOWN for f in findings)
+    print(f"{args.repo}: {len(findings) - problems - unknown} ok, {problems} problems, {unknown} could not be checked")
+    return 1 if problems else 0
+
+
+STEPS = {"preview": run_preview, "plan": run_plan, "handoff": run_handoff, "collect": run_collect, "ingest": run_ingest, "report": run_report, "publish": run_publish,
+         "check-diff": run_check_diff, "doctor": run_doctor}
 
 
 def run(args: argparse.Namespace) -> int:

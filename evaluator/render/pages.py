@@ -13,7 +13,8 @@ from evaluator.records import METRICS, metric_label
 from evaluator.render.inputs import EVALUATED, Result
 from evaluator.render.layout import (LEADERBOARD_README, STRUCTURE_KIND_TITLES, group_of, group_title, model_curve_file,
                                      model_page, relative_link)
-from evaluator.render.markdown import GENERATED_NOTE, github_anchor, simple_table
+from evaluator.markdown_text import bidi_as_json_escapes, code_span
+from evaluator.render.markdown import GENERATED_NOTE, github_anchor, inline, simple_table
 from evaluator.render.rows import Row
 from evaluator.render.svg import si_label
 from evaluator.render.tables import FLAG, ApLabel, column_title, percent
@@ -70,16 +71,17 @@ def _evaluated_section(page: PurePosixPath, result: Result, row: Row, descriptio
     flags = record.get("flags") or []
     lines = ["", f"## {protocol_heading(result.protocol)}", "", metrics_table(record), "",
              efficiency_line((record.get("check") or {}).get("efficiency")), ""]
-    lines += [f"- {FLAG} `{flag.get('code')}`: {flag.get('message')}" for flag in flags] or ["Flags: none."]
+    lines += [f"- {FLAG} {code_span(flag.get('code'))}: {inline(flag.get('message'))}" for flag in flags] or \
+        ["Flags: none."]
     if row.curve is not None:
         lines += ["", f"![security curve of {result.model_key} under {result.protocol}]"
                       f"({relative_link(page, model_curve_file(result.model_key, result.protocol))})"]
     sidecar = record.get("per_sample") or {}
     about = [f"- protocol: `{result.protocol}`" + (f": {description}" if description else ""),
              f"- samples: {record.get('n_samples')}",
-             f"- checkpoint sha256: `{record.get('checkpoint_sha256')}`", f"- record: `{result.path.as_posix()}`"]
+             f"- checkpoint sha256: {code_span(record.get('checkpoint_sha256'))}", f"- record: `{result.path.as_posix()}`"]
     if sidecar:
-        about.append(f"- per-sample results: `{sidecar.get('file')}` (sha256 `{sidecar.get('sha256')}`); "
+        about.append(f"- per-sample results: {code_span(sidecar.get('file'))} (sha256 {code_span(sidecar.get('sha256'))}); "
                      + distance_summary(row))
     lines += ["", *about]
     lines += ["", "<details><summary>Check (compliance, sparsity, outputs, efficiency)</summary>", ""]
@@ -92,7 +94,7 @@ def _evaluated_section(page: PurePosixPath, result: Result, row: Row, descriptio
 
 def json_block(value: object) -> str:
     """A JSON value as the record holds it, in a fenced block (any fence inside is broken by an escape)."""
-    text = indented_json(value).replace("```", "\\u0060``")
+    text = bidi_as_json_escapes(indented_json(value)).replace("```", "\\u0060``")
     return f"```json\n{text}\n```"
 
 
@@ -124,7 +126,7 @@ def _published_section(result: Result) -> list[str]:
     return ["", f"## Published: {result.protocol}", "",
             f"Clean accuracy {percent(metrics.get('clean_accuracy'))}%, AutoAttack robust accuracy "
             f"{percent(metrics.get('aa_robust_accuracy'))}% on {record.get('n_samples')} samples"
-            + (f", as reported in {reference}" if reference else "") + f" (record `{result.path.as_posix()}`)."]
+            + (f", as reported in {inline(reference)}" if reference else "") + f" (record `{result.path.as_posix()}`)."]
 
 
 def render_model_page(results: Sequence[Result], rows: Sequence[Row], labels: Mapping[str, ApLabel],

@@ -20,7 +20,7 @@ from statistics import fmean
 from typing import Callable, Mapping, Sequence
 
 from evaluator.render.layout import ARCHITECTURE_TITLES, TAXONOMY_README, relative_link
-from evaluator.render.markdown import link, simple_table
+from evaluator.render.markdown import inline, link, simple_table
 
 DAGGER = "†"
 FLAG = "⚠"
@@ -50,12 +50,13 @@ class ApLabel:
     def markdown(self, page: PurePosixPath) -> str:
         """The name linked to the taxonomy entry (relative to *page*), then a link to the code."""
         target = relative_link(page, TAXONOMY_README, self.taxonomy_anchor) if self.taxonomy_anchor else None
-        text = link(self.name, target)
+        text = link(inline(self.name), target)
         return f"{text} ({link('code', self.code_url)})" if self.code_url else text
 
     def paper_markdown(self) -> str:
         """The venue linked to the paper (``paper`` where the entry names no venue)."""
-        return link(self.venue or "paper", self.paper_url) if self.paper_url else (self.venue or MISSING)
+        venue = inline(self.venue) if self.venue else None
+        return link(venue or "paper", self.paper_url) if self.paper_url else (venue or MISSING)
 
 
 @dataclass(frozen=True)

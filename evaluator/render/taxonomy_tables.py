@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from evaluator.render.markdown import GENERATED_NOTE, github_anchor, link, pipe_table
+from evaluator.render.markdown import GENERATED_NOTE, github_anchor, inline, link, pipe_table
 from evaluator.taxonomy import display, legend, table_columns, table_sort_key
 
 NAME_FIELD = "name"
@@ -53,7 +53,7 @@ def pipeline_table(entries: list[dict], stage: str, vocabulary: dict) -> str:
     for entry in entries:
         cells = detailed_columns(entry, vocabulary)
         for title in name_titles:
-            cells[title] = link(cells[title], f"#{entry_anchor(entry['ap_key'])}")
+            cells[title] = link(inline(cells[title]), f"#{entry_anchor(entry['ap_key'])}")
         rows.append(cells)
     frame = pd.DataFrame(rows, columns=[column["title"] for column in columns])
     return pipe_table(frame, ["left"] * len(columns))
@@ -63,7 +63,7 @@ def entry_section(entry: dict, rows: Sequence[tuple[str, str]]) -> list[str]:
     """The heading (the ap_key, so links stay stable), the paper, venue and links of one AP, and links to its
     leaderboard rows (*rows*: ``(text, target)``)."""
     venue = entry.get("venue") or entry.get("year")
-    described = f"**{entry['name']}**: *{entry.get('title', '')}*" + (f" ({venue})" if venue else "")
+    described = f"**{inline(entry['name'])}**: *{inline(entry.get('title', ''))}*" + (f" ({inline(venue)})" if venue else "")
     links = [link("paper", entry.get("paper_url")) if entry.get("paper_url") else None,
              link("code", entry.get("code_url")) if entry.get("code_url") else None]
     lines = ["", f"### {entry['ap_key']}", "", described]

@@ -16,8 +16,9 @@ What it does as GitHub does:
   ``merge-multiple``; ``run-id`` + ``github-token`` for another run's), ``actions/cache`` / ``cache/restore`` /
   ``cache/save`` against the fake's cache with GitHub's read-only rule for untrusted triggers.
 
-What it does not: ``make install`` runs a ``make`` shim that only links ``.venv/bin/apb`` (the checkout's venv
-is this interpreter's); ``.venv/bin/apb`` runs the real ``apb`` of this interpreter, except ``apb evaluate``,
+What it does not: ``make install``, and every step named ``Install…`` (the hash-locked pip install of the
+commit job), run a ``make`` shim that only links ``.venv/bin/apb`` (the venv already exists: this
+interpreter's; nothing is downloaded); ``.venv/bin/apb`` runs the real ``apb`` of this interpreter, except ``apb evaluate``,
 which writes a valid output for the model the manifest in its working directory pins (``ci_records``'s
 ``write_evaluated`` / ``write_shard_outputs``) instead of attacking a checkpoint. ``runs-on``, ``concurrency``,
 ``timeout-minutes`` and ``max-parallel`` are not modelled (runs run one after another; a matrix's legs run
@@ -225,6 +226,8 @@ exec /usr/bin/make "$@"
         for scope in (state.spec.get("env") or {}, state.spec["jobs"][context["__job__"]].get("env") or {},
                       step.get("env") or {}):
             env.update({k: render(str(v), context) for k, v in scope.items()})
+        if "run" in step and (step.get("name") or "").startswith("Install"):  # the venv already exists
+            step = {**step, "run": "make install"}
         if "run" in step:
             return self._run_script(step, env, workspace, temp, summary, state)
         uses = step["uses"].split("@")[0]
@@ -241,6 +244,7 @@ exec /usr/bin/make "$@"
         cwd = workspace / step.get("working-directory", ".")
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         full_env = {"PATH": f"{self.shims}:{BIN}:/usr/bin:/bin", "HOME": str(workspace.parent), "CI": "true",
+                    "GITHUB_ACTIONS": "true",
                     "PYTHONPATH": pythonpath, "RUNNER_TEMP": str(temp), "GITHUB_OUTPUT": str(output),
                     "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_WORKSPACE": str(workspace),
                     "GITHUB_REPOSITORY": self.fake.full_name, "GITHUB_API_URL": self.fake.base_url,

@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 BOT_LOGIN = "github-actions[bot]"
 RATE_LIMIT_MESSAGE = "API rate limit exceeded for installation ID 1."
@@ -68,6 +68,7 @@ class FakeGitHub:
     def __init__(self, owner: str = "apb-org", name: str = "benchmark", *, token_login: str = BOT_LOGIN,
                  app_slug: str = "github-actions") -> None:
         self.state = FakeState(owner, name, token_login)
+        self.settings = DeploymentSettings.correct(f"{owner}/{name}")
         self.app_slug = app_slug
         self.requests: list[Request] = []
         self.failures: list[Failure] = []
@@ -111,9 +112,9 @@ class FakeGitHub:
 
     # ------------------------------------------------------------------------------------------ set-up
     def add_pull(self, number: int, head_sha: str, *, head_repo: str | None = None, head_ref: str = "patch-1",
-                 labels: tuple[str, ...] = ()) -> None:
+                 labels: tuple[str, ...] = (), base_ref: str = "main") -> None:
         self.state.pulls[number] = {"head_sha": head_sha, "head_repo": head_repo or f"contributor/{self.state.name}",
-                                    "head_ref": head_ref, "labels": list(labels)}
+                                    "head_ref": head_ref, "labels": list(labels), "base_ref": base_ref}
 
     def add_comment(self, number: int, body: str, *, login: str, user_type: str = "User") -> int:
         with self._lock:
@@ -182,8 +183,8 @@ class FakeGitHub:
 
     def _repo_json(self) -> dict:
         return {"id": 1, "name": self.state.name, "full_name": self.full_name,
-                "owner": self._user(self.state.owner, "Organization"), "private": False,
-                "default_branch": self.state.actions.default_branch, "url": self._url(self._repo_path())}
+                "owner": self._user(self.state.owner, "Organization"), "private": False, "default_branch": self.settings.default_branch,
+                "url": self._url(self._repo_path())}
 
     def _commit_json(self, sha: str) -> dict:
         return {"sha": sha, "url": self._url(f"{self._repo_path()}/commits/{sha}"), "files": [],
@@ -205,7 +206,7 @@ class FakeGitHub:
                 "issue_url": self._url(f"{self._repo_path()}/issues/{number}"),
                 "head": {"sha": pull["head_sha"], "ref": pull["head_ref"],
                          "repo": {"full_name": pull["head_repo"], "name": pull["head_repo"].split("/")[1]}},
-                "base": {"sha": "b" * 40, "ref": "main",
+                "base": {"sha": "b" * 40, "ref": pull.get("base_ref", "main"),
                          "repo": {"full_name": self.full_name, "name": self.state.name}}}
 
     # ------------------------------------------------------------------------------------------ dispatch
@@ -216,6 +217,9 @@ class FakeGitHub:
                 if failure.remaining is not None:
                     failure.remaining -= 1
                 return _failure_response(failure.kind)
+        deployment = self._deployment_route(method, path)
+        if deployment is not None:
+            return deployment
         repo = self._repo_path()
         routes = [
             ("GET", rf"^{re.escape(repo)}$", lambda m: (200, {}, self._repo_json())),
@@ -317,7 +321,6 @@ class FakeGitHub:
         run.update({k: v for k, v in (body or {}).items() if k in ("status", "conclusion", "output", "name")})
         return 200, {}, self._check_run_json(run)
 
-
     # ------------------------------------------------------------------------------------------ Actions
     def merge_pull(self, number: int, merge_commit_sha: str, *, commits: tuple[str, ...] = ()) -> None:
         """Mark PR *number* merged as *merge_commit_sha*; ``GET /commits/{sha}/pulls`` lists it for that commit
@@ -401,6 +404,135 @@ class FakeGitHub:
     def _commit_pulls(self, match: re.Match, query: dict) -> tuple[int, dict, object]:
         numbers = self.state.actions.commit_pulls.get(match[1], [])
         return self._page([self._pull_json(n) for n in numbers], query, f"{self._repo_path()}/commits/{match[1]}/pulls")
+
+    # ------------------------------------------------------------------------------------------ deployment settings
+    # The settings `apb ci doctor` reads (GET only), answered in the shapes GitHub's REST reference documents.
+    # ``settings.unreadable`` names the settings the token may not read: they answer 403 as to a read token.
+    def _deployment_route(self, method: str, path: str) -> tuple[int, dict, object] | None:
+        if method != "GET":
+            return None
+        repo, org, settings = re.escape(self._repo_path()), re.escape(f"/orgs/{self.state.owner}"), self.settings
+        routes = [
+            ("workflow-permissions", rf"^{repo}/actions/permissions/workflow$", lambda m: settings.workflow_permissions),
+            ("fork-approval", rf"^{repo}/actions/permissions/fork-pr-contributor-approval$",
+             lambda m: {"approval_policy": settings.fork_pr_approval}),
+            ("runner-groups", rf"^{org}/actions/runner-groups$", lambda m: self._runner_groups()),
+            ("runner-groups", rf"^{org}/actions/runner-groups/(\d+)/repositories$", self._group_repositories),
+            ("branch-protection", rf"^{repo}/branches/([^/]+)/protection$", self._branch_protection),
+            ("rules", rf"^{repo}/rules/branches/([^/]+)$", self._branch_rules),
+            ("rulesets", rf"^{repo}/rulesets/(\d+)$", lambda m: self._ruleset(m, settings.rulesets, "Repository")),
+            ("rulesets", rf"^{org}/rulesets/(\d+)$", lambda m: self._ruleset(m, settings.org_rulesets, "Organization")),
+            ("pages", rf"^{repo}/pages$", lambda m: settings.pages),
+            ("labels", rf"^{repo}/labels/([^/]+)$", self._label),
+        ]
+        for name, pattern, answer in routes:
+            match = re.match(pattern, path)
+            if match:
+                if name in settings.unreadable:
+                    return 403, {}, {"message": "Resource not accessible by integration",
+                                     "documentation_url": "https://docs.github.com/rest"}
+                with self._lock:
+                    payload = answer(match)
+                if payload is _BRANCH_NOT_PROTECTED:
+                    return 404, {}, {"message": "Branch not protected", "documentation_url":
+                                     "https://docs.github.com/rest/branches/branch-protection#get-branch-protection"}
+                return (200, {}, payload) if payload is not None else _not_found()
+        return None
+
+    def _runner_groups(self) -> dict:
+        org = self._url(f"/orgs/{self.state.owner}/actions/runner-groups")
+        groups = [{"default": False, "inherited": False, "allows_public_repositories": True,
+                   "workflow_restrictions_read_only": False, "runners_url": f"{org}/{g['id']}/runners",
+                   **({"selected_repositories_url": f"{org}/{g['id']}/repositories"} if g["visibility"] == "selected"
+                      else {}),
+                   **{k: v for k, v in g.items() if k != "repositories"}} for g in self.settings.runner_groups]
+        return {"total_count": len(groups), "runner_groups": groups}
+
+    def _group_repositories(self, match: re.Match) -> dict | None:
+        group = next((g for g in self.settings.runner_groups if g["id"] == int(match[1])), None)
+        if group is None:
+            return None
+        repos = [{"id": i + 1, "name": name.split("/")[1], "full_name": name,
+                  "owner": self._user(name.split("/")[0], "Organization"), "private": False}
+                 for i, name in enumerate(group["repositories"])]
+        return {"total_count": len(repos), "repositories": repos}
+
+    def _branch_protection(self, match: re.Match) -> object:
+        protection = self.settings.branch_protection if unquote(match[1]) == self.settings.default_branch else None
+        if protection is None:
+            return _BRANCH_NOT_PROTECTED
+        return protection
+
+    def _branch_rules(self, match: re.Match) -> list:
+        if unquote(match[1]) != self.settings.default_branch:
+            return []
+        owned = [(ruleset, "Repository", self.full_name) for ruleset in self.settings.rulesets] + \
+            [(ruleset, "Organization", self.state.owner) for ruleset in self.settings.org_rulesets]
+        return [{"type": rule["type"], "ruleset_source_type": kind, "ruleset_source": source,
+                 "ruleset_id": ruleset["id"], **({"parameters": rule["parameters"]} if "parameters" in rule else {})}
+                for ruleset, kind, source in owned if ruleset["enforcement"] == "active" for rule in ruleset["rules"]]
+
+    def _ruleset(self, match: re.Match, rulesets: list[dict], kind: str) -> dict | None:
+        ruleset = next((r for r in rulesets if r["id"] == int(match[1])), None)
+        if ruleset is None:
+            return None
+        source = self.full_name if kind == "Repository" else self.state.owner
+        shown = {"target": "branch", "source_type": kind, "source": source,
+                 "conditions": {"ref_name": {"include": ["~DEFAULT_BRANCH"], "exclude": []}},
+                 "current_user_can_bypass": "never", **ruleset}
+        if "ruleset-bypass" in self.settings.unreadable:  # GitHub shows the bypass list only to who may edit it
+            shown.pop("bypass_actors", None)
+        return shown
+
+    def _label(self, match: re.Match) -> dict | None:
+        name = unquote(match[1])
+        if name not in self.settings.labels:
+            return None
+        return {"id": 1, "node_id": "LA_1", "url": self._url(f"{self._repo_path()}/labels/{quote(name)}"), "name": name,
+                "color": "0e8a16", "default": False, "description": "a maintainer approved the evaluation"}
+
+
+_BRANCH_NOT_PROTECTED = "branch not protected"
+
+
+@dataclass
+class DeploymentSettings:
+    """The repository and organization settings ``apb ci doctor`` checks; ``correct()`` is the deployment
+    docs/automation.md asks for. Tests break one field at a time."""
+
+    default_branch: str
+    workflow_permissions: dict
+    fork_pr_approval: str
+    runner_groups: list[dict]
+    branch_protection: dict | None
+    rulesets: list[dict]
+    pages: dict | None
+    labels: list[str]
+    org_rulesets: list[dict] = field(default_factory=list)  # rulesets of the organization that reach this repository
+    unreadable: set[str] = field(default_factory=set)
+
+    @classmethod
+    def correct(cls, full_name: str) -> "DeploymentSettings":
+        workflows = [f"{full_name}/.github/workflows/{name}@refs/heads/main" for name in ("evaluate.yml", "leaderboard.yml")]
+        return cls(
+            default_branch="main",
+            workflow_permissions={"default_workflow_permissions": "read", "can_approve_pull_request_reviews": False},
+            fork_pr_approval="all_external_contributors",
+            runner_groups=[{"id": 1, "name": "Default", "visibility": "all", "restricted_to_workflows": False,
+                            "selected_workflows": [], "repositories": []},
+                           {"id": 2, "name": "apb-gpu", "visibility": "selected", "restricted_to_workflows": True,
+                            "selected_workflows": workflows, "repositories": [full_name]}],
+            branch_protection=None,
+            rulesets=[{"id": 42, "name": "main", "enforcement": "active",
+                       "bypass_actors": [{"actor_id": 15368, "actor_type": "Integration", "bypass_mode": "always"}],
+                       "rules": [{"type": "deletion"}, {"type": "non_fast_forward"},
+                                 {"type": "required_status_checks", "parameters": {
+                                     "strict_required_status_checks_policy": False,
+                                     "required_status_checks": [{"context": "validate"}]}}]}],
+            pages={"url": "", "status": "built", "cname": None, "custom_404": False, "html_url": "",
+                   "build_type": "workflow", "source": {"branch": "main", "path": "/"}, "public": True,
+                   "https_enforced": True},
+            labels=["apb:evaluate", "bug"])
 
 
 def _not_found() -> tuple[int, dict, object]:

@@ -11,13 +11,16 @@ Faults per route (each counted down per request): ``fail_times`` (answer ``fail_
 (sleep ``delay`` seconds before answering: a client timeout), ``truncate_times`` (announce the full length,
 send half of the body and close), ``html`` (serve a Drive-like HTML page as ``text/html``), ``html_as_binary``
 (the same page as ``application/octet-stream``), ``status`` (a fixed status such as 404), ``omit_length`` (no
-``Content-Length``: the body ends when the connection closes). ``Range: bytes=N-``
+``Content-Length``: the body ends when the connection closes), ``redirect`` (answer 302 with this ``Location``,
+a header ``X-Secret`` and a body that both say ``SECRET``), ``trickle`` (send the body one byte every ``trickle``
+seconds). ``Range: bytes=N-``
 is honoured (206 + ``Content-Range``) unless ``ranges=False``. Routes match the request path including its
 query, so a Google Drive template ``http://127.0.0.1:<port>/uc?id={id}`` works, and :meth:`add_hf_file`
 serves the Hugging Face ``/<repo>/resolve/<revision>/<file>`` endpoint.
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -25,6 +28,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
+from evaluator.egress import LOOPBACK_ENV
+
+SECRET_BODY = b"SECRET-BODY of a redirect"
 DRIVE_LIKE_PAGE = (b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head>"
                    b"<body><p>Google Drive can't scan this file for viruses.</p></body></html>")
 
@@ -43,6 +49,8 @@ class Route:
     html_as_binary: bool = False
     ranges: bool = True
     omit_length: bool = False
+    redirect: str = ""
+    trickle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,10 +93,16 @@ class LocalServer:
         return [request for request in self.log if request.path == path]
 
     def __enter__(self) -> "LocalServer":
+        self._loopback = os.environ.get(LOOPBACK_ENV)
+        os.environ[LOOPBACK_ENV] = "1"  # the tests' loopback allowance of evaluator.egress, while serving
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._loopback is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = self._loopback
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -118,6 +132,14 @@ def _handler_for(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 time.sleep(route.delay)
             if route.status != 200:
                 return self._plain(route.status, b"status")
+            if route.redirect:
+                self.send_response(302)
+                self.send_header("Location", route.redirect)
+                self.send_header("X-Secret", "SECRET-HEADER")
+                self.send_header("Content-Length", str(len(SECRET_BODY)))
+                self.end_headers()
+                self.wfile.write(SECRET_BODY)
+                return None
             if route.html or route.html_as_binary:
                 kind = "text/html; charset=utf-8" if route.html else "application/octet-stream"
                 return self._send(200, DRIVE_LIKE_PAGE, kind, send_body)
@@ -142,8 +164,14 @@ def _handler_for(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 return
             part = body[start:]
             try:
-                self.wfile.write(part[: len(part) // 2] if truncate else part)
-                self.wfile.flush()
+                if route.trickle:
+                    for index in range(len(part)):
+                        self.wfile.write(part[index:index + 1])
+                        self.wfile.flush()
+                        time.sleep(route.trickle)
+                else:
+                    self.wfile.write(part[: len(part) // 2] if truncate else part)
+                    self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass
             if truncate:
