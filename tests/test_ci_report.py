@@ -43,7 +43,9 @@ def plan_dict(legs: list[dict], *, protocol: str = PROTOCOL, skipped: list | Non
 
 
 def leg_dir(legs_dir: Path, item: dict) -> Path:
-    folder = legs_dir / f"apb-leg-{item['leg']}"
+    """Where download-artifact (without merge-multiple) puts a leg's output: ``apb-leg-<leg>/`` inside the folder
+    of the artifact ``apb-leg-<leg>``."""
+    folder = legs_dir / f"apb-leg-{item['leg']}" / f"apb-leg-{item['leg']}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -61,6 +63,21 @@ def test_collect_accepts_a_leg_record_byte_for_byte(tmp_path):
     assert (tmp_path / "out" / "records" / npz.name).read_bytes() == npz.read_bytes()
     written = json.loads((tmp_path / "out" / "collect.json").read_text())
     assert schema_problems(written, CI_SCHEMAS / "collect.schema.json", "collect.json") == []
+
+
+def test_a_legs_artifact_cannot_supply_another_legs_result(tmp_path):
+    """Issue 19: one result per leg. The artifact of leg A holds a valid record of model B in a folder named
+    after B's leg; B's own artifact is missing. B is missing, A is accepted."""
+    a, b = leg(R18_90, "1"), leg(R18_95, "2")
+    write_evaluated(leg_dir(tmp_path / "legs", a), R18_90, sha("1"))
+    smuggled = tmp_path / "legs" / f"apb-leg-{a['leg']}" / f"apb-leg-{b['leg']}"
+    smuggled.mkdir()
+    write_evaluated(smuggled, R18_95, sha("2"))
+    (tmp_path / "legs" / f"apb-leg-{b['leg']}").mkdir()  # the artifact folder of B, without B's output
+    write_evaluated(tmp_path / "legs" / f"apb-leg-{b['leg']}", R18_95, sha("2"))  # ... or at its top level
+    result = collect(plan_dict([a, b]), tmp_path / "legs", tmp_path / "out")
+    assert result.records == [f"{R18_90}__{PROTOCOL}.json"]
+    assert [item["model_key"] for item in result.missing] == [R18_95]
 
 
 def test_collect_merges_the_shards_of_a_big_model(tmp_path):
@@ -320,8 +337,7 @@ def test_a_pr_from_plan_to_comment_through_the_commands(tmp_path, monkeypatch, c
     plan = json.loads(plan_path.read_text())
     legs = tmp_path / "legs"
     for item in plan["include"]:  # what the GPU legs upload; the VGG16 shard 2/2 failed
-        folder = legs / f"apb-leg-{item['leg']}"
-        folder.mkdir(parents=True)
+        folder = leg_dir(legs, item)
         if item["shard"] is None:
             write_evaluated(folder, item["model_key"], item["sha256"])
     shutil.copytree(tmp_path / "apb-plan", artifacts / "apb-plan")

@@ -9,10 +9,12 @@ returned as a ``Problem`` naming the file, so the report can say what was droppe
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import re
 import stat
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ MAX_LOG_BYTES = 1 << 20
 MAX_FILES = 4096
 MAX_TOTAL_BYTES = 256 << 20
 MAX_DEPTH = 4
+MAX_ZIP_BYTES = 64 << 20  # an artifact's zip as downloaded (a leg's output is well under 1 MB)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\Z")
 CI_SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
@@ -180,3 +183,58 @@ def log_tail(path: Path, *, max_lines: int = 40, max_chars: int = 4000) -> str:
     tail = "\n".join(line for line in lines if line.strip())
     tail = "\n".join(tail.splitlines()[-max_lines:])
     return tail[-max_chars:]
+
+
+def unzip_artifact(data: bytes, into: Path) -> list[Problem]:
+    """Extract an artifact's zip (bytes downloaded through the API) into the empty folder *into*, under the same
+    rules as ``scan``: plain names at most ``MAX_DEPTH`` folders deep, regular files only (a member marked as a
+    link or anything else is refused), at most ``MAX_FILES`` files and ``MAX_TOTAL_BYTES`` in all, each member
+    read with its declared size as the cap (a member that inflates past it is refused). Returns the problems;
+    a refused member is not written, the others are."""
+    if len(data) > MAX_ZIP_BYTES:
+        return [Problem(str(into), f"refused: the artifact is {len(data):,} bytes, over {MAX_ZIP_BYTES:,}")]
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError) as error:
+        return [Problem(str(into), f"refused: not a zip archive ({error})")]
+    problems: list[Problem] = []
+    total = 0
+    written = 0
+    for member in members:
+        parts = member.filename.rstrip("/").split("/")
+        where = str(into.joinpath(*[p for p in parts if p not in ("", ".", "..")]) if parts else into)
+        kind = stat.S_IFMT(member.external_attr >> 16)
+        if not all(SAFE_NAME.match(part) for part in parts) or "\\" in member.filename:
+            problems.append(Problem(where, f"refused: {member.filename[:200]!r} is not a plain relative name"))
+        elif len(parts) - (0 if member.is_dir() else 1) > MAX_DEPTH:
+            problems.append(Problem(where, f"refused: more than {MAX_DEPTH} folders deep"))
+        elif member.is_dir():
+            into.joinpath(*parts).mkdir(parents=True, exist_ok=True)
+        elif kind not in (0, stat.S_IFREG):
+            problems.append(Problem(where, "refused: not a regular file (a link or a special file)"))
+        elif written >= MAX_FILES:
+            problems.append(Problem(where, f"refused: more than {MAX_FILES} files"))
+        elif total + member.file_size > MAX_TOTAL_BYTES:
+            problems.append(Problem(where, f"refused: the files exceed {MAX_TOTAL_BYTES:,} bytes"))
+        else:
+            try:
+                with archive.open(member) as handle:
+                    content = handle.read(member.file_size + 1)
+            except (zipfile.BadZipFile, NotImplementedError, RuntimeError, OSError, EOFError) as error:
+                problems.append(Problem(where, f"refused: cannot be read from the zip ({error})"))
+                continue
+            if len(content) != member.file_size:
+                problems.append(Problem(where, "refused: its size differs from the size the zip declares"))
+                continue
+            target = into.joinpath(*parts)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "xb") as out:
+                    out.write(content)
+            except OSError as error:  # a name twice, or a file where a folder is
+                problems.append(Problem(where, f"refused: cannot be written ({error.strerror})"))
+                continue
+            total += len(content)
+            written += 1
+    return problems

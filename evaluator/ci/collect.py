@@ -1,7 +1,8 @@
 """``apb ci collect`` and ``apb ci ingest``: from the matrix legs' artifacts to checked result records.
 
-``collect`` runs in a job without any token: it reads each leg's artifact (``apb-leg-<leg>/``) as untrusted
-data, merges the shards of a sharded model with ``apb merge``'s code, checks every record against the plan
+``collect`` runs in a job without any token: it reads each leg's output as untrusted data, and only from
+``apb-leg-<leg>/`` inside the artifact of the same name (``leg_folder``: a leg's artifact cannot supply another
+leg's result; legs handed off from a PR's evaluation are read from the hand-off folder instead), merges the shards of a sharded model with ``apb merge``'s code, checks every record against the plan
 (model key, checkpoint sha256, protocol), the record schema and its sidecar, and writes the accepted ones
 plus ``collect.json`` (what is missing and why, with the tail of the leg's log) into one folder.
 
@@ -58,8 +59,9 @@ def relative_to(problem: Problem, folder: Path) -> Problem:
 
 
 def _reason(problem: Problem) -> str:
-    """A problem as a reason: a file inside a leg's folder is named, the leg folder itself is not."""
-    return str(problem) if "/" in problem.file else problem.message
+    """A problem as a reason: a file inside a leg's folder (``apb-leg-<leg>/apb-leg-<leg>/...``) is named, the
+    leg folder itself is not."""
+    return str(problem) if problem.file.count("/") >= 2 else problem.message
 
 
 def _leg_log(leg_dir: Path) -> str | None:
@@ -69,12 +71,19 @@ def _leg_log(leg_dir: Path) -> str | None:
         return None
 
 
-def _one_record(legs: list[dict], legs_dir: Path, plan: dict, work: Path) -> Path:
+def leg_folder(legs_dir: Path, leg: str) -> Path:
+    """Where the output of *leg* is read: ``apb-leg-<leg>/`` inside the artifact ``apb-leg-<leg>``, which
+    download-artifact (without ``merge-multiple``) puts in its own folder ``<legs_dir>/apb-leg-<leg>/``."""
+    name = f"{LEG_PREFIX}{leg}"
+    return legs_dir / name / name
+
+
+def model_record(legs: list[dict], legs_dir: Path, protocol: str, work: Path) -> Path:
     """The path of the (merged) record of one model from its legs' folders; ``APBError`` saying why not."""
-    stem = record_stem(legs[0]["model_key"], plan["protocol"])
+    stem = record_stem(legs[0]["model_key"], protocol)
     outputs = []
     for leg in legs:
-        folder = legs_dir / f"{LEG_PREFIX}{leg['leg']}"
+        folder = leg_folder(legs_dir, leg["leg"])
         found = scan(folder)
         if found.problems:
             raise APBError(found.problems)
@@ -89,20 +98,37 @@ def _one_record(legs: list[dict], legs_dir: Path, plan: dict, work: Path) -> Pat
     return merge_shards([path.parent for path in outputs], work)
 
 
-def collect(plan: dict, legs_dir: Path, out_dir: Path) -> Collected:
-    """Check (and merge) the legs' outputs of *plan*; write the accepted records and ``collect.json``."""
+def accept_model(legs: list[dict], legs_dir: Path, protocol: str) -> AcceptedRecord:
+    """The one acceptance rule for one model's legs: merged, then ``accept_record`` against the plan's model
+    key, checkpoint sha256 and protocol; ``APBError`` saying why not."""
+    expected = Expected(legs[0]["model_key"], legs[0]["sha256"], protocol)
+    with tempfile.TemporaryDirectory(prefix="apb-merge-") as work:
+        return accept_record(model_record(legs, legs_dir, protocol, Path(work)), expected)
+
+
+def handed_off(plan: dict) -> set[str]:
+    """The model keys of *plan* whose legs come from a PR's evaluation (``apb ci handoff``), not from this run."""
+    return {item["model_key"] for item in plan.get("handoff") or []}
+
+
+def collect(plan: dict, legs_dir: Path, out_dir: Path, handoff_dir: Path | None = None) -> Collected:
+    """Check (and merge) the legs' outputs of *plan*; write the accepted records and ``collect.json``. The legs of
+    a model the plan hands off are read from *handoff_dir* only, every other leg from *legs_dir* only."""
     result = Collected(plan["protocol"])
+    from_pr = handed_off(plan)
     for model_key, legs in legs_by_model(plan).items():
-        expected = Expected(model_key, legs[0]["sha256"], plan["protocol"])
-        with tempfile.TemporaryDirectory(prefix="apb-merge-") as work:
-            try:
-                accepted = accept_record(_one_record(legs, legs_dir, plan, Path(work)), expected)
-            except APBError as error:
-                logs = [log for leg in legs if (log := _leg_log(legs_dir / f"{LEG_PREFIX}{leg['leg']}"))]
-                reason = "; ".join(_reason(relative_to(p, legs_dir)) for p in error.problems)
-                result.missing.append({"model_key": model_key, "reason": reason[:5000],
-                                       "log": "\n".join(logs)[-8000:] or None})
-                continue
+        folder = handoff_dir if model_key in from_pr else legs_dir
+        try:
+            if folder is None:
+                raise APBError(Problem("apb ci collect", "handed off from a PR's evaluation, but no --handoff "
+                                                         "folder was given"))
+            accepted = accept_model(legs, folder, plan["protocol"])
+        except APBError as error:
+            logs = [log for leg in legs if folder and (log := _leg_log(leg_folder(folder, leg["leg"])))]
+            reason = "; ".join(_reason(relative_to(p, folder) if folder else p) for p in error.problems)
+            result.missing.append({"model_key": model_key, "reason": reason[:5000],
+                                   "log": "\n".join(logs)[-8000:] or None})
+            continue
         write_accepted(accepted, out_dir / RECORDS)
         result.records.append(f"{accepted.stem}.json")
     atomic_write_bytes(out_dir / COLLECT_FILE, dump_json(result.to_dict()))

@@ -67,6 +67,7 @@ class Plan:
     problems: list[Problem] = field(default_factory=list)
     pr_author: str | None = None
     ownership: list[dict] = field(default_factory=list)  # {"ap_key", "files", "authors"}: other authors' APs
+    handoff: list[dict] = field(default_factory=list)  # {"model_key", "run_id", "pull", "head_sha"}: from a PR's run
 
     @property
     def evaluate(self) -> bool:
@@ -96,7 +97,14 @@ class Plan:
                 "changed_files": self.changed_files, "blocked_files": self.blocked_files, "entries": self.entries,
                 "models": self.models, "include": self.matrix()["include"], "skipped": self.skipped,
                 "problems": [p.to_dict() for p in self.problems], "pr_author": self.pr_author,
-                "ownership": self.ownership}
+                "ownership": self.ownership, "evaluator_version": evaluator_version(), "handoff": self.handoff}
+
+
+def evaluator_version() -> str:
+    """The version of the evaluator that plans (and, on the legs, evaluates): part of every result's key."""
+    from evaluator import __version__
+
+    return __version__
 
 
 # ------------------------------------------------------------------------------------------------ git
@@ -232,9 +240,7 @@ def parse_shards(spec: str | None) -> dict[str, int]:
 def cache_key(entry: ModelEntry, protocol: str, shard: str | None) -> str:
     """The actions/cache key of one leg's result: protocol, evaluator version (a fixed evaluator never restores
     an older one's results), model key, checkpoint sha256, loading fields."""
-    from evaluator import __version__
-
-    key = f"apb-{protocol}-{__version__}-{entry.model_key}-{entry.sha256}-{loading_digest(entry)}"
+    key = f"apb-{protocol}-{evaluator_version()}-{entry.model_key}-{entry.sha256}-{loading_digest(entry)}"
     return key if shard is None else f"{key}-shard-{shard.replace('/', '-of-')}"
 
 
@@ -255,8 +261,10 @@ def model_summary(entry: ModelEntry) -> dict:
             "claimed": dict(entry.claimed) if entry.claimed else None}
 
 
-def schedule(plan: Plan, root: Path, entries: list[ModelEntry], loading_changed: set[str], shards: dict[str, int]) -> None:
-    """Add each entry to the plan's legs, or to its skipped list with the reason."""
+def schedule(plan: Plan, root: Path, entries: list[ModelEntry], loading_changed: set[str], shards: dict[str, int],
+             *, limit: int | None = MAX_LEGS) -> None:
+    """Add each entry to the plan's legs, or to its skipped list with the reason; more than *limit* legs is an
+    error (a PR's matrix); ``None`` for no limit (``apb ci handoff`` batches what main lacks)."""
     for entry in entries:
         plan.models[entry.model_key] = model_summary(entry)
         if not entry.sha256:
@@ -269,7 +277,7 @@ def schedule(plan: Plan, root: Path, entries: list[ModelEntry], loading_changed:
                                  "reason": f"a record for this checkpoint and protocol {plan.protocol} exists"})
             continue
         plan.include.extend(legs_for(entry, plan.protocol, shards))
-    if len(plan.include) > MAX_LEGS:
+    if limit is not None and len(plan.include) > limit:
         raise APBError(Problem("apb ci plan", f"{len(plan.include)} matrix legs, over GitHub's {MAX_LEGS}; "
                                               "split the change or lower APB_SHARDS", field="include"))
 
@@ -363,14 +371,15 @@ def manifest_entries(root: Path) -> tuple[list[ModelEntry], list[Problem]]:
 
 def plan_missing(root: Path, *, protocol: str, shards: dict[str, int]) -> Plan:
     """The plan of every entry in *root*'s manifests that has a sha256 but no record of it for *protocol*: what
-    the leaderboard workflow brings in from the cache. It looks at the whole state of the checkout, never at a
-    window of commits, so a run that GitHub cancelled (or that failed) loses nothing: the next run plans it."""
+    the leaderboard workflow hands off from the PRs' evaluations or evaluates (``apb ci handoff`` splits it; it
+    may hold more legs than one matrix). It looks at the whole state of the checkout, never at a window of
+    commits, so a run that GitHub cancelled (or that failed) loses nothing: the next run plans it."""
     plan = Plan(protocol=protocol)
     entries, plan.problems = manifest_entries(root)
     plan.entries["untouched"] = sorted(e.model_key for e in entries)
     missing = [e for e in entries
                if e.sha256 and existing_record_sha256(root, e.ap_key, e.model_key, protocol) != e.sha256]
-    schedule(plan, root, sorted(missing, key=lambda e: e.model_key), set(), shards)
+    schedule(plan, root, sorted(missing, key=lambda e: e.model_key), set(), shards, limit=None)
     return plan
 
 

@@ -1,7 +1,8 @@
-"""``apb ci plan|collect|ingest|report|publish``: the steps of the GitHub workflows, testable offline.
+"""``apb ci plan|handoff|collect|ingest|report|publish``: the steps of the GitHub workflows, testable offline.
 
     apb ci plan --base SHA --head SHA [--extract STAGE] --out plan.json   # what a PR asks to evaluate
     apb ci plan --missing --out plan.json                                 # entries lacking a record
+    apb ci handoff --plan missing.json --out plan.json --handoff DIR     # PR results, the rest batched for main
     apb ci collect --plan plan.json --legs LEGS --out RECORDS             # check and merge the legs' outputs
     apb ci ingest --plan plan.json --records RECORDS                      # copy them into submissions/
     apb ci report --kind evaluation --run-title T --artifacts DIR --out report.md
@@ -47,9 +48,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     plan.add_argument("--github-output", type=Path, default=None, metavar="FILE",
                       help="append 'evaluate=' and 'matrix=' lines for a workflow step (pass $GITHUB_OUTPUT)")
 
+    handoff = steps.add_parser("handoff", help="take what main lacks from the PRs' approved evaluate runs (artifacts, "
+                                              "actions: read); batch the rest for main's GPU legs")
+    handoff.add_argument("--plan", type=Path, required=True, help="the plan of `apb ci plan --missing`")
+    handoff.add_argument("--out", type=Path, required=True,
+                         help="write this run's plan.json here (handed-off legs + the GPU batch)")
+    handoff.add_argument("--handoff", type=Path, required=True, metavar="DIR",
+                         help="empty folder for the handed-off legs (one apb-leg-<leg>/ per leg)")
+    handoff.add_argument("--batch", type=int, default=None,
+                         help="GPU legs per run (default and maximum: GitHub's 256 matrix jobs)")
+    handoff.add_argument("--root", type=Path, default=None, help="main's checkout (default: around the cwd)")
+    handoff.add_argument("--repo", default=os.environ.get("GITHUB_REPOSITORY"),
+                         help="owner/name (default: $GITHUB_REPOSITORY)")
+    handoff.add_argument("--github-output", type=Path, default=None, metavar="FILE",
+                         help="append 'evaluate=', 'matrix=', 'collect=' and 'remaining=' lines (pass $GITHUB_OUTPUT)")
+    handoff.add_argument("--summary", type=Path, default=None, metavar="FILE",
+                         help="append the Markdown summary (pass $GITHUB_STEP_SUMMARY)")
+
     collect = steps.add_parser("collect", help="check (and merge) the matrix legs' outputs into records")
     collect.add_argument("--plan", type=Path, required=True, help="the plan.json the legs ran")
-    collect.add_argument("--legs", type=Path, required=True, help="folder holding one apb-leg-<leg>/ per leg")
+    collect.add_argument("--legs", type=Path, required=True,
+                         help="folder holding one artifact folder apb-leg-<leg>/ per leg (each holding apb-leg-<leg>/)")
+    collect.add_argument("--handoff", type=Path, default=None, metavar="DIR",
+                         help="the folder `apb ci handoff` staged the PR results in (the plan's handed-off models)")
     collect.add_argument("--out", type=Path, required=True, help="folder for records/ and collect.json")
 
     ingest = steps.add_parser("ingest", help="copy collected records into submissions/<ap>/records/")
@@ -194,10 +215,36 @@ def _read_plan(path: Path) -> dict:
     return load_checked_json(path, "plan.schema.json")
 
 
+def run_handoff(args: argparse.Namespace) -> int:
+    from evaluator.ci.github import DEFAULT_API_URL, connect, get_repo
+    from evaluator.ci.handoff import GPU_BATCH, Actions, hand_off
+    from evaluator.paths import repo_root
+
+    if not args.repo:
+        raise APBError(Problem("apb ci handoff", "give --repo owner/name (or set GITHUB_REPOSITORY)"))
+    token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or ""
+    repo = get_repo(connect(token, base_url=os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL), args.repo)
+    result = hand_off((args.root or repo_root()).resolve(), _read_plan(args.plan), Actions(repo, token),
+                      args.handoff, batch=args.batch or GPU_BATCH)
+    write_text(args.out, json.dumps(result.plan, indent=2) + "\n")
+    write_text(args.handoff / "handoff.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    if args.github_output:
+        with open(args.github_output, "a", encoding="utf-8") as handle:
+            handle.write(f"evaluate={'true' if result.evaluate else 'false'}\n")
+            handle.write(f"matrix={json.dumps(result.matrix(), separators=(',', ':'))}\n")
+            handle.write(f"collect={'true' if result.plan['include'] else 'false'}\n")
+            handle.write(f"remaining={len(result.remaining)}\n")
+    if args.summary:
+        with open(args.summary, "a", encoding="utf-8") as handle:
+            handle.write(result.summary())
+    print(result.plan["reason"], file=sys.stderr)
+    return 0
+
+
 def run_collect(args: argparse.Namespace) -> int:
     from evaluator.ci.collect import collect
 
-    result = collect(_read_plan(args.plan), args.legs, args.out)
+    result = collect(_read_plan(args.plan), args.legs, args.out, args.handoff)
     for name in result.records:
         print(f"accepted {name}", file=sys.stderr)
     for item in result.missing:
@@ -289,7 +336,7 @@ def run_doctor(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-STEPS = {"preview": run_preview, "plan": run_plan, "collect": run_collect, "ingest": run_ingest, "report": run_report, "publish": run_publish,
+STEPS = {"preview": run_preview, "plan": run_plan, "handoff": run_handoff, "collect": run_collect, "ingest": run_ingest, "report": run_report, "publish": run_publish,
          "check-diff": run_check_diff, "doctor": run_doctor}
 
 

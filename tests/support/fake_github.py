@@ -5,6 +5,16 @@ pull request and a commit; list (paginated, with ``Link`` headers) / create / ed
 check runs of a commit, create / update check runs; remove a label from a pull request. Every request is recorded; ``fail(...)`` makes matching requests answer 403,
 404 or a rate-limit error instead.
 
+The Actions side (``FakeActions``, its own section below) models what the hand-off relies on, as GitHub
+documents it: workflow runs (path, event, ``head_sha`` -- for ``pull_request_target`` the base branch's commit --,
+title, status / conclusion, cancellation), listed per workflow with the ``event`` / ``status`` / ``head_sha`` /
+``created`` filters; artifacts per run with their retention (an expired one is listed with ``expired: true`` and
+its download answers 410), downloaded as a zip through a redirect to a storage URL; the pull requests of a
+commit; and the Actions cache with scopes, where a run of an untrusted trigger (``pull_request_target``,
+``issue_comment``, a fork's ``workflow_run``) gets a read-only token for the default branch's scope: its save is
+skipped with a warning, its restores work (GitHub changelog 2026-06-26, "Read-only Actions cache for untrusted
+triggers").
+
     with FakeGitHub() as fake:
         fake.add_pull(7, head_sha="a" * 40)
         gh = Github(auth=Auth.Token("t"), base_url=fake.base_url)
@@ -49,6 +59,7 @@ class FakeState:
     comments: dict[int, dict] = field(default_factory=dict)
     check_runs: dict[int, dict] = field(default_factory=dict)
     next_id: int = 1000
+    actions: "FakeActions" = field(default_factory=lambda: FakeActions())
 
 
 class FakeGitHub:
@@ -187,7 +198,10 @@ class FakeGitHub:
 
     def _pull_json(self, number: int) -> dict:
         pull = self.state.pulls[number]
-        return {"id": number, "number": number, "state": "open", "title": f"PR {number}",
+        merged = pull.get("merged_at")
+        return {"id": number, "number": number, "state": "closed" if merged else "open", "title": f"PR {number}",
+                "merged_at": merged, "merge_commit_sha": pull.get("merge_commit_sha"),
+                "created_at": pull.get("created_at", "2026-01-01T00:00:00Z"),
                 "url": self._url(f"{self._repo_path()}/pulls/{number}"),
                 "issue_url": self._url(f"{self._repo_path()}/issues/{number}"),
                 "head": {"sha": pull["head_sha"], "ref": pull["head_ref"],
@@ -220,6 +234,7 @@ class FakeGitHub:
             ("PATCH", rf"^{re.escape(repo)}/check-runs/(\d+)$", lambda m: self._edit_run(m, body)),
             ("DELETE", rf"^{re.escape(repo)}/issues/(\d+)/labels/([^/]+)$", self._remove_label),
         ]
+        routes += self._actions_routes(repo, query)
         for route_method, pattern, action in routes:
             match = re.match(pattern, path)
             if match and route_method == method:
@@ -305,6 +320,90 @@ class FakeGitHub:
                                         "that created it."}
         run.update({k: v for k, v in (body or {}).items() if k in ("status", "conclusion", "output", "name")})
         return 200, {}, self._check_run_json(run)
+
+    # ------------------------------------------------------------------------------------------ Actions
+    def merge_pull(self, number: int, merge_commit_sha: str, *, commits: tuple[str, ...] = ()) -> None:
+        """Mark PR *number* merged as *merge_commit_sha*; ``GET /commits/{sha}/pulls`` lists it for that commit
+        and for *commits* (a rebase merge's other commits)."""
+        pull = self.state.pulls[number]
+        pull.update(merged_at="2026-01-02T00:00:00Z", merge_commit_sha=merge_commit_sha)
+        for sha in (merge_commit_sha, *commits):
+            self.state.actions.commit_pulls.setdefault(sha, []).append(number)
+
+    def _actions_routes(self, repo: str, query: dict) -> list:
+        r = re.escape(repo)
+        return [
+            ("GET", rf"^{r}/actions/workflows/([\w.-]+)$", self._get_workflow),
+            ("GET", rf"^{r}/actions/workflows/([\w.-]+)/runs$", lambda m: self._list_workflow_runs(m, query)),
+            ("GET", rf"^{r}/actions/runs/(\d+)$", self._get_run),
+            ("GET", rf"^{r}/actions/runs/(\d+)/artifacts$", lambda m: self._list_artifacts(m, query)),
+            ("GET", rf"^{r}/actions/artifacts/(\d+)/zip$", self._download_artifact),
+            ("GET", r"^/_storage/artifacts/(\d+)$", self._artifact_blob),
+            ("GET", rf"^{r}/commits/([0-9a-f]{{40}})/pulls$", lambda m: self._commit_pulls(m, query)),
+        ]
+
+    def _workflow_json(self, file_name: str) -> dict:
+        path = f".github/workflows/{file_name}"
+        return {"id": abs(hash(path)) % 10**6, "name": file_name.rsplit(".", 1)[0], "path": path, "state": "active",
+                "url": self._url(f"{self._repo_path()}/actions/workflows/{file_name}")}
+
+    def _run_json(self, run: dict) -> dict:
+        path = f"{self._repo_path()}/actions/runs/{run['id']}"
+        return {"id": run["id"], "name": run["name"], "path": run["path"], "event": run["event"],
+                "head_sha": run["head_sha"], "head_branch": run["head_branch"], "display_title": run["title"],
+                "status": run["status"], "conclusion": run["conclusion"], "run_number": run["id"],
+                "created_at": run["created_at"], "url": self._url(path),
+                "artifacts_url": self._url(f"{path}/artifacts"), "repository": self._repo_json(),
+                "head_repository": self._repo_json()}
+
+    def _get_workflow(self, match: re.Match) -> tuple[int, dict, object]:
+        return 200, {}, self._workflow_json(match[1])
+
+    def _list_workflow_runs(self, match: re.Match, query: dict) -> tuple[int, dict, object]:
+        wanted = {name: query[name][0] for name in ("event", "status", "head_sha", "created") if name in query}
+        runs = [run for run in sorted(self.state.actions.runs.values(), key=lambda run: -run["id"])
+                if run["path"] == f".github/workflows/{match[1]}" and _run_matches(run, wanted)]
+        return self._page([self._run_json(run) for run in runs], query,
+                          f"{self._repo_path()}/actions/workflows/{match[1]}/runs", wrap="workflow_runs")
+
+    def _get_run(self, match: re.Match) -> tuple[int, dict, object]:
+        run = self.state.actions.runs.get(int(match[1]))
+        return (200, {}, self._run_json(run)) if run else _not_found()
+
+    def _list_artifacts(self, match: re.Match, query: dict) -> tuple[int, dict, object]:
+        run_id = int(match[1])
+        if run_id not in self.state.actions.runs:
+            return _not_found()
+        name = query.get("name", [None])[0]
+        items = [self._artifact_json(a) for a in self.state.actions.artifacts_of(run_id)
+                 if name is None or a["name"] == name]
+        return self._page(items, query, f"{self._repo_path()}/actions/runs/{run_id}/artifacts", wrap="artifacts")
+
+    def _artifact_json(self, artifact: dict) -> dict:
+        path = f"{self._repo_path()}/actions/artifacts/{artifact['id']}"
+        return {"id": artifact["id"], "name": artifact["name"], "size_in_bytes": len(artifact["data"]),
+                "expired": self.state.actions.expired(artifact), "url": self._url(path),
+                "archive_download_url": self._url(f"{path}/zip"), "created_at": "2026-01-01T00:00:00Z",
+                "expires_at": artifact["expires_at_text"],
+                "workflow_run": {"id": artifact["run_id"],
+                                 "head_sha": self.state.actions.runs[artifact["run_id"]]["head_sha"]}}
+
+    def _download_artifact(self, match: re.Match) -> tuple[int, dict, object]:
+        artifact = self.state.actions.artifacts.get(int(match[1]))
+        if artifact is None:
+            return _not_found()
+        if self.state.actions.expired(artifact):
+            return 410, {}, {"message": "Artifact has expired",
+                             "documentation_url": "https://docs.github.com/rest/actions/artifacts#download-an-artifact"}
+        return 302, {"Location": self._url(f"/_storage/artifacts/{artifact['id']}")}, {}
+
+    def _artifact_blob(self, match: re.Match) -> tuple[int, dict, object]:
+        artifact = self.state.actions.artifacts.get(int(match[1]))
+        return (200, {}, artifact["data"]) if artifact else _not_found()
+
+    def _commit_pulls(self, match: re.Match, query: dict) -> tuple[int, dict, object]:
+        numbers = self.state.actions.commit_pulls.get(match[1], [])
+        return self._page([self._pull_json(n) for n in numbers], query, f"{self._repo_path()}/commits/{match[1]}/pulls")
 
     # ------------------------------------------------------------------------------------------ deployment settings
     # The settings `apb ci doctor` reads (GET only), answered in the shapes GitHub's REST reference documents.
@@ -467,9 +566,10 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(split.query)
         self.owner.requests.append(Request(self.command, split.path, query, body, self.headers.get("Authorization")))
         status, headers, payload = self.owner.handle(self.command, split.path, query, body)
-        data = json.dumps(payload).encode()
+        raw_bytes = isinstance(payload, bytes)  # an artifact's zip from the storage URL
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", "application/zip" if raw_bytes else "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         for name, value in headers.items():
             self.send_header(name, value)
@@ -477,3 +577,115 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
+
+
+# ---------------------------------------------------------------------------------------------- Actions state
+
+UNTRUSTED_EVENTS = ("pull_request_target", "issue_comment")  # + a workflow_run cascading from a fork's PR
+DAY = 86400.0
+
+
+def _run_matches(run: dict, wanted: dict) -> bool:
+    """The list-runs filters as GitHub applies them: ``status`` is a status or a conclusion, ``created`` a date
+    range (only ``>=YYYY-MM-DD`` is modelled)."""
+    if "event" in wanted and run["event"] != wanted["event"]:
+        return False
+    if "head_sha" in wanted and run["head_sha"] != wanted["head_sha"]:
+        return False
+    if "status" in wanted and wanted["status"] not in (run["status"], run["conclusion"]):
+        return False
+    if "created" in wanted:
+        since = wanted["created"].removeprefix(">=")
+        if run["created_at"][:10] < since:
+            return False
+    return True
+
+
+@dataclass
+class FakeActions:
+    """Workflow runs, their artifacts, the pull requests of commits and the Actions cache of one repository."""
+
+    default_branch: str = "main"
+    now: float = 1_780_000_000.0  # the fake clock (seconds); ``advance`` moves it
+    runs: dict[int, dict] = field(default_factory=dict)
+    artifacts: dict[int, dict] = field(default_factory=dict)
+    commit_pulls: dict[str, list[int]] = field(default_factory=dict)
+    caches: list[dict] = field(default_factory=list)  # {"key", "scope", "data"}
+    warnings: list[str] = field(default_factory=list)
+    next_id: int = 5000
+
+    def advance(self, days: float) -> None:
+        self.now += days * DAY
+
+    def _new_id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def start_run(self, path: str, event: str, head_sha: str, *, title: str, head_branch: str = "main",
+                  from_fork: bool = False) -> int:
+        """A new in-progress run of workflow *path*; for ``pull_request_target`` pass the base branch's commit as
+        *head_sha*, as GitHub reports it."""
+        import datetime as dt
+
+        run_id = self._new_id()
+        created = dt.datetime.fromtimestamp(self.now, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.runs[run_id] = {"id": run_id, "name": path.rsplit("/", 1)[-1].rsplit(".", 1)[0], "path": path,
+                             "event": event, "head_sha": head_sha, "head_branch": head_branch, "title": title,
+                             "status": "in_progress", "conclusion": None, "created_at": created,
+                             "from_fork": from_fork}
+        return run_id
+
+    def finish_run(self, run_id: int, conclusion: str) -> None:
+        self.runs[run_id].update(status="completed", conclusion=conclusion)
+
+    def upload(self, run_id: int, name: str, data: bytes, *, retention_days: float = 90) -> int:
+        """Store artifact *name* of run *run_id* (a zip). Names are unique within a run, as upload-artifact v4+
+        enforces."""
+        import datetime as dt
+
+        if any(a["name"] == name for a in self.artifacts_of(run_id)):
+            raise ValueError(f"run {run_id} already has an artifact named {name!r}")
+        artifact_id = self._new_id()
+        expires = self.now + retention_days * DAY
+        self.artifacts[artifact_id] = {"id": artifact_id, "run_id": run_id, "name": name, "data": data,
+                                       "expires_at": expires, "expires_at_text": dt.datetime.fromtimestamp(
+                                           expires, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return artifact_id
+
+    def artifacts_of(self, run_id: int) -> list[dict]:
+        return [a for a in sorted(self.artifacts.values(), key=lambda a: a["id"]) if a["run_id"] == run_id]
+
+    def expired(self, artifact: dict) -> bool:
+        return self.now >= artifact["expires_at"]
+
+    def cache_scope(self, run_id: int) -> str:
+        """The cache scope of a run: its branch's ref (``pull_request_target`` runs in the base branch's)."""
+        return f"refs/heads/{self.runs[run_id]['head_branch']}"
+
+    def read_only_cache(self, run_id: int) -> bool:
+        """GitHub's rule: an untrusted trigger in the default branch's scope gets a read-only cache token."""
+        run = self.runs[run_id]
+        untrusted = run["event"] in UNTRUSTED_EVENTS or (run["event"] == "workflow_run" and run["from_fork"])
+        return untrusted and self.cache_scope(run_id) == f"refs/heads/{self.default_branch}"
+
+    def cache_save(self, run_id: int, key: str, data: bytes) -> bool:
+        """Save *data* under *key* in the run's scope; False (and a warning, as actions/cache logs it) when the
+        run's cache token is read-only or the key exists (entries are immutable)."""
+        scope = self.cache_scope(run_id)
+        if self.read_only_cache(run_id):
+            self.warnings.append(f"run {run_id}: Failed to save: the cache token is read-only for this workflow "
+                                 f"event ({self.runs[run_id]['event']}); cache {key} was not saved")
+            return False
+        if any(c["key"] == key and c["scope"] == scope for c in self.caches):
+            self.warnings.append(f"run {run_id}: cache {key} already exists; not saved")
+            return False
+        self.caches.append({"key": key, "scope": scope, "data": data})
+        return True
+
+    def cache_restore(self, run_id: int, key: str) -> bytes | None:
+        """The entry *key* from the run's scope or, failing that, the default branch's."""
+        for scope in (self.cache_scope(run_id), f"refs/heads/{self.default_branch}"):
+            for entry in self.caches:
+                if entry["key"] == key and entry["scope"] == scope:
+                    return entry["data"]
+        return None

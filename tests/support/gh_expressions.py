@@ -141,6 +141,9 @@ class _Parser:
             return _text(args[0]).lower().startswith(_text(args[1]).lower())
         if lowered == "fromjson":
             return json.loads(args[0])
+        status = self.context.get("__status__")  # success() / failure() / cancelled() / always(), when given
+        if isinstance(status, dict) and lowered in status:
+            return status[lowered]
         raise ValueError(f"unknown function {name}")
 
 

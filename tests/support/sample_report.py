@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from evaluator.ci.collect import collect
+from evaluator.ci.collect import collect, leg_folder
 from evaluator.ci.report import load_report_input, render_report
 from tests.support.ci_records import PROTOCOL, sha, write_evaluated
 
@@ -51,12 +51,12 @@ def sample_report() -> str:
         (artifacts / "apb-plan" / "validation.json").write_text(json.dumps({"ok": True, "problems": []}))
         keys = list(MODELS)
         for key in keys:
-            (legs / f"apb-leg-{key}").mkdir(parents=True)
-        write_evaluated(legs / f"apb-leg-{keys[0]}", keys[0], sha("1"), n=10000, wall=3723.0)
-        write_evaluated(legs / f"apb-leg-{keys[1]}", keys[1], sha("2"), seed=1, n=10000, wall=3540.0, flags=[
+            leg_folder(legs, key).mkdir(parents=True)
+        write_evaluated(leg_folder(legs, keys[0]), keys[0], sha("1"), n=10000, wall=3723.0)
+        write_evaluated(leg_folder(legs, keys[1]), keys[1], sha("2"), seed=1, n=10000, wall=3540.0, flags=[
             {"code": "hofmn-weaker-than-aa", "message": "AutoAttack broke 2.31% of the samples within eps where "
                                                         "HO-FMN did not (limit 2.00%)"}])
-        (legs / f"apb-leg-{keys[2]}" / "evaluate.log").write_text(LOG)
+        (leg_folder(legs, keys[2]) / "evaluate.log").write_text(LOG)
         collect(plan, legs, artifacts / "apb-records")
         report = load_report_input("evaluation", HEAD, artifacts,
                                    run_url="https://github.com/OWNER/REPO/actions/runs/123456789",
