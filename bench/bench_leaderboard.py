@@ -1,8 +1,9 @@
-"""How `apb leaderboard` and `apb site` scale: a synthetic repository of N APs x 24 evaluated models (2 datasets
-x 2 architectures x 6 sparsities, each record with a 10,000-sample sidecar and efficiency figures), rendered
-twice per command: into an empty folder ("fresh": every file created) and again over that output ("unchanged":
-every file compared, none written, as a re-render or `--check` does). Prints CPU seconds (user + system, one
-process; creating 48,000 files is mostly system time) and peak resident memory per N.
+"""How `apb validate`, `apb leaderboard` and `apb site` scale: a synthetic repository of N APs x 24 evaluated
+models (2 datasets x 2 architectures x 6 sparsities, each record with a 10,000-sample sidecar and efficiency
+figures), checked and rendered twice per command: into an empty folder ("fresh": every file created) and again
+over that output ("unchanged": every file compared, none written, as a re-render or `--check` does; validate
+writes nothing, so its two runs are two measurements). Prints CPU seconds (user + system, one process;
+creating 48,000 files is mostly system time) and peak resident memory per N.
 
     .venv/bin/python bench/bench_leaderboard.py                 # N = 100, 300, 1000
     .venv/bin/python bench/bench_leaderboard.py --aps 100 --keep /tmp/apb-bench
@@ -113,7 +114,7 @@ def measure(command: str, root: Path, out: Path) -> None:
     from evaluator.cli import main
 
     started = time.perf_counter()
-    code = main([command, "--root", str(root), "--out", str(out)])
+    code = main([command, "--root", str(root)] + ([] if command == "validate" else ["--out", str(out)]))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"code": code, "wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
                       "user_s": usage.ru_utime, "sys_s": usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}))
@@ -122,7 +123,7 @@ def measure(command: str, root: Path, out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aps", type=int, nargs="+", default=[100, 300, 1000])
-    parser.add_argument("--commands", nargs="+", default=["leaderboard", "site"])
+    parser.add_argument("--commands", nargs="+", default=["validate", "leaderboard", "site"])
     parser.add_argument("--keep", type=Path, default=None, help="build the repositories here and keep them")
     parser.add_argument("--measure", nargs=3, metavar=("COMMAND", "ROOT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -532,3 +532,58 @@ def test_group_pages_are_paged_by_rank_with_every_row_once_and_working_links(tmp
     taxonomy = files[Path("taxonomy/README.md")].decode()
     assert all(f"#ap-{ap_key.lower()}-cifar10-us)" in taxonomy for ap_key in THREE_APS)
     assert check_links(files, root) > 20  # the taxonomy's row links included, wherever each row's anchor landed
+
+
+def flags_result(n: int, robust: int) -> "PerSample":
+    """Per-sample results where the first *robust* samples resist both attacks and the rest of the first 80% are
+    broken at a tenth of the budget (so AutoAttack, HO-FMN and the worst case agree)."""
+    from evaluator.records import PerSample
+
+    clean = np.arange(n) < int(n * 0.8)
+    robust_flags = np.arange(n) < robust
+    distances = np.where(robust_flags, np.inf, np.where(clean, 0.003, 0.0)).astype(np.float32)
+    return PerSample(np.arange(n), clean, robust_flags, distances)
+
+
+def test_rank_groups_share_a_rank_where_the_paired_test_finds_no_difference(tmp_path):
+    """HARP and HYDRA differ by 5 of 30,000 paired samples (p = 0.06): one group, rank 1 in every evaluated table.
+    RADMM is 500 samples per cell behind: rank 3. The published table has no per-sample data: ranked as before
+    (distinct means, distinct ranks)."""
+    root = make_repo(tmp_path)
+    harp, hydra, radmm = THREE_APS
+    n = 10_000
+    for sparsity in (90, 95, 99):
+        add_evaluated(root, r18(harp, sparsity), flags=False, per_sample=flags_result(n, 3000 + 2 * (sparsity == 90)
+                                                                                     + 3 * (sparsity == 95)))
+        add_evaluated(root, r18(hydra, sparsity), flags=False, per_sample=flags_result(n, 3000))
+        add_evaluated(root, r18(radmm, sparsity), flags=False, per_sample=flags_result(n, 2500))
+    files = render_all(root)
+    readme = files[LEADERBOARD].decode()
+    found = {subsection: {ap_of(row["AP"]): row for row in rows} for _, subsection, rows in tables(readme)}
+    for title, ranking in (("AutoAttack", "mean AA (k/n)"), ("HO-FMN", "mean HO-FMN (k/n)"),
+                           ("Worst case (AutoAttack and HO-FMN)", "mean worst case (k/n)")):
+        table = found[f"{title}, protocol `{PROTOCOL}`"]
+        assert list(table) == ["HARP", "HYDRA", "RADMM"]
+        assert [table[ap]["#"] for ap in table] == ["1", "1", "3"], title
+        assert table["HARP"][ranking] == "30.02 (3/3)" and table["HYDRA"][ranking] == "30.00 (3/3)"
+    published = next(rows for _, subsection, rows in tables(readme) if subsection.startswith("Published"))
+    means = [row["mean AA (k/n)"] for row in published]
+    assert [row["#"] for row in published] == [str(i + 1) for i in range(len(published))]
+    assert len(set(means)) == len(means)  # distinct means: as before, no group without per-sample data
+
+
+def test_rank_groups_need_the_flags_of_every_ranked_cell(tmp_path, monkeypatch):
+    """Without per-sample flags (what published cells have) the same rows fall back to the displayed means."""
+    from evaluator.render import rows as rows_module
+
+    root = make_repo(tmp_path)
+    harp, hydra, _ = THREE_APS
+    for sparsity in (90, 95, 99):
+        add_evaluated(root, r18(harp, sparsity), flags=False, per_sample=flags_result(10_000, 3003))
+        add_evaluated(root, r18(hydra, sparsity), flags=False, per_sample=flags_result(10_000, 3000))
+    original = rows_module.row_of
+    monkeypatch.setattr(rows_module, "row_of", lambda root, result, eps=None: original(root, result))
+    readme = render_all(root)[LEADERBOARD].decode()
+    table = {ap_of(row["AP"]): row for _, subsection, rows in tables(readme) for row in rows
+             if subsection == f"AutoAttack, protocol `{PROTOCOL}`"}
+    assert (table["HARP"]["#"], table["HYDRA"]["#"]) == ("1", "2")

@@ -79,7 +79,7 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
             if ap_key not in labels:
                 raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
                                                       f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
-            rows = [row_of(root, result) for result in results]
+            rows = [row_of(root, result, marked_eps(result.protocol)) for result in results]
             catalog.add(rows)
             if any(result.record["source"] == EVALUATED for result in results):
                 emit(model_page(results[0].model_key),

@@ -25,7 +25,8 @@ METRIC_COLUMNS = tuple(f"metric_{name}" for name in METRIC_NAMES)
 FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "source", "protocol",
           "n_samples", *METRIC_COLUMNS, "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective",
           "curve", "range_start", "range_stop", "samples", "distance_zero", "distance_inf", "date", "git_commit",
-          "reference")
+          "reference", "aa_bits", "hofmn_bits")
+LIGHT = ("curve", "aa_bits", "hofmn_bits")  # the large fields, read only where asked for
 SCHEMA = (f"CREATE TABLE rows (id INTEGER PRIMARY KEY, {', '.join(FIELDS)});\n"
           "CREATE INDEX rows_by_group ON rows (dataset, structure_kind, ap_key);\n"
           "CREATE INDEX rows_by_column ON rows (protocol, dataset, structure_kind, architecture, sparsity);")
@@ -42,7 +43,8 @@ def _stored(row: Row) -> tuple:
     counts = row.distance_counts or (None, None, None)
     return (row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.source,
             row.protocol, row.n_samples, *row.metrics, FLAG_SEPARATOR.join(row.flags), *efficiency,
-            row.curve_bytes, *sample_range, *counts, row.date, row.commit, row.reference)
+            row.curve_bytes, *sample_range, *counts, row.date, row.commit, row.reference, row.aa_bits,
+            row.hofmn_bits)
 
 
 _METRICS = slice(9, 9 + len(METRIC_NAMES))
@@ -52,15 +54,15 @@ _REST = 9 + len(METRIC_NAMES)
 def _row(values: tuple) -> Row:
     """The :class:`Row` stored as *values* (in ``FIELDS`` order)."""
     model_key, ap_key, dataset, structure_kind, architecture, sparsity, source, protocol, n_samples = values[:9]
-    flags, total, nonzero, dense, effective, curve, start, stop, samples, zero, inf, date, commit, reference = \
-        values[_REST:]
+    (flags, total, nonzero, dense, effective, curve, start, stop, samples, zero, inf, date, commit, reference,
+     aa_bits, hofmn_bits) = values[_REST:]
     return Row(model_key=model_key, ap_key=ap_key, dataset=dataset, structure_kind=structure_kind,
                architecture=architecture, sparsity=sparsity, source=source, protocol=protocol, n_samples=n_samples,
                metrics=values[_METRICS], flags=tuple(flags.split(FLAG_SEPARATOR)) if flags else (),
                efficiency=None if total is None else (total, nonzero, dense, effective), curve_bytes=curve,
                sample_range=None if start is None else (start, stop),
                distance_counts=None if samples is None else (samples, zero, inf), date=date, commit=commit,
-               reference=reference)
+               reference=reference, aa_bits=aa_bits, hofmn_bits=hofmn_bits)
 
 
 class Catalog:
@@ -72,8 +74,9 @@ class Catalog:
         self._db = self._spill.db
         self._count = 0
         self._pending: list[tuple] = []  # rows added but not yet written
-        self._with_curve = ", ".join(FIELDS)
-        self._without_curve = self._with_curve.replace("curve,", "NULL,", 1)
+        self._with_curve = ", ".join(field if field not in LIGHT[1:] else "NULL" for field in FIELDS)
+        self._without_curve = ", ".join(field if field not in LIGHT else "NULL" for field in FIELDS)
+        self._with_bits = ", ".join(field if field != "curve" else "NULL" for field in FIELDS)
 
     def close(self) -> None:
         self._spill.close()
@@ -105,8 +108,9 @@ class Catalog:
         self._flush()
         return self._db.execute(query, parameters)
 
-    def _rows(self, where: str = "1", parameters: tuple = (), *, curves: bool, order: str = "id") -> Iterator[Row]:
-        fields = self._with_curve if curves else self._without_curve
+    def _rows(self, where: str = "1", parameters: tuple = (), *, curves: bool, order: str = "id",
+              bits: bool = False) -> Iterator[Row]:
+        fields = self._with_bits if bits else self._with_curve if curves else self._without_curve
         for values in self._execute(f"SELECT {fields} FROM rows WHERE {where} ORDER BY {order}", parameters):
             yield _row(values)
 
@@ -152,6 +156,11 @@ class Catalog:
             found += self._rows(f"dataset = ? AND structure_kind = ? AND ap_key IN ({', '.join('?' * len(chosen))})",
                                 (*group, *chosen), curves=False)
         return found
+
+    def robust_bits(self, group: Group, protocol: str, ap_key: str) -> list[Row]:
+        """An AP's evaluated rows of *protocol* in a group with their bit-packed robust flags (no curves)."""
+        return list(self._rows(f"dataset = ? AND structure_kind = ? AND ap_key = ? AND protocol = ? AND {EVALUATED}",
+                               (*group, ap_key, protocol), curves=False, bits=True))
 
     def columns(self, group: Group) -> list[Column]:
         """Both architectures, each with every sparsity any record of the group has."""

@@ -20,6 +20,7 @@ from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, c
 from evaluator.render.markdown import GENERATED_NOTE, github_anchor, simple_table
 from evaluator.render.pages import protocol_anchor
 from evaluator.render.rows import Row
+from evaluator.render.significance import paired_test
 from evaluator.render.svg import si_label
 from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Cells, Column, RankedRow,
                                      column_title, leaderboard_table, percent, rank_summaries)
@@ -180,9 +181,10 @@ class RankedTable:
                     self.highest[column] = cell.robust  # type: ignore[assignment]
         self.summaries[ap_key] = (fmean(values) if values else None, len(values))
 
-    def finish(self, labels: Mapping[str, ApLabel]) -> None:
-        """Rank the APs taken in and fix the best value of each column."""
-        self.ranked = rank_summaries(self.summaries, len(self.columns), labels)
+    def finish(self, labels: Mapping[str, ApLabel], paired: Callable[[str, str], float | None] | None = None) -> None:
+        """Rank the APs taken in (in groups by *paired*, the paired test of two rows, where given) and fix the
+        best value of each column."""
+        self.ranked = rank_summaries(self.summaries, len(self.columns), labels, paired)
         self.best = {column: percent(value) for column, value in self.highest.items()}
         self.summaries, self.highest = {}, {}
 
@@ -246,7 +248,7 @@ class GroupTables:
             for kind, table in zip(EVALUATED_TABLES, tables[protocol]):
                 if not table.own_protocol:
                     continue
-                table.finish(labels)
+                table.finish(labels, paired_test(catalog, group, protocol, kind.metric, table.columns))
                 if not (table.dagger and table.own_protocol):
                     table.footnote = []
                 if kind is AUTOATTACK:

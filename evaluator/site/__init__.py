@@ -221,6 +221,9 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
                                                           f"evaluator/protocols/{protocol}.yaml", field="protocol"))
         return settings[protocol].leaderboard
 
+    def eps_of(protocol: str) -> float:
+        return settings[protocol].eps if settings[protocol].eps_fraction is not None else CURVE_EPS
+
     entries = list(iter_taxonomies(root))
     labels = ap_labels(entries)
     prepare_out(out)
@@ -238,7 +241,7 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
                 if ap_key not in labels:
                     raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
                                                           f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
-                catalog.add(row_of(root, result) for result in results)
+                catalog.add(row_of(root, result, eps_of(result.protocol)) for result in results)
                 for result in results:
                     downloads.add(result.record, labels[ap_key].name, result.path.as_posix())
             json_file.write("\n]\n")
@@ -247,7 +250,7 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
         cited = ", ".join(catalog.references()) or "the original benchmark"
         updated = last_updated(catalog, cited).replace("`", "")
         protocols = {p: {"description": settings[p].description.strip(),
-                         "eps": settings[p].eps if settings[p].eps_fraction is not None else CURVE_EPS}
+                         "eps": eps_of(p)}
                      for p in catalog.protocols()}
         data = {"fields": list(ROW_FIELDS), "aps": ap_facts(entries, labels),
                 "protocols": protocols, "grid_steps_per_255": GRID_STEPS_PER_255, "grid_size": int(EPS_GRID.size),
