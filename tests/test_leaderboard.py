@@ -17,7 +17,7 @@ from evaluator.keys import parse_model_key
 from evaluator.paths import records_dir
 from evaluator.records import iter_record_paths, read_record, record_stem, write_record
 from evaluator.render import render_all
-from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, make_repo
+from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, flags_result, make_repo
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CSV = REPO.parent / "shared" / "seed" / "published-results.csv"
@@ -532,17 +532,6 @@ def test_group_pages_are_paged_by_rank_with_every_row_once_and_working_links(tmp
     taxonomy = files[Path("taxonomy/README.md")].decode()
     assert all(f"#ap-{ap_key.lower()}-cifar10-us)" in taxonomy for ap_key in THREE_APS)
     assert check_links(files, root) > 20  # the taxonomy's row links included, wherever each row's anchor landed
-
-
-def flags_result(n: int, robust: int) -> "PerSample":
-    """Per-sample results where the first *robust* samples resist both attacks and the rest of the first 80% are
-    broken at a tenth of the budget (so AutoAttack, HO-FMN and the worst case agree)."""
-    from evaluator.records import PerSample
-
-    clean = np.arange(n) < int(n * 0.8)
-    robust_flags = np.arange(n) < robust
-    distances = np.where(robust_flags, np.inf, np.where(clean, 0.003, 0.0)).astype(np.float32)
-    return PerSample(np.arange(n), clean, robust_flags, distances)
 
 
 def test_rank_groups_share_a_rank_where_the_paired_test_finds_no_difference(tmp_path):

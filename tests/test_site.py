@@ -26,8 +26,11 @@ def test_downloads_hold_every_record_and_pages_reference_only_their_own_files(tm
     for page in ("index.html", "compare.html", "analysis.html"):
         html = (out / page).read_text()
         assert "Content-Security-Policy" in html and "default-src 'self'" in html
-        for reference in re.findall(r'(?:src|href)="([^"]+)"', html):
+        for reference in re.findall(r'(?:src|<link [^>]*href)="([^"]+)"', html):  # what the page loads
             assert reference.startswith("data:") or (out / reference).is_file(), (page, reference)
+        links = re.findall(r'<a href="([^"]+)"', html)  # what a reader may follow: own files, or the paper
+        assert all((out / link.split("#")[0]).is_file() or link == "https://arxiv.org/abs/2409.01249"
+                   for link in links), links
     assert (out / "assets/plotly.min.js").stat().st_size > 1_000_000
     assert list((out / "data/curves").iterdir()) == [out / "data/curves/linf-8-255-v1__CIFAR10_US_R18_90.js"]
     rows_js = (out / "data/rows.js").read_text()

@@ -163,6 +163,8 @@ class RankedTable:
     own_protocol: bool = False  # the table has a cell of its own protocol (else it is not shown)
     flagged: bool = False
     linked: bool = False
+    protocol: str = ""  # the protocol the table ranks
+    metric: str = ""  # the metric it ranks by
 
     def add(self, ap_key: str, cells: Cells) -> None:
         """Take one AP's cells into the ranking and the table-wide facts."""
@@ -231,10 +233,11 @@ class GroupTables:
                                             f"{kind.ranking_title} (k/n)",
                                             footnote=["", f"{DAGGER} Published only: no `{protocol}` record of this "
                                                           f"model yet; the {published} number ({cited}) is shown "
-                                                          "instead."])
+                                                          "instead."], protocol=protocol, metric=kind.metric)
                                 for kind in EVALUATED_TABLES]
             measured[protocol] = set()
-        published_table = RankedTable(f"Published ({cited})", _published_cells_of, "mean AA (k/n)")
+        published_table = RankedTable(f"Published ({cited})", _published_cells_of, "mean AA (k/n)",
+                                      protocol=", ".join(catalog.published_protocols()), metric=AUTOATTACK.metric)
         for ap_key, rows in catalog.group_rows_by_ap(group):
             for protocol in protocols:
                 for table in tables[protocol]:

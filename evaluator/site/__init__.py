@@ -79,7 +79,23 @@ def prepare_out(out: Path) -> None:
     (out / MARKER).write_text("written by apb site; the whole folder is replaced by the next run\n")
 
 
-def page(title: str, current: str, body: str, scripts: Iterable[str], last_updated: str) -> str:
+PAPER_URL = "https://arxiv.org/abs/2409.01249"
+
+
+def footer(source_url: str | None) -> str:
+    """Links back: the paper, and where the repository's files are browsable (*source_url*, ``.../blob/COMMIT``)
+    its repository, ranking rule, contributing guide and citation."""
+    links = [("Paper (arXiv:2409.01249)", PAPER_URL)]
+    if source_url:
+        links = [("Repository", source_url.split("/blob/")[0]), *links,
+                 ("Citation", f"{source_url}/README.md#citation"),
+                 ("How ranks and flags are made", f"{source_url}/docs/leaderboard.md#tables"),
+                 ("Contributing", f"{source_url}/CONTRIBUTING.md")]
+    return " · ".join(f'<a href="{escape(url)}" rel="noopener">{escape(text)}</a>' for text, url in links)
+
+
+def page(title: str, current: str, body: str, scripts: Iterable[str], last_updated: str,
+         source_url: str | None = None) -> str:
     nav = " ".join(f'<a href="{name}"{" aria-current=page" if name == current else ""}>{escape(text)}</a>'
                    for name, text in PAGES.items())
     tags = "\n".join(f'<script src="{escape(src)}"></script>' for src in scripts)
@@ -100,19 +116,29 @@ def page(title: str, current: str, body: str, scripts: Iterable[str], last_updat
 <p class="updated">{escape(last_updated)}</p>
 {body}
 </main>
+<footer>{footer(source_url)}</footer>
 {tags}
 </body>
 </html>
 """
 
 
-INDEX_BODY = """<p>Every record of the benchmark: one row per model and protocol. Click a column to sort, type to search,
-narrow with the filters. Published numbers are shown as published (protocol <code>published-2024</code>);
-⚠ marks records with a sanity flag. Downloads: <a href="data/records.csv" download>CSV</a> ·
-<a href="data/records.json" download>JSON</a> (every record, as committed).</p>
+INDEX_BODY = """<section aria-labelledby="rankings-title"><h2 id="rankings-title">Rankings</h2>
+<p>One table per dataset and pruning structure, in the leaderboard's order; pick the protocol and metric of
+each. <strong>#</strong> is a rank group: rows not significantly different from the row above share its rank
+(exact paired test on the per-sample results, α = 0.05, Holm's correction; published numbers have no
+per-sample results and are ranked by their means). <em>p</em>: the test against the row above. The rule, with a
+worked example: <em>Rank groups</em> in docs/leaderboard.md (linked at the foot of the page).</p>
+<div id="ranks"></div></section>
+<h2>Every record</h2>
+<p>Every record of the benchmark: one row per model and protocol. Sort with the column buttons, type to search,
+narrow with the filters (the address keeps them: share it). Published numbers are shown as published (protocol
+<code>published-2024</code>); ⚠ marks records with a sanity flag, with its reason. Downloads:
+<a href="data/records.csv" download>CSV</a> · <a href="data/records.json" download>JSON</a> (every record, as
+committed).</p>
 <div id="filters" class="filters"><input id="search" type="search" placeholder="search AP, model key, venue" aria-label="search"></div>
 <p id="count" class="count"></p>
-<table id="leaderboard"><thead></thead><tbody></tbody></table>
+<div class="scroll"><table id="leaderboard"><thead></thead><tbody></tbody></table></div>
 <div class="pager"><button id="previous" type="button">previous</button> <span id="page"></span>
 <button id="next" type="button">next</button></div>"""
 
@@ -122,11 +148,14 @@ original benchmark's distances), then read their robust accuracy at any Linf bud
 <div class="picker"><input id="model-search" type="search" placeholder="filter models" aria-label="filter models">
 <select id="models" size="10" aria-label="models"></select>
 <button id="add" type="button">add to the plot</button></div>
+<p id="picker-note" class="count"></p>
 <div id="plot" class="plot"></div>
 <label for="eps">ε = <span id="eps-label"></span></label>
 <input id="eps" type="range" min="0" max="152" value="32" step="1">
-<table id="picked"><thead><tr><th>model</th><th>protocol</th><th>samples</th><th>robust accuracy at ε (%)</th>
-<th></th></tr></thead><tbody></tbody></table>"""
+<p id="picked-empty">No model picked yet: choose one above and press "add to the plot" (the address keeps the
+picked models: share it).</p>
+<div class="scroll"><table id="picked"><thead><tr><th>model</th><th>protocol</th><th>samples</th>
+<th>robust accuracy at ε (%)</th><th></th></tr></thead><tbody></tbody></table></div>"""
 
 ANALYSIS_BODY = """<p>AutoAttack robust accuracy (%) of every cell, grouped by each taxonomy dimension: one panel per
 dimension and protocol (protocols are never pooled), a box per value and dataset. An AP with several values of
@@ -194,6 +223,30 @@ def write_column_curves(catalog: Catalog, column: CurveColumn, folder: Path) -> 
                               for r in members))  # (a column's rows all have a curve)
         handle.write("};\n")
     return len(members)
+
+
+def write_ranks(catalog: Catalog, labels: Mapping[str, Any], handle: Any) -> int:
+    """``window.APB_RANKS``: every ranked table of the leaderboard (the README's, with the same rank groups), a
+    group's tables in the protocol's order, groups in the README's order; returns how many tables."""
+    from evaluator.render.readme import GroupTables, RankedTable
+    from evaluator.render.tables import column_title
+
+    handle.write("window.APB_RANKS = [")
+    count = 0
+    for group in catalog.groups():
+        tables = GroupTables(catalog, group, labels, ())
+        for piece in tables.pieces:
+            if not isinstance(piece, RankedTable):
+                continue
+            ranked = [[row.ap_key, row.rank, None if row.mean is None else round(row.mean, 2), row.covered, row.of,
+                       None if row.p_above is None else float(f"{row.p_above:.3g}")] for row in piece.ranked]
+            table = {"dataset": group[0], "structure": group[1], "title": piece.title.replace("`", ""),
+                     "protocol": piece.protocol, "metric": piece.metric,
+                     "columns": [column_title(c) for c in tables.columns if c in piece.columns], "rows": ranked}
+            handle.write(("," if count else "") + "\n" + js_value(table))
+            count += 1
+    handle.write("\n];\n")
+    return count
 
 
 def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[str, int]:
@@ -273,14 +326,16 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
             tables = [{"protocol": p, "dimension": t, "headers": h, "rows": r}
                       for p, t, h, r in analysis_tables(catalog, entries)]
             handle.write(f'],"tables":{js_value(tables)}}};\n')
+        with open(out / "data" / "ranks.js", "w", encoding="utf-8") as handle:  # one group's tables at a time
+            ranks = write_ranks(catalog, labels, handle)
         records = len(catalog)
     (out / "assets" / "plotly.min.js").write_bytes(plotly_js())
     for name in ("site.js", "site.css"):
         shutil.copyfile(ASSETS / name, out / "assets" / name)
     common = ["data/rows.js"]
-    bodies = {"index.html": (INDEX_BODY, [*common, "assets/site.js"]),
+    bodies = {"index.html": (INDEX_BODY, [*common, "data/ranks.js", "assets/site.js"]),
               "compare.html": (COMPARE_BODY, [*common, "assets/plotly.min.js", "assets/site.js"]),
-              "analysis.html": (ANALYSIS_BODY, [*common, "data/analysis.js", "assets/plotly.min.js", "assets/site.js"])}
+              "analysis.html": (ANALYSIS_BODY, ["data/analysis.js", "assets/plotly.min.js", "assets/site.js"])}
     for name, (body, scripts) in bodies.items():
-        (out / name).write_text(page(PAGES[name], name, body, scripts, updated), encoding="utf-8")
-    return {"records": records, "curves": curves, "aps": len(entries)}
+        (out / name).write_text(page(PAGES[name], name, body, scripts, updated, source_url), encoding="utf-8")
+    return {"records": records, "curves": curves, "aps": len(entries), "ranked_tables": ranks}
