@@ -42,3 +42,15 @@ def test_downloads_hold_every_record_and_pages_reference_only_their_own_files(tm
     (other / "notes.txt").write_text("keep")
     assert main(["site", "--root", str(root), "--out", str(other)]) == 1
     assert "is not empty" in capsys.readouterr().err and (other / "notes.txt").read_text() == "keep"
+
+
+def test_box_statistics_by_hand_and_large_panels_are_summarized():
+    from evaluator.site import POINTS_CAP, analysis_panel, box_statistics
+
+    # quartiles by linear interpolation (plotly's default): 2, 3, 4; whiskers reach 1.5 IQR = 3: 100 is outside
+    assert box_statistics([4, 1, 100, 3, 2]) == {"n": 5, "q1": 2.0, "median": 3.0, "q3": 4.0, "lowerfence": 1.0,
+                                                  "upperfence": 4.0, "mean": 22.0}
+    small = analysis_panel("Stage", "p", {("a", "CIFAR10"): [1.0, 2.0]})
+    assert small == {"dimension": "Stage", "protocol": "p", "values": [["a", "CIFAR10", [1.0, 2.0]]]}
+    large = analysis_panel("Stage", "p", {("a", "CIFAR10"): [float(i % 7) for i in range(POINTS_CAP + 1)]})
+    assert "values" not in large and large["summary"][0][2]["n"] == POINTS_CAP + 1

@@ -96,10 +96,10 @@ def requested_urls(driver) -> list[str]:
     return urls
 
 
-def wait_for(driver, script: str, timeout: float = 10.0):
+def wait_for(driver, script: str, timeout: float = 10.0, poll: float = 0.5):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
+    return WebDriverWait(driver, timeout, poll_frequency=poll).until(lambda d: d.execute_script(script))
 
 
 def column(driver, title: str) -> list[str]:
@@ -294,3 +294,46 @@ def test_filters_and_comparisons_live_in_the_address(ranked_site, browser):
     browser.get("about:blank")
     browser.get(address)
     wait_for(browser, "return document.querySelectorAll('#picked tbody tr').length === 1")
+
+
+def test_analysis_draws_within_3_s_at_1000_aps(site, browser, tmp_path):
+    """The analysis page of 1,000 APs (24 cells each, 6 dimensions x 2 protocols: 288,000 cells in its panels, as
+    `apb site` writes them) shows its first panel within 3 s: box statistics instead of the points, panels drawn
+    as they scroll into view, no rows.js."""
+    import random
+    import time
+
+    from evaluator.site import analysis_panel, js_data
+
+    _, out = site
+    big = tmp_path / "site"
+    shutil.copytree(out, big, ignore=shutil.ignore_patterns("curves"))
+    analysis = json.loads((out / "data" / "analysis.js").read_text().split(" = ", 1)[1].rstrip(";\n"))
+    rng = random.Random(0)
+    panels = [analysis_panel(dimension, protocol, {(f"value {v}", dataset): [round(rng.uniform(0, 60), 2)
+                                                                              for _ in range(3000)]
+                                                    for v in range(4) for dataset in ("CIFAR10", "SVHN")})
+              for dimension in sorted({panel["dimension"] for panel in analysis["panels"]})
+              for protocol in ("linf-8-255-v1", "published-2024")]
+    assert sum(s["n"] for panel in panels for *_, s in panel["summary"]) == 1000 * 24 * len(panels)
+    data = {"datasets": ["CIFAR10", "SVHN"], "panels": panels, "tables": analysis["tables"]}
+    (big / "data" / "analysis.js").write_text(js_data("APB_ANALYSIS", data))
+    assert (big / "data" / "analysis.js").stat().st_size < 100_000
+    (big / "data" / "rows.js").unlink()  # the page must not need it
+    server = serve(big)
+    origin, _ = next(server)
+    try:
+        browser.get("about:blank")
+        started = time.perf_counter()
+        browser.get(f"{origin}/analysis.html")
+        wait_for(browser, "return document.querySelectorAll('#analysis .panel .main-svg').length > 0", poll=0.02)
+        elapsed = time.perf_counter() - started
+        browser.save_screenshot(str(SCREENSHOTS / "analysis-1000-aps.png"))
+        drawn = browser.execute_script("return [...document.querySelectorAll('#analysis .panel')].map(p => p.dataset.drawn || '')")
+        assert drawn[0] == "boxes" and drawn.count("") > len(drawn) // 2  # boxes only; the rest wait to be seen
+        first = browser.execute_script("return document.querySelector('#analysis .panel').data[0]")
+        assert first["median"] == [s["median"] for value, dataset, s in panels[0]["summary"] if dataset == "CIFAR10"]
+        assert elapsed < 3.0, f"{elapsed:.1f} s"
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        next(server, None)

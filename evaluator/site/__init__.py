@@ -40,6 +40,7 @@ ROW_FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture"
               "params_total", "curve", "date")
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
+POINTS_CAP = 1000  # an analysis panel with more cells than this is sent as box statistics, not its points
 PAGES = {"index.html": "Leaderboard", "compare.html": "Compare security curves", "analysis.html": "Analysis"}
 
 
@@ -213,6 +214,31 @@ def ap_facts(entries: list[dict], labels: Mapping[str, Any]) -> dict[str, dict]:
             for entry in entries}
 
 
+def analysis_panel(dimension: str, protocol: str, cells: Mapping[tuple[str, str], list[float]]) -> dict:
+    """One panel of ``data/analysis.js``: every cell's value per (taxonomy value, dataset), or, above
+    ``POINTS_CAP`` cells, each box's statistics only (so the file and the drawing stay small at any scale)."""
+    panel: dict[str, Any] = {"dimension": dimension, "protocol": protocol}
+    if sum(map(len, cells.values())) > POINTS_CAP:
+        panel["summary"] = [[value, dataset, box_statistics(numbers)] for (value, dataset), numbers in sorted(cells.items())]
+    else:
+        panel["values"] = [[value, dataset, numbers] for (value, dataset), numbers in sorted(cells.items())]
+    return panel
+
+
+def box_statistics(numbers: list[float]) -> dict[str, float]:
+    """What plotly draws a box from, computed as plotly does by default: quartiles by linear interpolation,
+    whiskers to the furthest value within 1.5 IQR of the box; with the count and mean."""
+    import numpy as np
+
+    values = np.sort(np.asarray(numbers, dtype=np.float64))
+    q1, median, q3 = (float(np.percentile(values, q)) for q in (25, 50, 75))
+    reach = 1.5 * (q3 - q1)
+    inside = values[(values >= q1 - reach) & (values <= q3 + reach)]
+    return {"n": int(values.size), "q1": round(q1, 4), "median": round(median, 4), "q3": round(q3, 4),
+            "lowerfence": round(float(inside[0]), 4), "upperfence": round(float(inside[-1]), 4),
+            "mean": round(float(values.mean()), 4)}
+
+
 def write_column_curves(catalog: Catalog, column: CurveColumn, folder: Path) -> int:
     """The curve file of one column (every model's curve summary in it); returns how many curves it holds."""
     members = catalog.column_rows(column)
@@ -319,9 +345,7 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
             number = 0
             for dimension in load_dimensions():
                 for protocol, cells in sorted(grouped(catalog, entries, dimension).items()):
-                    panel = {"dimension": dimension["title"], "protocol": protocol,
-                             "values": [[value, dataset, numbers] for (value, dataset), numbers in sorted(cells.items())]}
-                    handle.write(("," if number else "") + js_value(panel))
+                    handle.write(("," if number else "") + js_value(analysis_panel(dimension["title"], protocol, cells)))
                     number += 1
             tables = [{"protocol": p, "dimension": t, "headers": h, "rows": r}
                       for p, t, h, r in analysis_tables(catalog, entries)]

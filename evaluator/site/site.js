@@ -269,19 +269,22 @@ function compare() {
 }
 
 // ------------------------------------------------------------------------------------------ analysis
-const POINTS_CAP = 1000;  // a panel with more cells draws its boxes without the points
 function analysis() {
   const box = document.getElementById("analysis");
   function plot(div, panel) {
-    const count = panel.values.reduce((n, [, , numbers]) => n + numbers.length, 0);
     const traces = APB_ANALYSIS.datasets.map((dataset) => {
+      if (panel.summary) {  // a large panel comes as box statistics (data/analysis.js stays small at any scale)
+        const items = panel.summary.filter(([, d]) => d === dataset), stat = (k) => items.map(([, , s]) => s[k]);
+        return {type: "box", name: dataset, x: items.map(([value]) => value), q1: stat("q1"), median: stat("median"),
+          q3: stat("q3"), lowerfence: stat("lowerfence"), upperfence: stat("upperfence"), mean: stat("mean")};
+      }
       const items = panel.values.filter(([, d]) => d === dataset);
-      return {type: "box", name: dataset, boxpoints: count > POINTS_CAP ? false : "all", jitter: 0.3,
+      return {type: "box", name: dataset, boxpoints: "all", jitter: 0.3,
         x: items.flatMap(([value, , numbers]) => numbers.map(() => value)), y: items.flatMap(([, , numbers]) => numbers)};
     });
     Plotly.newPlot(div, traces, {boxmode: "group", margin: {t: 20}, yaxis: {title: {text: "AutoAttack robust accuracy (%)"}}},
       {displaylogo: false, responsive: true});
-    div.dataset.drawn = count > POINTS_CAP ? "boxes" : "points";
+    div.dataset.drawn = panel.summary ? "boxes" : "points";
   }
   // panels are drawn when they come near the screen, so the page shows at once at any number of APs
   const observer = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
@@ -292,9 +295,11 @@ function analysis() {
     }
   }, {rootMargin: "400px"}) : null;
   APB_ANALYSIS.panels.forEach((panel, i) => {
-    const count = panel.values.reduce((n, [, , numbers]) => n + numbers.length, 0);
     box.append(el("h2", `${panel.dimension} · ${panel.protocol}`));
-    if (count > POINTS_CAP) box.append(el("p", `${count} cells: boxes only (points above ${POINTS_CAP} cells are left out).`, {class: "count"}));
+    if (panel.summary) {
+      const count = panel.summary.reduce((n, [, , s]) => n + s.n, 0);
+      box.append(el("p", `${count} cells: boxes only (quartiles, whiskers to 1.5 IQR; the points of so many cells are left out).`, {class: "count"}));
+    }
     const div = el("div", null, {class: "panel", "data-panel": String(i)});
     box.append(div);
     if (observer) observer.observe(div); else plot(div, panel);
