@@ -15,7 +15,7 @@ import pytest
 from evaluator.cli import main
 from evaluator.keys import parse_model_key
 from evaluator.paths import records_dir
-from evaluator.records import iter_record_paths, read_record, record_stem, write_record
+from evaluator.records import iter_record_paths, read_record, record_stem, wilson_interval, write_record
 from evaluator.render import render_all
 from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, flags_result, make_repo
 
@@ -73,13 +73,16 @@ LINK = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
 
 
 def parse_cell(cell: str) -> dict:
-    """``[80.54/**43.68**](target)†⚠`` -> clean, robust, link, bold, dagger, flag."""
+    """``[80.54/**43.68**](target)<sub>±0.97</sub>†⚠`` -> clean, robust, link, bold, dagger, flag, spread."""
+    spread = re.search(r"<sub>±([0-9.]+)</sub>", cell)
+    cell = re.sub(r"<sub>±[0-9.]+</sub>", "", cell)
     bare = cell.rstrip("†⚠")
     match = LINK.fullmatch(bare)
     text = match.group(1) if match else bare
     clean, robust = text.split("/")
     return {"clean": clean, "robust": robust.replace("**", ""), "link": match.group(2) if match else None,
-            "bold": "**" in robust, "dagger": "†" in cell[len(bare):], "flag": "⚠" in cell[len(bare):]}
+            "bold": "**" in robust, "dagger": "†" in cell[len(bare):], "flag": "⚠" in cell[len(bare):],
+            "spread": spread.group(1) if spread else None}
 
 
 NOT_CELLS = ("#", "AP", "Paper", "Year")
@@ -555,6 +558,8 @@ def test_rank_groups_share_a_rank_where_the_paired_test_finds_no_difference(tmp_
         assert list(table) == ["HARP", "HYDRA", "RADMM"]
         assert [table[ap]["#"] for ap in table] == ["1", "1", "3"], title
         assert table["HARP"][ranking] == "30.02 (3/3)" and table["HYDRA"][ranking] == "30.00 (3/3)"
+        low, high = wilson_interval(3000, 10_000)  # HYDRA's cells: 3,000 robust of 10,000
+        assert parse_cell(table["HYDRA"]["ResNet18 90%"])["spread"] == f"{50 * (high - low):.2f}" == "0.90"
     published = next(rows for _, subsection, rows in tables(readme) if subsection.startswith("Published"))
     means = [row["mean AA (k/n)"] for row in published]
     assert [row["#"] for row in published] == [str(i + 1) for i in range(len(published))]

@@ -23,6 +23,11 @@ def test_downloads_hold_every_record_and_pages_reference_only_their_own_files(tm
         rows = list(csv.DictReader(handle))
     assert [r["model_key"] for r in rows] == [r["model_key"] for r in shown] and len(rows) == 19
     assert {r["ap_name"] for r in rows} == {"HARP", "HYDRA", "RADMM"}
+    for row, record in zip(rows, shown):  # the 95% intervals of the JSON, in the CSV
+        for metric in ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy"):
+            expected = (record.get("intervals") or {}).get(metric) or ["", ""]
+            assert [row[f"{metric}_low"], row[f"{metric}_high"]] == [str(v) for v in expected]
+    assert rows[[r["source"] for r in rows].index("evaluated")]["aa_robust_accuracy_low"] != ""
     for page in ("index.html", "compare.html", "analysis.html"):
         html = (out / page).read_text()
         assert "Content-Security-Policy" in html and "default-src 'self'" in html

@@ -23,7 +23,7 @@ from evaluator.render.rows import Row
 from evaluator.render.significance import paired_test
 from evaluator.render.svg import si_label
 from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Cells, Column, RankedRow,
-                                     column_title, leaderboard_table, percent, rank_summaries)
+                                     column_title, interval_spread, leaderboard_table, percent, rank_summaries)
 
 README_ROWS = 25
 GROUP_PAGE_ROWS = 100
@@ -64,7 +64,9 @@ def evaluated_cells(rows: Sequence[Row], protocol: str, kind: TableKind, page: P
     for r in rows:
         if not r.published and r.protocol == protocol:
             target = model_link(page, r.model_key, anchor)
-            cells[(r.ap_key, r.column)] = Cell(r.metric(CLEAN), r.metric(kind.metric), target, flagged=bool(r.flags))
+            robust = r.metric(kind.metric)
+            cells[(r.ap_key, r.column)] = Cell(r.metric(CLEAN), robust, target, flagged=bool(r.flags),
+                                               spread=interval_spread(robust, r.n_samples))
     return cells
 
 
@@ -72,7 +74,9 @@ def _legend(dagger: bool, flagged: bool, linked: bool) -> str:
     """The line under a table: what its cells hold and which marks it uses."""
     marks = ([f"{DAGGER} published only"] if dagger else []) + ([f"{FLAG} flagged (see the model page)"]
                                                                  if flagged else [])
-    return (f"Cells: clean/robust accuracy (%){', linked to the model page where evaluated' if linked else ''}"
+    evaluated = (", linked to the model page where evaluated, with ± half the width of the robust accuracy's 95% "
+                 "interval")
+    return (f"Cells: clean/robust accuracy (%){evaluated if linked else ''}"
             + (f"; {', '.join(marks)}" if marks else "") + ". "
             "#: rank by the mean over the ranked columns (see *Ranking* above); (k/n): the row's cells of the "
             "n ranked columns.")

@@ -72,6 +72,7 @@ class Cell:
     link: str | None = None
     published_only: bool = False
     flagged: bool = False
+    spread: float | None = None  # half the width of the robust accuracy's 95% interval (evaluated cells)
 
     @property
     def own(self) -> bool:
@@ -95,6 +96,17 @@ class RankedRow:
     p_above: float | None = None  # the paired test against the row above (None: first row, or not testable)
 
 
+def interval_spread(value: float | None, n_samples: int) -> float | None:
+    """Half the width of the 95% Wilson interval (percent) of an accuracy of *value* percent on *n_samples*, the
+    interval the record holds (``records.summarize``); None without a value."""
+    from evaluator.records import wilson_interval
+
+    if value is None or not n_samples:
+        return None
+    low, high = wilson_interval(round(value * n_samples / 100), n_samples)
+    return 50.0 * (high - low)
+
+
 def percent(value: float | None) -> str:
     return MISSING if value is None else f"{value:.2f}"
 
@@ -110,7 +122,8 @@ def cell_markdown(cell: Cell | None, bold: bool) -> str:
         return MISSING
     robust = percent(cell.robust)
     text = link(f"{percent(cell.clean)}/{f'**{robust}**' if bold else robust}", cell.link)
-    return text + (DAGGER if cell.published_only else "") + (FLAG if cell.flagged else "")
+    spread = "" if cell.spread is None else f"<sub>±{cell.spread:.2f}</sub>"
+    return text + spread + (DAGGER if cell.published_only else "") + (FLAG if cell.flagged else "")
 
 
 def ranked_columns(cells: Cells) -> set[Column]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from evaluator.errors import APBError, Problem
+from evaluator.records import METRICS
 
 if TYPE_CHECKING:
     from evaluator.render.catalog import Catalog, CurveColumn
@@ -32,9 +33,9 @@ if TYPE_CHECKING:
 ASSETS = Path(__file__).parent
 MARKER = ".apb-site"  # a folder holding this file was written by apb site and may be replaced
 CSV_FIELDS = ("model_key", "ap_key", "ap_name", "dataset", "structure_kind", "architecture", "sparsity", "source",
-              "protocol", "n_samples", "clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy",
-              "worst_case_robust_accuracy", "flags", "params_total", "params_nonzero", "macs_dense",
-              "macs_effective", "date", "git_commit", "checkpoint_sha256", "record")
+              "protocol", "n_samples", *METRICS, *(f"{metric}_{end}" for metric in METRICS for end in ("low", "high")),
+              "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective", "date", "git_commit",
+              "checkpoint_sha256", "record")  # <metric>_low/_high: the record's 95% interval (evaluated records)
 ROW_FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "protocol", "source",
               "clean", "aa", "hofmn", "worst", "flags", "macs_effective", "macs_dense", "params_nonzero",
               "params_total", "curve", "date")
@@ -175,14 +176,14 @@ class Downloads:
     def add(self, record: dict, name: str, path: str) -> None:
         self.json_file.write(("\n" if self.first else ",\n") + json.dumps(record, ensure_ascii=False, sort_keys=False))
         self.first = False
-        metrics = record.get("metrics") or {}
+        metrics, intervals = record.get("metrics") or {}, record.get("intervals") or {}
         efficiency = (record.get("check") or {}).get("efficiency") or {}
         provenance = record.get("provenance") or {}
         self.csv_writer.writerow([record.get("model_key"), record.get("ap_key"), name, record.get("dataset"),
                                   record.get("structure_kind"), record.get("architecture"), record.get("sparsity"),
                                   record.get("source"), record.get("protocol"), record.get("n_samples"),
-                                  *(metrics.get(m) for m in ("clean_accuracy", "aa_robust_accuracy",
-                                                             "hofmn_robust_accuracy", "worst_case_robust_accuracy")),
+                                  *(metrics.get(m) for m in METRICS),
+                                  *(bound for m in METRICS for bound in (list(intervals.get(m) or []) + [None, None])[:2]),
                                   " ".join(f.get("code", "") for f in record.get("flags") or []),
                                   *(efficiency.get(f) for f in ("params_total", "params_nonzero", "macs_dense",
                                                                 "macs_effective")),
