@@ -137,3 +137,26 @@ def test_png_bytes_do_not_depend_on_the_process_or_the_users_matplotlibrc(tmp_pa
     out = subprocess.run([sys.executable, "-c", SUBPROCESS_RENDER, str(tmp_path / "d.npz")], env=env, cwd=REPO,
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [here, "False"]  # same bytes under a hostile matplotlibrc; torch never imported
+
+
+def test_curve_band_is_the_wilson_interval_of_the_samples_at_each_budget():
+    """A published-style curve of 128 samples, half of them never broken: its band is Wilson(64, 128), about
+    ±8.5 points, at every budget; at 10,000 samples about ±1."""
+    from evaluator.records import wilson_interval
+    from evaluator.render.curve_set import PERCENT_AXIS, curve_band
+    from evaluator.render.rows import Row
+    from evaluator.render.svg import y_pixels
+
+    def row(n: int) -> Row:
+        distances = np.where(np.arange(n) < n // 2, np.inf, 0.0).astype(np.float32)
+        return Row("m", "A", "CIFAR10", "US", "resnet18", 90, "published", "p", n, (None,) * 4, (), None,
+                   curve_summary(distances).tobytes(), None, (n, n - n // 2, n // 2), None, None, None)
+
+    for n, width in ((128, 8.5), (10_000, 1.0)):
+        low, high = wilson_interval(n // 2, n)
+        assert 100 * (high - low) / 2 == pytest.approx(width, abs=0.05)
+        ys = {int(point.split(",")[1]) for point in curve_band(row(n)).split()}
+        assert ys == {int(y_pixels(np.array([100 * high]), PERCENT_AXIS)[0]),
+                      int(y_pixels(np.array([100 * low]), PERCENT_AXIS)[0])}
+    assert curve_band(Row("m", "A", "CIFAR10", "US", "resnet18", 90, "published", "p", 0, (None,) * 4, (), None,
+                          None, None, None, None, None, None)) is None

@@ -581,3 +581,20 @@ def test_rank_groups_need_the_flags_of_every_ranked_cell(tmp_path, monkeypatch):
     table = {ap_of(row["AP"]): row for _, subsection, rows in tables(readme) for row in rows
              if subsection == f"AutoAttack, protocol `{PROTOCOL}`"}
     assert (table["HARP"]["#"], table["HYDRA"]["#"]) == ("1", "2")
+
+
+def test_model_pages_show_where_autoattack_and_hofmn_disagree(tmp_path):
+    from evaluator.records import PerSample
+
+    root = make_repo(tmp_path)
+    n = 10_000
+    clean = np.arange(n) < 8000
+    aa = np.arange(n) < 3000
+    distances = np.where(clean, 0.003, 0.0).astype(np.float32)
+    distances[:2990] = np.inf  # HO-FMN broke 10 samples AutoAttack did not ...
+    distances[3000:3005] = 0.5  # ... and missed 5 that AutoAttack broke
+    model_key = r18(THREE_APS[0], 90)
+    add_evaluated(root, model_key, flags=False, per_sample=PerSample(np.arange(n), clean, aa, distances))
+    page = render_all(root)[Path(f"leaderboard/models/{model_key}.md")].decode()
+    assert "| AutoAttack: robust | 2990 | 10 |" in page and "| AutoAttack: broken | 5 | 6995 |" in page
+    assert "The attacks disagree on 15 of 10000 samples (0.15%)" in page

@@ -1,7 +1,7 @@
 """The leaderboard's figures, drawn from curve summaries (never from the distances themselves):
 
 - a security curve per (protocol, dataset, structure, architecture, sparsity): the ``TOP_K`` models with the
-  highest robust accuracy at the marked budget (the site compares any others);
+  highest robust accuracy at the marked budget (the site compares any others), each in its 95% band;
 - a curve per model page: the model's own curve, bold, over its column's top ``TOP_K`` in grey;
 - per protocol and dataset, robust accuracy vs effective MACs per input of every evaluated model.
 """
@@ -34,6 +34,21 @@ def curve_points(curve: np.ndarray) -> str:
     return pixel_points(_DRAWN_X, y_pixels(curve[DRAWN].astype(np.float64) / 100.0, PERCENT_AXIS))
 
 
+def curve_band(row: Row) -> str | None:
+    """The pixels of the 95% band around a row's curve: at each drawn budget, the Wilson interval of its robust
+    count on the samples the curve was measured on (about ±9 points at 128 samples, ±1 at 10,000)."""
+    from evaluator.records import wilson_intervals
+
+    if row.curve is None or not row.distance_counts:
+        return None
+    n = row.distance_counts[0]
+    robust = np.rint(row.curve[DRAWN].astype(np.float64) * n / 10000.0)  # the counts the summary was made from
+    low, high = wilson_intervals(robust, n)
+    upper = pixel_points(_DRAWN_X, y_pixels(100.0 * high, PERCENT_AXIS))
+    lower = pixel_points(_DRAWN_X[::-1], y_pixels(100.0 * low[::-1], PERCENT_AXIS))
+    return f"{upper} {lower}"
+
+
 def at_eps(row: Row, eps: float) -> float:
     """Robust accuracy (%) of a row's curve at the grid budget nearest *eps*."""
     assert row.curve is not None
@@ -64,9 +79,10 @@ def group_curve_svg(rows: Sequence[Row], labels: Mapping[str, ApLabel], protocol
     first = rows[0]
     title = (f"{group_title(first.group)} · {column_title(first.column)} · {protocol} "
              f"({samples_note(rows)})")
-    series = [Series(curve_label(r, labels, eps), curve_points(r.curve)) for r in shown]  # type: ignore[arg-type]
-    legend = f"top {len(shown)} of {len(rows)} at ε = {eps_label(eps)}" if len(rows) > len(shown) else \
-        f"robust accuracy at ε = {eps_label(eps)}"
+    series = [Series(curve_label(r, labels, eps), curve_points(r.curve), band=curve_band(r))  # type: ignore[arg-type]
+              for r in shown]
+    legend = (f"HO-FMN at {eps_label(eps)}, top {len(shown)} of {len(rows)}" if len(rows) > len(shown) else
+              f"HO-FMN at ε = {eps_label(eps)}")
     return line_chart(title, series, EPS_AXIS, PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
                       legend_title=legend)
 
@@ -78,12 +94,12 @@ def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str],
     context = [r for r in top if r.model_key != row.model_key]
     series = [Series("", top_pixels[r.model_key], context=True) for r in context]
     own = top_pixels.get(row.model_key) or curve_points(row.curve)  # type: ignore[arg-type]
-    series.append(Series(curve_label(row, labels, eps), own, emphasis=True))
+    series.append(Series(curve_label(row, labels, eps), own, emphasis=True, band=curve_band(row)))
     if context:
         series.insert(0, Series(f"grey: the column's top {len(context)}", [], context=True))
     title = f"{row.model_key} · {protocol} ({samples_note([row])})"
     return line_chart(title, series, EPS_AXIS, PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
-                      legend_title=f"robust accuracy at ε = {eps_label(eps)}")
+                      legend_title=f"HO-FMN at ε = {eps_label(eps)}")
 
 
 EFFICIENCY_SERIES = (("US", "resnet18"), ("US", "vgg16"), ("S", "resnet18"), ("S", "vgg16"))

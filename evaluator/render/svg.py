@@ -35,6 +35,7 @@ class Series:
     emphasis: bool = False
     context: bool = False
     marker: str = "circle"  # circle | square (points only)
+    band: str | None = None  # a shaded area around the line (a polygon's pixels), drawn under it
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,10 @@ def line_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, marker
         parts.append(_text(px + 3, PLOT["top"] + 12, marker[1], size=10))
     coloured = [(i, s) for i, s in enumerate(series)]
     ordered = sorted(coloured, key=lambda item: (not item[1].context, item[1].emphasis))
+    for index, item in ordered:
+        if item.band:
+            parts.append(f'<polygon fill="{_colour(index, item)}" fill-opacity="0.15" stroke="none" '
+                         f'points="{item.band}"/>')
     for index, item in ordered:
         width = 3 if item.emphasis else 1 if item.context else 1.6
         points = item.points if isinstance(item.points, str) else " ".join(_xy(p, x, y) for p in item.points)
