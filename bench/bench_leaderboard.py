@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -120,6 +121,17 @@ def measure(command: str, root: Path, out: Path) -> None:
                       "user_s": usage.ru_utime, "sys_s": usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}))
 
 
+def output_shape(out: Path) -> tuple[int, int, int]:
+    """Files written, the largest Markdown file (bytes: GitHub renders up to 500 KiB) and the most entries of one
+    folder (GitHub lists 1,000)."""
+    files = largest = widest = 0
+    for folder, folders, names in os.walk(out):
+        files += len(names)
+        widest = max(widest, len(folders) + len(names))
+        largest = max([largest] + [os.path.getsize(os.path.join(folder, name)) for name in names if name.endswith(".md")])
+    return files, largest, widest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aps", type=int, nargs="+", default=[100, 300, 1000])
@@ -133,7 +145,7 @@ def main() -> None:
     base = args.keep or Path(tempfile.mkdtemp(prefix="apb-bench-"))
     print(f"python {sys.version.split()[0]}, {len(MODELS)} models per AP, {N_SAMPLES} samples per sidecar")
     print(f"{'APs':>6} {'records':>8} {'command':>12} {'output':>9} {'cpu s':>7} {'user s':>7} {'sys s':>6} "
-          f"{'wall s':>7} {'peak MiB':>9} {'files':>7}")
+          f"{'wall s':>7} {'peak MiB':>9} {'files':>7} {'max .md KiB':>11} {'max folder':>10}")
     try:
         for n in args.aps:
             root = base / f"repo-{n}"
@@ -149,10 +161,10 @@ def main() -> None:
                         print(child.stderr[-3000:])
                         raise SystemExit(f"{command} failed at N = {n}")
                     result = json.loads(child.stdout.strip().splitlines()[-1])
-                    files = sum(1 for p in out.rglob("*") if p.is_file())
+                    files, largest, widest = output_shape(out)
                     print(f"{n:>6} {n * len(MODELS):>8} {command:>12} {output:>9} {result['cpu_s']:>7.1f} "
                           f"{result['user_s']:>7.1f} {result['sys_s']:>6.1f} {result['wall_s']:>7.1f} "
-                          f"{result['peak_mib']:>9.0f} {files:>7}", flush=True)
+                          f"{result['peak_mib']:>9.0f} {files:>7} {largest / 1024:>11.0f} {widest:>10}", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

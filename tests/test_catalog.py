@@ -29,7 +29,8 @@ def random_row(rng: random.Random, index: int, *, ap_count: int = 12) -> Row:
     source = rng.choice(("evaluated", "evaluated", "published"))
     has_curve = rng.random() < 0.7
     return Row(
-        model_key=f"Ap{index % ap_count}_{index}", ap_key=f"Ap{index % ap_count}", dataset=rng.choice(DATASETS),
+        model_key=f"Ap{index % ap_count}_Doe2020Synthetic{index}_R18_CIFAR10_US_90", ap_key=f"Ap{index % ap_count}",
+        dataset=rng.choice(DATASETS),
         structure_kind=rng.choice(KINDS), architecture=rng.choice(ARCHITECTURES), sparsity=rng.choice((50, 90, 99)),
         source=source, protocol="published-2024" if source == "published" else rng.choice(("linf-a", "linf-b")),
         n_samples=rng.choice((0, 500, 10_000)),

@@ -26,6 +26,11 @@ LEADERBOARD = Path("leaderboard/README.md")
 
 # ------------------------------------------------------------------------------------------ markdown parsing
 
+def model_path(model_key: str) -> Path:
+    """Where a model's page is generated: in its AP's folder."""
+    return Path("leaderboard/models") / parse_model_key(model_key).ap_key / f"{model_key}.md"
+
+
 def github_slug(heading: str) -> str:
     """GitHub's heading anchor (independent of the code under test): lower case, drop punctuation, spaces to -."""
     return re.sub(r"[^a-z0-9_\- ]", "", heading.strip().lower()).replace(" ", "-")
@@ -127,7 +132,8 @@ def check_links(files: dict[Path, bytes], root: Path) -> int:
             file_part, _, anchor = target.partition("#")
             normal = Path(os.path.normpath(path.parent / file_part)) if file_part else path
             assert not normal.is_absolute() and ".." not in normal.parts, f"{path}: {target} leaves the repository"
-            assert normal in files or (root / normal).exists(), f"{path}: broken link {target}"
+            hand_written = normal.parts[0] == "docs" and (REPO / normal).is_file()  # the docs every repository has
+            assert normal in files or (root / normal).exists() or hand_written, f"{path}: broken link {target}"
             if anchor:
                 assert anchor in anchors(files[normal].decode()), f"{path}: {target}: no such anchor"
             checked += 1
@@ -243,7 +249,8 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
             cell = parse_cell(rows[model_key.split("_")[0]]["ResNet18 90%"])
             assert (cell["clean"], cell["robust"]) == (f"{record['metrics']['clean_accuracy']:.2f}",
                                                        f"{record['metrics'][metric]:.2f}")
-            assert cell["link"] == f"models/{model_key}.md#evaluated-{PROTOCOL}" and not cell["dagger"]
+            assert cell["link"] == f"models/{parse_model_key(model_key).ap_key}/{model_key}.md#evaluated-{PROTOCOL}" \
+                and not cell["dagger"]
         if metric == "aa_robust_accuracy":  # published numbers fill the gaps, marked with a dagger
             other = parse_cell(rows["HYDRA"]["ResNet18 95%"])
             assert other["dagger"] and other["link"] is None
@@ -256,9 +263,9 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
     assert published_cells(readme)[("HYDRA", "CIFAR10", "US", "ResNet18", 90)] == published[
         ("HYDRA", "CIFAR10", "US", "ResNet18", 90)]
     # a page per evaluated model, with its provenance; none for the smoke record
-    pages = sorted(p.name for p in files if p.parent == Path("leaderboard/models"))
+    pages = sorted(p.name for p in files if p.parent.parent == Path("leaderboard/models"))
     assert pages == [f"{HARP_90}.md", f"{HYDRA_90}.md"]
-    page = files[Path(f"leaderboard/models/{HYDRA_90}.md")].decode()
+    page = files[model_path(HYDRA_90)].decode()
     record = records[HYDRA_90]
     for text in (PROTOCOL, record["checkpoint_sha256"], "2025-01-02T03:04:05Z", "0123abc", "hofmn-no-adversarial",
                  '"measured": 90.01', record["per_sample"]["sha256"], "4 with no adversarial found",
@@ -270,8 +277,8 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
     # the smoke record's column has none
     curves = sorted(p.as_posix() for p in files if p.suffix == ".svg")
     assert curves == [f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.svg",
-                      f"leaderboard/curves/models/{HARP_90}__{PROTOCOL}.svg",
-                      f"leaderboard/curves/models/{HYDRA_90}__{PROTOCOL}.svg"]
+                      f"leaderboard/curves/models/{HARP_90.split('_R18')[0]}/{HARP_90}__{PROTOCOL}.svg",
+                      f"leaderboard/curves/models/{HYDRA_90.split('_R18')[0]}/{HYDRA_90}__{PROTOCOL}.svg"]
     group_curve = files[Path(curves[0])].decode()
     assert group_curve.startswith("<svg") and ">4/255<" in group_curve and ">100%<" in group_curve
     assert f'<img src="curves/{PROTOCOL}/CIFAR10_US_R18_90.svg"' in readme
@@ -287,7 +294,7 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
 def test_the_demo_can_render_a_non_leaderboard_protocol_on_request(evaluated_repo):
     root, _ = evaluated_repo
     files = render_all(root, protocols=["smoke-v1"])
-    assert Path(f"leaderboard/models/{HYDRA_95}.md") in files and Path(f"leaderboard/models/{HYDRA_90}.md") not in files
+    assert model_path(HYDRA_95) in files and model_path(HYDRA_90) not in files
     assert "HO-FMN, protocol `smoke-v1`" in files[LEADERBOARD].decode()
 
 
@@ -310,7 +317,7 @@ def test_command_writes_checks_and_names_each_stale_missing_and_extra_file(evalu
     assert "leaderboard/README.md: missing" in capsys.readouterr().err
     assert run_apb("--root", str(root)) == 0
     assert run_apb("--root", str(root), "--check") == 0
-    readme, page = root / LEADERBOARD, root / f"leaderboard/models/{HYDRA_90}.md"
+    readme, page = root / LEADERBOARD, root / model_path(HYDRA_90)
     readme.write_text(readme.read_text().replace("HARP", "HARP (best!)"))  # a hand edit
     page.unlink()
     (root / "leaderboard/notes.md").write_text("extra")
@@ -319,7 +326,7 @@ def test_command_writes_checks_and_names_each_stale_missing_and_extra_file(evalu
     assert run_apb("--root", str(root), "--check") == 1
     err = capsys.readouterr().err
     assert "error: leaderboard/README.md: stale" in err
-    assert f"error: leaderboard/models/{HYDRA_90}.md: missing" in err
+    assert f"error: {model_path(HYDRA_90).as_posix()}: missing" in err
     assert "error: leaderboard/notes.md: extra" in err
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # --check wrote nothing
     assert run_apb("--root", str(root)) == 0
@@ -427,7 +434,7 @@ def test_a_row_with_fewer_cells_never_ranks_above_and_marks_and_links_are_in_the
     evaluated = [float(parse_cell(autoattack["RADMM"][f"ResNet18 {s}%"])["robust"]) for s in (90, 95, 99)]
     assert autoattack["RADMM"]["mean AA (k/n)"] == f"{np.mean(evaluated):.2f} (3/3)"  # no published cell in it
     # links: evaluated cells to their model page's protocol section; AP to taxonomy; venue to the paper
-    assert parse_cell(hofmn["HYDRA"]["ResNet18 90%"])["link"] == f"models/{r18(hydra, 90)}.md#evaluated-{PROTOCOL}"
+    assert parse_cell(hofmn["HYDRA"]["ResNet18 90%"])["link"] == f"models/{hydra}/{r18(hydra, 90)}.md#evaluated-{PROTOCOL}"
     assert "(../taxonomy/README.md#hydra_sehwag2020hydra)" in hofmn["HYDRA"]["AP"]
     assert hofmn["HYDRA"]["Paper"].startswith("[NeurIPS 2020](https://") and hofmn["HYDRA"]["Year"] == "2020"
     taxonomy = files[Path("taxonomy/README.md")].decode()
@@ -440,9 +447,9 @@ def test_a_row_with_fewer_cells_never_ranks_above_and_marks_and_links_are_in_the
     assert f'<img src="curves/{PROTOCOL}/CIFAR10_efficiency.svg"' in readme
     scatter = files[Path(f"leaderboard/curves/{PROTOCOL}/CIFAR10_efficiency.svg")].decode()
     assert scatter.count("<circle") == 3 and "3 models" in scatter
-    page = files[Path(f"leaderboard/models/{r18(hydra, 95)}.md")].decode()
+    page = files[model_path(r18(hydra, 95))].decode()
     assert "Efficiency: 1.12M of 11.2M parameters non-zero; 50M effective multiply-accumulates" in page
-    assert "not measured" in files[Path(f"leaderboard/models/{r18(radmm, 95)}.md")].decode()
+    assert "not measured" in files[model_path(r18(radmm, 95))].decode()
     assert check_links(files, root) > 50
     analysis = files[Path("leaderboard/analysis.md")].decode()
     assert f"## Protocol `{PROTOCOL}`" in analysis and "| AT (TRADES) | 2 |" in analysis
@@ -595,6 +602,6 @@ def test_model_pages_show_where_autoattack_and_hofmn_disagree(tmp_path):
     distances[3000:3005] = 0.5  # ... and missed 5 that AutoAttack broke
     model_key = r18(THREE_APS[0], 90)
     add_evaluated(root, model_key, flags=False, per_sample=PerSample(np.arange(n), clean, aa, distances))
-    page = render_all(root)[Path(f"leaderboard/models/{model_key}.md")].decode()
+    page = render_all(root)[model_path(model_key)].decode()
     assert "| AutoAttack: robust | 2990 | 10 |" in page and "| AutoAttack: broken | 5 | 6995 |" in page
     assert "The attacks disagree on 15 of 10000 samples (0.15%)" in page

@@ -291,6 +291,7 @@ def test_filters_and_comparisons_live_in_the_address(ranked_site, browser):
     assert "models=" in address and not browser.find_element("id", "picked-empty").is_displayed()
     link = browser.find_element("css selector", "#picked tbody a").get_attribute("href")
     assert link.startswith("https://github.com/OWNER/REPO/blob/0123abc/leaderboard/models/") and link.endswith(".md")
+    assert link.split("/")[-2] == link.split("/")[-1].split("_R18")[0]  # the page in its AP's folder
     browser.get("about:blank")
     browser.get(address)
     wait_for(browser, "return document.querySelectorAll('#picked tbody tr').length === 1")

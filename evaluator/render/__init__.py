@@ -2,7 +2,7 @@
 
 :func:`render_into` hands each generated file (path relative to the root, bytes) to a sink as soon as it is
 made: ``leaderboard/README.md`` (and ``leaderboard/groups/*.md`` where its tables are cut), the per-model pages
-``leaderboard/models/<model_key>.md``, the figures ``leaderboard/curves/...svg``, ``leaderboard/analysis.md``
+``leaderboard/models/<ap_key>/<model_key>.md``, the figures ``leaderboard/curves/...svg``, ``leaderboard/analysis.md``
 and ``taxonomy/README.md``. Records are read one model at a time; what is kept is a compact row per record
 (:mod:`evaluator.render.rows`), on disk (:mod:`evaluator.render.catalog`), so memory does not grow with the
 number of records nor with their sidecars' size.

@@ -46,13 +46,23 @@ def group_title(group: Group) -> str:
     return f"{dataset}, {STRUCTURE_KIND_TITLES.get(kind, kind)}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _ap_folder(model_key: str) -> str:
+    """The folder of a model's generated files: its AP key (GitHub lists at most 1,000 entries of a folder, and
+    1,000 APs have 24,000 models; an AP has at most a few dozen)."""
+    from evaluator.keys import parse_model_key
+
+    return parse_model_key(model_key).ap_key
+
+
 def model_page(model_key: str) -> PurePosixPath:
-    return MODELS_DIR / f"{model_key}.md"
+    """``leaderboard/models/<ap_key>/<model_key>.md``."""
+    return MODELS_DIR / _ap_folder(model_key) / f"{model_key}.md"
 
 
 def model_link(page: PurePosixPath, model_key: str, anchor: str | None = None) -> str:
     """``relative_link(page, model_page(model_key), anchor)``, without path arithmetic per model."""
-    target = f"{_models_folder_from(posixpath.dirname(str(page)) or '.')}{model_key}.md"
+    target = f"{_models_folder_from(posixpath.dirname(str(page)) or '.')}{_ap_folder(model_key)}/{model_key}.md"
     return f"{target}#{anchor}" if anchor else target
 
 
@@ -69,8 +79,9 @@ def curve_file(protocol: str, group: Group, architecture: str, sparsity: int) ->
 
 
 def model_curve_file(model_key: str, protocol: str) -> PurePosixPath:
-    """``leaderboard/curves/models/<model_key>__<protocol>.svg``: one model's curve among its column's best."""
-    return CURVES_DIR / "models" / f"{model_key}__{protocol}.svg"
+    """``leaderboard/curves/models/<ap_key>/<model_key>__<protocol>.svg``: one model's curve among its column's
+    best."""
+    return CURVES_DIR / "models" / _ap_folder(model_key) / f"{model_key}__{protocol}.svg"
 
 
 def efficiency_file(protocol: str, dataset: str) -> PurePosixPath:

@@ -1,4 +1,4 @@
-"""``leaderboard/models/<model_key>.md``: one page per evaluated model. First what a reader came for: the
+"""``leaderboard/models/<ap_key>/<model_key>.md``: one page per evaluated model. First what a reader came for: the
 metrics with 95% intervals and counts, efficiency, flags and the model's security curve; then, folded in
 ``<details>``, the compliance and sparsity check and the provenance (date, evaluator version and commit,
 package versions, device, wall times); and the published record beside it, if there is one."""

@@ -332,8 +332,8 @@ def _published_cells_of(rows: list[Row], page: PurePosixPath) -> Cells:
 def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol: str, group: Group,
                  columns: list[Column],
                  page: PurePosixPath) -> str:
-    """The curve figures of a protocol and group, three to a line."""
-    images = [f'<img src="{relative_link(page, curve_file(protocol, group, *column))}" width="32%" '
+    """The curve figures of a protocol and group, two to a line (each half the page: a legend stays legible)."""
+    images = [f'<img src="{relative_link(page, curve_file(protocol, group, *column))}" width="49%" '
               f'alt="security curves, {group_title(group)}, {column_title(column)}, {protocol}">'
               for column in columns if (protocol, group, column) in catalog_curves]
     return "\n".join(images)
@@ -352,7 +352,9 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
              "Clean and robust accuracy (%) of adversarially pruned models: one table per dataset and pruning "
              "structure, one row per adversarial pruning (AP) method, one column per architecture and sparsity. "
              "AP names link to their taxonomy entry, `code` to the authors' code, the venue to the paper. "
-             f"[Analysis by taxonomy dimension]({relative_link(LEADERBOARD_README, ANALYSIS_PAGE)}).", ""]
+             f"[Analysis by taxonomy dimension]({relative_link(LEADERBOARD_README, ANALYSIS_PAGE)}). Rankings, every "
+             "record searchable, security curves to compare: the site, on this repository's GitHub Pages "
+             "(`https://<owner>.github.io/<repository>/`, [docs/site.md](../docs/site.md)).", ""]
     for protocol in catalog.published_protocols():
         text = descriptions.get(protocol, "").strip()
         lines.append(f"- **Published**, `{protocol}`" + (f": {text}" if text else "") + " Shown exactly as published.")

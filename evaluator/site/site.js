@@ -36,7 +36,7 @@ function setHash(changes) {
 }
 function modelPage(row) {
   return DATA.source_url && row[FIELD.source] === "evaluated"
-    ? DATA.source_url + "/leaderboard/models/" + row[FIELD.model_key] + ".md" : null;
+    ? `${DATA.source_url}/leaderboard/models/${row[FIELD.ap_key]}/${row[FIELD.model_key]}.md` : null;
 }
 function sortButton(th, title, onSort) {
   const button = el("button", title, {type: "button", class: "sort"});
