@@ -435,11 +435,11 @@ def test_a_row_with_fewer_cells_never_ranks_above_and_marks_and_links_are_in_the
     assert autoattack["RADMM"]["mean AA (k/n)"] == f"{np.mean(evaluated):.2f} (3/3)"  # no published cell in it
     # links: evaluated cells to their model page's protocol section; AP to taxonomy; venue to the paper
     assert parse_cell(hofmn["HYDRA"]["ResNet18 90%"])["link"] == f"models/{hydra}/{r18(hydra, 90)}.md#evaluated-{PROTOCOL}"
-    assert "(../taxonomy/README.md#hydra_sehwag2020hydra)" in hofmn["HYDRA"]["AP"]
+    assert "(taxonomy/after-training.md#hydra_sehwag2020hydra)" in hofmn["HYDRA"]["AP"]  # its stage's entries page
     assert hofmn["HYDRA"]["Paper"].startswith("[NeurIPS 2020](https://") and hofmn["HYDRA"]["Year"] == "2020"
-    taxonomy = files[Path("taxonomy/README.md")].decode()
+    taxonomy = files[Path("leaderboard/taxonomy/after-training.md")].decode()
     hydra_entry = taxonomy.split("### HYDRA_Sehwag2020Hydra")[1].split("###")[0]
-    assert "[CIFAR10, unstructured (US)](../leaderboard/README.md#ap-hydra_sehwag2020hydra-cifar10-us)" in hydra_entry
+    assert "[CIFAR10, unstructured (US)](../README.md#ap-hydra_sehwag2020hydra-cifar10-us)" in hydra_entry
     # last updated: the newest record's date and evaluator commit, from provenance
     assert f"Last updated: 2025-03-08, evaluator commit `c09500000000` (newest record: `{r18(radmm, 95)}`" in readme
     # efficiency: a table, a trade-off figure and the model page's line
@@ -539,8 +539,8 @@ def test_group_pages_are_paged_by_rank_with_every_row_once_and_working_links(tmp
     assert all(sorted(aps) == ["HARP", "HYDRA", "RADMM"] for aps in by_table.values()), by_table
     readme = files[LEADERBOARD].decode()
     assert "Showing 1 of 3 rows: [every row](groups/CIFAR10_US.md)" in readme
-    taxonomy = files[Path("taxonomy/README.md")].decode()
-    assert all(f"#ap-{ap_key.lower()}-cifar10-us)" in taxonomy for ap_key in THREE_APS)
+    taxonomy = "".join(data.decode() for path, data in files.items() if path.parent == Path("leaderboard/taxonomy"))
+    assert all(f"#ap-{ap_key.lower()}-cifar10-us)" in taxonomy for ap_key in THREE_APS)  # the entries' row links
     assert check_links(files, root) > 20  # the taxonomy's row links included, wherever each row's anchor landed
 
 

@@ -42,11 +42,12 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     from evaluator.render.catalog import Catalog
     from evaluator.render.inputs import EVALUATED, iter_model_records
     from evaluator.render.labels import ap_labels
-    from evaluator.render.layout import ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, efficiency_file, model_page
+    from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, efficiency_file, model_page,
+                                         relative_link, taxonomy_page)
     from evaluator.render.pages import render_model_page
     from evaluator.render.readme import Anchors, render_readme, taxonomy_links
     from evaluator.render.rows import row_of
-    from evaluator.render.taxonomy_tables import render_taxonomy_readme
+    from evaluator.render.taxonomy_tables import render_taxonomy_entries, render_taxonomy_readme
     from evaluator.submissions import iter_taxonomies
     from evaluator.taxonomy import load_vocabulary
 
@@ -99,7 +100,14 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
                                lambda page, text: emit(page, text.encode("utf-8")))
         emit(LEADERBOARD_README, readme.encode("utf-8"))
         emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions).encode("utf-8"))
-    emit(TAXONOMY_README, render_taxonomy_readme(entries, vocabulary, taxonomy_links(anchors, TAXONOMY_README))
+    stages = [stage for stage in vocabulary["pipelines"] if any(e["pipeline"]["stage"] == stage for e in entries)]
+    for stage in stages:  # the entries, a page per stage (taxonomy/README.md keeps the tables)
+        emit(taxonomy_page(stage), render_taxonomy_entries(entries, stage, vocabulary,
+                                                           taxonomy_links(anchors, taxonomy_page(stage)),
+                                                           relative_link(taxonomy_page(stage), TAXONOMY_README))
+             .encode("utf-8"))
+    pages = {stage: relative_link(TAXONOMY_README, taxonomy_page(stage)) for stage in stages}
+    emit(TAXONOMY_README, render_taxonomy_readme(entries, vocabulary, taxonomy_links(anchors, TAXONOMY_README), pages)
          .encode("utf-8"))
 
 

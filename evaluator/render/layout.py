@@ -16,6 +16,7 @@ MODELS_DIR = LEADERBOARD_DIR / "models"
 CURVES_DIR = LEADERBOARD_DIR / "curves"
 GROUPS_DIR = LEADERBOARD_DIR / "groups"
 ANALYSIS_PAGE = LEADERBOARD_DIR / "analysis.md"
+TAXONOMY_PAGES_DIR = LEADERBOARD_DIR / "taxonomy"
 
 STRUCTURE_KIND_ORDER = tuple(dict.fromkeys(STRUCTURE_KINDS.values()))  # ("US", "S")
 ARCHITECTURE_TITLES = {"resnet18": "ResNet18", "vgg16": "VGG16"}
@@ -87,6 +88,12 @@ def model_curve_file(model_key: str, protocol: str) -> PurePosixPath:
 def efficiency_file(protocol: str, dataset: str) -> PurePosixPath:
     """``leaderboard/curves/<protocol>/<dataset>_efficiency.svg``: robust accuracy vs effective MACs."""
     return CURVES_DIR / protocol / f"{dataset}_efficiency.svg"
+
+
+def taxonomy_page(stage: str) -> PurePosixPath:
+    """``leaderboard/taxonomy/<stage>.md``: the taxonomy entries of one pipeline stage (taxonomy/README.md keeps
+    the tables; one page of 1,000 entries is more than GitHub renders)."""
+    return TAXONOMY_PAGES_DIR / f"{stage}.md"
 
 
 def group_page(group: Group, number: int = 1) -> PurePosixPath:

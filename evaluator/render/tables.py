@@ -51,10 +51,11 @@ class ApLabel:
     paper_url: str | None = None
     venue: str | None = None
     year: int | None = None
+    taxonomy_page: PurePosixPath = TAXONOMY_README  # the page holding its taxonomy entry
 
     def markdown(self, page: PurePosixPath) -> str:
         """The name linked to the taxonomy entry (relative to *page*), then a link to the code."""
-        target = relative_link(page, TAXONOMY_README, self.taxonomy_anchor) if self.taxonomy_anchor else None
+        target = relative_link(page, self.taxonomy_page, self.taxonomy_anchor) if self.taxonomy_anchor else None
         text = link(self.name, target)
         return f"{text} ({link('code', self.code_url)})" if self.code_url else text
 
