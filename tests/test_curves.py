@@ -160,3 +160,13 @@ def test_curve_band_is_the_wilson_interval_of_the_samples_at_each_budget():
                       int(y_pixels(np.array([100 * low]), PERCENT_AXIS)[0])}
     assert curve_band(Row("m", "A", "CIFAR10", "US", "resnet18", 90, "published", "p", 0, (None,) * 4, (), None,
                           None, None, None, None, None, None)) is None
+
+
+def test_pareto_front_is_the_best_accuracy_at_each_cost():
+    from evaluator.render.curve_set import pareto_front
+
+    points = [(10.0, 30.0, "a"), (20.0, 25.0, "b"), (20.0, 40.0, "c"), (5.0, 10.0, "d"), (40.0, 40.0, "e"),
+              (50.0, 41.0, "f"), (5.0, 10.0, "g")]
+    # d beats nothing cheaper; a is better than d; b loses to a (more MACs, less accuracy); e ties c at more MACs
+    assert [p[2] for p in pareto_front(points)] == ["d", "a", "c", "f"]
+    assert pareto_front([]) == []

@@ -444,9 +444,11 @@ def test_a_row_with_fewer_cells_never_ranks_above_and_marks_and_links_are_in_the
     assert f"Last updated: 2025-03-08, evaluator commit `c09500000000` (newest record: `{r18(radmm, 95)}`" in readme
     # efficiency: a table, a trade-off figure and the model page's line
     assert f"### Efficiency, protocol `{PROTOCOL}`" in readme and "[50M (9%)](models/" in readme
-    assert f'<img src="curves/{PROTOCOL}/CIFAR10_efficiency.svg"' in readme
-    scatter = files[Path(f"leaderboard/curves/{PROTOCOL}/CIFAR10_efficiency.svg")].decode()
-    assert scatter.count("<circle") == 3 and "3 models" in scatter
+    assert f'<img src="curves/{PROTOCOL}/CIFAR10_US_efficiency.svg" width="49%" alt="AutoAttack robust accuracy ' \
+           f'against effective multiply-accumulates per input, CIFAR10, unstructured (US), protocol {PROTOCOL}: 3 ' \
+           'models; Pareto front (best accuracy at each cost): HYDRA 50M MACs ' in readme
+    scatter = files[Path(f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_efficiency.svg")].decode()
+    assert scatter.count("<circle") == 3 and "3 models" in scatter and "Pareto front" in scatter
     page = files[model_path(r18(hydra, 95))].decode()
     assert "Efficiency: 1.12M of 11.2M parameters non-zero; 50M effective multiply-accumulates" in page
     assert "not measured" in files[model_path(r18(radmm, 95))].decode()

@@ -90,11 +90,12 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
         curves = catalog.curve_columns()
         for key in curves:
             emit_column_curves(catalog, key, labels, marked_eps(key[0]), emit)
-        efficiency = set()
+        efficiency: dict[PurePosixPath, str] = {}  # figure -> its alt text
         for protocol in catalog.evaluated_protocols():
-            for dataset in catalog.datasets():
-                if emit_efficiency(catalog, protocol, dataset, emit):
-                    efficiency.add(efficiency_file(protocol, dataset))
+            for group in catalog.groups():
+                alt = emit_efficiency(catalog, protocol, group, labels, emit)
+                if alt is not None:
+                    efficiency[efficiency_file(protocol, group)] = alt
         anchors = Anchors()
         readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
                                lambda page, text: emit(page, text.encode("utf-8")))
@@ -128,15 +129,19 @@ def emit_column_curves(catalog: Catalog, key: CurveColumn, labels: Mapping[str, 
                  model_curve_svg(row, top, pixels, labels, protocol, eps).encode("utf-8"))
 
 
-def emit_efficiency(catalog: Catalog, protocol: str, dataset: str, emit: Sink) -> bool:
-    """The robust-accuracy-vs-MACs figure of a protocol and dataset, if any model has efficiency figures."""
+def emit_efficiency(catalog: Catalog, protocol: str, group: tuple[str, str], labels: Mapping[str, ApLabel],
+                    emit: Sink) -> str | None:
+    """The robust-accuracy-vs-MACs figure of a protocol, dataset and structure, if any model has efficiency
+    figures; returns its alt text (None: no figure)."""
     from evaluator.render.curve_set import efficiency_svg
     from evaluator.render.layout import efficiency_file
 
-    points = catalog.efficiency_series(protocol, dataset, "aa_robust_accuracy")
-    if points:
-        emit(efficiency_file(protocol, dataset), efficiency_svg(points, protocol, dataset, "AutoAttack").encode())
-    return bool(points)
+    points = catalog.efficiency_points(protocol, group, "aa_robust_accuracy")
+    if not points:
+        return None
+    figure, alt = efficiency_svg(points, protocol, group, "AutoAttack", labels)
+    emit(efficiency_file(protocol, group), figure.encode("utf-8"))
+    return alt
 
 
 def render_all(root: Path, *, protocols: Collection[str] | None = None) -> dict[Path, bytes]:

@@ -184,16 +184,16 @@ class Catalog:
                                "sparsity = ? AND curve IS NOT NULL", (protocol, dataset, kind, architecture,
                                                                       sparsity), curves=True))
 
-    def efficiency_series(self, protocol: str, dataset: str, metric: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
-        """``(structure kind, architecture) -> [(effective MACs, metric), ...]``, sorted, of the evaluated rows of
-        *protocol* on *dataset* with a non-zero effective MAC count and a value of *metric*."""
+    def efficiency_points(self, protocol: str, group: Group, metric: str) -> dict[str, list[tuple[float, float, str]]]:
+        """``architecture -> [(effective MACs, metric, ap_key), ...]``, sorted, of the evaluated rows of *protocol*
+        in *group* with a non-zero effective MAC count and a value of *metric*."""
         column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]
-        found: dict[tuple[str, str], list[tuple[float, float]]] = {}
-        for kind, architecture, macs, value in self._execute(
-                f"SELECT structure_kind, architecture, CAST(macs_effective AS REAL), CAST({column} AS REAL) FROM rows "
-                f"WHERE {EVALUATED} AND protocol = ? AND dataset = ? AND macs_effective AND {column} IS NOT NULL "
-                "ORDER BY structure_kind, architecture, 3, 4", (protocol, dataset)):
-            found.setdefault((kind, architecture), []).append((macs, value))
+        found: dict[str, list[tuple[float, float, str]]] = {}
+        for architecture, macs, value, ap_key in self._execute(
+                f"SELECT architecture, CAST(macs_effective AS REAL), CAST({column} AS REAL), ap_key FROM rows "
+                f"WHERE {EVALUATED} AND protocol = ? AND dataset = ? AND structure_kind = ? AND macs_effective "
+                f"AND {column} IS NOT NULL ORDER BY architecture, 2, 3, 4", (protocol, *group)):
+            found.setdefault(architecture, []).append((macs, value, ap_key))
         return found
 
     def metric_values(self, metric: str) -> Iterator[tuple[str, str, str, float]]:

@@ -85,9 +85,10 @@ def model_curve_file(model_key: str, protocol: str) -> PurePosixPath:
     return CURVES_DIR / "models" / _ap_folder(model_key) / f"{model_key}__{protocol}.svg"
 
 
-def efficiency_file(protocol: str, dataset: str) -> PurePosixPath:
-    """``leaderboard/curves/<protocol>/<dataset>_efficiency.svg``: robust accuracy vs effective MACs."""
-    return CURVES_DIR / protocol / f"{dataset}_efficiency.svg"
+def efficiency_file(protocol: str, group: Group) -> PurePosixPath:
+    """``leaderboard/curves/<protocol>/<dataset>_<US|S>_efficiency.svg``: robust accuracy vs effective MACs."""
+    dataset, kind = group
+    return CURVES_DIR / protocol / f"{dataset}_{kind}_efficiency.svg"
 
 
 def taxonomy_page(stage: str) -> PurePosixPath:

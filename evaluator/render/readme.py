@@ -10,6 +10,7 @@ Markdown files up to about 512 KB; a group of 1,000 APs on one page is about 3 M
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import PurePosixPath
 from statistics import fmean
 from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence
@@ -340,10 +341,11 @@ def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol
 
 
 def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Collection[tuple[str, Group, Column]],
-                  efficiency: set, descriptions: Mapping[str, str], anchors: Anchors,
+                  efficiency: Mapping[PurePosixPath, str], descriptions: Mapping[str, str], anchors: Anchors,
                   emit_page: Callable[[PurePosixPath, str], None]) -> str:
     """The leaderboard README; the pages of each group whose tables it cuts go to *emit_page* (path, text) as
-    soon as each is made. *curves* holds the curve columns that have figures, *efficiency* the efficiency figure files;
+    soon as each is made. *curves* holds the curve columns that have figures, *efficiency* the efficiency figure files
+    with their alt text;
     *anchors* records where each AP's rows got their anchor."""
     cited = ", ".join(catalog.references()) or "the original benchmark"
     protocols = catalog.evaluated_protocols()
@@ -385,9 +387,10 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
     if efficiency:
         lines += ["", "## Efficiency", "",
                   "Robust accuracy (AutoAttack) against effective multiply-accumulates per input, every evaluated "
-                  "model with efficiency figures:", ""]
-        lines += [f'<img src="{relative_link(LEADERBOARD_README, path)}" width="49%" alt="{path.stem}">'
-                  for path in sorted(efficiency)]
+                  "model with efficiency figures, a figure per dataset and structure; the dashed staircase is the "
+                  "Pareto front (the best accuracy at each cost), its APs named:", ""]
+        lines += [f'<img src="{relative_link(LEADERBOARD_README, path)}" width="49%" alt="{escape(alt)}">'
+                  for path, alt in sorted(efficiency.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -162,9 +162,17 @@ def line_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, marker
     return "\n".join(parts) + "\n"
 
 
-def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, legend_title: str | None = None) -> str:
-    """Points of each series (a marker shape and colour per series) with a legend."""
+def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, legend_title: str | None = None,
+                  front: Sequence[tuple[float, float]] = (),
+                  front_labels: Sequence[tuple[float, float, str]] = ()) -> str:
+    """Points of each series (a marker shape and colour per series) with a legend; *front*, a staircase through
+    the given points (a Pareto front), and *front_labels* ``(x, y, text)`` written next to their points."""
     parts = _frame(title, x, y)
+    if front:
+        steps = [front[0]] + [corner for before, after in zip(front, front[1:]) for corner in
+                              ((after[0], before[1]), after)]
+        parts.append(f'<polyline fill="none" stroke="#222" stroke-width="1.2" stroke-dasharray="5 3" '
+                     f'points="{" ".join(_xy(p, x, y) for p in steps)}"/>')
     for index, item in enumerate(series):
         colour = _colour(index, item)
         if isinstance(item.points, str):
@@ -176,7 +184,13 @@ def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, leg
                              'fill-opacity="0.7"/>')
             else:
                 parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.2" fill="{colour}" fill-opacity="0.7"/>')
-    parts += _legend([(s.name, _colour(i, s), False) for i, s in enumerate(series)], legend_title)
+    for px_py, text in ((_xy((lx, ly), x, y), label) for lx, ly, label in front_labels):
+        px, py = (float(v) for v in px_py.split(","))
+        parts.append(_text(px + 5, py - 5, text, size=9, extra=' fill="#222"'))
+    entries = [(s.name, _colour(i, s), False) for i, s in enumerate(series)]
+    if front:
+        entries.append(("Pareto front", "#222", False))
+    parts += _legend(entries, legend_title)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
