@@ -170,3 +170,26 @@ def test_pareto_front_is_the_best_accuracy_at_each_cost():
     # d beats nothing cheaper; a is better than d; b loses to a (more MACs, less accuracy); e ties c at more MACs
     assert [p[2] for p in pareto_front(points)] == ["d", "a", "c", "f"]
     assert pareto_front([]) == []
+
+
+def test_kendall_tau_b_matches_scipy_and_ranks_share_displayed_ties():
+    from scipy.stats import kendalltau
+
+    from evaluator.render.stability import competition_ranks, kendall_tau_b
+
+    rng = np.random.default_rng(3)
+    for x, y in ((rng.random(40), rng.random(40)), (np.round(rng.random(30), 1), np.round(rng.random(30), 1)),
+                 ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])):
+        assert kendall_tau_b(x, y) == pytest.approx(kendalltau(x, y).statistic)
+    assert np.isnan(kendall_tau_b([1.0, 1.0], [1.0, 2.0]))
+    assert competition_ranks([50.0, 49.999, 40.0, 60.0]) == [2, 2, 4, 1]
+
+
+def test_curve_measures_read_the_curve_at_each_budget_and_average_it_up_to_16_255():
+    from evaluator.render.stability import curve_measures
+
+    distances = np.full(100, np.inf, np.float32)
+    distances[:60] = 0.02  # broken between 4/255 (0.0157) and 8/255 (0.0314)
+    at4, at8, at16, area = curve_measures(curve_summary(distances))
+    assert (at4, at8, at16) == (100.0, 40.0, 40.0)
+    assert area == pytest.approx(40 + 60 * 0.02 / (16 / 255), abs=0.5)  # 100% up to 0.02, then 40%

@@ -607,3 +607,47 @@ def test_model_pages_show_where_autoattack_and_hofmn_disagree(tmp_path):
     page = render_all(root)[model_path(model_key)].decode()
     assert "| AutoAttack: robust | 2990 | 10 |" in page and "| AutoAttack: broken | 5 | 6995 |" in page
     assert "The attacks disagree on 15 of 10000 samples (0.15%)" in page
+
+
+def test_analysis_shows_whether_the_order_holds_at_other_budgets(tmp_path):
+    """HARP resists small budgets (60% at 4/255) but falls at 8/255 (10%); HYDRA holds 30% up to 16/255: the
+    order at 4/255 is the reverse of the one at 8/255 (τ = -1), the one at 16/255 and by area the same."""
+    from evaluator.records import PerSample
+
+    root = make_repo(tmp_path)
+    n = 10_000
+    index = np.arange(n)
+    harp = np.where(index < 5000, 0.02, np.where(index < 6000, np.inf, 0.0)).astype(np.float32)
+    hydra = np.where(index < 3000, 0.1, np.where(index < 8000, 0.003, 0.0)).astype(np.float32)
+    for ap, distances in ((THREE_APS[0], harp), (THREE_APS[1], hydra)):
+        robust = distances > 8 / 255
+        for sparsity in (90, 95):
+            add_evaluated(root, r18(ap, sparsity), flags=False,
+                          per_sample=PerSample(index, distances > 0, robust, distances))
+    analysis = render_all(root)[Path("leaderboard/analysis.md")].decode()
+    section = analysis.split("## Rank stability across ε")[1].split(f"### `{PROTOCOL}` · CIFAR10, unstructured (US)")[1]
+    assert ("2 complete rows over 2 columns; Kendall's τ with the 8/255 order: ε = 4/255: -1.00, ε = 16/255: 1.00, "
+            "area to 16/255: 1.00.") in section
+    rows = {ap_of(row["AP"]): row for _, subsection, rows in tables(analysis) for row in rows
+            if subsection == f"`{PROTOCOL}` · CIFAR10, unstructured (US)"}
+    assert list(rows) == ["HYDRA", "HARP"]  # by the 8/255 rank
+    assert rows["HARP"]["rank (ε = 4/255, %)"] == "1 (60.00)" and rows["HARP"]["rank (ε = 8/255, %)"] == "2 (10.00)"
+    assert rows["HYDRA"]["rank (area to 16/255, %)"] == "1 (32.73)"  # 30% throughout, 80% below 0.003
+
+
+def test_analysis_compares_published_and_re_evaluated_numbers(tmp_path):
+    root = make_repo(tmp_path)
+    harp, hydra, _ = THREE_APS
+    published = {key: read_record(records_dir(root, parse_model_key(key).ap_key) / f"{record_stem(key, 'published-2024')}.json")
+                 ["metrics"]["aa_robust_accuracy"] for key in (r18(harp, 90), r18(hydra, 90))}
+    # HARP re-evaluated at its published number; HYDRA 10 points below it (far outside a ±1 point interval)
+    add_evaluated(root, r18(harp, 90), flags=False, per_sample=flags_result(10_000, round(published[r18(harp, 90)] * 100)))
+    add_evaluated(root, r18(hydra, 90), flags=False,
+                  per_sample=flags_result(10_000, round((published[r18(hydra, 90)] - 10) * 100)))
+    files = render_all(root)
+    analysis = files[Path("leaderboard/analysis.md")].decode()
+    assert f"### `{PROTOCOL}`\n\n2 models with both records; re-evaluated minus published: median -5.00 points; 1 " \
+           "published values lie outside the re-evaluation's 95% interval." in analysis
+    figure = files[Path(f"leaderboard/curves/{PROTOCOL}/published_vs_evaluated.svg")].decode()
+    assert figure.count("<circle") == 2 and figure.count('stroke="#555" stroke-width="1"') == 2  # points, bars
+    assert f'<img src="curves/{PROTOCOL}/published_vs_evaluated.svg"' in analysis

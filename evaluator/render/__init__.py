@@ -43,8 +43,9 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     from evaluator.render.inputs import EVALUATED, iter_model_records
     from evaluator.render.labels import ap_labels
     from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, efficiency_file, model_page,
-                                         relative_link, taxonomy_page)
+                                         reevaluation_file, relative_link, taxonomy_page)
     from evaluator.render.pages import render_model_page
+    from evaluator.render.reevaluation import comparisons
     from evaluator.render.readme import Anchors, render_readme, taxonomy_links
     from evaluator.render.rows import row_of
     from evaluator.render.taxonomy_tables import render_taxonomy_entries, render_taxonomy_readme
@@ -100,7 +101,10 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
         readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
                                lambda page, text: emit(page, text.encode("utf-8")))
         emit(LEADERBOARD_README, readme.encode("utf-8"))
-        emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions).encode("utf-8"))
+        compared = comparisons(catalog)
+        for comparison in compared:
+            emit(reevaluation_file(comparison.protocol), comparison.svg.encode("utf-8"))
+        emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions, labels, compared).encode("utf-8"))
     stages = [stage for stage in vocabulary["pipelines"] if any(e["pipeline"]["stage"] == stage for e in entries)]
     for stage in stages:  # the entries, a page per stage (taxonomy/README.md keeps the tables)
         emit(taxonomy_page(stage), render_taxonomy_entries(entries, stage, vocabulary,

@@ -196,6 +196,16 @@ class Catalog:
             found.setdefault(architecture, []).append((macs, value, ap_key))
         return found
 
+    def published_pairs(self, metric: str) -> Iterator[tuple[str, str, float, float, int]]:
+        """``(protocol, ap_key, published value, evaluated value, evaluated samples)`` of *metric* for every model
+        with both a published and an evaluated record, by protocol and model key."""
+        column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]
+        return iter(self._execute(
+            f"SELECT e.protocol, e.ap_key, CAST(p.{column} AS REAL), CAST(e.{column} AS REAL), e.n_samples "
+            f"FROM rows e JOIN rows p ON p.model_key = e.model_key AND p.source = '{PUBLISHED}' "
+            f"WHERE e.{EVALUATED} AND p.{column} IS NOT NULL AND e.{column} IS NOT NULL "
+            "ORDER BY e.protocol, e.model_key"))
+
     def metric_values(self, metric: str) -> Iterator[tuple[str, str, str, float]]:
         """``(protocol, ap_key, dataset, value)`` of every row with a value of *metric*, one at a time."""
         column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]

@@ -91,6 +91,11 @@ def efficiency_file(protocol: str, group: Group) -> PurePosixPath:
     return CURVES_DIR / protocol / f"{dataset}_{kind}_efficiency.svg"
 
 
+def reevaluation_file(protocol: str) -> PurePosixPath:
+    """``leaderboard/curves/<protocol>/published_vs_evaluated.svg``."""
+    return CURVES_DIR / protocol / "published_vs_evaluated.svg"
+
+
 def taxonomy_page(stage: str) -> PurePosixPath:
     """``leaderboard/taxonomy/<stage>.md``: the taxonomy entries of one pipeline stage (taxonomy/README.md keeps
     the tables; one page of 1,000 entries is more than GitHub renders)."""

@@ -164,15 +164,19 @@ def line_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, marker
 
 def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, legend_title: str | None = None,
                   front: Sequence[tuple[float, float]] = (),
-                  front_labels: Sequence[tuple[float, float, str]] = ()) -> str:
+                  front_labels: Sequence[tuple[float, float, str]] = (),
+                  error_bars: Sequence[tuple[float, float, float]] = (), diagonal: bool = False) -> str:
     """Points of each series (a marker shape and colour per series) with a legend; *front*, a staircase through
-    the given points (a Pareto front), and *front_labels* ``(x, y, text)`` written next to their points."""
+    the given points (a Pareto front), and *front_labels* ``(x, y, text)`` written next to their points;
+    *error_bars* ``(x, low, high)``, vertical intervals; *diagonal*, the line y = x."""
     parts = _frame(title, x, y)
-    if front:
-        steps = [front[0]] + [corner for before, after in zip(front, front[1:]) for corner in
-                              ((after[0], before[1]), after)]
-        parts.append(f'<polyline fill="none" stroke="#222" stroke-width="1.2" stroke-dasharray="5 3" '
-                     f'points="{" ".join(_xy(p, x, y) for p in steps)}"/>')
+    if diagonal:
+        low, high = max(x.low, y.low), min(x.high, y.high)
+        (x1, y1), (x2, y2) = _xy((low, low), x, y).split(","), _xy((high, high), x, y).split(",")
+        parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#888" stroke-dasharray="4 3"/>')
+    for bar_x, bottom, top in error_bars:
+        (x1, y1), (_, y2) = _xy((bar_x, bottom), x, y).split(","), _xy((bar_x, top), x, y).split(",")
+        parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x1}" y2="{y2}" stroke="#555" stroke-width="1"/>')
     for index, item in enumerate(series):
         colour = _colour(index, item)
         if isinstance(item.points, str):
