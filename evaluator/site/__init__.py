@@ -38,7 +38,7 @@ CSV_FIELDS = ("model_key", "ap_key", "ap_name", "dataset", "structure_kind", "ar
               "checkpoint_sha256", "record")  # <metric>_low/_high: the record's 95% interval (evaluated records)
 ROW_FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "protocol", "source",
               "clean", "aa", "hofmn", "worst", "flags", "macs_effective", "macs_dense", "params_nonzero",
-              "params_total", "curve", "date")
+              "params_total", "curve", "date", "aa_spread")  # aa_spread: ± half the AA 95% interval (evaluated)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
 POINTS_CAP = 1000  # an analysis panel with more cells than this is sent as box statistics, not its points
@@ -198,10 +198,14 @@ def curve_key(row: Any) -> str:
 
 
 def row_values(row: Any) -> list:
+    from evaluator.render.tables import interval_spread
+
     total, nonzero = row.params or (None, None)
+    spread = None if row.published else interval_spread(row.metric("aa_robust_accuracy"), row.n_samples)
     return [row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.protocol,
             row.source, *row.metrics, list(row.flags), row.macs_effective, row.macs_dense, nonzero, total,
-            curve_key(row) if row.curve is not None else None, row.date]
+            curve_key(row) if row.curve is not None else None, row.date,
+            None if spread is None else round(spread, 2)]
 
 
 def ap_facts(entries: list[dict], labels: Mapping[str, Any]) -> dict[str, dict]:

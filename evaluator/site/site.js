@@ -191,6 +191,9 @@ function leaderboard() {
         } else if (title === "flags" && text) {
           td.append(el("span", "⚠ " + text, {class: "flag"}));
         } else td.textContent = text === undefined || text === null ? "" : String(text);
+        if (title === "AA" && row[FIELD.aa_spread] !== null) {
+          td.append(el("span", ` ±${row[FIELD.aa_spread].toFixed(2)}`, {class: "spread", title: "half the 95% interval"}));
+        }
         if (title === "AA" && row[FIELD.flags].length) td.append(el("span", " ⚠", {class: "flag", "aria-hidden": "true"}));
         tr.append(td);
       });
