@@ -190,6 +190,6 @@ def test_curve_measures_read_the_curve_at_each_budget_and_average_it_up_to_16_25
 
     distances = np.full(100, np.inf, np.float32)
     distances[:60] = 0.02  # broken between 4/255 (0.0157) and 8/255 (0.0314)
-    at4, at8, at16, area = curve_measures(curve_summary(distances))
+    at4, at8, at16, area = curve_measures(curve_summary(distances))[0]
     assert (at4, at8, at16) == (100.0, 40.0, 40.0)
     assert area == pytest.approx(40 + 60 * 0.02 / (16 / 255), abs=0.5)  # 100% up to 0.02, then 40%

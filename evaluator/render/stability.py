@@ -36,13 +36,13 @@ class Stability:
     taus: list[float]  # per measure (1.0 for the reference itself)
 
 
-def curve_measures(curve: np.ndarray) -> list[float]:
-    """Robust accuracy (%) of a curve summary at each of ``BUDGETS`` and its mean over ``[0, AREA_UP_TO]``
-    (trapezoids on the grid: the normalized area under the curve)."""
-    values = curve.astype(np.float64) / 100.0
-    part, grid = values[_AREA], EPS_GRID[_AREA]
-    area = np.sum((part[1:] + part[:-1]) / 2 * np.diff(grid)) / grid[-1]
-    return [float(values[grid_index(eps)]) for eps in BUDGETS] + [float(area)]
+def curve_measures(curves: np.ndarray) -> np.ndarray:
+    """Robust accuracy (%) of curve summaries (one per row of *curves*) at each of ``BUDGETS`` and their mean
+    over ``[0, AREA_UP_TO]`` (trapezoids on the grid: the normalized area under the curve); rows x measures."""
+    values = np.atleast_2d(curves).astype(np.float64) / 100.0
+    part, grid = values[:, _AREA], EPS_GRID[_AREA]
+    area = np.sum((part[:, 1:] + part[:, :-1]) / 2 * np.diff(grid), axis=1) / grid[-1]
+    return np.column_stack([values[:, [grid_index(eps) for eps in BUDGETS]], area])
 
 
 def competition_ranks(values: Sequence[float]) -> list[int]:
@@ -53,12 +53,16 @@ def competition_ranks(values: Sequence[float]) -> list[int]:
 
 def kendall_tau_b(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Kendall's τ-b of two paired samples (ties in either count as neither concordant nor discordant); NaN when
-    either has no two distinct values."""
+    either has no two distinct values. One row of pairs at a time: memory linear in the sample size."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    upper = np.triu_indices(a.size, 1)
-    sa, sb = np.sign(a[:, None] - a[None, :])[upper], np.sign(b[:, None] - b[None, :])[upper]
-    denominator = np.sqrt(float(np.count_nonzero(sa)) * float(np.count_nonzero(sb)))
-    return float(np.sum(sa * sb) / denominator) if denominator else float("nan")
+    score, pairs_a, pairs_b = 0.0, 0, 0
+    for i in range(a.size - 1):
+        sa, sb = np.sign(a[i + 1:] - a[i]), np.sign(b[i + 1:] - b[i])
+        score += float(np.dot(sa, sb))
+        pairs_a += int(np.count_nonzero(sa))
+        pairs_b += int(np.count_nonzero(sb))
+    denominator = np.sqrt(float(pairs_a) * float(pairs_b))
+    return score / denominator if denominator else float("nan")
 
 
 def stability_tables(catalog: Catalog) -> Iterator[Stability]:
@@ -68,10 +72,11 @@ def stability_tables(catalog: Catalog) -> Iterator[Stability]:
         columns.setdefault((key[0], key[1]), []).append(key)
     reference = BUDGETS.index(REFERENCE)
     for (protocol, group), keys in columns.items():
-        measured: dict[str, list[list[float]]] = {}
+        measured: dict[str, list[np.ndarray]] = {}
         for key in keys:
-            for row in catalog.column_rows(key):
-                measured.setdefault(row.ap_key, []).append(curve_measures(row.curve))  # type: ignore[arg-type]
+            members = catalog.column_rows(key)  # one column's curves, measured at once
+            for row, values in zip(members, curve_measures(np.stack([r.curve for r in members]))):  # type: ignore[misc]
+                measured.setdefault(row.ap_key, []).append(values)
         complete = sorted(ap for ap, values in measured.items() if len(values) == len(keys))
         if not complete:
             continue
