@@ -277,6 +277,7 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
     # the smoke record's column has none
     curves = sorted(p.as_posix() for p in files if p.suffix == ".svg")
     assert curves == [f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.svg",
+                      f"leaderboard/curves/{PROTOCOL}/published_vs_evaluated.svg",  # both models were published
                       f"leaderboard/curves/models/{HARP_90.split('_R18')[0]}/{HARP_90}__{PROTOCOL}.svg",
                       f"leaderboard/curves/models/{HYDRA_90.split('_R18')[0]}/{HYDRA_90}__{PROTOCOL}.svg"]
     group_curve = files[Path(curves[0])].decode()

@@ -94,7 +94,7 @@ def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str],
     """One model's curve (bold) over the grey curves of its column's top rows *top* (whose pixels are
     *top_pixels*, by model key: drawn once per column, not once per page)."""
     context = [r for r in top if r.model_key != row.model_key]
-    series = [Series("", top_pixels[r.model_key], context=True) for r in context]
+    series = [Series(curve_label(r, labels, eps), top_pixels[r.model_key], context=True) for r in context]
     own = top_pixels.get(row.model_key) or curve_points(row.curve)  # type: ignore[arg-type]
     series.append(Series(curve_label(row, labels, eps), own, emphasis=True, band=curve_band(row)))
     if context:
