@@ -1,8 +1,9 @@
-"""How `apb leaderboard` and `apb site` scale: a synthetic repository of N APs x 24 evaluated models (2 datasets
-x 2 architectures x 6 sparsities, each record with a 10,000-sample sidecar and efficiency figures), rendered
-twice per command: into an empty folder ("fresh": every file created) and again over that output ("unchanged":
-every file compared, none written, as a re-render or `--check` does). Prints CPU seconds (user + system, one
-process; creating 48,000 files is mostly system time) and peak resident memory per N.
+"""How `apb validate`, `apb leaderboard` and `apb site` scale: a synthetic repository of N APs x 24 evaluated
+models (2 datasets x 2 architectures x 6 sparsities, each record with a 10,000-sample sidecar and efficiency
+figures), checked and rendered twice per command: into an empty folder ("fresh": every file created) and again
+over that output ("unchanged": every file compared, none written, as a re-render or `--check` does; validate
+writes nothing, so its two runs are two measurements). Prints CPU seconds (user + system, one process;
+creating 48,000 files is mostly system time) and peak resident memory per N.
 
     .venv/bin/python bench/bench_leaderboard.py                 # N = 100, 300, 1000
     .venv/bin/python bench/bench_leaderboard.py --aps 100 --keep /tmp/apb-bench
@@ -15,6 +16,7 @@ import argparse
 import hashlib
 import io
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -113,16 +115,27 @@ def measure(command: str, root: Path, out: Path) -> None:
     from evaluator.cli import main
 
     started = time.perf_counter()
-    code = main([command, "--root", str(root), "--out", str(out)])
+    code = main([command, "--root", str(root)] + ([] if command == "validate" else ["--out", str(out)]))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"code": code, "wall_s": time.perf_counter() - started, "cpu_s": usage.ru_utime + usage.ru_stime,
                       "user_s": usage.ru_utime, "sys_s": usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024}))
 
 
+def output_shape(out: Path) -> tuple[int, int, int]:
+    """Files written, the largest Markdown file (bytes: GitHub renders up to 500 KiB) and the most entries of one
+    folder (GitHub lists 1,000)."""
+    files = largest = widest = 0
+    for folder, folders, names in os.walk(out):
+        files += len(names)
+        widest = max(widest, len(folders) + len(names))
+        largest = max([largest] + [os.path.getsize(os.path.join(folder, name)) for name in names if name.endswith(".md")])
+    return files, largest, widest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aps", type=int, nargs="+", default=[100, 300, 1000])
-    parser.add_argument("--commands", nargs="+", default=["leaderboard", "site"])
+    parser.add_argument("--commands", nargs="+", default=["validate", "leaderboard", "site"])
     parser.add_argument("--keep", type=Path, default=None, help="build the repositories here and keep them")
     parser.add_argument("--measure", nargs=3, metavar=("COMMAND", "ROOT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -132,7 +145,7 @@ def main() -> None:
     base = args.keep or Path(tempfile.mkdtemp(prefix="apb-bench-"))
     print(f"python {sys.version.split()[0]}, {len(MODELS)} models per AP, {N_SAMPLES} samples per sidecar")
     print(f"{'APs':>6} {'records':>8} {'command':>12} {'output':>9} {'cpu s':>7} {'user s':>7} {'sys s':>6} "
-          f"{'wall s':>7} {'peak MiB':>9} {'files':>7}")
+          f"{'wall s':>7} {'peak MiB':>9} {'files':>7} {'max .md KiB':>11} {'max folder':>10}")
     try:
         for n in args.aps:
             root = base / f"repo-{n}"
@@ -148,10 +161,10 @@ def main() -> None:
                         print(child.stderr[-3000:])
                         raise SystemExit(f"{command} failed at N = {n}")
                     result = json.loads(child.stdout.strip().splitlines()[-1])
-                    files = sum(1 for p in out.rglob("*") if p.is_file())
+                    files, largest, widest = output_shape(out)
                     print(f"{n:>6} {n * len(MODELS):>8} {command:>12} {output:>9} {result['cpu_s']:>7.1f} "
                           f"{result['user_s']:>7.1f} {result['sys_s']:>6.1f} {result['wall_s']:>7.1f} "
-                          f"{result['peak_mib']:>9.0f} {files:>7}", flush=True)
+                          f"{result['peak_mib']:>9.0f} {files:>7} {largest / 1024:>11.0f} {widest:>10}", flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)

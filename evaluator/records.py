@@ -182,15 +182,23 @@ def sidecar_member_bound(n_samples: int | None) -> int:
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """95% Wilson score interval of a proportion, as fractions."""
+    low, high = wilson_intervals(np.array([successes]), n, z)
+    return (float(low[0]), float(high[0]))
+
+
+def wilson_intervals(successes: np.ndarray, n: int, z: float = 1.959963984540054) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`wilson_interval` of each count in *successes* (float64 arithmetic, so the same bits as one at a
+    time): the bands of a security curve, one interval per budget."""
+    k = np.asarray(successes, dtype=np.float64)
     if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
+        return np.zeros_like(k), np.ones_like(k)
+    p = k / n
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact bounds at the ends (no rounding residue)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return (low, high)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    low = np.where(k == 0, 0.0, np.maximum(0.0, centre - half))  # exact bounds at the ends (no rounding residue)
+    high = np.where(k == n, 1.0, np.minimum(1.0, centre + half))
+    return low, high
 
 
 def count_results(per_sample: PerSample, eps: float) -> dict[str, int]:

@@ -29,7 +29,8 @@ def random_row(rng: random.Random, index: int, *, ap_count: int = 12) -> Row:
     source = rng.choice(("evaluated", "evaluated", "published"))
     has_curve = rng.random() < 0.7
     return Row(
-        model_key=f"Ap{index % ap_count}_{index}", ap_key=f"Ap{index % ap_count}", dataset=rng.choice(DATASETS),
+        model_key=f"Ap{index % ap_count}_Doe2020Synthetic{index}_R18_CIFAR10_US_90", ap_key=f"Ap{index % ap_count}",
+        dataset=rng.choice(DATASETS),
         structure_kind=rng.choice(KINDS), architecture=rng.choice(ARCHITECTURES), sparsity=rng.choice((50, 90, 99)),
         source=source, protocol="published-2024" if source == "published" else rng.choice(("linf-a", "linf-b")),
         n_samples=rng.choice((0, 500, 10_000)),
@@ -97,16 +98,16 @@ def test_every_lookup_equals_a_scan_of_the_rows(rows, catalog):
         assert catalog.column_rows(key) == [r for r in rows if (r.protocol, r.group, r.column) == key
                                             and r.curve_bytes is not None]
     for protocol in catalog.evaluated_protocols():
-        for dataset in DATASETS:
+        for group in [(dataset, kind) for dataset in DATASETS for kind in KINDS]:
             series: dict = {}
             for r in evaluated:
-                if r.protocol == protocol and r.dataset == dataset and r.macs_effective \
+                if r.protocol == protocol and r.group == group and r.macs_effective \
                         and r.metric("aa_robust_accuracy") is not None:
-                    series.setdefault((r.structure_kind, r.architecture), []).append(
-                        (float(r.macs_effective), float(r.metric("aa_robust_accuracy"))))
-            found = catalog.efficiency_series(protocol, dataset, "aa_robust_accuracy")
+                    series.setdefault(r.architecture, []).append(
+                        (float(r.macs_effective), float(r.metric("aa_robust_accuracy")), r.ap_key))
+            found = catalog.efficiency_points(protocol, group, "aa_robust_accuracy")
             assert found == {key: sorted(points) for key, points in series.items()}
-            assert all(type(v) is float for points in found.values() for point in points for v in point)
+            assert all(type(v) is float for points in found.values() for point in points for v in point[:2])
     assert list(catalog.metric_values("hofmn_robust_accuracy")) == [
         (r.protocol, r.ap_key, r.dataset, r.metric("hofmn_robust_accuracy")) for r in rows
         if r.metric("hofmn_robust_accuracy") is not None]

@@ -137,3 +137,59 @@ def test_png_bytes_do_not_depend_on_the_process_or_the_users_matplotlibrc(tmp_pa
     out = subprocess.run([sys.executable, "-c", SUBPROCESS_RENDER, str(tmp_path / "d.npz")], env=env, cwd=REPO,
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [here, "False"]  # same bytes under a hostile matplotlibrc; torch never imported
+
+
+def test_curve_band_is_the_wilson_interval_of_the_samples_at_each_budget():
+    """A published-style curve of 128 samples, half of them never broken: its band is Wilson(64, 128), about
+    ±8.5 points, at every budget; at 10,000 samples about ±1."""
+    from evaluator.records import wilson_interval
+    from evaluator.render.curve_set import PERCENT_AXIS, curve_band
+    from evaluator.render.rows import Row
+    from evaluator.render.svg import y_pixels
+
+    def row(n: int) -> Row:
+        distances = np.where(np.arange(n) < n // 2, np.inf, 0.0).astype(np.float32)
+        return Row("m", "A", "CIFAR10", "US", "resnet18", 90, "published", "p", n, (None,) * 4, (), None,
+                   curve_summary(distances).tobytes(), None, (n, n - n // 2, n // 2), None, None, None)
+
+    for n, width in ((128, 8.5), (10_000, 1.0)):
+        low, high = wilson_interval(n // 2, n)
+        assert 100 * (high - low) / 2 == pytest.approx(width, abs=0.05)
+        ys = {int(point.split(",")[1]) for point in curve_band(row(n)).split()}
+        assert ys == {int(y_pixels(np.array([100 * high]), PERCENT_AXIS)[0]),
+                      int(y_pixels(np.array([100 * low]), PERCENT_AXIS)[0])}
+    assert curve_band(Row("m", "A", "CIFAR10", "US", "resnet18", 90, "published", "p", 0, (None,) * 4, (), None,
+                          None, None, None, None, None, None)) is None
+
+
+def test_pareto_front_is_the_best_accuracy_at_each_cost():
+    from evaluator.render.curve_set import pareto_front
+
+    points = [(10.0, 30.0, "a"), (20.0, 25.0, "b"), (20.0, 40.0, "c"), (5.0, 10.0, "d"), (40.0, 40.0, "e"),
+              (50.0, 41.0, "f"), (5.0, 10.0, "g")]
+    # d beats nothing cheaper; a is better than d; b loses to a (more MACs, less accuracy); e ties c at more MACs
+    assert [p[2] for p in pareto_front(points)] == ["d", "a", "c", "f"]
+    assert pareto_front([]) == []
+
+
+def test_kendall_tau_b_matches_scipy_and_ranks_share_displayed_ties():
+    from scipy.stats import kendalltau
+
+    from evaluator.render.stability import competition_ranks, kendall_tau_b
+
+    rng = np.random.default_rng(3)
+    for x, y in ((rng.random(40), rng.random(40)), (np.round(rng.random(30), 1), np.round(rng.random(30), 1)),
+                 ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])):
+        assert kendall_tau_b(x, y) == pytest.approx(kendalltau(x, y).statistic)
+    assert np.isnan(kendall_tau_b([1.0, 1.0], [1.0, 2.0]))
+    assert competition_ranks([50.0, 49.999, 40.0, 60.0]) == [2, 2, 4, 1]
+
+
+def test_curve_measures_read_the_curve_at_each_budget_and_average_it_up_to_16_255():
+    from evaluator.render.stability import curve_measures
+
+    distances = np.full(100, np.inf, np.float32)
+    distances[:60] = 0.02  # broken between 4/255 (0.0157) and 8/255 (0.0314)
+    at4, at8, at16, area = curve_measures(curve_summary(distances))[0]
+    assert (at4, at8, at16) == (100.0, 40.0, 40.0)
+    assert area == pytest.approx(40 + 60 * 0.02 / (16 / 255), abs=0.5)  # 100% up to 0.02, then 40%

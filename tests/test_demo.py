@@ -32,7 +32,7 @@ def test_the_demo_runs_end_to_end(tmp_path, capsys):
     assert len(PerSample.load(out / "records" / data["per_sample"]["file"])) == 8
     assert (out / "data" / "cifar-10-batches-py" / "test_batch").is_file()
     readme = (out / "leaderboard" / "README.md").read_text()
-    assert "smoke-v1" in readme and (out / "leaderboard" / "models" / f"{key}.md").is_file()
+    assert "smoke-v1" in readme and (out / "leaderboard" / "models" / "Demo_Example2025Magnitude" / f"{key}.md").is_file()
     assert (out / "security_curve.png").read_bytes().startswith(b"\x89PNG")
     # the demo's own repository shows its smoke record, which the benchmark would never accept
     problems = validate_paths(out, allow_file_urls=True)

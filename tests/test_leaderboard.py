@@ -15,9 +15,9 @@ import pytest
 from evaluator.cli import main
 from evaluator.keys import parse_model_key
 from evaluator.paths import records_dir
-from evaluator.records import iter_record_paths, read_record, record_stem, write_record
+from evaluator.records import iter_record_paths, read_record, record_stem, wilson_interval, write_record
 from evaluator.render import render_all
-from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, make_repo
+from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, flags_result, make_repo
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CSV = REPO.parent / "shared" / "seed" / "published-results.csv"
@@ -25,6 +25,11 @@ LEADERBOARD = Path("leaderboard/README.md")
 
 
 # ------------------------------------------------------------------------------------------ markdown parsing
+
+def model_path(model_key: str) -> Path:
+    """Where a model's page is generated: in its AP's folder."""
+    return Path("leaderboard/models") / parse_model_key(model_key).ap_key / f"{model_key}.md"
+
 
 def github_slug(heading: str) -> str:
     """GitHub's heading anchor (independent of the code under test): lower case, drop punctuation, spaces to -."""
@@ -73,13 +78,16 @@ LINK = re.compile(r"\[([^\]]*)\]\(([^)]*)\)")
 
 
 def parse_cell(cell: str) -> dict:
-    """``[80.54/**43.68**](target)†⚠`` -> clean, robust, link, bold, dagger, flag."""
+    """``[80.54/**43.68**](target)<sub>±0.97</sub>†⚠`` -> clean, robust, link, bold, dagger, flag, spread."""
+    spread = re.search(r"<sub>±([0-9.]+)</sub>", cell)
+    cell = re.sub(r"<sub>±[0-9.]+</sub>", "", cell)
     bare = cell.rstrip("†⚠")
     match = LINK.fullmatch(bare)
     text = match.group(1) if match else bare
     clean, robust = text.split("/")
     return {"clean": clean, "robust": robust.replace("**", ""), "link": match.group(2) if match else None,
-            "bold": "**" in robust, "dagger": "†" in cell[len(bare):], "flag": "⚠" in cell[len(bare):]}
+            "bold": "**" in robust, "dagger": "†" in cell[len(bare):], "flag": "⚠" in cell[len(bare):],
+            "spread": spread.group(1) if spread else None}
 
 
 NOT_CELLS = ("#", "AP", "Paper", "Year")
@@ -124,7 +132,8 @@ def check_links(files: dict[Path, bytes], root: Path) -> int:
             file_part, _, anchor = target.partition("#")
             normal = Path(os.path.normpath(path.parent / file_part)) if file_part else path
             assert not normal.is_absolute() and ".." not in normal.parts, f"{path}: {target} leaves the repository"
-            assert normal in files or (root / normal).exists(), f"{path}: broken link {target}"
+            hand_written = normal.parts[0] == "docs" and (REPO / normal).is_file()  # the docs every repository has
+            assert normal in files or (root / normal).exists() or hand_written, f"{path}: broken link {target}"
             if anchor:
                 assert anchor in anchors(files[normal].decode()), f"{path}: {target}: no such anchor"
             checked += 1
@@ -240,7 +249,8 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
             cell = parse_cell(rows[model_key.split("_")[0]]["ResNet18 90%"])
             assert (cell["clean"], cell["robust"]) == (f"{record['metrics']['clean_accuracy']:.2f}",
                                                        f"{record['metrics'][metric]:.2f}")
-            assert cell["link"] == f"models/{model_key}.md#evaluated-{PROTOCOL}" and not cell["dagger"]
+            assert cell["link"] == f"models/{parse_model_key(model_key).ap_key}/{model_key}.md#evaluated-{PROTOCOL}" \
+                and not cell["dagger"]
         if metric == "aa_robust_accuracy":  # published numbers fill the gaps, marked with a dagger
             other = parse_cell(rows["HYDRA"]["ResNet18 95%"])
             assert other["dagger"] and other["link"] is None
@@ -253,9 +263,9 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
     assert published_cells(readme)[("HYDRA", "CIFAR10", "US", "ResNet18", 90)] == published[
         ("HYDRA", "CIFAR10", "US", "ResNet18", 90)]
     # a page per evaluated model, with its provenance; none for the smoke record
-    pages = sorted(p.name for p in files if p.parent == Path("leaderboard/models"))
+    pages = sorted(p.name for p in files if p.parent.parent == Path("leaderboard/models"))
     assert pages == [f"{HARP_90}.md", f"{HYDRA_90}.md"]
-    page = files[Path(f"leaderboard/models/{HYDRA_90}.md")].decode()
+    page = files[model_path(HYDRA_90)].decode()
     record = records[HYDRA_90]
     for text in (PROTOCOL, record["checkpoint_sha256"], "2025-01-02T03:04:05Z", "0123abc", "hofmn-no-adversarial",
                  '"measured": 90.01', record["per_sample"]["sha256"], "4 with no adversarial found",
@@ -267,8 +277,9 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
     # the smoke record's column has none
     curves = sorted(p.as_posix() for p in files if p.suffix == ".svg")
     assert curves == [f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.svg",
-                      f"leaderboard/curves/models/{HARP_90}__{PROTOCOL}.svg",
-                      f"leaderboard/curves/models/{HYDRA_90}__{PROTOCOL}.svg"]
+                      f"leaderboard/curves/{PROTOCOL}/published_vs_evaluated.svg",  # both models were published
+                      f"leaderboard/curves/models/{HARP_90.split('_R18')[0]}/{HARP_90}__{PROTOCOL}.svg",
+                      f"leaderboard/curves/models/{HYDRA_90.split('_R18')[0]}/{HYDRA_90}__{PROTOCOL}.svg"]
     group_curve = files[Path(curves[0])].decode()
     assert group_curve.startswith("<svg") and ">4/255<" in group_curve and ">100%<" in group_curve
     assert f'<img src="curves/{PROTOCOL}/CIFAR10_US_R18_90.svg"' in readme
@@ -284,7 +295,7 @@ def test_evaluated_records_add_tables_daggers_pages_and_curves(evaluated_repo):
 def test_the_demo_can_render_a_non_leaderboard_protocol_on_request(evaluated_repo):
     root, _ = evaluated_repo
     files = render_all(root, protocols=["smoke-v1"])
-    assert Path(f"leaderboard/models/{HYDRA_95}.md") in files and Path(f"leaderboard/models/{HYDRA_90}.md") not in files
+    assert model_path(HYDRA_95) in files and model_path(HYDRA_90) not in files
     assert "HO-FMN, protocol `smoke-v1`" in files[LEADERBOARD].decode()
 
 
@@ -307,7 +318,7 @@ def test_command_writes_checks_and_names_each_stale_missing_and_extra_file(evalu
     assert "leaderboard/README.md: missing" in capsys.readouterr().err
     assert run_apb("--root", str(root)) == 0
     assert run_apb("--root", str(root), "--check") == 0
-    readme, page = root / LEADERBOARD, root / f"leaderboard/models/{HYDRA_90}.md"
+    readme, page = root / LEADERBOARD, root / model_path(HYDRA_90)
     readme.write_text(readme.read_text().replace("HARP", "HARP (best!)"))  # a hand edit
     page.unlink()
     (root / "leaderboard/notes.md").write_text("extra")
@@ -316,7 +327,7 @@ def test_command_writes_checks_and_names_each_stale_missing_and_extra_file(evalu
     assert run_apb("--root", str(root), "--check") == 1
     err = capsys.readouterr().err
     assert "error: leaderboard/README.md: stale" in err
-    assert f"error: leaderboard/models/{HYDRA_90}.md: missing" in err
+    assert f"error: {model_path(HYDRA_90).as_posix()}: missing" in err
     assert "error: leaderboard/notes.md: extra" in err
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # --check wrote nothing
     assert run_apb("--root", str(root)) == 0
@@ -424,22 +435,24 @@ def test_a_row_with_fewer_cells_never_ranks_above_and_marks_and_links_are_in_the
     evaluated = [float(parse_cell(autoattack["RADMM"][f"ResNet18 {s}%"])["robust"]) for s in (90, 95, 99)]
     assert autoattack["RADMM"]["mean AA (k/n)"] == f"{np.mean(evaluated):.2f} (3/3)"  # no published cell in it
     # links: evaluated cells to their model page's protocol section; AP to taxonomy; venue to the paper
-    assert parse_cell(hofmn["HYDRA"]["ResNet18 90%"])["link"] == f"models/{r18(hydra, 90)}.md#evaluated-{PROTOCOL}"
-    assert "(../taxonomy/README.md#hydra_sehwag2020hydra)" in hofmn["HYDRA"]["AP"]
+    assert parse_cell(hofmn["HYDRA"]["ResNet18 90%"])["link"] == f"models/{hydra}/{r18(hydra, 90)}.md#evaluated-{PROTOCOL}"
+    assert "(taxonomy/after-training.md#hydra_sehwag2020hydra)" in hofmn["HYDRA"]["AP"]  # its stage's entries page
     assert hofmn["HYDRA"]["Paper"].startswith("[NeurIPS 2020](https://") and hofmn["HYDRA"]["Year"] == "2020"
-    taxonomy = files[Path("taxonomy/README.md")].decode()
+    taxonomy = files[Path("leaderboard/taxonomy/after-training.md")].decode()
     hydra_entry = taxonomy.split("### HYDRA_Sehwag2020Hydra")[1].split("###")[0]
-    assert "[CIFAR10, unstructured (US)](../leaderboard/README.md#ap-hydra_sehwag2020hydra-cifar10-us)" in hydra_entry
+    assert "[CIFAR10, unstructured (US)](../README.md#ap-hydra_sehwag2020hydra-cifar10-us)" in hydra_entry
     # last updated: the newest record's date and evaluator commit, from provenance
     assert f"Last updated: 2025-03-08, evaluator commit `c09500000000` (newest record: `{r18(radmm, 95)}`" in readme
     # efficiency: a table, a trade-off figure and the model page's line
     assert f"### Efficiency, protocol `{PROTOCOL}`" in readme and "[50M (9%)](models/" in readme
-    assert f'<img src="curves/{PROTOCOL}/CIFAR10_efficiency.svg"' in readme
-    scatter = files[Path(f"leaderboard/curves/{PROTOCOL}/CIFAR10_efficiency.svg")].decode()
-    assert scatter.count("<circle") == 3 and "3 models" in scatter
-    page = files[Path(f"leaderboard/models/{r18(hydra, 95)}.md")].decode()
+    assert f'<img src="curves/{PROTOCOL}/CIFAR10_US_efficiency.svg" width="49%" alt="AutoAttack robust accuracy ' \
+           f'against effective multiply-accumulates per input, CIFAR10, unstructured (US), protocol {PROTOCOL}: 3 ' \
+           'models; Pareto front (best accuracy at each cost): HYDRA 50M MACs ' in readme
+    scatter = files[Path(f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_efficiency.svg")].decode()
+    assert scatter.count("<circle") == 3 and "3 models" in scatter and "Pareto front" in scatter
+    page = files[model_path(r18(hydra, 95))].decode()
     assert "Efficiency: 1.12M of 11.2M parameters non-zero; 50M effective multiply-accumulates" in page
-    assert "not measured" in files[Path(f"leaderboard/models/{r18(radmm, 95)}.md")].decode()
+    assert "not measured" in files[model_path(r18(radmm, 95))].decode()
     assert check_links(files, root) > 50
     analysis = files[Path("leaderboard/analysis.md")].decode()
     assert f"## Protocol `{PROTOCOL}`" in analysis and "| AT (TRADES) | 2 |" in analysis
@@ -529,6 +542,113 @@ def test_group_pages_are_paged_by_rank_with_every_row_once_and_working_links(tmp
     assert all(sorted(aps) == ["HARP", "HYDRA", "RADMM"] for aps in by_table.values()), by_table
     readme = files[LEADERBOARD].decode()
     assert "Showing 1 of 3 rows: [every row](groups/CIFAR10_US.md)" in readme
-    taxonomy = files[Path("taxonomy/README.md")].decode()
-    assert all(f"#ap-{ap_key.lower()}-cifar10-us)" in taxonomy for ap_key in THREE_APS)
+    taxonomy = "".join(data.decode() for path, data in files.items() if path.parent == Path("leaderboard/taxonomy"))
+    assert all(f"#ap-{ap_key.lower()}-cifar10-us)" in taxonomy for ap_key in THREE_APS)  # the entries' row links
     assert check_links(files, root) > 20  # the taxonomy's row links included, wherever each row's anchor landed
+
+
+def test_rank_groups_share_a_rank_where_the_paired_test_finds_no_difference(tmp_path):
+    """HARP and HYDRA differ by 5 of 30,000 paired samples (p = 0.06): one group, rank 1 in every evaluated table.
+    RADMM is 500 samples per cell behind: rank 3. The published table has no per-sample data: ranked as before
+    (distinct means, distinct ranks)."""
+    root = make_repo(tmp_path)
+    harp, hydra, radmm = THREE_APS
+    n = 10_000
+    for sparsity in (90, 95, 99):
+        add_evaluated(root, r18(harp, sparsity), flags=False, per_sample=flags_result(n, 3000 + 2 * (sparsity == 90)
+                                                                                     + 3 * (sparsity == 95)))
+        add_evaluated(root, r18(hydra, sparsity), flags=False, per_sample=flags_result(n, 3000))
+        add_evaluated(root, r18(radmm, sparsity), flags=False, per_sample=flags_result(n, 2500))
+    files = render_all(root)
+    readme = files[LEADERBOARD].decode()
+    found = {subsection: {ap_of(row["AP"]): row for row in rows} for _, subsection, rows in tables(readme)}
+    for title, ranking in (("AutoAttack", "mean AA (k/n)"), ("HO-FMN", "mean HO-FMN (k/n)"),
+                           ("Worst case (AutoAttack and HO-FMN)", "mean worst case (k/n)")):
+        table = found[f"{title}, protocol `{PROTOCOL}`"]
+        assert list(table) == ["HARP", "HYDRA", "RADMM"]
+        assert [table[ap]["#"] for ap in table] == ["1", "1", "3"], title
+        assert table["HARP"][ranking] == "30.02 (3/3)" and table["HYDRA"][ranking] == "30.00 (3/3)"
+        low, high = wilson_interval(3000, 10_000)  # HYDRA's cells: 3,000 robust of 10,000
+        assert parse_cell(table["HYDRA"]["ResNet18 90%"])["spread"] == f"{50 * (high - low):.2f}" == "0.90"
+    published = next(rows for _, subsection, rows in tables(readme) if subsection.startswith("Published"))
+    means = [row["mean AA (k/n)"] for row in published]
+    assert [row["#"] for row in published] == [str(i + 1) for i in range(len(published))]
+    assert len(set(means)) == len(means)  # distinct means: as before, no group without per-sample data
+
+
+def test_rank_groups_need_the_flags_of_every_ranked_cell(tmp_path, monkeypatch):
+    """Without per-sample flags (what published cells have) the same rows fall back to the displayed means."""
+    from evaluator.render import rows as rows_module
+
+    root = make_repo(tmp_path)
+    harp, hydra, _ = THREE_APS
+    for sparsity in (90, 95, 99):
+        add_evaluated(root, r18(harp, sparsity), flags=False, per_sample=flags_result(10_000, 3003))
+        add_evaluated(root, r18(hydra, sparsity), flags=False, per_sample=flags_result(10_000, 3000))
+    original = rows_module.row_of
+    monkeypatch.setattr(rows_module, "row_of", lambda root, result, eps=None: original(root, result))
+    readme = render_all(root)[LEADERBOARD].decode()
+    table = {ap_of(row["AP"]): row for _, subsection, rows in tables(readme) for row in rows
+             if subsection == f"AutoAttack, protocol `{PROTOCOL}`"}
+    assert (table["HARP"]["#"], table["HYDRA"]["#"]) == ("1", "2")
+
+
+def test_model_pages_show_where_autoattack_and_hofmn_disagree(tmp_path):
+    from evaluator.records import PerSample
+
+    root = make_repo(tmp_path)
+    n = 10_000
+    clean = np.arange(n) < 8000
+    aa = np.arange(n) < 3000
+    distances = np.where(clean, 0.003, 0.0).astype(np.float32)
+    distances[:2990] = np.inf  # HO-FMN broke 10 samples AutoAttack did not ...
+    distances[3000:3005] = 0.5  # ... and missed 5 that AutoAttack broke
+    model_key = r18(THREE_APS[0], 90)
+    add_evaluated(root, model_key, flags=False, per_sample=PerSample(np.arange(n), clean, aa, distances))
+    page = render_all(root)[model_path(model_key)].decode()
+    assert "| AutoAttack: robust | 2990 | 10 |" in page and "| AutoAttack: broken | 5 | 6995 |" in page
+    assert "The attacks disagree on 15 of 10000 samples (0.15%)" in page
+
+
+def test_analysis_shows_whether_the_order_holds_at_other_budgets(tmp_path):
+    """HARP resists small budgets (60% at 4/255) but falls at 8/255 (10%); HYDRA holds 30% up to 16/255: the
+    order at 4/255 is the reverse of the one at 8/255 (τ = -1), the one at 16/255 and by area the same."""
+    from evaluator.records import PerSample
+
+    root = make_repo(tmp_path)
+    n = 10_000
+    index = np.arange(n)
+    harp = np.where(index < 5000, 0.02, np.where(index < 6000, np.inf, 0.0)).astype(np.float32)
+    hydra = np.where(index < 3000, 0.1, np.where(index < 8000, 0.003, 0.0)).astype(np.float32)
+    for ap, distances in ((THREE_APS[0], harp), (THREE_APS[1], hydra)):
+        robust = distances > 8 / 255
+        for sparsity in (90, 95):
+            add_evaluated(root, r18(ap, sparsity), flags=False,
+                          per_sample=PerSample(index, distances > 0, robust, distances))
+    analysis = render_all(root)[Path("leaderboard/analysis.md")].decode()
+    section = analysis.split("## Rank stability across ε")[1].split(f"### `{PROTOCOL}` · CIFAR10, unstructured (US)")[1]
+    assert ("2 complete rows over 2 columns; Kendall's τ with the 8/255 order: ε = 4/255: -1.00, ε = 16/255: 1.00, "
+            "area to 16/255: 1.00.") in section
+    rows = {ap_of(row["AP"]): row for _, subsection, rows in tables(analysis) for row in rows
+            if subsection == f"`{PROTOCOL}` · CIFAR10, unstructured (US)"}
+    assert list(rows) == ["HYDRA", "HARP"]  # by the 8/255 rank
+    assert rows["HARP"]["rank (ε = 4/255, %)"] == "1 (60.00)" and rows["HARP"]["rank (ε = 8/255, %)"] == "2 (10.00)"
+    assert rows["HYDRA"]["rank (area to 16/255, %)"] == "1 (32.73)"  # 30% throughout, 80% below 0.003
+
+
+def test_analysis_compares_published_and_re_evaluated_numbers(tmp_path):
+    root = make_repo(tmp_path)
+    harp, hydra, _ = THREE_APS
+    published = {key: read_record(records_dir(root, parse_model_key(key).ap_key) / f"{record_stem(key, 'published-2024')}.json")
+                 ["metrics"]["aa_robust_accuracy"] for key in (r18(harp, 90), r18(hydra, 90))}
+    # HARP re-evaluated at its published number; HYDRA 10 points below it (far outside a ±1 point interval)
+    add_evaluated(root, r18(harp, 90), flags=False, per_sample=flags_result(10_000, round(published[r18(harp, 90)] * 100)))
+    add_evaluated(root, r18(hydra, 90), flags=False,
+                  per_sample=flags_result(10_000, round((published[r18(hydra, 90)] - 10) * 100)))
+    files = render_all(root)
+    analysis = files[Path("leaderboard/analysis.md")].decode()
+    assert f"### `{PROTOCOL}`\n\n2 models with both records; re-evaluated minus published: median -5.00 points; 1 " \
+           "published values lie outside the re-evaluation's 95% interval." in analysis
+    figure = files[Path(f"leaderboard/curves/{PROTOCOL}/published_vs_evaluated.svg")].decode()
+    assert figure.count("<circle") == 2 and figure.count('stroke="#555" stroke-width="1"') == 2  # points, bars
+    assert f'<img src="curves/{PROTOCOL}/published_vs_evaluated.svg"' in analysis

@@ -23,11 +23,19 @@ def test_downloads_hold_every_record_and_pages_reference_only_their_own_files(tm
         rows = list(csv.DictReader(handle))
     assert [r["model_key"] for r in rows] == [r["model_key"] for r in shown] and len(rows) == 19
     assert {r["ap_name"] for r in rows} == {"HARP", "HYDRA", "RADMM"}
+    for row, record in zip(rows, shown):  # the 95% intervals of the JSON, in the CSV
+        for metric in ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy"):
+            expected = (record.get("intervals") or {}).get(metric) or ["", ""]
+            assert [row[f"{metric}_low"], row[f"{metric}_high"]] == [str(v) for v in expected]
+    assert rows[[r["source"] for r in rows].index("evaluated")]["aa_robust_accuracy_low"] != ""
     for page in ("index.html", "compare.html", "analysis.html"):
         html = (out / page).read_text()
         assert "Content-Security-Policy" in html and "default-src 'self'" in html
-        for reference in re.findall(r'(?:src|href)="([^"]+)"', html):
+        for reference in re.findall(r'(?:src|<link [^>]*href)="([^"]+)"', html):  # what the page loads
             assert reference.startswith("data:") or (out / reference).is_file(), (page, reference)
+        links = re.findall(r'<a href="([^"]+)"', html)  # what a reader may follow: own files, or the paper
+        assert all((out / link.split("#")[0]).is_file() or link == "https://arxiv.org/abs/2409.01249"
+                   for link in links), links
     assert (out / "assets/plotly.min.js").stat().st_size > 1_000_000
     assert list((out / "data/curves").iterdir()) == [out / "data/curves/linf-8-255-v1__CIFAR10_US_R18_90.js"]
     rows_js = (out / "data/rows.js").read_text()
@@ -39,3 +47,15 @@ def test_downloads_hold_every_record_and_pages_reference_only_their_own_files(tm
     (other / "notes.txt").write_text("keep")
     assert main(["site", "--root", str(root), "--out", str(other)]) == 1
     assert "is not empty" in capsys.readouterr().err and (other / "notes.txt").read_text() == "keep"
+
+
+def test_box_statistics_by_hand_and_large_panels_are_summarized():
+    from evaluator.site import POINTS_CAP, analysis_panel, box_statistics
+
+    # quartiles by linear interpolation (plotly's default): 2, 3, 4; whiskers reach 1.5 IQR = 3: 100 is outside
+    assert box_statistics([4, 1, 100, 3, 2]) == {"n": 5, "q1": 2.0, "median": 3.0, "q3": 4.0, "lowerfence": 1.0,
+                                                  "upperfence": 4.0, "mean": 22.0}
+    small = analysis_panel("Stage", "p", {("a", "CIFAR10"): [1.0, 2.0]})
+    assert small == {"dimension": "Stage", "protocol": "p", "values": [["a", "CIFAR10", [1.0, 2.0]]]}
+    large = analysis_panel("Stage", "p", {("a", "CIFAR10"): [float(i % 7) for i in range(POINTS_CAP + 1)]})
+    assert "values" not in large and large["summary"][0][2]["n"] == POINTS_CAP + 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.site import build_site
-from tests.support.leaderboard_repo import THREE_APS, add_evaluated, make_repo
+from tests.support.leaderboard_repo import THREE_APS, add_evaluated, flags_result, make_repo
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
@@ -42,11 +42,30 @@ def site(tmp_path_factory):
         add_evaluated(root, f"{ap}_R18_CIFAR10_US_{sparsity}", seed=i, scale=scale, flags=i == 4)
     out = tmp / "site"
     build_site(root, out)
+    yield from serve(out)
+
+
+def serve(out: Path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(out)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", out
     server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ranked_site(tmp_path_factory):
+    """Three APs evaluated in CIFAR10 US ResNet18 90/95/99% with constructed per-sample flags: HARP is 3 of 30,000
+    samples ahead of HYDRA (not significant: one rank group), RADMM 500 per cell behind (rank 3)."""
+    tmp = tmp_path_factory.mktemp("ranked")
+    root = make_repo(tmp)
+    for ap, robust in zip(THREE_APS, (3001, 3000, 2500)):
+        for sparsity in (90, 95, 99):
+            add_evaluated(root, f"{ap}_R18_CIFAR10_US_{sparsity}", flags=ap == THREE_APS[2] and sparsity == 99,
+                          per_sample=flags_result(10_000, robust))
+    out = tmp / "site"
+    build_site(root, out, source_url="https://github.com/OWNER/REPO/blob/0123abc")
+    yield from serve(out)
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +96,10 @@ def requested_urls(driver) -> list[str]:
     return urls
 
 
-def wait_for(driver, script: str, timeout: float = 10.0):
+def wait_for(driver, script: str, timeout: float = 10.0, poll: float = 0.5):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(lambda d: d.execute_script(script))
+    return WebDriverWait(driver, timeout, poll_frequency=poll).until(lambda d: d.execute_script(script))
 
 
 def column(driver, title: str) -> list[str]:
@@ -95,7 +114,8 @@ def test_tables_sort_filter_and_search_and_nothing_leaves_the_origin(site, brows
     browser.get(f"{origin}/index.html")
     wait_for(browser, "return document.querySelectorAll('#leaderboard tbody tr').length > 0")
     assert browser.find_element("id", "count").text == "23 of 23 records"  # 18 published + 5 evaluated
-    aa = [float(v.rstrip(" ⚠")) for v in column(browser, "AA")]
+    aa = [float(v.rstrip(" ⚠").split(" ±")[0]) for v in column(browser, "AA")]
+    assert sum("±" in v for v in column(browser, "AA")) == 5  # the evaluated records show their interval
     assert aa == sorted(aa, reverse=True)  # the default order: AutoAttack robust accuracy, best first
     header = [th for th in browser.find_elements("css selector", "#leaderboard th") if th.text.startswith("clean")][0]
     header.click()
@@ -156,9 +176,166 @@ def test_analysis_draws_a_panel_per_dimension_and_protocol(site, browser):
     origin, _ = site
     browser.get(f"{origin}/analysis.html")
     wait_for(browser, "return document.querySelectorAll('#analysis .panel .main-svg').length > 0")
+    for panel in browser.find_elements("css selector", "#analysis .panel"):  # panels draw as they are scrolled to
+        browser.execute_script("arguments[0].scrollIntoView()", panel)
+    wait_for(browser, "return [...document.querySelectorAll('#analysis .panel')].every(p => p.data)")
     panels = browser.execute_script("return [...document.querySelectorAll('#analysis .panel')].map(p => p.data.length)")
     assert len(panels) == 2 * 6 and all(n == 1 for n in panels)  # 2 protocols x 6 dimensions, one dataset
     browser.save_screenshot(str(SCREENSHOTS / "analysis.png"))
-    assert [u for u in requested_urls(browser) if not u.startswith(origin + "/")] == []
+    urls = requested_urls(browser)
+    assert not any(u.endswith("/data/rows.js") for u in urls)  # the page does not load the rows it does not use
+    assert [u for u in urls if not u.startswith(origin + "/")] == []
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == []
+
+
+def ranking(browser, group: str) -> list[tuple[str, str, str, str]]:
+    """(#, AP, mean, p) of each row of a group's ranking table on the index page."""
+    rows = browser.find_elements("css selector", f"section.ranking[data-group='{group}'] tbody tr")
+    found = []
+    for row in rows:
+        cells = [td.text for td in row.find_elements("tag name", "td")]
+        found.append((cells[0], cells[1], cells[2], cells[4]))
+    return found
+
+
+def test_rankings_show_rank_groups_per_dataset_and_structure_in_the_readme_order(ranked_site, browser):
+    from selenium.webdriver.support.ui import Select
+
+    origin, out = ranked_site
+    browser.set_window_size(1400, 1000)
+    browser.get(f"{origin}/index.html")
+    wait_for(browser, "return document.querySelectorAll('section.ranking tbody tr').length > 0")
+    groups = [s.get_attribute("data-group") for s in browser.find_elements("css selector", "section.ranking")]
+    assert groups == ["CIFAR10-US"]
+    choice = Select(browser.find_element("css selector", "section.ranking select"))
+    assert [o.text for o in choice.options] == [
+        "AutoAttack, protocol linf-8-255-v1", "HO-FMN, protocol linf-8-255-v1",
+        "Worst case (AutoAttack and HO-FMN), protocol linf-8-255-v1", "Published (arXiv:2409.01249)"]
+    rows = ranking(browser, "CIFAR10-US")
+    assert [(rank, ap) for rank, ap, _, _ in rows] == [("1", "HARP"), ("1", "HYDRA"), ("3", "RADMM")]
+    assert rows[1][3] == "0.250" and rows[2][3] == "<0.001"  # 3 discordant samples: p = 2/8; 1,500: ~0
+    browser.save_screenshot(str(SCREENSHOTS / "rankings-desktop-1400.png"))
+    choice.select_by_index(3)  # the published table: no per-sample data, ranked by mean, no p
+    published = ranking(browser, "CIFAR10-US")
+    assert [rank for rank, _, _, _ in published] == ["1", "2", "3"] and {p for *_, p in published} == {""}
+    assert "rank-CIFAR10-US=3" in browser.execute_script("return location.hash")
+    browser.refresh()  # the address keeps the chosen table
+    wait_for(browser, "return document.querySelectorAll('section.ranking tbody tr').length > 0")
+    assert ranking(browser, "CIFAR10-US") == published
+    footer = {a.text: a.get_attribute("href") for a in browser.find_elements("css selector", "footer a")}
+    assert footer["Repository"] == "https://github.com/OWNER/REPO"
+    assert footer["How ranks and flags are made"] == "https://github.com/OWNER/REPO/blob/0123abc/docs/leaderboard.md#tables"
+    assert {"Paper (arXiv:2409.01249)", "Citation", "Contributing"} <= set(footer)
+
+
+def test_phone_width_never_scrolls_the_page_sideways_and_key_numbers_are_on_screen(ranked_site, browser):
+    origin, _ = ranked_site
+    browser.set_window_size(390, 844)
+    try:
+        for name in ("index.html", "compare.html", "analysis.html"):
+            browser.get(f"{origin}/{name}")
+            wait_for(browser, "return document.readyState === 'complete'")
+            width = browser.execute_script("return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            assert width[0] <= width[1], (name, width)
+            if name == "index.html":
+                wait_for(browser, "return document.querySelectorAll('section.ranking tbody tr').length > 0")
+                right = browser.execute_script(
+                    "const cells = document.querySelector('section.ranking tbody tr').children;"
+                    "return [cells[0].getBoundingClientRect().right, cells[2].getBoundingClientRect().right]")
+                assert max(right) <= width[1]  # rank and mean visible without scrolling
+                browser.save_screenshot(str(SCREENSHOTS / "rankings-phone-390.png"))
+    finally:
+        browser.set_window_size(1400, 1000)
+
+
+def test_headers_sort_from_the_keyboard_and_flags_say_why_as_text(ranked_site, browser):
+    from selenium.webdriver.common.keys import Keys
+
+    origin, _ = ranked_site
+    browser.get(f"{origin}/index.html")
+    wait_for(browser, "return document.querySelectorAll('#leaderboard tbody tr').length > 0")
+    button = browser.find_element("xpath", "//table[@id='leaderboard']//th/button[text()='clean']")
+    header = button.find_element("xpath", "..")
+    assert button.get_attribute("tabIndex") == "0" and header.get_attribute("aria-sort") is None
+    button.send_keys(Keys.ENTER)
+    assert header.get_attribute("aria-sort") == "descending"
+    button.send_keys(Keys.SPACE)
+    assert header.get_attribute("aria-sort") == "ascending"
+    assert "sort=8" in browser.execute_script("return location.hash")
+    assert "⚠ hofmn-no-adversarial" in column(browser, "flags")  # the reason as visible text, not a tooltip
+
+
+def test_filters_and_comparisons_live_in_the_address(ranked_site, browser):
+    from selenium.webdriver.support.ui import Select
+
+    origin, _ = ranked_site
+    browser.get(f"{origin}/index.html")
+    wait_for(browser, "return document.querySelectorAll('#leaderboard tbody tr').length > 0")
+    Select(browser.find_element("css selector", "select[data-filter=protocol]")).select_by_visible_text("linf-8-255-v1")
+    browser.find_element("id", "search").send_keys("HYDRA")
+    address = browser.current_url
+    assert "f.protocol=linf-8-255-v1" in address and "q=hydra" in address
+    browser.get("about:blank")
+    browser.get(address)
+    wait_for(browser, "return document.querySelectorAll('#leaderboard tbody tr').length > 0")
+    assert browser.find_element("id", "count").text == "3 of 27 records"
+    assert browser.find_element("id", "search").get_attribute("value") == "hydra"
+    browser.get(f"{origin}/compare.html")
+    wait_for(browser, "return document.querySelectorAll('#models option').length > 0")
+    assert browser.find_element("id", "picked-empty").is_displayed()  # says why the table is empty
+    assert "of 9 models with curves match" in browser.find_element("id", "picker-note").text
+    browser.find_element("css selector", "#models option").click()
+    browser.find_element("id", "add").click()
+    wait_for(browser, "return document.querySelectorAll('#picked tbody tr').length === 1")
+    address = browser.current_url
+    assert "models=" in address and not browser.find_element("id", "picked-empty").is_displayed()
+    link = browser.find_element("css selector", "#picked tbody a").get_attribute("href")
+    assert link.startswith("https://github.com/OWNER/REPO/blob/0123abc/leaderboard/models/") and link.endswith(".md")
+    assert link.split("/")[-2] == link.split("/")[-1].split("_R18")[0]  # the page in its AP's folder
+    browser.get("about:blank")
+    browser.get(address)
+    wait_for(browser, "return document.querySelectorAll('#picked tbody tr').length === 1")
+
+
+def test_analysis_draws_within_3_s_at_1000_aps(site, browser, tmp_path):
+    """The analysis page of 1,000 APs (24 cells each, 6 dimensions x 2 protocols: 288,000 cells in its panels, as
+    `apb site` writes them) shows its first panel within 3 s: box statistics instead of the points, panels drawn
+    as they scroll into view, no rows.js."""
+    import random
+    import time
+
+    from evaluator.site import analysis_panel, js_data
+
+    _, out = site
+    big = tmp_path / "site"
+    shutil.copytree(out, big, ignore=shutil.ignore_patterns("curves"))
+    analysis = json.loads((out / "data" / "analysis.js").read_text().split(" = ", 1)[1].rstrip(";\n"))
+    rng = random.Random(0)
+    panels = [analysis_panel(dimension, protocol, {(f"value {v}", dataset): [round(rng.uniform(0, 60), 2)
+                                                                              for _ in range(3000)]
+                                                    for v in range(4) for dataset in ("CIFAR10", "SVHN")})
+              for dimension in sorted({panel["dimension"] for panel in analysis["panels"]})
+              for protocol in ("linf-8-255-v1", "published-2024")]
+    assert sum(s["n"] for panel in panels for *_, s in panel["summary"]) == 1000 * 24 * len(panels)
+    data = {"datasets": ["CIFAR10", "SVHN"], "panels": panels, "tables": analysis["tables"]}
+    (big / "data" / "analysis.js").write_text(js_data("APB_ANALYSIS", data))
+    assert (big / "data" / "analysis.js").stat().st_size < 100_000
+    (big / "data" / "rows.js").unlink()  # the page must not need it
+    server = serve(big)
+    origin, _ = next(server)
+    try:
+        browser.get("about:blank")
+        started = time.perf_counter()
+        browser.get(f"{origin}/analysis.html")
+        wait_for(browser, "return document.querySelectorAll('#analysis .panel .main-svg').length > 0", poll=0.02)
+        elapsed = time.perf_counter() - started
+        browser.save_screenshot(str(SCREENSHOTS / "analysis-1000-aps.png"))
+        drawn = browser.execute_script("return [...document.querySelectorAll('#analysis .panel')].map(p => p.dataset.drawn || '')")
+        assert drawn[0] == "boxes" and drawn.count("") > len(drawn) // 2  # boxes only; the rest wait to be seen
+        first = browser.execute_script("return document.querySelector('#analysis .panel').data[0]")
+        assert first["median"] == [s["median"] for value, dataset, s in panels[0]["summary"] if dataset == "CIFAR10"]
+        assert elapsed < 3.0, f"{elapsed:.1f} s"
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        next(server, None)

@@ -76,9 +76,14 @@ def test_tables_reproduce_the_seed_readme_with_the_pwoa_structure_correction(rea
 
 
 def test_names_link_to_entry_headings_and_the_legend_is_the_vocabularys(readme):
-    headings = {line[4:].lower() for line in readme.splitlines() if line.startswith("### ")}
-    targets = [target for _, target in LINK.findall(readme.split("## Legend")[0]) if target.startswith("#")]
-    assert len(targets) == 26 and {t[1:] for t in targets} == headings
+    files = render_all(REPO)
+    pages = {path: data.decode() for path, data in files.items() if path.parent == Path("leaderboard/taxonomy")}
+    assert sorted(p.name for p in pages) == ["after-training.md", "before-training.md", "during-training.md"]
+    headings = {(f"../leaderboard/taxonomy/{path.name}", line[4:].lower())
+                for path, text in pages.items() for line in text.splitlines() if line.startswith("### ")}
+    targets = [tuple(target.split("#")) for _, target in LINK.findall(readme.split("## Legend")[0])]
+    assert len(targets) == 26 and set(targets) == headings  # each name links to its entry on its stage's page
+    assert "### " not in readme and all(len(data) < 500 * 1024 for data in files.values())
     legend_lines = readme.split("## Legend\n\n")[1].split("\n\n")[0].splitlines()
     assert legend_lines == [f"- {a}: {d}" for a, d in legend(load_vocabulary(REPO))]
     assert legend_lines[0] == "- AT: Adversarial Training" and "- n.s.: Not Specified" in legend_lines

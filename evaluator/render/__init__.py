@@ -2,7 +2,7 @@
 
 :func:`render_into` hands each generated file (path relative to the root, bytes) to a sink as soon as it is
 made: ``leaderboard/README.md`` (and ``leaderboard/groups/*.md`` where its tables are cut), the per-model pages
-``leaderboard/models/<model_key>.md``, the figures ``leaderboard/curves/...svg``, ``leaderboard/analysis.md``
+``leaderboard/models/<ap_key>/<model_key>.md``, the figures ``leaderboard/curves/...svg``, ``leaderboard/analysis.md``
 and ``taxonomy/README.md``. Records are read one model at a time; what is kept is a compact row per record
 (:mod:`evaluator.render.rows`), on disk (:mod:`evaluator.render.catalog`), so memory does not grow with the
 number of records nor with their sidecars' size.
@@ -42,11 +42,13 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     from evaluator.render.catalog import Catalog
     from evaluator.render.inputs import EVALUATED, iter_model_records
     from evaluator.render.labels import ap_labels
-    from evaluator.render.layout import ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, efficiency_file, model_page
+    from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, TAXONOMY_README, efficiency_file, model_page,
+                                         reevaluation_file, relative_link, taxonomy_page)
     from evaluator.render.pages import render_model_page
+    from evaluator.render.reevaluation import comparisons
     from evaluator.render.readme import Anchors, render_readme, taxonomy_links
     from evaluator.render.rows import row_of
-    from evaluator.render.taxonomy_tables import render_taxonomy_readme
+    from evaluator.render.taxonomy_tables import render_taxonomy_entries, render_taxonomy_readme
     from evaluator.submissions import iter_taxonomies
     from evaluator.taxonomy import load_vocabulary
 
@@ -79,7 +81,7 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
             if ap_key not in labels:
                 raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
                                                       f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
-            rows = [row_of(root, result) for result in results]
+            rows = [row_of(root, result, marked_eps(result.protocol)) for result in results]
             catalog.add(rows)
             if any(result.record["source"] == EVALUATED for result in results):
                 emit(model_page(results[0].model_key),
@@ -89,17 +91,28 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
         curves = catalog.curve_columns()
         for key in curves:
             emit_column_curves(catalog, key, labels, marked_eps(key[0]), emit)
-        efficiency = set()
+        efficiency: dict[PurePosixPath, str] = {}  # figure -> its alt text
         for protocol in catalog.evaluated_protocols():
-            for dataset in catalog.datasets():
-                if emit_efficiency(catalog, protocol, dataset, emit):
-                    efficiency.add(efficiency_file(protocol, dataset))
+            for group in catalog.groups():
+                alt = emit_efficiency(catalog, protocol, group, labels, emit)
+                if alt is not None:
+                    efficiency[efficiency_file(protocol, group)] = alt
         anchors = Anchors()
         readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
                                lambda page, text: emit(page, text.encode("utf-8")))
         emit(LEADERBOARD_README, readme.encode("utf-8"))
-        emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions).encode("utf-8"))
-    emit(TAXONOMY_README, render_taxonomy_readme(entries, vocabulary, taxonomy_links(anchors, TAXONOMY_README))
+        compared = comparisons(catalog)
+        for comparison in compared:
+            emit(reevaluation_file(comparison.protocol), comparison.svg.encode("utf-8"))
+        emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions, labels, compared).encode("utf-8"))
+    stages = [stage for stage in vocabulary["pipelines"] if any(e["pipeline"]["stage"] == stage for e in entries)]
+    for stage in stages:  # the entries, a page per stage (taxonomy/README.md keeps the tables)
+        emit(taxonomy_page(stage), render_taxonomy_entries(entries, stage, vocabulary,
+                                                           taxonomy_links(anchors, taxonomy_page(stage)),
+                                                           relative_link(taxonomy_page(stage), TAXONOMY_README))
+             .encode("utf-8"))
+    pages = {stage: relative_link(TAXONOMY_README, taxonomy_page(stage)) for stage in stages}
+    emit(TAXONOMY_README, render_taxonomy_readme(entries, vocabulary, taxonomy_links(anchors, TAXONOMY_README), pages)
          .encode("utf-8"))
 
 
@@ -120,15 +133,19 @@ def emit_column_curves(catalog: Catalog, key: CurveColumn, labels: Mapping[str, 
                  model_curve_svg(row, top, pixels, labels, protocol, eps).encode("utf-8"))
 
 
-def emit_efficiency(catalog: Catalog, protocol: str, dataset: str, emit: Sink) -> bool:
-    """The robust-accuracy-vs-MACs figure of a protocol and dataset, if any model has efficiency figures."""
+def emit_efficiency(catalog: Catalog, protocol: str, group: tuple[str, str], labels: Mapping[str, ApLabel],
+                    emit: Sink) -> str | None:
+    """The robust-accuracy-vs-MACs figure of a protocol, dataset and structure, if any model has efficiency
+    figures; returns its alt text (None: no figure)."""
     from evaluator.render.curve_set import efficiency_svg
     from evaluator.render.layout import efficiency_file
 
-    points = catalog.efficiency_series(protocol, dataset, "aa_robust_accuracy")
-    if points:
-        emit(efficiency_file(protocol, dataset), efficiency_svg(points, protocol, dataset, "AutoAttack").encode())
-    return bool(points)
+    points = catalog.efficiency_points(protocol, group, "aa_robust_accuracy")
+    if not points:
+        return None
+    figure, alt = efficiency_svg(points, protocol, group, "AutoAttack", labels)
+    emit(efficiency_file(protocol, group), figure.encode("utf-8"))
+    return alt
 
 
 def render_all(root: Path, *, protocols: Collection[str] | None = None) -> dict[Path, bytes]:

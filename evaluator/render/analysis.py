@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from statistics import median
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from evaluator.render.catalog import Catalog
 from evaluator.render.layout import ANALYSIS_PAGE, LEADERBOARD_README, relative_link
@@ -77,7 +77,10 @@ def analysis_tables(catalog: Catalog, entries: list[dict]) -> Iterable[tuple[str
             yield protocol, dimension["title"], headers, rows
 
 
-def render_analysis(catalog: Catalog, entries: list[dict], descriptions: Mapping[str, str]) -> str:
+def render_analysis(catalog: Catalog, entries: list[dict], descriptions: Mapping[str, str],
+                    labels: Mapping[str, Any] | None = None, compared: Sequence[Any] = ()) -> str:
+    """The analysis page: the dimension tables, rank stability across ε and, for each *compared* protocol
+    (:class:`~evaluator.render.reevaluation.Comparison`), the published vs re-evaluated figure."""
     lines = ["# Robust accuracy by taxonomy dimension", "", GENERATED_NOTE, "",
              f"AutoAttack robust accuracy (%) of the [leaderboard]({relative_link(ANALYSIS_PAGE, LEADERBOARD_README)})'s "
              "cells, grouped by each dimension of the taxonomy: per value, the APs that have it and, per dataset, "
@@ -93,4 +96,46 @@ def render_analysis(catalog: Catalog, entries: list[dict], descriptions: Mapping
         lines += ["", f"### {title}", "", simple_table(headers, rows)]
     if current is None:
         lines += ["", "No records yet."]
+    lines += stability_section(catalog, labels)
+    if compared:
+        from evaluator.render.layout import reevaluation_file
+
+        lines += ["", "## Published vs re-evaluated", "",
+                  "Each model with a published record and an evaluated one: its published AutoAttack robust accuracy "
+                  "(x) against the re-evaluated one (y, with its 95% interval); on the dashed diagonal they agree."]
+        for comparison in compared:
+            lines += ["", f"### `{comparison.protocol}`", "", comparison.summary(), "",
+                      f'<img src="{relative_link(ANALYSIS_PAGE, reevaluation_file(comparison.protocol))}" '
+                      f'width="70%" alt="published against re-evaluated AutoAttack robust accuracy, '
+                      f'{comparison.protocol}: {comparison.summary()}">']
     return "\n".join(lines) + "\n"
+
+
+STABILITY_ROWS = 25  # rows of each stability table (the best at 8/255); τ covers every complete row
+
+
+def stability_section(catalog: Catalog, labels: Mapping[str, Any] | None) -> list[str]:
+    """Rank stability across ε and the ranking by area under the curve (:mod:`evaluator.render.stability`)."""
+    from evaluator.render.layout import group_title
+    from evaluator.render.stability import MEASURES, stability_tables
+
+    lines: list[str] = []
+    for found in stability_tables(catalog):
+        if not lines:
+            lines = ["", "## Rank stability across ε", "",
+                     "From the HO-FMN security curves: each group's complete rows (a curve in every column) ranked by "
+                     "their mean robust accuracy at three budgets and by the mean area under their curves up to "
+                     "16/255, beside the rank at 8/255. Kendall's τ compares each order with the 8/255 one (1: the "
+                     "same order, -1: reversed). Ranks here share only equal values: the paired tests of the "
+                     "leaderboard tables are made at the protocol's ε."]
+        taus = ", ".join(f"{measure}: {tau:.2f}" for measure, tau in zip(MEASURES, found.taus)
+                         if measure != MEASURES[1])
+        shown = found.rows[:STABILITY_ROWS]
+        rows = [[labels[ap].name if labels and ap in labels else ap,
+                 *(f"{rank} ({value:.2f})" for rank, value in values)] for ap, values in shown]
+        lines += ["", f"### `{found.protocol}` · {group_title(found.group)}", "",
+                  f"{len(found.rows)} complete rows over {found.columns} columns; Kendall's τ with the 8/255 order: "
+                  f"{taus}." + (f" The best {len(shown)} at 8/255:" if len(found.rows) > len(shown) else ""), "",
+                  simple_table(["AP", *(f"rank ({m}, %)" for m in MEASURES)], rows,
+                               ["left", *["right"] * len(MEASURES)])]
+    return lines

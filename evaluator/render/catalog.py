@@ -25,7 +25,8 @@ METRIC_COLUMNS = tuple(f"metric_{name}" for name in METRIC_NAMES)
 FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "source", "protocol",
           "n_samples", *METRIC_COLUMNS, "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective",
           "curve", "range_start", "range_stop", "samples", "distance_zero", "distance_inf", "date", "git_commit",
-          "reference")
+          "reference", "aa_bits", "hofmn_bits")
+LIGHT = ("curve", "aa_bits", "hofmn_bits")  # the large fields, read only where asked for
 SCHEMA = (f"CREATE TABLE rows (id INTEGER PRIMARY KEY, {', '.join(FIELDS)});\n"
           "CREATE INDEX rows_by_group ON rows (dataset, structure_kind, ap_key);\n"
           "CREATE INDEX rows_by_column ON rows (protocol, dataset, structure_kind, architecture, sparsity);")
@@ -42,7 +43,8 @@ def _stored(row: Row) -> tuple:
     counts = row.distance_counts or (None, None, None)
     return (row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.source,
             row.protocol, row.n_samples, *row.metrics, FLAG_SEPARATOR.join(row.flags), *efficiency,
-            row.curve_bytes, *sample_range, *counts, row.date, row.commit, row.reference)
+            row.curve_bytes, *sample_range, *counts, row.date, row.commit, row.reference, row.aa_bits,
+            row.hofmn_bits)
 
 
 _METRICS = slice(9, 9 + len(METRIC_NAMES))
@@ -52,15 +54,15 @@ _REST = 9 + len(METRIC_NAMES)
 def _row(values: tuple) -> Row:
     """The :class:`Row` stored as *values* (in ``FIELDS`` order)."""
     model_key, ap_key, dataset, structure_kind, architecture, sparsity, source, protocol, n_samples = values[:9]
-    flags, total, nonzero, dense, effective, curve, start, stop, samples, zero, inf, date, commit, reference = \
-        values[_REST:]
+    (flags, total, nonzero, dense, effective, curve, start, stop, samples, zero, inf, date, commit, reference,
+     aa_bits, hofmn_bits) = values[_REST:]
     return Row(model_key=model_key, ap_key=ap_key, dataset=dataset, structure_kind=structure_kind,
                architecture=architecture, sparsity=sparsity, source=source, protocol=protocol, n_samples=n_samples,
                metrics=values[_METRICS], flags=tuple(flags.split(FLAG_SEPARATOR)) if flags else (),
                efficiency=None if total is None else (total, nonzero, dense, effective), curve_bytes=curve,
                sample_range=None if start is None else (start, stop),
                distance_counts=None if samples is None else (samples, zero, inf), date=date, commit=commit,
-               reference=reference)
+               reference=reference, aa_bits=aa_bits, hofmn_bits=hofmn_bits)
 
 
 class Catalog:
@@ -72,8 +74,9 @@ class Catalog:
         self._db = self._spill.db
         self._count = 0
         self._pending: list[tuple] = []  # rows added but not yet written
-        self._with_curve = ", ".join(FIELDS)
-        self._without_curve = self._with_curve.replace("curve,", "NULL,", 1)
+        self._with_curve = ", ".join(field if field not in LIGHT[1:] else "NULL" for field in FIELDS)
+        self._without_curve = ", ".join(field if field not in LIGHT else "NULL" for field in FIELDS)
+        self._with_bits = ", ".join(field if field != "curve" else "NULL" for field in FIELDS)
 
     def close(self) -> None:
         self._spill.close()
@@ -105,8 +108,9 @@ class Catalog:
         self._flush()
         return self._db.execute(query, parameters)
 
-    def _rows(self, where: str = "1", parameters: tuple = (), *, curves: bool, order: str = "id") -> Iterator[Row]:
-        fields = self._with_curve if curves else self._without_curve
+    def _rows(self, where: str = "1", parameters: tuple = (), *, curves: bool, order: str = "id",
+              bits: bool = False) -> Iterator[Row]:
+        fields = self._with_bits if bits else self._with_curve if curves else self._without_curve
         for values in self._execute(f"SELECT {fields} FROM rows WHERE {where} ORDER BY {order}", parameters):
             yield _row(values)
 
@@ -153,6 +157,11 @@ class Catalog:
                                 (*group, *chosen), curves=False)
         return found
 
+    def robust_bits(self, group: Group, protocol: str, ap_key: str) -> list[Row]:
+        """An AP's evaluated rows of *protocol* in a group with their bit-packed robust flags (no curves)."""
+        return list(self._rows(f"dataset = ? AND structure_kind = ? AND ap_key = ? AND protocol = ? AND {EVALUATED}",
+                               (*group, ap_key, protocol), curves=False, bits=True))
+
     def columns(self, group: Group) -> list[Column]:
         """Both architectures, each with every sparsity any record of the group has."""
         architectures = sorted(set(self._distinct("architecture", "dataset = ? AND structure_kind = ?", group))
@@ -175,17 +184,27 @@ class Catalog:
                                "sparsity = ? AND curve IS NOT NULL", (protocol, dataset, kind, architecture,
                                                                       sparsity), curves=True))
 
-    def efficiency_series(self, protocol: str, dataset: str, metric: str) -> dict[tuple[str, str], list[tuple[float, float]]]:
-        """``(structure kind, architecture) -> [(effective MACs, metric), ...]``, sorted, of the evaluated rows of
-        *protocol* on *dataset* with a non-zero effective MAC count and a value of *metric*."""
+    def efficiency_points(self, protocol: str, group: Group, metric: str) -> dict[str, list[tuple[float, float, str]]]:
+        """``architecture -> [(effective MACs, metric, ap_key), ...]``, sorted, of the evaluated rows of *protocol*
+        in *group* with a non-zero effective MAC count and a value of *metric*."""
         column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]
-        found: dict[tuple[str, str], list[tuple[float, float]]] = {}
-        for kind, architecture, macs, value in self._execute(
-                f"SELECT structure_kind, architecture, CAST(macs_effective AS REAL), CAST({column} AS REAL) FROM rows "
-                f"WHERE {EVALUATED} AND protocol = ? AND dataset = ? AND macs_effective AND {column} IS NOT NULL "
-                "ORDER BY structure_kind, architecture, 3, 4", (protocol, dataset)):
-            found.setdefault((kind, architecture), []).append((macs, value))
+        found: dict[str, list[tuple[float, float, str]]] = {}
+        for architecture, macs, value, ap_key in self._execute(
+                f"SELECT architecture, CAST(macs_effective AS REAL), CAST({column} AS REAL), ap_key FROM rows "
+                f"WHERE {EVALUATED} AND protocol = ? AND dataset = ? AND structure_kind = ? AND macs_effective "
+                f"AND {column} IS NOT NULL ORDER BY architecture, 2, 3, 4", (protocol, *group)):
+            found.setdefault(architecture, []).append((macs, value, ap_key))
         return found
+
+    def published_pairs(self, metric: str) -> Iterator[tuple[str, str, float, float, int]]:
+        """``(protocol, ap_key, published value, evaluated value, evaluated samples)`` of *metric* for every model
+        with both a published and an evaluated record, by protocol and model key."""
+        column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]
+        return iter(self._execute(
+            f"SELECT e.protocol, e.ap_key, CAST(p.{column} AS REAL), CAST(e.{column} AS REAL), e.n_samples "
+            f"FROM rows e JOIN rows p ON p.model_key = e.model_key AND p.source = '{PUBLISHED}' "
+            f"WHERE e.{EVALUATED} AND p.{column} IS NOT NULL AND e.{column} IS NOT NULL "
+            "ORDER BY e.protocol, e.model_key"))
 
     def metric_values(self, metric: str) -> Iterator[tuple[str, str, str, float]]:
         """``(protocol, ap_key, dataset, value)`` of every row with a value of *metric*, one at a time."""

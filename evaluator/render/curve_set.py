@@ -1,9 +1,10 @@
 """The leaderboard's figures, drawn from curve summaries (never from the distances themselves):
 
 - a security curve per (protocol, dataset, structure, architecture, sparsity): the ``TOP_K`` models with the
-  highest robust accuracy at the marked budget (the site compares any others);
+  highest robust accuracy at the marked budget (the site compares any others), each in its 95% band;
 - a curve per model page: the model's own curve, bold, over its column's top ``TOP_K`` in grey;
-- per protocol and dataset, robust accuracy vs effective MACs per input of every evaluated model.
+- per protocol, dataset and structure, robust accuracy vs effective MACs per input of every evaluated model,
+  with the Pareto front named.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 from evaluator.render.curves import EPS_GRID, EPS_TICKS_255, eps_label, grid_index, tick_label
 from evaluator.render.layout import group_title
 from evaluator.render.rows import Row
-from evaluator.render.svg import Axis, Series, line_chart, log_ticks, pixel_points, scatter_chart, x_pixels, y_pixels
+from evaluator.render.svg import (Axis, Series, line_chart, log_ticks, pixel_points, scatter_chart, si_label, x_pixels,
+                                  y_pixels)
 from evaluator.render.tables import ApLabel, column_title
 
 TOP_K = 8  # curves per column figure
@@ -32,6 +34,21 @@ _DRAWN_X = x_pixels(EPS_GRID[DRAWN], EPS_AXIS)  # the same budgets on every curv
 def curve_points(curve: np.ndarray) -> str:
     """The pixels of a curve summary's line on the curve axes."""
     return pixel_points(_DRAWN_X, y_pixels(curve[DRAWN].astype(np.float64) / 100.0, PERCENT_AXIS))
+
+
+def curve_band(row: Row) -> str | None:
+    """The pixels of the 95% band around a row's curve: at each drawn budget, the Wilson interval of its robust
+    count on the samples the curve was measured on (about ±9 points at 128 samples, ±1 at 10,000)."""
+    from evaluator.records import wilson_intervals
+
+    if row.curve is None or not row.distance_counts:
+        return None
+    n = row.distance_counts[0]
+    robust = np.rint(row.curve[DRAWN].astype(np.float64) * n / 10000.0)  # the counts the summary was made from
+    low, high = wilson_intervals(robust, n)
+    upper = pixel_points(_DRAWN_X, y_pixels(100.0 * high, PERCENT_AXIS))
+    lower = pixel_points(_DRAWN_X[::-1], y_pixels(100.0 * low[::-1], PERCENT_AXIS))
+    return f"{upper} {lower}"
 
 
 def at_eps(row: Row, eps: float) -> float:
@@ -64,9 +81,10 @@ def group_curve_svg(rows: Sequence[Row], labels: Mapping[str, ApLabel], protocol
     first = rows[0]
     title = (f"{group_title(first.group)} · {column_title(first.column)} · {protocol} "
              f"({samples_note(rows)})")
-    series = [Series(curve_label(r, labels, eps), curve_points(r.curve)) for r in shown]  # type: ignore[arg-type]
-    legend = f"top {len(shown)} of {len(rows)} at ε = {eps_label(eps)}" if len(rows) > len(shown) else \
-        f"robust accuracy at ε = {eps_label(eps)}"
+    series = [Series(curve_label(r, labels, eps), curve_points(r.curve), band=curve_band(r))  # type: ignore[arg-type]
+              for r in shown]
+    legend = (f"HO-FMN at {eps_label(eps)}, top {len(shown)} of {len(rows)}" if len(rows) > len(shown) else
+              f"HO-FMN at ε = {eps_label(eps)}")
     return line_chart(title, series, EPS_AXIS, PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
                       legend_title=legend)
 
@@ -76,33 +94,53 @@ def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str],
     """One model's curve (bold) over the grey curves of its column's top rows *top* (whose pixels are
     *top_pixels*, by model key: drawn once per column, not once per page)."""
     context = [r for r in top if r.model_key != row.model_key]
-    series = [Series("", top_pixels[r.model_key], context=True) for r in context]
+    series = [Series(curve_label(r, labels, eps), top_pixels[r.model_key], context=True) for r in context]
     own = top_pixels.get(row.model_key) or curve_points(row.curve)  # type: ignore[arg-type]
-    series.append(Series(curve_label(row, labels, eps), own, emphasis=True))
+    series.append(Series(curve_label(row, labels, eps), own, emphasis=True, band=curve_band(row)))
     if context:
         series.insert(0, Series(f"grey: the column's top {len(context)}", [], context=True))
     title = f"{row.model_key} · {protocol} ({samples_note([row])})"
     return line_chart(title, series, EPS_AXIS, PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
-                      legend_title=f"robust accuracy at ε = {eps_label(eps)}")
+                      legend_title=f"HO-FMN at ε = {eps_label(eps)}")
 
 
-EFFICIENCY_SERIES = (("US", "resnet18"), ("US", "vgg16"), ("S", "resnet18"), ("S", "vgg16"))
+EFFICIENCY_ARCHITECTURES = ("resnet18", "vgg16")
+FRONT_LABELS = 12  # Pareto-front points named in the figure (the rest of the front is drawn, unnamed)
+
+Point = tuple[float, float, str]  # (effective MACs, robust accuracy, ap_key)
 
 
-def efficiency_svg(points: Mapping[tuple[str, str], Sequence[tuple[float, float]]], protocol: str, dataset: str,
-                   metric_title: str) -> str:
-    """Robust accuracy (*metric_title*) vs effective MACs per input, a colour per structure and architecture;
-    *points*: ``(structure kind, architecture) -> [(effective MACs, robust accuracy), ...]`` (sorted)."""
-    low = min(series[0][0] for series in points.values()) / 1.5
-    high = max(series[-1][0] for series in points.values()) * 1.5
+def pareto_front(points: Iterable[Point]) -> list[Point]:
+    """The points no other point beats with at most as many MACs and a higher robust accuracy, by MACs: the
+    best accuracy reachable at each cost."""
+    front: list[Point] = []
+    for point in sorted(points, key=lambda p: (p[0], -p[1], p[2])):
+        if not front or point[1] > front[-1][1]:
+            front.append(point)
+    return front
+
+
+def efficiency_svg(points: Mapping[str, Sequence[Point]], protocol: str, group: tuple[str, str], metric_title: str,
+                   labels: Mapping[str, ApLabel]) -> tuple[str, str]:
+    """Robust accuracy (*metric_title*) vs effective MACs per input of one dataset and structure, a colour per
+    architecture, with the Pareto front drawn and its points named; *points*: ``architecture -> [(effective
+    MACs, robust accuracy, ap_key), ...]``. Returns the figure and its alt text (what the figure says)."""
+    every = [point for series in points.values() for point in series]
+    low, high = min(p[0] for p in every) / 1.5, max(p[0] for p in every) * 1.5
     x = Axis("effective multiply-accumulates per input (log scale)", low, high, log_ticks(low, high), log=True)
     y = Axis(f"{metric_title} robust accuracy (%)", 0.0, 100.0, [(v, f"{v}%") for v in range(0, 101, 20)])
     series = []
-    for kind, architecture in EFFICIENCY_SERIES:
-        chosen = points.get((kind, architecture))
-        if chosen:
-            title = column_title((architecture, 0)).rsplit(" ", 1)[0]
-            series.append(Series(f"{title}, {kind}", chosen, marker="square" if architecture == "vgg16" else "circle"))
-    count = sum(len(chosen) for chosen in points.values())
-    return scatter_chart(f"{dataset} · {protocol}: robust accuracy vs effective MACs ({count} models)",
-                         series, x, y, legend_title="structure")
+    for architecture in sorted(points, key=lambda a: (EFFICIENCY_ARCHITECTURES.index(a)
+                                                      if a in EFFICIENCY_ARCHITECTURES else 2, a)):
+        title = column_title((architecture, 0)).rsplit(" ", 1)[0]
+        series.append(Series(title, [(p[0], p[1]) for p in points[architecture]],
+                             marker="square" if architecture == "vgg16" else "circle"))
+    front = pareto_front(every)
+    named = [(p[0], p[1], labels[p[2]].name) for p in front[-FRONT_LABELS:]]  # the most accurate end
+    title = (f"{group_title(group)} · {protocol}: robust accuracy vs effective MACs ({len(every)} models)")
+    figure = scatter_chart(title, series, x, y, legend_title="architecture", front=[(p[0], p[1]) for p in front],
+                           front_labels=named)
+    alt = (f"{metric_title} robust accuracy against effective multiply-accumulates per input, {group_title(group)}, "
+           f"protocol {protocol}: {len(every)} models; Pareto front (best accuracy at each cost): "
+           + "; ".join(f"{labels[p[2]].name} {si_label(p[0])} MACs {p[1]:.2f}%" for p in front) + ".")
+    return figure, alt

@@ -61,6 +61,14 @@ def load_distances(root: Path, result: Result) -> np.ndarray | None:
     return accepted_distances(result.record, root / result.path, result.path)
 
 
+def load_per_sample(root: Path, result: Result) -> PerSample | None:
+    """The per-sample results of an evaluated record (checked as :func:`load_distances` checks them), or None
+    for a published record or one that names no sidecar."""
+    if result.record["source"] != EVALUATED or sidecar_path(root, result) is None:
+        return None
+    return accepted_per_sample(result.record, root / result.path, result.path)
+
+
 def _checked(record: dict, record_path: Path, shown_as: Path) -> Any:
     from evaluator.validate import check_record_data
 

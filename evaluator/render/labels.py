@@ -1,10 +1,11 @@
 """How each AP is named on the leaderboard: its taxonomy ``name`` (made unique with the ap_key where two APs
-share one), a link to its taxonomy entry, its code URL, and its paper's URL, venue and year."""
+share one), a link to its taxonomy entry (on its pipeline stage's page), its code URL, and its paper's URL, venue and year."""
 from __future__ import annotations
 
 from collections import Counter
 from typing import Iterable
 
+from evaluator.render.layout import taxonomy_page
 from evaluator.render.tables import ApLabel
 from evaluator.render.taxonomy_tables import entry_anchor
 
@@ -17,5 +18,6 @@ def ap_labels(entries: Iterable[dict]) -> dict[str, ApLabel]:
     for entry in entries:
         name = f"{entry['name']} ({entry['ap_key']})" if entry["name"] in shared else entry["name"]
         labels[entry["ap_key"]] = ApLabel(entry["ap_key"], name, entry_anchor(entry["ap_key"]), entry.get("code_url"),
-                                          entry.get("paper_url"), entry.get("venue"), entry.get("year"))
+                                          entry.get("paper_url"), entry.get("venue"), entry.get("year"),
+                                          taxonomy_page(entry["pipeline"]["stage"]))
     return labels

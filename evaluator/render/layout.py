@@ -16,6 +16,7 @@ MODELS_DIR = LEADERBOARD_DIR / "models"
 CURVES_DIR = LEADERBOARD_DIR / "curves"
 GROUPS_DIR = LEADERBOARD_DIR / "groups"
 ANALYSIS_PAGE = LEADERBOARD_DIR / "analysis.md"
+TAXONOMY_PAGES_DIR = LEADERBOARD_DIR / "taxonomy"
 
 STRUCTURE_KIND_ORDER = tuple(dict.fromkeys(STRUCTURE_KINDS.values()))  # ("US", "S")
 ARCHITECTURE_TITLES = {"resnet18": "ResNet18", "vgg16": "VGG16"}
@@ -46,13 +47,23 @@ def group_title(group: Group) -> str:
     return f"{dataset}, {STRUCTURE_KIND_TITLES.get(kind, kind)}"
 
 
+@functools.lru_cache(maxsize=4096)
+def _ap_folder(model_key: str) -> str:
+    """The folder of a model's generated files: its AP key (GitHub lists at most 1,000 entries of a folder, and
+    1,000 APs have 24,000 models; an AP has at most a few dozen)."""
+    from evaluator.keys import parse_model_key
+
+    return parse_model_key(model_key).ap_key
+
+
 def model_page(model_key: str) -> PurePosixPath:
-    return MODELS_DIR / f"{model_key}.md"
+    """``leaderboard/models/<ap_key>/<model_key>.md``."""
+    return MODELS_DIR / _ap_folder(model_key) / f"{model_key}.md"
 
 
 def model_link(page: PurePosixPath, model_key: str, anchor: str | None = None) -> str:
     """``relative_link(page, model_page(model_key), anchor)``, without path arithmetic per model."""
-    target = f"{_models_folder_from(posixpath.dirname(str(page)) or '.')}{model_key}.md"
+    target = f"{_models_folder_from(posixpath.dirname(str(page)) or '.')}{_ap_folder(model_key)}/{model_key}.md"
     return f"{target}#{anchor}" if anchor else target
 
 
@@ -69,13 +80,26 @@ def curve_file(protocol: str, group: Group, architecture: str, sparsity: int) ->
 
 
 def model_curve_file(model_key: str, protocol: str) -> PurePosixPath:
-    """``leaderboard/curves/models/<model_key>__<protocol>.svg``: one model's curve among its column's best."""
-    return CURVES_DIR / "models" / f"{model_key}__{protocol}.svg"
+    """``leaderboard/curves/models/<ap_key>/<model_key>__<protocol>.svg``: one model's curve among its column's
+    best."""
+    return CURVES_DIR / "models" / _ap_folder(model_key) / f"{model_key}__{protocol}.svg"
 
 
-def efficiency_file(protocol: str, dataset: str) -> PurePosixPath:
-    """``leaderboard/curves/<protocol>/<dataset>_efficiency.svg``: robust accuracy vs effective MACs."""
-    return CURVES_DIR / protocol / f"{dataset}_efficiency.svg"
+def efficiency_file(protocol: str, group: Group) -> PurePosixPath:
+    """``leaderboard/curves/<protocol>/<dataset>_<US|S>_efficiency.svg``: robust accuracy vs effective MACs."""
+    dataset, kind = group
+    return CURVES_DIR / protocol / f"{dataset}_{kind}_efficiency.svg"
+
+
+def reevaluation_file(protocol: str) -> PurePosixPath:
+    """``leaderboard/curves/<protocol>/published_vs_evaluated.svg``."""
+    return CURVES_DIR / protocol / "published_vs_evaluated.svg"
+
+
+def taxonomy_page(stage: str) -> PurePosixPath:
+    """``leaderboard/taxonomy/<stage>.md``: the taxonomy entries of one pipeline stage (taxonomy/README.md keeps
+    the tables; one page of 1,000 entries is more than GitHub renders)."""
+    return TAXONOMY_PAGES_DIR / f"{stage}.md"
 
 
 def group_page(group: Group, number: int = 1) -> PurePosixPath:

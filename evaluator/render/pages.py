@@ -1,4 +1,4 @@
-"""``leaderboard/models/<model_key>.md``: one page per evaluated model. First what a reader came for: the
+"""``leaderboard/models/<ap_key>/<model_key>.md``: one page per evaluated model. First what a reader came for: the
 metrics with 95% intervals and counts, efficiency, flags and the model's security curve; then, folded in
 ``<details>``, the compliance and sparsity check and the provenance (date, evaluator version and commit,
 package versions, device, wall times); and the published record beside it, if there is one."""
@@ -56,6 +56,29 @@ def efficiency_line(figures: dict | None) -> str:
             + (f"; {rule}" if rule else "") + ").")
 
 
+def attack_agreement(row: Row) -> list[str]:
+    """Where AutoAttack and HO-FMN agree at the protocol's ε, sample by sample (a 2 x 2 table of counts), and the
+    samples they disagree on: a measured check of either attack's misses. Empty without per-sample flags."""
+    import numpy as np
+
+    if row.aa_bits is None or row.hofmn_bits is None or row.distance_counts is None:
+        return []
+    n = row.distance_counts[0]
+    aa = np.unpackbits(np.frombuffer(row.aa_bits, np.uint8))[:n].astype(bool)
+    hofmn = np.unpackbits(np.frombuffer(row.hofmn_bits, np.uint8))[:n].astype(bool)
+    both, aa_only = int(np.count_nonzero(aa & hofmn)), int(np.count_nonzero(aa & ~hofmn))
+    hofmn_only, neither = int(np.count_nonzero(~aa & hofmn)), int(np.count_nonzero(~aa & ~hofmn))
+    disagree = aa_only + hofmn_only
+    table = simple_table(["samples", "HO-FMN: robust", "HO-FMN: broken"],
+                         [["AutoAttack: robust", str(both), str(aa_only)],
+                          ["AutoAttack: broken", str(hofmn_only), str(neither)]], ["left", "right", "right"])
+    return ["", "**Attack agreement** at the protocol's ε (broken: an adversarial example found, or "
+                "misclassified clean):", "", table, "",
+            f"The attacks disagree on {disagree} of {n} samples ({100.0 * disagree / n:.2f}%): HO-FMN found an "
+            f"adversarial example AutoAttack missed on {aa_only}, AutoAttack one HO-FMN missed on {hofmn_only}. "
+            "The worst case counts a sample robust only where both failed."]
+
+
 def distance_summary(row: Row) -> str:
     """How many HO-FMN distances are 0 (misclassified clean) and inf (no adversarial found)."""
     if row.distance_counts is None:
@@ -73,6 +96,7 @@ def _evaluated_section(page: PurePosixPath, result: Result, row: Row, descriptio
              efficiency_line((record.get("check") or {}).get("efficiency")), ""]
     lines += [f"- {FLAG} {code_span(flag.get('code'))}: {inline(flag.get('message'))}" for flag in flags] or \
         ["Flags: none."]
+    lines += attack_agreement(row)
     if row.curve is not None:
         lines += ["", f"![security curve of {result.model_key} under {result.protocol}]"
                       f"({relative_link(page, model_curve_file(result.model_key, result.protocol))})"]

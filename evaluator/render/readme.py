@@ -10,6 +10,7 @@ Markdown files up to about 512 KB; a group of 1,000 APs on one page is about 3 M
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import PurePosixPath
 from statistics import fmean
 from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence
@@ -20,9 +21,10 @@ from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, c
 from evaluator.render.markdown import GENERATED_NOTE, github_anchor, simple_table
 from evaluator.render.pages import protocol_anchor
 from evaluator.render.rows import Row
+from evaluator.render.significance import paired_test
 from evaluator.render.svg import si_label
 from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Cells, Column, RankedRow,
-                                     column_title, leaderboard_table, percent, rank_summaries)
+                                     column_title, interval_spread, leaderboard_table, percent, rank_summaries)
 
 README_ROWS = 25
 GROUP_PAGE_ROWS = 100
@@ -63,7 +65,9 @@ def evaluated_cells(rows: Sequence[Row], protocol: str, kind: TableKind, page: P
     for r in rows:
         if not r.published and r.protocol == protocol:
             target = model_link(page, r.model_key, anchor)
-            cells[(r.ap_key, r.column)] = Cell(r.metric(CLEAN), r.metric(kind.metric), target, flagged=bool(r.flags))
+            robust = r.metric(kind.metric)
+            cells[(r.ap_key, r.column)] = Cell(r.metric(CLEAN), robust, target, flagged=bool(r.flags),
+                                               spread=interval_spread(robust, r.n_samples))
     return cells
 
 
@@ -71,7 +75,9 @@ def _legend(dagger: bool, flagged: bool, linked: bool) -> str:
     """The line under a table: what its cells hold and which marks it uses."""
     marks = ([f"{DAGGER} published only"] if dagger else []) + ([f"{FLAG} flagged (see the model page)"]
                                                                  if flagged else [])
-    return (f"Cells: clean/robust accuracy (%){', linked to the model page where evaluated' if linked else ''}"
+    evaluated = (", linked to the model page where evaluated, with ± half the width of the robust accuracy's 95% "
+                 "interval")
+    return (f"Cells: clean/robust accuracy (%){evaluated if linked else ''}"
             + (f"; {', '.join(marks)}" if marks else "") + ". "
             "#: rank by the mean over the ranked columns (see *Ranking* above); (k/n): the row's cells of the "
             "n ranked columns.")
@@ -162,6 +168,8 @@ class RankedTable:
     own_protocol: bool = False  # the table has a cell of its own protocol (else it is not shown)
     flagged: bool = False
     linked: bool = False
+    protocol: str = ""  # the protocol the table ranks
+    metric: str = ""  # the metric it ranks by
 
     def add(self, ap_key: str, cells: Cells) -> None:
         """Take one AP's cells into the ranking and the table-wide facts."""
@@ -180,9 +188,10 @@ class RankedTable:
                     self.highest[column] = cell.robust  # type: ignore[assignment]
         self.summaries[ap_key] = (fmean(values) if values else None, len(values))
 
-    def finish(self, labels: Mapping[str, ApLabel]) -> None:
-        """Rank the APs taken in and fix the best value of each column."""
-        self.ranked = rank_summaries(self.summaries, len(self.columns), labels)
+    def finish(self, labels: Mapping[str, ApLabel], paired: Callable[[str, str], float | None] | None = None) -> None:
+        """Rank the APs taken in (in groups by *paired*, the paired test of two rows, where given) and fix the
+        best value of each column."""
+        self.ranked = rank_summaries(self.summaries, len(self.columns), labels, paired)
         self.best = {column: percent(value) for column, value in self.highest.items()}
         self.summaries, self.highest = {}, {}
 
@@ -229,10 +238,11 @@ class GroupTables:
                                             f"{kind.ranking_title} (k/n)",
                                             footnote=["", f"{DAGGER} Published only: no `{protocol}` record of this "
                                                           f"model yet; the {published} number ({cited}) is shown "
-                                                          "instead."])
+                                                          "instead."], protocol=protocol, metric=kind.metric)
                                 for kind in EVALUATED_TABLES]
             measured[protocol] = set()
-        published_table = RankedTable(f"Published ({cited})", _published_cells_of, "mean AA (k/n)")
+        published_table = RankedTable(f"Published ({cited})", _published_cells_of, "mean AA (k/n)",
+                                      protocol=", ".join(catalog.published_protocols()), metric=AUTOATTACK.metric)
         for ap_key, rows in catalog.group_rows_by_ap(group):
             for protocol in protocols:
                 for table in tables[protocol]:
@@ -246,7 +256,7 @@ class GroupTables:
             for kind, table in zip(EVALUATED_TABLES, tables[protocol]):
                 if not table.own_protocol:
                     continue
-                table.finish(labels)
+                table.finish(labels, paired_test(catalog, group, protocol, kind.metric, table.columns))
                 if not (table.dagger and table.own_protocol):
                     table.footnote = []
                 if kind is AUTOATTACK:
@@ -323,18 +333,19 @@ def _published_cells_of(rows: list[Row], page: PurePosixPath) -> Cells:
 def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol: str, group: Group,
                  columns: list[Column],
                  page: PurePosixPath) -> str:
-    """The curve figures of a protocol and group, three to a line."""
-    images = [f'<img src="{relative_link(page, curve_file(protocol, group, *column))}" width="32%" '
+    """The curve figures of a protocol and group, two to a line (each half the page: a legend stays legible)."""
+    images = [f'<img src="{relative_link(page, curve_file(protocol, group, *column))}" width="49%" '
               f'alt="security curves, {group_title(group)}, {column_title(column)}, {protocol}">'
               for column in columns if (protocol, group, column) in catalog_curves]
     return "\n".join(images)
 
 
 def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Collection[tuple[str, Group, Column]],
-                  efficiency: set, descriptions: Mapping[str, str], anchors: Anchors,
+                  efficiency: Mapping[PurePosixPath, str], descriptions: Mapping[str, str], anchors: Anchors,
                   emit_page: Callable[[PurePosixPath, str], None]) -> str:
     """The leaderboard README; the pages of each group whose tables it cuts go to *emit_page* (path, text) as
-    soon as each is made. *curves* holds the curve columns that have figures, *efficiency* the efficiency figure files;
+    soon as each is made. *curves* holds the curve columns that have figures, *efficiency* the efficiency figure files
+    with their alt text;
     *anchors* records where each AP's rows got their anchor."""
     cited = ", ".join(catalog.references()) or "the original benchmark"
     protocols = catalog.evaluated_protocols()
@@ -343,7 +354,9 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
              "Clean and robust accuracy (%) of adversarially pruned models: one table per dataset and pruning "
              "structure, one row per adversarial pruning (AP) method, one column per architecture and sparsity. "
              "AP names link to their taxonomy entry, `code` to the authors' code, the venue to the paper. "
-             f"[Analysis by taxonomy dimension]({relative_link(LEADERBOARD_README, ANALYSIS_PAGE)}).", ""]
+             f"[Analysis by taxonomy dimension]({relative_link(LEADERBOARD_README, ANALYSIS_PAGE)}). Rankings, every "
+             "record searchable, security curves to compare: the site, on this repository's GitHub Pages "
+             "(`https://<owner>.github.io/<repository>/`, [docs/site.md](../docs/site.md)).", ""]
     for protocol in catalog.published_protocols():
         text = descriptions.get(protocol, "").strip()
         lines.append(f"- **Published**, `{protocol}`" + (f": {text}" if text else "") + " Shown exactly as published.")
@@ -374,9 +387,10 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
     if efficiency:
         lines += ["", "## Efficiency", "",
                   "Robust accuracy (AutoAttack) against effective multiply-accumulates per input, every evaluated "
-                  "model with efficiency figures:", ""]
-        lines += [f'<img src="{relative_link(LEADERBOARD_README, path)}" width="49%" alt="{path.stem}">'
-                  for path in sorted(efficiency)]
+                  "model with efficiency figures, a figure per dataset and structure; the dashed staircase is the "
+                  "Pareto front (the best accuracy at each cost), its APs named:", ""]
+        lines += [f'<img src="{relative_link(LEADERBOARD_README, path)}" width="49%" alt="{escape(alt)}">'
+                  for path, alt in sorted(efficiency.items())]
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from evaluator.records import METRICS
 from evaluator.render.curves import curve_summary
-from evaluator.render.inputs import PUBLISHED, Result, load_distances
+from evaluator.render.inputs import PUBLISHED, Result, load_distances, load_per_sample
 
 EFFICIENCY_FIELDS = ("params_total", "params_nonzero", "macs_dense", "macs_effective")
 METRIC_NAMES = METRICS  # the order of Row.metrics
@@ -42,6 +42,21 @@ class Row:
     date: str | None
     commit: str | None
     reference: str | None  # where a published record's numbers come from
+    aa_bits: bytes | None = None  # per-sample AutoAttack robust flags, bit-packed (evaluated records)
+    hofmn_bits: bytes | None = None  # per-sample HO-FMN robust flags at the protocol's eps, bit-packed
+
+    def robust_bits(self, metric: str) -> bytes | None:
+        """The bit-packed per-sample robust flags behind a robust-accuracy *metric* (worst case: both), or None
+        (a published record, or a metric without per-sample flags)."""
+        if self.aa_bits is None or self.hofmn_bits is None:
+            return None
+        if metric == "aa_robust_accuracy":
+            return self.aa_bits
+        if metric == "hofmn_robust_accuracy":
+            return self.hofmn_bits
+        if metric == "worst_case_robust_accuracy":
+            return (np.frombuffer(self.aa_bits, np.uint8) & np.frombuffer(self.hofmn_bits, np.uint8)).tobytes()
+        return None
 
     @property
     def curve(self) -> np.ndarray | None:
@@ -77,14 +92,17 @@ class Row:
         return None if self.efficiency is None else (self.efficiency[0], self.efficiency[1])
 
 
-def row_of(root: Path, result: Result) -> Row:
-    """The :class:`Row` of one record, its sidecar (if any) read, checked and reduced to a curve summary."""
+def row_of(root: Path, result: Result, eps: float | None = None) -> Row:
+    """The :class:`Row` of one record, its sidecar (if any) read, checked and reduced to a curve summary and,
+    for an evaluated record given its protocol's *eps*, to bit-packed robust flags (the paired tests' input)."""
     record = result.record
     metrics = record.get("metrics") or {}
     provenance = record.get("provenance") or {}
-    distances = load_distances(root, result)
-    per_sample = record.get("per_sample") or {}
-    sample_range = per_sample.get("sample_range")
+    per_sample = load_per_sample(root, result) if eps is not None else None
+    distances = per_sample.hofmn_distance if per_sample is not None else load_distances(root, result)
+    bits = (None, None) if per_sample is None or eps is None else (
+        np.packbits(per_sample.aa_robust).tobytes(), np.packbits(per_sample.hofmn_robust(eps)).tobytes())
+    sample_range = (record.get("per_sample") or {}).get("sample_range")
     if distances is not None and sample_range is None:
         sample_range = [0, int(distances.size)]
     figures = (record.get("check") or {}).get("efficiency")
@@ -104,7 +122,8 @@ def row_of(root: Path, result: Result) -> Row:
         distance_counts=None if distances is None else (int(distances.size), int(np.count_nonzero(distances == 0)),
                                                         int(np.count_nonzero(np.isinf(distances)))),
         date=provenance.get("date"), commit=_interned(provenance.get("git_commit")),
-        reference=_interned(provenance.get("reference")))
+        reference=_interned(provenance.get("reference")),
+        aa_bits=bits[0], hofmn_bits=bits[1])
 
 
 _SHARED: dict = {}

@@ -35,6 +35,7 @@ class Series:
     emphasis: bool = False
     context: bool = False
     marker: str = "circle"  # circle | square (points only)
+    band: str | None = None  # a shaded area around the line (a polygon's pixels), drawn under it
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,10 @@ def line_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, marker
     coloured = [(i, s) for i, s in enumerate(series)]
     ordered = sorted(coloured, key=lambda item: (not item[1].context, item[1].emphasis))
     for index, item in ordered:
+        if item.band:
+            parts.append(f'<polygon fill="{_colour(index, item)}" fill-opacity="0.15" stroke="none" '
+                         f'points="{item.band}"/>')
+    for index, item in ordered:
         width = 3 if item.emphasis else 1 if item.context else 1.6
         points = item.points if isinstance(item.points, str) else " ".join(_xy(p, x, y) for p in item.points)
         parts.append(f'<polyline fill="none" stroke="{_colour(index, item)}" stroke-width="{width}" '
@@ -157,9 +162,21 @@ def line_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, marker
     return "\n".join(parts) + "\n"
 
 
-def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, legend_title: str | None = None) -> str:
-    """Points of each series (a marker shape and colour per series) with a legend."""
+def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, legend_title: str | None = None,
+                  front: Sequence[tuple[float, float]] = (),
+                  front_labels: Sequence[tuple[float, float, str]] = (),
+                  error_bars: Sequence[tuple[float, float, float]] = (), diagonal: bool = False) -> str:
+    """Points of each series (a marker shape and colour per series) with a legend; *front*, a staircase through
+    the given points (a Pareto front), and *front_labels* ``(x, y, text)`` written next to their points;
+    *error_bars* ``(x, low, high)``, vertical intervals; *diagonal*, the line y = x."""
     parts = _frame(title, x, y)
+    if diagonal:
+        low, high = max(x.low, y.low), min(x.high, y.high)
+        (x1, y1), (x2, y2) = _xy((low, low), x, y).split(","), _xy((high, high), x, y).split(",")
+        parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#888" stroke-dasharray="4 3"/>')
+    for bar_x, bottom, top in error_bars:
+        (x1, y1), (_, y2) = _xy((bar_x, bottom), x, y).split(","), _xy((bar_x, top), x, y).split(",")
+        parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x1}" y2="{y2}" stroke="#555" stroke-width="1"/>')
     for index, item in enumerate(series):
         colour = _colour(index, item)
         if isinstance(item.points, str):
@@ -171,7 +188,13 @@ def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, leg
                              'fill-opacity="0.7"/>')
             else:
                 parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.2" fill="{colour}" fill-opacity="0.7"/>')
-    parts += _legend([(s.name, _colour(i, s), False) for i, s in enumerate(series)], legend_title)
+    for px_py, text in ((_xy((lx, ly), x, y), label) for lx, ly, label in front_labels):
+        px, py = (float(v) for v in px_py.split(","))
+        parts.append(_text(px + 5, py - 5, text, size=9, extra=' fill="#222"'))
+    entries = [(s.name, _colour(i, s), False) for i, s in enumerate(series)]
+    if front:
+        entries.append(("Pareto front", "#222", False))
+    parts += _legend(entries, legend_title)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 

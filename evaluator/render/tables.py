@@ -3,7 +3,9 @@
 Ranking rule (stated in the README as ``RANKING_RULE``): a table shows one protocol. Its *ranked columns* are
 the columns where at least one AP has a cell of that protocol. An AP with a cell of the protocol in every
 ranked column is *complete*; complete rows are ranked by their mean robust accuracy over the ranked columns
-(every ranked row is averaged over the same cells), ties (as displayed, two decimals) share a rank and are
+(every ranked row is averaged over the same cells); a row whose difference from the row above is not
+significant (:mod:`evaluator.stats`, paired per-sample tests with Holm's correction) shares its rank, and where
+no test can be made (published numbers) ties as displayed (two decimals) share a rank; equal means are
 ordered by name. Rows with missing cells follow, unranked, by name, with their coverage. Published-only cells
 (``†``, filling gaps of the AutoAttack table of an evaluated protocol) are another protocol: they are shown but
 never enter a mean nor make a row complete. So a row with fewer cells never ranks above another because of
@@ -29,7 +31,10 @@ UNRANKED = "–"
 RANKING_RULE = (
     "**Ranking.** Each table shows one protocol. Rows with a cell in every column that the protocol has cells "
     "in are ranked (#) by their mean robust accuracy over those columns, so every ranked row is averaged over "
-    "the same cells; ties share a rank. Rows with missing cells follow, unranked (–), by name, with their "
+    "the same cells. Rows not significantly different from the row above share its rank (exact paired test on "
+    "the per-sample results, pooled over the ranked columns, α = 0.05 with Holm's correction over the table; "
+    "published numbers have no per-sample results, so there equal displayed means share a rank; "
+    "docs/leaderboard.md, *Rank groups*). Rows with missing cells follow, unranked (–), by name, with their "
     f"coverage. Published-only cells ({DAGGER}) are another protocol: shown, never averaged, never counted "
     f"for coverage. {FLAG}: the record carries a sanity flag (see its model page). Bold: the best robust "
     "accuracy of each column among the protocol's own unflagged cells.")
@@ -46,10 +51,11 @@ class ApLabel:
     paper_url: str | None = None
     venue: str | None = None
     year: int | None = None
+    taxonomy_page: PurePosixPath = TAXONOMY_README  # the page holding its taxonomy entry
 
     def markdown(self, page: PurePosixPath) -> str:
         """The name linked to the taxonomy entry (relative to *page*), then a link to the code."""
-        target = relative_link(page, TAXONOMY_README, self.taxonomy_anchor) if self.taxonomy_anchor else None
+        target = relative_link(page, self.taxonomy_page, self.taxonomy_anchor) if self.taxonomy_anchor else None
         text = link(inline(self.name), target)
         return f"{text} ({link('code', self.code_url)})" if self.code_url else text
 
@@ -68,6 +74,7 @@ class Cell:
     link: str | None = None
     published_only: bool = False
     flagged: bool = False
+    spread: float | None = None  # half the width of the robust accuracy's 95% interval (evaluated cells)
 
     @property
     def own(self) -> bool:
@@ -88,6 +95,18 @@ class RankedRow:
     mean: float | None
     covered: int
     of: int
+    p_above: float | None = None  # the paired test against the row above (None: first row, or not testable)
+
+
+def interval_spread(value: float | None, n_samples: int) -> float | None:
+    """Half the width of the 95% Wilson interval (percent) of an accuracy of *value* percent on *n_samples*, the
+    interval the record holds (``records.summarize``); None without a value."""
+    from evaluator.records import wilson_interval
+
+    if value is None or not n_samples:
+        return None
+    low, high = wilson_interval(round(value * n_samples / 100), n_samples)
+    return 50.0 * (high - low)
 
 
 def percent(value: float | None) -> str:
@@ -105,7 +124,8 @@ def cell_markdown(cell: Cell | None, bold: bool) -> str:
         return MISSING
     robust = percent(cell.robust)
     text = link(f"{percent(cell.clean)}/{f'**{robust}**' if bold else robust}", cell.link)
-    return text + (DAGGER if cell.published_only else "") + (FLAG if cell.flagged else "")
+    spread = "" if cell.spread is None else f"<sub>±{cell.spread:.2f}</sub>"
+    return text + spread + (DAGGER if cell.published_only else "") + (FLAG if cell.flagged else "")
 
 
 def ranked_columns(cells: Cells) -> set[Column]:
@@ -124,17 +144,22 @@ def rank_rows(cells: Cells, labels: Mapping[str, ApLabel]) -> list[RankedRow]:
 
 
 def rank_summaries(summaries: Mapping[str, tuple[float | None, int]], n_columns: int,
-                   labels: Mapping[str, ApLabel]) -> list[RankedRow]:
+                   labels: Mapping[str, ApLabel],
+                   paired: Callable[[str, str], float | None] | None = None) -> list[RankedRow]:
     """The module's rule on per-AP summaries ``ap_key -> (mean of its own cells, how many)``, every own cell
-    being in one of the *n_columns* ranked columns: complete rows by mean, then the others by name."""
+    being in one of the *n_columns* ranked columns: complete rows by mean, then the others by name.
+    ``paired(above, below)`` is the p-value of the paired test of two complete rows (None: not testable);
+    ranks are then groups (:func:`evaluator.stats.rank_groups`); without it, equal displayed means share a rank."""
+    from evaluator.stats import rank_groups
+
     complete = sorted(((mean, ap_key) for ap_key, (mean, covered) in summaries.items()
                        if n_columns and covered == n_columns),
                       key=lambda item: (-round(item[0], 2), labels[item[1]].name, item[1]))  # type: ignore[arg-type]
-    rows, previous, rank = [], None, 0
-    for position, (mean, ap_key) in enumerate(complete, start=1):
-        if percent(mean) != previous:
-            rank, previous = position, percent(mean)
-        rows.append(RankedRow(ap_key, rank, mean, n_columns, n_columns))
+    keys = [ap_key for _, ap_key in complete]
+    p_values = [paired(above, below) if paired else None for above, below in zip(keys, keys[1:])]
+    ranks = rank_groups([percent(mean) for mean, _ in complete], p_values)
+    rows = [RankedRow(ap_key, rank, mean, n_columns, n_columns, p_values[position - 1] if position else None)
+            for position, ((mean, ap_key), rank) in enumerate(zip(complete, ranks))]
     ranked = {row.ap_key for row in rows}
     for ap_key in sorted((k for k in summaries if k not in ranked), key=lambda k: (labels[k].name, k)):
         rows.append(RankedRow(ap_key, None, None, summaries[ap_key][1], n_columns))

@@ -45,15 +45,15 @@ def detailed_columns(entry: dict, vocabulary: dict) -> dict[str, str]:
     return cells
 
 
-def pipeline_table(entries: list[dict], stage: str, vocabulary: dict) -> str:
-    """The table of one pipeline stage; the name column links to each AP's entry below."""
+def pipeline_table(entries: list[dict], stage: str, vocabulary: dict, entry_page: str = "") -> str:
+    """The table of one pipeline stage; the name column links to each AP's entry (below, or on *entry_page*)."""
     columns = vocabulary["pipelines"][stage]["columns"]
     name_titles = {column["title"] for column in columns if column["field"] == NAME_FIELD}
     rows = []
     for entry in entries:
         cells = detailed_columns(entry, vocabulary)
         for title in name_titles:
-            cells[title] = link(inline(cells[title]), f"#{entry_anchor(entry['ap_key'])}")
+            cells[title] = link(inline(cells[title]), f"{entry_page}#{entry_anchor(entry['ap_key'])}")
         rows.append(cells)
     frame = pd.DataFrame(rows, columns=[column["title"] for column in columns])
     return pipe_table(frame, ["left"] * len(columns))
@@ -76,9 +76,11 @@ def entry_section(entry: dict, rows: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def render_taxonomy_readme(entries: Iterable[dict], vocabulary: dict,
-                           leaderboard_rows: Mapping[str, Sequence[tuple[str, str]]]) -> str:
+                           leaderboard_rows: Mapping[str, Sequence[tuple[str, str]]],
+                           entry_pages: Mapping[str, str] | None = None) -> str:
     """The taxonomy README of *entries*; *leaderboard_rows*: ap_key -> links ``(text, target relative to
-    taxonomy/README.md)`` to its rows on the leaderboard."""
+    taxonomy/README.md)`` to its rows on the leaderboard. With *entry_pages* (stage -> link to its page of
+    entries, :func:`render_taxonomy_entries`), the entries are there and the README lists those pages."""
     ordered = sorted(entries, key=lambda entry: table_sort_key(entry, vocabulary))
     lines = ["# Taxonomy of adversarial pruning methods", "", GENERATED_NOTE, "",
              "Each adversarial pruning (AP) method is described by `submissions/<ap_key>/taxonomy.json`, with "
@@ -89,10 +91,31 @@ def render_taxonomy_readme(entries: Iterable[dict], vocabulary: dict,
     for stage, table in vocabulary["pipelines"].items():
         members = [entry for entry in ordered if entry["pipeline"]["stage"] == stage]
         if members:
-            lines += ["", f"## {table['title']}", "", pipeline_table(members, stage, vocabulary)]
+            page = (entry_pages or {}).get(stage, "")
+            lines += ["", f"## {table['title']}", "", pipeline_table(members, stage, vocabulary, page)]
     lines += ["", "## Legend", ""]
     lines += [f"- {abbreviation}: {definition}" for abbreviation, definition in legend(vocabulary)]
     lines += ["", "## Entries"]
+    if entry_pages is not None:
+        counts = {stage: sum(entry["pipeline"]["stage"] == stage for entry in ordered) for stage in entry_pages}
+        lines += ["", "Paper, venue, code and leaderboard rows of each AP, a page per pipeline stage:", ""]
+        lines += [f"- {link(vocabulary['pipelines'][stage]['title'], target)} ({counts[stage]} entries)"
+                  for stage, target in entry_pages.items()]
+        return "\n".join(lines) + "\n"
+    for entry in ordered:
+        lines += entry_section(entry, leaderboard_rows.get(entry["ap_key"], ()))
+    return "\n".join(lines) + "\n"
+
+
+def render_taxonomy_entries(entries: Iterable[dict], stage: str, vocabulary: dict,
+                            leaderboard_rows: Mapping[str, Sequence[tuple[str, str]]], readme: str) -> str:
+    """The page of one pipeline stage's entries (*leaderboard_rows* as in :func:`render_taxonomy_readme`, relative
+    to this page; *readme*: the link back to the taxonomy README)."""
+    ordered = sorted((e for e in entries if e["pipeline"]["stage"] == stage),
+                     key=lambda entry: table_sort_key(entry, vocabulary))
+    lines = [f"# Taxonomy entries: {vocabulary['pipelines'][stage]['title']}", "", GENERATED_NOTE, "",
+             f"The {len(ordered)} APs of this pipeline stage, in the order of their table in the "
+             f"{link('taxonomy', readme)}."]
     for entry in ordered:
         lines += entry_section(entry, leaderboard_rows.get(entry["ap_key"], ()))
     return "\n".join(lines) + "\n"

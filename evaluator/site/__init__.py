@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from evaluator.errors import APBError, Problem
+from evaluator.records import METRICS
 
 if TYPE_CHECKING:
     from evaluator.render.catalog import Catalog, CurveColumn
@@ -32,14 +33,15 @@ if TYPE_CHECKING:
 ASSETS = Path(__file__).parent
 MARKER = ".apb-site"  # a folder holding this file was written by apb site and may be replaced
 CSV_FIELDS = ("model_key", "ap_key", "ap_name", "dataset", "structure_kind", "architecture", "sparsity", "source",
-              "protocol", "n_samples", "clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy",
-              "worst_case_robust_accuracy", "flags", "params_total", "params_nonzero", "macs_dense",
-              "macs_effective", "date", "git_commit", "checkpoint_sha256", "record")
+              "protocol", "n_samples", *METRICS, *(f"{metric}_{end}" for metric in METRICS for end in ("low", "high")),
+              "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective", "date", "git_commit",
+              "checkpoint_sha256", "record")  # <metric>_low/_high: the record's 95% interval (evaluated records)
 ROW_FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "protocol", "source",
               "clean", "aa", "hofmn", "worst", "flags", "macs_effective", "macs_dense", "params_nonzero",
-              "params_total", "curve", "date")
+              "params_total", "curve", "date", "aa_spread")  # aa_spread: ± half the AA 95% interval (evaluated)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
+POINTS_CAP = 1000  # an analysis panel with more cells than this is sent as box statistics, not its points
 PAGES = {"index.html": "Leaderboard", "compare.html": "Compare security curves", "analysis.html": "Analysis"}
 
 
@@ -79,7 +81,23 @@ def prepare_out(out: Path) -> None:
     (out / MARKER).write_text("written by apb site; the whole folder is replaced by the next run\n")
 
 
-def page(title: str, current: str, body: str, scripts: Iterable[str], last_updated: str) -> str:
+PAPER_URL = "https://arxiv.org/abs/2409.01249"
+
+
+def footer(source_url: str | None) -> str:
+    """Links back: the paper, and where the repository's files are browsable (*source_url*, ``.../blob/COMMIT``)
+    its repository, ranking rule, contributing guide and citation."""
+    links = [("Paper (arXiv:2409.01249)", PAPER_URL)]
+    if source_url:
+        links = [("Repository", source_url.split("/blob/")[0]), *links,
+                 ("Citation", f"{source_url}/README.md#citation"),
+                 ("How ranks and flags are made", f"{source_url}/docs/leaderboard.md#tables"),
+                 ("Contributing", f"{source_url}/CONTRIBUTING.md")]
+    return " · ".join(f'<a href="{escape(url)}" rel="noopener">{escape(text)}</a>' for text, url in links)
+
+
+def page(title: str, current: str, body: str, scripts: Iterable[str], last_updated: str,
+         source_url: str | None = None) -> str:
     nav = " ".join(f'<a href="{name}"{" aria-current=page" if name == current else ""}>{escape(text)}</a>'
                    for name, text in PAGES.items())
     tags = "\n".join(f'<script src="{escape(src)}"></script>' for src in scripts)
@@ -100,19 +118,29 @@ def page(title: str, current: str, body: str, scripts: Iterable[str], last_updat
 <p class="updated">{escape(last_updated)}</p>
 {body}
 </main>
+<footer>{footer(source_url)}</footer>
 {tags}
 </body>
 </html>
 """
 
 
-INDEX_BODY = """<p>Every record of the benchmark: one row per model and protocol. Click a column to sort, type to search,
-narrow with the filters. Published numbers are shown as published (protocol <code>published-2024</code>);
-⚠ marks records with a sanity flag. Downloads: <a href="data/records.csv" download>CSV</a> ·
-<a href="data/records.json" download>JSON</a> (every record, as committed).</p>
+INDEX_BODY = """<section aria-labelledby="rankings-title"><h2 id="rankings-title">Rankings</h2>
+<p>One table per dataset and pruning structure, in the leaderboard's order; pick the protocol and metric of
+each. <strong>#</strong> is a rank group: rows not significantly different from the row above share its rank
+(exact paired test on the per-sample results, α = 0.05, Holm's correction; published numbers have no
+per-sample results and are ranked by their means). <em>p</em>: the test against the row above. The rule, with a
+worked example: <em>Rank groups</em> in docs/leaderboard.md (linked at the foot of the page).</p>
+<div id="ranks"></div></section>
+<h2>Every record</h2>
+<p>Every record of the benchmark: one row per model and protocol. Sort with the column buttons, type to search,
+narrow with the filters (the address keeps them: share it). Published numbers are shown as published (protocol
+<code>published-2024</code>); ⚠ marks records with a sanity flag, with its reason. Downloads:
+<a href="data/records.csv" download>CSV</a> · <a href="data/records.json" download>JSON</a> (every record, as
+committed).</p>
 <div id="filters" class="filters"><input id="search" type="search" placeholder="search AP, model key, venue" aria-label="search"></div>
 <p id="count" class="count"></p>
-<table id="leaderboard"><thead></thead><tbody></tbody></table>
+<div class="scroll"><table id="leaderboard"><thead></thead><tbody></tbody></table></div>
 <div class="pager"><button id="previous" type="button">previous</button> <span id="page"></span>
 <button id="next" type="button">next</button></div>"""
 
@@ -122,11 +150,14 @@ original benchmark's distances), then read their robust accuracy at any Linf bud
 <div class="picker"><input id="model-search" type="search" placeholder="filter models" aria-label="filter models">
 <select id="models" size="10" aria-label="models"></select>
 <button id="add" type="button">add to the plot</button></div>
+<p id="picker-note" class="count"></p>
 <div id="plot" class="plot"></div>
 <label for="eps">ε = <span id="eps-label"></span></label>
 <input id="eps" type="range" min="0" max="152" value="32" step="1">
-<table id="picked"><thead><tr><th>model</th><th>protocol</th><th>samples</th><th>robust accuracy at ε (%)</th>
-<th></th></tr></thead><tbody></tbody></table>"""
+<p id="picked-empty">No model picked yet: choose one above and press "add to the plot" (the address keeps the
+picked models: share it).</p>
+<div class="scroll"><table id="picked"><thead><tr><th>model</th><th>protocol</th><th>samples</th>
+<th>robust accuracy at ε (%)</th><th></th></tr></thead><tbody></tbody></table></div>"""
 
 ANALYSIS_BODY = """<p>AutoAttack robust accuracy (%) of every cell, grouped by each taxonomy dimension: one panel per
 dimension and protocol (protocols are never pooled), a box per value and dataset. An AP with several values of
@@ -145,14 +176,14 @@ class Downloads:
     def add(self, record: dict, name: str, path: str) -> None:
         self.json_file.write(("\n" if self.first else ",\n") + json.dumps(record, ensure_ascii=False, sort_keys=False))
         self.first = False
-        metrics = record.get("metrics") or {}
+        metrics, intervals = record.get("metrics") or {}, record.get("intervals") or {}
         efficiency = (record.get("check") or {}).get("efficiency") or {}
         provenance = record.get("provenance") or {}
         self.csv_writer.writerow([record.get("model_key"), record.get("ap_key"), name, record.get("dataset"),
                                   record.get("structure_kind"), record.get("architecture"), record.get("sparsity"),
                                   record.get("source"), record.get("protocol"), record.get("n_samples"),
-                                  *(metrics.get(m) for m in ("clean_accuracy", "aa_robust_accuracy",
-                                                             "hofmn_robust_accuracy", "worst_case_robust_accuracy")),
+                                  *(metrics.get(m) for m in METRICS),
+                                  *(bound for m in METRICS for bound in (list(intervals.get(m) or []) + [None, None])[:2]),
                                   " ".join(f.get("code", "") for f in record.get("flags") or []),
                                   *(efficiency.get(f) for f in ("params_total", "params_nonzero", "macs_dense",
                                                                 "macs_effective")),
@@ -167,10 +198,14 @@ def curve_key(row: Any) -> str:
 
 
 def row_values(row: Any) -> list:
+    from evaluator.render.tables import interval_spread
+
     total, nonzero = row.params or (None, None)
+    spread = None if row.published else interval_spread(row.metric("aa_robust_accuracy"), row.n_samples)
     return [row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.protocol,
             row.source, *row.metrics, list(row.flags), row.macs_effective, row.macs_dense, nonzero, total,
-            curve_key(row) if row.curve is not None else None, row.date]
+            curve_key(row) if row.curve is not None else None, row.date,
+            None if spread is None else round(spread, 2)]
 
 
 def ap_facts(entries: list[dict], labels: Mapping[str, Any]) -> dict[str, dict]:
@@ -184,6 +219,31 @@ def ap_facts(entries: list[dict], labels: Mapping[str, Any]) -> dict[str, dict]:
             for entry in entries}
 
 
+def analysis_panel(dimension: str, protocol: str, cells: Mapping[tuple[str, str], list[float]]) -> dict:
+    """One panel of ``data/analysis.js``: every cell's value per (taxonomy value, dataset), or, above
+    ``POINTS_CAP`` cells, each box's statistics only (so the file and the drawing stay small at any scale)."""
+    panel: dict[str, Any] = {"dimension": dimension, "protocol": protocol}
+    if sum(map(len, cells.values())) > POINTS_CAP:
+        panel["summary"] = [[value, dataset, box_statistics(numbers)] for (value, dataset), numbers in sorted(cells.items())]
+    else:
+        panel["values"] = [[value, dataset, numbers] for (value, dataset), numbers in sorted(cells.items())]
+    return panel
+
+
+def box_statistics(numbers: list[float]) -> dict[str, float]:
+    """What plotly draws a box from, computed as plotly does by default: quartiles by linear interpolation,
+    whiskers to the furthest value within 1.5 IQR of the box; with the count and mean."""
+    import numpy as np
+
+    values = np.sort(np.asarray(numbers, dtype=np.float64))
+    q1, median, q3 = (float(np.percentile(values, q)) for q in (25, 50, 75))
+    reach = 1.5 * (q3 - q1)
+    inside = values[(values >= q1 - reach) & (values <= q3 + reach)]
+    return {"n": int(values.size), "q1": round(q1, 4), "median": round(median, 4), "q3": round(q3, 4),
+            "lowerfence": round(float(inside[0]), 4), "upperfence": round(float(inside[-1]), 4),
+            "mean": round(float(values.mean()), 4)}
+
+
 def write_column_curves(catalog: Catalog, column: CurveColumn, folder: Path) -> int:
     """The curve file of one column (every model's curve summary in it); returns how many curves it holds."""
     members = catalog.column_rows(column)
@@ -194,6 +254,30 @@ def write_column_curves(catalog: Catalog, column: CurveColumn, folder: Path) -> 
                               for r in members))  # (a column's rows all have a curve)
         handle.write("};\n")
     return len(members)
+
+
+def write_ranks(catalog: Catalog, labels: Mapping[str, Any], handle: Any) -> int:
+    """``window.APB_RANKS``: every ranked table of the leaderboard (the README's, with the same rank groups), a
+    group's tables in the protocol's order, groups in the README's order; returns how many tables."""
+    from evaluator.render.readme import GroupTables, RankedTable
+    from evaluator.render.tables import column_title
+
+    handle.write("window.APB_RANKS = [")
+    count = 0
+    for group in catalog.groups():
+        tables = GroupTables(catalog, group, labels, ())
+        for piece in tables.pieces:
+            if not isinstance(piece, RankedTable):
+                continue
+            ranked = [[row.ap_key, row.rank, None if row.mean is None else round(row.mean, 2), row.covered, row.of,
+                       None if row.p_above is None else float(f"{row.p_above:.3g}")] for row in piece.ranked]
+            table = {"dataset": group[0], "structure": group[1], "title": piece.title.replace("`", ""),
+                     "protocol": piece.protocol, "metric": piece.metric,
+                     "columns": [column_title(c) for c in tables.columns if c in piece.columns], "rows": ranked}
+            handle.write(("," if count else "") + "\n" + js_value(table))
+            count += 1
+    handle.write("\n];\n")
+    return count
 
 
 def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[str, int]:
@@ -221,6 +305,9 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
                                                           f"evaluator/protocols/{protocol}.yaml", field="protocol"))
         return settings[protocol].leaderboard
 
+    def eps_of(protocol: str) -> float:
+        return settings[protocol].eps if settings[protocol].eps_fraction is not None else CURVE_EPS
+
     entries = list(iter_taxonomies(root))
     labels = ap_labels(entries)
     prepare_out(out)
@@ -238,7 +325,7 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
                 if ap_key not in labels:
                     raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
                                                           f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
-                catalog.add(row_of(root, result) for result in results)
+                catalog.add(row_of(root, result, eps_of(result.protocol)) for result in results)
                 for result in results:
                     downloads.add(result.record, labels[ap_key].name, result.path.as_posix())
             json_file.write("\n]\n")
@@ -247,7 +334,7 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
         cited = ", ".join(catalog.references()) or "the original benchmark"
         updated = last_updated(catalog, cited).replace("`", "")
         protocols = {p: {"description": settings[p].description.strip(),
-                         "eps": settings[p].eps if settings[p].eps_fraction is not None else CURVE_EPS}
+                         "eps": eps_of(p)}
                      for p in catalog.protocols()}
         data = {"fields": list(ROW_FIELDS), "aps": ap_facts(entries, labels),
                 "protocols": protocols, "grid_steps_per_255": GRID_STEPS_PER_255, "grid_size": int(EPS_GRID.size),
@@ -263,21 +350,21 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
             number = 0
             for dimension in load_dimensions():
                 for protocol, cells in sorted(grouped(catalog, entries, dimension).items()):
-                    panel = {"dimension": dimension["title"], "protocol": protocol,
-                             "values": [[value, dataset, numbers] for (value, dataset), numbers in sorted(cells.items())]}
-                    handle.write(("," if number else "") + js_value(panel))
+                    handle.write(("," if number else "") + js_value(analysis_panel(dimension["title"], protocol, cells)))
                     number += 1
             tables = [{"protocol": p, "dimension": t, "headers": h, "rows": r}
                       for p, t, h, r in analysis_tables(catalog, entries)]
             handle.write(f'],"tables":{js_value(tables)}}};\n')
+        with open(out / "data" / "ranks.js", "w", encoding="utf-8") as handle:  # one group's tables at a time
+            ranks = write_ranks(catalog, labels, handle)
         records = len(catalog)
     (out / "assets" / "plotly.min.js").write_bytes(plotly_js())
     for name in ("site.js", "site.css"):
         shutil.copyfile(ASSETS / name, out / "assets" / name)
     common = ["data/rows.js"]
-    bodies = {"index.html": (INDEX_BODY, [*common, "assets/site.js"]),
+    bodies = {"index.html": (INDEX_BODY, [*common, "data/ranks.js", "assets/site.js"]),
               "compare.html": (COMPARE_BODY, [*common, "assets/plotly.min.js", "assets/site.js"]),
-              "analysis.html": (ANALYSIS_BODY, [*common, "data/analysis.js", "assets/plotly.min.js", "assets/site.js"])}
+              "analysis.html": (ANALYSIS_BODY, ["data/analysis.js", "assets/plotly.min.js", "assets/site.js"])}
     for name, (body, scripts) in bodies.items():
-        (out / name).write_text(page(PAGES[name], name, body, scripts, updated), encoding="utf-8")
-    return {"records": records, "curves": curves, "aps": len(entries)}
+        (out / name).write_text(page(PAGES[name], name, body, scripts, updated, source_url), encoding="utf-8")
+    return {"records": records, "curves": curves, "aps": len(entries), "ranked_tables": ranks}

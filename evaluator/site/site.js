@@ -3,23 +3,49 @@
 // put into the page with textContent, never as HTML.
 "use strict";
 
-const FIELD = Object.fromEntries(APB.fields.map((name, i) => [name, i]));
+const DATA = window.APB || {fields: [], dimensions: [], rows: [], aps: {}};  // analysis.html loads no rows
+const FIELD = Object.fromEntries(DATA.fields.map((name, i) => [name, i]));
 const COLUMNS = [
   ["AP", (r) => apOf(r).name], ["venue", (r) => apOf(r).venue || ""], ["year", (r) => apOf(r).year || ""],
   ["dataset", (r) => r[FIELD.dataset]], ["structure", (r) => r[FIELD.structure_kind]],
   ["architecture", (r) => r[FIELD.architecture]], ["sparsity", (r) => r[FIELD.sparsity], true],
   ["protocol", (r) => r[FIELD.protocol]], ["clean", (r) => r[FIELD.clean], true], ["AA", (r) => r[FIELD.aa], true],
   ["HO-FMN", (r) => r[FIELD.hofmn], true], ["worst case", (r) => r[FIELD.worst], true],
+  ["flags", (r) => r[FIELD.flags].join(" ")],
   ["effective MACs", (r) => r[FIELD.macs_effective], true], ["non-zero params", (r) => r[FIELD.params_nonzero], true],
   ["model key", (r) => r[FIELD.model_key]],
 ];
 const FILTERS = [["dataset", (r) => [r[FIELD.dataset]]], ["structure", (r) => [r[FIELD.structure_kind]]],
   ["architecture", (r) => [r[FIELD.architecture]]], ["sparsity", (r) => [String(r[FIELD.sparsity])]],
   ["protocol", (r) => [r[FIELD.protocol]]],
-  ...APB.dimensions.map((title) => [title, (r) => apOf(r).taxonomy[title] || []])];
+  ...DATA.dimensions.map((title) => [title, (r) => apOf(r).taxonomy[title] || []])];
 const PAGE_SIZE = 50;
+const RANK_ROWS = 25;  // rows of a ranking shown before "show all"
+const PICK_CAP = 500;  // models listed in the compare picker at once
+const STRUCTURES = {US: "unstructured (US)", S: "structured (S)"};
 
-function apOf(row) { return APB.aps[row[FIELD.ap_key]] || {name: row[FIELD.ap_key], taxonomy: {}}; }
+// The address keeps the view: filters, search, sort, page, chosen rankings and compared models (#a=1&b=2).
+function hashState() { return new URLSearchParams(location.hash.slice(1)); }
+function setHash(changes) {
+  const params = hashState();
+  for (const [k, v] of Object.entries(changes)) {
+    if (v === null || v === undefined || v === "") params.delete(k); else params.set(k, v);
+  }
+  const text = params.toString();
+  history.replaceState(null, "", text ? "#" + text : location.pathname + location.search);
+}
+function modelPage(row) {
+  return DATA.source_url && row[FIELD.source] === "evaluated"
+    ? `${DATA.source_url}/leaderboard/models/${row[FIELD.ap_key]}/${row[FIELD.model_key]}.md` : null;
+}
+function sortButton(th, title, onSort) {
+  const button = el("button", title, {type: "button", class: "sort"});
+  button.addEventListener("click", onSort);
+  th.append(button);
+  return th;
+}
+function apOf(row) { return DATA.aps[row[FIELD.ap_key]] || {name: row[FIELD.ap_key], taxonomy: {}}; }
+function apFacts(key) { return DATA.aps[key] || {name: key, taxonomy: {}}; }
 function el(tag, text, attributes) {
   const node = document.createElement(tag);
   if (text !== undefined && text !== null) node.textContent = String(text);
@@ -33,35 +59,89 @@ function si(value) {
 }
 function fixed(value) { return value === null || value === undefined ? "" : value.toFixed(2); }
 function epsText(index) {
-  const steps = APB.grid_steps_per_255, k = index / steps;
+  const steps = DATA.grid_steps_per_255, k = index / steps;
   return index === 0 ? "0" : (Number.isInteger(k) ? k : k.toFixed(2)) + "/255";
+}
+
+// ------------------------------------------------------------------------------------------ rankings
+function pText(p) { return p === null || p === undefined ? "" : p < 0.001 ? "<0.001" : p.toFixed(3); }
+function rankings() {
+  const box = document.getElementById("ranks");
+  const groups = new Map();
+  for (const table of window.APB_RANKS || []) {
+    const key = `${table.dataset}-${table.structure}`;
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key).push(table);
+  }
+  if (!groups.size) { box.append(el("p", "No ranked table yet: the repository has no records.")); return; }
+  for (const [key, tables] of groups) {
+    const first = tables[0], section = el("section", null, {class: "ranking", "data-group": key});
+    const select = el("select", null, {"aria-label": `table of ${first.dataset}, ${first.structure}`});
+    tables.forEach((t, i) => select.append(el("option", t.title, {value: String(i)})));
+    const chosen = Number(hashState().get(`rank-${key}`));
+    if (chosen > 0 && chosen < tables.length) select.value = String(chosen);
+    const holder = el("div", null, {class: "scroll"}), more = el("button", "", {type: "button", class: "more"});
+    let all = false;
+    select.addEventListener("change", () => { all = false; setHash({[`rank-${key}`]: select.value === "0" ? "" : select.value}); draw(); });
+    more.addEventListener("click", () => { all = !all; draw(); });
+    section.append(el("h3", `${first.dataset}, ${STRUCTURES[first.structure] || first.structure}`), select, holder, more);
+    box.append(section);
+    function draw() {
+      const table = tables[Number(select.value)], t = el("table", null, {class: "ranks"}), head = el("tr");
+      head.append(...["#", "AP", `mean ${table.metric.startsWith("aa") ? "AA" : table.metric.startsWith("hofmn") ? "HO-FMN" : "worst case"} (%)`,
+        "cells", "p vs above", "venue", "year"].map((h) => el("th", h, {scope: "col"})));
+      const body = el("tbody");
+      for (const [ap, rank, mean, covered, of, p] of all ? table.rows : table.rows.slice(0, RANK_ROWS)) {
+        const facts = apFacts(ap), tr = el("tr", null, {"data-ap": ap}), name = el("td");
+        if (facts.paper) name.append(el("a", facts.name, {href: facts.paper, rel: "noopener"})); else name.textContent = facts.name;
+        tr.append(el("td", rank === null ? "–" : rank, {class: "number rank"}), name,
+          el("td", mean === null ? "–" : mean.toFixed(2), {class: "number"}), el("td", `${covered}/${of}`, {class: "number"}),
+          el("td", pText(p), {class: "number"}), el("td", facts.venue || ""), el("td", facts.year || ""));
+        body.append(tr);
+      }
+      t.append(el("thead"), body);
+      t.firstChild.append(head);
+      holder.replaceChildren(t);
+      more.hidden = table.rows.length <= RANK_ROWS;
+      more.textContent = all ? `show the first ${RANK_ROWS}` : `show all ${table.rows.length} rows`;
+    }
+    draw();
+  }
 }
 
 // ------------------------------------------------------------------------------------------ leaderboard
 function leaderboard() {
-  const state = {sort: 9, descending: true, page: 0, search: "", filters: {}};
+  rankings();
+  const saved = hashState();
+  const state = {sort: 9, descending: true, page: 0, search: saved.get("q") || "", filters: {}};
+  const savedSort = Number(saved.get("sort"));
+  if (saved.has("sort") && savedSort >= 0 && savedSort < COLUMNS.length) {
+    state.sort = savedSort; state.descending = saved.get("order") !== "asc";
+  }
+  state.page = Math.max(0, Number(saved.get("page") || 1) - 1) || 0;
   const filterBox = document.getElementById("filters");
   for (const [name, values] of FILTERS) {
-    const options = [...new Set(APB.rows.flatMap(values))].sort();
+    const options = [...new Set(DATA.rows.flatMap(values))].sort();
     if (options.length < 2) continue;
     const select = el("select", null, {"data-filter": name, "aria-label": name});
     select.append(el("option", "all", {value: ""}), ...options.map((v) => el("option", v, {value: v})));
+    if (options.includes(saved.get(`f.${name}`))) { select.value = saved.get(`f.${name}`); state.filters[name] = select.value; }
     select.addEventListener("change", () => { state.filters[name] = select.value; state.page = 0; draw(); });
     const label = el("label", name);
     label.append(select);
     filterBox.append(label);
   }
-  document.getElementById("search").addEventListener("input", (event) => {
+  const search = document.getElementById("search");
+  search.value = state.search;
+  search.addEventListener("input", (event) => {
     state.search = event.target.value.toLowerCase(); state.page = 0; draw();
   });
   const head = document.querySelector("#leaderboard thead"), headRow = el("tr");
   COLUMNS.forEach(([title], i) => {
-    const th = el("th", title, {"data-column": String(i), scope: "col"});
-    th.addEventListener("click", () => {
+    headRow.append(sortButton(el("th", null, {"data-column": String(i), scope: "col"}), title, () => {
       state.descending = state.sort === i ? !state.descending : Boolean(COLUMNS[i][2]);
       state.sort = i; state.page = 0; draw();
-    });
-    headRow.append(th);
+    }));
   });
   head.append(headRow);
   document.getElementById("previous").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); draw(); });
@@ -78,7 +158,7 @@ function leaderboard() {
   }
   function draw() {
     const [, value, numeric] = COLUMNS[state.sort];
-    const rows = APB.rows.filter(matches).sort((a, b) => {
+    const rows = DATA.rows.filter(matches).sort((a, b) => {
       const x = value(a), y = value(b);
       if (x === y) return 0;
       if (x === null || x === "" || x === undefined) return 1;  // missing values last, whatever the order
@@ -92,6 +172,10 @@ function leaderboard() {
       if (i === state.sort) th.setAttribute("aria-sort", state.descending ? "descending" : "ascending");
       else th.removeAttribute("aria-sort");
     });
+    setHash({q: state.search, sort: state.sort === 9 && state.descending ? "" : String(state.sort),
+      order: state.sort === 9 && state.descending ? "" : state.descending ? "desc" : "asc",
+      page: state.page ? String(state.page + 1) : "",
+      ...Object.fromEntries(FILTERS.map(([name]) => [`f.${name}`, state.filters[name] || ""]))});
     const body = document.querySelector("#leaderboard tbody");
     body.replaceChildren(...rows.slice(state.page * PAGE_SIZE, (state.page + 1) * PAGE_SIZE).map((row) => {
       const tr = el("tr", null, {"data-model": row[FIELD.model_key], "data-protocol": row[FIELD.protocol]});
@@ -102,15 +186,20 @@ function leaderboard() {
         const td = el("td", null, numeric ? {class: "number"} : {});
         if (title === "AP" && apOf(row).paper) {
           td.append(el("a", text, {href: apOf(row).paper, rel: "noopener"}));
-        } else if (title === "model key" && APB.source_url && row[FIELD.source] === "evaluated") {
-          td.append(el("a", text, {href: APB.source_url + "/leaderboard/models/" + text + ".md"}));
+        } else if (title === "model key" && modelPage(row)) {
+          td.append(el("a", text, {href: modelPage(row)}));
+        } else if (title === "flags" && text) {
+          td.append(el("span", "⚠ " + text, {class: "flag"}));
         } else td.textContent = text === undefined || text === null ? "" : String(text);
-        if (title === "AA" && row[FIELD.flags].length) td.append(el("span", " ⚠", {class: "flag", title: row[FIELD.flags].join(", ")}));
+        if (title === "AA" && row[FIELD.aa_spread] !== null) {
+          td.append(el("span", ` ±${row[FIELD.aa_spread].toFixed(2)}`, {class: "spread", title: "half the 95% interval"}));
+        }
+        if (title === "AA" && row[FIELD.flags].length) td.append(el("span", " ⚠", {class: "flag", "aria-hidden": "true"}));
         tr.append(td);
       });
       return tr;
     }));
-    document.getElementById("count").textContent = `${rows.length} of ${APB.rows.length} records`;
+    document.getElementById("count").textContent = `${rows.length} of ${DATA.rows.length} records`;
     document.getElementById("page").textContent = `page ${state.page + 1} of ${pages}`;
   }
   draw();
@@ -118,15 +207,20 @@ function leaderboard() {
 
 // ------------------------------------------------------------------------------------------ comparison
 function compare() {
-  const withCurves = APB.rows.filter((r) => r[FIELD.curve]);
+  const withCurves = DATA.rows.filter((r) => r[FIELD.curve]);
   const picked = [];
   const select = document.getElementById("models"), search = document.getElementById("model-search");
-  const slider = document.getElementById("eps");
+  const slider = document.getElementById("eps"), note = document.getElementById("picker-note");
   function label(row) { return `${apOf(row).name} · ${row[FIELD.model_key]} · ${row[FIELD.protocol]}`; }
+  function valueOf(row) { return `${row[FIELD.model_key]}|${row[FIELD.protocol]}`; }
   function list() {
-    const text = search.value.toLowerCase();
-    select.replaceChildren(...withCurves.filter((r) => label(r).toLowerCase().includes(text)).slice(0, 500)
-      .map((r) => el("option", label(r), {value: `${r[FIELD.model_key]}|${r[FIELD.protocol]}`})));
+    const text = search.value.toLowerCase(), found = withCurves.filter((r) => label(r).toLowerCase().includes(text));
+    select.replaceChildren(...found.slice(0, PICK_CAP).map((r) => el("option", label(r), {value: valueOf(r)})));
+    note.textContent = !withCurves.length
+      ? "No model has a security curve yet: curves come from per-sample distances, which evaluated records and " +
+        "published records with the original benchmark's distances carry. This site's data has none."
+      : found.length > PICK_CAP ? `${found.length} models match; the first ${PICK_CAP} are listed: type to narrow.`
+      : `${found.length} of ${withCurves.length} models with curves match.`;
   }
   search.addEventListener("input", list);
   list();
@@ -137,16 +231,17 @@ function compare() {
     script.addEventListener("load", () => then(window.APB_CURVES[key][row[FIELD.model_key]]));
     document.head.append(script);
   }
+  function remember() { setHash({models: picked.map((p) => valueOf(p.row)).join(",")}); }
   function add(value) {
     const [model, protocol] = value.split("|");
     const row = withCurves.find((r) => r[FIELD.model_key] === model && r[FIELD.protocol] === protocol);
     if (!row || picked.some((p) => p.row === row)) return;
-    curveOf(row, (curve) => { picked.push({row, curve}); draw(); });
+    curveOf(row, (curve) => { if (!picked.some((p) => p.row === row)) picked.push({row, curve}); remember(); draw(); });
   }
   document.getElementById("add").addEventListener("click", () => { if (select.value) add(select.value); });
   select.addEventListener("dblclick", () => { if (select.value) add(select.value); });
   slider.addEventListener("input", draw);
-  const steps = APB.grid_steps_per_255, x = [...Array(APB.grid_size).keys()].map((i) => i / steps);
+  const steps = DATA.grid_steps_per_255, x = [...Array(DATA.grid_size).keys()].map((i) => i / steps);
   function draw() {
     const index = Number(slider.value);
     document.getElementById("eps-label").textContent = epsText(index);
@@ -158,41 +253,68 @@ function compare() {
       yaxis: {title: {text: "robust accuracy (%)"}, range: [0, 100], ticksuffix: "%"},
       shapes: [{type: "line", x0: index / steps, x1: index / steps, y0: 0, y1: 100, line: {dash: "dash", color: "#555"}}],
       legend: {orientation: "h", y: -0.2}}, {displaylogo: false, responsive: true});
+    document.getElementById("picked-empty").hidden = picked.length > 0;
     document.querySelector("#picked tbody").replaceChildren(...picked.map((item, i) => {
       const tr = el("tr", null, {"data-model": item.row[FIELD.model_key]});
       const remove = el("button", "remove", {type: "button"});
-      remove.addEventListener("click", () => { picked.splice(i, 1); draw(); });
+      remove.addEventListener("click", () => { picked.splice(i, 1); remember(); draw(); });
       const samples = item.row[FIELD.source] === "published" ? "published distances" : "all evaluated";
-      tr.append(el("td", label(item.row)), el("td", item.row[FIELD.protocol]), el("td", samples),
+      const name = el("td"), target = modelPage(item.row);
+      if (target) name.append(el("a", label(item.row), {href: target})); else name.textContent = label(item.row);
+      tr.append(name, el("td", item.row[FIELD.protocol]), el("td", samples),
         el("td", (item.curve[index] / 100).toFixed(2), {class: "number"}), el("td"));
       tr.lastChild.append(remove);
       return tr;
     }));
   }
   draw();
+  for (const value of (hashState().get("models") || "").split(",").filter(Boolean)) add(value);
 }
 
 // ------------------------------------------------------------------------------------------ analysis
 function analysis() {
   const box = document.getElementById("analysis");
-  for (const panel of APB_ANALYSIS.panels) {
-    box.append(el("h2", `${panel.dimension} · ${panel.protocol}`));
-    const div = el("div", null, {class: "panel"});
-    box.append(div);
+  function plot(div, panel) {
     const traces = APB_ANALYSIS.datasets.map((dataset) => {
+      if (panel.summary) {  // a large panel comes as box statistics (data/analysis.js stays small at any scale)
+        const items = panel.summary.filter(([, d]) => d === dataset), stat = (k) => items.map(([, , s]) => s[k]);
+        return {type: "box", name: dataset, x: items.map(([value]) => value), q1: stat("q1"), median: stat("median"),
+          q3: stat("q3"), lowerfence: stat("lowerfence"), upperfence: stat("upperfence"), mean: stat("mean")};
+      }
       const items = panel.values.filter(([, d]) => d === dataset);
       return {type: "box", name: dataset, boxpoints: "all", jitter: 0.3,
         x: items.flatMap(([value, , numbers]) => numbers.map(() => value)), y: items.flatMap(([, , numbers]) => numbers)};
     });
     Plotly.newPlot(div, traces, {boxmode: "group", margin: {t: 20}, yaxis: {title: {text: "AutoAttack robust accuracy (%)"}}},
       {displaylogo: false, responsive: true});
+    div.dataset.drawn = panel.summary ? "boxes" : "points";
   }
+  // panels are drawn when they come near the screen, so the page shows at once at any number of APs
+  const observer = "IntersectionObserver" in window ? new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (!entry.isIntersecting) continue;
+      observer.unobserve(entry.target);
+      plot(entry.target, APB_ANALYSIS.panels[Number(entry.target.dataset.panel)]);
+    }
+  }, {rootMargin: "400px"}) : null;
+  APB_ANALYSIS.panels.forEach((panel, i) => {
+    box.append(el("h2", `${panel.dimension} · ${panel.protocol}`));
+    if (panel.summary) {
+      const count = panel.summary.reduce((n, [, , s]) => n + s.n, 0);
+      box.append(el("p", `${count} cells: boxes only (quartiles, whiskers to 1.5 IQR; the points of so many cells are left out).`, {class: "count"}));
+    }
+    const div = el("div", null, {class: "panel", "data-panel": String(i)});
+    box.append(div);
+    if (observer) observer.observe(div); else plot(div, panel);
+  });
   for (const table of APB_ANALYSIS.tables) {
     box.append(el("h3", `${table.dimension} · ${table.protocol}`));
     const t = el("table"), head = el("tr");
     head.append(...table.headers.map((h) => el("th", h)));
     t.append(head, ...table.rows.map((r) => { const tr = el("tr"); tr.append(...r.map((c) => el("td", c))); return tr; }));
-    box.append(t);
+    const holder = el("div", null, {class: "scroll"});
+    holder.append(t);
+    box.append(holder);
   }
 }
 

@@ -34,20 +34,23 @@ def make_repo(tmp_path: Path, aps=THREE_APS) -> Path:
 
 def add_evaluated(root: Path, model_key: str, *, protocol: str = PROTOCOL, seed: int = 0, n: int | None = None,
                   unbroken: int = 4, scale: float = 0.03, flags: bool = True, efficiency: dict | None = None,
-                  date: str = "2025-01-02T03:04:05Z", commit: str = "0123abc") -> dict:
+                  date: str = "2025-01-02T03:04:05Z", commit: str = "0123abc",
+                  per_sample: PerSample | None = None) -> dict:
     """A real evaluated record and sidecar as `apb evaluate` writes them (synthetic per-sample results, as many
-    samples as the protocol evaluates unless *n* says otherwise; a larger *scale* makes a more robust model)."""
+    samples as the protocol evaluates unless *n* says otherwise; a larger *scale* makes a more robust model;
+    *per_sample* gives the results instead)."""
     from evaluator.protocol import PROTOCOLS_DIR, load_protocol
 
     if n is None:
         spec = load_protocol(protocol) if (PROTOCOLS_DIR / f"{protocol}.yaml").is_file() else None
         n = spec.n_samples if spec is not None and spec.evaluable else 300
-    rng = np.random.default_rng(seed)
-    distances = rng.exponential(scale, n).astype(np.float32)
-    distances[: n // 5] = 0.0
-    distances[n - unbroken:] = np.inf
-    clean = distances > 0
-    per_sample = PerSample(np.arange(n), clean, clean & (distances > EPS * 1.05), distances)
+    if per_sample is None:
+        rng = np.random.default_rng(seed)
+        distances = rng.exponential(scale, n).astype(np.float32)
+        distances[: n // 5] = 0.0
+        distances[n - unbroken:] = np.inf
+        clean = distances > 0
+        per_sample = PerSample(np.arange(n), clean, clean & (distances > EPS * 1.05), distances)
     key = parse_model_key(model_key)
     directory = records_dir(root, key.ap_key)
     sha = per_sample.save(directory / f"{record_stem(model_key, protocol)}.npz")
@@ -68,3 +71,12 @@ def add_evaluated(root: Path, model_key: str, *, protocol: str = PROTOCOL, seed:
     return record
 
 
+
+
+def flags_result(n: int, robust: int) -> PerSample:
+    """Per-sample results where the first *robust* samples resist both attacks and the rest of the first 80% are
+    broken at a tenth of the budget (so AutoAttack, HO-FMN and the worst case agree)."""
+    clean = np.arange(n) < int(n * 0.8)
+    robust_flags = np.arange(n) < robust
+    distances = np.where(robust_flags, np.inf, np.where(clean, 0.003, 0.0)).astype(np.float32)
+    return PerSample(np.arange(n), clean, robust_flags, distances)
