@@ -225,7 +225,8 @@ def head_outputs_hint(mismatched: list[dict], family: str) -> str | None:
 
 def rule_hints(shapes: dict[str, tuple[int, ...]]) -> list[str]:
     """Key rules suggested by tell-tale keys: pruning masks, edge-popup scores, normalization tensors."""
-    hints = [f"masks: {rule}" + (" (the default)" if rule == "orig-mask" else "")
+    hints = [f"masks: {rule}" + (" with keep_ratios (uniform or the per-layer ratios your code used)"
+                                 if rule == "popup-scores" else "")
              for rule in mask_rules_present([key.rpartition(".")[2] for key in shapes])]
     normalization = normalization_keys(shapes)
     if normalization:

@@ -131,6 +131,20 @@ class EvaluableProtocol(Protocol):
     sanity: SanityLimits
 
 
+def on_first_samples(protocol: EvaluableProtocol, n: int) -> EvaluableProtocol:
+    """*protocol* on its first *n* test samples (``apb evaluate --n N``): the id ``<id>-n<N>``, which names no
+    protocol file, and ``leaderboard: false``, so its records are never written under submissions/ and never
+    accepted there (``apb validate`` refuses an unknown protocol)."""
+    import dataclasses
+
+    if n < 1:
+        raise APBError(Problem("--n", f"the number of test samples must be positive, got {n}"))
+    return dataclasses.replace(protocol, id=f"{protocol.id}-n{n}", leaderboard=False, n_samples=n,
+                               chunk_size=min(protocol.chunk_size, n),
+                               description=f"{protocol.description} Run on the first {n} samples only (apb evaluate "
+                                           f"--n {n}): not a leaderboard run.")
+
+
 def parse_fraction(value: Any) -> Fraction:
     """An exact number from ``"8/255"``, ``10``, ``0.9`` or ``"0.5"``; ``ValueError`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):

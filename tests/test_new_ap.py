@@ -375,3 +375,30 @@ def test_prepare_help_says_what_filters_and_channels_remove(capsys):
     values, _ = load_yaml(repo_root() / "taxonomy" / "vocabulary.yaml")
     for name in ("filters", "channels"):
         assert " ".join(values["fields"]["granularity"]["values"][name].split()) in text
+
+
+def test_evaluate_n_is_a_trial_run_that_never_enters_the_leaderboard(tmp_path, capsys):
+    from evaluator.assemble import refuse_smoke_in_submissions
+    from evaluator.protocol import DEFAULT_PROTOCOL, load_protocol, on_first_samples
+    from evaluator.validate import _protocol_or_reason
+
+    trial = on_first_samples(load_protocol(DEFAULT_PROTOCOL).require_evaluable(), 16)
+    assert trial.id == f"{DEFAULT_PROTOCOL}-n16" and trial.n_samples == 16 and not trial.leaderboard
+    assert "not a leaderboard run" in trial.description
+    assert _protocol_or_reason(trial.id)[0] is None  # apb validate refuses its records under submissions/
+    with pytest.raises(APBError, match="never written under submissions"):
+        refuse_smoke_in_submissions(trial, tmp_path / "submissions" / AP_DNR / "records", tmp_path)
+    code, _, err = run_cli(["evaluate", "Nope_Doe2024Nope_R18_CIFAR10_US_90", "--n", "16", "--root", str(tmp_path)],
+                           capsys)
+    assert code != 0 and "NOT a leaderboard run" in err  # said before anything else happens
+
+
+def test_the_time_estimate_comes_from_a_timing_on_this_device():
+    from evaluator.evaluate import time_estimate
+    from evaluator.protocol import load_protocol
+    from tests.support.tiny_models import tiny_cnn
+
+    protocol = load_protocol("smoke-v1").require_evaluable()
+    per_image, low, high = time_estimate(tiny_cnn(), protocol, (3, 32, 32), "cpu", 8)
+    assert per_image > 0 and 0 < low < high
+    assert time_estimate(tiny_cnn(), protocol, (3, 32, 32), "cpu", 0)[2] < high  # fewer samples attacked, less time
