@@ -402,3 +402,20 @@ def test_the_time_estimate_comes_from_a_timing_on_this_device():
     per_image, low, high = time_estimate(tiny_cnn(), protocol, (3, 32, 32), "cpu", 8)
     assert per_image > 0 and 0 < low < high
     assert time_estimate(tiny_cnn(), protocol, (3, 32, 32), "cpu", 0)[2] < high  # fewer samples attacked, less time
+
+
+def test_keep_ratios_from_a_file_beside_the_manifest_fold_as_the_authors(heracles, tmp_path):
+    from evaluator.load import load_state_dict
+    from tests.support.entries import make_entry
+
+    model, ks = heracles["model"], heracles["ks"]
+    (tmp_path / "ratios.json").write_text(json.dumps(ks))
+    entry = make_entry(state_dict_key="state_dict", masks="popup-scores", keep_ratios={"file": "ratios.json"},
+                       manifest_path=tmp_path / "manifest.yaml")
+    state = load_state_dict(heracles["path"].read_bytes(), entry)
+    scores = model.state_dict()["layer4.1.conv2.popup_scores"]
+    expected = model.state_dict()["layer4.1.conv2.weight"] * top_fraction_mask(scores.abs(), ks["layer4.1.conv2"])
+    assert torch.equal(state["layer4.1.conv2.weight"], expected) and not any("popup" in key for key in state)
+    (tmp_path / "ratios.json").write_text(json.dumps(STRATEGY))  # the authors' list: no layer names
+    with pytest.raises(APBError, match="a list has no layer names"):
+        load_state_dict(heracles["path"].read_bytes(), entry)
