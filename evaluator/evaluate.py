@@ -167,7 +167,8 @@ def autoattack_chunk(model: nn.Module, test_set: Any, indices: range, clean_corr
 
     inputs, labels = _to_device(test_set.batch(list(indices)), device)
     result = autoattack_linf(model, inputs, labels, eps=protocol.eps, version=protocol.autoattack.version,
-                             seed=seed, batch_size=protocol.autoattack.batch_size, device=device)
+                             seed=seed, batch_size=protocol.autoattack.batch_size, device=device,
+                             attacks=list(protocol.autoattack.attacks) if protocol.autoattack.attacks else None)
     robust = np.asarray(result.robust.cpu().numpy(), dtype=bool) & clean_correct
     return {"aa_robust": robust, "warnings": np.array(list(result.warnings), dtype=str),
             "attacks": np.array(list(result.attacks_to_run), dtype=str),
@@ -417,11 +418,12 @@ class Outcome:
     record: dict | None = None
 
 
-# Forward+backward passes per sample of AutoAttack standard when a sample stays robust through it: APGD-CE 100
-# iterations, APGD-T 9 targets x 100, FAB-T 9 targets x 100 (about two passes each), Square 5,000 queries (forward
-# only, about a third of a forward+backward each). A sample that falls to an attack skips the later ones.
-AUTOATTACK_PASSES_ROBUST = 100 + 9 * 100 + 9 * 100 * 2 + 5000 // 3
-AUTOATTACK_PASSES_FIRST = 100
+# Forward+backward passes per sample of each AutoAttack attack when the sample stays robust through it: APGD-CE
+# 100 iterations, APGD-T 9 targets x 100, FAB-T 9 targets x 100 (about two passes each), Square 5,000 queries
+# (forward only, about a third of a forward+backward each). A sample that falls to an attack skips the later ones.
+ATTACK_PASSES = {"apgd-ce": 100, "apgd-dlr": 100, "apgd-t": 9 * 100, "fab": 2 * 100, "fab-t": 9 * 100 * 2,
+                 "square": 5000 // 3}
+STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 
 
 def time_estimate(model: nn.Module, protocol: EvaluableProtocol, image_shape: tuple[int, ...], device: str,
@@ -445,8 +447,9 @@ def time_estimate(model: nn.Module, protocol: EvaluableProtocol, image_shape: tu
     per_sample = min(timings) / batch
     hofmn = protocol.hofmn
     tuning = hofmn.tuning.trials * hofmn.tuning.steps * hofmn.tuning.batch_size
-    low = per_sample * (n * (AUTOATTACK_PASSES_FIRST + hofmn.steps) + tuning)
-    high = per_sample * (n * (AUTOATTACK_PASSES_ROBUST + hofmn.steps) + tuning)
+    attacks = protocol.autoattack.attacks or STANDARD_ATTACKS
+    low = per_sample * (n * (ATTACK_PASSES[attacks[0]] + hofmn.steps) + tuning)
+    high = per_sample * (n * (sum(ATTACK_PASSES[name] for name in attacks) + hofmn.steps) + tuning)
     return per_sample, low, high
 
 

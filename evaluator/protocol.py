@@ -20,7 +20,8 @@ from evaluator.safeio import LineMap, format_field, load_yaml
 PROTOCOLS_DIR = PACKAGE_DIR / "protocols"
 DEFAULT_PROTOCOL = "linf-8-255-v1"  # what `apb evaluate`, the Python API and the CI preview use without --protocol
 NORMS = ("Linf",)
-AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
+AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # names of version custom's list
 LOSSES = ("LL", "DLR", "CE")
 OPTIMIZERS = ("SGD", "Adam")
 SCHEDULERS = ("cosine", "none")
@@ -67,6 +68,7 @@ class HOFMNSettings:
 class AutoAttackSettings:
     version: str
     batch_size: int
+    attacks: tuple[str, ...] = ()  # the attacks of version custom (AutoAttack's attacks_to_run), in order
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,20 @@ class _Reader:
         return value
 
 
+def _attacks(reader: _Reader, autoattack: dict) -> tuple[str, ...]:
+    """The attack list of ``version: custom`` (required there, refused with any other version)."""
+    attacks = autoattack.get("attacks")
+    if autoattack["version"] != "custom":
+        if attacks is not None:
+            raise reader.fail(("autoattack", "attacks"), "is for version: custom only")
+        return ()
+    if not isinstance(attacks, list) or not attacks or any(name not in AUTOATTACK_ATTACKS for name in attacks) \
+            or len(set(attacks)) != len(attacks):
+        raise reader.fail(("autoattack", "attacks"), f"version custom needs a list of distinct attacks from "
+                                                     f"{', '.join(AUTOATTACK_ATTACKS)}, got {attacks!r}")
+    return tuple(attacks)
+
+
 def _search_space(reader: _Reader, data: Any, where: tuple) -> tuple[SearchDimension, ...]:
     if not isinstance(data, dict) or not data:
         raise reader.fail(where, "must be a non-empty mapping of parameter name to {low, high, log}")
@@ -245,7 +261,8 @@ def _evaluation_fields(reader: _Reader, data: dict) -> dict:
     eps = reader.number(threat, ("threat_model", "eps"))
     if not 0 < eps < 1:
         raise reader.fail(("threat_model", "eps"), f"must lie strictly between 0 and 1, got {threat['eps']!r}")
-    autoattack = reader.mapping(data["autoattack"], ("autoattack",), ("version", "batch_size"))
+    autoattack = reader.mapping(data["autoattack"], ("autoattack",), ("version", "batch_size", "attacks"),
+                                ("version", "batch_size"))
     sanity = reader.mapping(data["sanity"], ("sanity",), ("max_aa_only", "max_hofmn_only", "max_no_adversarial"))
     return {
         "norm": reader.choice(threat, ("threat_model", "norm"), NORMS),
@@ -254,7 +271,8 @@ def _evaluation_fields(reader: _Reader, data: dict) -> dict:
         "chunk_size": reader.integer(data, ("chunk_size",), 1),
         "seed": reader.integer(data, ("seed",), 0),
         "autoattack": AutoAttackSettings(reader.choice(autoattack, ("autoattack", "version"), AUTOATTACK_VERSIONS),
-                                         reader.integer(autoattack, ("autoattack", "batch_size"), 1)),
+                                         reader.integer(autoattack, ("autoattack", "batch_size"), 1),
+                                         _attacks(reader, autoattack)),
         "hofmn": _hofmn(reader, data["hofmn"]),
         "sanity": SanityLimits(*(reader.share(sanity, ("sanity", key)) for key in
                                  ("max_aa_only", "max_hofmn_only", "max_no_adversarial"))),

@@ -1,7 +1,7 @@
 """CONTRIBUTING.md, run as written: every block of the guide in order, in a copy of the repository, on typical
 training checkpoints (torch.nn.utils.prune masks, DataParallel prefix, a nested {'state_dict': ..., 'epoch': ...}
 dict). The walk new -> prepare -> validate (file://) -> check -> publish -> lock -> validate -> check --refetch
--> evaluate (smoke-v1) -> preview must be green at every step: this is the author path of issue 12.
+-> evaluate (smoke-v2) -> preview must be green at every step: this is the author path of issue 12.
 
 Blocks: ``bash`` lines starting with ``apb`` run through the CLI (in this process); the few other commands
 are listed in NOT_RUN with the reason. A ``json`` block after ``<!-- file: PATH -->`` is written to PATH. The
@@ -145,9 +145,9 @@ def test_the_author_path_of_contributing_runs_green(tmp_path, monkeypatch, capsy
     assert all(m["url"].startswith("hf://") for m in manifest["models"])
     assert "masks: 20 torch.nn.utils.prune masks folded" in text and "prefix: 'module.' stripped" in text
     assert "apb check MyMethod_Doe2025Robust: 3 of 3 passed" in text
-    assert "clean accuracy" in text and "under protocol smoke-v1" in text
+    assert "clean accuracy" in text and "under protocol smoke-v2" in text
     preview = outputs[-1]
-    assert "### APB evaluation of" in preview and "under protocol `smoke-v1`" in preview
+    assert "### APB evaluation of" in preview and "under protocol `smoke-v2`" in preview
     # green: no failure; the only flag is the honest one about the tiny test file
     assert "**⚠️ 3 model\\(s\\): 0 ok, 3 flagged, 0 failed**" in preview
     notes = re.findall(r"^\| ⚠️ \| `[^`]+` \|.*\| (.*) \|$", preview, re.M)
