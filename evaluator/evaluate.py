@@ -424,6 +424,7 @@ class Outcome:
 ATTACK_PASSES = {"apgd-ce": 100, "apgd-dlr": 100, "apgd-t": 9 * 100, "fab": 2 * 100, "fab-t": 9 * 100 * 2,
                  "square": 5000 // 3}
 STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+CUSTOM_RESTARTS = {"apgd-ce": 5 * 100, "apgd-dlr": 5 * 100, "fab": 5 * 2 * 100}  # version custom: 5 restarts
 
 
 def time_estimate(model: nn.Module, protocol: EvaluableProtocol, image_shape: tuple[int, ...], device: str,
@@ -448,8 +449,11 @@ def time_estimate(model: nn.Module, protocol: EvaluableProtocol, image_shape: tu
     hofmn = protocol.hofmn
     tuning = hofmn.tuning.trials * hofmn.tuning.steps * hofmn.tuning.batch_size
     attacks = protocol.autoattack.attacks or STANDARD_ATTACKS
-    low = per_sample * (n * (ATTACK_PASSES[attacks[0]] + hofmn.steps) + tuning)
-    high = per_sample * (n * (sum(ATTACK_PASSES[name] for name in attacks) + hofmn.steps) + tuning)
+    passes = dict(ATTACK_PASSES)
+    if protocol.autoattack.version == "custom":  # AutoAttack keeps its classes' default restarts there
+        passes.update(CUSTOM_RESTARTS)
+    low = per_sample * (n * (passes[attacks[0]] + hofmn.steps) + tuning)
+    high = per_sample * (n * (sum(passes[name] for name in attacks) + hofmn.steps) + tuning)
     return per_sample, low, high
 
 
