@@ -69,7 +69,8 @@ def load_local_model(path: str | Path, architecture: str | None = None, *, model
     ``architecture`` (``resnet18`` / ``vgg16``) and any manifest loading field as a keyword: ``variant``,
     ``format`` (default: read from the file's first bytes), ``state_dict_key``, ``strip_prefix``,
     ``normalization`` ({"mean": [...], "std": [...]}), ``rename_prefixes``, ``normalization_buffers``,
-    ``unused_tensors``, ``masks``, ``allowed_globals``. ``sparsity`` is needed only for ``masks="popup-scores"``.
+    ``unused_tensors``, ``masks`` (a file holding masks or scores loads only with its rule stated),
+    ``keep_ratios``, ``allowed_globals``. ``sparsity`` is needed only for ``masks="popup-scores"``.
     ``apb prepare`` finds these fields for a training checkpoint."""
     import dataclasses
 

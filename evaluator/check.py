@@ -21,7 +21,7 @@ from evaluator.models import Normalized
 if TYPE_CHECKING:
     from evaluator.manifest import ModelEntry
 
-CLEAN_GAP_PP = 10.0  # a clean accuracy this many points below the claim (and outside its 95% interval) is flagged
+CLAIM_TOLERANCE_PP = 1.0  # a claim more than this above the 95% interval of the measured clean accuracy fails
 SANITY_IMAGES = 16
 COUNTED_LAYERS = (
     "weights: every Conv2d weight tensor, including the first conv (3 input channels) and the 1x1 shortcut convs "
@@ -103,6 +103,10 @@ class SparsityReport:
         if not self.ok:
             text += ("; the file is not pruned as the entry's `sparsity` says: fix `sparsity` (and the model key) "
                      "or prune to the claimed level (manifest schema, x-sparsity-tolerance, says why)")
+        if not self.ok and self.measured < 1 and self.claimed:
+            text += ("; the weights hold no pruning zeros: if the network masks them at run time "
+                     "(torch.nn.utils.prune masks, edge-popup scores), the file must hold those masks or scores and "
+                     "the entry state how they fold (`masks`, `keep_ratios`), or the file must hold the folded weights")
         if not self.ok and self.structure != "weights":
             other = "channels" if self.structure == "filters" else "filters"
             text += f" (measured {other} sparsity: {getattr(self, other):.2f}%)"
@@ -279,20 +283,45 @@ def clean_predictions(model: nn.Module, test_set: Any, *, batch_size: int = 256,
     return correct
 
 
-def clean_accuracy_gap(correct: int | None, n: int, claimed: float | None) -> str | None:
-    """A sentence when the measured clean accuracy is more than ``CLEAN_GAP_PP`` points below the claim and the
-    claim lies above its 95% interval (a few samples cannot trigger it by chance); None otherwise."""
+def clean_accuracy_gap(correct: int | None, n: int, claimed: float | None, causes: Sequence[str] = ()) -> str | None:
+    """A sentence when the measured clean accuracy is below the claim and the claim lies more than
+    ``CLAIM_TOLERANCE_PP`` above its 95% interval (a few samples cannot trigger it by chance): the check fails,
+    and the sentence lists the likely *causes*, most evident first; None otherwise."""
     from evaluator.records import wilson_interval
 
     if correct is None or not n or claimed is None:
         return None
     measured = 100.0 * correct / n
     high = 100.0 * wilson_interval(correct, n)[1]
-    if claimed - measured <= CLEAN_GAP_PP or claimed <= high:
+    if claimed <= measured or claimed <= high + CLAIM_TOLERANCE_PP:
         return None
+    listed = "; ".join(f"({index}) {cause}" for index, cause in enumerate(causes, 1))
     return (f"{measured:.2f}% on {n} samples is {claimed - measured:.1f} points below the claimed {claimed:g}% "
-            "(outside the 95% interval): check `normalization` (inputs are in [0, 1]; `apb prepare` finds "
-            "normalization buffers), `dataset` and the checkpoint")
+            f"(above the 95% interval, up to {high:.1f}%): the evaluated network is not the author's"
+            + (f"; likely causes, most evident first: {listed}" if listed else ""))
+
+
+def likely_causes(entry: ModelEntry, sparsity: SparsityReport | None) -> list[str]:
+    """Why a checkpoint may measure far below its claim, ordered by what the entry and the measurement show:
+    a mask rule folds the weights, so masks first; then normalization, variant and dataset."""
+    causes: list[tuple[int, str]] = []
+    folded = entry.masks not in (None, "none")
+    ratios = entry.keep_ratios
+    mask_text = ("`masks` / `keep_ratios`: the weights are folded by masks: " + (
+        "keep_ratios: uniform keeps the same fraction in every layer, but the author's code may use per-layer "
+        "ratios (pass them with `apb prepare --layer-ratios FILE` or export the folded weights)"
+        if ratios == "uniform" else "check the rule and the per-layer ratios against the author's code")
+        if folded else "`masks`: if the author's network masks its weights at run time (scores, masks), the file "
+                       "must hold them and the entry state how they fold")
+    causes.append((0 if folded else 2, mask_text))
+    norm = ("`normalization`: the entry applies none; if the author's data loader or model normalizes, state its "
+            "mean/std" if entry.normalization is None else
+            "`normalization`: check the mean/std against the author's data loader (inputs are in [0, 1])")
+    causes.append((1, norm))
+    causes.append((3 if entry.variant == entry.architecture else 1,
+                   f"`variant` ({entry.variant}): check that its layers (pooling, head, BatchNorm) are the author's"))
+    causes.append((4, f"`dataset` ({entry.dataset}): check that the checkpoint was trained on it"))
+    return [text for _, text in sorted(causes, key=lambda item: item[0])]
 
 
 # ----------------------------------------------------------------------------------------------- one entry
@@ -313,6 +342,7 @@ class CheckReport:
     claimed: dict | None = None
     test_set_official: bool | None = None
     efficiency: dict | None = None  # evaluator.efficiency.efficiency_summary of the loaded model
+    causes: list[str] = field(default_factory=list)  # likely causes of a clean accuracy far below the claim
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # the checked model, for the attacks
 
     @property
@@ -322,7 +352,12 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         parts = (self.compliance, self.sparsity, self.sanity)
-        return all(part is not None and part.ok for part in parts) and self.clean_correct is not None
+        return (all(part is not None and part.ok for part in parts) and self.clean_correct is not None
+                and self.claim_gap() is None)
+
+    def claim_gap(self) -> str | None:
+        """The failure sentence of a clean accuracy far below the author's claim (:func:`clean_accuracy_gap`)."""
+        return clean_accuracy_gap(self.clean_correct, self.n, (self.claimed or {}).get("clean_accuracy"), self.causes)
 
     def failures(self) -> list[str]:
         """One line per failed part."""
@@ -333,16 +368,14 @@ class CheckReport:
             failed.append(f"sparsity: {self.sparsity.message}")
         if self.sanity is not None and not self.sanity.ok:
             failed.append(f"outputs: {self.sanity.message}")
+        gap = self.claim_gap()
+        if gap:
+            failed.append(f"clean accuracy: {gap}")
         return failed
 
     def warnings(self) -> list[str]:
-        """Findings that do not fail the check but must be flagged (a randomized model, a clean accuracy far
-        below the claim)."""
-        found = [f"outputs: {self.sanity.message}"] if self.sanity is not None and self.sanity.randomized else []
-        gap = clean_accuracy_gap(self.clean_correct, self.n, (self.claimed or {}).get("clean_accuracy"))
-        if gap:
-            found.append(f"clean accuracy: {gap}")
-        return found
+        """Findings that do not fail the check but must be flagged (a randomized model)."""
+        return [f"outputs: {self.sanity.message}"] if self.sanity is not None and self.sanity.randomized else []
 
     def to_dict(self, layers: bool = True) -> dict:
         return {"model_key": self.model_key, "ok": self.ok, "failures": self.failures(), "warnings": self.warnings(),
@@ -421,9 +454,13 @@ def check_loaded(entry: ModelEntry, sha256: str, state: dict[str, torch.Tensor],
     report.model = network
     report.sparsity = measure_sparsity(network, entry.structure, entry.sparsity)
     report.efficiency = efficiency_summary(network, entry.structure, test_set.batch(slice(0, 1))[0].shape[1:])
-    report.sanity = check_outputs(network, test_set.batch(slice(0, min(SANITY_IMAGES, len(test_set))))[0].to(device))
+    from evaluator.variants import variants
+
+    report.sanity = check_outputs(network, test_set.batch(slice(0, min(SANITY_IMAGES, len(test_set))))[0].to(device),
+                                  variants()[entry.variant].outputs)
     report.clean_correct = int(clean_predictions(network, test_set, batch_size=batch_size, device=device,
                                                  progress=progress).sum())
+    report.causes = likely_causes(entry, report.sparsity)
     return report
 
 

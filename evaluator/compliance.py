@@ -96,7 +96,9 @@ def check_compliance(state_dict: dict[str, torch.Tensor], variant: str) -> Compl
     report = ComplianceReport(variant, len(state_dict), [k for k in result.missing_keys if k not in wrong],
                               list(result.unexpected_keys), mismatched)
     if not report.ok:
-        report.suggestion = suggest_fix({key: tuple(value.shape) for key, value in state_dict.items()}, variant)
+        head = head_outputs_hint(mismatched, variants()[variant].family)
+        report.suggestion = head or suggest_fix({key: tuple(value.shape) for key, value in state_dict.items()},
+                                                variant)
     return report
 
 
@@ -128,7 +130,7 @@ def closest_variant(shapes: dict[str, tuple[int, ...]], family: str | None = Non
     shapes overlap most with *shapes*, as they are or with their common prefix stripped (*rule* then says
     ``strip_prefix: '<prefix>'``); None when no key matches any variant."""
     candidates = [("", shapes)]
-    prefix = common_prefix(shapes)
+    prefix = model_prefix(shapes)
     if prefix:
         candidates.append((f"strip_prefix: {prefix!r}", {k[len(prefix):]: v for k, v in shapes.items()}))
     best: tuple[float, str, str, int, int] | None = None
@@ -195,9 +197,36 @@ def common_prefix(shapes: dict[str, tuple[int, ...]]) -> str:
     return prefix
 
 
+def model_prefix(shapes: dict[str, tuple[int, ...]]) -> str:
+    """The prefix the network's keys share, leaving out input-normalization tensors (a ``Sequential(Normalize,
+    ResNet)`` saves ``0.mean``, ``0.std`` and ``1.<key>``: the model's prefix is ``1.``)."""
+    buffers = set(normalization_keys(shapes))
+    return common_prefix({key: shape for key, shape in shapes.items() if key not in buffers})
+
+
+def head_outputs_hint(mismatched: list[dict], family: str) -> str | None:
+    """A sentence when the only difference of a mis-shaped layer is its number of outputs and the variant
+    expects 10 (the classifier): the network's output count against the datasets' 10 classes, and what to do."""
+    for item in mismatched:
+        expected, found = item["expected"], item["found"]
+        if len(expected) != len(found) or expected[1:] != found[1:] or expected[0] != 10 or found[0] == 10:
+            continue
+        fitting = [name for name, variant in variants().items()
+                   if variant.family == family and variant.outputs == found[0]]
+        what = (f"set variant: {fitting[0]} (the network as trained: all {found[0]} outputs, a prediction outside "
+                "the 10 classes counts as wrong)" if fitting else
+                f"save the network your paper evaluated with a 10-output head (num_classes=10); no registered "
+                f"{family} variant has {found[0]} outputs (evaluator/models/variants.yaml)")
+        return (f"{item['key']} has {found[0]} rows: the network has {found[0]} outputs, but CIFAR10 and SVHN have 10 "
+                f"classes. apb never cuts a head to its first 10 rows (that is another network: its predictions "
+                f"and attacks differ); {what}")
+    return None
+
+
 def rule_hints(shapes: dict[str, tuple[int, ...]]) -> list[str]:
     """Key rules suggested by tell-tale keys: pruning masks, edge-popup scores, normalization tensors."""
-    hints = [f"masks: {rule}" + (" (the default)" if rule == "orig-mask" else "")
+    hints = [f"masks: {rule}" + (" with keep_ratios (uniform or the per-layer ratios your code used)"
+                                 if rule == "popup-scores" else "")
              for rule in mask_rules_present([key.rpartition(".")[2] for key in shapes])]
     normalization = normalization_keys(shapes)
     if normalization:

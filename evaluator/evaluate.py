@@ -167,7 +167,8 @@ def autoattack_chunk(model: nn.Module, test_set: Any, indices: range, clean_corr
 
     inputs, labels = _to_device(test_set.batch(list(indices)), device)
     result = autoattack_linf(model, inputs, labels, eps=protocol.eps, version=protocol.autoattack.version,
-                             seed=seed, batch_size=protocol.autoattack.batch_size, device=device)
+                             seed=seed, batch_size=protocol.autoattack.batch_size, device=device,
+                             attacks=list(protocol.autoattack.attacks) if protocol.autoattack.attacks else None)
     robust = np.asarray(result.robust.cpu().numpy(), dtype=bool) & clean_correct
     return {"aa_robust": robust, "warnings": np.array(list(result.warnings), dtype=str),
             "attacks": np.array(list(result.attacks_to_run), dtype=str),
@@ -417,6 +418,50 @@ class Outcome:
     record: dict | None = None
 
 
+# Forward+backward passes per sample of each AutoAttack attack when the sample stays robust through it: APGD-CE
+# 100 iterations, APGD-T 9 targets x 100, FAB-T 9 targets x 100 (about two passes each), Square 5,000 queries
+# (forward only, about a third of a forward+backward each). A sample that falls to an attack skips the later ones.
+ATTACK_PASSES = {"apgd-ce": 100, "apgd-dlr": 100, "apgd-t": 9 * 100, "fab": 2 * 100, "fab-t": 9 * 100 * 2,
+                 "square": 5000 // 3}
+STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+CUSTOM_RESTARTS = {"apgd-ce": 5 * 100, "apgd-dlr": 5 * 100, "fab": 5 * 2 * 100}  # version custom: 5 restarts
+
+
+def time_estimate(model: nn.Module, protocol: EvaluableProtocol, image_shape: tuple[int, ...], device: str,
+                  n: int) -> tuple[float, float, float]:
+    """(seconds per image of one forward+backward measured here, low, high) for the attacks on the *n* clean-
+    correct samples (the only ones attacked): low when each falls to APGD-CE, high when each stays robust
+    through all of AutoAttack. The timing is the fastest of three passes on a batch of the protocol's size."""
+    batch = max(1, min(protocol.autoattack.batch_size, 16))
+    images = torch.rand(batch, *image_shape, device=device, requires_grad=True)
+    model.eval()
+
+    def one_pass() -> None:
+        model(images).sum().backward()
+
+    one_pass()  # warm-up (allocations, autotuning)
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        one_pass()
+        timings.append(time.perf_counter() - start)
+    per_sample = min(timings) / batch
+    hofmn = protocol.hofmn
+    tuning = hofmn.tuning.trials * hofmn.tuning.steps * hofmn.tuning.batch_size
+    attacks = protocol.autoattack.attacks or STANDARD_ATTACKS
+    passes = dict(ATTACK_PASSES)
+    if protocol.autoattack.version == "custom":  # AutoAttack keeps its classes' default restarts there
+        passes.update(CUSTOM_RESTARTS)
+    low = per_sample * (n * (passes[attacks[0]] + hofmn.steps) + tuning)
+    high = per_sample * (n * (sum(passes[name] for name in attacks) + hofmn.steps) + tuning)
+    return per_sample, low, high
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else \
+        f"{seconds:.0f} s"
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -464,6 +509,12 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = DEFAULT_PROTOCO
     if not report.ok or report.model is None:
         raise CheckFailed(model_key, report)
     model = report.model  # built and checked once, in check_loaded
+    attacked = report.clean_correct or 0  # AutoAttack and HO-FMN attack the clean-correct samples only
+    per_sample, low, high = time_estimate(model, protocol, tuple(test_set.batch(slice(0, 1))[0].shape[1:]), device,
+                                          attacked if shard is None else math.ceil(attacked / shard.count))
+    _say(f"{model_key}: estimate {_duration(low)} to {_duration(high)} on {device} under {protocol.id} (one forward+"
+         f"backward takes {per_sample * 1000:.1f} ms per image here; {report.clean_correct} clean-correct samples "
+         "are attacked; the high end if every one stays robust through all of AutoAttack)")
     shared_tuning = None
     if shard is not None and shard.count > 1:  # the shards of one model tune once (on one machine, or a shared cache)
         from evaluator import paths

@@ -10,11 +10,13 @@ this order by :func:`apply_key_rules`:
    values must equal the entry's ``normalization`` (which the evaluator applies), then they are dropped;
 5. ``unused_tensors`` — names (the last part of a key, e.g. ``k_score``) of tensors the evaluated network does
    not use, such as a per-layer learned pruning rate stored beside folded weights; dropped where present;
-6. ``masks`` — how pruning masks are folded into the weights that are evaluated:
-   ``orig-mask`` (``<name>_orig`` * ``<name>_mask``, ``torch.nn.utils.prune``; folded where present),
-   ``softplus`` (``<module>.mask_<param>``: ``<param>`` * softplus(mask)),
-   ``popup-scores`` (edge-popup: ``<module>.scores`` per weight; the kept weights are the top
-   (100 - sparsity)% of abs(scores) of each layer, the claimed sparsity deciding how many).
+6. ``masks`` — how pruning masks are folded into the weights that are evaluated, only by a rule the entry
+   states (a file holding masks or scores under no rule, or ``none``, is refused: apb never guesses a fold):
+   ``none`` (the zeros are in the weights), ``orig-mask`` (``<name>_orig`` * ``<name>_mask``,
+   ``torch.nn.utils.prune``), ``softplus`` (``<module>.mask_<param>``: ``<param>`` * softplus(mask)),
+   ``popup-scores`` (edge-popup / HYDRA: ``<module>.scores`` or ``.popup_scores`` of the weight's shape; each
+   layer keeps its ``n - int((1 - k) * n)`` weights of largest abs(score), ``k`` from ``keep_ratios``:
+   ``uniform`` = ``(100 - sparsity) / 100`` in every layer, or the author's per-layer ratios).
 
 The result must hold only finite tensors; it is then loaded strictly into the variant.
 """
@@ -32,7 +34,9 @@ from evaluator.errors import APBError, Problem
 if TYPE_CHECKING:
     from evaluator.manifest import ModelEntry
 
-MASK_RULES = ("orig-mask", "softplus", "popup-scores")
+MASK_RULES = ("none", "orig-mask", "softplus", "popup-scores")
+MASK_TENSORS = {"orig-mask": "torch.nn.utils.prune <name>_orig / <name>_mask", "popup-scores": "edge-popup score",
+                "softplus": "softplus mask_<param>"}
 NORMALIZATION_ATOL = 1e-6
 
 
@@ -127,8 +131,12 @@ def strip_prefix(state: dict[str, torch.Tensor], prefix: str | None, entry: Mode
     if not prefix:
         return state
     if not any(key.startswith(prefix) for key in state):
+        from evaluator.compliance import model_prefix
+
+        shared = model_prefix({key: tuple(value.shape) for key, value in state.items()})
+        fix = f"set strip_prefix: {shared!r} (the prefix the keys share)" if shared else "set strip_prefix: null"
         raise entry_error(entry, f"strip_prefix {prefix!r} matches no key (first key: {next(iter(state))!r}); "
-                                 "set strip_prefix to null", "strip_prefix")
+                                 f"{fix}", "strip_prefix")
     return _renamed(state, lambda key: key[len(prefix):] if key.startswith(prefix) else key, entry, "strip_prefix")
 
 
@@ -188,8 +196,12 @@ def drop_unused_tensors(state: dict[str, torch.Tensor], names: tuple[str, ...]) 
 
 
 def fold_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, torch.Tensor]:
-    """*state* with the masks of the entry's ``masks`` rule folded into the weights they prune."""
+    """*state* with the masks of the entry's ``masks`` rule folded into the weights they prune; with no rule
+    (or ``none``), a state dict that holds masks or scores is refused, naming the rule to state."""
     rule = entry.masks
+    if rule in (None, "none"):
+        require_no_masks(state, entry)
+        return state
     if rule == "orig-mask":
         return fold_pruning_masks(state, entry)
     if rule == "softplus":
@@ -197,6 +209,24 @@ def fold_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, t
     if rule == "popup-scores":
         return fold_popup_scores(state, entry)
     raise entry_error(entry, f"masks {rule!r} is not one of {', '.join(MASK_RULES)}", "masks")
+
+
+def require_no_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> None:
+    """Refuse mask or score tensors when the entry states no rule to fold them by."""
+    from evaluator.compliance import mask_rules_present
+
+    names = [key.rpartition(".")[2] for key in state]
+    present = mask_rules_present(names)
+    if not present:
+        return
+    kind = present[0]
+    examples = [key for key in state if kind in mask_rules_present([key.rpartition(".")[2]])]
+    stated = "masks: none" if entry.masks == "none" else "no masks rule"
+    fix = (f"masks: popup-scores with keep_ratios (uniform, or the per-layer kept fractions your code used; "
+           "`apb prepare --layer-ratios FILE` folds them)" if kind == "popup-scores" else f"masks: {kind}")
+    raise entry_error(entry, f"the file holds {len(examples)} {MASK_TENSORS[kind]} tensors (e.g. "
+                             f"{', '.join(examples[:3])}) but the entry states {stated}: they decide which weights "
+                             f"are pruned, and apb folds them only by the rule you state: set {fix}", "masks")
 
 
 def fold_pruning_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, torch.Tensor]:
@@ -252,24 +282,67 @@ def _masked_key(mask_key: str) -> str:
 
 
 def fold_popup_scores(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, torch.Tensor]:
-    """Edge-popup subnetworks: each ``<module>.scores`` selects the weights of ``<module>.weight`` that are
-    kept, the top (100 - sparsity)% by abs(score) in each layer; the others become 0 and the scores go."""
+    """Edge-popup subnetworks: each ``<module>.scores`` (or ``popup_scores``) selects the weights of
+    ``<module>.weight`` that are kept, the ``n - int((1 - k) * n)`` of largest abs(score) with ``k`` the layer's
+    keep ratio (``keep_ratios``); the others become 0 and the scores go."""
     scored = [key for key in state if key.rpartition(".")[2] in SCORE_NAMES]
     if not scored:
-        raise entry_error(entry, "masks: popup-scores, but no '<module>.scores' tensor is in the state dict; "
-                                 "remove the masks rule or check state_dict_key", "masks")
-    keep = 1.0 - entry.sparsity / 100.0
+        raise entry_error(entry, "masks: popup-scores, but no '<module>.scores' or '<module>.popup_scores' tensor is "
+                                 "in the state dict (were the scores deleted? without them the dense weights are not "
+                                 "the pruned network); remove the masks rule only if the weights hold the zeros, "
+                                 "else check state_dict_key", "masks")
+    ratios = layer_keep_ratios(entry, [key.rpartition(".")[0] for key in scored])
     folded = dict(state)
     for key in scored:
-        weight_key = key.rpartition(".")[0] + (".weight" if "." in key else "weight")
+        module = key.rpartition(".")[0]
+        weight_key = module + ".weight" if module else "weight"
         if weight_key not in state:
             raise entry_error(entry, f"{key!r} has no {weight_key!r} to select from", "masks")
-        _require_same_shape(entry, key, state[key], weight_key, state[weight_key])
-        if not bool(torch.isfinite(state[key]).all()):
+        scores, weight = state[key], state[weight_key]
+        if scores.shape != weight.shape:
+            raise entry_error(entry, score_shape_message(key, scores, weight_key, weight), "masks")
+        if not bool(torch.isfinite(scores).all()):
             raise entry_error(entry, f"{key!r} holds NaN or infinite scores", "masks")
-        folded[weight_key] = state[weight_key] * top_scores_mask(state[key], keep).to(state[weight_key].dtype)
+        folded[weight_key] = weight * top_scores_mask(scores, ratios[module]).to(weight.dtype)
         del folded[key]
     return folded
+
+
+def score_shape_message(key: str, scores: torch.Tensor, weight_key: str, weight: torch.Tensor) -> str:
+    """Why scores that are not of the weight's shape cannot be folded by ``popup-scores``, and what to do."""
+    shape, full = list(scores.shape), list(weight.shape)
+    kind = ""
+    if scores.dim() == weight.dim() and scores.dim() >= 2 and scores.numel() in (full[0], full[1]):
+        kind = (" one score per input channel (channel-mode scores)" if shape[1] == full[1] and shape[0] == 1 else
+                " one score per output filter (filter-mode scores)")
+    return (f"{key!r} has shape {shape} but {weight_key!r} has {full}:{kind}; masks: popup-scores folds scores of the "
+            "weight's shape only (one score per weight). A channel or filter mask is another mask kind: fold it "
+            "with your own code and save the folded weights, then set masks: none (CONTRIBUTING.md, 'Masks and "
+            "scores', shows the lines)")
+
+
+def layer_keep_ratios(entry: ModelEntry, modules: list[str]) -> dict[str, float]:
+    """The kept fraction of each scored module, from the entry's ``keep_ratios`` (never guessed)."""
+    from evaluator.manifest import keep_ratio_file, ratio_map
+
+    stated = entry.keep_ratios
+    if stated is None:
+        raise entry_error(entry, "masks: popup-scores needs keep_ratios (uniform, {layers: {...}} or {file: ...}): "
+                                 "the per-layer kept fractions your code folds the scores with", "keep_ratios")
+    if stated == "uniform":
+        return {module: (100 - entry.sparsity) / 100 for module in modules}
+    if isinstance(stated, dict) and "file" in stated:
+        ratios = keep_ratio_file(entry.manifest_path.parent, str(stated["file"]))
+    else:
+        ratios = ratio_map(stated.get("layers") if isinstance(stated, dict) else stated, "keep_ratios.layers")
+    missing = [module for module in modules if module not in ratios]
+    unknown = sorted(set(ratios) - set(modules))
+    if missing or unknown:
+        parts = [f"no ratio for {len(missing)} scored layers ({', '.join(missing[:4])})"] if missing else []
+        parts += [f"{len(unknown)} names are no scored layer ({', '.join(unknown[:4])})"] if unknown else []
+        raise entry_error(entry, f"keep_ratios: {'; '.join(parts)}; name every scored module exactly as in the state "
+                                 f"dict after the key rules (e.g. {modules[0]})", "keep_ratios")
+    return {module: ratios[module] for module in modules}
 
 
 def top_scores_mask(scores: torch.Tensor, keep: float) -> torch.Tensor:

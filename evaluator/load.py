@@ -70,6 +70,13 @@ def build_checked_model(entry: ModelEntry, state_dict: dict[str, torch.Tensor], 
 
     report = compliance if compliance is not None else check_compliance(state_dict, entry.variant)
     if not report.ok:
+        from evaluator.compliance import model_prefix
+
+        rest = model_prefix({key: tuple(value.shape) for key, value in state_dict.items()}) if entry.strip_prefix else ""
+        if rest:
+            raise entry_error(entry, f"after strip_prefix {entry.strip_prefix!r} every key still starts with {rest!r}: "
+                                     f"set strip_prefix: {(entry.strip_prefix or '') + rest!r} (the whole prefix the keys "
+                                     f"share); then: {report.summary()}", "strip_prefix")
         raise entry_error(entry, f"the checkpoint does not fit {report.target}: {report.summary()}",
                           "variant" if entry.variant != entry.architecture else "architecture")
     model = build_variant(entry.variant)

@@ -26,7 +26,7 @@ _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za
 _UNSAFE_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f<>\"`|\\^{}]")
 
 LOADING_FIELDS = ("format", "state_dict_key", "strip_prefix", "normalization", "variant", "rename_prefixes",
-                  "normalization_buffers", "unused_tensors", "masks", "allowed_globals")
+                  "normalization_buffers", "unused_tensors", "masks", "keep_ratios", "allowed_globals")
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,9 @@ class ModelEntry:
     rename_prefixes: tuple[tuple[str, str], ...] = ()
     normalization_buffers: NormalizationBuffers | None = None
     unused_tensors: tuple[str, ...] = ()
-    masks: str = "orig-mask"
+    masks: str | None = None  # None: the entry states no rule, and a file holding masks or scores is refused
     allowed_globals: tuple[str, ...] = ()
+    keep_ratios: str | dict[str, Any] | None = None  # "uniform", {"layers": {...}} or {"file": "<name>.json"}
 
     def __post_init__(self) -> None:
         if not self.variant:
@@ -100,7 +101,10 @@ def loading_summary(entry: ModelEntry) -> dict[str, Any]:
                                           "std": entry.normalization_buffers.std}
     if entry.unused_tensors:
         rules["unused_tensors"] = list(entry.unused_tensors)
-    rules["masks"] = entry.masks
+    if entry.masks is not None:
+        rules["masks"] = entry.masks
+    if entry.keep_ratios is not None:
+        rules["keep_ratios"] = entry.keep_ratios
     if entry.allowed_globals:
         rules["allowed_globals"] = list(entry.allowed_globals)
     normalization = None if entry.normalization is None else {"mean": list(entry.normalization.mean),
@@ -131,8 +135,8 @@ def entry_from_data(ap_key: str, data: dict, manifest_path: Path, line: int, ind
         normalization_buffers=(None if not data.get("normalization_buffers") else
                                NormalizationBuffers(data["normalization_buffers"]["mean"],
                                                     data["normalization_buffers"]["std"])),
-        unused_tensors=tuple(data.get("unused_tensors") or ()), masks=data.get("masks", "orig-mask"),
-        allowed_globals=tuple(data.get("allowed_globals") or ()))
+        unused_tensors=tuple(data.get("unused_tensors") or ()), masks=data.get("masks"),
+        allowed_globals=tuple(data.get("allowed_globals") or ()), keep_ratios=data.get("keep_ratios"))
 
 
 def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
@@ -163,7 +167,11 @@ def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
     if scheme == "hf":
         match = _HF.match(url)
         if not match or any(part in ("", ".", "..") for part in match["path"].split("/")):
-            return "write a Hugging Face file as hf://<owner>/<repo>/<path in repo>[@<revision>]"
+            return "write a Hugging Face file as hf://<owner>/<repo>/<path in repo>@<40-hex commit>"
+        if not match["rev"] or not re.fullmatch(r"[0-9a-f]{40}", match["rev"]):
+            given = f"@{match['rev']} is a branch or tag, which can move" if match["rev"] else "no @<revision> means main"
+            return (f"{given}: pin the file to a commit, hf://{match['repo']}/{match['path']}@<40-hex commit> (the "
+                    "commit hash in the Hub's file history, or HfApi().upload_file(...).oid)")
         return None
     if scheme == "file":
         return None if allow_file_urls else ("file:// URLs are for local use and the demo (`apb validate "
@@ -192,6 +200,7 @@ def manifest_problems(data: Any, lines: LineMap, file: str, *, allow_file_urls: 
                 problems.append(Problem(file, message, lines.line(("models", index, "url")),
                                         format_field(("models", index, "url"))))
         problems += _variant_problems(data.get("defaults"), model, lines, file, index)
+        problems += _keep_ratio_problems(data.get("defaults"), model, lines, file, index)
         key = _model_key_or_none(data.get("ap_key"), model)
         if key is None:
             continue
@@ -218,6 +227,49 @@ def _variant_problems(defaults: Any, model: dict, lines: LineMap, file: str, ind
     return [Problem(file, f"variant {variant} is a {variants()[variant].family} variant but models[{index}] is a "
                           f"{architecture}; use one of {', '.join(variant_names(architecture))}",
                     lines.line(path), format_field(path))]
+
+
+def _keep_ratio_problems(defaults: Any, model: dict, lines: LineMap, file: str, index: int) -> list[Problem]:
+    """popup-scores fold only by a stated rule: the merged entry needs ``keep_ratios`` (and keep_ratios needs
+    popup-scores); the file of a ``{file: ...}`` is read when the checkpoint is loaded (:func:`keep_ratio_file`)."""
+    merged = merged_entry(defaults if isinstance(defaults, dict) else {}, model)
+    masks, ratios = merged.get("masks"), merged.get("keep_ratios")
+    where = ("models", index)
+    if masks == "popup-scores" and ratios is None:
+        return [Problem(file, "masks: popup-scores needs keep_ratios, the per-layer kept fractions the author's "
+                              "code folds the scores with: keep_ratios: uniform (every layer keeps 1 - sparsity/100), "
+                              "{layers: {<module>: <fraction>}} or {file: <name>.json}; apb never guesses them "
+                              "(`apb prepare --layer-ratios FILE` folds them for you)",
+                        lines.line(where), format_field((*where, "keep_ratios")))]
+    if ratios is not None and masks != "popup-scores":
+        return [Problem(file, f"keep_ratios is set but masks is {masks or 'not set'}: keep_ratios folds "
+                              "popup-scores only; set masks: popup-scores or remove keep_ratios",
+                        lines.line(where), format_field((*where, "keep_ratios")))]
+    return []
+
+
+def keep_ratio_file(folder: Path, name: str) -> dict[str, float]:
+    """The ``{module: kept fraction}`` map of a ``keep_ratios: {file: <name>}`` beside the manifest."""
+    from evaluator.safeio import load_json
+
+    path = folder / name
+    if "/" in name or "\\" in name or not path.is_file():
+        raise APBError(Problem(str(path), "keep_ratios.file: no such file beside the manifest; write the per-layer "
+                                          "kept fractions there as JSON {<module>: <fraction>}"))
+    data, _ = load_json(path)
+    return ratio_map(data, str(path))
+
+
+def ratio_map(data: Any, where: str) -> dict[str, float]:
+    """*data* as ``{module name: kept fraction in (0, 1]}``; anything else names the form to write."""
+    if isinstance(data, dict) and data and all(isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_.]+", key)
+                                               and isinstance(value, (int, float)) and not isinstance(value, bool)
+                                               and 0 < value <= 1 for key, value in data.items()):
+        return {key: float(value) for key, value in data.items()}
+    raise APBError(Problem(where, "per-layer keep ratios must be a JSON object {<module name>: <kept fraction in "
+                                  "(0, 1]>}, e.g. {\"conv1\": 0.8, \"layer1.0.conv1\": 0.12}; a list has no layer "
+                                  "names, so its order would be a guess: export the map with the author's own code "
+                                  "(CONTRIBUTING.md, 'Masks and scores')", field="keep_ratios"))
 
 
 def _model_key_or_none(ap_key: Any, model: dict) -> str | None:

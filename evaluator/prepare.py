@@ -24,6 +24,18 @@ import torch
 from evaluator.errors import APBError, Problem
 
 PLACEHOLDER_AP_KEY = "Prepared_Checkpoint2000File"  # names the draft entry until the real AP key is known
+EXPORT_LINES = """\
+    # in your own code, with the model built and the checkpoint loaded exactly as your evaluation does:
+    import json
+    ratios = {name: float(m.k) for name, m in model.named_modules() if hasattr(m, "popup_scores")}  # your per-layer k
+    json.dump(ratios, open("layer_ratios.json", "w"), indent=1)   # then: apb prepare ... --layer-ratios layer_ratios.json
+    # or export the folded network itself (the mask your forward() multiplies by), then run apb prepare on it:
+    state = model.state_dict()
+    for name, m in model.named_modules():
+        if hasattr(m, "popup_scores"):
+            state[name + ".weight"] = m.weight.detach() * <your mask of m, e.g. GetSubnet.apply(m.popup_scores.abs(), m.k)>
+            del state[name + ".popup_scores"]
+    torch.save(state, "folded.pt")"""
 
 
 @dataclass
@@ -57,8 +69,30 @@ def source_error(error: APBError, source: Path) -> APBError:
     return APBError(problems)
 
 
-def detect_rules(loaded: Any, source: Path) -> tuple[dict[str, Any], list[str]]:
-    """The key rules a deserialized checkpoint needs (manifest field -> value) and a sentence per finding."""
+def score_rule(layer_ratios: str | Path | None, source: Path) -> tuple[str | dict[str, Any], str]:
+    """``keep_ratios`` for edge-popup scores from ``--layer-ratios`` (``uniform`` or a JSON file of
+    ``{module: kept fraction}``) and how it was found; without it, an error that shows how to export them."""
+    from evaluator.manifest import ratio_map
+    from evaluator.safeio import load_json
+
+    if layer_ratios is None:
+        raise APBError(Problem(str(source), "holds edge-popup scores beside dense weights: which weights are kept "
+                                            "depends on each layer's keep ratio, which the file does not hold, and apb "
+                                            "never guesses it. Pass --layer-ratios FILE (a JSON {<module>: <kept "
+                                            "fraction>} from your code) or --layer-ratios uniform (every layer keeps "
+                                            "1 - sparsity/100), or export the folded weights. The few lines to export "
+                                            "either, in your own code:\n" + EXPORT_LINES, field="--layer-ratios"))
+    if str(layer_ratios) == "uniform":
+        return "uniform", "every layer keeps (100 - sparsity)% (--layer-ratios uniform)"
+    path = Path(layer_ratios)
+    data, _ = load_json(path)
+    ratios = ratio_map(data, str(path))
+    return {"layers": ratios}, f"per-layer keep ratios of {len(ratios)} layers from {path.name}"
+
+
+def detect_rules(loaded: Any, source: Path, layer_ratios: str | Path | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The key rules a deserialized checkpoint needs (manifest field -> value) and a sentence per finding;
+    edge-popup scores fold only by *layer_ratios* (:func:`score_rule`)."""
     from evaluator.compliance import SCORE_NAMES, common_prefix, mask_rules_present, normalization_keys
     from evaluator.key_rules import locate_state_dict
 
@@ -81,10 +115,14 @@ def detect_rules(loaded: Any, source: Path) -> tuple[dict[str, Any], list[str]]:
         found.append(f"masks: {sum(n.endswith('_mask') for n in names)} torch.nn.utils.prune masks folded "
                      "(weight_orig * weight_mask)")
     elif masks == "popup-scores":
-        found.append(f"masks: {sum(n in SCORE_NAMES for n in names)} edge-popup score tensors folded (the top "
-                     "(100 - sparsity)% of each layer kept)")
+        rules["keep_ratios"], how = score_rule(layer_ratios, source)
+        found.append(f"masks: {sum(n in SCORE_NAMES for n in names)} edge-popup score tensors folded; {how}")
     elif masks == "softplus":
         found.append(f"masks: {sum(n.startswith('mask_') for n in names)} softplus masks folded")
+    if masks != "popup-scores" and layer_ratios is not None:
+        raise APBError(Problem(str(source), "--layer-ratios folds edge-popup scores, but the file holds none "
+                                            "('<module>.scores' / '<module>.popup_scores'); leave it out",
+                               field="--layer-ratios"))
     buffers = normalization_keys(shapes)
     rest = {key: shape for key, shape in shapes.items() if key not in buffers}
     prefix = common_prefix(rest)
@@ -148,7 +186,7 @@ def manifest_entry(*, architecture: str, dataset: str, structure: str, sparsity:
 
 def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structure: str, sparsity: int,
                        out: Path | None = None, url: str | None = None, claimed: dict | None = None,
-                       overwrite: bool = False) -> Prepared:
+                       overwrite: bool = False, layer_ratios: str | Path | None = None) -> Prepared:
     """Turn the training checkpoint *source* into ``out`` (default: *source* with the suffix ``.safetensors``)
     and its manifest entry. Nothing is written unless every check passes."""
     from safetensors.torch import save as save_safetensors
@@ -168,18 +206,26 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
     data = read_capped(source)
     kind = sniff_format(data)
     if kind == "unknown":
-        raise APBError(Problem(str(source), "is neither a torch checkpoint (torch.save) nor a safetensors file"))
+        from evaluator.file_kind import foreign_format_advice
+
+        raise APBError(Problem(str(source), foreign_format_advice(data)
+                               or "is neither a torch checkpoint (torch.save) nor a safetensors file"))
     basics: dict[str, Any] = {"architecture": architecture, "dataset": dataset, "structure": structure, "sparsity": sparsity}
     try:
         loaded = deserialize(data, draft_entry(source, **basics, format=kind,
                                                allowed_globals=list(allowed_global_names())))
-        rules, found = detect_rules(loaded, source)
+        rules, found = detect_rules(loaded, source, layer_ratios)
         state = apply_key_rules(loaded, draft_entry(source, **basics, **rules))
         variant = fitting_variant(state, architecture, source)
         model = build_checked_model(draft_entry(source, **basics, variant=variant), state, normalization=False)
     except APBError as error:
         raise source_error(error, source) from None
     found.append(f"variant: {variant}")
+    from evaluator.variants import variants
+
+    if variants()[variant].outputs != 10:
+        found.append(f"head: {variants()[variant].outputs} outputs, evaluated as trained (a prediction outside "
+                     f"{dataset}'s 10 classes is wrong; the head is never cut)")
     report = measure_sparsity(model, structure, sparsity)
     if not report.ok:
         raise APBError(Problem(str(source), report.message, field="sparsity"))
@@ -232,7 +278,9 @@ def add_to_manifest(manifest: Path, entry: dict[str, Any], *, comment: str | Non
     from evaluator.safeio import atomic_write_bytes, decode_utf8, parse_yaml_text, read_limited_bytes
 
     if not manifest.is_file():
-        raise APBError(Problem(str(manifest), "no manifest here; create it with `apb new <ap_key>`"))
+        from evaluator.scaffold import write_manifest_scaffold
+
+        write_manifest_scaffold(manifest)
     text = decode_utf8(read_limited_bytes(manifest), str(manifest))
     before, _ = parse_yaml_text(text, str(manifest))
     if not isinstance(before, dict) or "ap_key" not in before:

@@ -20,7 +20,8 @@ from evaluator.safeio import LineMap, format_field, load_yaml
 PROTOCOLS_DIR = PACKAGE_DIR / "protocols"
 DEFAULT_PROTOCOL = "linf-8-255-v1"  # what `apb evaluate`, the Python API and the CI preview use without --protocol
 NORMS = ("Linf",)
-AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
+AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # names of version custom's list
 LOSSES = ("LL", "DLR", "CE")
 OPTIMIZERS = ("SGD", "Adam")
 SCHEDULERS = ("cosine", "none")
@@ -67,6 +68,7 @@ class HOFMNSettings:
 class AutoAttackSettings:
     version: str
     batch_size: int
+    attacks: tuple[str, ...] = ()  # the attacks of version custom (AutoAttack's attacks_to_run), in order
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,20 @@ class EvaluableProtocol(Protocol):
     sanity: SanityLimits
 
 
+def on_first_samples(protocol: EvaluableProtocol, n: int) -> EvaluableProtocol:
+    """*protocol* on its first *n* test samples (``apb evaluate --n N``): the id ``<id>-n<N>``, which names no
+    protocol file, and ``leaderboard: false``, so its records are never written under submissions/ and never
+    accepted there (``apb validate`` refuses an unknown protocol)."""
+    import dataclasses
+
+    if n < 1:
+        raise APBError(Problem("--n", f"the number of test samples must be positive, got {n}"))
+    return dataclasses.replace(protocol, id=f"{protocol.id}-n{n}", leaderboard=False, n_samples=n,
+                               chunk_size=min(protocol.chunk_size, n),
+                               description=f"{protocol.description} Run on the first {n} samples only (apb evaluate "
+                                           f"--n {n}): not a leaderboard run.")
+
+
 def parse_fraction(value: Any) -> Fraction:
     """An exact number from ``"8/255"``, ``10``, ``0.9`` or ``"0.5"``; ``ValueError`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -187,6 +203,20 @@ class _Reader:
         return value
 
 
+def _attacks(reader: _Reader, autoattack: dict) -> tuple[str, ...]:
+    """The attack list of ``version: custom`` (required there, refused with any other version)."""
+    attacks = autoattack.get("attacks")
+    if autoattack["version"] != "custom":
+        if attacks is not None:
+            raise reader.fail(("autoattack", "attacks"), "is for version: custom only")
+        return ()
+    if not isinstance(attacks, list) or not attacks or any(name not in AUTOATTACK_ATTACKS for name in attacks) \
+            or len(set(attacks)) != len(attacks):
+        raise reader.fail(("autoattack", "attacks"), f"version custom needs a list of distinct attacks from "
+                                                     f"{', '.join(AUTOATTACK_ATTACKS)}, got {attacks!r}")
+    return tuple(attacks)
+
+
 def _search_space(reader: _Reader, data: Any, where: tuple) -> tuple[SearchDimension, ...]:
     if not isinstance(data, dict) or not data:
         raise reader.fail(where, "must be a non-empty mapping of parameter name to {low, high, log}")
@@ -231,7 +261,8 @@ def _evaluation_fields(reader: _Reader, data: dict) -> dict:
     eps = reader.number(threat, ("threat_model", "eps"))
     if not 0 < eps < 1:
         raise reader.fail(("threat_model", "eps"), f"must lie strictly between 0 and 1, got {threat['eps']!r}")
-    autoattack = reader.mapping(data["autoattack"], ("autoattack",), ("version", "batch_size"))
+    autoattack = reader.mapping(data["autoattack"], ("autoattack",), ("version", "batch_size", "attacks"),
+                                ("version", "batch_size"))
     sanity = reader.mapping(data["sanity"], ("sanity",), ("max_aa_only", "max_hofmn_only", "max_no_adversarial"))
     return {
         "norm": reader.choice(threat, ("threat_model", "norm"), NORMS),
@@ -240,7 +271,8 @@ def _evaluation_fields(reader: _Reader, data: dict) -> dict:
         "chunk_size": reader.integer(data, ("chunk_size",), 1),
         "seed": reader.integer(data, ("seed",), 0),
         "autoattack": AutoAttackSettings(reader.choice(autoattack, ("autoattack", "version"), AUTOATTACK_VERSIONS),
-                                         reader.integer(autoattack, ("autoattack", "batch_size"), 1)),
+                                         reader.integer(autoattack, ("autoattack", "batch_size"), 1),
+                                         _attacks(reader, autoattack)),
         "hofmn": _hofmn(reader, data["hofmn"]),
         "sanity": SanityLimits(*(reader.share(sanity, ("sanity", key)) for key in
                                  ("max_aa_only", "max_hofmn_only", "max_no_adversarial"))),

@@ -28,11 +28,15 @@ def scaffold_files(ap_key: str) -> dict[str, str]:
 
 
 def write_scaffold(root: Path, ap_key: str) -> list[Path]:
-    """Write the new submission's files under ``<root>/submissions/<ap_key>/``; refuses if any exists."""
+    """Write the new submission's files under ``<root>/submissions/<ap_key>/``. An AP already in the taxonomy
+    (``taxonomy.json`` there, no manifest) gets its manifest only, its taxonomy entry left alone; refuses when
+    both exist."""
     from evaluator.safeio import atomic_write_bytes
 
     files = scaffold_files(ap_key)
     folder = ap_dir(root, ap_key)
+    if (folder / TAXONOMY).is_file() and not (folder / MANIFEST).exists():
+        files = {MANIFEST: files[MANIFEST]}
     existing = [folder / name for name in files if (folder / name).exists()]
     if existing:
         raise APBError([Problem(str(path), "already exists; `apb new` never overwrites: edit it, or remove it first")
@@ -42,3 +46,14 @@ def write_scaffold(root: Path, ap_key: str) -> list[Path]:
         atomic_write_bytes(folder / name, text.encode("utf-8"))
         written.append(folder / name)
     return written
+
+
+def write_manifest_scaffold(manifest: Path) -> Path:
+    """Write the commented manifest of the AP named by *manifest*'s folder (``apb prepare --ap`` on an AP that
+    has none yet); never overwrites."""
+    from evaluator.safeio import atomic_write_bytes
+
+    if manifest.exists():
+        raise APBError(Problem(str(manifest), "already exists; `apb new` never overwrites: edit it, or remove it first"))
+    atomic_write_bytes(manifest, scaffold_files(manifest.parent.name)[MANIFEST].encode("utf-8"))
+    return manifest

@@ -31,14 +31,19 @@ def rewrite_hint(url: str) -> str | None:
         match = _HF_PAGE.match(parts.path)
         if match and match["kind"] in ("blob", "raw"):
             return (f"a Hugging Face /{match['kind']}/ link is the file's web page, not the file; write "
-                    f"hf://{match['repo']}/{match['path']}@{match['rev']} (pin the revision to a commit hash)")
+                    f"hf://{match['repo']}/{match['path']}@{pinned(match['rev'])} (pin the revision to a commit hash)")
         return None
     if parts.scheme == "hf":
         match = _HF_SCHEME_BLOB.match(url)
         if match:
             return (f"hf:// URLs name the path inside the repository, without /{match['kind']}/<revision>/: "
-                    f"write hf://{match['repo']}/{match['path']}@{match['rev']}")
+                    f"write hf://{match['repo']}/{match['path']}@{pinned(match['rev'])}")
     return None
+
+
+def pinned(revision: str) -> str:
+    """*revision* when it is a commit hash; else the placeholder that says one is needed (a branch can move)."""
+    return revision if re.fullmatch(r"[0-9a-f]{40}", revision) else f"<40-hex commit of {revision}>"
 
 
 def drive_file_id(url: str) -> str | None:

@@ -32,6 +32,11 @@ class Variant:
     source: str
     options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def outputs(self) -> int:
+        """The number of logits the variant's head gives (10 unless its options say ``num_classes``)."""
+        return int(self.options.get("num_classes", 10))
+
     def build(self) -> nn.Module:
         module_name, _, attribute = self.builder.partition(":")
         module = importlib.import_module(_MODULE_PREFIX + module_name)
@@ -68,7 +73,7 @@ def get_variant(name: str) -> Variant:
 
 
 def build_variant(name: str) -> nn.Module:
-    """A freshly initialised model of the variant *name* (logits for 10 classes from 32x32 inputs)."""
+    """A freshly initialised model of the variant *name* (logits for its ``outputs`` classes from 32x32 inputs)."""
     return get_variant(name).build()
 
 

@@ -255,12 +255,13 @@ def sparsity_below_claim(resnet_state, **_):
 
 
 def clean_far_below_claim(**_):
-    from evaluator.check import CheckReport
+    from evaluator.check import CheckReport, likely_causes
     from evaluator.compliance import ComplianceReport
 
     report = CheckReport(KEY, {}, "a" * 64, True, ComplianceReport("resnet18", 122), n=200, clean_correct=20,
-                         claimed={"clean_accuracy": 80.0})
-    return "\n".join(report.warnings())
+                         claimed={"clean_accuracy": 80.0}, causes=likely_causes(make_entry(), None))
+    assert not report.ok  # far below the claim fails (issue 20), it is not only flagged
+    return "\n".join(report.failures())
 
 
 def comment_for(records: dict, claims: dict | None = None, missing: list | None = None) -> str:
@@ -339,9 +340,9 @@ def prepare_with_the_wrong_sparsity(tmp_path, **_):
 # (the issue's wording, how the mistake is made, what the message must name)
 MISTAKES = [
     ("A pasted Google Drive share link passes apb validate", drive_share_link, ["gdrive://1AbCdEfGhIjKlMnOpQr"]),
-    ("an HF /blob/ URL passes apb validate", hf_blob_url, ["hf://doe/robust/r18.safetensors@main"]),
+    ("an HF /blob/ URL passes apb validate", hf_blob_url, ["hf://doe/robust/r18.safetensors@<40-hex commit of main>"]),
     ("hf://user/repo/blob/main/x.pt is accepted too and fetches the wrong path", hf_scheme_blob,
-     ["hf://user/repo/x.pt@main"]),
+     ["hf://user/repo/x.pt@<40-hex commit of main>"]),
     ("apb check prints PASSED because it reads the file from the local cache and never contacts the URL",
      broken_url_passes_local_check, ["HTTP 404", "models[0].url"]),
     ("its safetensors entry inherits state_dict_key: state_dict", safetensors_inherits_state_dict_key,

@@ -190,7 +190,7 @@ def served_checkpoint(tmp_path, sparse_resnet):
     torch.save({"state_dict": sparse_resnet.state_dict(), "epoch": 100}, path)
     data = path.read_bytes()
     with LocalServer() as server:
-        url = server.add_hf_file("doe/pruned", "r18_c10_90.pt", data)
+        url = server.add_hf_file("doe/pruned", "r18_c10_90.pt", data, revision="0" * 40)
         yield server, url, hashlib.sha256(data).hexdigest()
 
 
@@ -198,7 +198,7 @@ def test_check_entry_passes_on_a_sparse_checkpoint(tmp_path, served_checkpoint, 
     server, url, sha = served_checkpoint
     monkeypatch.setenv("HF_ENDPOINT", server.base_url)
     write_tiny_cifar10(tmp_path / "data", n=8)
-    entry = make_entry(url=url, sha256=sha, state_dict_key="state_dict", claimed={"clean_accuracy": 80.0})
+    entry = make_entry(url=url, sha256=sha, state_dict_key="state_dict", claimed={"clean_accuracy": 30.0})
     report = check_entry(entry, data_dir=tmp_path / "data", n=8, cache_dir=tmp_path / "cache", progress=False)
     assert report.ok and report.failures() == [] and report.sha256 == sha and report.n == 8
     with torch.inference_mode():
@@ -206,12 +206,12 @@ def test_check_entry_passes_on_a_sparse_checkpoint(tmp_path, served_checkpoint, 
         assert report.clean_correct == int((sparse_resnet(x).argmax(1) == y).sum())
     data = json.loads(dump_json(report.to_dict()))
     assert data["ok"] and data["sparsity"]["measured"] == pytest.approx(90.0, abs=0.01)
-    assert data["clean"]["test_set_official"] is False and data["claimed"] == {"clean_accuracy": 80.0}
+    assert data["clean"]["test_set_official"] is False and data["claimed"] == {"clean_accuracy": 30.0}
     efficiency = data["efficiency"]  # measured on the loaded model: 90% of the weights are zero
     assert efficiency["input_shape"] == [3, 32, 32] and efficiency["structure_kind"] == "US"
     assert efficiency["macs_effective"] == efficiency["macs_nonzero"] < 0.5 * efficiency["macs_dense"]
     text = report.render_text()
-    assert "efficiency  params" in text and "result      PASSED" in text and "claimed 80.0%" in text and "not the official one" in text
+    assert "efficiency  params" in text and "result      PASSED" in text and "claimed 30.0%" in text and "not the official one" in text
 
 
 def test_check_entry_fails_on_a_sparsity_the_weights_do_not_have(tmp_path, served_checkpoint, monkeypatch):
@@ -298,7 +298,7 @@ def test_apb_check_end_to_end(tmp_path, served_checkpoint, monkeypatch, capsys):
     assert failed.returncode == 1 and data["ok"] is False and data["checkpoint_sha256"] == sha
     assert data["clean"]["n"] == 16 and data["sparsity"]["claimed"] == 99
     assert "the check failed: sparsity: measured weights sparsity 90.00%" in failed.stderr
-    assert len(server.requests_to("/doe/pruned/resolve/main/r18_c10_90.pt")) == 1  # the second run used the cache
+    assert len(server.requests_to("/doe/pruned/resolve/" + "0" * 40 + "/r18_c10_90.pt")) == 1  # the second run used the cache
     # the same command in-process (no interpreter start-up): JSON of a passing check, and an unknown key
     from evaluator import cli
 

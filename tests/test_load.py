@@ -76,7 +76,9 @@ def test_torch_prune_masks_are_folded_into_the_weights(tmp_path, reference):
         prune.l1_unstructured(module, "weight", amount=0.9)
     saved = pruned.state_dict()
     assert "conv1.weight_orig" in saved and "conv1.weight_mask" in saved and "conv1.weight" not in saved
-    state = load_state_dict(save(tmp_path, saved), ENTRY)
+    import dataclasses
+
+    state = load_state_dict(save(tmp_path, saved), dataclasses.replace(ENTRY, masks="orig-mask"))  # the stated rule
     assert not any(key.endswith(("_orig", "_mask")) for key in state)
     assert torch.equal(state["conv1.weight"], pruned.conv1.weight.detach())
     assert float((state["linear.weight"] == 0).float().mean()) == pytest.approx(0.9, abs=0.01)

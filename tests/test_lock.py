@@ -16,6 +16,7 @@ from tests.support.http_server import LocalServer
 FIRST, SECOND = os.urandom(5000), os.urandom(7000)
 SHA_FIRST, SHA_SECOND = hashlib.sha256(FIRST).hexdigest(), hashlib.sha256(SECOND).hexdigest()
 PINNED = "ab" * 32
+REV = "c0ffee" * 6 + "c0ff"  # a 40-hex commit: manifests pin hf:// files to commits
 
 MANIFEST = f"""# Demo manifest: comments, blank lines, quoting and key order must survive apb lock.
 schema_version: 1
@@ -35,13 +36,13 @@ models:
     dataset: CIFAR10
     structure: weights
     sparsity: 95
-    url: hf://doe/pruned/r18_95.pt
+    url: hf://doe/pruned/r18_95.pt@{REV}
     imported: original-benchmark
   - architecture: vgg16
     dataset: SVHN
     structure: filters
     sparsity: 50
-    url: hf://doe/pruned/v16.pt
+    url: hf://doe/pruned/v16.pt@{REV}
     sha256: {PINNED}
 """
 
@@ -51,7 +52,7 @@ def repo(tmp_path, monkeypatch):
     """A repository with one manifest whose two unpinned files are on a local Drive-like and Hub-like server."""
     with LocalServer() as server:
         server.add("/uc?id=1AbC-dEf_2", FIRST)
-        server.add_hf_file("doe/pruned", "r18_95.pt", SECOND)
+        server.add_hf_file("doe/pruned", "r18_95.pt", SECOND, revision=REV)
         monkeypatch.setenv("APB_GDRIVE_URL", server.url("/uc?id={id}"))
         monkeypatch.setenv("HF_ENDPOINT", server.base_url)
         folder = tmp_path / "repo" / "submissions" / AP_KEY
@@ -68,8 +69,8 @@ def test_lock_pins_unpinned_entries_and_changes_nothing_else(repo, tmp_path):
     assert [(item.model_key, item.sha256) for item in result.pinned] == [
         (f"{AP_KEY}_R18_CIFAR10_US_90", SHA_FIRST), (f"{AP_KEY}_R18_CIFAR10_US_95", SHA_SECOND)]
     expected = (MANIFEST.replace("    sha256: null    # pin me", f"    sha256: {SHA_FIRST}    # pin me")
-                .replace("    url: hf://doe/pruned/r18_95.pt\n",
-                         f"    url: hf://doe/pruned/r18_95.pt\n    sha256: {SHA_SECOND}\n"))
+                .replace(f"    url: hf://doe/pruned/r18_95.pt@{REV}\n",
+                         f"    url: hf://doe/pruned/r18_95.pt@{REV}\n    sha256: {SHA_SECOND}\n"))
     assert manifest.read_text() == expected
     assert [entry.sha256 for entry in load_manifest(manifest)] == [SHA_FIRST, SHA_SECOND, PINNED]
     assert (tmp_path / "cache" / "sha256" / SHA_FIRST).read_bytes() == FIRST

@@ -51,12 +51,14 @@ def test_load_local_model_reads_the_training_checkpoint_with_its_loading_fields(
 
     model = pruned_resnet18(90)
     path = save_training_checkpoint(model, tmp_path / "checkpoint.pt")
-    loaded = load_local_model(path, "resnet18", state_dict_key="state_dict", strip_prefix="module.")
+    loaded = load_local_model(path, "resnet18", state_dict_key="state_dict", strip_prefix="module.", masks="orig-mask")
     images = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded(images), model(images), atol=1e-5)
     with pytest.raises(APBError, match="strip_prefix: 'module.'"):
-        load_local_model(path, "resnet18", state_dict_key="state_dict")
+        load_local_model(path, "resnet18", state_dict_key="state_dict", masks="orig-mask")
+    with pytest.raises(APBError, match="set masks: orig-mask"):  # masks are folded only by a stated rule
+        load_local_model(path, "resnet18", state_dict_key="state_dict", strip_prefix="module.")
     with pytest.raises(APBError, match="unknown loading field"):
         load_local_model(path, "resnet18", prefix="module.")
 

@@ -115,3 +115,17 @@ def test_a_protocol_missing_a_section_or_misnamed_is_refused(tmp_path):
     misnamed = altered(tmp_path, "id: linf-8-255-v1", "id: linf-8-255-v1", name="other-name")
     with pytest.raises(APBError, match=r"id: must equal the file name without \.yaml \('other-name'\)"):
         load_protocol(misnamed)
+
+
+def test_smoke_v2_bounds_autoattack_to_apgd_ce_and_custom_needs_its_attack_list(tmp_path):
+    p = load_protocol("smoke-v2")
+    assert not p.leaderboard and p.n_samples == 2 and p.autoattack.version == "custom"
+    assert p.autoattack.attacks == ("apgd-ce",)
+    text = (PROTOCOLS_DIR / "smoke-v2.yaml").read_text()
+    for old, new, words in (("  attacks: [apgd-ce]\n", "", "version custom needs a list"),
+                            ("version: custom", "version: standard", "is for version: custom only"),
+                            ("[apgd-ce]", "[apgd-ce, pgd]", "version custom needs a list")):
+        path = tmp_path / "smoke-v2.yaml"
+        path.write_text(text.replace(old, new))
+        with pytest.raises(APBError, match=words):
+            load_protocol(path)

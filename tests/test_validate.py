@@ -152,11 +152,11 @@ def test_validate_runs_as_a_subprocess_and_reports_every_problem_in_one_run(repo
 
 
 @pytest.mark.parametrize("target, old, new, line, words", [
-    ("manifest", "models:\n", "models: [\n", 14, "invalid YAML"),
+    ("manifest", "models:\n", "models: [\n", 19, "invalid YAML"),
     ("manifest", "  format: torch\n", "  format: torch\n  format: safetensors\n", 10, "duplicate key 'format'"),
     ("manifest", "  format: torch\n", "  format: &fmt torch\n", 9, "anchor &fmt"),
-    ("manifest", "    dataset: CIFAR10\n", "    dataset: *ds\n", 15, "alias *ds"),
-    ("manifest", "    dataset: CIFAR10\n", "    dataset: !!str CIFAR10\n", 15, "tag"),
+    ("manifest", "    dataset: CIFAR10\n", "    dataset: *ds\n", 20, "alias *ds"),
+    ("manifest", "    dataset: CIFAR10\n", "    dataset: !!str CIFAR10\n", 20, "tag"),
     ("manifest", "defaults:\n", "<<: {x: 1}\ndefaults:\n", 8, "merge keys"),
     ("manifest", "schema_version: 1\n", "schema_version: 1\n---\n", 7, "more than one YAML document"),
     ("taxonomy", '"name": "HYDRA",', '"name": "HYDRA",,', 4, "invalid JSON"),
@@ -282,7 +282,7 @@ def test_structured_sparsity_must_be_50_75_or_90(repo):
     edit(manifest(repo, TWINREP), "    structure: filters\n    sparsity: 50", "    structure: filters\n    sparsity: 95")
     problems = validate(repo)
     problem = expect(problems, rel(manifest(repo, TWINREP), repo), "models[3].sparsity", "use 50, 75, 90")
-    assert problem["line"] == 39
+    assert problem["line"] == 42
 
 
 @pytest.mark.parametrize("url, words", [
@@ -309,7 +309,7 @@ def test_file_urls_pass_only_with_the_flag(repo):
 
 def test_url_problem_accepts_the_documented_forms():
     for url in ("https://huggingface.co/x/y/resolve/main/m.safetensors", "gdrive://1uHEhTIZdE4bzRY8HWw4SoQX5",
-                "hf://owner/repo/sub/model.safetensors@v1.0", "hf://owner/repo/model.pt"):
+                "hf://owner/repo/sub/model.safetensors@" + "0" * 40):
         assert url_problem(url, allow_file_urls=False) is None, url
 
 
@@ -607,7 +607,7 @@ def test_load_manifest_merges_defaults_and_reads_git_show_text(repo):
         ("state_dict", None, None, "torch")
     assert (second.state_dict_key, second.strip_prefix) == ("state_dict", "module.")
     assert second.normalization == Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    assert (first.line, first.index, second.index, first.structure_kind) == (14, 0, 1, "US")
+    assert (first.line, first.index, second.index, first.structure_kind) == (19, 0, 1, "US")
     assert first.manifest_path == path and first.sha256 is None and first.imported == "original-benchmark"
 
 

@@ -1,4 +1,4 @@
-"""``apb evaluate <model_key>... [--device] [--protocol] [--shard i/n] [--data-dir] [--download] [--out] [--root]
+"""``apb evaluate <model_key>... [--device] [--protocol] [--n N] [--shard i/n] [--data-dir] [--download] [--out] [--root]
 [--cache-dir] [--work-dir] [--batch-size]``: fetch -> check -> clean -> AutoAttack -> HO-FMN -> record.
 
 A killed run resumes from its last finished chunk when started again with the same arguments."""
@@ -15,6 +15,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--protocol", default=DEFAULT_PROTOCOL,
                         help=f"protocol id (evaluator/protocols/<id>.yaml) or path (default: {DEFAULT_PROTOCOL})")
+    parser.add_argument("--n", type=int, default=None, metavar="N",
+                        help="evaluate only the first N test samples (any protocol): a trial run, never a leaderboard "
+                             "run (its protocol id becomes <protocol>-n<N>; records go to --out, default ./out)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--shard", default=None, metavar="i/n",
                         help="evaluate only shard i of n (chunks with chunk %% n == i-1) and write a shard output "
@@ -41,9 +44,20 @@ def run(args: argparse.Namespace) -> int:
 
     shard = parse_shard(args.shard) if args.shard else None
     device = checked_device(args.device)
+    protocol = args.protocol
+    if args.n is not None:
+        from evaluator.errors import APBError, Problem
+        from evaluator.protocol import load_protocol, on_first_samples
+
+        if shard is not None:
+            raise APBError(Problem("--n", "a trial run on the first N samples is not sharded: leave out --shard"))
+
+        protocol = on_first_samples(load_protocol(args.protocol).require_evaluable(), args.n)
+        print(f"protocol {protocol.id}: {args.protocol} on the first {args.n} samples; NOT a leaderboard run (its "
+              "records are never accepted under submissions/)", file=sys.stderr)
     for model_key in args.model_keys:
         try:
-            outcome = evaluate_model(model_key, protocol=args.protocol, root=args.root, data_dir=args.data_dir,
+            outcome = evaluate_model(model_key, protocol=protocol, root=args.root, data_dir=args.data_dir,
                                      device=device, out_dir=args.out, cache_dir=args.cache_dir,
                                      work_root=args.work_dir, shard=shard, download=args.download,
                                      batch_size=args.batch_size)

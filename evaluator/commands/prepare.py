@@ -12,7 +12,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--architecture", required=True, choices=("resnet18", "vgg16"), help="resnet18 | vgg16")
     parser.add_argument("--dataset", required=True, choices=("CIFAR10", "SVHN"), help="CIFAR10 | SVHN")
     parser.add_argument("--structure", required=True, choices=("weights", "filters", "channels"),
-                        help="weights (unstructured) | filters | channels")
+                        help="weights (unstructured) | " + structure_help())
     parser.add_argument("--sparsity", required=True, type=int,
                         help="claimed sparsity in percent (weights: 90, 95, 99; filters/channels: 50, 75, 90)")
     parser.add_argument("--out", type=Path, default=None,
@@ -24,11 +24,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="add the entry to submissions/<AP_KEY>/manifest.yaml (made by `apb new`)")
     target.add_argument("--manifest", type=Path, default=None, help="add the entry to this manifest.yaml")
     parser.add_argument("--root", type=Path, default=None, help="benchmark repository for --ap (default: around the cwd)")
-    parser.add_argument("--claimed-clean", type=float, default=None, metavar="PERCENT",
-                        help="your paper's clean accuracy for this model (percent)")
+    parser.add_argument("--claimed-clean", type=float, required=True, metavar="PERCENT",
+                        help="the clean accuracy your own code measures on this file (percent; required: apb check "
+                             "fails when the benchmark measures far below it)")
     parser.add_argument("--claimed-aa", type=float, default=None, metavar="PERCENT",
                         help="your paper's AutoAttack robust accuracy for this model (percent)")
+    parser.add_argument("--layer-ratios", default=None, metavar="FILE|uniform",
+                        help="how edge-popup scores fold: a JSON file {<module>: <kept fraction>} exported from your "
+                             "code (e.g. {\"conv1\": 0.8, \"layer1.0.conv1\": 0.12}), or 'uniform' (every layer keeps "
+                             "1 - sparsity/100); required when the file holds scores")
     parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+
+
+def structure_help() -> str:
+    """What filters and channels mean, from taxonomy/vocabulary.yaml (the one place that says it)."""
+    from evaluator.errors import APBError
+    from evaluator.paths import repo_root
+    from evaluator.taxonomy import load_vocabulary
+
+    try:
+        values = load_vocabulary(repo_root())["fields"]["granularity"]["values"]
+    except (APBError, KeyError, OSError):  # outside the repository: the names alone
+        return "filters | channels"
+    return " | ".join(f"{name}: {values[name]}" for name in ("filters", "channels"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
                                                ("aa_robust_accuracy", args.claimed_aa)) if value is not None}
     prepared = prepare_checkpoint(args.checkpoint, architecture=args.architecture, dataset=args.dataset,
                                   structure=args.structure, sparsity=args.sparsity, out=args.out, url=args.url,
-                                  claimed=claimed or None, overwrite=args.force)
+                                  claimed=claimed or None, overwrite=args.force, layer_ratios=args.layer_ratios)
     for line in prepared.found:
         print(f"found       {line}")
     print(f"sparsity    {prepared.sparsity_message}")
     print(f"wrote       {prepared.path}")
     print(f"sha256      {prepared.sha256}")
-    comment = f"apb prepare {args.checkpoint.name}"
+    comment = f"apb prepare {args.checkpoint.name}" + (f" --layer-ratios {args.layer_ratios}" if args.layer_ratios else "")
     if manifest is None:
         print("manifest entry (paste it under `models:` in submissions/<ap_key>/manifest.yaml):")
         print(entry_yaml(prepared.entry, comment=comment), end="")
