@@ -10,7 +10,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from evaluator.render.catalog import Catalog
 from evaluator.render.layout import ANALYSIS_PAGE, LEADERBOARD_README, relative_link
-from evaluator.render.markdown import GENERATED_NOTE, simple_table
+from evaluator.render.markdown import GENERATED_NOTE, inline, simple_table
 from evaluator.render.tables import percent
 from evaluator.render.taxonomy_tables import value_text
 
@@ -131,7 +131,7 @@ def stability_section(catalog: Catalog, labels: Mapping[str, Any] | None) -> lis
         taus = ", ".join(f"{measure}: {tau:.2f}" for measure, tau in zip(MEASURES, found.taus)
                          if measure != MEASURES[1])
         shown = found.rows[:STABILITY_ROWS]
-        rows = [[labels[ap].name if labels and ap in labels else ap,
+        rows = [[inline(labels[ap].name) if labels and ap in labels else inline(ap),
                  *(f"{rank} ({value:.2f})" for rank, value in values)] for ap, values in shown]
         lines += ["", f"### `{found.protocol}` · {group_title(found.group)}", "",
                   f"{len(found.rows)} complete rows over {found.columns} columns; Kendall's τ with the 8/255 order: "
