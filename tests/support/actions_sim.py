@@ -18,11 +18,14 @@ What it does as GitHub does:
 
 What it does not: ``make install``, and every step named ``Install…`` (the hash-locked pip install of the
 commit job), run a ``make`` shim that only links ``.venv/bin/apb`` (the venv already exists: this
-interpreter's; nothing is downloaded); ``.venv/bin/apb`` runs the real ``apb`` of this interpreter, except ``apb evaluate``,
-which writes a valid output for the model the manifest in its working directory pins (``ci_records``'s
-``write_evaluated`` / ``write_shard_outputs``) instead of attacking a checkpoint. ``runs-on``, ``concurrency``,
-``timeout-minutes`` and ``max-parallel`` are not modelled (runs run one after another; a matrix's legs run
-*parallel* at a time, one by one when the run is to be cancelled in the middle of them).
+interpreter's; nothing is downloaded); ``.venv/bin/apb`` runs the real ``apb`` of this checkout, except
+``apb evaluate``, which writes a valid output for the model the manifest in its working directory pins
+(``ci_records``'s ``write_evaluated`` / ``write_shard_outputs``) instead of attacking a checkpoint. Each ``apb``
+call runs in a child forked from a preloaded process (``apb_server``: the call's argv, working directory,
+environment, stdin, stdout, stderr and exit status; ``fork_server=False``: a new interpreter per call, as on a
+runner). ``runs-on``, ``concurrency``, ``timeout-minutes`` and ``max-parallel`` are not modelled (runs run one
+after another; a matrix's legs run *parallel* at a time, one by one when the run is to be cancelled in the
+middle of them).
 """
 from __future__ import annotations
 
@@ -72,13 +75,14 @@ class Simulator:
     """Runs workflows of *workflows* (a folder) for events on the bare repository *origin*, against *fake*."""
 
     def __init__(self, fake: FakeGitHub, origin: Path, work: Path, *, workflows: Path = ROOT / ".github" / "workflows",
-                 variables: dict | None = None, parallel: int = 3) -> None:
+                 variables: dict | None = None, parallel: int = 3, fork_server: bool = True) -> None:
         self.fake = fake
         self.origin = origin
         self.work = work
         self.workflows = workflows
         self.variables = variables or {}
         self.parallel = parallel
+        self.fork_server = fork_server
         self._lock = threading.Lock()  # the fake's state and the run's summary, shared by parallel legs
         self.shims = work / "shims"
         self._write_shims()
@@ -87,7 +91,13 @@ class Simulator:
     def _write_shims(self) -> None:
         self.shims.mkdir(parents=True, exist_ok=True)
         apb = self.shims / "apb"
-        apb.write_text(f"""#!/bin/bash
+        if self.fork_server:
+            from tests.support.apb_server import Server, write_client
+
+            server = Server.shared({"PATH": f"{BIN}:/usr/bin:/bin", "PYTHONPATH": _pythonpath()})
+            write_client(apb, server.socket, apb=BIN / "apb", simulator=Path(__file__).resolve())
+        else:
+            apb.write_text(f"""#!/bin/bash
 if [ "$1" = evaluate ]; then shift; exec "{sys.executable}" "{Path(__file__).resolve()}" evaluate "$@"; fi
 exec "{BIN / 'apb'}" "$@"
 """)
@@ -242,10 +252,9 @@ exec /usr/bin/make "$@"
         output = temp / f"output-{os.urandom(4).hex()}"
         output.touch()
         cwd = workspace / step.get("working-directory", ".")
-        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         full_env = {"PATH": f"{self.shims}:{BIN}:/usr/bin:/bin", "HOME": str(workspace.parent), "CI": "true",
                     "GITHUB_ACTIONS": "true",
-                    "PYTHONPATH": pythonpath, "RUNNER_TEMP": str(temp), "GITHUB_OUTPUT": str(output),
+                    "PYTHONPATH": _pythonpath(), "RUNNER_TEMP": str(temp), "GITHUB_OUTPUT": str(output),
                     "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_WORKSPACE": str(workspace),
                     "GITHUB_REPOSITORY": self.fake.full_name, "GITHUB_API_URL": self.fake.base_url,
                     "GITHUB_SHA": state.github["sha"], "GITHUB_REF": state.github["ref"],
@@ -343,6 +352,11 @@ class _RunState:
     jobs: dict[str, JobResult] = field(default_factory=dict)
     cancelled: bool = False
     summary: str = ""
+
+
+def _pythonpath() -> str:
+    """This checkout first: the steps' ``apb`` is this checkout's."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def _needs(job: dict) -> list[str]:
