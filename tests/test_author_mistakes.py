@@ -67,7 +67,7 @@ def mini_repo(base: Path, url: str, sha256: str) -> Path:
     manifest.parent.mkdir(parents=True)
     manifest.write_text("schema_version: 1\nap_key: Demo_Doe2024Demo\nmodels:\n  - architecture: resnet18\n"
                         "    dataset: CIFAR10\n    structure: weights\n    sparsity: 90\n"
-                        f"    url: {url}\n    sha256: {sha256}\n    format: safetensors\n", encoding="utf-8")
+                        f"    url: {url}\n    sha256: {sha256}\n    format: safetensors\n    claimed: {{clean_accuracy: 10.0}}\n", encoding="utf-8")
     (base / "taxonomy").mkdir()
     return base
 

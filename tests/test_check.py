@@ -261,12 +261,14 @@ models:
     sparsity: 90
     url: {url}
     sha256: {sha}
+    claimed: {{clean_accuracy: 10.0}}
   - architecture: resnet18
     dataset: CIFAR10
     structure: weights
     sparsity: 99
     url: {url}
     sha256: {sha}
+    claimed: {{clean_accuracy: 10.0}}
 """
 
 

@@ -230,7 +230,7 @@ KEY_90 = f"{AP_KEY}_V16_CIFAR10_US_90"
 def write_repo(root: Path, url: str, sha: str) -> None:
     """A one-AP repository whose manifest has the three VGG16 CIFAR10 weights entries."""
     models = "".join(f"  - {{architecture: vgg16, dataset: CIFAR10, structure: weights, sparsity: {s}, "
-                     f"url: \"{url}\", sha256: \"{sha}\"}}\n" for s in (90, 95, 99))
+                     f"url: \"{url}\", sha256: \"{sha}\", claimed: {{clean_accuracy: 10.0}}}}\n" for s in (90, 95, 99))
     folder = root / "submissions" / AP_KEY
     folder.mkdir(parents=True)
     (folder / "manifest.yaml").write_text(f"schema_version: 1\nap_key: {AP_KEY}\n"

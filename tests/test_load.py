@@ -211,7 +211,7 @@ def test_load_model_from_a_manifest_fetches_verifies_loads_and_normalizes(tmp_pa
         f"schema_version: 1\nap_key: {AP_KEY}\ndefaults:\n  state_dict_key: net\n  strip_prefix: module.\n"
         "  normalization: {mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\nmodels:\n"
         f"  - {{architecture: resnet18, dataset: CIFAR10, structure: weights, sparsity: 90,\n"
-        f"     url: '{checkpoint.as_uri()}', sha256: {sha}}}\n")
+        f"     url: '{checkpoint.as_uri()}', sha256: {sha}, claimed: {{clean_accuracy: 10.0}}}}\n")
     key = f"{AP_KEY}_R18_CIFAR10_US_90"
     model = load_model(key, root=tmp_path / "repo", cache_dir=tmp_path / "cache")
     assert isinstance(model, Normalized) and not model.training and same_weights(model.model, reference)
@@ -241,7 +241,7 @@ def test_a_cached_file_swapped_after_its_hash_is_never_parsed(tmp_path, referenc
     (folder / "manifest.yaml").write_text(
         f"schema_version: 1\nap_key: {AP_KEY}\nmodels:\n"
         f"  - {{architecture: resnet18, dataset: CIFAR10, structure: weights, sparsity: 90,\n"
-        f"     url: '{good.as_uri()}', sha256: {sha}}}\n")
+        f"     url: '{good.as_uri()}', sha256: {sha}, claimed: {{clean_accuracy: 10.0}}}}\n")
     original_fetch = load_module.fetch_entry
 
     def fetch_then_swap(entry, **options):

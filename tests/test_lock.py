@@ -44,6 +44,7 @@ models:
     sparsity: 50
     url: hf://doe/pruned/v16.pt@{REV}
     sha256: {PINNED}
+    claimed: {{clean_accuracy: 60.0}}
 """
 
 

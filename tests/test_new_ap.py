@@ -188,10 +188,31 @@ def test_validate_requires_keep_ratios_with_popup_scores():
 
     text = ("schema_version: 1\nap_key: Heracles_Zhao2022NonUniform\nmodels:\n  - architecture: resnet18\n"
             "    dataset: CIFAR10\n    structure: weights\n    sparsity: 90\n    url: https://example.org/x.pt\n"
-            "    sha256: " + "a" * 64 + "\n    masks: popup-scores\n")
+            "    sha256: " + "a" * 64 + "\n    masks: popup-scores\n    claimed: {clean_accuracy: 28.9}\n")
     data, lines = parse_yaml_text(text, "manifest.yaml")
     problems = [str(p) for p in manifest_problems(data, lines, "manifest.yaml")]
     assert len(problems) == 1 and "models[0].keep_ratios" in problems[0] and "never guesses" in problems[0]
+
+
+def test_a_new_entry_needs_its_authors_clean_accuracy_and_an_imported_one_keeps_its_published_claims():
+    """Issue 20, point 2: the schema requires ``claimed.clean_accuracy`` of every entry that is not imported."""
+    from evaluator.manifest import manifest_problems
+    from evaluator.safeio import parse_yaml_text
+
+    head = ("schema_version: 1\nap_key: Heracles_Zhao2022NonUniform\nmodels:\n  - architecture: resnet18\n"
+            "    dataset: CIFAR10\n    structure: weights\n    sparsity: 90\n    url: https://example.org/x.pt\n")
+
+    def problems(tail: str) -> list[str]:
+        data, lines = parse_yaml_text(head + tail, "manifest.yaml")
+        return [str(p) for p in manifest_problems(data, lines, "manifest.yaml")]
+
+    pinned = "    sha256: " + "a" * 64 + "\n"
+    missing = problems(pinned)
+    assert len(missing) == 1 and "models[0].claimed" in missing[0] and "clean_accuracy" in missing[0]
+    only_aa = problems(pinned + "    claimed: {aa_robust_accuracy: 40.0}\n")
+    assert len(only_aa) == 1 and "clean_accuracy" in only_aa[0]
+    assert problems(pinned + "    claimed: {clean_accuracy: 80.1}\n") == []
+    assert problems("    sha256: null\n    imported: original-benchmark\n") == []
 
 
 # ------------------------------------------------------------------------------------------------ DNR

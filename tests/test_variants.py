@@ -47,7 +47,7 @@ def test_the_manifest_schema_takes_exactly_the_registered_variants():
 def manifest_text(variant: str, architecture: str = "resnet18") -> str:
     return (f"schema_version: 1\nap_key: Demo_Doe2024Demo\nmodels:\n  - architecture: {architecture}\n"
             f"    variant: {variant}\n    dataset: CIFAR10\n    structure: weights\n    sparsity: 90\n"
-            f"    url: https://example.org/a.pt\n    sha256: '{'0' * 64}'\n")
+            f"    url: https://example.org/a.pt\n    sha256: '{'0' * 64}'\n    claimed: {{clean_accuracy: 10.0}}\n")
 
 
 def problems_of(text: str) -> list[str]:
