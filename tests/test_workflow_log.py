@@ -41,7 +41,7 @@ def test_apb_check_under_actions_prints_no_workflow_command_from_a_hostile_key(t
     data = path.read_bytes()
     write_tiny_cifar10(tmp_path / "data", n=4)
     with LocalServer() as server:
-        url = server.add_hf_file("doe/pruned", "r18.pt", data)
+        url = server.add_hf_file("doe/pruned", "r18.pt", data, revision="0" * 40)
         write_synthetic_repo(tmp_path / "repo", url, hashlib.sha256(data).hexdigest())
         env = {**os.environ, "HF_ENDPOINT": server.base_url, "APB_CACHE_DIR": str(tmp_path / "cache"),
                "GITHUB_ACTIONS": "true", "PYTHONPATH": str(REPO)}
