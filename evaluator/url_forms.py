@@ -32,6 +32,9 @@ def rewrite_hint(url: str) -> str | None:
         if match and match["kind"] in ("blob", "raw"):
             return (f"a Hugging Face /{match['kind']}/ link is the file's web page, not the file; write "
                     f"hf://{match['repo']}/{match['path']}@{pinned(match['rev'])} (pin the revision to a commit hash)")
+        if match and not is_commit(match["rev"]):
+            return (f"a Hugging Face /resolve/{match['rev']}/ link follows a branch or tag, which can move to other "
+                    f"bytes; write hf://{match['repo']}/{match['path']}@{pinned(match['rev'])}")
         return None
     if parts.scheme == "hf":
         match = _HF_SCHEME_BLOB.match(url)
@@ -41,9 +44,14 @@ def rewrite_hint(url: str) -> str | None:
     return None
 
 
+def is_commit(revision: str) -> bool:
+    """Whether *revision* is a full commit hash (a branch or tag can move)."""
+    return re.fullmatch(r"[0-9a-f]{40}", revision) is not None
+
+
 def pinned(revision: str) -> str:
     """*revision* when it is a commit hash; else the placeholder that says one is needed (a branch can move)."""
-    return revision if re.fullmatch(r"[0-9a-f]{40}", revision) else f"<40-hex commit of {revision}>"
+    return revision if is_commit(revision) else f"<40-hex commit of {revision}>"
 
 
 def drive_file_id(url: str) -> str | None:

@@ -343,6 +343,11 @@ def test_hf_branch_revision_is_refused_with_the_commit_form():
     assert "40-hex commit" in message and "@main" in message
     assert url_problem("hf://doe/robust/r18.safetensors@" + "0" * 40, allow_file_urls=False) is None
     assert "40-hex commit" in (url_problem("hf://doe/robust/r18.safetensors", allow_file_urls=False) or "")
+    # the https form of the same download: a branch or tag in /resolve/<revision>/ is refused the same way
+    message = url_problem("https://huggingface.co/doe/robust/resolve/main/r18.safetensors", allow_file_urls=False) or ""
+    assert "hf://doe/robust/r18.safetensors@<40-hex commit of main>" in message and "branch" in message
+    assert url_problem("https://huggingface.co/doe/robust/resolve/" + "0" * 40 + "/r18.safetensors",
+                       allow_file_urls=False) is None
 
 
 @pytest.mark.parametrize(("head", "names"), [

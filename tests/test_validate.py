@@ -308,7 +308,7 @@ def test_file_urls_pass_only_with_the_flag(repo):
 
 
 def test_url_problem_accepts_the_documented_forms():
-    for url in ("https://huggingface.co/x/y/resolve/main/m.safetensors", "gdrive://1uHEhTIZdE4bzRY8HWw4SoQX5",
+    for url in ("https://huggingface.co/x/y/resolve/" + "0" * 40 + "/m.safetensors", "gdrive://1uHEhTIZdE4bzRY8HWw4SoQX5",
                 "hf://owner/repo/sub/model.safetensors@" + "0" * 40):
         assert url_problem(url, allow_file_urls=False) is None, url
 
