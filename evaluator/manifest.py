@@ -16,7 +16,7 @@ from evaluator.errors import APBError, Problem
 from evaluator.keys import STRUCTURE_KINDS, model_key_maker
 from evaluator.safeio import LineMap, format_field, parse_yaml_text, read_limited_bytes
 from evaluator.schema import load_schema, schema_problems
-from evaluator.url_forms import rewrite_hint
+from evaluator.url_forms import is_commit, rewrite_hint
 from evaluator.variants import variant_names, variants
 
 _GDRIVE = re.compile(r"^gdrive://[A-Za-z0-9_-]{10,200}$")
@@ -168,7 +168,7 @@ def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
         match = _HF.match(url)
         if not match or any(part in ("", ".", "..") for part in match["path"].split("/")):
             return "write a Hugging Face file as hf://<owner>/<repo>/<path in repo>@<40-hex commit>"
-        if not match["rev"] or not re.fullmatch(r"[0-9a-f]{40}", match["rev"]):
+        if not match["rev"] or not is_commit(match["rev"]):
             given = f"@{match['rev']} is a branch or tag, which can move" if match["rev"] else "no @<revision> means main"
             return (f"{given}: pin the file to a commit, hf://{match['repo']}/{match['path']}@<40-hex commit> (the "
                     "commit hash in the Hub's file history, or HfApi().upload_file(...).oid)")
