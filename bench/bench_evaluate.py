@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from timing import machine
 
-from evaluator.datasets import load_test_set, write_cifar10_test
-from evaluator.evaluate import ChunkStore, evaluate_chunks, evaluate_model
+from evaluator.run.datasets import load_test_set, write_cifar10_test
+from evaluator.run.evaluate import ChunkStore, evaluate_chunks, evaluate_model
 from evaluator.models import build_model
 from evaluator.protocol import load_protocol
-from evaluator.records import PerSample
+from evaluator.record.records import PerSample
 
 MiB = 1 << 20
 

@@ -61,10 +61,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from evaluator import evaluate as evaluation  # noqa: E402
-from evaluator import provenance  # noqa: E402
+from evaluator.run import evaluate as evaluation  # noqa: E402
+from evaluator.record import provenance  # noqa: E402
 from evaluator.attacks.common import frozen_for_attack  # noqa: E402
-from evaluator.datasets import load_test_set, write_cifar10_test  # noqa: E402
+from evaluator.run.datasets import load_test_set, write_cifar10_test  # noqa: E402
 from evaluator.models import build_model  # noqa: E402
 from evaluator.protocol import Protocol, load_protocol  # noqa: E402
 
@@ -157,7 +157,7 @@ class StageFigures:
 
 class Recorder:
     """Per-stage figures of the evaluation stages and of AutoAttack's sub-attacks, by patching the stage
-    functions of ``evaluator.evaluate`` and the sub-attacks' ``perturb`` (timing only: arguments and results
+    functions of ``evaluator.run.evaluate`` and the sub-attacks' ``perturb`` (timing only: arguments and results
     pass through untouched)."""
 
     def __init__(self, device: str, utilization: Utilization) -> None:

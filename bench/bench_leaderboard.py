@@ -41,7 +41,7 @@ VARIANTS = 64  # distinct sidecars, reused across models (their bytes, not their
 
 def sidecars() -> list[tuple[bytes, dict]]:
     """``VARIANTS`` sidecars as `apb evaluate` writes them, with their summary."""
-    from evaluator.records import PerSample, summarize
+    from evaluator.record.records import PerSample, summarize
 
     made = []
     for seed in range(VARIANTS):

@@ -67,7 +67,7 @@ import bench_gpu  # noqa: E402  (the instruments, training and projection this p
 from bench_gpu import (FULL_N, TF32_AUTOTUNED, Counted, Recorder, StageWork, Utilization, bare_rate,  # noqa: E402
                        project_stage, say, sync)
 
-from evaluator import provenance  # noqa: E402
+from evaluator.record import provenance  # noqa: E402
 from evaluator.attacks.common import frozen_for_attack  # noqa: E402
 from evaluator.models import build_model  # noqa: E402
 from evaluator.protocol import EvaluableProtocol, load_protocol  # noqa: E402
@@ -355,11 +355,11 @@ def profile_run(model: nn.Module, config: Config, protocol: EvaluableProtocol, i
                 on_call: Callable[[str], None] | None = None) -> dict:
     """One evaluation through ``evaluate_loaded`` under ``config``: per-stage figures and per-sample results.
     ``on_call(stage)`` is called before every model call (the profiler's clock)."""
-    from evaluator.evaluate import evaluate_loaded
-    from evaluator.records import PerSample
+    from evaluator.run.evaluate import evaluate_loaded
+    from evaluator.record.records import PerSample
 
     folder, _ = bench_gpu.write_test_set(work / "data", images, labels, protocol.n_samples)
-    from evaluator.datasets import load_test_set
+    from evaluator.run.datasets import load_test_set
 
     test_set = load_test_set("CIFAR10", folder, n=protocol.n_samples)
     buckets = buckets_up_to(protocol.autoattack.batch_size) if config.graphs and device.startswith("cuda") else []

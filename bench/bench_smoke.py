@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 from timing import machine
 
-from evaluator.check import clean_predictions
-from evaluator.datasets import load_test_set, write_cifar10_test
-from evaluator.evaluate import evaluate_loaded, time_estimate
+from evaluator.run.check import clean_predictions
+from evaluator.run.datasets import load_test_set, write_cifar10_test
+from evaluator.run.evaluate import evaluate_loaded, time_estimate
 from evaluator.protocol import load_protocol
-from evaluator.variants import build_variant
+from evaluator.registry.variants import build_variant
 from tests.support.fake_data import tiny_images
 
 KEY_CODES = {"resnet18": "R18", "vgg16": "V16"}

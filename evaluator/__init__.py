@@ -11,8 +11,8 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "model_key_maker": "evaluator.keys",
-    "parse_model_key": "evaluator.keys",
+    "model_key_maker": "evaluator.registry.model_keys",
+    "parse_model_key": "evaluator.registry.model_keys",
     "load_model": "evaluator.api",
     "load_local_model": "evaluator.api",
     "load_ap_taxonomy": "evaluator.api",

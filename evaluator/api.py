@@ -21,10 +21,10 @@ import numpy as np
 from torch import nn
 
 from evaluator.errors import APBError, Problem
-from evaluator.load import load_model
-from evaluator.manifest import LOADING_FIELDS
+from evaluator.checkpoint.load import load_model
+from evaluator.repository.manifest import LOADING_FIELDS
 from evaluator.protocol import DEFAULT_PROTOCOL
-from evaluator.submissions import load_ap_taxonomy
+from evaluator.repository.submissions import load_ap_taxonomy
 
 __all__ = ["load_model", "load_local_model", "load_ap_taxonomy", "test_model_aa", "test_model_hofmn", "benchmark", "load_distance",
            "plot_sec_curve"]
@@ -48,9 +48,9 @@ def _protocol(protocol: str, n: int | None, **hofmn: Any) -> Any:
 
 def _run(model: nn.Module, dataset: str, data_dir: str | Path, device: str, protocol: Any, *, batch_size: int,
          download: bool, progress: bool, stages: tuple[str, ...]) -> tuple[Any, Any]:
-    from evaluator.datasets import load_test_set
+    from evaluator.run.datasets import load_test_set
     from evaluator.device import checked_device
-    from evaluator.evaluate import evaluate_chunks
+    from evaluator.run.evaluate import evaluate_chunks
 
     device = checked_device(str(device))
     test_set = load_test_set(dataset, Path(data_dir), n=protocol.n_samples, download=download)
@@ -75,16 +75,16 @@ def load_local_model(path: str | Path, architecture: str | None = None, *, model
     import dataclasses
 
     from evaluator.device import checked_device
-    from evaluator.fetch import read_capped
-    from evaluator.file_kind import sniff_format
-    from evaluator.load import build_checked_model, load_state_dict
-    from evaluator.prepare import draft_entry
+    from evaluator.checkpoint.fetch import read_capped
+    from evaluator.untrusted.file_kind import sniff_format
+    from evaluator.checkpoint.load import build_checked_model, load_state_dict
+    from evaluator.run.prepare import draft_entry
 
     device = checked_device(device)
     path = Path(path)
     data = read_capped(path)
     if model_key is not None:
-        from evaluator.submissions import find_entry
+        from evaluator.repository.submissions import find_entry
 
         entry = dataclasses.replace(find_entry(model_key, Path(root) if root is not None else None),
                                     url=path.resolve().as_uri())
@@ -108,7 +108,7 @@ def test_model_aa(model: nn.Module, dataset: str, data_dir: str | Path, device: 
                   n: int | None = None, batch_size: int = 500, download: bool = False,
                   protocol: str = DEFAULT_PROTOCOL, progress: bool = True) -> tuple[float, float]:
     """Clean and AutoAttack robust accuracy (percent) of ``model`` on the first N test samples of ``dataset``."""
-    from evaluator.records import summarize
+    from evaluator.record.records import summarize
 
     settings = _protocol(protocol, n)
     results, _ = _run(model, dataset, data_dir, device, settings, batch_size=batch_size, download=download,
@@ -129,8 +129,8 @@ def test_model_hofmn(model: nn.Module, model_key: str, dataset: str, data_dir: s
     0 = misclassified, inf = no adversarial found). With ``save_dist_path`` the distances are also written
     to ``<save_dist_path>/<model_key>.npy``. ``scheduler``: ``CALR`` (the original name) or ``cosine``, or
     ``none``."""
-    from evaluator.records import summarize
-    from evaluator.safeio import atomic_write_bytes
+    from evaluator.record.records import summarize
+    from evaluator.untrusted.safeio import atomic_write_bytes
 
     if scheduler not in SCHEDULER_ALIASES:
         raise APBError(Problem("scheduler", f"unknown scheduler {scheduler!r}; use CALR (cosine) or none"))
@@ -154,11 +154,11 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
               protocol: str = DEFAULT_PROTOCOL, progress: bool = True) -> dict:
     """Evaluate a local model like ``apb evaluate`` (clean, AutoAttack, HO-FMN), print the claim-ready summary
     and return the record; with ``save_dist_path`` the record and its per-sample sidecar are written there."""
-    from evaluator import provenance
-    from evaluator.assemble import RunFacts, build_record, write_result
-    from evaluator.evaluate import test_set_facts
-    from evaluator.keys import parse_model_key
-    from evaluator.records import read_record
+    from evaluator.record import provenance
+    from evaluator.record.assemble import RunFacts, build_record, write_result
+    from evaluator.run.evaluate import test_set_facts
+    from evaluator.registry.model_keys import parse_model_key
+    from evaluator.record.records import read_record
 
     try:
         key = parse_model_key(model_key)
@@ -185,7 +185,7 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
 
 def claim_summary(record: dict, path: Path | None) -> str:
     """The text ``benchmark`` prints: the numbers with their 95% intervals, the flags, what to do next."""
-    from evaluator.summary import record_numbers
+    from evaluator.record.summary import record_numbers
 
     lines = [f"Results ready for a claim: {record['model_key']} under protocol {record['protocol']} "
              f"({record['n_samples']} samples)"]
@@ -203,10 +203,10 @@ def claim_summary(record: dict, path: Path | None) -> str:
 def load_distance(model_key: str, root: str | Path | None = None) -> np.ndarray:
     """The HO-FMN per-sample distances of the newest evaluated leaderboard record of ``model_key`` (float32;
     0 = misclassified, inf = no adversarial found), read from its sidecar after checking its sha256."""
-    from evaluator.keys import parse_model_key
+    from evaluator.registry.model_keys import parse_model_key
     from evaluator.paths import repo_root
     from evaluator.paths import records_dir
-    from evaluator.records import read_record
+    from evaluator.record.records import read_record
     from evaluator.render.inputs import load_checked_sidecar
 
     root = Path(root) if root is not None else repo_root()

@@ -8,7 +8,7 @@ import sys
 import traceback
 
 from evaluator.errors import APBError
-from evaluator.workflow_log import commands_stopped
+from evaluator.untrusted.workflow_log import commands_stopped
 
 # name -> one-line help; the module is evaluator.commands.<name with - as _>
 COMMANDS = {

@@ -167,11 +167,11 @@ def build_example(out: Path, *, seed: int = 0, root: Path | None = None) -> Exam
     """Write the example submission (checkpoints, manifest, taxonomy, test set) into ``out``; deterministic."""
     import hashlib
 
-    from evaluator.datasets import write_cifar10_test
-    from evaluator.keys import model_key_maker
+    from evaluator.run.datasets import write_cifar10_test
+    from evaluator.registry.model_keys import model_key_maker
     from evaluator.paths import MANIFEST, TAXONOMY, ap_dir, repo_root
-    from evaluator.safeio import atomic_write_bytes, load_yaml
-    from evaluator.taxonomy import SCHEMA_FILE, VOCABULARY_FILE
+    from evaluator.untrusted.safeio import atomic_write_bytes, load_yaml
+    from evaluator.repository.taxonomy import SCHEMA_FILE, VOCABULARY_FILE
 
     out = Path(out).resolve()
     template, _ = load_yaml(EXAMPLE_DIR / MANIFEST)
@@ -235,15 +235,15 @@ def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: i
              progress: bool = True, root: Path | None = None) -> dict[str, Path]:
     """Build the example, validate, evaluate ``models`` of its checkpoints (default all) under smoke-v1,
     render the leaderboard and the security curves; returns the main output files by name."""
-    from evaluator.evaluate import evaluate_model
+    from evaluator.run.evaluate import evaluate_model
     from evaluator.protocol import load_protocol
     from evaluator.paths import manifest_path, records_dir, submissions_dir
-    from evaluator.records import PerSample, record_stem
-    from evaluator.safeio import atomic_write_bytes
+    from evaluator.record.records import PerSample, record_stem
+    from evaluator.untrusted.safeio import atomic_write_bytes
     from evaluator.render import render_all
     from evaluator.render.layout import LEADERBOARD_README
     from evaluator.render.curves import save_png, security_curve
-    from evaluator.validate import validate_paths
+    from evaluator.repository.validate import validate_paths
 
     out = Path(out).resolve()
     protocol = load_protocol(PROTOCOL).require_evaluable()

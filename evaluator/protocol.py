@@ -15,7 +15,7 @@ from typing import Any
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import PACKAGE_DIR
-from evaluator.safeio import LineMap, format_field, load_yaml
+from evaluator.untrusted.safeio import LineMap, format_field, load_yaml
 
 PROTOCOLS_DIR = PACKAGE_DIR / "protocols"
 DEFAULT_PROTOCOL = "linf-8-255-v1"  # what `apb evaluate`, the Python API and the CI preview use without --protocol

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluator.check import check_entry
-from evaluator.load import allowed_global, build_checked_model, load_state_dict
+from evaluator.run.check import check_entry
+from evaluator.checkpoint.load import allowed_global, build_checked_model, load_state_dict
 from evaluator.paths import repo_root
-from evaluator.safeio import sha256_file
-from evaluator.submissions import iter_entries
+from evaluator.untrusted.safeio import sha256_file
+from evaluator.repository.submissions import iter_entries
 from tests.support.ap_layouts import layout_names, load_layout, write_checkpoint
 from tests.support.fake_data import write_tiny_cifar10
 

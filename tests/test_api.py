@@ -11,9 +11,9 @@ import torch
 import evaluator
 from evaluator import api
 from evaluator.errors import APBError
-from evaluator.assemble import RunFacts, build_record, write_result
+from evaluator.record.assemble import RunFacts, build_record, write_result
 from evaluator.protocol import load_protocol
-from evaluator.records import PerSample
+from evaluator.record.records import PerSample
 from tests.support.evaluation import (MODEL_KEY, one_torch_thread, run_tiny, write_tiny_protocol,  # noqa: F401
                                       write_tiny_test_set)
 from tests.support.tiny_models import tiny_cnn
@@ -30,8 +30,8 @@ def tiny(tmp_path_factory):
 
 
 def test_the_api_names_are_reexported_lazily_from_evaluator():
-    from evaluator.load import load_model
-    from evaluator.submissions import load_ap_taxonomy
+    from evaluator.checkpoint.load import load_model
+    from evaluator.repository.submissions import load_ap_taxonomy
 
     assert evaluator.load_model is load_model and evaluator.load_ap_taxonomy is load_ap_taxonomy
     for name in ("test_model_aa", "test_model_hofmn", "benchmark", "load_distance", "plot_sec_curve"):

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from evaluator.errors import APBError
-from evaluator.load import load_state_dict
-from evaluator.records import load_sidecar
+from evaluator.checkpoint.load import load_state_dict
+from evaluator.record.records import load_sidecar
 from tests.support.entries import make_entry
 
 ENTRY = make_entry()
@@ -89,7 +89,7 @@ def test_a_sidecar_member_larger_than_its_sample_count_allows_is_refused_before_
 
 
 def test_a_sidecar_member_declaring_gigabytes_is_refused_whatever_the_record_says():
-    from evaluator.records import sidecar_member_bound
+    from evaluator.record.records import sidecar_member_bound
 
     data = bytearray(sidecar(10))
     at = central_entry(bytes(data), "hofmn_distance.npy")

@@ -26,7 +26,7 @@ def torch_bytes(obj) -> bytes:
 
 
 def meta_state(variant: str) -> dict[str, torch.Tensor]:
-    from evaluator.variants import build_variant
+    from evaluator.registry.variants import build_variant
 
     with torch.device("meta"):
         return dict(build_variant(variant).state_dict())
@@ -34,7 +34,7 @@ def meta_state(variant: str) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def resnet_state() -> dict[str, torch.Tensor]:
-    from evaluator.variants import build_variant
+    from evaluator.registry.variants import build_variant
 
     torch.manual_seed(0)
     return {key: value.clone() for key, value in build_variant("resnet18").state_dict().items()}
@@ -42,8 +42,8 @@ def resnet_state() -> dict[str, torch.Tensor]:
 
 def load_message(data: bytes | dict, **fields) -> str:
     """The error loading *data* (bytes, or a state dict given as is) under an entry with *fields*."""
-    from evaluator.key_rules import apply_key_rules
-    from evaluator.load import build_checked_model, load_state_dict
+    from evaluator.checkpoint.key_rules import apply_key_rules
+    from evaluator.checkpoint.load import build_checked_model, load_state_dict
 
     entry = make_entry(**fields)
     with pytest.raises(APBError) as error:
@@ -56,7 +56,7 @@ def load_message(data: bytes | dict, **fields) -> str:
 
 
 def url_message(url: str, allow_file_urls: bool = False) -> str:
-    from evaluator.manifest import url_problem
+    from evaluator.repository.manifest import url_problem
 
     return url_problem(url, allow_file_urls=allow_file_urls) or ""
 
@@ -133,7 +133,7 @@ def no_complete_triple(tmp_path, **_):
     import json
     import shutil
 
-    from evaluator.validate import validate_repository
+    from evaluator.repository.validate import validate_repository
 
     root = Path(__file__).resolve().parents[1]
     shutil.copytree(root / "taxonomy", tmp_path / "taxonomy")
@@ -152,7 +152,7 @@ def file_url_in_submissions(**_):
 
 
 def n_with_the_demos_test_set(tmp_path, **_):
-    from evaluator.datasets import load_test_set
+    from evaluator.run.datasets import load_test_set
     from tests.support.fake_data import write_tiny_cifar10
 
     write_tiny_cifar10(tmp_path, n=12)
@@ -162,8 +162,8 @@ def n_with_the_demos_test_set(tmp_path, **_):
 
 
 def missing_sha256(**_):
-    from evaluator.safeio import parse_yaml_text
-    from evaluator.manifest import manifest_problems
+    from evaluator.untrusted.safeio import parse_yaml_text
+    from evaluator.repository.manifest import manifest_problems
 
     text = ("schema_version: 1\nap_key: Demo_Doe2024Demo\nmodels:\n  - {architecture: resnet18, dataset: CIFAR10, "
             "structure: weights, sparsity: 90, url: 'https://example.org/x.pt'}\n")
@@ -213,7 +213,7 @@ def torch_declared_safetensors(resnet_state, **_):
 
 
 def whole_model_pickled(**_):
-    from evaluator.variants import build_variant
+    from evaluator.registry.variants import build_variant
 
     return load_message(torch_bytes(build_variant("resnet18")))
 
@@ -230,8 +230,8 @@ def offline_download(tmp_path, monkeypatch, capsys, **_):
 
 
 def sparsity_far_above_claim(resnet_state, **_):
-    from evaluator.check import measure_sparsity
-    from evaluator.variants import build_variant
+    from evaluator.run.check import measure_sparsity
+    from evaluator.registry.variants import build_variant
 
     model = build_variant("resnet18")
     state = {key: (value * (torch.rand(value.shape) < 0.0001) if value.dim() == 4 else value)
@@ -243,8 +243,8 @@ def sparsity_far_above_claim(resnet_state, **_):
 
 
 def sparsity_below_claim(resnet_state, **_):
-    from evaluator.check import measure_sparsity
-    from evaluator.variants import build_variant
+    from evaluator.run.check import measure_sparsity
+    from evaluator.registry.variants import build_variant
 
     model = build_variant("resnet18")
     model.load_state_dict({key: (value * (torch.rand(value.shape) < 0.5) if value.dim() == 4 else value)
@@ -255,8 +255,8 @@ def sparsity_below_claim(resnet_state, **_):
 
 
 def clean_far_below_claim(**_):
-    from evaluator.check import CheckReport, likely_causes
-    from evaluator.compliance import ComplianceReport
+    from evaluator.run.check import CheckReport, likely_causes
+    from evaluator.checkpoint.compliance import ComplianceReport
 
     report = CheckReport(KEY, {}, "a" * 64, True, ComplianceReport("resnet18", 122), n=200, clean_correct=20,
                          claimed={"clean_accuracy": 80.0}, causes=likely_causes(make_entry(), None))
@@ -293,7 +293,7 @@ def failed_check_reason_hidden(**_):
 
 
 def model_key_maker_percent_sign(**_):
-    from evaluator.keys import model_key_maker
+    from evaluator.registry.model_keys import model_key_maker
 
     with pytest.raises(ValueError) as error:
         model_key_maker("HYDRA_Sehwag2020Hydra", "resnet18", "CIFAR10", "weights", "90%")
@@ -327,7 +327,7 @@ def check_of_an_ap_without_manifest(tmp_path, capsys, **_):
 
 
 def prepare_with_the_wrong_sparsity(tmp_path, **_):
-    from evaluator.prepare import prepare_checkpoint
+    from evaluator.run.prepare import prepare_checkpoint
     from tests.support.training_checkpoints import pruned_resnet18, save_training_checkpoint
 
     path = save_training_checkpoint(pruned_resnet18(90), tmp_path / "checkpoint.pt")

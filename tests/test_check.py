@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from evaluator.check import (COUNTED_LAYERS, check_compliance, check_entry, check_outputs, clean_predictions,
+from evaluator.run.check import (COUNTED_LAYERS, check_compliance, check_entry, check_outputs, clean_predictions,
                              measure_sparsity)
-from evaluator.datasets import load_test_set
+from evaluator.run.datasets import load_test_set
 from evaluator.errors import APBError
 from evaluator.models import Normalized, build_model
-from evaluator.safeio import dump_json
+from evaluator.untrusted.safeio import dump_json
 from tests.support.entries import AP_KEY, make_entry
 from tests.support.fake_data import write_tiny_cifar10
 from tests.support.http_server import LocalServer

@@ -267,11 +267,11 @@ def test_models_of_a_submission_that_does_not_validate_are_not_evaluated():
 
 
 def test_a_change_with_code_is_reported_as_no_evaluation():
-    plan = plan_dict([], blocked=["evaluator/evaluate.py", ".github/workflows/evaluate.yml"])
+    plan = plan_dict([], blocked=["evaluator/run/evaluate.py", ".github/workflows/evaluate.yml"])
     report = ReportInput("evaluation", HEAD, validation={"ok": True, "problems": []}, plan=plan)
     body = render_report(report)
     assert conclusion_and_title(report) == ("neutral", "no evaluation")
-    assert "⏸️ No evaluation" in body and "`evaluator/evaluate.py`, `.github/workflows/evaluate.yml`" in body
+    assert "⏸️ No evaluation" in body and "`evaluator/run/evaluate.py`, `.github/workflows/evaluate.yml`" in body
 
 
 def test_the_report_stays_under_githubs_limit():

@@ -4,7 +4,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from evaluator import cli, keys
+from evaluator import cli
+
+from evaluator.registry import model_keys as keys
 
 
 def test_help_lists_every_command(capsys):

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from evaluator.cli import main
-from evaluator.datasets import write_cifar10_test
-from evaluator.safeio import parse_yaml_text
-from evaluator.manifest import url_problem
+from evaluator.run.datasets import write_cifar10_test
+from evaluator.untrusted.safeio import parse_yaml_text
+from evaluator.repository.manifest import url_problem
 from tests.support.evaluation import one_torch_thread  # noqa: F401  (fixture)
 from tests.support.http_server import LocalServer
 from tests.support.training_checkpoints import (labels_without_constant_class, pruned_resnet18,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evaluator.records import PerSample
+from evaluator.record.records import PerSample
 from evaluator.render.curves import (EPS_GRID, curve_summary, eps_label, grid_index, legend_label, png_bytes,
                                      robust_accuracy, save_png, security_curve)
 
@@ -142,7 +142,7 @@ def test_png_bytes_do_not_depend_on_the_process_or_the_users_matplotlibrc(tmp_pa
 def test_curve_band_is_the_wilson_interval_of_the_samples_at_each_budget():
     """A published-style curve of 128 samples, half of them never broken: its band is Wilson(64, 128), about
     ±8.5 points, at every budget; at 10,000 samples about ±1."""
-    from evaluator.records import wilson_interval
+    from evaluator.record.records import wilson_interval
     from evaluator.render.curve_set import PERCENT_AXIS, curve_band
     from evaluator.render.rows import Row
     from evaluator.render.svg import y_pixels

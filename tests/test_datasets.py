@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator.datasets import load_test_set, write_cifar10_test
+from evaluator.run.datasets import load_test_set, write_cifar10_test
 from evaluator.errors import APBError
 from tests.support.fake_data import write_tiny_cifar10, write_tiny_svhn
 

@@ -7,9 +7,9 @@ import pytest
 from evaluator.cli import main
 from evaluator.demo import MARKER, build_example, prepare_output
 from evaluator.errors import APBError
-from evaluator.records import PerSample
-from evaluator.safeio import load_json, sha256_file
-from evaluator.validate import record_problems, validate_paths
+from evaluator.record.records import PerSample
+from evaluator.untrusted.safeio import load_json, sha256_file
+from evaluator.repository.validate import record_problems, validate_paths
 from tests.support.evaluation import one_torch_thread  # noqa: F401
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from evaluator.efficiency import effective_macs, efficiency_summary, efficiency_text, measure_efficiency
+from evaluator.run.efficiency import effective_macs, efficiency_summary, efficiency_text, measure_efficiency
 from evaluator.models import Normalized, build_model
 
 # VGG16 of the benchmark on 32x32 inputs: (in channels, out channels, output height * width) of its 13 3x3 convs

@@ -1,4 +1,4 @@
-"""The download egress rule (evaluator/egress.py): public https hosts only, for the URL and every redirect hop."""
+"""The download egress rule (evaluator/untrusted/egress.py): public https hosts only, for the URL and every redirect hop."""
 from __future__ import annotations
 
 import hashlib
@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from evaluator import egress
+from evaluator.untrusted import egress
 from evaluator.errors import APBError
-from evaluator.fetch import fetch_checkpoint
+from evaluator.checkpoint.fetch import fetch_checkpoint
 from tests.support.http_server import LocalServer
 
 DATA = b"PK\x03\x04" + bytes(range(256)) * 40
@@ -143,7 +143,7 @@ def test_google_drive_downloads_follow_the_same_rule(resolver, tmp_path, monkeyp
 @pytest.mark.parametrize("url", ["https://10.0.0.1/x.pt", "https://169.254.169.254/x.pt", "https://2130706433/x.pt",
                                  "https://metadata.google.internal/x.pt", "https://files.example.org:8443/x.pt"])
 def test_apb_validate_refuses_a_manifest_url_the_runner_would_refuse(url):
-    from evaluator.manifest import url_problem
+    from evaluator.repository.manifest import url_problem
 
     problem = url_problem(url, allow_file_urls=False) or ""
     assert "public https hosts" in problem or "no valid host name" in problem

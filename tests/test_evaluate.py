@@ -11,17 +11,17 @@ import pytest
 import torch
 from torch import nn
 
-from evaluator import provenance
+from evaluator.record import provenance
 from evaluator.cli import main
-from evaluator.datasets import load_test_set, write_cifar10_test
+from evaluator.run.datasets import load_test_set, write_cifar10_test
 from evaluator.errors import APBError
-from evaluator.assemble import RunFacts, build_record, refuse_smoke_in_submissions, sanity_flags
-from evaluator.evaluate import ChunkStore, chunk_ranges, chunk_seed, evaluate_chunks
+from evaluator.record.assemble import RunFacts, build_record, refuse_smoke_in_submissions, sanity_flags
+from evaluator.run.evaluate import ChunkStore, chunk_ranges, chunk_seed, evaluate_chunks
 from evaluator.protocol import load_protocol
-from evaluator.records import PerSample
-from evaluator.safeio import dump_json, load_json, sha256_file
-from evaluator.shards import Shard, parse_shard
-from evaluator.validate import record_problems
+from evaluator.record.records import PerSample
+from evaluator.untrusted.safeio import dump_json, load_json, sha256_file
+from evaluator.run.shards import Shard, parse_shard
+from evaluator.repository.validate import record_problems
 from tests.support.evaluation import (CHECKPOINT_SHA256, MODEL_KEY, TINY_PROTOCOL, comparable,  # noqa: F401
                                       one_torch_thread, run_tiny, write_tiny_protocol, write_tiny_test_set)
 from tests.support.tiny_models import tiny_cnn
@@ -295,9 +295,9 @@ def test_records_json_is_deterministic_bytes(tiny):
 def test_one_evaluation_builds_the_model_once_and_computes_compliance_once(tmp_path, monkeypatch):
     """apb evaluate checks the checkpoint and attacks the very model it checked (issue 11: one model build and
     one compliance computation per evaluation)."""
-    from evaluator import compliance, load
+    from evaluator.checkpoint import compliance, load
     from evaluator.demo import PROTOCOL, build_example
-    from evaluator.evaluate import evaluate_model
+    from evaluator.run.evaluate import evaluate_model
 
     example = build_example(tmp_path / "example")
     counts = {"build": 0, "compliance": 0}
@@ -313,7 +313,7 @@ def test_one_evaluation_builds_the_model_once_and_computes_compliance_once(tmp_p
 
     monkeypatch.setattr(load, "build_variant", counted_build)
     monkeypatch.setattr(compliance, "check_compliance", counted_compliance)
-    monkeypatch.setattr("evaluator.check.check_compliance", counted_compliance)
+    monkeypatch.setattr("evaluator.run.check.check_compliance", counted_compliance)
     outcome = evaluate_model(example.model_keys[-1], protocol=PROTOCOL, root=example.root, data_dir=example.data_dir,
                              out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
     assert outcome.record is not None and counts == {"build": 1, "compliance": 1}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.errors import APBError
-from evaluator.fetch import DownloadLimits, default_backoff, fetch_checkpoint, parse_hf_url
+from evaluator.checkpoint.fetch import DownloadLimits, default_backoff, fetch_checkpoint, parse_hf_url
 from tests.support.http_server import LocalServer
 
 LABEL = "Demo_Doe2024Demo_R18_CIFAR10_US_90"

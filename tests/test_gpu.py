@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from evaluator import provenance
-from evaluator.datasets import load_test_set, write_cifar10_test
-from evaluator.evaluate import (ChunkStore, chunk_seed, evaluate_chunks, evaluate_loaded, shared_tuning_file,
+from evaluator.record import provenance
+from evaluator.run.datasets import load_test_set, write_cifar10_test
+from evaluator.run.evaluate import (ChunkStore, chunk_seed, evaluate_chunks, evaluate_loaded, shared_tuning_file,
                                 shared_tuning_result)
 from evaluator.protocol import load_protocol
-from evaluator.records import PerSample
+from evaluator.record.records import PerSample
 from tests.support.evaluation import (CHECKPOINT_SHA256, MODEL_KEY, write_tiny_protocol,  # noqa: F401
                                       write_tiny_test_set)
 from tests.support.tiny_models import exact_linf_distances, linear_classifier, tiny_cnn
@@ -145,7 +145,7 @@ def test_the_cuda_evaluation_is_deterministic_and_records_its_backend(tmp_path):
 @pytest.mark.gpu
 @needs_cuda
 def test_the_cuda_batch_transfer_is_pinned_and_exact(tmp_path):
-    from evaluator.evaluate import _to_device
+    from evaluator.run.evaluate import _to_device
 
     _, _, test_set = cnn_case(tmp_path)
     images, labels = test_set.batch(list(range(16)))

@@ -15,11 +15,11 @@ import torch
 
 from evaluator.cli import main
 from evaluator.errors import APBError
-from evaluator.import_distances import read_distances
+from evaluator.record.import_distances import read_distances
 from evaluator.render import render_all
 from evaluator.render.curves import robust_accuracy
-from evaluator.safeio import parse_json_text
-from evaluator.validate import record_problems
+from evaluator.untrusted.safeio import parse_json_text
+from evaluator.repository.validate import record_problems
 from tests.support.leaderboard_repo import make_repo
 
 KEY = "HYDRA_Sehwag2020Hydra_R18_CIFAR10_US_90"
@@ -129,7 +129,7 @@ def test_a_file_without_a_published_record_is_refused(tmp_path, capsys):
 
 
 def test_apb_validate_accepts_the_imported_sidecar_and_notices_a_changed_one(tmp_path):
-    from evaluator.validate import validate_repository
+    from evaluator.repository.validate import validate_repository
 
     root = make_repo(tmp_path)
     before = [str(p) for p in validate_repository(root).problems]  # (the small repository lacks manifests)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.keys import AP_KEY_PATTERN, model_key_maker, parse_model_key
-from evaluator.submissions import iter_entries
+from evaluator.registry.model_keys import AP_KEY_PATTERN, model_key_maker, parse_model_key
+from evaluator.repository.submissions import iter_entries
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ def test_the_schemas_use_the_ap_key_form_of_keys_py():
 
 
 def test_is_ap_key_matches_the_whole_text():
-    from evaluator.keys import is_ap_key
+    from evaluator.registry.model_keys import is_ap_key
 
     assert is_ap_key("HYDRA_Sehwag2020Hydra")
     for bad in ("HYDRA_Sehwag2020Hydra\n", "../x", "a/b", "HYDRA_Sehwag2020Hydra/..", "BCSP_Özdenizci2021Training", ""):

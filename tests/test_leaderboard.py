@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from evaluator.cli import main
-from evaluator.keys import parse_model_key
+from evaluator.registry.model_keys import parse_model_key
 from evaluator.paths import records_dir
-from evaluator.records import iter_record_paths, read_record, record_stem, wilson_interval, write_record
+from evaluator.record.records import iter_record_paths, read_record, record_stem, wilson_interval, write_record
 from evaluator.render import render_all
 from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, flags_result, make_repo
 
@@ -594,7 +594,7 @@ def test_rank_groups_need_the_flags_of_every_ranked_cell(tmp_path, monkeypatch):
 
 
 def test_model_pages_show_where_autoattack_and_hofmn_disagree(tmp_path):
-    from evaluator.records import PerSample
+    from evaluator.record.records import PerSample
 
     root = make_repo(tmp_path)
     n = 10_000
@@ -613,7 +613,7 @@ def test_model_pages_show_where_autoattack_and_hofmn_disagree(tmp_path):
 def test_analysis_shows_whether_the_order_holds_at_other_budgets(tmp_path):
     """HARP resists small budgets (60% at 4/255) but falls at 8/255 (10%); HYDRA holds 30% up to 16/255: the
     order at 4/255 is the reverse of the one at 8/255 (τ = -1), the one at 16/255 and by area the same."""
-    from evaluator.records import PerSample
+    from evaluator.record.records import PerSample
 
     root = make_repo(tmp_path)
     n = 10_000

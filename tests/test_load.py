@@ -9,8 +9,8 @@ import torch
 from torch.nn.utils import prune
 
 from evaluator.errors import APBError
-from evaluator.key_rules import fold_pruning_masks
-from evaluator.load import build_checked_model, load_model, load_state_dict
+from evaluator.checkpoint.key_rules import fold_pruning_masks
+from evaluator.checkpoint.load import build_checked_model, load_model, load_state_dict
 from evaluator.models import Normalized, build_model
 from tests.support.entries import make_entry
 
@@ -229,7 +229,7 @@ def test_a_cached_file_swapped_after_its_hash_is_never_parsed(tmp_path, referenc
     evaluator hashes the very bytes it parses, so the swap is refused instead of loaded (issue 10, point 4)."""
     import hashlib
 
-    from evaluator import load as load_module
+    from evaluator.checkpoint import load as load_module
     from tests.support.entries import AP_KEY
 
     good = save(tmp_path, reference.state_dict(), name="good.pt")

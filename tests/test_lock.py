@@ -8,8 +8,8 @@ import pytest
 
 from evaluator import cli
 from evaluator.errors import APBError
-from evaluator.lock import lock_manifests, pin_sha256
-from evaluator.manifest import load_manifest
+from evaluator.checkpoint.lock import lock_manifests, pin_sha256
+from evaluator.repository.manifest import load_manifest
 from tests.support.entries import AP_KEY
 from tests.support.http_server import LocalServer
 

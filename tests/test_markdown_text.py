@@ -1,6 +1,6 @@
 """No link or image injection: text from taxonomy.json and records is escaped in every generated Markdown file,
 URLs become links only when they are plain https; the bot comment breaks bare URLs, www. names, @mentions and
-bidi controls from PR data (evaluator/markdown_text.py, the one escaping module)."""
+bidi controls from PR data (evaluator/untrusted/markdown_text.py, the one escaping module)."""
 from __future__ import annotations
 
 import json
@@ -23,7 +23,7 @@ def raw_hits(text: str) -> list[str]:
 
 
 def test_inline_text_is_inert():
-    from evaluator.markdown_text import ZERO_WIDTH_SPACE, inline
+    from evaluator.untrusted.markdown_text import ZERO_WIDTH_SPACE, inline
 
     text = inline(HOSTILE)
     assert raw_hits(text) == [] and "\n" not in text
@@ -33,7 +33,7 @@ def test_inline_text_is_inert():
 
 
 def test_links_only_to_plain_https_urls_or_repository_paths():
-    from evaluator.markdown_text import https_url, link
+    from evaluator.untrusted.markdown_text import https_url, link
 
     assert link("paper", "https://arxiv.org/abs/2409.01249") == "[paper](https://arxiv.org/abs/2409.01249)"
     assert link("row", "../leaderboard/README.md#cifar10") == "[row](../leaderboard/README.md#cifar10)"

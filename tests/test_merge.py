@@ -11,9 +11,9 @@ import pytest
 from evaluator.cli import main
 from evaluator.errors import APBError
 from evaluator.protocol import load_protocol
-from evaluator.records import PerSample
-from evaluator.safeio import dump_json, sha256_file
-from evaluator.shards import Shard, merge_shards, read_shard
+from evaluator.record.records import PerSample
+from evaluator.untrusted.safeio import dump_json, sha256_file
+from evaluator.run.shards import Shard, merge_shards, read_shard
 from tests.support.evaluation import (MODEL_KEY, TINY_PROTOCOL, comparable, one_torch_thread, run_tiny,  # noqa: F401
                                       write_tiny_protocol, write_tiny_test_set)
 

@@ -161,7 +161,7 @@ def test_heracles_through_prepare_and_check_is_the_authors_network(heracles, tmp
 
 
 def test_heracles_scores_without_a_stated_rule_are_refused_with_the_export_lines(heracles, tmp_path):
-    from evaluator.prepare import prepare_checkpoint
+    from evaluator.run.prepare import prepare_checkpoint
 
     with pytest.raises(APBError) as error:
         prepare_checkpoint(heracles["path"], architecture="resnet18", dataset="CIFAR10", structure="weights",
@@ -172,7 +172,7 @@ def test_heracles_scores_without_a_stated_rule_are_refused_with_the_export_lines
 
 
 def test_a_manifest_with_scores_and_no_rule_names_the_field(heracles):
-    from evaluator.load import load_state_dict
+    from evaluator.checkpoint.load import load_state_dict
     from tests.support.entries import make_entry
 
     data = heracles["path"].read_bytes()
@@ -183,8 +183,8 @@ def test_a_manifest_with_scores_and_no_rule_names_the_field(heracles):
 
 
 def test_validate_requires_keep_ratios_with_popup_scores():
-    from evaluator.manifest import manifest_problems
-    from evaluator.safeio import parse_yaml_text
+    from evaluator.repository.manifest import manifest_problems
+    from evaluator.untrusted.safeio import parse_yaml_text
 
     text = ("schema_version: 1\nap_key: Heracles_Zhao2022NonUniform\nmodels:\n  - architecture: resnet18\n"
             "    dataset: CIFAR10\n    structure: weights\n    sparsity: 90\n    url: https://example.org/x.pt\n"
@@ -196,8 +196,8 @@ def test_validate_requires_keep_ratios_with_popup_scores():
 
 def test_a_new_entry_needs_its_authors_clean_accuracy_and_an_imported_one_keeps_its_published_claims():
     """Issue 20, point 2: the schema requires ``claimed.clean_accuracy`` of every entry that is not imported."""
-    from evaluator.manifest import manifest_problems
-    from evaluator.safeio import parse_yaml_text
+    from evaluator.repository.manifest import manifest_problems
+    from evaluator.untrusted.safeio import parse_yaml_text
 
     head = ("schema_version: 1\nap_key: Heracles_Zhao2022NonUniform\nmodels:\n  - architecture: resnet18\n"
             "    dataset: CIFAR10\n    structure: weights\n    sparsity: 90\n    url: https://example.org/x.pt\n")
@@ -280,7 +280,7 @@ def test_dnr_through_new_prepare_and_check_is_the_authors_network(dnr, tmp_path,
 
 
 def load_error(state_or_bytes, **fields) -> str:
-    from evaluator.load import build_checked_model, load_state_dict
+    from evaluator.checkpoint.load import build_checked_model, load_state_dict
     from tests.support.entries import make_entry
 
     entry = make_entry(**fields)
@@ -318,8 +318,8 @@ def test_a_100_row_head_names_outputs_classes_and_the_variant(dnr):
 
 
 def test_deleted_scores_say_masks(heracles):
-    from evaluator.check import measure_sparsity
-    from evaluator.variants import build_variant
+    from evaluator.run.check import measure_sparsity
+    from evaluator.registry.variants import build_variant
 
     dense = {key: value for key, value in heracles["model"].state_dict().items() if not key.endswith("popup_scores")}
     model = build_variant("resnet18")
@@ -337,7 +337,7 @@ def test_channel_mode_scores_name_the_mask_kind(heracles):
 
 
 def test_hf_branch_revision_is_refused_with_the_commit_form():
-    from evaluator.manifest import url_problem
+    from evaluator.repository.manifest import url_problem
 
     message = url_problem("hf://doe/robust/r18.safetensors@main", allow_file_urls=False) or ""
     assert "40-hex commit" in message and "@main" in message
@@ -356,7 +356,7 @@ def test_hf_branch_revision_is_refused_with_the_commit_form():
     (b"\0" * 8 + b"_CHECKPOINTABLE_OBJECT_GRAPH" + b"\0" * 64, ["TensorFlow", "safetensors"]),
 ])
 def test_a_foreign_format_says_what_to_convert_to(tmp_path, head, names):
-    from evaluator.prepare import prepare_checkpoint
+    from evaluator.run.prepare import prepare_checkpoint
 
     path = tmp_path / "model.bin"
     path.write_bytes(head)
@@ -366,8 +366,8 @@ def test_a_foreign_format_says_what_to_convert_to(tmp_path, head, names):
 
 
 def test_claim_far_above_the_measurement_fails_with_causes_in_order():
-    from evaluator.check import CheckReport, likely_causes
-    from evaluator.compliance import ComplianceReport
+    from evaluator.run.check import CheckReport, likely_causes
+    from evaluator.checkpoint.compliance import ComplianceReport
     from tests.support.entries import make_entry
 
     entry = make_entry(masks="popup-scores", keep_ratios="uniform")
@@ -383,7 +383,7 @@ def test_claim_far_above_the_measurement_fails_with_causes_in_order():
 
 
 def test_check_names_no_masks_rule_for_an_entry_without_one():
-    from evaluator.manifest import loading_summary
+    from evaluator.repository.manifest import loading_summary
     from tests.support.entries import make_entry
 
     assert "masks" not in loading_summary(make_entry())["key_rules"]
@@ -393,7 +393,7 @@ def test_check_names_no_masks_rule_for_an_entry_without_one():
 def test_prepare_help_says_what_filters_and_channels_remove(capsys):
     from evaluator.cli import main
     from evaluator.paths import repo_root
-    from evaluator.safeio import load_yaml
+    from evaluator.untrusted.safeio import load_yaml
 
     with pytest.raises(SystemExit):
         main(["prepare", "--help"])
@@ -404,9 +404,9 @@ def test_prepare_help_says_what_filters_and_channels_remove(capsys):
 
 
 def test_evaluate_n_is_a_trial_run_that_never_enters_the_leaderboard(tmp_path, capsys):
-    from evaluator.assemble import refuse_smoke_in_submissions
+    from evaluator.record.assemble import refuse_smoke_in_submissions
     from evaluator.protocol import DEFAULT_PROTOCOL, load_protocol, on_first_samples
-    from evaluator.validate import _protocol_or_reason
+    from evaluator.repository.validate import _protocol_or_reason
 
     trial = on_first_samples(load_protocol(DEFAULT_PROTOCOL).require_evaluable(), 16)
     assert trial.id == f"{DEFAULT_PROTOCOL}-n16" and trial.n_samples == 16 and not trial.leaderboard
@@ -420,7 +420,7 @@ def test_evaluate_n_is_a_trial_run_that_never_enters_the_leaderboard(tmp_path, c
 
 
 def test_the_time_estimate_comes_from_a_timing_on_this_device():
-    from evaluator.evaluate import time_estimate
+    from evaluator.run.evaluate import time_estimate
     from evaluator.protocol import load_protocol
     from tests.support.tiny_models import tiny_cnn
 
@@ -431,7 +431,7 @@ def test_the_time_estimate_comes_from_a_timing_on_this_device():
 
 
 def test_keep_ratios_from_a_file_beside_the_manifest_fold_as_the_authors(heracles, tmp_path):
-    from evaluator.load import load_state_dict
+    from evaluator.checkpoint.load import load_state_dict
     from tests.support.entries import make_entry
 
     model, ks = heracles["model"], heracles["ks"]

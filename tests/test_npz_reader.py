@@ -10,8 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
-from evaluator.npz_reader import read_npz, read_plain_npz
-from evaluator.records import PerSample, load_sidecar
+from evaluator.untrusted.npz_reader import read_npz, read_plain_npz
+from evaluator.record.records import PerSample, load_sidecar
 from tests.support.ci_records import per_sample
 
 ARRAYS = {"a": np.arange(1000, dtype=np.int32), "b": np.linspace(0, 1, 77, dtype=np.float32),

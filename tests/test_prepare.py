@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from evaluator.errors import APBError
-from evaluator.prepare import add_to_manifest, prepare_checkpoint
-from evaluator.safeio import parse_yaml_text
-from evaluator.scaffold import write_scaffold
+from evaluator.run.prepare import add_to_manifest, prepare_checkpoint
+from evaluator.untrusted.safeio import parse_yaml_text
+from evaluator.repository.scaffold import write_scaffold
 from tests.support.training_checkpoints import pruned_resnet18, save_training_checkpoint
 
 BASICS = {"architecture": "resnet18", "dataset": "CIFAR10", "structure": "weights", "sparsity": 90}
@@ -83,7 +83,7 @@ def test_prepare_refuses_to_overwrite_and_the_manifest_refuses_a_second_entry_of
 
 
 def test_prepare_names_the_architecture_of_a_vgg_declared_as_resnet(tmp_path):
-    from evaluator.variants import build_variant
+    from evaluator.registry.variants import build_variant
 
     path = tmp_path / "vgg.pt"
     torch.save({"model": build_variant("vgg16").state_dict()}, path)

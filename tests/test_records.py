@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from evaluator import records
-from evaluator.safeio import sha256_file
+from evaluator.record import records
+from evaluator.untrusted.safeio import sha256_file
 
 
 def _per_sample(n: int, seed: int = 0) -> records.PerSample:
@@ -103,7 +103,7 @@ def test_recorded_sha256_finds_the_record_of_a_model_and_protocol(tmp_path):
 
 
 def test_one_metric_table_names_every_metric_for_every_view():
-    from evaluator.records import COUNT_FIELDS, METRICS, metric_label
+    from evaluator.record.records import COUNT_FIELDS, METRICS, metric_label
 
     assert METRICS == ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy")
     assert set(COUNT_FIELDS) == set(METRICS)
@@ -114,7 +114,7 @@ def test_one_metric_table_names_every_metric_for_every_view():
 def test_record_paths_are_globs_matches_in_path_order_listed_folder_by_folder(tmp_path):
     """The lazy walk yields exactly ``sorted(Path.glob("*/records/*.json"))``: prefixes of other AP names, hidden
     names, files where folders belong and other suffixes included."""
-    from evaluator.records import iter_record_paths
+    from evaluator.record.records import iter_record_paths
 
     base = tmp_path / "submissions"
     for ap_key, names in {"HYDRA": ["b.json", "a.json", ".hidden.json", "c.npz"], "HYDRA_x": ["a.json"],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.records import PerSample
+from evaluator.record.records import PerSample
 from evaluator.protocol import load_protocol
 from tests.support.evaluation import (MODEL_KEY, TINY_PROTOCOL, comparable, one_torch_thread, run_tiny,  # noqa: F401
                                       write_tiny_protocol, write_tiny_test_set)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from evaluator.errors import APBError
-from evaluator.safeio import MAX_BYTES, format_field, load_json, load_yaml, parse_json_text, parse_yaml_text
+from evaluator.untrusted.safeio import MAX_BYTES, format_field, load_json, load_yaml, parse_json_text, parse_yaml_text
 
 MANIFEST = """\
 schema_version: 1

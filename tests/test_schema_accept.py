@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from evaluator.ci.artifacts import CI_SCHEMAS
-from evaluator.taxonomy import SCHEMA_FILE
-from evaluator.safeio import load_json, load_yaml
-from evaluator.schema import _inline_local_refs, load_schema, schema_problems, schema_validator
-from evaluator.schema_accept import compile_acceptor, json_equal
+from evaluator.repository.taxonomy import SCHEMA_FILE
+from evaluator.untrusted.safeio import load_json, load_yaml
+from evaluator.repository.schema import _inline_local_refs, load_schema, schema_problems, schema_validator
+from evaluator.repository.schema_accept import compile_acceptor, json_equal
 from tests.support.ci_records import evaluated_record, per_sample, sha
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,7 +134,7 @@ def test_schema_problems_still_names_every_problem() -> None:
     record["n_samples"] = 100.0
     del record["metrics"]
     record["extra"] = 1
-    from evaluator.safeio import LineMap
+    from evaluator.untrusted.safeio import LineMap
 
     problems = schema_problems(record, load_schema("record"), LineMap({}), "r.json")
     messages = {(p.field, p.message.split(";")[0]) for p in problems}

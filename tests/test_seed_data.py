@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.keys import model_key_maker
-from evaluator.records import iter_record_paths, read_record
-from evaluator.safeio import dump_json
-from evaluator.submissions import iter_entries, iter_taxonomies, load_ap_taxonomy
-from evaluator.validate import validate_paths, validate_repository
+from evaluator.registry.model_keys import model_key_maker
+from evaluator.record.records import iter_record_paths, read_record
+from evaluator.untrusted.safeio import dump_json
+from evaluator.repository.submissions import iter_entries, iter_taxonomies, load_ap_taxonomy
+from evaluator.repository.validate import validate_paths, validate_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT.parent / "shared" / "seed"  # the reference facts every checkout and CI run has at ../shared
@@ -113,7 +113,7 @@ def test_json_format_summary(capsys):
 
 def test_find_entry_and_its_suggestions():
     from evaluator.errors import APBError
-    from evaluator.submissions import find_entry
+    from evaluator.repository.submissions import find_entry
 
     entry = find_entry("HARP_Zhao2023Holistic_V16_CIFAR10_S_75", ROOT)
     assert (entry.structure, entry.state_dict_key, entry.url) == \

@@ -7,7 +7,7 @@ import json
 import re
 
 from evaluator.cli import main
-from evaluator.records import iter_record_paths, read_record
+from evaluator.record.records import iter_record_paths, read_record
 from tests.support.leaderboard_repo import THREE_APS, add_evaluated, make_repo
 
 

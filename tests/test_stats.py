@@ -1,4 +1,4 @@
-"""evaluator.stats: exact McNemar and the pooled sign-flip test against scipy, Holm by hand, rank groups on
+"""evaluator.record.stats: exact McNemar and the pooled sign-flip test against scipy, Holm by hand, rank groups on
 constructed flags where the answer is known."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from evaluator.stats import (PairedCounts, binomial_two_sided, discordant, exact_mcnemar, exact_sign_flip,
+from evaluator.record.stats import (PairedCounts, binomial_two_sided, discordant, exact_mcnemar, exact_sign_flip,
                              holm_reject, mcnemar_p, packed_discordant, rank_groups)
 
 

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from evaluator.errors import APBError
-from evaluator.fetch import fetch_checkpoint
-from evaluator.keys import parse_model_key
-from evaluator.safeio import parse_json_text, parse_yaml_text
-from evaluator.schema import schema_problems
-from evaluator.safeio import LineMap
+from evaluator.checkpoint.fetch import fetch_checkpoint
+from evaluator.registry.model_keys import parse_model_key
+from evaluator.untrusted.safeio import parse_json_text, parse_yaml_text
+from evaluator.repository.schema import schema_problems
+from evaluator.untrusted.safeio import LineMap
 from tests.test_validate import HYDRA_KEY, edit, edit_json, expect, manifest, record, rel, repo, taxonomy, validate
 
 SHA = "0123456789abcdef" * 4

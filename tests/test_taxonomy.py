@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from evaluator.errors import APBError
-from evaluator.safeio import LineMap
-from evaluator.submissions import iter_taxonomies
-from evaluator.taxonomy import (allowed_values, fill_vocabulary, legend, load_vocabulary, table_columns,
+from evaluator.untrusted.safeio import LineMap
+from evaluator.repository.submissions import iter_taxonomies
+from evaluator.repository.taxonomy import (allowed_values, fill_vocabulary, legend, load_vocabulary, table_columns,
                                 taxonomy_schema, vocabulary_problems)
-from evaluator.validate import taxonomy_problems
+from evaluator.repository.validate import taxonomy_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 

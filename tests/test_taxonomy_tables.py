@@ -13,8 +13,8 @@ import pytest
 from evaluator.render import render_all
 from evaluator.render.labels import ap_labels
 from evaluator.render.taxonomy_tables import detailed_columns, render_taxonomy_readme
-from evaluator.submissions import iter_taxonomies
-from evaluator.taxonomy import legend, load_vocabulary, table_columns
+from evaluator.repository.submissions import iter_taxonomies
+from evaluator.repository.taxonomy import legend, load_vocabulary, table_columns
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_README = REPO.parent / "shared" / "seed" / "benchmark-readme.txt"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.shards import merge_shards
+from evaluator.run.shards import merge_shards
 from tests.support.ci_records import sha, write_evaluated, write_shard_outputs
 from tests.test_ci_report import R18_90, V16_90, leg, leg_dir, plan_dict
 

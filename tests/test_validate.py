@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from evaluator import cli
-from evaluator.records import PerSample, record_stem, summarize, write_record
-from evaluator.manifest import url_problem
-from evaluator.validate import select_problems, validate_paths
+from evaluator.record.records import PerSample, record_stem, summarize, write_record
+from evaluator.repository.manifest import url_problem
+from evaluator.repository.validate import select_problems, validate_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 HYDRA = "HYDRA_Sehwag2020Hydra"
@@ -595,7 +595,7 @@ def test_paths_that_do_not_exist_or_lie_outside_are_problems(repo, tmp_path_fact
 
 
 def test_load_manifest_merges_defaults_and_reads_git_show_text(repo):
-    from evaluator.manifest import Normalization, load_manifest
+    from evaluator.repository.manifest import Normalization, load_manifest
 
     path = manifest(repo)
     text = path.read_text().replace("    sparsity: 95\n", "    sparsity: 95\n    strip_prefix: \"module.\"\n"
@@ -613,7 +613,7 @@ def test_load_manifest_merges_defaults_and_reads_git_show_text(repo):
 
 def test_load_manifest_lists_every_problem_and_accepts_file_urls(repo):
     from evaluator.errors import APBError
-    from evaluator.manifest import load_manifest
+    from evaluator.repository.manifest import load_manifest
 
     path = manifest(repo)
     text = path.read_text().replace("sparsity: 95", "sparsity: 75", 1).replace("torch", "pickle", 1)

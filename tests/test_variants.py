@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evaluator.compliance import check_compliance
+from evaluator.checkpoint.compliance import check_compliance
 from evaluator.errors import APBError
-from evaluator.key_rules import top_scores_mask
-from evaluator.load import build_checked_model, load_state_dict
-from evaluator.manifest import NormalizationBuffers, manifest_problems
-from evaluator.schema import load_schema
-from evaluator.safeio import parse_yaml_text
-from evaluator.variants import build_variant, variant_names, variants
+from evaluator.checkpoint.key_rules import top_scores_mask
+from evaluator.checkpoint.load import build_checked_model, load_state_dict
+from evaluator.repository.manifest import NormalizationBuffers, manifest_problems
+from evaluator.repository.schema import load_schema
+from evaluator.untrusted.safeio import parse_yaml_text
+from evaluator.registry.variants import build_variant, variant_names, variants
 from tests.support.entries import make_entry
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from evaluator.models import build_model
-from evaluator.workflow_log import commands_stopped
+from evaluator.untrusted.workflow_log import commands_stopped
 from tests.support.entries import AP_KEY
 from tests.support.fake_data import write_tiny_cifar10
 from tests.support.http_server import LocalServer

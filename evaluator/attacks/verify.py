@@ -21,7 +21,7 @@ from torch import nn
 
 from evaluator.attacks.common import frozen_for_attack, linf_norms, misclassified
 from evaluator.errors import APBError
-from evaluator.records import LINF_TOLERANCE
+from evaluator.record.records import LINF_TOLERANCE
 
 
 def predicted_wrong(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *,

@@ -3,7 +3,7 @@
 An artifact made on the GPU runner (or by a PR's own validate workflow) may hold anything: the privileged
 jobs read it only through here. A file is used only if it is a regular file (no symlink, device or fifo;
 nothing is followed), sits at most ``MAX_DEPTH`` folders deep, has a plain name and is under its size cap;
-JSON is parsed strictly (``evaluator.safeio``) and checked against its JSON Schema. Everything refused is
+JSON is parsed strictly (``evaluator.untrusted.safeio``) and checked against its JSON Schema. Everything refused is
 returned as a ``Problem`` naming the file, so the report can say what was dropped and why.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.errors import APBError, Problem
-from evaluator.records import record_stem
-from evaluator.safeio import MAX_BYTES, LineMap, parse_json_text
+from evaluator.record.records import record_stem
+from evaluator.untrusted.safeio import MAX_BYTES, LineMap, parse_json_text
 
 MAX_JSON_BYTES = MAX_BYTES  # 1 MB, as for every data file of the repository
 MAX_SIDECAR_BYTES = 4 << 20  # a sidecar of 10,000 samples is ~60 KB
@@ -106,7 +106,7 @@ def schema_problems(data: Any, schema_path: Path, name: str) -> list[Problem]:
     """Every place *data* breaks the JSON Schema at *schema_path* (at most 20), in ``apb validate``'s words.
 
     Artifacts carry no line numbers worth citing, so the problems name the field only."""
-    from evaluator.schema import schema_problems as validate_schema_problems
+    from evaluator.repository.schema import schema_problems as validate_schema_problems
 
     problems = validate_schema_problems(data, _schema(schema_path), LineMap({}), name)
     return [Problem(p.file, p.message[:300], None, p.field) for p in problems[:20]]
@@ -145,7 +145,7 @@ def accept_record(json_path: Path, expected: Expected) -> AcceptedRecord:
     """Check one evaluated record and its sidecar as untrusted input: strict JSON, the model / checkpoint /
     protocol the plan asked for, and ``apb validate``'s acceptance rule (``check_record_data``: schema, numbers,
     protocol size, sidecar sha256 and per-sample sums). The sidecar is read only as a plain file under its cap."""
-    from evaluator.validate import check_record_data
+    from evaluator.repository.validate import check_record_data
 
     stem = record_stem(expected.model_key, expected.protocol)
     name = str(json_path)

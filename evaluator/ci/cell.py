@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluator.keys import parse_model_key
+from evaluator.registry.model_keys import parse_model_key
 
 PUBLISHED_PROTOCOL = "published-2024"
 RANKED_METRIC = "aa_robust_accuracy"
@@ -19,7 +19,7 @@ def cell_of(model_key: str) -> tuple[str, str, str, int]:
 def published_numbers(root: Path) -> dict[tuple[str, str, str, int], dict[str, float]]:
     """Cell -> {model key: published AutoAttack accuracy} from the repository's published records."""
     from evaluator.paths import RECORDS, submissions_dir
-    from evaluator.records import read_record
+    from evaluator.record.records import read_record
 
     cells: dict[tuple[str, str, str, int], dict[str, float]] = {}
     for path in sorted(submissions_dir(root).glob(f"*/{RECORDS}/*__{PUBLISHED_PROTOCOL}.json")):

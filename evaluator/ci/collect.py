@@ -19,9 +19,9 @@ from evaluator.ci.artifacts import AcceptedRecord, Expected, accept_record, load
 from evaluator.ci.plan import manifest_entries
 from evaluator.errors import APBError, Problem
 from evaluator.paths import records_dir
-from evaluator.records import record_stem
-from evaluator.safeio import atomic_write_bytes, dump_json
-from evaluator.shards import merge_shards
+from evaluator.record.records import record_stem
+from evaluator.untrusted.safeio import atomic_write_bytes, dump_json
+from evaluator.run.shards import merge_shards
 
 COLLECT_FORMAT = "apb-ci-collect/1"
 COLLECT_FILE = "collect.json"

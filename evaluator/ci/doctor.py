@@ -47,7 +47,7 @@ class Finding:
 
 
 def load_deployment(path: Path = DEPLOYMENT_FILE) -> Deployment:
-    from evaluator.safeio import load_yaml
+    from evaluator.untrusted.safeio import load_yaml
 
     data, _ = load_yaml(path)
     try:

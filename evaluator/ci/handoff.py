@@ -38,7 +38,7 @@ from evaluator.ci.collect import LEG_PREFIX, accept_model, legs_by_model
 from evaluator.ci.plan import (EMPTY_TREE, MAX_LEGS, evaluation_fields, evaluator_version, git, manifest_entries,
                                parse_manifest_blob, read_blob)
 from evaluator.errors import APBError, Problem
-from evaluator.manifest import ModelEntry
+from evaluator.repository.manifest import ModelEntry
 from evaluator.paths import MANIFEST, SUBMISSIONS
 
 HANDOFF_FORMAT = "apb-ci-handoff/1"

@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 from evaluator.errors import APBError, Problem
-from evaluator.keys import is_ap_key
+from evaluator.registry.model_keys import is_ap_key
 from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY, TAXONOMY_README, records_dir, submissions_dir
-from evaluator.records import recorded_sha256
-from evaluator.safeio import MAX_BYTES, atomic_write_bytes, load_json, parse_json_text
-from evaluator.manifest import LOADING_FIELDS as ENTRY_LOADING_FIELDS
-from evaluator.manifest import ModelEntry, load_manifest
+from evaluator.record.records import recorded_sha256
+from evaluator.untrusted.safeio import MAX_BYTES, atomic_write_bytes, load_json, parse_json_text
+from evaluator.repository.manifest import LOADING_FIELDS as ENTRY_LOADING_FIELDS
+from evaluator.repository.manifest import ModelEntry, load_manifest
 
 PLAN_FORMAT = "apb-ci-plan/1"
 DATA_FILES = (MANIFEST, TAXONOMY)

@@ -10,10 +10,10 @@ from evaluator.ci.artifacts import Expected, accept_record
 from evaluator.ci.report import ReportInput
 from evaluator.errors import APBError, Problem
 from evaluator.protocol import DEFAULT_PROTOCOL
-from evaluator.records import record_stem
+from evaluator.record.records import record_stem
 
 if TYPE_CHECKING:
-    from evaluator.manifest import ModelEntry
+    from evaluator.repository.manifest import ModelEntry
 
 NO_COMMIT = "0" * 40
 
@@ -43,7 +43,7 @@ def preview_input(root: Path, entries: list[ModelEntry], records: Path, *, proto
                   allow_file_urls: bool = False) -> ReportInput:
     """What the bot would report for *entries* if their evaluation wrote the records in *records*."""
     from evaluator.ci.cell import published_numbers
-    from evaluator.validate import validate_repository
+    from evaluator.repository.validate import validate_repository
 
     protocol = protocol or records_protocol(entries, records)
     validation = validate_repository(root, allow_file_urls=allow_file_urls)

@@ -17,9 +17,9 @@ from pathlib import Path
 from evaluator.ci.artifacts import Expected, accept_record, load_checked_json
 from evaluator.ci.collect import RECORDS, read_collected
 from evaluator.errors import APBError, Problem
-from evaluator.markdown_text import code_span as code
-from evaluator.markdown_text import fenced, inline
-from evaluator.records import METRICS, metric_label, record_stem
+from evaluator.untrusted.markdown_text import code_span as code
+from evaluator.untrusted.markdown_text import fenced, inline
+from evaluator.record.records import METRICS, metric_label, record_stem
 
 REPORT_MARKER = "<!-- apb-bot:report -->"
 META_PREFIX = "<!-- apb-bot:meta "
@@ -39,7 +39,7 @@ ICONS = {"ok": "✅", "flagged": "⚠️", "failed": "❌"}
 
 
 def esc(text: object, limit: int = 1000) -> str:
-    """Inline text from an artifact, made inert (:func:`evaluator.markdown_text.inline`): no Markdown, HTML,
+    """Inline text from an artifact, made inert (:func:`evaluator.untrusted.markdown_text.inline`): no Markdown, HTML,
     links, bare-URL autolinks, @mentions, #references or bidi reordering; one line."""
     return inline(text, limit)
 

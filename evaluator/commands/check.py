@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from evaluator.manifest import ModelEntry
+    from evaluator.repository.manifest import ModelEntry
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +35,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def entries_for(key: str, root: Path | None) -> list[ModelEntry]:
     """The manifest entries *key* names: one model key, or every entry of an AP."""
     from evaluator.errors import APBError, Problem
-    from evaluator.keys import is_ap_key
+    from evaluator.registry.model_keys import is_ap_key
     from evaluator.paths import manifest_path, repo_root
-    from evaluator.submissions import find_entry, load_manifest
+    from evaluator.repository.submissions import find_entry, load_manifest
 
     root = root if root is not None else repo_root()
     if is_ap_key(key):
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     import tempfile
 
-    from evaluator.check import check_entry
+    from evaluator.run.check import check_entry
     from evaluator.device import checked_device
     from evaluator.errors import APBError
 

@@ -169,7 +169,7 @@ def write_text(path: Path | None, text: str) -> None:
     if path is None:
         sys.stdout.write(text)
     else:
-        from evaluator.safeio import atomic_write_bytes
+        from evaluator.untrusted.safeio import atomic_write_bytes
 
         atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -39,8 +39,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evaluator.device import checked_device
-    from evaluator.evaluate import CheckFailed, evaluate_model
-    from evaluator.shards import parse_shard
+    from evaluator.run.evaluate import CheckFailed, evaluate_model
+    from evaluator.run.shards import parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
     device = checked_device(args.device)
@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 def print_numbers(path: Path | None) -> None:
     """The numbers of the record at *path* (nothing for a shard output, which has no numbers yet)."""
-    from evaluator.records import read_record
-    from evaluator.summary import record_numbers
+    from evaluator.record.records import read_record
+    from evaluator.record.summary import record_numbers
 
     if path is None or path.suffix != ".json" or not path.is_file():
         return

@@ -1,6 +1,6 @@
 """``apb import-distances FILE... [--root DIR] [--model-key KEY] [--first-sample N]``: attach the original
 benchmark's HO-FMN distance files (``<model_key>.pickle``) to the published records as per-sample sidecars of
-the ``published-2024`` protocol, marked with the test-set range they cover (see evaluator/import_distances.py
+the ``published-2024`` protocol, marked with the test-set range they cover (see evaluator/record/import_distances.py
 for the format and why reading it runs no code from the file)."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluator.import_distances import import_distances, prepare
+    from evaluator.record.import_distances import import_distances, prepare
     from evaluator.paths import repo_root
 
     root = (args.root or repo_root()).resolve()

@@ -15,7 +15,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evaluator.errors import APBError
-    from evaluator.lock import lock_manifests
+    from evaluator.checkpoint.lock import lock_manifests
     from evaluator.paths import repo_root
 
     root = args.root if args.root is not None else repo_root()

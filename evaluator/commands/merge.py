@@ -17,7 +17,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from evaluator.shards import merge_shards
+    from evaluator.run.shards import merge_shards
 
     path = merge_shards(args.shards, args.out, root=args.root, protocol=args.protocol)
     print(f"merged {len(args.shards)} shards into {path}")

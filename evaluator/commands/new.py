@@ -13,7 +13,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evaluator.paths import repo_root
-    from evaluator.scaffold import write_scaffold
+    from evaluator.repository.scaffold import write_scaffold
 
     for path in write_scaffold(args.root or repo_root(), args.ap_key):
         print(f"wrote {path}")

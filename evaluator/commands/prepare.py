@@ -40,7 +40,7 @@ def structure_help() -> str:
     """What filters and channels mean, from taxonomy/vocabulary.yaml (the one place that says it)."""
     from evaluator.errors import APBError
     from evaluator.paths import repo_root
-    from evaluator.taxonomy import load_vocabulary
+    from evaluator.repository.taxonomy import load_vocabulary
 
     try:
         values = load_vocabulary(repo_root())["fields"]["granularity"]["values"]
@@ -51,8 +51,8 @@ def structure_help() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from evaluator.errors import APBError, Problem
-    from evaluator.prepare import add_to_manifest, entry_yaml, prepare_checkpoint
-    from evaluator.manifest import sparsities_for
+    from evaluator.run.prepare import add_to_manifest, entry_yaml, prepare_checkpoint
+    from evaluator.repository.manifest import sparsities_for
 
     if args.sparsity not in sparsities_for(args.structure):
         raise APBError(Problem("--sparsity", f"{args.structure} pruning uses sparsity "

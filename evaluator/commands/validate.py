@@ -21,7 +21,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print every problem (or a one-line summary); exit 1 if there is any problem."""
-    from evaluator.validate import select_problems, validate_repository
+    from evaluator.repository.validate import select_problems, validate_repository
 
     root = (args.root or repo_root()).resolve()
     report = validate_repository(root, allow_file_urls=args.allow_file_urls)

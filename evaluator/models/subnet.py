@@ -2,7 +2,7 @@
 
 Every conv of these networks is a scored conv: the checkpoint holds dense weights and one ``scores`` tensor per
 conv, and the kept weights are chosen from the scores (``masks: popup-scores`` folds them, see
-:mod:`evaluator.key_rules`), so what is built here is the folded network: plain convs without bias, BatchNorm
+:mod:`evaluator.checkpoint.key_rules`), so what is built here is the folded network: plain convs without bias, BatchNorm
 without affine parameters, and a 1x1 conv as the classifier.
 
 - ``SubnetResNet18``: the post-activation ResNet18 (keys of the base one, BatchNorms with running statistics

@@ -49,8 +49,8 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     from evaluator.render.readme import Anchors, render_readme, taxonomy_links
     from evaluator.render.rows import row_of
     from evaluator.render.taxonomy_tables import render_taxonomy_entries, render_taxonomy_readme
-    from evaluator.submissions import iter_taxonomies
-    from evaluator.taxonomy import load_vocabulary
+    from evaluator.repository.submissions import iter_taxonomies
+    from evaluator.repository.taxonomy import load_vocabulary
 
     root = Path(root)
     settings = {protocol.id: protocol for protocol in list_protocols()}

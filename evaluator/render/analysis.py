@@ -20,7 +20,7 @@ NOT_APPLICABLE = "n/a"
 
 
 def load_dimensions() -> list[dict]:
-    from evaluator.safeio import load_yaml
+    from evaluator.untrusted.safeio import load_yaml
 
     data, _ = load_yaml(DIMENSIONS_FILE)
     return list(data["dimensions"])

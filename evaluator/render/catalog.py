@@ -13,7 +13,7 @@ import itertools
 import sqlite3
 from typing import Iterable, Iterator, Sequence
 
-from evaluator.keys import ARCHITECTURE_CODES
+from evaluator.registry.model_keys import ARCHITECTURE_CODES
 from evaluator.render.inputs import PUBLISHED
 from evaluator.render.layout import Group, architecture_sort_key, group_sort_key
 from evaluator.render.rows import METRIC_NAMES, Row

@@ -39,7 +39,7 @@ def curve_points(curve: np.ndarray) -> str:
 def curve_band(row: Row) -> str | None:
     """The pixels of the 95% band around a row's curve: at each drawn budget, the Wilson interval of its robust
     count on the samples the curve was measured on (about ±9 points at 128 samples, ±1 at 10,000)."""
-    from evaluator.records import wilson_intervals
+    from evaluator.record.records import wilson_intervals
 
     if row.curve is None or not row.distance_counts:
         return None

@@ -4,7 +4,7 @@ A sample's distance is the smallest Linf perturbation found that changes its pre
 clean input is already misclassified (non-robust at every budget), ``inf`` means no adversarial example
 was found (counted robust at every budget, and reported in the legend). Robust accuracy at ``eps`` is the
 share of samples whose distance is greater than ``eps``, compared in float32 like
-:meth:`evaluator.records.PerSample.hofmn_robust`.
+:meth:`evaluator.record.records.PerSample.hofmn_robust`.
 
 :func:`curve_summary` reduces one model's distances to its robust accuracy at every budget of ``EPS_GRID`` (0 to
 38/255 in steps of 1/1020, so every k/255 is a grid point): the leaderboard and the site draw curves from these
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from evaluator.records import LINF_TOLERANCE
+from evaluator.record.records import LINF_TOLERANCE
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn: the leaderboard's summaries never need it
     from matplotlib.figure import Figure
@@ -177,7 +177,7 @@ def png_bytes(figure: Figure) -> bytes:
 
 def save_png(figure: Figure, path: Path | str) -> Path:
     """Write the figure as a deterministic PNG to *path*, atomically."""
-    from evaluator.safeio import atomic_write_bytes
+    from evaluator.untrusted.safeio import atomic_write_bytes
 
     path = Path(path)
     atomic_write_bytes(path, png_bytes(figure))

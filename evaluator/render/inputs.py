@@ -12,8 +12,8 @@ from typing import Any, Callable, Collection, Iterator
 import numpy as np
 
 from evaluator.errors import APBError, Problem
-from evaluator.keys import ModelKey, parse_model_key
-from evaluator.records import PerSample, iter_record_paths, load_sidecar, read_record
+from evaluator.registry.model_keys import ModelKey, parse_model_key
+from evaluator.record.records import PerSample, iter_record_paths, load_sidecar, read_record
 
 PUBLISHED, EVALUATED = "published", "evaluated"
 
@@ -70,7 +70,7 @@ def load_per_sample(root: Path, result: Result) -> PerSample | None:
 
 
 def _checked(record: dict, record_path: Path, shown_as: Path) -> Any:
-    from evaluator.validate import check_record_data
+    from evaluator.repository.validate import check_record_data
 
     def read_sidecar(file_name: str) -> bytes | None:
         try:

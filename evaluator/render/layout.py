@@ -7,7 +7,7 @@ import posixpath
 from pathlib import Path, PurePosixPath
 
 from evaluator import paths
-from evaluator.keys import ARCHITECTURE_CODES, DATASETS, STRUCTURE_KINDS, ModelKey
+from evaluator.registry.model_keys import ARCHITECTURE_CODES, DATASETS, STRUCTURE_KINDS, ModelKey
 
 LEADERBOARD_DIR = PurePosixPath(paths.LEADERBOARD_DIR)
 LEADERBOARD_README = LEADERBOARD_DIR / "README.md"
@@ -51,7 +51,7 @@ def group_title(group: Group) -> str:
 def _ap_folder(model_key: str) -> str:
     """The folder of a model's generated files: its AP key (GitHub lists at most 1,000 entries of a folder, and
     1,000 APs have 24,000 models; an AP has at most a few dozen)."""
-    from evaluator.keys import parse_model_key
+    from evaluator.registry.model_keys import parse_model_key
 
     return parse_model_key(model_key).ap_key
 

@@ -1,5 +1,5 @@
 """Small GitHub-Markdown building blocks shared by the generated pages (text from files is escaped by
-:mod:`evaluator.markdown_text`, re-exported here)."""
+:mod:`evaluator.untrusted.markdown_text`, re-exported here)."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from evaluator.markdown_text import escape_cell, inline, link
+from evaluator.untrusted.markdown_text import escape_cell, inline, link
 
 __all__ = ["GENERATED_NOTE", "escape_cell", "github_anchor", "inline", "link", "pipe_table", "simple_table"]
 

@@ -8,12 +8,12 @@ import json
 from pathlib import PurePosixPath
 from typing import Mapping, Sequence
 
-from evaluator.records import COUNT_FIELDS  # metric -> its field in ``counts``
-from evaluator.records import METRICS, metric_label
+from evaluator.record.records import COUNT_FIELDS  # metric -> its field in ``counts``
+from evaluator.record.records import METRICS, metric_label
 from evaluator.render.inputs import EVALUATED, Result
 from evaluator.render.layout import (LEADERBOARD_README, STRUCTURE_KIND_TITLES, group_of, group_title, model_curve_file,
                                      model_page, relative_link)
-from evaluator.markdown_text import bidi_as_json_escapes, code_span
+from evaluator.untrusted.markdown_text import bidi_as_json_escapes, code_span
 from evaluator.render.markdown import GENERATED_NOTE, github_anchor, inline, simple_table
 from evaluator.render.rows import Row
 from evaluator.render.svg import si_label

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from evaluator.records import METRICS
+from evaluator.record.records import METRICS
 from evaluator.render.curves import curve_summary
 from evaluator.render.inputs import PUBLISHED, Result, load_distances, load_per_sample
 

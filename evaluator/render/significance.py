@@ -2,7 +2,7 @@
 
 Two rows (APs) of a table of an evaluated protocol are compared over the table's ranked columns: in each, both
 APs' models were evaluated on the protocol's samples, so their flags pair sample by sample; the discordant
-counts are pooled over the columns and tested exactly (:func:`evaluator.stats.mcnemar_p`). A pair is not
+counts are pooled over the columns and tested exactly (:func:`evaluator.record.stats.mcnemar_p`). A pair is not
 testable (None) when a cell of either row has no flags (a published-only number) or the two cells cover
 different samples; the table then ranks that pair as before (equal displayed means share a rank)."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Callable, Collection
 from evaluator.render.catalog import Catalog
 from evaluator.render.layout import Group
 from evaluator.render.tables import Column
-from evaluator.stats import PairedCounts, mcnemar_p, packed_discordant
+from evaluator.record.stats import PairedCounts, mcnemar_p, packed_discordant
 
 CellFlags = dict[Column, tuple[bytes | None, tuple[int, int] | None, int]]  # flags, sample range, samples
 CACHED_APS = 2  # ranks are compared in order, so each AP's flags are read once (and never all at once)

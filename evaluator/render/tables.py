@@ -4,7 +4,7 @@ Ranking rule (stated in the README as ``RANKING_RULE``): a table shows one proto
 the columns where at least one AP has a cell of that protocol. An AP with a cell of the protocol in every
 ranked column is *complete*; complete rows are ranked by their mean robust accuracy over the ranked columns
 (every ranked row is averaged over the same cells); a row whose difference from the row above is not
-significant (:mod:`evaluator.stats`, paired per-sample tests with Holm's correction) shares its rank, and where
+significant (:mod:`evaluator.record.stats`, paired per-sample tests with Holm's correction) shares its rank, and where
 no test can be made (published numbers) ties as displayed (two decimals) share a rank; equal means are
 ordered by name. Rows with missing cells follow, unranked, by name, with their coverage. Published-only cells
 (``†``, filling gaps of the AutoAttack table of an evaluated protocol) are another protocol: they are shown but
@@ -101,7 +101,7 @@ class RankedRow:
 def interval_spread(value: float | None, n_samples: int) -> float | None:
     """Half the width of the 95% Wilson interval (percent) of an accuracy of *value* percent on *n_samples*, the
     interval the record holds (``records.summarize``); None without a value."""
-    from evaluator.records import wilson_interval
+    from evaluator.record.records import wilson_interval
 
     if value is None or not n_samples:
         return None
@@ -149,8 +149,8 @@ def rank_summaries(summaries: Mapping[str, tuple[float | None, int]], n_columns:
     """The module's rule on per-AP summaries ``ap_key -> (mean of its own cells, how many)``, every own cell
     being in one of the *n_columns* ranked columns: complete rows by mean, then the others by name.
     ``paired(above, below)`` is the p-value of the paired test of two complete rows (None: not testable);
-    ranks are then groups (:func:`evaluator.stats.rank_groups`); without it, equal displayed means share a rank."""
-    from evaluator.stats import rank_groups
+    ranks are then groups (:func:`evaluator.record.stats.rank_groups`); without it, equal displayed means share a rank."""
+    from evaluator.record.stats import rank_groups
 
     complete = sorted(((mean, ap_key) for ap_key, (mean, covered) in summaries.items()
                        if n_columns and covered == n_columns),

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 
 from evaluator.render.markdown import GENERATED_NOTE, github_anchor, inline, link, pipe_table
-from evaluator.taxonomy import display, legend, table_columns, table_sort_key
+from evaluator.repository.taxonomy import display, legend, table_columns, table_sort_key
 
 NAME_FIELD = "name"
 STRUCTURE_FIELD = "structure"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from evaluator.errors import APBError, Problem
-from evaluator.records import METRICS
+from evaluator.record.records import METRICS
 
 if TYPE_CHECKING:
     from evaluator.render.catalog import Catalog, CurveColumn
@@ -192,7 +192,7 @@ class Downloads:
 
 
 def curve_key(row: Any) -> str:
-    from evaluator.keys import ARCHITECTURE_CODES
+    from evaluator.registry.model_keys import ARCHITECTURE_CODES
 
     return f"{row.protocol}/{row.dataset}_{row.structure_kind}_{ARCHITECTURE_CODES[row.architecture]}_{row.sparsity}"
 
@@ -294,7 +294,7 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
     from evaluator.render.inputs import iter_model_records
     from evaluator.render.labels import ap_labels
     from evaluator.render.rows import row_of
-    from evaluator.submissions import iter_taxonomies
+    from evaluator.repository.submissions import iter_taxonomies
 
     root, out = Path(root), Path(out)
     settings = {p.id: p for p in list_protocols()}

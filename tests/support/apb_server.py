@@ -81,7 +81,7 @@ def _preload() -> None:
 
 def _prime(cwd: str) -> None:
     from evaluator.errors import APBError
-    from evaluator.safeio import load_yaml
+    from evaluator.untrusted.safeio import load_yaml
 
     for manifest in sorted(Path(cwd).glob("submissions/*/manifest.yaml")):
         try:

@@ -1,5 +1,5 @@
 """Real evaluated records (JSON + ``.npz`` sidecar, valid under the record schema) and manifests, for the
-tests of ``apb ci``. The numbers come from seeded random per-sample results run through ``evaluator.records``."""
+tests of ``apb ci``. The numbers come from seeded random per-sample results run through ``evaluator.record.records``."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluator.keys import parse_model_key
-from evaluator.records import PerSample, record_stem, summarize, write_record
+from evaluator.registry.model_keys import parse_model_key
+from evaluator.record.records import PerSample, record_stem, summarize, write_record
 
 EPS = 8 / 255
 PROTOCOL = "linf-8-255-v1"
@@ -90,9 +90,9 @@ def write_shard_outputs(out_dir: Path, model_key: str, checkpoint_sha256: str, c
                         protocol: str = "smoke-v1", seed: int = 0) -> list[Path]:
     """The shard outputs ``apb evaluate --shard i/count`` writes for one model (D's ``write_shard``), from
     seeded per-sample results; returns one folder per shard, in shard order."""
-    from evaluator.evaluate import chunk_ranges
-    from evaluator.assemble import RunFacts
-    from evaluator.shards import Shard, shard_dir, write_shard
+    from evaluator.run.evaluate import chunk_ranges
+    from evaluator.record.assemble import RunFacts
+    from evaluator.run.shards import Shard, shard_dir, write_shard
     from evaluator.protocol import load_protocol
 
     spec = load_protocol(protocol)

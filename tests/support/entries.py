@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from evaluator.manifest import ModelEntry, Normalization
+from evaluator.repository.manifest import ModelEntry, Normalization
 
 AP_KEY = "Demo_Doe2024Demo"
 

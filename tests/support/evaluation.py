@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluator.datasets import load_test_set, write_cifar10_test
-from evaluator.evaluate import evaluate_loaded
+from evaluator.run.datasets import load_test_set, write_cifar10_test
+from evaluator.run.evaluate import evaluate_loaded
 from evaluator.protocol import PROTOCOLS_DIR, Protocol, load_protocol
-from evaluator.shards import Shard
+from evaluator.run.shards import Shard
 from tests.support.fake_data import tiny_images
 from tests.support.tiny_models import tiny_cnn
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluator.datasets import write_cifar10_test, write_svhn_test
+from evaluator.run.datasets import write_cifar10_test, write_svhn_test
 
 
 def tiny_images(n: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
-from evaluator.egress import LOOPBACK_ENV
+from evaluator.untrusted.egress import LOOPBACK_ENV
 
 SECRET_BODY = b"SECRET-BODY of a redirect"
 DRIVE_LIKE_PAGE = (b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head>"
@@ -94,7 +94,7 @@ class LocalServer:
 
     def __enter__(self) -> "LocalServer":
         self._loopback = os.environ.get(LOOPBACK_ENV)
-        os.environ[LOOPBACK_ENV] = "1"  # the tests' loopback allowance of evaluator.egress, while serving
+        os.environ[LOOPBACK_ENV] = "1"  # the tests' loopback allowance of evaluator.untrusted.egress, while serving
         self._thread.start()
         return self
 

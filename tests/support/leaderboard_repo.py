@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluator.keys import parse_model_key
+from evaluator.registry.model_keys import parse_model_key
 from evaluator.paths import records_dir
-from evaluator.records import PerSample, record_stem, summarize, write_record
+from evaluator.record.records import PerSample, record_stem, summarize, write_record
 
 REPO = Path(__file__).resolve().parents[2]
 EPS = 8 / 255

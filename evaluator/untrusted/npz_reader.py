@@ -18,7 +18,7 @@ from typing import Collection
 
 import numpy as np
 
-from evaluator.zip_checks import ZIP_MAGIC, declared_size_problem, directory, member_stream
+from evaluator.untrusted.zip_checks import ZIP_MAGIC, declared_size_problem, directory, member_stream
 
 _NPY_MAGIC, MAX_NPY_HEADER = b"\x93NUMPY", 10_000  # np.load's default header cap
 

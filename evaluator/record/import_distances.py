@@ -164,7 +164,7 @@ class Import:
 
 def prepare(path: Path, model_key: str | None, first_sample: int) -> Import:
     """Read and check one file (its model key: *model_key*, else the file's stem as the original named it)."""
-    from evaluator.keys import parse_model_key
+    from evaluator.registry.model_keys import parse_model_key
 
     key = model_key or path.stem
     try:
@@ -181,10 +181,10 @@ def prepare(path: Path, model_key: str | None, first_sample: int) -> Import:
 def import_distances(root: Path, items: list[Import]) -> list[Path]:
     """Write each import's sidecar and point its published record at it; every record is checked first, so a
     bad item changes nothing. Returns the records written."""
-    from evaluator.keys import parse_model_key
+    from evaluator.registry.model_keys import parse_model_key
     from evaluator.paths import records_dir
-    from evaluator.records import read_record, record_stem, write_record
-    from evaluator.safeio import atomic_write_bytes
+    from evaluator.record.records import read_record, record_stem, write_record
+    from evaluator.untrusted.safeio import atomic_write_bytes
 
     planned = []
     for item in items:

@@ -1,7 +1,7 @@
 """A record's numbers as text lines: what ``apb evaluate`` prints at its end and the API's ``benchmark`` prints."""
 from __future__ import annotations
 
-from evaluator.records import METRICS, metric_label
+from evaluator.record.records import METRICS, metric_label
 
 
 def record_numbers(record: dict) -> list[str]:

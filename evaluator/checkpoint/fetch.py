@@ -11,7 +11,7 @@ with backoff and resume from the bytes already received (HTTP ``Range``); on any
 is deleted, so nothing half-written stays in the cache. Only an interrupt (Ctrl-C) keeps the partial file, and
 the next run resumes it. Partial files live in ``<cache>/partial/``, locks in ``<cache>/locks/``.
 
-Every connection a download opens (the URL and each redirect hop) follows :mod:`evaluator.egress`: https on
+Every connection a download opens (the URL and each redirect hop) follows :mod:`evaluator.untrusted.egress`: https on
 port 443 to a public DNS name whose addresses are all global (``http://127.0.0.1`` only under the tests'
 loopback allowance). A download, retries included, ends by its deadline (``APB_DOWNLOAD_DEADLINE_S``) and is
 abandoned when it receives less than ``APB_DOWNLOAD_MIN_BYTES_PER_S`` over ``APB_DOWNLOAD_WINDOW_S`` seconds.
@@ -31,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from evaluator import egress, paths
+from evaluator import paths
+
+from evaluator.untrusted import egress
 from evaluator.errors import APBError, Problem
-from evaluator.safeio import sha256_file
+from evaluator.untrusted.safeio import sha256_file
 
 GiB = 1 << 30
 DEFAULT_MAX_BYTES = 2 * GiB

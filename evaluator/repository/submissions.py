@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from evaluator.errors import APBError, Problem
-from evaluator.keys import is_ap_key, parse_model_key
-from evaluator.manifest import ModelEntry, load_manifest
+from evaluator.registry.model_keys import is_ap_key, parse_model_key
+from evaluator.repository.manifest import ModelEntry, load_manifest
 from evaluator.paths import MANIFEST, TAXONOMY, records_dir, repo_root, submissions_dir
-from evaluator.safeio import load_json
-from evaluator.schema import schema_problems
+from evaluator.untrusted.safeio import load_json
+from evaluator.repository.schema import schema_problems
 
 def ap_dirs(root: Path) -> list[Path]:
     """The AP directories under ``submissions/``, sorted by name."""
@@ -68,7 +68,7 @@ def load_ap_taxonomy(ap_key: str, root: Path | None = None) -> dict:
 
 def iter_taxonomies(root: Path) -> Iterator[dict]:
     """Every AP's taxonomy entry, sorted by pipeline, then the order of the taxonomy tables."""
-    from evaluator.taxonomy import load_vocabulary, table_sort_key, taxonomy_schema
+    from evaluator.repository.taxonomy import load_vocabulary, table_sort_key, taxonomy_schema
 
     vocabulary = load_vocabulary(root)
     schema = taxonomy_schema(root, vocabulary)

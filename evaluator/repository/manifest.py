@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from evaluator.egress import RefusedDestination, check_url_host
+from evaluator.untrusted.egress import RefusedDestination, check_url_host
 from evaluator.errors import APBError, Problem
-from evaluator.keys import STRUCTURE_KINDS, model_key_maker
-from evaluator.safeio import LineMap, format_field, parse_yaml_text, read_limited_bytes
-from evaluator.schema import load_schema, schema_problems
-from evaluator.url_forms import is_commit, rewrite_hint
-from evaluator.variants import variant_names, variants
+from evaluator.registry.model_keys import STRUCTURE_KINDS, model_key_maker
+from evaluator.untrusted.safeio import LineMap, format_field, parse_yaml_text, read_limited_bytes
+from evaluator.repository.schema import load_schema, schema_problems
+from evaluator.registry.url_schemes import is_commit, rewrite_hint
+from evaluator.registry.variants import variant_names, variants
 
 _GDRIVE = re.compile(r"^gdrive://[A-Za-z0-9_-]{10,200}$")
 _HF = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<path>[A-Za-z0-9._/-]+)"
@@ -250,7 +250,7 @@ def _keep_ratio_problems(defaults: Any, model: dict, lines: LineMap, file: str, 
 
 def keep_ratio_file(folder: Path, name: str) -> dict[str, float]:
     """The ``{module: kept fraction}`` map of a ``keep_ratios: {file: <name>}`` beside the manifest."""
-    from evaluator.safeio import load_json
+    from evaluator.untrusted.safeio import load_json
 
     path = folder / name
     if "/" in name or "\\" in name or not path.is_file():

@@ -13,9 +13,9 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from evaluator.errors import APBError, Problem
-from evaluator.npz_reader import MAX_NPY_HEADER, read_npz
+from evaluator.untrusted.npz_reader import MAX_NPY_HEADER, read_npz
 from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
-from evaluator.safeio import atomic_write_bytes, dump_json, load_yaml
+from evaluator.untrusted.safeio import atomic_write_bytes, dump_json, load_yaml
 
 SCHEMA_VERSION = 1
 # A sample is broken at eps when its verified Linf distance is <= eps + LINF_TOLERANCE. The tolerance (about

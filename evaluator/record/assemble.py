@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from evaluator.errors import APBError, Problem
-from evaluator.keys import parse_model_key
+from evaluator.registry.model_keys import parse_model_key
 from evaluator.protocol import EvaluableProtocol, Protocol
-from evaluator.records import SCHEMA_VERSION, PerSample, record_stem, summarize, write_record
+from evaluator.record.records import SCHEMA_VERSION, PerSample, record_stem, summarize, write_record
 
 
 IDENTITY_FIELDS = ("model_key", "checkpoint_sha256", "protocol", "protocol_sha256", "n_chunks", "test_set")

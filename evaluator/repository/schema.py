@@ -8,8 +8,8 @@ from typing import Any, Iterable
 
 from evaluator.errors import Problem
 from evaluator.paths import SCHEMAS_DIR
-from evaluator.safeio import LineMap, format_field, load_json
-from evaluator.schema_accept import Check, compile_acceptor, pattern_search
+from evaluator.untrusted.safeio import LineMap, format_field, load_json
+from evaluator.repository.schema_accept import Check, compile_acceptor, pattern_search
 
 
 
@@ -33,7 +33,7 @@ def load_schema(name: str) -> dict:
     """``evaluator/schemas/<name>.schema.json``."""
     schema = load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]
     if name == "manifest":
-        from evaluator.variants import variant_names
+        from evaluator.registry.variants import variant_names
 
         schema["$defs"]["variant"]["enum"] = variant_names()
     return schema
@@ -173,7 +173,7 @@ def _closest_branch_error(error: Any) -> Any:
 
 def schema_problems(data: Any, schema: dict, lines: LineMap, file: str) -> list[Problem]:
     """Every way *data* breaks *schema*, as problems with lines. A document the compiled acceptor passes has
-    none (:mod:`evaluator.schema_accept`); any other is walked by jsonschema, whose errors name the problems."""
+    none (:mod:`evaluator.repository.schema_accept`); any other is walked by jsonschema, whose errors name the problems."""
     _, validator, accepts = _compiled(schema)
     if accepts is not None and accepts(data):
         return []

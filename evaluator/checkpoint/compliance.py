@@ -1,6 +1,6 @@
 """Compliance: does a state dict fit a registered variant exactly, and if not, which variant and rules would.
 
-This is a measurement below loading: :mod:`evaluator.load` refuses a state dict that does not fit, and
+This is a measurement below loading: :mod:`evaluator.checkpoint.load` refuses a state dict that does not fit, and
 ``apb check`` reports it, with the closest registered variant and the key rules that would make it fit.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from evaluator.paths import PACKAGE_DIR
-from evaluator.variants import build_variant, variants
+from evaluator.registry.variants import build_variant, variants
 
 NORMALIZATION_KEY_HINTS = ("mean", "std")
 SCORE_NAMES = ("scores", "popup_scores")  # edge-popup (RST) and HYDRA name the score tensor these ways
@@ -148,7 +148,7 @@ def closest_variant(shapes: dict[str, tuple[int, ...]], family: str | None = Non
 
 @functools.lru_cache(maxsize=1)
 def _foreign_layouts() -> dict[str, Any]:
-    from evaluator.safeio import load_yaml
+    from evaluator.untrusted.safeio import load_yaml
 
     data, _ = load_yaml(FOREIGN_LAYOUTS_FILE)
     return dict(data.get("foreign_layouts") or {})

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from evaluator.errors import APBError
-from evaluator.keys import DATASETS
+from evaluator.registry.model_keys import DATASETS
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SVHN_FILE = "test_32x32.mat"

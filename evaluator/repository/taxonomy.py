@@ -8,7 +8,7 @@ from typing import Any
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import TAXONOMY_DIR
-from evaluator.safeio import LineMap, load_json, load_yaml
+from evaluator.untrusted.safeio import LineMap, load_json, load_yaml
 
 VOCABULARY_FILE = Path(TAXONOMY_DIR) / "vocabulary.yaml"
 SCHEMA_FILE = Path(TAXONOMY_DIR) / "taxonomy.schema.json"

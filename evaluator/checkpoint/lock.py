@@ -2,7 +2,7 @@
 
 The manifest is edited as text: only the entry's ``sha256`` line changes (or one ``sha256:`` line is added
 after its ``url``); comments, order, quoting and layout stay as they were. The positions come from ruamel's
-round-trip parser, run only on text that :mod:`evaluator.safeio` has already accepted, and every edit is
+round-trip parser, run only on text that :mod:`evaluator.untrusted.safeio` has already accepted, and every edit is
 verified by parsing the result again: the data must differ in that one field and nowhere else. Each pin is
 written atomically as soon as its download is verified, so an interrupted run keeps what it pinned.
 """
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import MANIFEST, submissions_dir
-from evaluator.safeio import atomic_write_bytes
+from evaluator.untrusted.safeio import atomic_write_bytes
 
 if TYPE_CHECKING:
-    from evaluator.manifest import ModelEntry
+    from evaluator.repository.manifest import ModelEntry
 
 _NULL_VALUE = re.compile(r"sha256[ \t]*:[ \t]*(?:null|Null|NULL|~|\"\"|'')?(?P<rest>[ \t]*(?:#.*)?(?:\r?\n)?)$")
 
@@ -39,10 +39,10 @@ class LockResult:
 def lock_manifests(root: Path, ap_keys: Iterable[str] = (), *, cache_dir: Path | None = None,
                    fetch: Callable[..., Path] | None = None, progress: bool = True) -> LockResult:
     """Pin every entry without a sha256 (in the manifests of *ap_keys*, default all). A failed entry does not
-    stop the others; its problems are in the result. *fetch* (default :func:`evaluator.load.fetch_entry`)
+    stop the others; its problems are in the result. *fetch* (default :func:`evaluator.checkpoint.load.fetch_entry`)
     returns the verified cached file, whose name is its sha256."""
-    from evaluator.load import fetch_entry
-    from evaluator.submissions import ap_dirs
+    from evaluator.checkpoint.load import fetch_entry
+    from evaluator.repository.submissions import ap_dirs
 
     fetch = fetch or fetch_entry
     manifests = _selected_manifests(ap_dirs(root), list(ap_keys), root, MANIFEST)
@@ -73,8 +73,8 @@ def entries_to_pin(manifest: Path) -> list[ModelEntry]:
     import copy
     import dataclasses
 
-    from evaluator.manifest import manifest_entries
-    from evaluator.safeio import parse_yaml_text
+    from evaluator.repository.manifest import manifest_entries
+    from evaluator.untrusted.safeio import parse_yaml_text
 
     data, lines = parse_yaml_text(_read_text(manifest), str(manifest))
     models = data.get("models") if isinstance(data, dict) else None
@@ -93,7 +93,7 @@ def pin_sha256(text: str, index: int, sha256: str, name: str) -> str:
     """*text* (a manifest safeio accepts) with ``models[index].sha256`` set to *sha256*, nothing else changed."""
     from ruamel.yaml import YAML
 
-    from evaluator.safeio import parse_yaml_text
+    from evaluator.untrusted.safeio import parse_yaml_text
 
     before, _ = parse_yaml_text(text, name)  # refuses anything unsafe before ruamel's round-trip parser sees it
     entry = YAML(typ="rt").load(text)["models"][index]
@@ -128,7 +128,7 @@ def _cannot_edit(name: str, line: int, where: str, sha256: str, why: str) -> APB
 
 
 def _read_text(path: Path) -> str:
-    from evaluator.safeio import decode_utf8, read_limited_bytes
+    from evaluator.untrusted.safeio import decode_utf8, read_limited_bytes
 
     return decode_utf8(read_limited_bytes(path), str(path))
 

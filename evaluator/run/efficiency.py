@@ -110,7 +110,7 @@ def measure_efficiency(model: nn.Module, input_shape: Sequence[int]) -> Efficien
 def efficiency_summary(model: nn.Module, structure: str, input_shape: Sequence[int]) -> dict:
     """What ``apb check`` stores: the figures of :func:`measure_efficiency` plus ``macs_effective`` for the
     manifest's *structure* (``weights`` -> US, ``filters``/``channels`` -> S)."""
-    from evaluator.keys import STRUCTURE_KINDS as KIND_OF_STRUCTURE
+    from evaluator.registry.model_keys import STRUCTURE_KINDS as KIND_OF_STRUCTURE
 
     return measure_efficiency(model, input_shape).to_dict(KIND_OF_STRUCTURE[structure])
 

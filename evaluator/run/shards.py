@@ -8,11 +8,11 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from evaluator.assemble import IDENTITY_FIELDS, RunFacts, build_record, refuse_smoke_in_submissions, write_result
+from evaluator.record.assemble import IDENTITY_FIELDS, RunFacts, build_record, refuse_smoke_in_submissions, write_result
 from evaluator.errors import APBError, Problem
 from evaluator.protocol import Protocol, load_protocol
-from evaluator.records import PerSample, load_sidecar, record_stem
-from evaluator.safeio import atomic_write_bytes, dump_json, load_json
+from evaluator.record.records import PerSample, load_sidecar, record_stem
+from evaluator.untrusted.safeio import atomic_write_bytes, dump_json, load_json
 
 SHARD_FILE = "shard.json"
 SHARD_SIDECAR = "per_sample.npz"

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from evaluator.errors import APBError, Problem
-from evaluator.keys import is_ap_key, parse_model_key
-from evaluator.manifest import ModelEntry, manifest_entries, sparsities_by_kind, sparsities_for
-from evaluator.npz_reader import read_npz
-from evaluator.records import (COUNT_FIELDS, METRICS, PerSample, count_results, load_sidecar, protocol_samples,
+from evaluator.registry.model_keys import is_ap_key, parse_model_key
+from evaluator.repository.manifest import ModelEntry, manifest_entries, sparsities_by_kind, sparsities_for
+from evaluator.untrusted.npz_reader import read_npz
+from evaluator.record.records import (COUNT_FIELDS, METRICS, PerSample, count_results, load_sidecar, protocol_samples,
                                record_stem, sidecar_member_bound)
-from evaluator.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
-from evaluator.schema import load_schema, schema_problems, schema_validator, short_repr, unique_problems
+from evaluator.untrusted.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
+from evaluator.repository.schema import load_schema, schema_problems, schema_validator, short_repr, unique_problems
 from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY
 
 AP_DIR_ENTRIES = {TAXONOMY: "file", MANIFEST: "file", RECORDS: "dir"}
@@ -339,7 +339,7 @@ class _Repository:
         return self.report
 
     def check_taxonomy_dir(self) -> None:
-        from evaluator.taxonomy import SCHEMA_FILE, VOCABULARY_FILE, fill_vocabulary, vocabulary_problems
+        from evaluator.repository.taxonomy import SCHEMA_FILE, VOCABULARY_FILE, fill_vocabulary, vocabulary_problems
 
         parsed = self.parse(self.root / VOCABULARY_FILE, parse_yaml_text) \
             if (self.root / VOCABULARY_FILE).is_file() else None

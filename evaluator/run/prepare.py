@@ -4,9 +4,9 @@ A training checkpoint is rarely the plain state dict of a benchmark architecture
 (``{'state_dict': ..., 'epoch': ...}``), carry DataParallel's ``module.`` prefix, keep ``torch.nn.utils.prune``'s
 ``weight_orig`` / ``weight_mask`` pairs (or edge-popup scores, or softplus masks), and sometimes hold the input
 normalization as ``mean`` / ``std`` buffers. This module recognises each of these, expresses it as the
-manifest's key rules (:mod:`evaluator.key_rules` applies them, exactly as the evaluator does), picks the
-registered variant whose keys fit (:mod:`evaluator.compliance`), checks the sparsity against the claim
-(:mod:`evaluator.check`), and writes the resulting state dict as safetensors. The written file is loaded again
+manifest's key rules (:mod:`evaluator.checkpoint.key_rules` applies them, exactly as the evaluator does), picks the
+registered variant whose keys fit (:mod:`evaluator.checkpoint.compliance`), checks the sparsity against the claim
+(:mod:`evaluator.run.check`), and writes the resulting state dict as safetensors. The written file is loaded again
 through the evaluator's own loader with the entry it prints, so the entry is known to work.
 
 The checkpoint is untrusted like any other: it is read with ``torch.load(weights_only=True)`` (the schema's
@@ -52,7 +52,7 @@ class Prepared:
 def draft_entry(source: Path, *, architecture: str, dataset: str, structure: str, sparsity: int,
                 ap_key: str | None = None, **fields: Any) -> Any:
     """A :class:`ModelEntry` for *source* with the given key rules (errors then point at the source file)."""
-    from evaluator.manifest import entry_from_data
+    from evaluator.repository.manifest import entry_from_data
 
     data = {"architecture": architecture, "dataset": dataset, "structure": structure, "sparsity": sparsity,
             "url": source.resolve().as_uri(), **fields}
@@ -72,8 +72,8 @@ def source_error(error: APBError, source: Path) -> APBError:
 def score_rule(layer_ratios: str | Path | None, source: Path) -> tuple[str | dict[str, Any], str]:
     """``keep_ratios`` for edge-popup scores from ``--layer-ratios`` (``uniform`` or a JSON file of
     ``{module: kept fraction}``) and how it was found; without it, an error that shows how to export them."""
-    from evaluator.manifest import ratio_map
-    from evaluator.safeio import load_json
+    from evaluator.repository.manifest import ratio_map
+    from evaluator.untrusted.safeio import load_json
 
     if layer_ratios is None:
         raise APBError(Problem(str(source), "holds edge-popup scores beside dense weights: which weights are kept "
@@ -93,8 +93,8 @@ def score_rule(layer_ratios: str | Path | None, source: Path) -> tuple[str | dic
 def detect_rules(loaded: Any, source: Path, layer_ratios: str | Path | None = None) -> tuple[dict[str, Any], list[str]]:
     """The key rules a deserialized checkpoint needs (manifest field -> value) and a sentence per finding;
     edge-popup scores fold only by *layer_ratios* (:func:`score_rule`)."""
-    from evaluator.compliance import SCORE_NAMES, common_prefix, mask_rules_present, normalization_keys
-    from evaluator.key_rules import locate_state_dict
+    from evaluator.checkpoint.compliance import SCORE_NAMES, common_prefix, mask_rules_present, normalization_keys
+    from evaluator.checkpoint.key_rules import locate_state_dict
 
     located = locate_state_dict(loaded)
     if located is None:
@@ -151,8 +151,8 @@ def _channel_values(tensor: torch.Tensor, source: Path, key: str) -> list[float]
 def fitting_variant(state: dict[str, torch.Tensor], architecture: str, source: Path) -> str:
     """The registered variant of *architecture* that *state* loads into strictly; otherwise an error naming the
     fix (the other architecture, a foreign layout, the closest variant and the keys that differ)."""
-    from evaluator.compliance import check_compliance, closest_variant
-    from evaluator.variants import variant_names, variants
+    from evaluator.checkpoint.compliance import check_compliance, closest_variant
+    from evaluator.registry.variants import variant_names, variants
 
     for name in variant_names(architecture):
         if check_compliance(state, name).ok:
@@ -191,11 +191,11 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
     and its manifest entry. Nothing is written unless every check passes."""
     from safetensors.torch import save as save_safetensors
 
-    from evaluator.check import measure_sparsity
-    from evaluator.fetch import read_capped
-    from evaluator.file_kind import sniff_format
-    from evaluator.key_rules import apply_key_rules
-    from evaluator.load import allowed_global_names, build_checked_model, deserialize, load_state_dict
+    from evaluator.run.check import measure_sparsity
+    from evaluator.checkpoint.fetch import read_capped
+    from evaluator.untrusted.file_kind import sniff_format
+    from evaluator.checkpoint.key_rules import apply_key_rules
+    from evaluator.checkpoint.load import allowed_global_names, build_checked_model, deserialize, load_state_dict
 
     source = Path(source)
     out = Path(out) if out is not None else source.with_suffix(".safetensors")
@@ -206,7 +206,7 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
     data = read_capped(source)
     kind = sniff_format(data)
     if kind == "unknown":
-        from evaluator.file_kind import foreign_format_advice
+        from evaluator.untrusted.file_kind import foreign_format_advice
 
         raise APBError(Problem(str(source), foreign_format_advice(data)
                                or "is neither a torch checkpoint (torch.save) nor a safetensors file"))
@@ -221,7 +221,7 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
     except APBError as error:
         raise source_error(error, source) from None
     found.append(f"variant: {variant}")
-    from evaluator.variants import variants
+    from evaluator.registry.variants import variants
 
     if variants()[variant].outputs != 10:
         found.append(f"head: {variants()[variant].outputs} outputs, evaluated as trained (a prediction outside "
@@ -235,14 +235,14 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
                            normalization=rules.get("normalization"), claimed=claimed)
     final = draft_entry(source, **{key: value for key, value in entry.items() if key not in ("url", "claimed")})
     build_checked_model(final, load_state_dict(payload, final))  # the entry loads the file as the evaluator will
-    from evaluator.safeio import atomic_write_bytes
+    from evaluator.untrusted.safeio import atomic_write_bytes
 
     atomic_write_bytes(out, payload)
     return Prepared(out, digest, entry, found, report.message)
 
 
 def entry_yaml(entry: dict[str, Any], *, indent: str = "  ", comment: str | None = None) -> str:
-    """*entry* as one block item of a manifest's ``models`` list (plain YAML that ``evaluator.safeio`` reads)."""
+    """*entry* as one block item of a manifest's ``models`` list (plain YAML that ``evaluator.untrusted.safeio`` reads)."""
     import json
 
     def scalar(value: Any) -> str:
@@ -274,11 +274,11 @@ def add_to_manifest(manifest: Path, entry: dict[str, Any], *, comment: str | Non
     """Append *entry* to the ``models`` list of *manifest* (text edit, comments kept); returns its model key.
     Refuses an entry whose model key the manifest already has, and any edit whose result does not parse to
     the old data plus this entry."""
-    from evaluator.keys import model_key_maker
-    from evaluator.safeio import atomic_write_bytes, decode_utf8, parse_yaml_text, read_limited_bytes
+    from evaluator.registry.model_keys import model_key_maker
+    from evaluator.untrusted.safeio import atomic_write_bytes, decode_utf8, parse_yaml_text, read_limited_bytes
 
     if not manifest.is_file():
-        from evaluator.scaffold import write_manifest_scaffold
+        from evaluator.repository.scaffold import write_manifest_scaffold
 
         write_manifest_scaffold(manifest)
     text = decode_utf8(read_limited_bytes(manifest), str(manifest))

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from evaluator.compliance import SCORE_NAMES
+from evaluator.checkpoint.compliance import SCORE_NAMES
 from evaluator.errors import APBError, Problem
 
 if TYPE_CHECKING:
-    from evaluator.manifest import ModelEntry
+    from evaluator.repository.manifest import ModelEntry
 
 MASK_RULES = ("none", "orig-mask", "softplus", "popup-scores")
 MASK_TENSORS = {"orig-mask": "torch.nn.utils.prune <name>_orig / <name>_mask", "popup-scores": "edge-popup score",
@@ -131,7 +131,7 @@ def strip_prefix(state: dict[str, torch.Tensor], prefix: str | None, entry: Mode
     if not prefix:
         return state
     if not any(key.startswith(prefix) for key in state):
-        from evaluator.compliance import model_prefix
+        from evaluator.checkpoint.compliance import model_prefix
 
         shared = model_prefix({key: tuple(value.shape) for key, value in state.items()})
         fix = f"set strip_prefix: {shared!r} (the prefix the keys share)" if shared else "set strip_prefix: null"
@@ -213,7 +213,7 @@ def fold_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> dict[str, t
 
 def require_no_masks(state: dict[str, torch.Tensor], entry: ModelEntry) -> None:
     """Refuse mask or score tensors when the entry states no rule to fold them by."""
-    from evaluator.compliance import mask_rules_present
+    from evaluator.checkpoint.compliance import mask_rules_present
 
     names = [key.rpartition(".")[2] for key in state]
     present = mask_rules_present(names)
@@ -323,7 +323,7 @@ def score_shape_message(key: str, scores: torch.Tensor, weight_key: str, weight:
 
 def layer_keep_ratios(entry: ModelEntry, modules: list[str]) -> dict[str, float]:
     """The kept fraction of each scored module, from the entry's ``keep_ratios`` (never guessed)."""
-    from evaluator.manifest import keep_ratio_file, ratio_map
+    from evaluator.repository.manifest import keep_ratio_file, ratio_map
 
     stated = entry.keep_ratios
     if stated is None:

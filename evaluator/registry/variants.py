@@ -46,7 +46,7 @@ class Variant:
 @functools.lru_cache(maxsize=1)
 def variants() -> dict[str, Variant]:
     """Every registered variant by name, in file order."""
-    from evaluator.safeio import load_yaml
+    from evaluator.untrusted.safeio import load_yaml
 
     data, lines = load_yaml(VARIANTS_FILE)
     found: dict[str, Variant] = {}

@@ -1,5 +1,5 @@
 """A compiled yes/no check of a JSON Schema (Draft 2020-12, the keywords this repository's schemas use): the
-fast path of :func:`evaluator.schema.schema_problems`. A leaderboard of 24,000 records spends most of its
+fast path of :func:`evaluator.repository.schema.schema_problems`. A leaderboard of 24,000 records spends most of its
 schema time in jsonschema's general walk; a document this check accepts needs no walk at all, and one it
 refuses is walked by jsonschema, which names every problem. So the errors are jsonschema's, and a document is
 accepted only where both agree (``tests/test_schema_accept.py`` compares them on mutated documents).

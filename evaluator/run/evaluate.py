@@ -33,18 +33,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from evaluator import provenance
-from evaluator.assemble import RunFacts, build_record, refuse_smoke_in_submissions, write_result
+from evaluator.record import provenance
+from evaluator.record.assemble import RunFacts, build_record, refuse_smoke_in_submissions, write_result
 from evaluator.errors import APBError, Problem
-from evaluator.keys import parse_model_key
+from evaluator.registry.model_keys import parse_model_key
 from evaluator.protocol import DEFAULT_PROTOCOL, EvaluableProtocol, Protocol, load_protocol
 from evaluator.paths import records_dir
-from evaluator.records import PerSample, read_record, record_stem, recorded_sha256
-from evaluator.safeio import atomic_write_bytes, dump_json
-from evaluator.shards import Shard, shard_dir, write_shard
+from evaluator.record.records import PerSample, read_record, record_stem, recorded_sha256
+from evaluator.untrusted.safeio import atomic_write_bytes, dump_json
+from evaluator.run.shards import Shard, shard_dir, write_shard
 
 if TYPE_CHECKING:
-    from evaluator.check import CheckReport
+    from evaluator.run.check import CheckReport
 
 STAGES = ("clean", "autoattack", "hofmn")
 JOB_FILE = "job.json"
@@ -153,7 +153,7 @@ def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: str) -> tuple[t
 
 def clean_chunk(model: nn.Module, test_set: Any, indices: range, *, batch_size: int, device: str) -> np.ndarray:
     """Per sample of the chunk: does the model classify it correctly?"""
-    from evaluator.check import clean_predictions
+    from evaluator.run.check import clean_predictions
 
     correct = clean_predictions(model, test_set, batch_size=batch_size, device=device, indices=list(indices),
                                 progress=False)
@@ -475,7 +475,7 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = DEFAULT_PROTOCO
     Skips the model when ``out_dir`` or the repository already holds its record for this checkpoint and
     protocol; raises ``CheckFailed`` (with the report) when the check fails."""
     from evaluator.paths import repo_root
-    from evaluator.submissions import find_entry
+    from evaluator.repository.submissions import find_entry
 
     protocol = (load_protocol(protocol) if not isinstance(protocol, Protocol) else protocol).require_evaluable()
     root = Path(root) if root is not None else repo_root()
@@ -489,7 +489,7 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = DEFAULT_PROTOCO
         return Outcome(model_key, "skipped", found)
     timer = provenance.StageTimer()
     with timer.stage("fetch"):
-        from evaluator.load import read_entry
+        from evaluator.checkpoint.load import read_entry
 
         checkpoint = read_entry(entry, cache_dir=cache_dir, progress=progress)  # read once, verified in memory
         checkpoint_sha256 = checkpoint.sha256
@@ -497,9 +497,9 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = DEFAULT_PROTOCO
         _say(f"{model_key}: skipped, {found} already holds its {protocol.id} record")
         return Outcome(model_key, "skipped", found)
     with timer.stage("check"):
-        from evaluator.check import check_loaded
-        from evaluator.datasets import load_test_set
-        from evaluator.load import load_state_dict
+        from evaluator.run.check import check_loaded
+        from evaluator.run.datasets import load_test_set
+        from evaluator.checkpoint.load import load_state_dict
 
         # the test set and the state dict are read once, for the check and for the attacks
         test_set = load_test_set(key.dataset, Path(data_dir), n=protocol.n_samples, download=download)

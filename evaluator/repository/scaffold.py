@@ -16,7 +16,7 @@ _KEY_PARTS = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9]*)_[A-Za-z]+(?P<year>[0-9
 
 def scaffold_files(ap_key: str) -> dict[str, str]:
     """File name -> text of a new submission for *ap_key* (name and year taken from the key)."""
-    from evaluator.keys import is_ap_key
+    from evaluator.registry.model_keys import is_ap_key
 
     match = _KEY_PARTS.match(ap_key)
     if not is_ap_key(ap_key) or match is None:
@@ -31,7 +31,7 @@ def write_scaffold(root: Path, ap_key: str) -> list[Path]:
     """Write the new submission's files under ``<root>/submissions/<ap_key>/``. An AP already in the taxonomy
     (``taxonomy.json`` there, no manifest) gets its manifest only, its taxonomy entry left alone; refuses when
     both exist."""
-    from evaluator.safeio import atomic_write_bytes
+    from evaluator.untrusted.safeio import atomic_write_bytes
 
     files = scaffold_files(ap_key)
     folder = ap_dir(root, ap_key)
@@ -51,7 +51,7 @@ def write_scaffold(root: Path, ap_key: str) -> list[Path]:
 def write_manifest_scaffold(manifest: Path) -> Path:
     """Write the commented manifest of the AP named by *manifest*'s folder (``apb prepare --ap`` on an AP that
     has none yet); never overwrites."""
-    from evaluator.safeio import atomic_write_bytes
+    from evaluator.untrusted.safeio import atomic_write_bytes
 
     if manifest.exists():
         raise APBError(Problem(str(manifest), "already exists; `apb new` never overwrites: edit it, or remove it first"))

@@ -1,10 +1,10 @@
 """Safe checkpoint loading: verified bytes -> deserialized object -> key rules -> the declared variant.
 
 Checkpoints are untrusted: they are read once into memory, their sha256 verified on those bytes
-(:func:`evaluator.fetch.read_verified`), and deserialized from memory only with ``torch.load(weights_only=True)``
+(:func:`evaluator.checkpoint.fetch.read_verified`), and deserialized from memory only with ``torch.load(weights_only=True)``
 (PyTorch's restricted unpickler: tensors and plain containers, plus the few harmless classes an entry lists in
-``allowed_globals``) or with safetensors. The manifest's key rules (:mod:`evaluator.key_rules`) turn the loaded
-object into the state dict of the entry's ``variant`` (:mod:`evaluator.variants`), loaded strictly.
+``allowed_globals``) or with safetensors. The manifest's key rules (:mod:`evaluator.checkpoint.key_rules`) turn the loaded
+object into the state dict of the entry's ``variant`` (:mod:`evaluator.registry.variants`), loaded strictly.
 """
 from __future__ import annotations
 
@@ -20,22 +20,22 @@ import torch
 from torch import nn
 
 from evaluator.errors import APBError
-from evaluator.fetch import Checkpoint, read_capped, read_verified
-from evaluator.key_rules import apply_key_rules, entry_error
+from evaluator.checkpoint.fetch import Checkpoint, read_capped, read_verified
+from evaluator.checkpoint.key_rules import apply_key_rules, entry_error
 from evaluator.models import ARCHITECTURES, Normalized, build_model
-from evaluator.variants import build_variant
-from evaluator.zip_checks import ZIP_MAGIC, stored_archive_problem
+from evaluator.registry.variants import build_variant
+from evaluator.untrusted.zip_checks import ZIP_MAGIC, stored_archive_problem
 
 if TYPE_CHECKING:
-    from evaluator.compliance import ComplianceReport
-    from evaluator.manifest import ModelEntry
+    from evaluator.checkpoint.compliance import ComplianceReport
+    from evaluator.repository.manifest import ModelEntry
 
 BASE_MODEL_KEYS = {f"base_{architecture}": architecture for architecture in ARCHITECTURES}
 
 
 def fetch_entry(entry: ModelEntry, *, cache_dir: Path | None = None, progress: bool = True) -> Path:
     """The verified cached checkpoint of a manifest entry (download errors name the entry)."""
-    from evaluator.fetch import fetch_checkpoint
+    from evaluator.checkpoint.fetch import fetch_checkpoint
 
     try:
         return fetch_checkpoint(entry.url, entry.sha256, cache_dir=cache_dir, progress=progress,
@@ -52,7 +52,7 @@ def read_entry(entry: ModelEntry, *, cache_dir: Path | None = None, progress: bo
 
 def load_state_dict(checkpoint: Checkpoint | bytes | Path, entry: ModelEntry) -> dict[str, torch.Tensor]:
     """The entry's state dict from verified checkpoint bytes (a :class:`Checkpoint`, raw bytes, or a local file
-    read once): deserialized safely, then every key rule of the entry applied (:mod:`evaluator.key_rules`).
+    read once): deserialized safely, then every key rule of the entry applied (:mod:`evaluator.checkpoint.key_rules`).
     Anything else is an APBError naming the entry."""
     if isinstance(checkpoint, Path):
         checkpoint = read_capped(checkpoint)
@@ -66,11 +66,11 @@ def build_checked_model(entry: ModelEntry, state_dict: dict[str, torch.Tensor], 
     normalization (unless *normalization* is False): the model that takes images in [0, 1]. A state dict that
     does not fit is an APBError listing missing, unexpected and mis-shaped keys and the closest variant.
     *compliance*: the report of this state dict against the entry's variant, when the caller computed it."""
-    from evaluator.compliance import check_compliance
+    from evaluator.checkpoint.compliance import check_compliance
 
     report = compliance if compliance is not None else check_compliance(state_dict, entry.variant)
     if not report.ok:
-        from evaluator.compliance import model_prefix
+        from evaluator.checkpoint.compliance import model_prefix
 
         rest = model_prefix({key: tuple(value.shape) for key, value in state_dict.items()}) if entry.strip_prefix else ""
         if rest:
@@ -100,7 +100,7 @@ def load_model(model_key: str, *, root: Path | None = None, cache_dir: Path | No
     device = checked_device(device)
     if model_key in BASE_MODEL_KEYS:
         return build_model(BASE_MODEL_KEYS[model_key]).to(device).eval()
-    from evaluator.submissions import find_entry
+    from evaluator.repository.submissions import find_entry
 
     entry = find_entry(model_key, root)
     state = load_state_dict(read_entry(entry, cache_dir=cache_dir), entry)
@@ -111,7 +111,7 @@ def load_model(model_key: str, *, root: Path | None = None, cache_dir: Path | No
 
 def deserialize(data: bytes, entry: ModelEntry) -> Any:
     """The object in the checkpoint bytes *data*, read the safe way the entry's ``format`` names."""
-    from evaluator.file_kind import format_mismatch
+    from evaluator.untrusted.file_kind import format_mismatch
 
     if entry.format not in ("torch", "safetensors"):
         raise entry_error(entry, f"format {entry.format!r} is not torch or safetensors", "format")
@@ -143,7 +143,7 @@ def deserialize(data: bytes, entry: ModelEntry) -> Any:
 
 def _torch_zip_problem(data: bytes) -> str | None:
     """Why a torch zip checkpoint may not be opened (compressed or oversized members, local headers that
-    disagree with the directory: :func:`evaluator.zip_checks.stored_archive_problem`); None for a legacy pickle."""
+    disagree with the directory: :func:`evaluator.untrusted.zip_checks.stored_archive_problem`); None for a legacy pickle."""
     return stored_archive_problem(data) if data.startswith(ZIP_MAGIC) else None
 
 
@@ -211,7 +211,7 @@ def _looks_like_a_module_class(name: str) -> bool:
 def allowed_global_names() -> tuple[str, ...]:
     """The manifest schema's closed list of ``allowed_globals``."""
     from evaluator.paths import SCHEMAS_DIR
-    from evaluator.safeio import load_json
+    from evaluator.untrusted.safeio import load_json
 
     schema, _ = load_json(SCHEMAS_DIR / "manifest.schema.json")
     return tuple(schema["$defs"]["allowed_global"]["enum"])

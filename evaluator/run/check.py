@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Sequence, cast
 import torch
 from torch import nn
 
-from evaluator.compliance import ComplianceReport, check_compliance
-from evaluator.efficiency import efficiency_summary, efficiency_text
+from evaluator.checkpoint.compliance import ComplianceReport, check_compliance
+from evaluator.run.efficiency import efficiency_summary, efficiency_text
 from evaluator.models import Normalized
 
 if TYPE_CHECKING:
-    from evaluator.manifest import ModelEntry
+    from evaluator.repository.manifest import ModelEntry
 
 CLAIM_TOLERANCE_PP = 1.0  # a claim more than this above the 95% interval of the measured clean accuracy fails
 SANITY_IMAGES = 16
@@ -146,7 +146,7 @@ def sparsity_window(structure: str, claimed: float) -> tuple[float, float]:
     """``(low, high)``: the measured sparsities (percent) that match *claimed* for *structure*, in both
     directions, as the manifest schema's ``x-sparsity-tolerance`` states (with the reasons): at most
     ``below_pp`` points less, and at most ``above_share_of_gap`` of the gap to the next sparsity level more."""
-    from evaluator.manifest import sparsities_for
+    from evaluator.repository.manifest import sparsities_for
 
     tolerance = _sparsity_tolerance()
     levels = [level for level in sparsities_for(structure) if level > claimed] + [100]
@@ -155,7 +155,7 @@ def sparsity_window(structure: str, claimed: float) -> tuple[float, float]:
 
 
 def _sparsity_tolerance() -> dict:
-    from evaluator.schema import load_schema
+    from evaluator.repository.schema import load_schema
 
     return load_schema("manifest")["x-sparsity-tolerance"]
 
@@ -287,7 +287,7 @@ def clean_accuracy_gap(correct: int | None, n: int, claimed: float | None, cause
     """A sentence when the measured clean accuracy is below the claim and the claim lies more than
     ``CLAIM_TOLERANCE_PP`` above its 95% interval (a few samples cannot trigger it by chance): the check fails,
     and the sentence lists the likely *causes*, most evident first; None otherwise."""
-    from evaluator.records import wilson_interval
+    from evaluator.record.records import wilson_interval
 
     if correct is None or not n or claimed is None:
         return None
@@ -341,7 +341,7 @@ class CheckReport:
     clean_correct: int | None = None
     claimed: dict | None = None
     test_set_official: bool | None = None
-    efficiency: dict | None = None  # evaluator.efficiency.efficiency_summary of the loaded model
+    efficiency: dict | None = None  # evaluator.run.efficiency.efficiency_summary of the loaded model
     causes: list[str] = field(default_factory=list)  # likely causes of a clean accuracy far below the claim
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # the checked model, for the attacks
 
@@ -422,8 +422,8 @@ def check_entry(entry: ModelEntry, *, data_dir: Path, n: int = 10000, device: st
                 cache_dir: Path | None = None, download: bool = False, progress: bool = True) -> CheckReport:
     """Fetch, verify, load and check one manifest entry (no attacks). The test set is read first, so a missing
     data directory fails before a long download."""
-    from evaluator.datasets import load_test_set
-    from evaluator.load import load_state_dict, read_entry
+    from evaluator.run.datasets import load_test_set
+    from evaluator.checkpoint.load import load_state_dict, read_entry
 
     test_set = load_test_set(entry.dataset, Path(data_dir), n, download=download)
     checkpoint = read_entry(entry, cache_dir=cache_dir, progress=progress)
@@ -436,8 +436,8 @@ def check_loaded(entry: ModelEntry, sha256: str, state: dict[str, torch.Tensor],
     """The checks of ``check_entry`` on a checkpoint and test set the caller has already loaded (``apb evaluate``
     reuses them for the attacks instead of reading them twice). Compliance is computed once and the model built
     once: a report that passed carries the checked model (``report.model``) for the attacks."""
-    from evaluator.load import build_checked_model
-    from evaluator.manifest import loading_summary
+    from evaluator.checkpoint.load import build_checked_model
+    from evaluator.repository.manifest import loading_summary
 
     report = CheckReport(
         model_key=entry.model_key,
@@ -454,7 +454,7 @@ def check_loaded(entry: ModelEntry, sha256: str, state: dict[str, torch.Tensor],
     report.model = network
     report.sparsity = measure_sparsity(network, entry.structure, entry.sparsity)
     report.efficiency = efficiency_summary(network, entry.structure, test_set.batch(slice(0, 1))[0].shape[1:])
-    from evaluator.variants import variants
+    from evaluator.registry.variants import variants
 
     report.sanity = check_outputs(network, test_set.batch(slice(0, min(SANITY_IMAGES, len(test_set))))[0].to(device),
                                   variants()[entry.variant].outputs)

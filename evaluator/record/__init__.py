@@ -1,0 +1,1 @@
+"""Result records: assembly, the files on disk and their sidecars, provenance, imported distances, statistics."""

@@ -1,0 +1,1 @@
+"""The repository's data files: submissions, manifests, taxonomy, schemas, and their validation."""
