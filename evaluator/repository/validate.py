@@ -4,11 +4,12 @@ Each problem names the file, line and field and says what to do. Nothing is writ
 submissions/ holds only AP directories (no symbolic links, no unexpected or oversized files); a directory's
 name is its ``ap_key``, in its taxonomy entry, manifest and records; a manifest needs a taxonomy entry, at
 least one complete (architecture, dataset, structure) triple with its three sparsities and structures its
-taxonomy allows; URLs are https://, gdrive:// or hf:// (file:// only with ``--allow-file-urls``); no two
-entries share a model key; a record's file name, fields and directory agree, its protocol is a leaderboard
-protocol, an evaluated record matches a manifest entry (and its checkpoint's sha256). Whether a record itself
-is acceptable (schema, numbers, protocol size, sidecar) is :func:`evaluator.repository.record_acceptance.check_record_data`:
-the one rule every reader of records applies, here and in ``apb ci`` and the renderer.
+taxonomy allows; URLs take a form that ``evaluator/registry/url_schemes.yaml`` accepts (file:// only with
+``--allow-file-urls``); no two entries share a model key; a record's file name, fields and directory agree,
+its protocol is a leaderboard protocol, an evaluated record matches a manifest entry (and its checkpoint's
+sha256). Whether a record itself is acceptable (schema, numbers, protocol size, sidecar) is
+:func:`evaluator.repository.record_acceptance.check_record_data`: the one rule every reader of records
+applies, here and in ``apb ci`` and the renderer.
 """
 from __future__ import annotations
 
