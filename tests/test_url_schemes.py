@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from evaluator.checkpoint import sources
 from evaluator.checkpoint.download import stream_url
 from evaluator.checkpoint.fetch import fetch_checkpoint
+from evaluator.errors import APBError
 from evaluator.registry import url_schemes
 from evaluator.repository.manifest import url_problem
 from evaluator.repository.schema import load_schema
@@ -97,7 +99,7 @@ def test_the_same_syntax_refuses_a_url_in_apb_validate_and_in_the_fetcher(tmp_pa
     for url in ("gdrive://short", "hf://owner/repo/../secret@" + "0" * 40, "hf://owner/model.pt"):
         scheme = url_schemes.scheme_of(url)
         assert scheme is not None and url_problem(url, allow_file_urls=False) == scheme.wrong_form
-        with pytest.raises(Exception, match=scheme.wrong_form.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(APBError, match=re.escape(scheme.wrong_form)):
             fetch_checkpoint(url, None, cache_dir=tmp_path, progress=False)
 
 
