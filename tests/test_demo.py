@@ -9,7 +9,8 @@ from evaluator.demo import MARKER, build_example, prepare_output
 from evaluator.errors import APBError
 from evaluator.record.records import PerSample
 from evaluator.untrusted.safeio import load_json, sha256_file
-from evaluator.repository.validate import record_problems, validate_paths
+from evaluator.repository.record_acceptance import record_problems
+from evaluator.repository.validate import validate_paths
 from tests.support.evaluation import one_torch_thread  # noqa: F401
 
 

@@ -135,9 +135,9 @@ def test_google_drive_downloads_follow_the_same_rule(resolver, tmp_path, monkeyp
     """gdown opens its own connections: they are guarded too (a redirect from Drive to a private host)."""
     with LocalServer() as server:
         monkeypatch.setenv("APB_GDRIVE_URL", server.url("/uc?id={id}"))
-        server.add("/uc?id=abc", b"", redirect="https://internal.example.org/file")
+        server.add("/uc?id=abc-file-id", b"", redirect="https://internal.example.org/file")
         with pytest.raises(APBError, match="non-public address"):
-            fetch("gdrive://abc", tmp_path)
+            fetch("gdrive://abc-file-id", tmp_path)
 
 
 @pytest.mark.parametrize("url", ["https://10.0.0.1/x.pt", "https://169.254.169.254/x.pt", "https://2130706433/x.pt",

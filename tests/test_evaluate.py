@@ -21,7 +21,7 @@ from evaluator.protocol import load_protocol
 from evaluator.record.records import PerSample
 from evaluator.untrusted.safeio import dump_json, load_json, sha256_file
 from evaluator.run.shards import Shard, parse_shard
-from evaluator.repository.validate import record_problems
+from evaluator.repository.record_acceptance import record_problems
 from tests.support.evaluation import (CHECKPOINT_SHA256, MODEL_KEY, TINY_PROTOCOL, comparable,  # noqa: F401
                                       one_torch_thread, run_tiny, write_tiny_protocol, write_tiny_test_set)
 from tests.support.tiny_models import tiny_cnn

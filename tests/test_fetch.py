@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from evaluator.errors import APBError
-from evaluator.checkpoint.fetch import DownloadLimits, default_backoff, fetch_checkpoint, parse_hf_url
+from evaluator.checkpoint.download import DownloadLimits, default_backoff
+from evaluator.checkpoint.fetch import fetch_checkpoint
+from evaluator.registry import url_schemes
 from tests.support.http_server import LocalServer
 
 LABEL = "Demo_Doe2024Demo_R18_CIFAR10_US_90"
@@ -177,7 +179,7 @@ def test_sha256_mismatch_names_both_digests_and_leaves_nothing(server, tmp_path)
 @pytest.mark.parametrize("url, expected", [
     ("http://example.org/ckpt.pt", "plain http:// is refused"),
     ("ftp://example.org/ckpt.pt", "unsupported URL scheme"),
-    ("gdrive://not/an/id", "is not a Google Drive file id"),
+    ("gdrive://not/an/id", "write a Google Drive file as gdrive://<file id>"),
 ])
 def test_unsupported_urls_are_refused(tmp_path, url, expected):
     with pytest.raises(APBError, match=expected):
@@ -198,34 +200,34 @@ def test_gdrive_goes_through_gdown_to_the_configured_base_url(server, tmp_path, 
 
 def test_gdrive_html_page_and_size_cap(server, tmp_path, monkeypatch):
     monkeypatch.setenv("APB_GDRIVE_URL", server.url("/uc?id={id}"))
-    server.add("/uc?id=page", DATA, html=True)
+    server.add("/uc?id=page-file-id", DATA, html=True)
     with pytest.raises(APBError, match="HTML page"):
-        fetch("gdrive://page", None, tmp_path)
-    server.add("/uc?id=big", DATA)
+        fetch("gdrive://page-file-id", None, tmp_path)
+    server.add("/uc?id=big-file-id", DATA)
     with pytest.raises(APBError, match="size cap"):
-        fetch("gdrive://big", None, tmp_path, max_bytes=1000)
+        fetch("gdrive://big-file-id", None, tmp_path, max_bytes=1000)
     assert leftovers(tmp_path) == []
 
 
 def test_gdrive_server_errors_are_retried(server, tmp_path, monkeypatch):
     monkeypatch.setenv("APB_GDRIVE_URL", server.url("/uc?id={id}"))
-    server.add("/uc?id=flaky", DATA, fail_times=1, fail_status=503)
-    assert fetch("gdrive://flaky", SHA, tmp_path).read_bytes() == DATA
+    server.add("/uc?id=flaky-file-id", DATA, fail_times=1, fail_status=503)
+    assert fetch("gdrive://flaky-file-id", SHA, tmp_path).read_bytes() == DATA
 
 
 def test_hugging_face_resolve_endpoint_with_revision(server, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", server.base_url)
-    url = server.add_hf_file("someone/pruned-models", "r18/cifar10 90.safetensors", DATA, revision="v1.0")
-    assert url == "hf://someone/pruned-models/r18/cifar10 90.safetensors@v1.0"
+    url = server.add_hf_file("someone/pruned-models", "r18/cifar10_90.safetensors", DATA, revision="v1.0")
+    assert url == "hf://someone/pruned-models/r18/cifar10_90.safetensors@v1.0"
     assert fetch(url, SHA, tmp_path).read_bytes() == DATA
-    assert server.log[-1].path == "/someone/pruned-models/resolve/v1.0/r18/cifar10%2090.safetensors"
+    assert server.log[-1].path == "/someone/pruned-models/resolve/v1.0/r18/cifar10_90.safetensors"
 
 
-def test_parse_hf_url():
-    assert parse_hf_url("hf://o/r/a/b.pt") == ("o/r", "a/b.pt", None)
-    assert parse_hf_url("hf://o/r/b.pt@refs/pr/1") == ("o/r", "b.pt", "refs/pr/1")
-    with pytest.raises(ValueError, match="hf://owner/repo"):
-        parse_hf_url("hf://o/b.pt")
+def test_the_fetcher_reads_hf_urls_with_the_registry_syntax():
+    assert url_schemes.parse("hf://o/r/a/b.pt")[1] == {"repo": "o/r", "path": "a/b.pt", "rev": None}
+    assert url_schemes.parse("hf://o/r/b.pt@refs/pr/1")[1] == {"repo": "o/r", "path": "b.pt", "rev": "refs/pr/1"}
+    with pytest.raises(ValueError, match="hf://<owner>/<repo>/<path in repo>"):
+        url_schemes.parse("hf://o/b.pt")
 
 
 def test_file_urls_are_copied_with_the_same_checks(tmp_path):
@@ -267,10 +269,10 @@ def test_the_deadline_from_the_environment_ends_a_download_retries_included(serv
 
 def test_the_deadline_also_ends_a_google_drive_download(server, tmp_path, monkeypatch):
     monkeypatch.setenv("APB_GDRIVE_URL", server.url("/uc?id={id}"))
-    server.add("/uc?id=slow", DATA[:400], trickle=0.02)
+    server.add("/uc?id=slow-file-id", DATA[:400], trickle=0.02)
     started = time.monotonic()
     with pytest.raises(APBError, match="deadline"):
-        fetch("gdrive://slow", None, tmp_path, limits=DownloadLimits(deadline_s=1.0, min_bytes_per_s=1,
+        fetch("gdrive://slow-file-id", None, tmp_path, limits=DownloadLimits(deadline_s=1.0, min_bytes_per_s=1,
                                                                      window_s=100))
     assert time.monotonic() - started < 4 and leftovers(tmp_path) == []
 

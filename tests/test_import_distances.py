@@ -19,7 +19,7 @@ from evaluator.record.import_distances import read_distances
 from evaluator.render import render_all
 from evaluator.render.curves import robust_accuracy
 from evaluator.untrusted.safeio import parse_json_text
-from evaluator.repository.validate import record_problems
+from evaluator.repository.record_acceptance import record_problems
 from tests.support.leaderboard_repo import make_repo
 
 KEY = "HYDRA_Sehwag2020Hydra_R18_CIFAR10_US_90"

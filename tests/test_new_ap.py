@@ -406,7 +406,7 @@ def test_prepare_help_says_what_filters_and_channels_remove(capsys):
 def test_evaluate_n_is_a_trial_run_that_never_enters_the_leaderboard(tmp_path, capsys):
     from evaluator.record.assemble import refuse_smoke_in_submissions
     from evaluator.protocol import DEFAULT_PROTOCOL, load_protocol, on_first_samples
-    from evaluator.repository.validate import _protocol_or_reason
+    from evaluator.repository.record_acceptance import _protocol_or_reason
 
     trial = on_first_samples(load_protocol(DEFAULT_PROTOCOL).require_evaluable(), 16)
     assert trial.id == f"{DEFAULT_PROTOCOL}-n16" and trial.n_samples == 16 and not trial.leaderboard

@@ -145,7 +145,7 @@ def accept_record(json_path: Path, expected: Expected) -> AcceptedRecord:
     """Check one evaluated record and its sidecar as untrusted input: strict JSON, the model / checkpoint /
     protocol the plan asked for, and ``apb validate``'s acceptance rule (``check_record_data``: schema, numbers,
     protocol size, sidecar sha256 and per-sample sums). The sidecar is read only as a plain file under its cap."""
-    from evaluator.repository.validate import check_record_data
+    from evaluator.repository.record_acceptance import check_record_data
 
     stem = record_stem(expected.model_key, expected.protocol)
     name = str(json_path)

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from evaluator.errors import APBError, Problem
     from evaluator.run.prepare import add_to_manifest, entry_yaml, prepare_checkpoint
     from evaluator.repository.manifest import sparsities_for
+    from evaluator.registry import url_schemes
 
     if args.sparsity not in sparsities_for(args.structure):
         raise APBError(Problem("--sparsity", f"{args.structure} pruning uses sparsity "
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     key = add_to_manifest(manifest, prepared.entry, comment=comment)
     print(f"added       {key} to {manifest}")
-    if prepared.entry["url"].startswith("file://"):
-        print("next        publish the file, then replace its file:// url with the public one (CONTRIBUTING.md)")
+    scheme = url_schemes.scheme_of(prepared.entry["url"])
+    if scheme is not None and scheme.manifests == "local":  # a file:// URL: fine here, refused under submissions/
+        print(f"next        publish the file, then replace its {scheme.prefix} url with the public one (CONTRIBUTING.md)")
     return 0

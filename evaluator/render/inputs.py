@@ -52,7 +52,7 @@ def sidecar_path(root: Path, result: Result) -> Path | None:
 
 def load_distances(root: Path, result: Result) -> np.ndarray | None:
     """The HO-FMN distances of a record's sidecar, or ``None`` if it names none. The record and its sidecar
-    pass the one acceptance rule first (``validate.check_record_data``, through :func:`accepted_per_sample`
+    pass the one acceptance rule first (``record_acceptance.check_record_data``, through :func:`accepted_per_sample`
     for evaluated records): the renderer shows nothing ``apb validate`` would refuse."""
     if sidecar_path(root, result) is None:
         return None
@@ -70,7 +70,7 @@ def load_per_sample(root: Path, result: Result) -> PerSample | None:
 
 
 def _checked(record: dict, record_path: Path, shown_as: Path) -> Any:
-    from evaluator.repository.validate import check_record_data
+    from evaluator.repository.record_acceptance import check_record_data
 
     def read_sidecar(file_name: str) -> bytes | None:
         try:

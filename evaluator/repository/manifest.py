@@ -16,12 +16,9 @@ from evaluator.errors import APBError, Problem
 from evaluator.registry.model_keys import STRUCTURE_KINDS, model_key_maker
 from evaluator.untrusted.safeio import LineMap, format_field, parse_yaml_text, read_limited_bytes
 from evaluator.repository.schema import load_schema, schema_problems
-from evaluator.registry.url_schemes import is_commit, rewrite_hint
+from evaluator.registry import url_schemes
 from evaluator.registry.variants import variant_names, variants
 
-_GDRIVE = re.compile(r"^gdrive://[A-Za-z0-9_-]{10,200}$")
-_HF = re.compile(r"^hf://(?P<repo>[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*)/(?P<path>[A-Za-z0-9._/-]+)"
-                 r"(@(?P<rev>[A-Za-z0-9._/-]+))?$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 _UNSAFE_URL_CHARS = re.compile(r"[\s\x00-\x1f\x7f<>\"`|\\^{}]")
 
@@ -140,46 +137,41 @@ def entry_from_data(ap_key: str, data: dict, manifest_path: Path, line: int, ind
 
 
 def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
-    """What is wrong with a checkpoint URL, or None."""
+    """What is wrong with a checkpoint URL, or None: the forms and rules of the URL scheme registry
+    (:mod:`evaluator.registry.url_schemes`), and the egress rule for a URL that names its host."""
     if _UNSAFE_URL_CHARS.search(url):
         return "the URL contains spaces, control characters or one of < > \" ` | \\ ^ { }; percent-encode them"
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    rewrite = rewrite_hint(url)
+    rewrite = url_schemes.rewrite_hint(url)
     if rewrite:
         return rewrite
-    if scheme == "https":
-        parts = urlsplit(url)
-        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-            return "the URL carries user credentials (user:password@); publish the file at a public URL"
-        try:
-            parts.port
-        except ValueError:
-            return "the URL's port is not a number"
-        if not parts.hostname or not _HOST.match(parts.hostname):
-            return "the URL has no valid host name"
-        try:
-            check_url_host(parts.hostname, parts.port, tls=True, loopback=False)
-        except RefusedDestination as refused:
-            return f"{refused} (the runner downloads only from public https hosts)"
-        return None
-    if scheme == "gdrive":
-        return None if _GDRIVE.match(url) else "write a Google Drive file as gdrive://<file id> (letters, digits, - and _)"
-    if scheme == "hf":
-        match = _HF.match(url)
-        if not match or any(part in ("", ".", "..") for part in match["path"].split("/")):
-            return "write a Hugging Face file as hf://<owner>/<repo>/<path in repo>@<40-hex commit>"
-        if not match["rev"] or not is_commit(match["rev"]):
-            given = f"@{match['rev']} is a branch or tag, which can move" if match["rev"] else "no @<revision> means main"
-            return (f"{given}: pin the file to a commit, hf://{match['repo']}/{match['path']}@<40-hex commit> (the "
-                    "commit hash in the Hub's file history, or HfApi().upload_file(...).oid)")
-        return None
-    if scheme == "file":
-        return None if allow_file_urls else ("file:// URLs are for local use and the demo (`apb validate "
-                                             "--allow-file-urls` accepts them locally); publish the checkpoint "
-                                             "at an https://, gdrive:// or hf:// URL (CONTRIBUTING.md, step 5)")
-    if scheme == "http":
-        return "http:// is not allowed; use https://"
-    return f"unsupported URL scheme {scheme + '://' if scheme else '(none)'}; use https://, gdrive:// or hf://"
+    scheme = url_schemes.scheme_of(url)
+    if scheme is None:
+        name = url.split("://", 1)[0].lower() if "://" in url else ""
+        return f"unsupported URL scheme {name + '://' if name else '(none)'}; use {url_schemes.accepted_prefixes()}"
+    if scheme.manifests == "refused" or (scheme.manifests == "local" and not allow_file_urls):
+        return url_schemes.refusal(scheme)
+    fields = scheme.fields(url)
+    if fields is None:
+        return scheme.wrong_form
+    return (_host_problem(url, tls=scheme.host == "tls") if scheme.host else None) or scheme.pin_problem(fields)
+
+
+def _host_problem(url: str, *, tls: bool) -> str | None:
+    """A URL that names the host a download connects to: no credentials, a valid public host, the egress rule."""
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        return "the URL carries user credentials (user:password@); publish the file at a public URL"
+    try:
+        parts.port
+    except ValueError:
+        return "the URL's port is not a number"
+    if not parts.hostname or not _HOST.match(parts.hostname):
+        return "the URL has no valid host name"
+    try:
+        check_url_host(parts.hostname, parts.port, tls=tls, loopback=False)
+    except RefusedDestination as refused:
+        return f"{refused} (the runner downloads only from public https hosts)"
+    return None
 
 
 def manifest_problems(data: Any, lines: LineMap, file: str, *, allow_file_urls: bool = False) -> list[Problem]:

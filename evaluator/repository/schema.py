@@ -33,9 +33,11 @@ def load_schema(name: str) -> dict:
     """``evaluator/schemas/<name>.schema.json``."""
     schema = load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]
     if name == "manifest":
+        from evaluator.registry.url_schemes import schema_url
         from evaluator.registry.variants import variant_names
 
         schema["$defs"]["variant"]["enum"] = variant_names()
+        schema_url(schema["$defs"]["url"])
     return schema
 
 
