@@ -50,7 +50,7 @@ def _run(model: nn.Module, dataset: str, data_dir: str | Path, device: str, prot
          download: bool, progress: bool, stages: tuple[str, ...]) -> tuple[Any, Any]:
     from evaluator.run.datasets import load_test_set
     from evaluator.device import checked_device
-    from evaluator.run.evaluate import evaluate_chunks
+    from evaluator.run.stages import evaluate_chunks
 
     device = checked_device(str(device))
     test_set = load_test_set(dataset, Path(data_dir), n=protocol.n_samples, download=download)

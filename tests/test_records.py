@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ def _per_sample(n: int, seed: int = 0) -> records.PerSample:
     distance = np.where(clean, rng.random(n).astype(np.float32) * 0.1, 0).astype(np.float32)
     distance[rng.random(n) < 0.01] = np.inf
     aa = clean & (distance > 8 / 255) & (rng.random(n) < 0.95)
-    return records.PerSample(np.arange(n), clean, aa, distance)
+    return records.PerSample(np.arange(n), clean_correct=clean, aa_robust=aa, hofmn_distance=distance)
 
 
 def test_sidecar_round_trip_is_exact(tmp_path):
@@ -42,8 +43,9 @@ def test_sidecar_is_deterministic(tmp_path):
 
 def test_concatenate_orders_by_index_and_refuses_overlap():
     data = _per_sample(30)
-    parts = [records.PerSample(data.sample_index[i::3], data.clean_correct[i::3], data.aa_robust[i::3],
-                               data.hofmn_distance[i::3]) for i in (2, 0, 1)]
+    parts = [records.PerSample(data.sample_index[i::3], clean_correct=data.clean_correct[i::3],
+                               aa_robust=data.aa_robust[i::3],
+                               hofmn_distance=data.hofmn_distance[i::3]) for i in (2, 0, 1)]
     merged = records.PerSample.concatenate(parts)
     np.testing.assert_array_equal(merged.sample_index, data.sample_index)
     np.testing.assert_array_equal(merged.hofmn_distance, data.hofmn_distance)
@@ -53,7 +55,7 @@ def test_concatenate_orders_by_index_and_refuses_overlap():
 
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="one length"):
-        records.PerSample(np.arange(3), [True, False], [False] * 3, [0.0] * 3)
+        records.PerSample(np.arange(3), clean_correct=[True, False], aa_robust=[False] * 3, hofmn_distance=[0.0] * 3)
 
 
 def test_summarize_semantics():
@@ -129,3 +131,42 @@ def test_record_paths_are_globs_matches_in_path_order_listed_folder_by_folder(tm
     assert list(iter_record_paths(tmp_path)) == sorted(base.glob("*/records/*.json"))
     assert len(list(iter_record_paths(tmp_path))) == 7
     assert list(iter_record_paths(tmp_path / "nowhere")) == []
+
+
+OLD_SIDECAR = Path(__file__).parent / "data" / "sidecars" / "v1_sidecar.npz"  # written by the positional PerSample
+OLD_SIDECAR_SHA256 = "1899f80e45c837a35119796f9fee9b61f5b38e6945d6c78655f21bc6aa53cffa"
+
+
+def test_a_sidecar_written_before_named_arrays_still_reads():
+    data = OLD_SIDECAR.read_bytes()
+    per_sample = records.load_sidecar(data, OLD_SIDECAR_SHA256, OLD_SIDECAR.name, n_samples=20)
+    assert set(per_sample.arrays) == set(records.SIDECAR_ARRAYS)
+    assert per_sample["clean_correct"].dtype == bool and per_sample.hofmn_distance.dtype == np.float32
+    assert records.count_results(per_sample, 8 / 255) == {"clean_correct": 15, "aa_robust": 9, "hofmn_robust": 10,
+                                                         "worst_case_robust": 9}
+    assert np.isinf(per_sample.hofmn_distance[[5, 9]]).all()
+
+
+def test_an_array_declared_after_a_sidecar_was_written_is_absent_from_it(monkeypatch):
+    """A new attack's array (optional in metrics.yaml) does not stop an old sidecar from reading."""
+    arrays = {**records._ARRAYS, "pgd_robust": {"dtype": "bool", "stage": "pgd", "optional": True}}
+    monkeypatch.setattr(records, "_ARRAYS", arrays)
+    monkeypatch.setattr(records, "SIDECAR_ARRAYS", tuple(arrays))
+    monkeypatch.setattr(records, "ARRAY_DTYPES", {**records.ARRAY_DTYPES, "pgd_robust": np.dtype(bool)})
+    per_sample = records.load_sidecar(OLD_SIDECAR.read_bytes(), OLD_SIDECAR_SHA256, OLD_SIDECAR.name, n_samples=20)
+    assert "pgd_robust" not in per_sample.arrays and len(per_sample) == 20
+    with_pgd = records.PerSample(**per_sample.arrays, pgd_robust=per_sample.aa_robust)
+    assert with_pgd["pgd_robust"].dtype == bool
+
+
+def test_the_worst_case_is_robust_under_every_metric_that_counts_toward_it():
+    per_sample = _per_sample(300)
+    parts = [per_sample.robust(metric, 8 / 255) for metric in records.WORST_CASE_PARTS]
+    assert records.WORST_CASE_PARTS == ("aa_robust_accuracy", "hofmn_robust_accuracy")
+    np.testing.assert_array_equal(per_sample.worst_case_robust(8 / 255), np.logical_and.reduce(parts))
+    assert records.metric_stages("worst_case_robust_accuracy") == ("autoattack", "hofmn")
+
+
+def test_an_undeclared_per_sample_array_is_refused():
+    with pytest.raises(ValueError, match="unknown per-sample arrays"):
+        records.PerSample(np.arange(3), clean_correct=[True] * 3, pgd_robust=[True] * 3)

@@ -101,8 +101,8 @@ def add_evaluated_record(repo: Path, key: str = HYDRA_KEY, protocol: str = "linf
     """A consistent evaluated record with its per-sample sidecar, as apb evaluate writes them."""
     rng = np.random.default_rng(0)
     clean = rng.random(n) < 0.8
-    per_sample = PerSample(np.arange(n), clean, clean & (rng.random(n) < 0.5),
-                           np.where(clean, rng.random(n).astype(np.float32) * 0.1, 0))
+    per_sample = PerSample(np.arange(n), clean_correct=clean, aa_robust=clean & (rng.random(n) < 0.5),
+                           hofmn_distance=np.where(clean, rng.random(n).astype(np.float32) * 0.1, 0))
     directory = repo / "submissions" / ap / "records"
     stem = record_stem(key, protocol)
     sha = per_sample.save(directory / f"{stem}.npz")
