@@ -61,11 +61,12 @@ def attack_agreement(row: Row) -> list[str]:
     samples they disagree on: a measured check of either attack's misses. Empty without per-sample flags."""
     import numpy as np
 
-    if row.aa_bits is None or row.hofmn_bits is None or row.distance_counts is None:
+    aa_bits, hofmn_bits = row.robust_bits("aa_robust_accuracy"), row.robust_bits("hofmn_robust_accuracy")
+    if aa_bits is None or hofmn_bits is None or row.distance_counts is None:
         return []
     n = row.distance_counts[0]
-    aa = np.unpackbits(np.frombuffer(row.aa_bits, np.uint8))[:n].astype(bool)
-    hofmn = np.unpackbits(np.frombuffer(row.hofmn_bits, np.uint8))[:n].astype(bool)
+    aa = np.unpackbits(np.frombuffer(aa_bits, np.uint8))[:n].astype(bool)
+    hofmn = np.unpackbits(np.frombuffer(hofmn_bits, np.uint8))[:n].astype(bool)
     both, aa_only = int(np.count_nonzero(aa & hofmn)), int(np.count_nonzero(aa & ~hofmn))
     hofmn_only, neither = int(np.count_nonzero(~aa & hofmn)), int(np.count_nonzero(~aa & ~hofmn))
     disagree = aa_only + hofmn_only
