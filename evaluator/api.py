@@ -156,6 +156,7 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
     and return the record; with ``save_dist_path`` the record and its per-sample sidecar are written there."""
     from evaluator.record import provenance
     from evaluator.record.assemble import RunFacts, build_record, write_result
+    from evaluator.record.flags import flag
     from evaluator.run.evaluate import test_set_facts
     from evaluator.registry.model_keys import parse_model_key
     from evaluator.record.records import read_record
@@ -172,9 +173,8 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
                      tuning=results.tuning, wall_s={"hofmn_tuning": float(results.tuning.get("wall_s", 0.0))})
     record = build_record(facts, results.per_sample, settings)
     if n is not None and n != _protocol(protocol, None).n_samples:
-        record["flags"].append({"code": "reduced-samples", "message": (
-            f"evaluated on the first {n} samples only; protocol {settings.id} uses "
-            f"{_protocol(protocol, None).n_samples}: not comparable with the leaderboard")})
+        record["flags"].append(flag("reduced-samples", n=n, protocol=settings.id,
+                                    n_samples=_protocol(protocol, None).n_samples))
     path = None
     if save_dist_path is not None:
         path = write_result(record, results.per_sample, Path(save_dist_path))

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +34,6 @@ from evaluator.record.records import read_record, record_stem, recorded_sha256
 from evaluator.run.chunks import ChunkStore, chunk_ranges
 from evaluator.run.stages import evaluate_chunks, shared_tuning_file
 from evaluator.run.shards import Shard, shard_dir, write_shard
-
-if TYPE_CHECKING:
-    from evaluator.run.check import CheckReport
 
 def test_set_facts(test_set: Any) -> dict:
     """Which test file the samples came from: name, official or not, sha256 of the evaluated samples."""
@@ -203,7 +200,7 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = DEFAULT_PROTOCO
         shared_tuning = shared_tuning_file(Path(cache_dir) if cache_dir else paths.cache_dir(), checkpoint_sha256,
                                            protocol, device)
     return evaluate_loaded(model, test_set, protocol, model_key=model_key, checkpoint_sha256=checkpoint_sha256,
-                           check=report.to_dict(layers=False), randomized_output=randomized_output_message(report),
+                           check=report.to_dict(layers=False), randomized_output=report.randomized_output(),
                            work_dir=job_work_dir(work_root, cache_dir, model_key, checkpoint_sha256, protocol),
                            out_dir=out_dir, shard=shard, device=device, batch_size=batch_size, progress=progress,
                            wall_s=timer.seconds, shared_tuning=shared_tuning)
@@ -244,11 +241,3 @@ def _tuning_facts(tuning: dict) -> dict:
     """The part of the tuning a record keeps (not every trial)."""
     return {key: tuning.get(key) for key in ("indices", "params", "median_distance")}
 
-
-def randomized_output_message(report: CheckReport) -> str | None:
-    """The check's randomized-output finding as a flag message, or None when the outputs are deterministic."""
-    sanity = report.sanity
-    if sanity is None or not sanity.randomized:
-        return None
-    detail = sanity.message or "the model gave different outputs for the same input"
-    return f"randomized output: {detail}; attack results on a randomized model overstate robustness"
