@@ -35,6 +35,7 @@ from torch import nn
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import PACKAGE_DIR
+from evaluator.record.types import Record
 
 EXAMPLE_DIR = PACKAGE_DIR / "demo_example"
 PROTOCOL = "smoke-v1"
@@ -221,7 +222,7 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _model_line(record: dict) -> str:
+def _model_line(record: Record) -> str:
     metrics, check = record["metrics"], record["check"] or {}
     sparsity = (check.get("sparsity") or {}).get("message", "")
     flags = ", ".join(flag["code"] for flag in record["flags"]) or "none"
@@ -272,7 +273,9 @@ def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: i
         _say(_model_line(record))
         for suffix in (".json", ".npz"):  # the demo's own repository shows its smoke records
             atomic_write_bytes(shown_dir / f"{stem}{suffix}", (evaluated_dir / f"{stem}{suffix}").read_bytes())
-        distances[model_key] = PerSample.load(evaluated_dir / record["per_sample"]["file"]).hofmn_distance
+        reference = record["per_sample"]
+        assert reference is not None  # apb evaluate writes the sidecar with its record
+        distances[model_key] = PerSample.load(evaluated_dir / reference["file"]).hofmn_distance
     rendered = render_all(out, protocols=[protocol.id])
     for relative, data in rendered.items():
         atomic_write_bytes(out / relative, data)

@@ -170,3 +170,19 @@ def test_the_worst_case_is_robust_under_every_metric_that_counts_toward_it():
 def test_an_undeclared_per_sample_array_is_refused():
     with pytest.raises(ValueError, match="unknown per-sample arrays"):
         records.PerSample(np.arange(3), clean_correct=[True] * 3, pgd_robust=[True] * 3)
+
+
+def test_the_record_type_states_the_schema_s_keys():
+    """``Record`` (and its nested types) name exactly the schema's properties, required where the schema
+    requires them; the schema's metric and count names are metrics.yaml's."""
+    from evaluator.record.types import Flag, Record, SidecarRef
+    from evaluator.repository.schema import load_schema
+
+    schema = load_schema("record")
+    for typed, part in ((Record, schema), (Flag, schema["properties"]["flags"]["items"]),
+                        (SidecarRef, schema["$defs"]["per_sample"])):
+        assert set(typed.__annotations__) == set(part["properties"]), typed.__name__
+        assert typed.__required_keys__ == set(part.get("required", [])), typed.__name__
+    assert schema["properties"]["metrics"]["required"] == list(records.METRICS)
+    assert schema["$defs"]["counts"]["required"] == [records.COUNT_FIELDS[m] for m in records.METRICS]
+    assert list(schema["$defs"]["intervals"]["properties"]) == list(records.METRICS)

@@ -12,6 +12,7 @@ from evaluator.errors import APBError, Problem
 from evaluator.registry.model_keys import parse_model_key
 from evaluator.protocol import EvaluableProtocol, Protocol
 from evaluator.record.flags import THRESHOLD_FLAGS, flag, flag_with_message
+from evaluator.record.types import Flag, Record
 from evaluator.record.records import SCHEMA_VERSION, PerSample, record_stem, summarize, write_record
 
 
@@ -67,7 +68,7 @@ def _percent(share: float) -> str:
 
 
 def sanity_flags(per_sample: PerSample, protocol: EvaluableProtocol, *, aa_warnings: list[str],
-                 randomized_output: str | None = None, official_test_set: bool = True) -> list[dict]:
+                 randomized_output: str | None = None, official_test_set: bool = True) -> list[Flag]:
     """The record's flags: AutoAttack's own warnings, a randomized-output check that failed, disagreements
     between AutoAttack and HO-FMN beyond the protocol's limits, too many samples without any adversarial,
     and a test file that is not the official one."""
@@ -114,7 +115,7 @@ def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, fl
     return result
 
 
-def build_record(facts: RunFacts, per_sample: PerSample, protocol: EvaluableProtocol) -> dict:
+def build_record(facts: RunFacts, per_sample: PerSample, protocol: EvaluableProtocol) -> Record:
     """The result record (design.md) of an evaluation from its facts and per-sample results."""
     key = parse_model_key(facts.model_key)
     summary = summarize(per_sample, protocol.eps)
@@ -153,7 +154,7 @@ def build_record(facts: RunFacts, per_sample: PerSample, protocol: EvaluableProt
     }
 
 
-def write_result(record: dict, per_sample: PerSample, out_dir: Path) -> Path:
+def write_result(record: Record, per_sample: PerSample, out_dir: Path) -> Path:
     """Write the sidecar, then the record that names it (with its sha256), atomically; the record's path."""
     stem = record_stem(record["model_key"], record["protocol"])
     sha = per_sample.save(Path(out_dir) / f"{stem}.npz")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import PACKAGE_DIR
+from evaluator.record.types import Flag
 from evaluator.untrusted.safeio import load_yaml
 
 FLAGS_FILE = PACKAGE_DIR / "flags.yaml"
@@ -30,12 +31,12 @@ THRESHOLD_FLAGS = tuple((kind.code, kind.threshold) for kind in CATALOGUE.values
                         if kind.threshold)  # (code, the protocol's sanity field), in catalogue order
 
 
-def flag(code: str, **fields: object) -> dict[str, str]:
+def flag(code: str, **fields: object) -> Flag:
     """The record's flag *code*, its message filled with *fields*."""
     return {"code": code, "message": kind_of(code).message.format(**fields)}
 
 
-def flag_with_message(code: str, message: str) -> dict[str, str]:
+def flag_with_message(code: str, message: str) -> Flag:
     """The record's flag *code* with a *message* made earlier by :func:`flag` (and kept, as a shard keeps it)."""
     return {"code": kind_of(code).code, "message": message}
 

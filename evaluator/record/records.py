@@ -8,7 +8,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, cast
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from evaluator.errors import APBError, Problem
 from evaluator.untrusted.npz_reader import MAX_NPY_HEADER, read_npz
 from evaluator.untrusted.zip_checks import directory
 from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
+from evaluator.record.types import Record
 from evaluator.untrusted.safeio import atomic_write_bytes, dump_json, load_yaml
 
 SCHEMA_VERSION = 1
@@ -86,16 +87,17 @@ def record_stem(model_key: str, protocol: str) -> str:
     return f"{model_key}__{protocol}"
 
 
-def write_record(record: dict, directory: Path) -> Path:
+def write_record(record: Mapping[str, Any], directory: Path) -> Path:
     """Write *record* as ``<model_key>__<protocol>.json`` under *directory*, atomically."""
     path = directory / f"{record_stem(record['model_key'], record['protocol'])}.json"
-    atomic_write_bytes(path, dump_json(record))
+    atomic_write_bytes(path, dump_json(dict(record)))
     return path
 
 
-def read_record(path: Path) -> dict:
+def read_record(path: Path) -> Record:
+    """The record at *path*, as written (``apb validate`` checks it against the schema)."""
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        return cast(Record, json.load(handle))
 
 
 def recorded_sha256(folder: Path, model_key: str, protocol: str, *,

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 from evaluator.record.records import COUNT_FIELDS  # metric -> its field in ``counts``
 from evaluator.record.records import METRICS, metric_label
+from evaluator.record.types import Record
 from evaluator.render.inputs import EVALUATED, Result
 from evaluator.render.layout import (LEADERBOARD_README, STRUCTURE_KIND_TITLES, group_of, group_title, model_curve_file,
                                      model_page, relative_link)
@@ -30,7 +31,7 @@ def protocol_anchor(protocol: str) -> str:
     return github_anchor(protocol_heading(protocol))
 
 
-def metrics_table(record: dict) -> str:
+def metrics_table(record: Record) -> str:
     """Metric, accuracy, 95% Wilson interval and count of one record (intervals and counts where present)."""
     metrics, intervals, counts = record.get("metrics") or {}, record.get("intervals") or {}, record.get("counts") or {}
     rows = []
@@ -101,7 +102,7 @@ def _evaluated_section(page: PurePosixPath, result: Result, row: Row, descriptio
     if row.curve is not None:
         lines += ["", f"![security curve of {result.model_key} under {result.protocol}]"
                       f"({relative_link(page, model_curve_file(result.model_key, result.protocol))})"]
-    sidecar = record.get("per_sample") or {}
+    sidecar = record.get("per_sample")
     about = [f"- protocol: `{result.protocol}`" + (f": {description}" if description else ""),
              f"- samples: {record.get('n_samples')}",
              f"- checkpoint sha256: {code_span(record.get('checkpoint_sha256'))}", f"- record: `{result.path.as_posix()}`"]

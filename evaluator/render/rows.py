@@ -100,7 +100,8 @@ def row_of(root: Path, result: Result, eps: float | None = None) -> Row:
     distances = per_sample.hofmn_distance if per_sample is not None else load_distances(root, result)
     bits = None if per_sample is None or eps is None else tuple(
         np.packbits(per_sample.robust(metric, eps)).tobytes() for metric in WORST_CASE_PARTS)
-    sample_range = (record.get("per_sample") or {}).get("sample_range")
+    sidecar = record.get("per_sample")
+    sample_range = sidecar.get("sample_range") if sidecar else None
     if distances is not None and sample_range is None:
         sample_range = [0, int(distances.size)]
     figures = (record.get("check") or {}).get("efficiency")

@@ -31,6 +31,7 @@ from evaluator.registry.model_keys import parse_model_key
 from evaluator.protocol import DEFAULT_PROTOCOL, EvaluableProtocol, Protocol, load_protocol
 from evaluator.paths import records_dir
 from evaluator.record.records import read_record, record_stem, recorded_sha256
+from evaluator.record.types import Record
 from evaluator.run.chunks import ChunkStore, chunk_ranges
 from evaluator.run.stages import evaluate_chunks, shared_tuning_file
 from evaluator.run.shards import Shard, shard_dir, write_shard
@@ -93,7 +94,7 @@ class Outcome:
     model_key: str
     status: str
     path: Path
-    record: dict | None = None
+    record: Record | None = None
 
 
 # Forward+backward passes per sample of each AutoAttack attack when the sample stays robust through it: APGD-CE

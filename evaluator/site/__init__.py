@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from evaluator.errors import APBError, Problem
 from evaluator.record.records import METRIC_TABLE, METRICS, metric_label, metrics_in
+from evaluator.record.types import Record
 
 if TYPE_CHECKING:
     from evaluator.render.catalog import Catalog, CurveColumn
@@ -174,7 +175,7 @@ class Downloads:
     csv_writer: Any
     first: bool = True
 
-    def add(self, record: dict, name: str, path: str) -> None:
+    def add(self, record: Record, name: str, path: str) -> None:
         self.json_file.write(("\n" if self.first else ",\n") + json.dumps(record, ensure_ascii=False, sort_keys=False))
         self.first = False
         metrics, intervals = record.get("metrics") or {}, record.get("intervals") or {}
