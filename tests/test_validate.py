@@ -487,6 +487,7 @@ def test_evaluated_numbers_must_agree_with_their_counts(repo):
     problems = validate(repo)
     expect(problems, rel(path, repo), "metrics.aa_robust_accuracy", "counts.aa_robust/n_samples gives")
     expect(problems, rel(path, repo), "counts.worst_case_robust", "cannot exceed clean_correct")
+    expect(problems, rel(path, repo), "counts.worst_case_robust", "cannot exceed aa_robust or hofmn_robust")
     expect(problems, rel(path, repo), "intervals.clean_accuracy", "does not contain the metric")
 
 

@@ -109,8 +109,9 @@ def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, fl
     for entry in ledger.values():
         for stage, seconds in entry["wall_s"].items():
             totals[stage] = totals.get(stage, 0.0) + seconds
-    order = ("fetch", "check", "clean", "autoattack", "hofmn_tuning", "hofmn")
-    result = {stage: round(totals[stage], 3) for stage in order if stage in totals}
+    order = ("fetch", "check", "clean", "autoattack", "hofmn_tuning", "hofmn")  # a stage added later: after these
+    result = {stage: round(totals[stage], 3) for stage in (*order, *(s for s in totals if s not in order))
+              if stage in totals}
     result["total"] = round(sum(result.values()), 3)
     return result
 

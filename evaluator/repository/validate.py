@@ -25,8 +25,8 @@ from evaluator.errors import APBError, Problem
 from evaluator.registry.model_keys import is_ap_key, parse_model_key
 from evaluator.repository.manifest import ModelEntry, manifest_entries, sparsities_by_kind, sparsities_for
 from evaluator.untrusted.npz_reader import read_npz
-from evaluator.record.records import (COUNT_FIELDS, METRICS, PerSample, count_results, load_sidecar, protocol_samples,
-                               record_stem, sidecar_member_bound)
+from evaluator.record.records import (COUNT_FIELDS, METRIC_TABLE, METRICS, WORST_CASE_PARTS, PerSample, count_results,
+                                      load_sidecar, protocol_samples, record_stem, sidecar_member_bound)
 from evaluator.untrusted.safeio import MAX_BYTES, LineMap, format_field, parse_json_text, parse_yaml_text, read_limited_bytes
 from evaluator.repository.schema import load_schema, schema_problems, schema_validator, short_repr, unique_problems
 from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY
@@ -76,11 +76,12 @@ def _count_problems(data: dict, lines: LineMap, file: str) -> list[Problem]:
     for name, value in counts.items():
         if value > n:
             problem(("counts", name), f"{value} is more than n_samples ({n})")
-    for robust in ("aa_robust", "hofmn_robust", "worst_case_robust"):
-        if counts[robust] > counts["clean_correct"]:
-            problem(("counts", robust), "cannot exceed clean_correct")
-    if counts["worst_case_robust"] > min(counts["aa_robust"], counts["hofmn_robust"]):
-        problem(("counts", "worst_case_robust"), "cannot exceed aa_robust or hofmn_robust")
+    clean, parts = COUNT_FIELDS[METRICS[0]], [COUNT_FIELDS[metric] for metric in WORST_CASE_PARTS]
+    for metric in METRICS[1:]:  # metrics.yaml: the first metric is clean accuracy, the others robust accuracies
+        if counts[COUNT_FIELDS[metric]] > counts[clean]:
+            problem(("counts", COUNT_FIELDS[metric]), f"cannot exceed {clean}")
+        if METRIC_TABLE[metric].rule == "worst_case" and counts[COUNT_FIELDS[metric]] > min(counts[p] for p in parts):
+            problem(("counts", COUNT_FIELDS[metric]), f"cannot exceed {' or '.join(parts)}")
     for metric, count_name in COUNT_FIELDS.items():
         expected = round(100.0 * counts[count_name] / n, 4)
         if metrics[metric] is not None and abs(metrics[metric] - expected) > 1e-9:
