@@ -147,16 +147,29 @@ def test_a_sidecar_written_before_named_arrays_still_reads():
     assert np.isinf(per_sample.hofmn_distance[[5, 9]]).all()
 
 
-def test_an_array_declared_after_a_sidecar_was_written_is_absent_from_it(monkeypatch):
-    """A new attack's array (optional in metrics.yaml) does not stop an old sidecar from reading."""
+def test_an_attack_declared_after_a_sidecar_was_written_leaves_its_numbers_as_they_were(monkeypatch):
+    """A new attack counting toward the worst case (an optional array and a metric in metrics.yaml): an old
+    sidecar still reads, without the array, and gives the counts its record holds (worst case over AA and
+    HO-FMN); a result with the array counts it, and its worst case is robust under all three."""
     arrays = {**records._ARRAYS, "pgd_robust": {"dtype": "bool", "stage": "pgd", "optional": True}}
-    monkeypatch.setattr(records, "_ARRAYS", arrays)
-    monkeypatch.setattr(records, "SIDECAR_ARRAYS", tuple(arrays))
-    monkeypatch.setattr(records, "ARRAY_DTYPES", {**records.ARRAY_DTYPES, "pgd_robust": np.dtype(bool)})
+    pgd = records.Metric("pgd_robust_accuracy", "pgd_robust", "flag", "pgd_robust", True, {}, {})
+    *before, worst = records.METRICS
+    table = {**{m: records.METRIC_TABLE[m] for m in before}, pgd.name: pgd, worst: records.METRIC_TABLE[worst]}
+    for name, value in {"_ARRAYS": arrays, "SIDECAR_ARRAYS": tuple(arrays), "METRIC_TABLE": table,
+                        "ARRAY_DTYPES": {**records.ARRAY_DTYPES, "pgd_robust": np.dtype(bool)},
+                        "METRICS": tuple(table), "COUNT_FIELDS": {m: row.count for m, row in table.items()},
+                        "WORST_CASE_PARTS": (*records.WORST_CASE_PARTS, pgd.name)}.items():
+        monkeypatch.setattr(records, name, value)
     per_sample = records.load_sidecar(OLD_SIDECAR.read_bytes(), OLD_SIDECAR_SHA256, OLD_SIDECAR.name, n_samples=20)
     assert "pgd_robust" not in per_sample.arrays and len(per_sample) == 20
-    with_pgd = records.PerSample(**per_sample.arrays, pgd_robust=per_sample.aa_robust)
-    assert with_pgd["pgd_robust"].dtype == bool
+    assert records.count_results(per_sample, 8 / 255) == {"clean_correct": 15, "aa_robust": 9, "hofmn_robust": 10,
+                                                         "worst_case_robust": 9}
+    pgd_robust = per_sample.aa_robust.copy()
+    pgd_robust[np.flatnonzero(pgd_robust)[:2]] = False
+    with_pgd = records.PerSample(**per_sample.arrays, pgd_robust=pgd_robust)
+    assert records.count_results(with_pgd, 8 / 255) == {"clean_correct": 15, "aa_robust": 9, "hofmn_robust": 10,
+                                                       "pgd_robust": 7, "worst_case_robust": 7}
+    assert list(records.summarize(with_pgd, 8 / 255)["metrics"]) == list(table)
 
 
 def test_the_worst_case_is_robust_under_every_metric_that_counts_toward_it():

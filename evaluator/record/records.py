@@ -177,12 +177,20 @@ class PerSample:
     def hofmn_distance(self) -> np.ndarray:
         return self.arrays["hofmn_distance"]
 
-    def robust(self, metric: str, eps: float) -> np.ndarray:
-        """Per sample: does it count toward *metric* at *eps* (``metrics.yaml``'s ``robust`` rule)? A distance
-        counts when it exceeds ``eps + LINF_TOLERANCE``; the worst case is robust under every part of it."""
+    def measured(self, metric: str) -> bool:
+        """Does this result hold the array *metric* counts? (A sidecar written before an ``optional`` array was
+        declared lacks it: that metric is not measured, and its worst case is over the parts it holds.)"""
         row = METRIC_TABLE[metric]
         if row.rule == "worst_case":
-            return np.logical_and.reduce([self.robust(part, eps) for part in WORST_CASE_PARTS])
+            return any(self.measured(part) for part in WORST_CASE_PARTS)
+        return row.array in self.arrays
+
+    def robust(self, metric: str, eps: float) -> np.ndarray:
+        """Per sample: does it count toward *metric* at *eps* (``metrics.yaml``'s ``robust`` rule)? A distance
+        counts when it exceeds ``eps + LINF_TOLERANCE``; the worst case is robust under every measured part."""
+        row = METRIC_TABLE[metric]
+        if row.rule == "worst_case":
+            return np.logical_and.reduce([self.robust(part, eps) for part in WORST_CASE_PARTS if self.measured(part)])
         assert row.array is not None  # _metric gives flag and distance rules their array
         if row.rule == "distance":
             return self.arrays[row.array] > np.float32(eps + LINF_TOLERANCE)
@@ -286,8 +294,10 @@ def wilson_intervals(successes: np.ndarray, n: int, z: float = 1.959963984540054
 
 
 def count_results(per_sample: PerSample, eps: float) -> dict[str, int]:
-    """The record's ``counts``: per metric, the samples that count toward it at *eps* (``PerSample.robust``)."""
-    return {COUNT_FIELDS[metric]: int(np.count_nonzero(per_sample.robust(metric, eps))) for metric in METRICS}
+    """The record's ``counts``: per measured metric, the samples that count toward it at *eps*
+    (``PerSample.robust``)."""
+    return {COUNT_FIELDS[metric]: int(np.count_nonzero(per_sample.robust(metric, eps))) for metric in METRICS
+            if per_sample.measured(metric)}
 
 
 def summarize(per_sample: PerSample, eps: float) -> dict:
@@ -295,7 +305,7 @@ def summarize(per_sample: PerSample, eps: float) -> dict:
     n = len(per_sample)
     counts = count_results(per_sample, eps)
     metrics, intervals = {}, {}
-    for metric in METRICS:
+    for metric in (m for m in METRICS if COUNT_FIELDS[m] in counts):
         k = counts[COUNT_FIELDS[metric]]
         metrics[metric] = round(100.0 * k / n, 4) if n else None
         lo, hi = wilson_interval(k, n)
