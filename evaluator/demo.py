@@ -35,6 +35,7 @@ from torch import nn
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import PACKAGE_DIR
+from evaluator.record.records import METRICS, metric_label
 from evaluator.record.types import Record
 
 EXAMPLE_DIR = PACKAGE_DIR / "demo_example"
@@ -226,10 +227,10 @@ def _model_line(record: Record) -> str:
     metrics, check = record["metrics"], record["check"] or {}
     sparsity = (check.get("sparsity") or {}).get("message", "")
     flags = ", ".join(flag["code"] for flag in record["flags"]) or "none"
+    numbers = ", ".join(f"{metric_label(metric, 'short')} {metrics[metric]:.1f}%" for metric in METRICS
+                        if metrics.get(metric) is not None)
     return (f"      {record['model_key']}: check {'PASSED' if check.get('ok') else 'FAILED'} ({sparsity}); "
-            f"clean {metrics['clean_accuracy']:.1f}%, AutoAttack {metrics['aa_robust_accuracy']:.1f}%, "
-            f"HO-FMN {metrics['hofmn_robust_accuracy']:.1f}%, worst case "
-            f"{metrics['worst_case_robust_accuracy']:.1f}%; flags: {flags}")
+            f"{numbers}; flags: {flags}")
 
 
 def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: int = 0, device: str = "cpu",
