@@ -201,3 +201,10 @@ def test_the_record_type_states_the_schema_s_keys():
     assert list(counts["properties"]) == [records.COUNT_FIELDS[m] for m in records.METRICS]
     assert set(counts["required"]) <= set(counts["properties"])
     assert list(schema["$defs"]["intervals"]["properties"]) == list(records.METRICS)
+
+
+def test_a_sidecar_stores_its_arrays_in_the_declared_order_however_they_were_given(tmp_path):
+    data = _per_sample(50)
+    backwards = records.PerSample(**dict(reversed(list(data.arrays.items()))))
+    assert list(backwards.arrays) == list(records.SIDECAR_ARRAYS)
+    assert backwards.save(tmp_path / "a.npz") == data.save(tmp_path / "b.npz")

@@ -148,9 +148,9 @@ class PerSample:
         unknown = sorted(set(arrays) - set(SIDECAR_ARRAYS))
         if unknown:
             raise ValueError(f"unknown per-sample arrays {unknown}: {METRICS_FILE.name} declares {list(SIDECAR_ARRAYS)}")
-        self.arrays: dict[str, np.ndarray] = {
-            name: np.asarray(values, dtype=ARRAY_DTYPES[name])
-            for name, values in {"sample_index": sample_index, **arrays}.items()}
+        given = {"sample_index": sample_index, **arrays}
+        self.arrays: dict[str, np.ndarray] = {  # in the declared order, the order a sidecar stores them
+            name: np.asarray(given[name], dtype=ARRAY_DTYPES[name]) for name in SIDECAR_ARRAYS if name in given}
         sizes = {a.shape for a in self.arrays.values()}
         if len(sizes) != 1 or len(next(iter(sizes))) != 1:
             raise ValueError(f"per-sample arrays must be 1-D and of one length, got shapes {sorted(sizes)}")
