@@ -319,3 +319,12 @@ def test_one_evaluation_builds_the_model_once_and_computes_compliance_once(tmp_p
     outcome = evaluate_model(example.model_keys[-1], protocol=PROTOCOL, root=example.root, data_dir=example.data_dir,
                              out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
     assert outcome.record is not None and counts == {"build": 1, "compliance": 1}
+
+
+def test_every_array_of_metrics_yaml_comes_from_a_stage_of_the_table():
+    from evaluator.record.records import ARRAY_STAGES
+    from evaluator.run.stages import STAGE_TABLE, STAGES
+
+    assert STAGES == ("clean", "autoattack", "hofmn")
+    assert {stage for stage in ARRAY_STAGES.values() if stage} == set(STAGES)
+    assert {name for stage in STAGE_TABLE for name in stage.arrays} == {n for n, s in ARRAY_STAGES.items() if s}
