@@ -20,6 +20,7 @@ demo: install
 test: install
 	$(BIN)/apb validate
 	$(BIN)/apb leaderboard --check
+	$(BIN)/apb docs --check
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q

@@ -23,7 +23,9 @@ import torch
 from timing import machine
 
 from evaluator.run.datasets import load_test_set, write_cifar10_test
-from evaluator.run.evaluate import ChunkStore, evaluate_chunks, evaluate_model
+from evaluator.run.chunks import ChunkStore
+from evaluator.run.evaluate import evaluate_model
+from evaluator.run.stages import evaluate_chunks
 from evaluator.models import build_model
 from evaluator.protocol import load_protocol
 from evaluator.record.records import PerSample
@@ -69,7 +71,7 @@ def realistic_per_sample(n: int, seed: int = 0) -> PerSample:
     distances[rng.random(n) < 0.005] = np.inf
     distances[~clean] = 0
     robust = (distances > 8 / 255) & (rng.random(n) < 0.98)
-    return PerSample(np.arange(n), clean, robust, distances)
+    return PerSample(np.arange(n), clean_correct=clean, aa_robust=robust, hofmn_distance=distances)
 
 
 def bench_memory(folder: Path, n: int, architecture: str, batch_size: int) -> dict[str, float]:

@@ -62,6 +62,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from evaluator.run import evaluate as evaluation  # noqa: E402
+from evaluator.run import stages  # noqa: E402
 from evaluator.record import provenance  # noqa: E402
 from evaluator.attacks.common import frozen_for_attack  # noqa: E402
 from evaluator.run.datasets import load_test_set, write_cifar10_test  # noqa: E402
@@ -157,7 +158,7 @@ class StageFigures:
 
 class Recorder:
     """Per-stage figures of the evaluation stages and of AutoAttack's sub-attacks, by patching the stage
-    functions of ``evaluator.run.evaluate`` and the sub-attacks' ``perturb`` (timing only: arguments and results
+    functions of ``evaluator.run.stages`` and the sub-attacks' ``perturb`` (timing only: arguments and results
     pass through untouched)."""
 
     def __init__(self, device: str, utilization: Utilization) -> None:
@@ -205,7 +206,7 @@ class Recorder:
     def install(self) -> None:
         for stage, function in (("clean", "clean_chunk"), ("autoattack", "autoattack_chunk"),
                                 ("hofmn_tuning", "tune_hofmn"), ("hofmn", "hofmn_chunk")):
-            setattr(evaluation, function, self.wrap(stage, getattr(evaluation, function)))
+            setattr(stages, function, self.wrap(stage, getattr(stages, function)))
         from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
         from pyautoattack.fab_base import FABAttack
         from pyautoattack.square import SquareAttack
@@ -534,7 +535,7 @@ def worker_main(args: argparse.Namespace) -> None:
     while not Path(args.go).exists():
         time.sleep(0.005)
     started = time.time()
-    results = evaluation.evaluate_chunks(model, test_set, protocol, device=args.device, progress=False,
+    results = stages.evaluate_chunks(model, test_set, protocol, device=args.device, progress=False,
                                          stages=("clean", "autoattack"))
     sync(args.device)
     Path(args.result).write_text(json.dumps({"start": started, "end": time.time(), "wall": time.time() - started,

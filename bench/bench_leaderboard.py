@@ -50,7 +50,8 @@ def sidecars() -> list[tuple[bytes, dict]]:
         distances[: N_SAMPLES // 5] = 0
         distances[-10:] = np.inf
         clean = distances > 0
-        per_sample = PerSample(np.arange(N_SAMPLES), clean, clean & (distances > EPS * 1.02), distances)
+        per_sample = PerSample(np.arange(N_SAMPLES), clean_correct=clean,
+                               aa_robust=clean & (distances > EPS * 1.02), hofmn_distance=distances)
         buffer = io.BytesIO()
         np.savez_compressed(buffer, sample_index=per_sample.sample_index,
                             clean_correct=np.packbits(per_sample.clean_correct),

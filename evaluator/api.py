@@ -25,6 +25,7 @@ from evaluator.checkpoint.load import load_model
 from evaluator.repository.manifest import LOADING_FIELDS
 from evaluator.protocol import DEFAULT_PROTOCOL
 from evaluator.repository.submissions import load_ap_taxonomy
+from evaluator.record.types import Record
 
 __all__ = ["load_model", "load_local_model", "load_ap_taxonomy", "test_model_aa", "test_model_hofmn", "benchmark", "load_distance",
            "plot_sec_curve"]
@@ -50,7 +51,7 @@ def _run(model: nn.Module, dataset: str, data_dir: str | Path, device: str, prot
          download: bool, progress: bool, stages: tuple[str, ...]) -> tuple[Any, Any]:
     from evaluator.run.datasets import load_test_set
     from evaluator.device import checked_device
-    from evaluator.run.evaluate import evaluate_chunks
+    from evaluator.run.stages import evaluate_chunks
 
     device = checked_device(str(device))
     test_set = load_test_set(dataset, Path(data_dir), n=protocol.n_samples, download=download)
@@ -151,11 +152,12 @@ test_model_hofmn.__test__ = False  # type: ignore[attr-defined]
 
 def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_path: str | Path | None = None,
               device: str = "cpu", *, n: int | None = None, batch_size: int = 500, download: bool = False,
-              protocol: str = DEFAULT_PROTOCOL, progress: bool = True) -> dict:
+              protocol: str = DEFAULT_PROTOCOL, progress: bool = True) -> Record:
     """Evaluate a local model like ``apb evaluate`` (clean, AutoAttack, HO-FMN), print the claim-ready summary
     and return the record; with ``save_dist_path`` the record and its per-sample sidecar are written there."""
     from evaluator.record import provenance
     from evaluator.record.assemble import RunFacts, build_record, write_result
+    from evaluator.record.flags import flag
     from evaluator.run.evaluate import test_set_facts
     from evaluator.registry.model_keys import parse_model_key
     from evaluator.record.records import read_record
@@ -172,9 +174,8 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
                      tuning=results.tuning, wall_s={"hofmn_tuning": float(results.tuning.get("wall_s", 0.0))})
     record = build_record(facts, results.per_sample, settings)
     if n is not None and n != _protocol(protocol, None).n_samples:
-        record["flags"].append({"code": "reduced-samples", "message": (
-            f"evaluated on the first {n} samples only; protocol {settings.id} uses "
-            f"{_protocol(protocol, None).n_samples}: not comparable with the leaderboard")})
+        record["flags"].append(flag("reduced-samples", n=n, protocol=settings.id,
+                                    n_samples=_protocol(protocol, None).n_samples))
     path = None
     if save_dist_path is not None:
         path = write_result(record, results.per_sample, Path(save_dist_path))
@@ -183,17 +184,17 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
     return record
 
 
-def claim_summary(record: dict, path: Path | None) -> str:
+def claim_summary(record: Record, path: Path | None) -> str:
     """The text ``benchmark`` prints: the numbers with their 95% intervals, the flags, what to do next."""
     from evaluator.record.summary import record_numbers
 
     lines = [f"Results ready for a claim: {record['model_key']} under protocol {record['protocol']} "
              f"({record['n_samples']} samples)"]
     lines += record_numbers(record)
-    if path is not None:
+    reference = record["per_sample"]
+    if path is not None and reference is not None:
         lines.append(f"  record: {path}")
-        lines.append(f"  per-sample results: {path.parent / record['per_sample']['file']} "
-                     f"(sha256 {record['per_sample']['sha256']})")
+        lines.append(f"  per-sample results: {path.parent / reference['file']} (sha256 {reference['sha256']})")
     lines.append(f"To submit: put the checkpoint behind a public URL, add it to submissions/{record['ap_key']}/"
                  "manifest.yaml (pin its sha256 with `apb lock`) and open a pull request; the benchmark's CI "
                  "evaluates it again and writes the record.")
@@ -222,7 +223,9 @@ def load_distance(model_key: str, root: str | Path | None = None) -> np.ndarray:
         raise APBError(Problem(str(folder), f"no evaluated leaderboard record of {model_key} with per-sample "
                                             f"results; evaluate it with `apb evaluate {model_key}`"))
     _, _, path, record = max(candidates)
-    sidecar = load_checked_sidecar(path.parent / record["per_sample"]["file"], record["per_sample"]["sha256"], path)
+    reference = record["per_sample"]
+    assert reference is not None  # every candidate names its sidecar
+    sidecar = load_checked_sidecar(path.parent / reference["file"], reference["sha256"], path)
     return sidecar.hofmn_distance
 
 

@@ -20,6 +20,7 @@ COMMANDS = {
     "evaluate": "evaluate models with AutoAttack and HO-FMN and write their records (resumable, shardable)",
     "merge": "combine the shards of one evaluation into the record a single run would give",
     "leaderboard": "render leaderboard/, taxonomy/README.md and the security curves from the records",
+    "docs": "write the generated documentation pages (docs/flags.md: the flag catalogue)",
     "site": "build the static leaderboard site (tables, curve comparison, analysis, downloads) into a folder",
     "import-distances": "import the original benchmark's HO-FMN distance pickles as per-sample sidecars",
     "demo": "offline end-to-end run on a small embedded example submission",

@@ -35,6 +35,8 @@ from torch import nn
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import PACKAGE_DIR
+from evaluator.record.records import METRICS, metric_label
+from evaluator.record.types import Record
 
 EXAMPLE_DIR = PACKAGE_DIR / "demo_example"
 PROTOCOL = "smoke-v1"
@@ -221,14 +223,14 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _model_line(record: dict) -> str:
+def _model_line(record: Record) -> str:
     metrics, check = record["metrics"], record["check"] or {}
     sparsity = (check.get("sparsity") or {}).get("message", "")
     flags = ", ".join(flag["code"] for flag in record["flags"]) or "none"
+    numbers = ", ".join(f"{metric_label(metric, 'short')} {metrics[metric]:.1f}%" for metric in METRICS
+                        if metrics.get(metric) is not None)
     return (f"      {record['model_key']}: check {'PASSED' if check.get('ok') else 'FAILED'} ({sparsity}); "
-            f"clean {metrics['clean_accuracy']:.1f}%, AutoAttack {metrics['aa_robust_accuracy']:.1f}%, "
-            f"HO-FMN {metrics['hofmn_robust_accuracy']:.1f}%, worst case "
-            f"{metrics['worst_case_robust_accuracy']:.1f}%; flags: {flags}")
+            f"{numbers}; flags: {flags}")
 
 
 def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: int = 0, device: str = "cpu",
@@ -272,7 +274,9 @@ def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: i
         _say(_model_line(record))
         for suffix in (".json", ".npz"):  # the demo's own repository shows its smoke records
             atomic_write_bytes(shown_dir / f"{stem}{suffix}", (evaluated_dir / f"{stem}{suffix}").read_bytes())
-        distances[model_key] = PerSample.load(evaluated_dir / record["per_sample"]["file"]).hofmn_distance
+        reference = record["per_sample"]
+        assert reference is not None  # apb evaluate writes the sidecar with its record
+        distances[model_key] = PerSample.load(evaluated_dir / reference["file"]).hofmn_distance
     rendered = render_all(out, protocols=[protocol.id])
     for relative, data in rendered.items():
         atomic_write_bytes(out / relative, data)

@@ -85,7 +85,8 @@ def test_benchmark_prints_the_claim_and_returns_the_record(tiny, tmp_path, capsy
 def write_evaluated(root, protocol_id: str, date: str, distances: np.ndarray) -> None:
     protocol = load_protocol(protocol_id)
     n = len(distances)
-    per_sample = PerSample(np.arange(n), distances > 0, np.zeros(n, dtype=bool), distances)
+    per_sample = PerSample(np.arange(n), clean_correct=distances > 0,
+                           aa_robust=np.zeros(n, dtype=bool), hofmn_distance=distances)
     facts = {"model_key": MODEL_KEY, "checkpoint_sha256": "ab" * 32, "environment": {}, "date": date,
              "test_set": {"file": "test_batch", "official": True, "sha256": "0"}, "ledger": {}}
     protocol = dataclasses.replace(protocol, n_samples=n)

@@ -230,7 +230,7 @@ def offline_download(tmp_path, monkeypatch, capsys, **_):
 
 
 def sparsity_far_above_claim(resnet_state, **_):
-    from evaluator.run.check import measure_sparsity
+    from evaluator.run.sparsity import measure_sparsity
     from evaluator.registry.variants import build_variant
 
     model = build_variant("resnet18")
@@ -243,7 +243,7 @@ def sparsity_far_above_claim(resnet_state, **_):
 
 
 def sparsity_below_claim(resnet_state, **_):
-    from evaluator.run.check import measure_sparsity
+    from evaluator.run.sparsity import measure_sparsity
     from evaluator.registry.variants import build_variant
 
     model = build_variant("resnet18")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from evaluator.run.check import (COUNTED_LAYERS, check_compliance, check_entry, check_outputs, clean_predictions,
-                             measure_sparsity)
+from evaluator.run.check import check_compliance, check_entry, check_outputs, clean_predictions
+from evaluator.run.sparsity import COUNTED_LAYERS, measure_sparsity
 from evaluator.run.datasets import load_test_set
 from evaluator.errors import APBError
 from evaluator.models import Normalized, build_model

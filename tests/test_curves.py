@@ -50,7 +50,8 @@ def test_robust_accuracy_counts_zero_as_broken_inf_as_robust_and_the_boundary_as
 
 def test_robust_accuracy_at_eps_equals_the_per_sample_hofmn_robust_flag():
     distances = sample_distances(1)
-    per_sample = PerSample(np.arange(distances.size), distances > 0, distances > 0, distances)
+    per_sample = PerSample(np.arange(distances.size), clean_correct=distances > 0,
+                           aa_robust=distances > 0, hofmn_distance=distances)
     assert robust_accuracy(distances, EPS) == per_sample.hofmn_robust(EPS).mean()
 
 

@@ -16,7 +16,8 @@ from evaluator.cli import main
 from evaluator.run.datasets import load_test_set, write_cifar10_test
 from evaluator.errors import APBError
 from evaluator.record.assemble import RunFacts, build_record, refuse_smoke_in_submissions, sanity_flags
-from evaluator.run.evaluate import ChunkStore, chunk_ranges, chunk_seed, evaluate_chunks
+from evaluator.run.chunks import ChunkStore, chunk_ranges, chunk_seed
+from evaluator.run.stages import evaluate_chunks
 from evaluator.protocol import load_protocol
 from evaluator.record.records import PerSample
 from evaluator.untrusted.safeio import dump_json, load_json, sha256_file
@@ -166,7 +167,7 @@ def per_sample_of(n: int, *, aa_only: int = 0, hofmn_only: int = 0, unbroken: in
     start = aa_only + hofmn_only
     aa_robust[start:start + unbroken] = True
     distance[start:start + unbroken] = np.inf
-    return PerSample(np.arange(n), np.ones(n, dtype=bool), aa_robust, distance)
+    return PerSample(np.arange(n), clean_correct=np.ones(n, dtype=bool), aa_robust=aa_robust, hofmn_distance=distance)
 
 
 def test_disagreement_flags_fire_above_their_limits_only():
@@ -179,7 +180,8 @@ def test_disagreement_flags_fire_above_their_limits_only():
 
 def test_misclassified_samples_are_no_disagreement():
     n = 10
-    per_sample = PerSample(np.arange(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros(n, dtype=np.float32))
+    per_sample = PerSample(np.arange(n), clean_correct=np.zeros(n, dtype=bool),
+                           aa_robust=np.zeros(n, dtype=bool), hofmn_distance=np.zeros(n, dtype=np.float32))
     assert sanity_flags(per_sample, SMOKE, aa_warnings=[]) == []
 
 
@@ -317,3 +319,12 @@ def test_one_evaluation_builds_the_model_once_and_computes_compliance_once(tmp_p
     outcome = evaluate_model(example.model_keys[-1], protocol=PROTOCOL, root=example.root, data_dir=example.data_dir,
                              out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", progress=False)
     assert outcome.record is not None and counts == {"build": 1, "compliance": 1}
+
+
+def test_every_array_of_metrics_yaml_comes_from_a_stage_of_the_table():
+    from evaluator.record.records import ARRAY_STAGES
+    from evaluator.run.stages import STAGE_TABLE, STAGES
+
+    assert STAGES == ("clean", "autoattack", "hofmn")
+    assert {stage for stage in ARRAY_STAGES.values() if stage} == set(STAGES)
+    assert {name for stage in STAGE_TABLE for name in stage.arrays} == {n for n, s in ARRAY_STAGES.items() if s}

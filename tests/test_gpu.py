@@ -14,8 +14,9 @@ import torch
 
 from evaluator.record import provenance
 from evaluator.run.datasets import load_test_set, write_cifar10_test
-from evaluator.run.evaluate import (ChunkStore, chunk_seed, evaluate_chunks, evaluate_loaded, shared_tuning_file,
-                                shared_tuning_result)
+from evaluator.run.chunks import ChunkStore, chunk_seed
+from evaluator.run.evaluate import evaluate_loaded
+from evaluator.run.stages import evaluate_chunks, shared_tuning_file, shared_tuning_result
 from evaluator.protocol import load_protocol
 from evaluator.record.records import PerSample
 from tests.support.evaluation import (CHECKPOINT_SHA256, MODEL_KEY, write_tiny_protocol,  # noqa: F401
@@ -145,7 +146,7 @@ def test_the_cuda_evaluation_is_deterministic_and_records_its_backend(tmp_path):
 @pytest.mark.gpu
 @needs_cuda
 def test_the_cuda_batch_transfer_is_pinned_and_exact(tmp_path):
-    from evaluator.run.evaluate import _to_device
+    from evaluator.run.stages import _to_device
 
     _, _, test_set = cnn_case(tmp_path)
     images, labels = test_set.batch(list(range(16)))

@@ -604,7 +604,8 @@ def test_model_pages_show_where_autoattack_and_hofmn_disagree(tmp_path):
     distances[:2990] = np.inf  # HO-FMN broke 10 samples AutoAttack did not ...
     distances[3000:3005] = 0.5  # ... and missed 5 that AutoAttack broke
     model_key = r18(THREE_APS[0], 90)
-    add_evaluated(root, model_key, flags=False, per_sample=PerSample(np.arange(n), clean, aa, distances))
+    add_evaluated(root, model_key, flags=False, per_sample=PerSample(np.arange(n), clean_correct=clean,
+                                                                     aa_robust=aa, hofmn_distance=distances))
     page = render_all(root)[model_path(model_key)].decode()
     assert "| AutoAttack: robust | 2990 | 10 |" in page and "| AutoAttack: broken | 5 | 6995 |" in page
     assert "The attacks disagree on 15 of 10000 samples (0.15%)" in page
@@ -624,7 +625,8 @@ def test_analysis_shows_whether_the_order_holds_at_other_budgets(tmp_path):
         robust = distances > 8 / 255
         for sparsity in (90, 95):
             add_evaluated(root, r18(ap, sparsity), flags=False,
-                          per_sample=PerSample(index, distances > 0, robust, distances))
+                          per_sample=PerSample(index, clean_correct=distances > 0,
+                                               aa_robust=robust, hofmn_distance=distances))
     analysis = render_all(root)[Path("leaderboard/analysis.md")].decode()
     section = analysis.split("## Rank stability across ε")[1].split(f"### `{PROTOCOL}` · CIFAR10, unstructured (US)")[1]
     assert ("2 complete rows over 2 columns; Kendall's τ with the 8/255 order: ε = 4/255: -1.00, ε = 16/255: 1.00, "

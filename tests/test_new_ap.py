@@ -318,7 +318,7 @@ def test_a_100_row_head_names_outputs_classes_and_the_variant(dnr):
 
 
 def test_deleted_scores_say_masks(heracles):
-    from evaluator.run.check import measure_sparsity
+    from evaluator.run.sparsity import measure_sparsity
     from evaluator.registry.variants import build_variant
 
     dense = {key: value for key, value in heracles["model"].state_dict().items() if not key.endswith("popup_scores")}

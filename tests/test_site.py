@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from pathlib import Path
 
 from evaluator.cli import main
 from evaluator.record.records import iter_record_paths, read_record
@@ -59,3 +60,20 @@ def test_box_statistics_by_hand_and_large_panels_are_summarized():
     assert small == {"dimension": "Stage", "protocol": "p", "values": [["a", "CIFAR10", [1.0, 2.0]]]}
     large = analysis_panel("Stage", "p", {("a", "CIFAR10"): [float(i % 7) for i in range(POINTS_CAP + 1)]})
     assert "values" not in large and large["summary"][0][2]["n"] == POINTS_CAP + 1
+
+
+def test_the_site_s_metric_columns_come_from_metrics_yaml():
+    """The rows' metric fields and the columns site.js draws are metrics.yaml's views.site, in display order:
+    a metric added there adds a field and a column, and shifts no other field."""
+    from evaluator.record.records import METRIC_TABLE, METRICS
+    from evaluator.site import ROW_FIELDS, headline_field, site_metrics
+
+    fields = [METRIC_TABLE[m].views["site"] for m in METRICS]
+    start = ROW_FIELDS.index("source") + 1
+    assert list(ROW_FIELDS[start:start + len(METRICS)]) == fields == ["clean", "aa", "hofmn", "worst"]
+    assert site_metrics() == [["clean_accuracy", "clean", "clean"], ["aa_robust_accuracy", "aa", "AA"],
+                              ["hofmn_robust_accuracy", "hofmn", "HO-FMN"],
+                              ["worst_case_robust_accuracy", "worst", "worst case"]]
+    assert headline_field() == "aa"
+    script = (Path(__file__).parents[1] / "evaluator/site/site.js").read_text()
+    assert not re.search(r'FIELD\.(clean|aa|hofmn|worst)\b|"HO-FMN"|"worst case"', script)  # no hand-written list

@@ -101,8 +101,8 @@ def add_evaluated_record(repo: Path, key: str = HYDRA_KEY, protocol: str = "linf
     """A consistent evaluated record with its per-sample sidecar, as apb evaluate writes them."""
     rng = np.random.default_rng(0)
     clean = rng.random(n) < 0.8
-    per_sample = PerSample(np.arange(n), clean, clean & (rng.random(n) < 0.5),
-                           np.where(clean, rng.random(n).astype(np.float32) * 0.1, 0))
+    per_sample = PerSample(np.arange(n), clean_correct=clean, aa_robust=clean & (rng.random(n) < 0.5),
+                           hofmn_distance=np.where(clean, rng.random(n).astype(np.float32) * 0.1, 0))
     directory = repo / "submissions" / ap / "records"
     stem = record_stem(key, protocol)
     sha = per_sample.save(directory / f"{stem}.npz")
@@ -487,6 +487,7 @@ def test_evaluated_numbers_must_agree_with_their_counts(repo):
     problems = validate(repo)
     expect(problems, rel(path, repo), "metrics.aa_robust_accuracy", "counts.aa_robust/n_samples gives")
     expect(problems, rel(path, repo), "counts.worst_case_robust", "cannot exceed clean_correct")
+    expect(problems, rel(path, repo), "counts.worst_case_robust", "cannot exceed aa_robust or hofmn_robust")
     expect(problems, rel(path, repo), "intervals.clean_accuracy", "does not contain the metric")
 
 
@@ -504,8 +505,8 @@ def test_evaluated_sidecars_must_hold_the_protocols_samples(repo):
     is refused: a record's numbers are on the protocol's first n_samples test samples, in order."""
     path = add_evaluated_record(repo)
     sidecar = path.with_suffix(".npz")
-    samples = PerSample.load(sidecar)
-    samples.sample_index = samples.sample_index + 1
+    stored = PerSample.load(sidecar)
+    samples = PerSample(**{**stored.arrays, "sample_index": stored.sample_index + 1})
     digest = samples.save(sidecar)
     edit_json(path, lambda d: d["per_sample"].update(sha256=digest))
     expect(validate(repo), rel(path, repo), "per_sample.file", "its sample_index must be 0, 1, ..., 9999 in order")

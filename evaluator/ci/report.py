@@ -19,7 +19,7 @@ from evaluator.ci.collect import RECORDS, read_collected
 from evaluator.errors import APBError, Problem
 from evaluator.untrusted.markdown_text import code_span as code
 from evaluator.untrusted.markdown_text import fenced, inline
-from evaluator.record.records import METRICS, metric_label, record_stem
+from evaluator.record.records import metric_label, metrics_in, record_stem
 
 REPORT_MARKER = "<!-- apb-bot:report -->"
 META_PREFIX = "<!-- apb-bot:meta "
@@ -29,7 +29,7 @@ KINDS = ("validation", "evaluation")
 CHECK_NAMES = {"validation": "APB validation", "evaluation": "APB evaluation"}
 EVALUATE_LABEL = "apb:evaluate"
 MAX_PROBLEMS_SHOWN = 50
-METRIC_ROWS = tuple((metric_label(metric, "short"), metric) for metric in METRICS)  # (label, metric) of the comment
+METRIC_ROWS = tuple((metric_label(metric, "short"), metric) for metric in metrics_in("bot"))  # (label, metric) rows
 RUN_TITLE = re.compile(r"^APB PR #([0-9]{1,9}) @ ([0-9a-f]{40})\Z")
 _SHA = re.compile(r"^[0-9a-f]{40}\Z")
 ICONS = {"ok": "✅", "flagged": "⚠️", "failed": "❌"}

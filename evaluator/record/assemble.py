@@ -11,6 +11,8 @@ import numpy as np
 from evaluator.errors import APBError, Problem
 from evaluator.registry.model_keys import parse_model_key
 from evaluator.protocol import EvaluableProtocol, Protocol
+from evaluator.record.flags import THRESHOLD_FLAGS, flag, flag_with_message
+from evaluator.record.types import Flag, Record
 from evaluator.record.records import SCHEMA_VERSION, PerSample, record_stem, summarize, write_record
 
 
@@ -66,37 +68,31 @@ def _percent(share: float) -> str:
 
 
 def sanity_flags(per_sample: PerSample, protocol: EvaluableProtocol, *, aa_warnings: list[str],
-                 randomized_output: str | None = None, official_test_set: bool = True) -> list[dict]:
+                 randomized_output: str | None = None, official_test_set: bool = True) -> list[Flag]:
     """The record's flags: AutoAttack's own warnings, a randomized-output check that failed, disagreements
     between AutoAttack and HO-FMN beyond the protocol's limits, too many samples without any adversarial,
     and a test file that is not the official one."""
-    flags = [{"code": "autoattack-check", "message": f"AutoAttack: {warning}"} for warning in aa_warnings]
+    flags = [flag("autoattack-check", warning=warning) for warning in aa_warnings]
     if randomized_output:
-        flags.append({"code": "randomized-output", "message": randomized_output})
-    limits = protocol.sanity
-    aa_broken = ~per_sample.aa_robust  # misclassified clean samples count as broken by both attacks
-    hofmn_broken = ~per_sample.hofmn_robust(protocol.eps)
-    aa_only, hofmn_only = _share(aa_broken & ~hofmn_broken), _share(hofmn_broken & ~aa_broken)
-    no_adversarial = _share(np.isinf(per_sample.hofmn_distance))
-    if aa_only > limits.max_aa_only:
-        flags.append({"code": "hofmn-weaker-than-aa", "message": (
-            f"AutoAttack broke {_percent(aa_only)} of the samples within eps where HO-FMN did not (limit "
-            f"{_percent(limits.max_aa_only)}): HO-FMN is weaker than expected on this model (tuning failed) or "
-            f"its gradient steps are masked where AutoAttack's Square/FAB succeed")})
-    if hofmn_only > limits.max_hofmn_only:
-        flags.append({"code": "aa-weaker-than-hofmn", "message": (
-            f"HO-FMN broke {_percent(hofmn_only)} of the samples within eps where AutoAttack did not (limit "
-            f"{_percent(limits.max_hofmn_only)}): AutoAttack underestimates the attack on this model, a sign "
-            f"of gradient masking or of a randomized model")})
-    if no_adversarial > limits.max_no_adversarial:
-        flags.append({"code": "hofmn-no-adversarial", "message": (
-            f"HO-FMN found no adversarial at any size for {_percent(no_adversarial)} of the samples (limit "
-            f"{_percent(limits.max_no_adversarial)}): vanishing or masked gradients")})
+        flags.append(flag_with_message("randomized-output", randomized_output))
+    shares = measured_shares(per_sample, protocol.eps)
+    for code, threshold in THRESHOLD_FLAGS:  # flags.yaml: each share above the protocol's sanity limit of that name
+        limit = getattr(protocol.sanity, threshold)
+        if shares[threshold] > limit:
+            flags.append(flag(code, share=_percent(shares[threshold]), limit=_percent(limit)))
     if not official_test_set:
-        flags.append({"code": "unofficial-test-set", "message": (
-            "the test file is not the official one (its md5 differs): these numbers are not comparable with "
-            "the leaderboard")})
+        flags.append(flag("unofficial-test-set"))
     return flags
+
+
+def measured_shares(per_sample: PerSample, eps: float) -> dict[str, float]:
+    """The shares of the samples that the threshold flags of ``flags.yaml`` compare, by the name of the
+    protocol's ``sanity`` limit each is compared with: broken by AutoAttack only, by HO-FMN only (misclassified
+    clean samples count as broken by both), and without any HO-FMN adversarial."""
+    aa_broken = ~per_sample.robust("aa_robust_accuracy", eps)
+    hofmn_broken = ~per_sample.robust("hofmn_robust_accuracy", eps)
+    return {"max_aa_only": _share(aa_broken & ~hofmn_broken), "max_hofmn_only": _share(hofmn_broken & ~aa_broken),
+            "max_no_adversarial": _share(np.isinf(per_sample.hofmn_distance))}
 
 
 def ordered_warnings(ledger: dict[str, dict]) -> list[str]:
@@ -113,13 +109,14 @@ def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, fl
     for entry in ledger.values():
         for stage, seconds in entry["wall_s"].items():
             totals[stage] = totals.get(stage, 0.0) + seconds
-    order = ("fetch", "check", "clean", "autoattack", "hofmn_tuning", "hofmn")
-    result = {stage: round(totals[stage], 3) for stage in order if stage in totals}
+    order = ("fetch", "check", "clean", "autoattack", "hofmn_tuning", "hofmn")  # a stage added later: after these
+    result = {stage: round(totals[stage], 3) for stage in (*order, *(s for s in totals if s not in order))
+              if stage in totals}
     result["total"] = round(sum(result.values()), 3)
     return result
 
 
-def build_record(facts: RunFacts, per_sample: PerSample, protocol: EvaluableProtocol) -> dict:
+def build_record(facts: RunFacts, per_sample: PerSample, protocol: EvaluableProtocol) -> Record:
     """The result record (design.md) of an evaluation from its facts and per-sample results."""
     key = parse_model_key(facts.model_key)
     summary = summarize(per_sample, protocol.eps)
@@ -158,7 +155,7 @@ def build_record(facts: RunFacts, per_sample: PerSample, protocol: EvaluableProt
     }
 
 
-def write_result(record: dict, per_sample: PerSample, out_dir: Path) -> Path:
+def write_result(record: Record, per_sample: PerSample, out_dir: Path) -> Path:
     """Write the sidecar, then the record that names it (with its sha256), atomically; the record's path."""
     stem = record_stem(record["model_key"], record["protocol"])
     sha = per_sample.save(Path(out_dir) / f"{stem}.npz")

@@ -4,17 +4,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, cast
 
 import numpy as np
 
 from evaluator.errors import APBError, Problem
 from evaluator.untrusted.npz_reader import MAX_NPY_HEADER, read_npz
+from evaluator.untrusted.zip_checks import directory
 from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
+from evaluator.record.types import Record
 from evaluator.untrusted.safeio import atomic_write_bytes, dump_json, load_yaml
 
 SCHEMA_VERSION = 1
@@ -24,30 +25,78 @@ SCHEMA_VERSION = 1
 # for AutoAttack flags, HO-FMN distances, metrics and curves.
 LINF_TOLERANCE = 1e-6
 METRICS_FILE = PACKAGE_DIR / "metrics.yaml"
-_METRIC_TABLE: dict[str, dict[str, str]] = dict(load_yaml(METRICS_FILE)[0]["metrics"])
-METRICS = tuple(_METRIC_TABLE)  # in display order
-COUNT_FIELDS = {metric: row["count"] for metric, row in _METRIC_TABLE.items()}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of ``metrics.yaml``: its ``counts`` field, how a sample counts (``rule`` flag, distance or
+    worst_case, on ``array``), whether it makes up the worst case, its labels and its views."""
+
+    name: str
+    count: str
+    rule: str
+    array: str | None
+    worst_case: bool
+    labels: Mapping[str, str]
+    views: Mapping[str, Any]
+
+
+def _metric(name: str, row: dict) -> Metric:
+    robust = row["robust"]
+    rule, array = (robust, None) if isinstance(robust, str) else next(iter(robust.items()))
+    if rule not in ("flag", "distance", "worst_case") or (array is not None and array not in _ARRAYS):
+        raise APBError(Problem(str(METRICS_FILE), f"metric {name}: robust must be {{flag: ARRAY}}, {{distance: ARRAY}} "
+                                                  f"or worst_case with ARRAY one of {', '.join(_ARRAYS)}",
+                               field=f"metrics.{name}.robust"))
+    return Metric(name, row["count"], rule, array, bool(row.get("worst_case", False)), row["labels"], row["views"])
+
+
+_TABLE = load_yaml(METRICS_FILE)[0]
+_ARRAYS: dict[str, dict[str, Any]] = dict(_TABLE["arrays"])
+SIDECAR_ARRAYS = tuple(_ARRAYS)  # the sidecar's members, in the order they are stored
+ARRAY_DTYPES = {name: np.dtype(row["dtype"]) for name, row in _ARRAYS.items()}
+ARRAY_STAGES = {name: row["stage"] for name, row in _ARRAYS.items()}  # which evaluation stage produces each array
+METRIC_TABLE = {name: _metric(name, row) for name, row in _TABLE["metrics"].items()}
+METRICS = tuple(METRIC_TABLE)  # in display order
+COUNT_FIELDS = {metric: row.count for metric, row in METRIC_TABLE.items()}
+WORST_CASE_PARTS = tuple(m for m in METRICS if METRIC_TABLE[m].worst_case)  # robust under all = worst case
 
 
 def metric_label(metric: str, kind: str) -> str:
-    """How a view names *metric*: ``short`` (bot comment), ``title`` (model pages) or ``long`` (printed lines)."""
-    return _METRIC_TABLE[metric][kind]
+    """How a view names *metric*: ``short`` (bot comment, site), ``title`` (model pages), ``long`` (printed
+    lines), ``ranking`` (a README ranking) or ``readme`` (a README table; the title where not given)."""
+    labels = METRIC_TABLE[metric].labels
+    return (labels.get(kind) or labels["title"]) if kind == "readme" else labels[kind]
+
+
+def metrics_in(view: str) -> tuple[str, ...]:
+    """The metrics a *view* (``readme``, ``site``, ``bot``) shows, in display order."""
+    return tuple(m for m in METRICS if METRIC_TABLE[m].views.get(view))
+
+
+def metric_stages(metric: str) -> tuple[str, ...]:
+    """The evaluation stages that produce *metric* (the worst case: those of its parts)."""
+    row = METRIC_TABLE[metric]
+    if row.rule == "worst_case":
+        return tuple(stage for part in WORST_CASE_PARTS for stage in metric_stages(part))
+    return (ARRAY_STAGES[row.array],) if row.array else ()
 
 
 def record_stem(model_key: str, protocol: str) -> str:
     return f"{model_key}__{protocol}"
 
 
-def write_record(record: dict, directory: Path) -> Path:
+def write_record(record: Mapping[str, Any], directory: Path) -> Path:
     """Write *record* as ``<model_key>__<protocol>.json`` under *directory*, atomically."""
     path = directory / f"{record_stem(record['model_key'], record['protocol'])}.json"
-    atomic_write_bytes(path, dump_json(record))
+    atomic_write_bytes(path, dump_json(dict(record)))
     return path
 
 
-def read_record(path: Path) -> dict:
+def read_record(path: Path) -> Record:
+    """The record at *path*, as written (``apb validate`` checks it against the schema)."""
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        return cast(Record, json.load(handle))
 
 
 def recorded_sha256(folder: Path, model_key: str, protocol: str, *,
@@ -89,41 +138,77 @@ def protocol_samples(n: int) -> np.ndarray:
     return indices
 
 
-@dataclass
 class PerSample:
-    """Per-sample results of one model under one protocol, in test-file order."""
+    """Per-sample results of one model under one protocol, in test-file order: the named arrays of
+    ``metrics.yaml`` (``PerSample(index, clean_correct=..., aa_robust=..., hofmn_distance=...)``), each 1-D,
+    of one length, in its declared dtype. ``per_sample[name]`` reads any of them."""
 
-    sample_index: np.ndarray  # int32, position in the test file
-    clean_correct: np.ndarray  # bool
-    aa_robust: np.ndarray  # bool: clean-correct and AutoAttack found no adversarial within eps
-    hofmn_distance: np.ndarray  # float32: 0 = misclassified clean, inf = no adversarial found
-
-    def __post_init__(self) -> None:
-        self.sample_index = np.asarray(self.sample_index, dtype=np.int32)
-        self.clean_correct = np.asarray(self.clean_correct, dtype=bool)
-        self.aa_robust = np.asarray(self.aa_robust, dtype=bool)
-        self.hofmn_distance = np.asarray(self.hofmn_distance, dtype=np.float32)
-        sizes = {a.shape for a in (self.sample_index, self.clean_correct, self.aa_robust, self.hofmn_distance)}
+    def __init__(self, sample_index: Any, **arrays: Any) -> None:
+        unknown = sorted(set(arrays) - set(SIDECAR_ARRAYS))
+        if unknown:
+            raise ValueError(f"unknown per-sample arrays {unknown}: {METRICS_FILE.name} declares {list(SIDECAR_ARRAYS)}")
+        given = {"sample_index": sample_index, **arrays}
+        self.arrays: dict[str, np.ndarray] = {  # in the declared order, the order a sidecar stores them
+            name: np.asarray(given[name], dtype=ARRAY_DTYPES[name]) for name in SIDECAR_ARRAYS if name in given}
+        sizes = {a.shape for a in self.arrays.values()}
         if len(sizes) != 1 or len(next(iter(sizes))) != 1:
             raise ValueError(f"per-sample arrays must be 1-D and of one length, got shapes {sorted(sizes)}")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.arrays[name]
 
     def __len__(self) -> int:
         return int(self.sample_index.shape[0])
 
+    @property
+    def sample_index(self) -> np.ndarray:
+        return self.arrays["sample_index"]
+
+    @property
+    def clean_correct(self) -> np.ndarray:
+        return self.arrays["clean_correct"]
+
+    @property
+    def aa_robust(self) -> np.ndarray:
+        return self.arrays["aa_robust"]
+
+    @property
+    def hofmn_distance(self) -> np.ndarray:
+        return self.arrays["hofmn_distance"]
+
+    def measured(self, metric: str) -> bool:
+        """Does this result hold the array *metric* counts? (A sidecar written before an ``optional`` array was
+        declared lacks it: that metric is not measured, and its worst case is over the parts it holds.)"""
+        row = METRIC_TABLE[metric]
+        if row.rule == "worst_case":
+            return any(self.measured(part) for part in WORST_CASE_PARTS)
+        return row.array in self.arrays
+
+    def robust(self, metric: str, eps: float) -> np.ndarray:
+        """Per sample: does it count toward *metric* at *eps* (``metrics.yaml``'s ``robust`` rule)? A distance
+        counts when it exceeds ``eps + LINF_TOLERANCE``; the worst case is robust under every measured part."""
+        row = METRIC_TABLE[metric]
+        if row.rule == "worst_case":
+            return np.logical_and.reduce([self.robust(part, eps) for part in WORST_CASE_PARTS if self.measured(part)])
+        assert row.array is not None  # _metric gives flag and distance rules their array
+        if row.rule == "distance":
+            return self.arrays[row.array] > np.float32(eps + LINF_TOLERANCE)
+        return self.arrays[row.array]
+
     def hofmn_robust(self, eps: float) -> np.ndarray:
         """Robust at *eps*: the minimal distance HO-FMN found exceeds ``eps + LINF_TOLERANCE``."""
-        return self.hofmn_distance > np.float32(eps + LINF_TOLERANCE)
+        return self.robust("hofmn_robust_accuracy", eps)
 
     def worst_case_robust(self, eps: float) -> np.ndarray:
-        return self.aa_robust & self.hofmn_robust(eps)
+        return self.robust("worst_case_robust_accuracy", eps)
 
     def save(self, path: Path) -> str:
         """Write the sidecar atomically; returns its sha256."""
         import io
 
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, sample_index=self.sample_index, clean_correct=np.packbits(self.clean_correct),
-                            aa_robust=np.packbits(self.aa_robust), hofmn_distance=self.hofmn_distance)
+        stored = {name: np.packbits(values) if values.dtype == bool else values for name, values in self.arrays.items()}
+        np.savez_compressed(buffer, **stored)  # type: ignore[arg-type]
         data = buffer.getvalue()
         atomic_write_bytes(path, data)
         return hashlib.sha256(data).hexdigest()
@@ -131,15 +216,16 @@ class PerSample:
     @classmethod
     def load(cls, path: Path) -> "PerSample":
         with np.load(path, allow_pickle=False) as data:
-            return cls.from_stored(data)
+            return cls.from_stored({name: data[name] for name in SIDECAR_ARRAYS if name in data.files})
 
     @classmethod
     def from_stored(cls, data: Mapping[str, np.ndarray]) -> "PerSample":
-        """The per-sample results from the arrays :meth:`save` stores (the boolean arrays bit-packed)."""
+        """The per-sample results from the arrays :meth:`save` stores (the boolean arrays bit-packed); an array
+        the sidecar lacks (one declared after it was written) is absent from the result."""
         index = data["sample_index"]
         n = index.shape[0]
-        return cls(index, np.unpackbits(data["clean_correct"])[:n], np.unpackbits(data["aa_robust"])[:n],
-                   data["hofmn_distance"])
+        return cls(index, **{name: np.unpackbits(data[name])[:n] if ARRAY_DTYPES[name] == bool else data[name]
+                             for name in SIDECAR_ARRAYS[1:] if name in data})
 
     @classmethod
     def concatenate(cls, parts: list["PerSample"]) -> "PerSample":
@@ -148,9 +234,8 @@ class PerSample:
         order = np.argsort(index, kind="stable")
         if len(np.unique(index)) != len(index):
             raise ValueError("per-sample parts overlap: a sample index occurs twice")
-        return cls(index[order], np.concatenate([p.clean_correct for p in parts])[order],
-                   np.concatenate([p.aa_robust for p in parts])[order],
-                   np.concatenate([p.hofmn_distance for p in parts])[order])
+        names = [name for name in SIDECAR_ARRAYS[1:] if all(name in p.arrays for p in parts)]
+        return cls(index[order], **{name: np.concatenate([p.arrays[name] for p in parts])[order] for name in names})
 
 
 def load_sidecar(data: bytes, sha256: str | None, name: str, n_samples: int | None = None) -> PerSample:
@@ -162,13 +247,19 @@ def load_sidecar(data: bytes, sha256: str | None, name: str, n_samples: int | No
         raise APBError(Problem(name, "the sidecar was changed: its sha256 differs from the one the record names; "
                                      "restore the sidecar that belongs to the record", field="per_sample.sha256"))
     try:
-        return PerSample.from_stored(read_npz(data, SIDECAR_ARRAYS, repeated=("sample_index",),
+        return PerSample.from_stored(read_npz(data, sidecar_members(data), repeated=("sample_index",),
                                               max_member_bytes=sidecar_member_bound(n_samples)))
     except (ValueError, KeyError, OSError, EOFError) as error:
         raise APBError(Problem(name, f"not a per-sample sidecar ({error})", field="per_sample.file")) from None
 
 
-SIDECAR_ARRAYS = ("sample_index", "clean_correct", "aa_robust", "hofmn_distance")
+def sidecar_members(data: bytes) -> tuple[str, ...]:
+    """The arrays to read from a sidecar's *data*: every array ``metrics.yaml`` declares, less the ``optional``
+    ones the archive lacks (a sidecar written before they were declared still reads)."""
+    listed = {info.filename for info in directory(data) or []}
+    return tuple(name for name in SIDECAR_ARRAYS if not _ARRAYS[name].get("optional") or f"{name}.npy" in listed)
+
+
 MAX_SIDECAR_SAMPLES = 100_000  # above every test set (SVHN: 26,032)
 _SIDECAR_ITEM_BYTES = 8  # the widest item a sidecar array may hold (int64/float64; stored ones are narrower)
 
@@ -202,11 +293,10 @@ def wilson_intervals(successes: np.ndarray, n: int, z: float = 1.959963984540054
 
 
 def count_results(per_sample: PerSample, eps: float) -> dict[str, int]:
-    """The record's ``counts``: samples clean-correct, robust to AutoAttack, to HO-FMN and to both at *eps*."""
-    return {"clean_correct": int(np.count_nonzero(per_sample.clean_correct)),
-            "aa_robust": int(np.count_nonzero(per_sample.aa_robust)),
-            "hofmn_robust": int(np.count_nonzero(per_sample.hofmn_robust(eps))),
-            "worst_case_robust": int(np.count_nonzero(per_sample.worst_case_robust(eps)))}
+    """The record's ``counts``: per measured metric, the samples that count toward it at *eps*
+    (``PerSample.robust``)."""
+    return {COUNT_FIELDS[metric]: int(np.count_nonzero(per_sample.robust(metric, eps))) for metric in METRICS
+            if per_sample.measured(metric)}
 
 
 def summarize(per_sample: PerSample, eps: float) -> dict:
@@ -214,7 +304,7 @@ def summarize(per_sample: PerSample, eps: float) -> dict:
     n = len(per_sample)
     counts = count_results(per_sample, eps)
     metrics, intervals = {}, {}
-    for metric in METRICS:
+    for metric in (m for m in METRICS if COUNT_FIELDS[m] in counts):
         k = counts[COUNT_FIELDS[metric]]
         metrics[metric] = round(100.0 * k / n, 4) if n else None
         lo, hi = wilson_interval(k, n)

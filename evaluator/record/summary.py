@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 from evaluator.record.records import METRICS, metric_label
+from evaluator.record.types import Record
 
 
-def record_numbers(record: dict) -> list[str]:
+def record_numbers(record: Record) -> list[str]:
     """One line per metric (percent, with its 95% interval), then the flags."""
     lines = []
     for metric in METRICS:
         name = metric_label(metric, "long")
-        low, high = record["intervals"][metric]
+        low, high = (record["intervals"] or {})[metric]
         lines.append(f"  {name:<28} {record['metrics'][metric]:7.2f}%   (95% CI {low:.2f}-{high:.2f})")
     lines.append("  flags: " + ("none" if not record["flags"] else ""))
     lines.extend(f"    - {flag['code']}: {flag['message']}" for flag in record["flags"])

@@ -16,7 +16,7 @@ from typing import Iterable, Iterator, Sequence
 from evaluator.registry.model_keys import ARCHITECTURE_CODES
 from evaluator.render.inputs import PUBLISHED
 from evaluator.render.layout import Group, architecture_sort_key, group_sort_key
-from evaluator.render.rows import METRIC_NAMES, Row
+from evaluator.render.rows import METRIC_NAMES, Row, split_parts
 from evaluator.render.tables import Column
 from evaluator.spill import MAX_PARAMETERS, Spill
 
@@ -25,8 +25,8 @@ METRIC_COLUMNS = tuple(f"metric_{name}" for name in METRIC_NAMES)
 FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "source", "protocol",
           "n_samples", *METRIC_COLUMNS, "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective",
           "curve", "range_start", "range_stop", "samples", "distance_zero", "distance_inf", "date", "git_commit",
-          "reference", "aa_bits", "hofmn_bits")
-LIGHT = ("curve", "aa_bits", "hofmn_bits")  # the large fields, read only where asked for
+          "reference", "part_bits")
+LIGHT = ("curve", "part_bits")  # the large fields, read only where asked for
 SCHEMA = (f"CREATE TABLE rows (id INTEGER PRIMARY KEY, {', '.join(FIELDS)});\n"
           "CREATE INDEX rows_by_group ON rows (dataset, structure_kind, ap_key);\n"
           "CREATE INDEX rows_by_column ON rows (protocol, dataset, structure_kind, architecture, sparsity);")
@@ -43,8 +43,8 @@ def _stored(row: Row) -> tuple:
     counts = row.distance_counts or (None, None, None)
     return (row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.source,
             row.protocol, row.n_samples, *row.metrics, FLAG_SEPARATOR.join(row.flags), *efficiency,
-            row.curve_bytes, *sample_range, *counts, row.date, row.commit, row.reference, row.aa_bits,
-            row.hofmn_bits)
+            row.curve_bytes, *sample_range, *counts, row.date, row.commit, row.reference,
+            None if row.part_bits is None else b"".join(row.part_bits))
 
 
 _METRICS = slice(9, 9 + len(METRIC_NAMES))
@@ -55,14 +55,14 @@ def _row(values: tuple) -> Row:
     """The :class:`Row` stored as *values* (in ``FIELDS`` order)."""
     model_key, ap_key, dataset, structure_kind, architecture, sparsity, source, protocol, n_samples = values[:9]
     (flags, total, nonzero, dense, effective, curve, start, stop, samples, zero, inf, date, commit, reference,
-     aa_bits, hofmn_bits) = values[_REST:]
+     part_bits) = values[_REST:]
     return Row(model_key=model_key, ap_key=ap_key, dataset=dataset, structure_kind=structure_kind,
                architecture=architecture, sparsity=sparsity, source=source, protocol=protocol, n_samples=n_samples,
                metrics=values[_METRICS], flags=tuple(flags.split(FLAG_SEPARATOR)) if flags else (),
                efficiency=None if total is None else (total, nonzero, dense, effective), curve_bytes=curve,
                sample_range=None if start is None else (start, stop),
                distance_counts=None if samples is None else (samples, zero, inf), date=date, commit=commit,
-               reference=reference, aa_bits=aa_bits, hofmn_bits=hofmn_bits)
+               reference=reference, part_bits=None if part_bits is None else split_parts(part_bits))
 
 
 class Catalog:

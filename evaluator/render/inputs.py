@@ -14,6 +14,7 @@ import numpy as np
 from evaluator.errors import APBError, Problem
 from evaluator.registry.model_keys import ModelKey, parse_model_key
 from evaluator.record.records import PerSample, iter_record_paths, load_sidecar, read_record
+from evaluator.record.types import Record
 
 PUBLISHED, EVALUATED = "published", "evaluated"
 
@@ -23,7 +24,7 @@ class Result:
     """One record to render: where it lives (relative to the root), its content and its parsed key."""
 
     path: Path
-    record: dict
+    record: Record
     key: ModelKey
 
     @property
@@ -69,7 +70,7 @@ def load_per_sample(root: Path, result: Result) -> PerSample | None:
     return accepted_per_sample(result.record, root / result.path, result.path)
 
 
-def _checked(record: dict, record_path: Path, shown_as: Path) -> Any:
+def _checked(record: Record, record_path: Path, shown_as: Path) -> Any:
     from evaluator.repository.record_acceptance import check_record_data
 
     def read_sidecar(file_name: str) -> bytes | None:
@@ -85,7 +86,7 @@ def _checked(record: dict, record_path: Path, shown_as: Path) -> Any:
     return checked
 
 
-def accepted_per_sample(record: dict, record_path: Path, shown_as: Path) -> PerSample:
+def accepted_per_sample(record: Record, record_path: Path, shown_as: Path) -> PerSample:
     """The per-sample results of an evaluated record that passes ``apb validate``'s acceptance rule
     (``check_record_data``: numbers, protocol size, sidecar sha256 and sums); ``APBError`` naming the record."""
     checked = _checked(record, record_path, shown_as)
@@ -94,7 +95,7 @@ def accepted_per_sample(record: dict, record_path: Path, shown_as: Path) -> PerS
     return checked.per_sample
 
 
-def accepted_distances(record: dict, record_path: Path, shown_as: Path) -> np.ndarray:
+def accepted_distances(record: Record, record_path: Path, shown_as: Path) -> np.ndarray:
     """The imported distances of a published record that passes the acceptance rule."""
     checked = _checked(record, record_path, shown_as)
     if checked.distances is None:

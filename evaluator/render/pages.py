@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 from evaluator.record.records import COUNT_FIELDS  # metric -> its field in ``counts``
 from evaluator.record.records import METRICS, metric_label
+from evaluator.record.types import Record
 from evaluator.render.inputs import EVALUATED, Result
 from evaluator.render.layout import (LEADERBOARD_README, STRUCTURE_KIND_TITLES, group_of, group_title, model_curve_file,
                                      model_page, relative_link)
@@ -30,7 +31,7 @@ def protocol_anchor(protocol: str) -> str:
     return github_anchor(protocol_heading(protocol))
 
 
-def metrics_table(record: dict) -> str:
+def metrics_table(record: Record) -> str:
     """Metric, accuracy, 95% Wilson interval and count of one record (intervals and counts where present)."""
     metrics, intervals, counts = record.get("metrics") or {}, record.get("intervals") or {}, record.get("counts") or {}
     rows = []
@@ -61,11 +62,12 @@ def attack_agreement(row: Row) -> list[str]:
     samples they disagree on: a measured check of either attack's misses. Empty without per-sample flags."""
     import numpy as np
 
-    if row.aa_bits is None or row.hofmn_bits is None or row.distance_counts is None:
+    aa_bits, hofmn_bits = row.robust_bits("aa_robust_accuracy"), row.robust_bits("hofmn_robust_accuracy")
+    if aa_bits is None or hofmn_bits is None or row.distance_counts is None:
         return []
     n = row.distance_counts[0]
-    aa = np.unpackbits(np.frombuffer(row.aa_bits, np.uint8))[:n].astype(bool)
-    hofmn = np.unpackbits(np.frombuffer(row.hofmn_bits, np.uint8))[:n].astype(bool)
+    aa = np.unpackbits(np.frombuffer(aa_bits, np.uint8))[:n].astype(bool)
+    hofmn = np.unpackbits(np.frombuffer(hofmn_bits, np.uint8))[:n].astype(bool)
     both, aa_only = int(np.count_nonzero(aa & hofmn)), int(np.count_nonzero(aa & ~hofmn))
     hofmn_only, neither = int(np.count_nonzero(~aa & hofmn)), int(np.count_nonzero(~aa & ~hofmn))
     disagree = aa_only + hofmn_only
@@ -100,7 +102,7 @@ def _evaluated_section(page: PurePosixPath, result: Result, row: Row, descriptio
     if row.curve is not None:
         lines += ["", f"![security curve of {result.model_key} under {result.protocol}]"
                       f"({relative_link(page, model_curve_file(result.model_key, result.protocol))})"]
-    sidecar = record.get("per_sample") or {}
+    sidecar = record.get("per_sample")
     about = [f"- protocol: `{result.protocol}`" + (f": {description}" if description else ""),
              f"- samples: {record.get('n_samples')}",
              f"- checkpoint sha256: {code_span(record.get('checkpoint_sha256'))}", f"- record: `{result.path.as_posix()}`"]

@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from statistics import fmean
 from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence
 
+from evaluator.record.records import metric_label, metrics_in
 from evaluator.render.catalog import Catalog, last_updated
 from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
                                      group_page, group_title, model_link, relative_link)
@@ -40,12 +41,9 @@ class TableKind:
     ranking_title: str
 
 
-AUTOATTACK = TableKind("AutoAttack", "aa_robust_accuracy", "mean AA")
-EVALUATED_TABLES = (
-    AUTOATTACK,
-    TableKind("HO-FMN", "hofmn_robust_accuracy", "mean HO-FMN"),
-    TableKind("Worst case (AutoAttack and HO-FMN)", "worst_case_robust_accuracy", "mean worst case"),
-)
+EVALUATED_TABLES = tuple(TableKind(metric_label(metric, "readme"), metric, metric_label(metric, "ranking"))
+                         for metric in metrics_in("readme"))  # metrics.yaml's views.readme
+AUTOATTACK = EVALUATED_TABLES[0]  # the headline table: published numbers fill its models without a record
 CLEAN = "clean_accuracy"
 
 

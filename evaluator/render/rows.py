@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from evaluator.record.records import METRICS
+from evaluator.record.records import METRIC_TABLE, METRICS, WORST_CASE_PARTS
 from evaluator.render.curves import curve_summary
 from evaluator.render.inputs import PUBLISHED, Result, load_distances, load_per_sample
 
@@ -42,20 +42,18 @@ class Row:
     date: str | None
     commit: str | None
     reference: str | None  # where a published record's numbers come from
-    aa_bits: bytes | None = None  # per-sample AutoAttack robust flags, bit-packed (evaluated records)
-    hofmn_bits: bytes | None = None  # per-sample HO-FMN robust flags at the protocol's eps, bit-packed
+    # per-sample robust flags at the protocol's eps of each metric of WORST_CASE_PARTS, bit-packed (evaluated records)
+    part_bits: tuple[bytes, ...] | None = None
 
     def robust_bits(self, metric: str) -> bytes | None:
-        """The bit-packed per-sample robust flags behind a robust-accuracy *metric* (worst case: both), or None
-        (a published record, or a metric without per-sample flags)."""
-        if self.aa_bits is None or self.hofmn_bits is None:
+        """The bit-packed per-sample robust flags behind a robust-accuracy *metric* (the worst case: robust under
+        every part of it), or None (a published record, or a metric without per-sample flags)."""
+        if self.part_bits is None:
             return None
-        if metric == "aa_robust_accuracy":
-            return self.aa_bits
-        if metric == "hofmn_robust_accuracy":
-            return self.hofmn_bits
-        if metric == "worst_case_robust_accuracy":
-            return (np.frombuffer(self.aa_bits, np.uint8) & np.frombuffer(self.hofmn_bits, np.uint8)).tobytes()
+        if metric in WORST_CASE_PARTS:
+            return self.part_bits[WORST_CASE_PARTS.index(metric)]
+        if METRIC_TABLE[metric].rule == "worst_case":
+            return np.bitwise_and.reduce([np.frombuffer(bits, np.uint8) for bits in self.part_bits]).tobytes()
         return None
 
     @property
@@ -100,9 +98,10 @@ def row_of(root: Path, result: Result, eps: float | None = None) -> Row:
     provenance = record.get("provenance") or {}
     per_sample = load_per_sample(root, result) if eps is not None else None
     distances = per_sample.hofmn_distance if per_sample is not None else load_distances(root, result)
-    bits = (None, None) if per_sample is None or eps is None else (
-        np.packbits(per_sample.aa_robust).tobytes(), np.packbits(per_sample.hofmn_robust(eps)).tobytes())
-    sample_range = (record.get("per_sample") or {}).get("sample_range")
+    bits = None if per_sample is None or eps is None else tuple(
+        np.packbits(per_sample.robust(metric, eps)).tobytes() for metric in WORST_CASE_PARTS)
+    sidecar = record.get("per_sample")
+    sample_range = sidecar.get("sample_range") if sidecar else None
     if distances is not None and sample_range is None:
         sample_range = [0, int(distances.size)]
     figures = (record.get("check") or {}).get("efficiency")
@@ -123,7 +122,13 @@ def row_of(root: Path, result: Result, eps: float | None = None) -> Row:
                                                         int(np.count_nonzero(np.isinf(distances)))),
         date=provenance.get("date"), commit=_interned(provenance.get("git_commit")),
         reference=_interned(provenance.get("reference")),
-        aa_bits=bits[0], hofmn_bits=bits[1])
+        part_bits=bits)
+
+
+def split_parts(joined: bytes) -> tuple[bytes, ...]:
+    """``Row.part_bits`` from their concatenation (as the catalog stores them: one equal share per part)."""
+    size = len(joined) // len(WORST_CASE_PARTS)
+    return tuple(joined[i * size:(i + 1) * size] for i in range(len(WORST_CASE_PARTS)))
 
 
 _SHARED: dict = {}

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from evaluator.errors import APBError, Problem
-from evaluator.record.records import (COUNT_FIELDS, METRICS, PerSample, count_results, load_sidecar, protocol_samples,
-                                      record_stem, sidecar_member_bound)
+from evaluator.record.records import (COUNT_FIELDS, METRIC_TABLE, METRICS, WORST_CASE_PARTS, PerSample, count_results,
+                                      load_sidecar, protocol_samples, record_stem, sidecar_member_bound)
 from evaluator.registry.model_keys import parse_model_key
 from evaluator.repository.manifest import sparsities_by_kind
 from evaluator.repository.schema import load_schema, schema_problems
@@ -60,11 +60,12 @@ def _count_problems(data: dict, lines: LineMap, file: str) -> list[Problem]:
     for name, value in counts.items():
         if value > n:
             problem(("counts", name), f"{value} is more than n_samples ({n})")
-    for robust in ("aa_robust", "hofmn_robust", "worst_case_robust"):
-        if counts[robust] > counts["clean_correct"]:
-            problem(("counts", robust), "cannot exceed clean_correct")
-    if counts["worst_case_robust"] > min(counts["aa_robust"], counts["hofmn_robust"]):
-        problem(("counts", "worst_case_robust"), "cannot exceed aa_robust or hofmn_robust")
+    clean, parts = COUNT_FIELDS[METRICS[0]], [COUNT_FIELDS[metric] for metric in WORST_CASE_PARTS]
+    for metric in METRICS[1:]:  # metrics.yaml: the first metric is clean accuracy, the others robust accuracies
+        if counts[COUNT_FIELDS[metric]] > counts[clean]:
+            problem(("counts", COUNT_FIELDS[metric]), f"cannot exceed {clean}")
+        if METRIC_TABLE[metric].rule == "worst_case" and counts[COUNT_FIELDS[metric]] > min(counts[p] for p in parts):
+            problem(("counts", COUNT_FIELDS[metric]), f"cannot exceed {' or '.join(parts)}")
     for metric, count_name in COUNT_FIELDS.items():
         expected = round(100.0 * counts[count_name] / n, 4)
         if metrics[metric] is not None and abs(metrics[metric] - expected) > 1e-9:

@@ -1,37 +1,28 @@
-"""Chunked, resumable, shardable evaluation of a model under a protocol (shards.py merges the shards,
-assemble.py builds the record).
-
-Stages: fetch -> check -> clean -> AutoAttack -> HO-FMN (tuning once, then the attack) -> record.
+"""One model, end to end: fetch -> check -> the stages of stages.py (clean, AutoAttack, HO-FMN: chunked,
+resumable, shardable) -> record (assemble.py) or shard output (shards.py merges the shards).
 
 The protocol's first ``n_samples`` test samples are split into fixed chunks (chunk ``i`` = samples
-``[i * chunk_size, (i + 1) * chunk_size)``). Each stage's result for a chunk is written atomically into the
-work dir as it finishes, and a finished chunk is never recomputed: a run killed at any point and started
-again continues where it stopped and ends with the same per-sample results as an uninterrupted run, because
-every random seed is derived from the protocol's seed and the chunk index (``chunk_seed``), never from time.
-HO-FMN is tuned once per model, on the first ``tuning.batch_size`` clean-correct samples; the result is kept
-in the work dir, and every shard derives the same tuning.
+``[i * chunk_size, (i + 1) * chunk_size)``; chunks.py). Each stage's result for a chunk is written atomically
+into the work dir as it finishes, and a finished chunk is never recomputed: a run killed at any point and
+started again continues where it stopped and ends with the same per-sample results as an uninterrupted run,
+because every random seed is derived from the protocol's seed and the chunk index (``chunk_seed``), never
+from time. HO-FMN is tuned once per model, on the first ``tuning.batch_size`` clean-correct samples; the
+result is kept in the work dir, and every shard derives the same tuning.
 
 ``--shard i/n`` runs the chunks with ``chunk % n == i - 1`` and writes a shard output (see shards.py).
-
-Per-sample semantics: ``clean_correct``; ``aa_robust`` = clean-correct and no verified AutoAttack
-adversarial within eps; ``hofmn_distance`` = 0 when misclassified clean, the verified Linf distance of the
-HO-FMN adversarial, ``inf`` when none was found.
 """
 from __future__ import annotations
 
-import io
-import json
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from evaluator.record import provenance
 from evaluator.record.assemble import RunFacts, build_record, refuse_smoke_in_submissions, write_result
@@ -39,323 +30,11 @@ from evaluator.errors import APBError, Problem
 from evaluator.registry.model_keys import parse_model_key
 from evaluator.protocol import DEFAULT_PROTOCOL, EvaluableProtocol, Protocol, load_protocol
 from evaluator.paths import records_dir
-from evaluator.record.records import PerSample, read_record, record_stem, recorded_sha256
-from evaluator.untrusted.safeio import atomic_write_bytes, dump_json
+from evaluator.record.records import read_record, record_stem, recorded_sha256
+from evaluator.record.types import Record
+from evaluator.run.chunks import ChunkStore, chunk_ranges
+from evaluator.run.stages import evaluate_chunks, shared_tuning_file
 from evaluator.run.shards import Shard, shard_dir, write_shard
-
-if TYPE_CHECKING:
-    from evaluator.run.check import CheckReport
-
-STAGES = ("clean", "autoattack", "hofmn")
-JOB_FILE = "job.json"
-TUNING_FILE = "tuning.json"
-
-
-# ------------------------------------------------------------------------------------------------- chunks
-
-
-def chunk_ranges(n_samples: int, chunk_size: int) -> list[range]:
-    """The fixed chunks of the first ``n_samples`` samples."""
-    return [range(start, min(start + chunk_size, n_samples)) for start in range(0, n_samples, chunk_size)]
-
-
-def chunk_seed(protocol_seed: int, chunk: int) -> int:
-    """The seed of every random draw for one chunk: the protocol's seed plus the chunk index."""
-    return protocol_seed + chunk
-
-
-# ----------------------------------------------------------------------------------------------- the store
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **cast(dict[str, Any], arrays))  # numpy's stub takes allow_pickle for an array name
-    return buffer.getvalue()
-
-
-class ChunkStore:
-    """Finished stage results per chunk, the HO-FMN tuning and the job's identity: in a work dir on disk
-    (every file written atomically), or in memory when ``path`` is None (the Python API)."""
-
-    def __init__(self, path: Path | None, identity: dict | None = None) -> None:
-        self.path = None if path is None else Path(path)
-        self._memory: dict[str, Any] = {}
-        if self.path is not None and identity is not None:
-            self._claim(identity)
-
-    def _claim(self, identity: dict) -> None:
-        """Write the job's identity, or refuse a work dir that belongs to another job."""
-        assert self.path is not None  # the constructor claims a work dir only
-        job = self.path / JOB_FILE
-        if job.is_file():
-            existing = json.loads(job.read_text(encoding="utf-8"))
-            if existing != identity:
-                differing = sorted(k for k in set(existing) | set(identity) if existing.get(k) != identity.get(k))
-                raise APBError(Problem(str(job), f"this work dir belongs to another evaluation (differs in "
-                                                 f"{', '.join(differing)}); give another --work-dir or delete it"))
-        else:
-            atomic_write_bytes(job, dump_json(identity))
-
-    def _file(self, stage: str, chunk: int) -> Path:
-        assert self.path is not None  # callers use the in-memory store when there is no work dir
-        return self.path / stage / f"chunk-{chunk:05d}.npz"
-
-    def load_stage(self, stage: str, chunk: int) -> dict[str, np.ndarray] | None:
-        if self.path is None:
-            return self._memory.get(f"{stage}/{chunk}")
-        path = self._file(stage, chunk)
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-
-    def stored_stage(self, stage: str, chunk: int) -> dict[str, np.ndarray]:
-        """The results of a stage that has run for *chunk*."""
-        arrays = self.load_stage(stage, chunk)
-        if arrays is None:
-            raise APBError(Problem(str(self.path or "memory"), f"no {stage} results for chunk {chunk}; "
-                                                               "run that stage first"))
-        return arrays
-
-    def save_stage(self, stage: str, chunk: int, arrays: dict[str, np.ndarray]) -> None:
-        if self.path is None:
-            self._memory[f"{stage}/{chunk}"] = arrays
-        else:
-            atomic_write_bytes(self._file(stage, chunk), _npz_bytes(arrays))
-
-    def load_tuning(self) -> dict | None:
-        if self.path is None:
-            return self._memory.get(TUNING_FILE)
-        path = self.path / TUNING_FILE
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-    def save_tuning(self, tuning: dict) -> None:
-        if self.path is None:
-            self._memory[TUNING_FILE] = tuning
-        else:
-            atomic_write_bytes(self.path / TUNING_FILE, dump_json(tuning))
-
-
-# ---------------------------------------------------------------------------------------------- the stages
-
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
-def _to_device(batch: tuple[torch.Tensor, torch.Tensor], device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch on ``device``; to a GPU through pinned host memory, without waiting for the copy (the
-    attack's kernels queue behind it on the same stream). The values are the same bits either way."""
-    if torch.device(device).type != "cuda":
-        return batch[0].to(device), batch[1].to(device)
-    return tuple(t.pin_memory().to(device, non_blocking=True) for t in batch)  # type: ignore[return-value]
-
-
-def clean_chunk(model: nn.Module, test_set: Any, indices: range, *, batch_size: int, device: str) -> np.ndarray:
-    """Per sample of the chunk: does the model classify it correctly?"""
-    from evaluator.run.check import clean_predictions
-
-    correct = clean_predictions(model, test_set, batch_size=batch_size, device=device, indices=list(indices),
-                                progress=False)
-    return np.asarray(torch.as_tensor(correct).cpu().numpy(), dtype=bool)
-
-
-def autoattack_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: np.ndarray,
-                     protocol: EvaluableProtocol, *, seed: int, device: str) -> dict[str, np.ndarray]:
-    """AutoAttack on one chunk: verified robust flags (clean-correct only), AutoAttack's warnings."""
-    from evaluator.attacks.autoattack import autoattack_linf
-
-    inputs, labels = _to_device(test_set.batch(list(indices)), device)
-    result = autoattack_linf(model, inputs, labels, eps=protocol.eps, version=protocol.autoattack.version,
-                             seed=seed, batch_size=protocol.autoattack.batch_size, device=device,
-                             attacks=list(protocol.autoattack.attacks) if protocol.autoattack.attacks else None)
-    robust = np.asarray(result.robust.cpu().numpy(), dtype=bool) & clean_correct
-    return {"aa_robust": robust, "warnings": np.array(list(result.warnings), dtype=str),
-            "attacks": np.array(list(result.attacks_to_run), dtype=str),
-            "implementation": np.array(getattr(result, "implementation", ""), dtype=str)}
-
-
-def tuning_indices(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, batch_size: int,
-                   device: str) -> list[int]:
-    """The tuning batch: the first ``tuning.batch_size`` clean-correct samples among the first ``n_samples``."""
-    wanted = protocol.hofmn.tuning.batch_size
-    found: list[int] = []
-    for chunk in chunk_ranges(protocol.n_samples, protocol.chunk_size):
-        correct = clean_chunk(model, test_set, chunk, batch_size=batch_size, device=device)
-        found.extend(index for index, ok in zip(chunk, correct) if ok)
-        if len(found) >= wanted:
-            break
-    return found[:wanted]
-
-
-def tune_hofmn(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, batch_size: int, device: str,
-               progress: bool) -> dict:
-    """Tune HO-FMN on the protocol's tuning batch (deterministic); a JSON-able result."""
-    from evaluator.attacks.hofmn import tune_fmn
-
-    settings = protocol.hofmn
-    indices = tuning_indices(model, test_set, protocol, batch_size=batch_size, device=device)
-    if not indices:  # no clean-correct sample: nothing to attack, so no parameters are needed
-        return {"indices": [], "params": None, "median_distance": None, "trials": []}
-    inputs, labels = _to_device(test_set.batch(indices), device)
-    torch.manual_seed(protocol.seed)
-    result = tune_fmn(model, inputs, labels, search_space=settings.tuning.search_space_dict(),
-                      trials=settings.tuning.trials, steps=settings.tuning.steps, seed=protocol.seed,
-                      loss=settings.loss, optimizer=settings.optimizer, scheduler=settings.scheduler,
-                      startup_trials=settings.tuning.startup_trials, progress=progress)
-    return {"indices": indices, "params": {k: float(v) for k, v in result.best_params.items()},
-            "median_distance": _finite_or_none(result.best_value),
-            "trials": [[{k: float(v) for k, v in params.items()}, _finite_or_none(value)]
-                       for params, value in result.trials]}
-
-
-def hofmn_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: np.ndarray,
-                protocol: EvaluableProtocol, params: dict, *, seed: int, device: str) -> np.ndarray:
-    """Verified HO-FMN distances of one chunk: 0 misclassified, the Linf norm found, inf none found."""
-    from evaluator.attacks.hofmn import hofmn_attack
-    from evaluator.attacks.verify import linf_distances
-
-    settings = protocol.hofmn
-    distances = np.zeros(len(indices), dtype=np.float32)
-    targets = [index for index, ok in zip(indices, clean_correct) if ok]
-    positions = np.flatnonzero(clean_correct)
-    torch.manual_seed(seed)
-    for start in range(0, len(targets), settings.batch_size):
-        inputs, labels = _to_device(test_set.batch(targets[start:start + settings.batch_size]), device)
-        adv = hofmn_attack(model, inputs, labels, params=params, steps=settings.steps, loss=settings.loss,
-                           optimizer=settings.optimizer, scheduler=settings.scheduler)
-        found = linf_distances(model, inputs, labels, adv, batch_size=settings.batch_size)
-        distances[positions[start:start + settings.batch_size]] = found.cpu().numpy().astype(np.float32)
-    return distances
-
-
-def shared_tuning_file(cache_dir: Path, checkpoint_sha256: str, protocol: EvaluableProtocol, device: str) -> Path:
-    """Where the shards of one evaluation share its HO-FMN tuning: named by the checkpoint, the protocol
-    file's sha256 and a digest of what the tuning's numbers depend on (device model, numerics backend,
-    torch/optuna/evaluator versions), so that only an identical computation is ever reused."""
-    import hashlib
-
-    environment = provenance.environment(device)
-    basis = dump_json({"device": environment["device"], "backend": environment["backend"],
-                       "packages": environment["packages"], "evaluator": environment["evaluator_version"]})
-    digest = hashlib.sha256(basis).hexdigest()[:16]
-    return Path(cache_dir) / "tuning" / f"{checkpoint_sha256}__{protocol.id}-{protocol.sha256[:16]}__{digest}.json"
-
-
-def shared_tuning_result(path: Path, tune: Callable[[], dict]) -> dict:
-    """The tuning stored at ``path``, or ``tune()``'s result written there; a lock beside the file makes
-    concurrent shards on one machine wait for the first one's tuning instead of tuning again. A stored
-    tuning is reused with ``wall_s`` 0 (this shard spent no time tuning)."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.is_file():
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(stored, dict) and {"indices", "params"} <= set(stored):
-                return {**stored, "wall_s": 0.0}
-        tuning = tune()
-        atomic_write_bytes(path, dump_json(tuning))
-        return tuning
-
-
-@dataclass
-class ChunkResults:
-    """What the stages produced for some chunks: per-sample arrays and a ledger per chunk (wall times,
-    AutoAttack's warnings and attacks), plus the tuning."""
-
-    per_sample: PerSample
-    ledger: dict[str, dict]  # str(chunk) -> {"wall_s": {stage: s}, "aa_warnings": [...], ...}
-    tuning: dict
-    chunks: list[int] = field(default_factory=list)
-
-
-def _progress(items: list, stage: str, enabled: bool) -> Any:
-    return tqdm(items, desc=stage, unit="chunk", file=sys.stderr, disable=not enabled or not items)
-
-
-def evaluate_chunks(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, chunks: list[int] | None = None,
-                    store: ChunkStore | None = None, device: str = "cpu", batch_size: int = 500,
-                    progress: bool = True, stages: tuple[str, ...] = STAGES,
-                    shared_tuning: Path | None = None) -> ChunkResults:
-    """Run the clean, AutoAttack and HO-FMN stages on the given chunks (default: all), stage by stage,
-    skipping every chunk whose stage result is already in ``store``. ``batch_size`` is the batch of plain
-    forward passes (clean predictions); the attacks' batches are the protocol's. ``stages`` may stop early
-    (the API's ``test_model_aa`` runs only clean and AutoAttack). Runs under the fixed numerics backend
-    (``provenance.fixed_backend``). ``shared_tuning``: a file where the HO-FMN tuning of this very
-    evaluation is shared between shards (``shared_tuning_file``): the first shard tunes, the others reuse."""
-    with provenance.fixed_backend():
-        return _evaluate_chunks(model, test_set, protocol, chunks=chunks, store=store or ChunkStore(None),
-                                device=device, batch_size=batch_size, progress=progress, stages=stages,
-                                shared_tuning=shared_tuning)
-
-
-def _evaluate_chunks(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, chunks: list[int] | None,
-                     store: ChunkStore, device: str, batch_size: int, progress: bool, stages: tuple[str, ...],
-                     shared_tuning: Path | None) -> ChunkResults:
-    protocol.require_evaluable()
-    if len(test_set) < protocol.n_samples:
-        raise APBError(Problem(str(getattr(test_set, "source", "test set")),
-                               f"holds {len(test_set)} samples; protocol {protocol.id} needs the first "
-                               f"{protocol.n_samples}", field="n_samples"))
-    ranges = chunk_ranges(protocol.n_samples, protocol.chunk_size)
-    chunks = list(range(len(ranges))) if chunks is None else sorted(chunks)
-    model = model.to(device).eval()
-
-    def run_stage(stage: str, compute: Callable[[int], dict[str, np.ndarray]]) -> None:
-        for chunk in _progress([c for c in chunks if store.load_stage(stage, c) is None], stage, progress):
-            started = time.perf_counter()
-            arrays = compute(chunk)
-            store.save_stage(stage, chunk, {**arrays, "wall_s": np.asarray(time.perf_counter() - started)})
-
-    def clean_of(chunk: int) -> np.ndarray:
-        return store.stored_stage("clean", chunk)["clean_correct"].astype(bool)
-
-    run_stage("clean", lambda c: {"clean_correct": clean_chunk(model, test_set, ranges[c], batch_size=batch_size,
-                                                                device=device)})
-    if "autoattack" in stages:
-        run_stage("autoattack", lambda c: autoattack_chunk(model, test_set, ranges[c], clean_of(c), protocol,
-                                                           seed=chunk_seed(protocol.seed, c), device=device))
-    tuning: dict = {}
-    if "hofmn" in stages:
-        tuning = store.load_tuning() or {}
-        if not tuning and any(store.load_stage("hofmn", c) is None for c in chunks):
-            def tune() -> dict:
-                started = time.perf_counter()
-                found = tune_hofmn(model, test_set, protocol, batch_size=batch_size, device=device,
-                                   progress=progress)
-                return {**found, "wall_s": time.perf_counter() - started}
-
-            tuning = tune() if shared_tuning is None else shared_tuning_result(Path(shared_tuning), tune)
-            store.save_tuning(tuning)
-        run_stage("hofmn", lambda c: {"hofmn_distance": hofmn_chunk(
-            model, test_set, ranges[c], clean_of(c), protocol, tuning["params"],
-            seed=chunk_seed(protocol.seed, c), device=device)})
-    return collect_results(store, ranges, chunks, tuning, stages)
-
-
-def collect_results(store: ChunkStore, ranges: list[range], chunks: list[int], tuning: dict,
-                    stages: tuple[str, ...] = STAGES) -> ChunkResults:
-    """Assemble the stored stage results of ``chunks`` into per-sample arrays and a ledger."""
-    parts, ledger = [], {}
-    for chunk in chunks:
-        size = len(ranges[chunk])
-        clean = store.stored_stage("clean", chunk)
-        aa = store.load_stage("autoattack", chunk) if "autoattack" in stages else None
-        fmn = store.load_stage("hofmn", chunk) if "hofmn" in stages else None
-        parts.append(PerSample(
-            np.arange(ranges[chunk].start, ranges[chunk].stop, dtype=np.int32), clean["clean_correct"],
-            aa["aa_robust"] if aa is not None else np.zeros(size, dtype=bool),
-            fmn["hofmn_distance"] if fmn is not None else np.zeros(size, dtype=np.float32)))
-        wall = {stage: float(data["wall_s"]) for stage, data in
-                (("clean", clean), ("autoattack", aa), ("hofmn", fmn)) if data is not None}
-        ledger[str(chunk)] = {"wall_s": wall,
-                              "aa_warnings": [] if aa is None else [str(w) for w in aa["warnings"]],
-                              "aa_attacks": [] if aa is None else [str(a) for a in aa["attacks"]],
-                              "aa_implementation": "" if aa is None else str(aa["implementation"])}
-    return ChunkResults(PerSample.concatenate(parts), ledger, tuning, list(chunks))
-
 
 def test_set_facts(test_set: Any) -> dict:
     """Which test file the samples came from: name, official or not, sha256 of the evaluated samples."""
@@ -415,7 +94,7 @@ class Outcome:
     model_key: str
     status: str
     path: Path
-    record: dict | None = None
+    record: Record | None = None
 
 
 # Forward+backward passes per sample of each AutoAttack attack when the sample stays robust through it: APGD-CE
@@ -522,7 +201,7 @@ def evaluate_model(model_key: str, *, protocol: Protocol | str = DEFAULT_PROTOCO
         shared_tuning = shared_tuning_file(Path(cache_dir) if cache_dir else paths.cache_dir(), checkpoint_sha256,
                                            protocol, device)
     return evaluate_loaded(model, test_set, protocol, model_key=model_key, checkpoint_sha256=checkpoint_sha256,
-                           check=report.to_dict(layers=False), randomized_output=randomized_output_message(report),
+                           check=report.to_dict(layers=False), randomized_output=report.randomized_output(),
                            work_dir=job_work_dir(work_root, cache_dir, model_key, checkpoint_sha256, protocol),
                            out_dir=out_dir, shard=shard, device=device, batch_size=batch_size, progress=progress,
                            wall_s=timer.seconds, shared_tuning=shared_tuning)
@@ -563,11 +242,3 @@ def _tuning_facts(tuning: dict) -> dict:
     """The part of the tuning a record keeps (not every trial)."""
     return {key: tuning.get(key) for key in ("indices", "params", "median_distance")}
 
-
-def randomized_output_message(report: CheckReport) -> str | None:
-    """The check's randomized-output finding as a flag message, or None when the outputs are deterministic."""
-    sanity = report.sanity
-    if sanity is None or not sanity.randomized:
-        return None
-    detail = sanity.message or "the model gave different outputs for the same input"
-    return f"randomized output: {detail}; attack results on a randomized model overstate robustness"

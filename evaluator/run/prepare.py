@@ -191,7 +191,7 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
     and its manifest entry. Nothing is written unless every check passes."""
     from safetensors.torch import save as save_safetensors
 
-    from evaluator.run.check import measure_sparsity
+    from evaluator.run.sparsity import measure_sparsity
     from evaluator.checkpoint.fetch import read_capped
     from evaluator.untrusted.file_kind import sniff_format
     from evaluator.checkpoint.key_rules import apply_key_rules

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from evaluator.errors import APBError, Problem
-from evaluator.record.records import METRICS
+from evaluator.record.records import METRIC_TABLE, METRICS, metric_label, metrics_in
+from evaluator.record.types import Record
 
 if TYPE_CHECKING:
     from evaluator.render.catalog import Catalog, CurveColumn
@@ -36,9 +37,10 @@ CSV_FIELDS = ("model_key", "ap_key", "ap_name", "dataset", "structure_kind", "ar
               "protocol", "n_samples", *METRICS, *(f"{metric}_{end}" for metric in METRICS for end in ("low", "high")),
               "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective", "date", "git_commit",
               "checkpoint_sha256", "record")  # <metric>_low/_high: the record's 95% interval (evaluated records)
+SITE_METRIC_FIELDS = tuple(METRIC_TABLE[m].views.get("site") or m for m in METRICS)  # metrics.yaml's views.site
 ROW_FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "protocol", "source",
-              "clean", "aa", "hofmn", "worst", "flags", "macs_effective", "macs_dense", "params_nonzero",
-              "params_total", "curve", "date", "aa_spread")  # aa_spread: ± half the AA 95% interval (evaluated)
+              *SITE_METRIC_FIELDS, "flags", "macs_effective", "macs_dense", "params_nonzero",
+              "params_total", "curve", "date", "aa_spread")  # aa_spread: ± half the headline metric's 95% interval
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'")
 POINTS_CAP = 1000  # an analysis panel with more cells than this is sent as box statistics, not its points
@@ -173,7 +175,7 @@ class Downloads:
     csv_writer: Any
     first: bool = True
 
-    def add(self, record: dict, name: str, path: str) -> None:
+    def add(self, record: Record, name: str, path: str) -> None:
         self.json_file.write(("\n" if self.first else ",\n") + json.dumps(record, ensure_ascii=False, sort_keys=False))
         self.first = False
         metrics, intervals = record.get("metrics") or {}, record.get("intervals") or {}
@@ -191,6 +193,20 @@ class Downloads:
                                   record.get("checkpoint_sha256"), path])
 
 
+def site_metrics() -> list[list[str]]:
+    """[metric, row field, label] of each metric the site shows as a column (``metrics.yaml``'s views.site), in
+    display order."""
+    return [[metric, field, metric_label(metric, "short")] for metric, field in zip(METRICS, SITE_METRIC_FIELDS)
+            if metric in metrics_in("site")]
+
+
+def headline_field() -> str:
+    """The row field of the headline metric (the README's first table): the column with the ± spread."""
+    from evaluator.render.readme import AUTOATTACK
+
+    return SITE_METRIC_FIELDS[METRICS.index(AUTOATTACK.metric)]
+
+
 def curve_key(row: Any) -> str:
     from evaluator.registry.model_keys import ARCHITECTURE_CODES
 
@@ -198,10 +214,11 @@ def curve_key(row: Any) -> str:
 
 
 def row_values(row: Any) -> list:
+    from evaluator.render.readme import AUTOATTACK
     from evaluator.render.tables import interval_spread
 
     total, nonzero = row.params or (None, None)
-    spread = None if row.published else interval_spread(row.metric("aa_robust_accuracy"), row.n_samples)
+    spread = None if row.published else interval_spread(row.metric(AUTOATTACK.metric), row.n_samples)
     return [row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.protocol,
             row.source, *row.metrics, list(row.flags), row.macs_effective, row.macs_dense, nonzero, total,
             curve_key(row) if row.curve is not None else None, row.date,
@@ -336,7 +353,8 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
         protocols = {p: {"description": settings[p].description.strip(),
                          "eps": eps_of(p)}
                      for p in catalog.protocols()}
-        data = {"fields": list(ROW_FIELDS), "aps": ap_facts(entries, labels),
+        data = {"fields": list(ROW_FIELDS), "metrics": site_metrics(), "headline": headline_field(),
+                "aps": ap_facts(entries, labels),
                 "protocols": protocols, "grid_steps_per_255": GRID_STEPS_PER_255, "grid_size": int(EPS_GRID.size),
                 "source_url": source_url, "dimensions": [d["title"] for d in load_dimensions()]}
         with open(out / "data" / "rows.js", "w", encoding="utf-8") as handle:  # the rows one at a time

@@ -5,16 +5,20 @@
 
 const DATA = window.APB || {fields: [], dimensions: [], rows: [], aps: {}};  // analysis.html loads no rows
 const FIELD = Object.fromEntries(DATA.fields.map((name, i) => [name, i]));
+const METRICS = DATA.metrics || [];  // [metric, row field, label] per metric column (metrics.yaml's views.site)
+const METRIC_LABEL = Object.fromEntries(METRICS.map(([metric, , label]) => [metric, label]));
+const HEADLINE = (METRICS.find(([, field]) => field === DATA.headline) || [])[2];  // the column with the ± spread
 const COLUMNS = [
   ["AP", (r) => apOf(r).name], ["venue", (r) => apOf(r).venue || ""], ["year", (r) => apOf(r).year || ""],
   ["dataset", (r) => r[FIELD.dataset]], ["structure", (r) => r[FIELD.structure_kind]],
   ["architecture", (r) => r[FIELD.architecture]], ["sparsity", (r) => r[FIELD.sparsity], true],
-  ["protocol", (r) => r[FIELD.protocol]], ["clean", (r) => r[FIELD.clean], true], ["AA", (r) => r[FIELD.aa], true],
-  ["HO-FMN", (r) => r[FIELD.hofmn], true], ["worst case", (r) => r[FIELD.worst], true],
+  ["protocol", (r) => r[FIELD.protocol]], ...METRICS.map(([, field, label]) => [label, (r) => r[FIELD[field]], true]),
   ["flags", (r) => r[FIELD.flags].join(" ")],
   ["effective MACs", (r) => r[FIELD.macs_effective], true], ["non-zero params", (r) => r[FIELD.params_nonzero], true],
   ["model key", (r) => r[FIELD.model_key]],
 ];
+const METRIC_TITLES = new Set(METRICS.map(([, , label]) => label));
+const DEFAULT_SORT = COLUMNS.findIndex(([title]) => title === HEADLINE);  // the headline metric, best first
 const FILTERS = [["dataset", (r) => [r[FIELD.dataset]]], ["structure", (r) => [r[FIELD.structure_kind]]],
   ["architecture", (r) => [r[FIELD.architecture]]], ["sparsity", (r) => [String(r[FIELD.sparsity])]],
   ["protocol", (r) => [r[FIELD.protocol]]],
@@ -88,7 +92,7 @@ function rankings() {
     box.append(section);
     function draw() {
       const table = tables[Number(select.value)], t = el("table", null, {class: "ranks"}), head = el("tr");
-      head.append(...["#", "AP", `mean ${table.metric.startsWith("aa") ? "AA" : table.metric.startsWith("hofmn") ? "HO-FMN" : "worst case"} (%)`,
+      head.append(...["#", "AP", `mean ${METRIC_LABEL[table.metric] || table.metric} (%)`,
         "cells", "p vs above", "venue", "year"].map((h) => el("th", h, {scope: "col"})));
       const body = el("tbody");
       for (const [ap, rank, mean, covered, of, p] of all ? table.rows : table.rows.slice(0, RANK_ROWS)) {
@@ -113,7 +117,7 @@ function rankings() {
 function leaderboard() {
   rankings();
   const saved = hashState();
-  const state = {sort: 9, descending: true, page: 0, search: saved.get("q") || "", filters: {}};
+  const state = {sort: DEFAULT_SORT, descending: true, page: 0, search: saved.get("q") || "", filters: {}};
   const savedSort = Number(saved.get("sort"));
   if (saved.has("sort") && savedSort >= 0 && savedSort < COLUMNS.length) {
     state.sort = savedSort; state.descending = saved.get("order") !== "asc";
@@ -172,8 +176,8 @@ function leaderboard() {
       if (i === state.sort) th.setAttribute("aria-sort", state.descending ? "descending" : "ascending");
       else th.removeAttribute("aria-sort");
     });
-    setHash({q: state.search, sort: state.sort === 9 && state.descending ? "" : String(state.sort),
-      order: state.sort === 9 && state.descending ? "" : state.descending ? "desc" : "asc",
+    setHash({q: state.search, sort: state.sort === DEFAULT_SORT && state.descending ? "" : String(state.sort),
+      order: state.sort === DEFAULT_SORT && state.descending ? "" : state.descending ? "desc" : "asc",
       page: state.page ? String(state.page + 1) : "",
       ...Object.fromEntries(FILTERS.map(([name]) => [`f.${name}`, state.filters[name] || ""]))});
     const body = document.querySelector("#leaderboard tbody");
@@ -181,7 +185,7 @@ function leaderboard() {
       const tr = el("tr", null, {"data-model": row[FIELD.model_key], "data-protocol": row[FIELD.protocol]});
       COLUMNS.forEach(([title, get, numeric]) => {
         let text = get(row);
-        if (["clean", "AA", "HO-FMN", "worst case"].includes(title)) text = fixed(text);
+        if (METRIC_TITLES.has(title)) text = fixed(text);
         if (title === "effective MACs" || title === "non-zero params") text = si(text);
         const td = el("td", null, numeric ? {class: "number"} : {});
         if (title === "AP" && apOf(row).paper) {
@@ -191,10 +195,10 @@ function leaderboard() {
         } else if (title === "flags" && text) {
           td.append(el("span", "⚠ " + text, {class: "flag"}));
         } else td.textContent = text === undefined || text === null ? "" : String(text);
-        if (title === "AA" && row[FIELD.aa_spread] !== null) {
+        if (title === HEADLINE && row[FIELD.aa_spread] !== null) {
           td.append(el("span", ` ±${row[FIELD.aa_spread].toFixed(2)}`, {class: "spread", title: "half the 95% interval"}));
         }
-        if (title === "AA" && row[FIELD.flags].length) td.append(el("span", " ⚠", {class: "flag", "aria-hidden": "true"}));
+        if (title === HEADLINE && row[FIELD.flags].length) td.append(el("span", " ⚠", {class: "flag", "aria-hidden": "true"}));
         tr.append(td);
       });
       return tr;

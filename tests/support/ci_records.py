@@ -23,7 +23,7 @@ def per_sample(n: int = 200, seed: int = 0) -> PerSample:
     clean = rng.random(n) < 0.8
     distance = np.where(clean, rng.uniform(0.0, 0.08, n), 0.0).astype(np.float32)
     aa = clean & (distance > EPS) & (rng.random(n) < 0.95)
-    return PerSample(np.arange(n), clean, aa, distance)
+    return PerSample(np.arange(n), clean_correct=clean, aa_robust=aa, hofmn_distance=distance)
 
 
 def check_dict(model_key: str, *, ok: bool = True) -> dict:
@@ -90,7 +90,7 @@ def write_shard_outputs(out_dir: Path, model_key: str, checkpoint_sha256: str, c
                         protocol: str = "smoke-v1", seed: int = 0) -> list[Path]:
     """The shard outputs ``apb evaluate --shard i/count`` writes for one model (D's ``write_shard``), from
     seeded per-sample results; returns one folder per shard, in shard order."""
-    from evaluator.run.evaluate import chunk_ranges
+    from evaluator.run.chunks import chunk_ranges
     from evaluator.record.assemble import RunFacts
     from evaluator.run.shards import Shard, shard_dir, write_shard
     from evaluator.protocol import load_protocol
@@ -109,8 +109,9 @@ def write_shard_outputs(out_dir: Path, model_key: str, checkpoint_sha256: str, c
         shard = Shard(index, count)
         chunks = [c for c in range(len(ranges)) if shard.owns(c)]
         mask = np.isin(samples.sample_index, [i for c in chunks for i in ranges[c]])
-        part = PerSample(samples.sample_index[mask], samples.clean_correct[mask], samples.aa_robust[mask],
-                         samples.hofmn_distance[mask])
+        part = PerSample(samples.sample_index[mask], clean_correct=samples.clean_correct[mask],
+                         aa_robust=samples.aa_robust[mask],
+                         hofmn_distance=samples.hofmn_distance[mask])
         ledger = {str(c): {"wall_s": {"clean": 1.0, "autoattack": 5.0, "hofmn": 7.0}, "aa_warnings": [],
                            "aa_attacks": ["apgd-ce"], "aa_implementation": "pyautoattack"} for c in chunks}
         folders.append(write_shard(RunFacts(**facts, shard=str(shard), ledger=ledger), part, chunks,

@@ -50,7 +50,8 @@ def add_evaluated(root: Path, model_key: str, *, protocol: str = PROTOCOL, seed:
         distances[: n // 5] = 0.0
         distances[n - unbroken:] = np.inf
         clean = distances > 0
-        per_sample = PerSample(np.arange(n), clean, clean & (distances > EPS * 1.05), distances)
+        per_sample = PerSample(np.arange(n), clean_correct=clean,
+                               aa_robust=clean & (distances > EPS * 1.05), hofmn_distance=distances)
     key = parse_model_key(model_key)
     directory = records_dir(root, key.ap_key)
     sha = per_sample.save(directory / f"{record_stem(model_key, protocol)}.npz")
@@ -79,4 +80,4 @@ def flags_result(n: int, robust: int) -> PerSample:
     clean = np.arange(n) < int(n * 0.8)
     robust_flags = np.arange(n) < robust
     distances = np.where(robust_flags, np.inf, np.where(clean, 0.003, 0.0)).astype(np.float32)
-    return PerSample(np.arange(n), clean, robust_flags, distances)
+    return PerSample(np.arange(n), clean_correct=clean, aa_robust=robust_flags, hofmn_distance=distances)
