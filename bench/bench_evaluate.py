@@ -24,7 +24,7 @@ from timing import machine
 
 from evaluator.run.datasets import load_test_set, write_cifar10_test
 from evaluator.run.evaluate import ChunkStore, evaluate_chunks, evaluate_model
-from evaluator.models import build_model
+from evaluator.registry.variants import build_model
 from evaluator.protocol import load_protocol
 from evaluator.record.records import PerSample
 

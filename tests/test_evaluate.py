@@ -271,7 +271,7 @@ def test_evaluate_refuses_a_protocol_of_imported_results_and_a_bad_shard(tmp_pat
 
 @pytest.mark.slow
 def test_evaluate_stops_with_the_report_when_the_check_fails(tmp_path, capsys):
-    from evaluator.models import build_model
+    from evaluator.registry.variants import build_model
 
     torch.manual_seed(0)
     checkpoint = tmp_path / "dense.pt"
