@@ -68,9 +68,10 @@ def load_local_model(path: str | Path, architecture: str | None = None, *, model
     safetensors), the key rules applied, strictly into the variant, wrapped in its normalization, in eval mode.
 
     Either give ``model_key`` (the loading fields of that manifest entry are used, the file is *path*) or the
-    ``architecture`` (a registered one: ``resnet18`` / ``vgg16``) and any manifest loading field as a keyword
-    (``dataset``: default the first registered, CIFAR10): ``variant``,
-    ``format`` (default: read from the file's first bytes), ``state_dict_key``, ``strip_prefix``,
+    ``architecture`` (``resnet18`` / ``vgg16``: evaluator/models/variants.yaml), its ``dataset`` (whose class
+    count sizes the head; default the first of evaluator/registry/datasets.yaml, CIFAR10) and any manifest
+    loading field as a keyword: ``variant``, ``format`` (default: read from the file's first bytes),
+    ``state_dict_key``, ``strip_prefix``,
     ``normalization`` ({"mean": [...], "std": [...]}), ``rename_prefixes``, ``normalization_buffers``,
     ``unused_tensors``, ``masks`` (a file holding masks or scores loads only with its rule stated),
     ``keep_ratios``, ``allowed_globals``. ``sparsity`` is needed only for ``masks="popup-scores"``.
