@@ -61,9 +61,10 @@ def _architecture(name: str, spec: Any) -> Architecture:
     """One ``architectures`` entry; ``ValueError`` naming the field otherwise."""
     if not isinstance(spec, dict):
         raise ValueError("must be a mapping {code: <key code>, title: <column title>, marker: <point shape>}")
-    for field_name in ("code", "title"):
-        if not isinstance(spec.get(field_name), str) or not str(spec[field_name]).isalnum():
-            raise ValueError(f"{field_name}: must be letters and digits, got {spec.get(field_name)!r}")
+    if not isinstance(spec.get("code"), str) or not spec["code"].isascii() or not spec["code"].isalnum():
+        raise ValueError(f"code: must be ASCII letters and digits (a model key part), got {spec.get('code')!r}")
+    if not isinstance(spec.get("title"), str) or not spec["title"].strip():
+        raise ValueError(f"title: must be the column title (text), got {spec.get('title')!r}")
     if spec.get("marker") not in MARKERS:
         raise ValueError(f"marker: must be one of {', '.join(MARKERS)}, got {spec.get('marker')!r}")
     return Architecture(name, spec["code"], spec["title"], spec["marker"])
