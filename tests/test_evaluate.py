@@ -303,13 +303,13 @@ def test_one_evaluation_builds_the_model_once_and_computes_compliance_once(tmp_p
     counts = {"build": 0, "compliance": 0}
     real_build, real_compliance = load.build_variant, compliance.check_compliance
 
-    def counted_build(name):
+    def counted_build(name, classes):
         counts["build"] += 1
-        return real_build(name)
+        return real_build(name, classes)
 
-    def counted_compliance(state, variant):
+    def counted_compliance(state, variant, classes):
         counts["compliance"] += 1
-        return real_compliance(state, variant)
+        return real_compliance(state, variant, classes)
 
     monkeypatch.setattr(load, "build_variant", counted_build)
     monkeypatch.setattr(compliance, "check_compliance", counted_compliance)

@@ -140,6 +140,11 @@ def test_a_new_dataset_flows_through_keys_schemas_and_heads(tiny_registry):
         assert build_variant("vgg16", classes).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 3)
     with pytest.raises(ValueError, match="different class counts"):
         variant_registry.shared_classes()
+    from evaluator.checkpoint.compliance import check_compliance
+
+    state = dict(build_variant("vgg16", classes).state_dict())
+    assert check_compliance(state, "vgg16", classes).ok
+    assert "has 3 rows" in check_compliance(state, "vgg16", get_dataset("CIFAR10").classes).suggestion
 
 
 def test_a_registry_mistake_names_the_file_and_the_field(tmp_path, monkeypatch):

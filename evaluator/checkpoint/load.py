@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from evaluator.repository.manifest import ModelEntry
 
 
-
 def fetch_entry(entry: ModelEntry, *, cache_dir: Path | None = None, progress: bool = True) -> Path:
     """The verified cached checkpoint of a manifest entry (download errors name the entry)."""
     from evaluator.checkpoint.fetch import fetch_checkpoint

@@ -80,5 +80,5 @@ def get_dataset(name: str) -> Dataset:
     known = datasets()
     if name not in known:
         raise ValueError(f"dataset: {name!r} is not one of {list(known)} (spelled exactly so; the list is "
-                         f"{DATASETS_FILE.relative_to(PACKAGE_DIR.parent).as_posix()})")
+                         f"{DATASETS_FILE})")
     return known[name]
