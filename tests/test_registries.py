@@ -105,6 +105,13 @@ def test_the_commands_titles_and_figures_follow_the_registries(monkeypatch):
     assert [column_title((name, 90)) for name in architectures()] == [f"{f.title} 90%" for f in architectures().values()]
 
 
+def test_each_dataset_format_has_its_reader():
+    from evaluator.run import datasets as readers
+
+    assert set(dataset_registry.FORMATS) == set(readers._READERS)
+    assert {dataset.format for dataset in datasets().values()} <= set(readers._READERS)
+
+
 def test_the_largest_test_set_fits_a_sidecar():
     from evaluator.record.records import MAX_SIDECAR_SAMPLES
 
