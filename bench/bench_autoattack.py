@@ -25,7 +25,7 @@ from timing import interleaved_seconds, interleaved_times, machine, paired_ratio
 
 from evaluator.attacks.autoattack import autoattack_linf
 from evaluator.attacks.common import frozen_for_attack
-from evaluator.models import build_model
+from evaluator.registry.variants import build_model
 from tests.support.tiny_models import linear_classifier
 
 EPS = 8 / 255

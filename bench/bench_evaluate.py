@@ -26,7 +26,7 @@ from evaluator.run.datasets import load_test_set, write_cifar10_test
 from evaluator.run.chunks import ChunkStore
 from evaluator.run.evaluate import evaluate_model
 from evaluator.run.stages import evaluate_chunks
-from evaluator.models import build_model
+from evaluator.registry.variants import build_model
 from evaluator.protocol import load_protocol
 from evaluator.record.records import PerSample
 

@@ -20,7 +20,7 @@ from timing import interleaved_times, machine, paired_ratio
 
 from evaluator.attacks.common import frozen_for_attack
 from evaluator.attacks.fmn import fmn_linf
-from evaluator.models import build_model
+from evaluator.registry.variants import build_model
 
 PARAMS = {"lr": 0.1, "momentum": 0.5, "weight_decay": 0.1, "dampening": 0.1}
 

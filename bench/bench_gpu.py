@@ -66,7 +66,7 @@ from evaluator.run import stages  # noqa: E402
 from evaluator.record import provenance  # noqa: E402
 from evaluator.attacks.common import frozen_for_attack  # noqa: E402
 from evaluator.run.datasets import load_test_set, write_cifar10_test  # noqa: E402
-from evaluator.models import build_model  # noqa: E402
+from evaluator.registry.variants import build_model  # noqa: E402
 from evaluator.protocol import Protocol, load_protocol  # noqa: E402
 
 EPS = 8 / 255

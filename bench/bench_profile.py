@@ -69,7 +69,7 @@ from bench_gpu import (FULL_N, TF32_AUTOTUNED, Counted, Recorder, StageWork, Uti
 
 from evaluator.record import provenance  # noqa: E402
 from evaluator.attacks.common import frozen_for_attack  # noqa: E402
-from evaluator.models import build_model  # noqa: E402
+from evaluator.registry.variants import build_model  # noqa: E402
 from evaluator.protocol import EvaluableProtocol, load_protocol  # noqa: E402
 
 STAGES = ("clean", "aa/apgd-ce", "aa/apgd-t", "aa/fab-t", "aa/square", "hofmn_tuning", "hofmn")

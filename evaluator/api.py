@@ -24,6 +24,8 @@ from evaluator.errors import APBError, Problem
 from evaluator.checkpoint.load import load_model
 from evaluator.repository.manifest import LOADING_FIELDS
 from evaluator.protocol import DEFAULT_PROTOCOL
+from evaluator.registry.datasets import dataset_names
+from evaluator.registry.variants import architecture_names
 from evaluator.repository.submissions import load_ap_taxonomy
 from evaluator.record.types import Record
 
@@ -61,14 +63,16 @@ def _run(model: nn.Module, dataset: str, data_dir: str | Path, device: str, prot
 
 
 def load_local_model(path: str | Path, architecture: str | None = None, *, model_key: str | None = None,
-                     dataset: str = "CIFAR10", structure: str = "weights", sparsity: int | None = None,
+                     dataset: str | None = None, structure: str = "weights", sparsity: int | None = None,
                      root: str | Path | None = None, device: str = "cpu", **loading: Any) -> nn.Module:
     """A checkpoint on disk, loaded the way the evaluator loads a manifest entry: safely (weights-only or
     safetensors), the key rules applied, strictly into the variant, wrapped in its normalization, in eval mode.
 
     Either give ``model_key`` (the loading fields of that manifest entry are used, the file is *path*) or the
-    ``architecture`` (``resnet18`` / ``vgg16``) and any manifest loading field as a keyword: ``variant``,
-    ``format`` (default: read from the file's first bytes), ``state_dict_key``, ``strip_prefix``,
+    ``architecture`` (``resnet18`` / ``vgg16``: evaluator/models/variants.yaml), its ``dataset`` (whose class
+    count sizes the head; default the first of evaluator/registry/datasets.yaml, CIFAR10) and any manifest
+    loading field as a keyword: ``variant``, ``format`` (default: read from the file's first bytes),
+    ``state_dict_key``, ``strip_prefix``,
     ``normalization`` ({"mean": [...], "std": [...]}), ``rename_prefixes``, ``normalization_buffers``,
     ``unused_tensors``, ``masks`` (a file holding masks or scores loads only with its rule stated),
     ``keep_ratios``, ``allowed_globals``. ``sparsity`` is needed only for ``masks="popup-scores"``.
@@ -91,7 +95,8 @@ def load_local_model(path: str | Path, architecture: str | None = None, *, model
                                     url=path.resolve().as_uri())
     else:
         if architecture is None:
-            raise APBError(Problem("load_local_model", "give architecture= (resnet18 or vgg16) or model_key="))
+            raise APBError(Problem("load_local_model", f"give architecture= ({' or '.join(architecture_names())}) "
+                                                       "or model_key="))
         unknown = sorted(set(loading) - set(LOADING_FIELDS))
         if unknown:
             raise APBError(Problem("load_local_model", f"unknown loading field(s) {', '.join(unknown)}; the "
@@ -100,7 +105,7 @@ def load_local_model(path: str | Path, architecture: str | None = None, *, model
             raise APBError(Problem("load_local_model", "masks='popup-scores' needs sparsity= (which share of each "
                                                        "layer's weights the scores prune)"))
         fields = {"format": sniff_format(data) if sniff_format(data) != "unknown" else "torch", **loading}
-        entry = draft_entry(path, architecture=architecture, dataset=dataset, structure=structure,
+        entry = draft_entry(path, architecture=architecture, dataset=dataset or dataset_names()[0], structure=structure,
                             sparsity=sparsity if sparsity is not None else 90, **fields)
     return build_checked_model(entry, load_state_dict(data, entry)).to(device).eval()
 

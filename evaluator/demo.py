@@ -110,7 +110,7 @@ def fill_unused_inputs_(convs: list[nn.Conv2d], sparsity: int) -> None:
 
 def example_model(architecture: str, sparsity: int, generator: torch.Generator) -> nn.Module:
     """The untrained example VGG16 (module docstring) before its last layer is fitted."""
-    from evaluator.models import build_model
+    from evaluator.registry.variants import build_model
 
     model = build_model(architecture)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]

@@ -16,7 +16,8 @@ from evaluator.run.check import check_compliance, check_entry, check_outputs, cl
 from evaluator.run.sparsity import COUNTED_LAYERS, measure_sparsity
 from evaluator.run.datasets import load_test_set
 from evaluator.errors import APBError
-from evaluator.models import Normalized, build_model
+from evaluator.models import Normalized
+from evaluator.registry.variants import build_model
 from evaluator.untrusted.safeio import dump_json
 from tests.support.entries import AP_KEY, make_entry
 from tests.support.fake_data import write_tiny_cifar10
@@ -157,13 +158,13 @@ class Broken(nn.Module):
 def test_output_sanity():
     images = torch.rand(4, 3, 32, 32)
     torch.manual_seed(0)
-    good = check_outputs(build_model("resnet18"), images)
+    good = check_outputs(build_model("resnet18"), images, 10)
     assert good.ok and good.deterministic and good.shape == [4, 10] and not good.randomized
-    randomized = check_outputs(Noisy(), images)
+    randomized = check_outputs(Noisy(), images, 10)
     assert randomized.ok and randomized.randomized and "randomized" in randomized.message  # flagged, not failed
     assert randomized.render_text().startswith("outputs     FLAGGED")
-    assert not check_outputs(Broken(classes=100), images).ok
-    nan = check_outputs(Broken(value=float("nan")), images)
+    assert not check_outputs(Broken(classes=100), images, 10).ok
+    nan = check_outputs(Broken(value=float("nan")), images, 10)
     assert not nan.ok and not nan.finite and "NaN" in nan.message and nan.deterministic
 
 

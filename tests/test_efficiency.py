@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from evaluator.run.efficiency import effective_macs, efficiency_summary, efficiency_text, measure_efficiency
-from evaluator.models import Normalized, build_model
+from evaluator.models import Normalized
+from evaluator.registry.variants import build_model
 
 # VGG16 of the benchmark on 32x32 inputs: (in channels, out channels, output height * width) of its 13 3x3 convs
 # (no bias, each followed by BatchNorm), then a 2048-256-256-10 classifier (with biases).

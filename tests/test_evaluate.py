@@ -273,7 +273,7 @@ def test_evaluate_refuses_a_protocol_of_imported_results_and_a_bad_shard(tmp_pat
 
 @pytest.mark.slow
 def test_evaluate_stops_with_the_report_when_the_check_fails(tmp_path, capsys):
-    from evaluator.models import build_model
+    from evaluator.registry.variants import build_model
 
     torch.manual_seed(0)
     checkpoint = tmp_path / "dense.pt"
@@ -305,13 +305,13 @@ def test_one_evaluation_builds_the_model_once_and_computes_compliance_once(tmp_p
     counts = {"build": 0, "compliance": 0}
     real_build, real_compliance = load.build_variant, compliance.check_compliance
 
-    def counted_build(name):
+    def counted_build(name, classes):
         counts["build"] += 1
-        return real_build(name)
+        return real_build(name, classes)
 
-    def counted_compliance(state, variant):
+    def counted_compliance(state, variant, classes):
         counts["compliance"] += 1
-        return real_compliance(state, variant)
+        return real_compliance(state, variant, classes)
 
     monkeypatch.setattr(load, "build_variant", counted_build)
     monkeypatch.setattr(compliance, "check_compliance", counted_compliance)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.registry.model_keys import AP_KEY_PATTERN, model_key_maker, parse_model_key
+from evaluator.repository.schema import load_schema
 from evaluator.repository.submissions import iter_entries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +49,7 @@ def test_parse_refuses_malformed_keys(key):
 def test_the_schemas_use_the_ap_key_form_of_keys_py():
     expected = f"^{AP_KEY_PATTERN}$"
     taxonomy = json.loads((ROOT / "taxonomy" / "taxonomy.schema.json").read_text())
-    manifest = json.loads((ROOT / "evaluator" / "schemas" / "manifest.schema.json").read_text())
-    record = json.loads((ROOT / "evaluator" / "schemas" / "record.schema.json").read_text())
+    manifest, record = load_schema("manifest"), load_schema("record")
     assert taxonomy["properties"]["ap_key"]["pattern"] == expected
     assert manifest["$defs"]["ap_key"]["pattern"] == expected
     assert record["properties"]["ap_key"]["pattern"] == expected

@@ -11,7 +11,8 @@ from torch.nn.utils import prune
 from evaluator.errors import APBError
 from evaluator.checkpoint.key_rules import fold_pruning_masks
 from evaluator.checkpoint.load import build_checked_model, load_model, load_state_dict
-from evaluator.models import Normalized, build_model
+from evaluator.models import Normalized
+from evaluator.registry.variants import build_model
 from tests.support.entries import make_entry
 
 ENTRY = make_entry()

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluator.models import Normalized, build_model
+from evaluator.models import Normalized
+from evaluator.registry.variants import build_model
 
 SHAPES = json.loads((Path(__file__).parent / "data" / "base_model_state_dict_shapes.json").read_text())
 

@@ -16,7 +16,7 @@ from evaluator.checkpoint.load import build_checked_model, load_state_dict
 from evaluator.repository.manifest import NormalizationBuffers, manifest_problems
 from evaluator.repository.schema import load_schema
 from evaluator.untrusted.safeio import parse_yaml_text
-from evaluator.registry.variants import build_variant, variant_names, variants
+from evaluator.registry.variants import architectures, build_variant, variant_names, variants
 from tests.support.entries import make_entry
 
 
@@ -32,12 +32,19 @@ def state_of(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_every_variant_builds_and_maps_32x32_images_to_its_logits():
-    assert set(variant_names("resnet18")) | set(variant_names("vgg16")) == set(variants())
+    assert {name for family in architectures() for name in variant_names(family)} == set(variants())
     for name in variants():
-        model = build_variant(name).eval()
+        model = build_variant(name, 10).eval()
         with torch.inference_mode():
-            assert model(torch.rand(2, 3, 32, 32)).shape == (2, variants()[name].outputs), name
-        assert variants()[name].family in ("resnet18", "vgg16") and variants()[name].source
+            assert model(torch.rand(2, 3, 32, 32)).shape == (2, variants()[name].outputs(10)), name
+        assert variants()[name].family in architectures() and variants()[name].source
+
+
+def test_the_dataset_class_count_sizes_the_head_unless_the_variant_overrides_it():
+    with torch.inference_mode():
+        assert build_variant("vgg16", 7).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 7)
+        assert build_variant("resnet18-head100", 7).eval()(torch.rand(1, 3, 32, 32)).shape == (1, 100)
+    assert variants()["resnet18"].outputs(7) == 7 and variants()["resnet18-head100"].outputs(7) == 100
 
 
 def test_the_manifest_schema_takes_exactly_the_registered_variants():

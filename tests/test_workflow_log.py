@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evaluator.models import build_model
+from evaluator.registry.variants import build_model
 from evaluator.untrusted.workflow_log import commands_stopped
 from tests.support.entries import AP_KEY
 from tests.support.fake_data import write_tiny_cifar10

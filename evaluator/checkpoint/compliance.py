@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from evaluator.paths import PACKAGE_DIR
-from evaluator.registry.variants import build_variant, variants
+from evaluator.registry.variants import build_variant, shared_classes, variants
 
 NORMALIZATION_KEY_HINTS = ("mean", "std")
 SCORE_NAMES = ("scores", "popup_scores")  # edge-popup (RST) and HYDRA name the score tensor these ways
@@ -75,19 +75,22 @@ class ComplianceReport:
 
 
 @functools.lru_cache(maxsize=None)
-def expected_shapes(variant: str) -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the variant's state dict (built on the meta device: no memory, no initialisation)."""
+def expected_shapes(variant: str, classes: int) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the variant's state dict for a dataset of *classes* classes (built on the meta device: no
+    memory, no initialisation)."""
     with torch.device("meta"):
-        model = build_variant(variant)
+        model = build_variant(variant, classes)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-def check_compliance(state_dict: dict[str, torch.Tensor], variant: str) -> ComplianceReport:
-    """Missing, unexpected and mis-shaped keys of *state_dict* against *variant*, exactly as a strict
-    ``load_state_dict`` judges them (e.g. a missing BatchNorm ``num_batches_tracked`` is accepted); when it
-    does not fit, the closest registered variant and the rules that would help are suggested."""
+def check_compliance(state_dict: dict[str, torch.Tensor], variant: str, classes: int | None = None) -> ComplianceReport:
+    """Missing, unexpected and mis-shaped keys of *state_dict* against *variant* built for *classes* classes (the
+    entry's dataset's; by default the count every dataset shares), exactly as a strict ``load_state_dict`` judges
+    them (e.g. a missing BatchNorm ``num_batches_tracked`` is accepted); when it does not fit, the closest
+    registered variant and the rules that would help are suggested."""
+    classes = shared_classes() if classes is None else classes
     with torch.device("meta"):
-        model = build_variant(variant)
+        model = build_variant(variant, classes)
     expected = model.state_dict()
     mismatched = [{"key": key, "expected": list(expected[key].shape), "found": list(value.shape)}
                   for key, value in state_dict.items() if key in expected and value.shape != expected[key].shape]
@@ -96,20 +99,20 @@ def check_compliance(state_dict: dict[str, torch.Tensor], variant: str) -> Compl
     report = ComplianceReport(variant, len(state_dict), [k for k in result.missing_keys if k not in wrong],
                               list(result.unexpected_keys), mismatched)
     if not report.ok:
-        head = head_outputs_hint(mismatched, variants()[variant].family)
+        head = head_outputs_hint(mismatched, variants()[variant].family, classes)
         report.suggestion = head or suggest_fix({key: tuple(value.shape) for key, value in state_dict.items()},
-                                                variant)
+                                                variant, classes)
     return report
 
 
-def suggest_fix(shapes: dict[str, tuple[int, ...]], declared: str) -> str | None:
+def suggest_fix(shapes: dict[str, tuple[int, ...]], declared: str, classes: int) -> str | None:
     """A sentence naming the variant and key rules under which *shapes* (the state dict after the entry's
     rules) fits best: the variant whose keys and shapes overlap most, after trying the usual rules. A known
     layout that is no benchmark architecture (torchvision's ImageNet models) is named as such."""
     foreign = foreign_layout(shapes)
     if foreign:
         return foreign
-    best = closest_variant(shapes)
+    best = closest_variant(shapes, classes)
     if best is None:
         return None
     name, rule, matched, total = best
@@ -125,8 +128,10 @@ def suggest_fix(shapes: dict[str, tuple[int, ...]], declared: str) -> str | None
     return f"closest variant: {name} ({fit}); try {', '.join(hints)}"
 
 
-def closest_variant(shapes: dict[str, tuple[int, ...]], family: str | None = None) -> tuple[str, str, int, int] | None:
-    """``(variant, rule, matched, total)``: the registered variant (of *family*, default any) whose keys and
+def closest_variant(shapes: dict[str, tuple[int, ...]], classes: int,
+                    family: str | None = None) -> tuple[str, str, int, int] | None:
+    """``(variant, rule, matched, total)``: the registered variant (of *family*, default any; built for *classes*
+    classes) whose keys and
     shapes overlap most with *shapes*, as they are or with their common prefix stripped (*rule* then says
     ``strip_prefix: '<prefix>'``); None when no key matches any variant."""
     candidates = [("", shapes)]
@@ -138,7 +143,7 @@ def closest_variant(shapes: dict[str, tuple[int, ...]], family: str | None = Non
         for name, variant in variants().items():
             if family is not None and variant.family != family:
                 continue
-            score, matched, total = overlap(keys, expected_shapes(name))
+            score, matched, total = overlap(keys, expected_shapes(name, classes))
             if best is None or score > best[0]:
                 best = (score, name, rule, matched, total)
     if best is None or best[3] == 0:
@@ -204,22 +209,22 @@ def model_prefix(shapes: dict[str, tuple[int, ...]]) -> str:
     return common_prefix({key: shape for key, shape in shapes.items() if key not in buffers})
 
 
-def head_outputs_hint(mismatched: list[dict], family: str) -> str | None:
+def head_outputs_hint(mismatched: list[dict], family: str, classes: int) -> str | None:
     """A sentence when the only difference of a mis-shaped layer is its number of outputs and the variant
-    expects 10 (the classifier): the network's output count against the datasets' 10 classes, and what to do."""
+    expects *classes* (the classifier): the network's output count against the dataset's classes, and what to do."""
     for item in mismatched:
         expected, found = item["expected"], item["found"]
-        if len(expected) != len(found) or expected[1:] != found[1:] or expected[0] != 10 or found[0] == 10:
+        if len(expected) != len(found) or expected[1:] != found[1:] or expected[0] != classes or found[0] == classes:
             continue
         fitting = [name for name, variant in variants().items()
-                   if variant.family == family and variant.outputs == found[0]]
+                   if variant.family == family and variant.outputs(classes) == found[0]]
         what = (f"set variant: {fitting[0]} (the network as trained: all {found[0]} outputs, a prediction outside "
-                "the 10 classes counts as wrong)" if fitting else
-                f"save the network your paper evaluated with a 10-output head (num_classes=10); no registered "
-                f"{family} variant has {found[0]} outputs (evaluator/models/variants.yaml)")
-        return (f"{item['key']} has {found[0]} rows: the network has {found[0]} outputs, but CIFAR10 and SVHN have 10 "
-                f"classes. apb never cuts a head to its first 10 rows (that is another network: its predictions "
-                f"and attacks differ); {what}")
+                f"the {classes} classes counts as wrong)" if fitting else
+                f"save the network your paper evaluated with a {classes}-output head (num_classes={classes}); no "
+                f"registered {family} variant has {found[0]} outputs (evaluator/models/variants.yaml)")
+        return (f"{item['key']} has {found[0]} rows: the network has {found[0]} outputs, but the dataset has "
+                f"{classes} classes. apb never cuts a head to its first {classes} rows (that is another network: its "
+                f"predictions and attacks differ); {what}")
     return None
 
 

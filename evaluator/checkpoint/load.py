@@ -22,15 +22,13 @@ from torch import nn
 from evaluator.errors import APBError
 from evaluator.checkpoint.fetch import Checkpoint, read_capped, read_verified
 from evaluator.checkpoint.key_rules import apply_key_rules, entry_error
-from evaluator.models import ARCHITECTURES, Normalized, build_model
-from evaluator.registry.variants import build_variant
+from evaluator.models import Normalized
+from evaluator.registry.variants import architecture_names, build_model, build_variant
 from evaluator.untrusted.zip_checks import ZIP_MAGIC, stored_archive_problem
 
 if TYPE_CHECKING:
     from evaluator.checkpoint.compliance import ComplianceReport
     from evaluator.repository.manifest import ModelEntry
-
-BASE_MODEL_KEYS = {f"base_{architecture}": architecture for architecture in ARCHITECTURES}
 
 
 def fetch_entry(entry: ModelEntry, *, cache_dir: Path | None = None, progress: bool = True) -> Path:
@@ -68,7 +66,7 @@ def build_checked_model(entry: ModelEntry, state_dict: dict[str, torch.Tensor], 
     *compliance*: the report of this state dict against the entry's variant, when the caller computed it."""
     from evaluator.checkpoint.compliance import check_compliance
 
-    report = compliance if compliance is not None else check_compliance(state_dict, entry.variant)
+    report = compliance if compliance is not None else check_compliance(state_dict, entry.variant, entry.classes)
     if not report.ok:
         from evaluator.checkpoint.compliance import model_prefix
 
@@ -79,7 +77,7 @@ def build_checked_model(entry: ModelEntry, state_dict: dict[str, torch.Tensor], 
                                      f"share); then: {report.summary()}", "strip_prefix")
         raise entry_error(entry, f"the checkpoint does not fit {report.target}: {report.summary()}",
                           "variant" if entry.variant != entry.architecture else "architecture")
-    model = build_variant(entry.variant)
+    model = build_variant(entry.variant, entry.classes)
     model.load_state_dict(state_dict, strict=True)
     return with_normalization(model, entry).eval() if normalization else model.eval()
 
@@ -98,8 +96,9 @@ def load_model(model_key: str, *, root: Path | None = None, cache_dir: Path | No
     from evaluator.device import checked_device
 
     device = checked_device(device)
-    if model_key in BASE_MODEL_KEYS:
-        return build_model(BASE_MODEL_KEYS[model_key]).to(device).eval()
+    base = model_key.removeprefix("base_")
+    if base != model_key and base in architecture_names():
+        return build_model(base).to(device).eval()
     from evaluator.repository.submissions import find_entry
 
     entry = find_entry(model_key, root)

@@ -99,7 +99,9 @@ def read_json(path: Path, limit: int = MAX_JSON_BYTES) -> Any:
 
 @functools.lru_cache(maxsize=None)
 def _schema(schema_path: Path) -> dict:
-    return json.loads(schema_path.read_text(encoding="utf-8"))
+    from evaluator.repository.schema import with_vocabularies
+
+    return with_vocabularies(json.loads(schema_path.read_text(encoding="utf-8")))
 
 
 def schema_problems(data: Any, schema_path: Path, name: str) -> list[Problem]:

@@ -6,12 +6,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from evaluator.registry.datasets import dataset_names
+from evaluator.registry.model_keys import STRUCTURE_KINDS
+from evaluator.registry.variants import architecture_names
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="the training checkpoint (torch.save file or .safetensors)")
-    parser.add_argument("--architecture", required=True, choices=("resnet18", "vgg16"), help="resnet18 | vgg16")
-    parser.add_argument("--dataset", required=True, choices=("CIFAR10", "SVHN"), help="CIFAR10 | SVHN")
-    parser.add_argument("--structure", required=True, choices=("weights", "filters", "channels"),
+    parser.add_argument("--architecture", required=True, choices=architecture_names(),
+                        help=" | ".join(architecture_names()))
+    parser.add_argument("--dataset", required=True, choices=dataset_names(), help=" | ".join(dataset_names()))
+    parser.add_argument("--structure", required=True, choices=tuple(STRUCTURE_KINDS),
                         help="weights (unstructured) | " + structure_help())
     parser.add_argument("--sparsity", required=True, type=int,
                         help="claimed sparsity in percent (weights: 90, 95, 99; filters/channels: 50, 75, 90)")

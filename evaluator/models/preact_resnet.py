@@ -40,7 +40,7 @@ class PreActResNet18(nn.Module):
     layer3: nn.Sequential
     layer4: nn.Sequential
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         in_planes = 64

@@ -63,7 +63,7 @@ class ResNet18Body(nn.Module):
 class ResNet18(ResNet18Body):
     """ResNet18 (BasicBlocks 2-2-2-2), 3x3 stem without max-pool, 4x4 average pool, Linear 512->10."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.linear = nn.Linear(512, num_classes)
 

@@ -22,7 +22,7 @@ from evaluator.models.vgg import VGG16_CIFAR_LAYOUT, make_features
 class SubnetResNet18(ResNet18Body):
     """ResNet18 with non-affine BatchNorm and a 1x1-conv classifier ``fc`` (no bias)."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int) -> None:
         super().__init__(bn_affine=False)
         self.fc = nn.Conv2d(512, num_classes, kernel_size=1, bias=False)
 
@@ -33,7 +33,7 @@ class SubnetResNet18(ResNet18Body):
 class SubnetVGG16(nn.Module):
     """CIFAR VGG16 with non-affine BatchNorm, convs without bias and a 1x1-conv classifier (no bias)."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.features = make_features(VGG16_CIFAR_LAYOUT, bn_affine=False)
         self.features.append(nn.AvgPool2d(kernel_size=1, stride=1))

@@ -35,7 +35,7 @@ def make_features(layout: tuple[int | str, ...] = VGG16_LAYOUT, *, conv_bias: bo
 class VGG16(nn.Module):
     """VGG16-bn with a 2x2 adaptive average pool and a 2048-256-256-10 classifier."""
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         self.features = make_features()
         self.avgpool = nn.AdaptiveAvgPool2d((2, 2))

@@ -17,7 +17,7 @@ HEADS = ("linear", "mlp-bn")
 class VGG16AvgPool(nn.Module):
     """VGG16-bn, 4 max-pools, AvgPool2d(2), a linear or a Linear-BatchNorm1d-ReLU-Linear head."""
 
-    def __init__(self, head: str = "linear", num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int, head: str = "linear") -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head {head!r} is not one of {HEADS}")

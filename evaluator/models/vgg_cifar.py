@@ -15,7 +15,7 @@ from evaluator.models.vgg import VGG16_CIFAR_LAYOUT, make_features
 class VGG16Cifar(nn.Module):
     """CIFAR VGG16 with batch norm and a single linear classifier."""
 
-    def __init__(self, conv_bias: bool = False, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int, conv_bias: bool = False) -> None:
         super().__init__()
         self.features = make_features(VGG16_CIFAR_LAYOUT, conv_bias=conv_bias)
         self.features.append(nn.AvgPool2d(kernel_size=1, stride=1))

@@ -29,7 +29,7 @@ class VGG16Stages(nn.Module):
     layer4: nn.Sequential
     layer5: nn.Sequential
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int) -> None:
         super().__init__()
         for number, widths in enumerate(STAGE_WIDTHS, start=1):
             pool: nn.Module = nn.AdaptiveAvgPool2d((2, 2)) if number == len(STAGE_WIDTHS) else nn.MaxPool2d(2, 2)

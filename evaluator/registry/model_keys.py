@@ -1,17 +1,49 @@
-"""Model keys: ``<ap_key>_<R18|V16>_<CIFAR10|SVHN>_<US|S>_<sparsity>``."""
+"""Model keys: ``<ap_key>_<architecture code>_<dataset>_<US|S>_<sparsity>``, the codes and datasets from the
+registries (``evaluator/models/variants.yaml``, ``evaluator/registry/datasets.yaml``)."""
 from __future__ import annotations
 
+import functools
 import re
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
-ARCHITECTURE_CODES = {"resnet18": "R18", "vgg16": "V16"}
+from evaluator.registry.datasets import dataset_names
+from evaluator.registry.variants import architectures
+
 STRUCTURE_KINDS = {"weights": "US", "filters": "S", "channels": "S"}
-DATASETS = ("CIFAR10", "SVHN")
 AP_KEY_PATTERN = r"[A-Za-z][A-Za-z0-9]*_[A-Za-z]+[0-9]{4}[A-Za-z0-9]*"  # <Name>_<FirstAuthor><Year><FirstTitleWord>
-_MODEL_KEY = re.compile(rf"^(?P<ap>{AP_KEY_PATTERN})_(?P<arch>R18|V16)_(?P<ds>CIFAR10|SVHN)_(?P<kind>US|S)_(?P<sp>[0-9]{{1,2}})\Z")
-
-
 _AP_KEY = re.compile(AP_KEY_PATTERN)
+
+
+def architecture_codes() -> dict[str, str]:
+    """Architecture -> its model-key code (``resnet18 -> R18``), in the registry's order."""
+    return {name: architecture.code for name, architecture in architectures().items()}
+
+
+def model_key_pattern(*, named: bool = True) -> str:
+    """The model-key regex without anchors: with named groups (``ap``, ``arch``, ``ds``, ``kind``, ``sp``) for
+    Python, or without names (ECMA-262, as a JSON Schema's ``pattern`` is written)."""
+    def group(name: str, body: str, alternatives: bool) -> str:
+        return f"(?P<{name}>{body})" if named else f"({body})" if alternatives else body
+
+    def words(found: Iterable[str]) -> str:
+        return "|".join(re.escape(word) for word in found)
+
+    return "_".join([group("ap", AP_KEY_PATTERN, False), group("arch", words(architecture_codes().values()), True),
+                     group("ds", words(dataset_names()), True),
+                     group("kind", words(dict.fromkeys(STRUCTURE_KINDS.values())), True),
+                     group("sp", "[0-9]{1,2}", False)])
+
+
+def model_key_form() -> str:
+    """The model key's form in words: ``<ap_key>_<R18|V16>_<CIFAR10|SVHN>_<US|S>_<sparsity>``."""
+    return (f"<ap_key>_<{'|'.join(architecture_codes().values())}>_<{'|'.join(dataset_names())}>"
+            f"_<{'|'.join(dict.fromkeys(STRUCTURE_KINDS.values()))}>_<sparsity>")
+
+
+@functools.lru_cache(maxsize=1)
+def _model_key() -> tuple[re.Pattern[str], dict[str, str]]:
+    """The compiled model-key regex and code -> architecture."""
+    return re.compile(rf"^{model_key_pattern()}\Z"), {code: name for name, code in architecture_codes().items()}
 
 
 def is_ap_key(text: str) -> bool:
@@ -21,22 +53,23 @@ def is_ap_key(text: str) -> bool:
 
 class ModelKey(NamedTuple):
     ap_key: str
-    architecture: str  # resnet18 | vgg16
-    dataset: str  # CIFAR10 | SVHN
+    architecture: str  # a registered architecture
+    dataset: str  # a registered dataset
     structure_kind: str  # US | S
     sparsity: int
 
 
 def model_key_maker(ap_method: str, architecture: str, dataset: str, structure: str, sparsity_rate: str | int) -> str:
-    """The seed's key maker: ``model_key_maker('HYDRA_Sehwag2020Hydra', 'resnet18', 'CIFAR10', 'weights', '90')``."""
-    if architecture not in ARCHITECTURE_CODES:
-        raise ValueError(f"architecture: {architecture!r} is not one of {sorted(ARCHITECTURE_CODES)}")
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset: {dataset!r} is not one of {list(DATASETS)} (spelled exactly so)")
+    """The seed's key maker: ``model_key_maker(<ap_key>, <architecture>, <dataset>, 'weights', '90')``."""
+    codes = architecture_codes()
+    if architecture not in codes:
+        raise ValueError(f"architecture: {architecture!r} is not one of {sorted(codes)}")
+    if dataset not in dataset_names():
+        raise ValueError(f"dataset: {dataset!r} is not one of {list(dataset_names())} (spelled exactly so)")
     if structure not in STRUCTURE_KINDS:
         raise ValueError(f"structure: {structure!r} is not one of {sorted(STRUCTURE_KINDS)} (weights = unstructured, "
                          "filters / channels = structured)")
-    key = f"{ap_method}_{ARCHITECTURE_CODES[architecture]}_{dataset}_{STRUCTURE_KINDS[structure]}_{_percent(sparsity_rate)}"
+    key = f"{ap_method}_{codes[architecture]}_{dataset}_{STRUCTURE_KINDS[structure]}_{_percent(sparsity_rate)}"
     parse_model_key(key)
     return key
 
@@ -51,8 +84,8 @@ def _percent(sparsity_rate: str | int) -> int:
 
 def parse_model_key(key: str) -> ModelKey:
     """Split a model key into its parts; ``ValueError`` if it is not of the form above."""
-    match = _MODEL_KEY.match(key)
+    pattern, architecture_of = _model_key()
+    match = pattern.match(key)
     if not match:
-        raise ValueError(f"model key {key!r} is not of the form <ap_key>_<R18|V16>_<CIFAR10|SVHN>_<US|S>_<sparsity>")
-    architecture = {code: name for name, code in ARCHITECTURE_CODES.items()}[match["arch"]]
-    return ModelKey(match["ap"], architecture, match["ds"], match["kind"], int(match["sp"]))
+        raise ValueError(f"model key {key!r} is not of the form {model_key_form()}")
+    return ModelKey(match["ap"], architecture_of[match["arch"]], match["ds"], match["kind"], int(match["sp"]))

@@ -1,8 +1,9 @@
-"""The closed registry of architecture variants (``evaluator/models/variants.yaml``); imports no torch.
+"""The closed registries of architectures and their variants (``evaluator/models/variants.yaml``); imports no torch.
 
-A manifest entry names its architecture family (``resnet18`` / ``vgg16``: the leaderboard column) and,
-optionally, a ``variant`` of that family: the exact module layout its checkpoint was saved from. Each variant is
-one builder in a module of this package; the registry file says which, with where its layout comes from.
+A manifest entry names its architecture family (an ``architectures`` entry: the leaderboard column, its model-key
+code, title and plot marker) and, optionally, a ``variant`` of that family: the exact module layout its
+checkpoint was saved from. Each variant is one builder in a module of ``evaluator.models``; the registry file
+says which, with where its layout comes from. The variant named like its family is the family's base.
 """
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ VARIANTS_FILE = PACKAGE_DIR / "models" / "variants.yaml"
 _MODULE_PREFIX = "evaluator.models."
 
 
+MARKERS = ("circle", "square")  # the point shapes of evaluator/render/svg.py
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture family: a leaderboard column."""
+
+    name: str
+    code: str  # the model key's architecture part
+    title: str  # the column and legend title
+    marker: str  # one of MARKERS: the point shape of its series in the efficiency figures
+
+
 @dataclass(frozen=True)
 class Variant:
     """One architecture variant: its family, its builder and the facts a reader needs about it."""
@@ -32,15 +46,60 @@ class Variant:
     source: str
     options: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def outputs(self) -> int:
-        """The number of logits the variant's head gives (10 unless its options say ``num_classes``)."""
-        return int(self.options.get("num_classes", 10))
+    def outputs(self, classes: int) -> int:
+        """The number of logits the variant's head gives on a dataset of *classes* classes: *classes*, unless
+        its options say ``num_classes`` (a head as trained, e.g. 100 outputs evaluated on 10 classes)."""
+        return int(self.options.get("num_classes", classes))
 
-    def build(self) -> nn.Module:
+    def build(self, classes: int) -> nn.Module:
         module_name, _, attribute = self.builder.partition(":")
         module = importlib.import_module(_MODULE_PREFIX + module_name)
-        return getattr(module, attribute)(**self.options)
+        return getattr(module, attribute)(**{**self.options, "num_classes": self.outputs(classes)})
+
+
+def _architecture(name: str, spec: Any) -> Architecture:
+    """One ``architectures`` entry; ``ValueError`` naming the field otherwise."""
+    if not isinstance(spec, dict):
+        raise ValueError("must be a mapping {code: <key code>, title: <column title>, marker: <point shape>}")
+    if not isinstance(spec.get("code"), str) or not spec["code"].isascii() or not spec["code"].isalnum():
+        raise ValueError(f"code: must be ASCII letters and digits (a model key part), got {spec.get('code')!r}")
+    if not isinstance(spec.get("title"), str) or not spec["title"].strip():
+        raise ValueError(f"title: must be the column title (text), got {spec.get('title')!r}")
+    if spec.get("marker") not in MARKERS:
+        raise ValueError(f"marker: must be one of {', '.join(MARKERS)}, got {spec.get('marker')!r}")
+    return Architecture(name, spec["code"], spec["title"], spec["marker"])
+
+
+@functools.lru_cache(maxsize=1)
+def architectures() -> dict[str, Architecture]:
+    """Every registered architecture family by name, in file order (the leaderboard's column order)."""
+    from evaluator.untrusted.safeio import load_yaml
+
+    data, lines = load_yaml(VARIANTS_FILE)
+    found: dict[str, Architecture] = {}
+    problems = []
+    for name, spec in ((data or {}).get("architectures") or {}).items():
+        where = lines.line(("architectures", name))
+        try:
+            found[str(name)] = _architecture(str(name), spec)
+        except ValueError as error:
+            problems.append(Problem(str(VARIANTS_FILE), f"architectures.{name}: {error}", where))
+            continue
+        if name not in (data.get("variants") or {}):
+            problems.append(Problem(str(VARIANTS_FILE), f"architectures.{name}: has no base variant; add a "
+                                                        f"variant named {name} with family {name}", where))
+    codes = [architecture.code for architecture in found.values()]
+    if not found or len(set(codes)) != len(codes):
+        problems.append(Problem(str(VARIANTS_FILE), "architectures: must list at least one architecture, each "
+                                                    f"with its own code (found {codes})", lines.line(("architectures",))))
+    if problems:
+        raise APBError(problems)
+    return found
+
+
+def architecture_names() -> tuple[str, ...]:
+    """The registered architecture families, in the leaderboard's column order."""
+    return tuple(architectures())
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,6 +110,7 @@ def variants() -> dict[str, Variant]:
     data, lines = load_yaml(VARIANTS_FILE)
     found: dict[str, Variant] = {}
     problems = []
+    families = architectures()
     for name, spec in (data.get("variants") or {}).items():
         try:
             found[name] = Variant(name=name, family=spec["family"], builder=spec["builder"],
@@ -59,6 +119,10 @@ def variants() -> dict[str, Variant]:
         except (KeyError, TypeError) as error:
             problems.append(Problem(str(VARIANTS_FILE), f"variant {name!r}: needs family, builder, description "
                                                         f"and source ({error})", lines.line(("variants", name))))
+            continue
+        if found[name].family not in families:
+            problems.append(Problem(str(VARIANTS_FILE), f"variants.{name}.family: {found[name].family!r} is not "
+                                    f"one of the architectures {', '.join(families)}", lines.line(("variants", name))))
     if problems:
         raise APBError(problems)
     return found
@@ -72,9 +136,29 @@ def get_variant(name: str) -> Variant:
     return known[name]
 
 
-def build_variant(name: str) -> nn.Module:
-    """A freshly initialised model of the variant *name* (logits for its ``outputs`` classes from 32x32 inputs)."""
-    return get_variant(name).build()
+def build_variant(name: str, classes: int | None = None) -> nn.Module:
+    """A freshly initialised model of the variant *name*: logits for its ``outputs(classes)`` classes from 32x32
+    inputs, *classes* being the entry's dataset's class count (by default, the one every dataset shares)."""
+    return get_variant(name).build(shared_classes() if classes is None else classes)
+
+
+def build_model(architecture: str, classes: int | None = None) -> nn.Module:
+    """A freshly initialised base model of *architecture* (wrap it in ``evaluator.models.Normalized`` for a
+    normalization); *classes* as for :func:`build_variant`."""
+    if architecture not in architectures():
+        raise ValueError(f"architecture: {architecture!r} is not one of {list(architectures())}")
+    return build_variant(architecture, classes)
+
+
+def shared_classes() -> int:
+    """The class count every registered dataset has: what a model built without naming a dataset outputs."""
+    from evaluator.registry.datasets import datasets
+
+    counts = {dataset.classes for dataset in datasets().values()}
+    if len(counts) != 1:
+        raise ValueError(f"the datasets have different class counts ({sorted(counts)}): pass classes= (the "
+                         "entry's dataset's class count)")
+    return counts.pop()
 
 
 def variant_names(family: str | None = None) -> list[str]:

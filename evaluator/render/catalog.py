@@ -13,7 +13,7 @@ import itertools
 import sqlite3
 from typing import Iterable, Iterator, Sequence
 
-from evaluator.registry.model_keys import ARCHITECTURE_CODES
+from evaluator.registry.variants import architecture_names
 from evaluator.render.inputs import PUBLISHED
 from evaluator.render.layout import Group, architecture_sort_key, group_sort_key
 from evaluator.render.rows import METRIC_NAMES, Row, split_parts
@@ -165,7 +165,7 @@ class Catalog:
     def columns(self, group: Group) -> list[Column]:
         """Both architectures, each with every sparsity any record of the group has."""
         architectures = sorted(set(self._distinct("architecture", "dataset = ? AND structure_kind = ?", group))
-                               | set(ARCHITECTURE_CODES), key=architecture_sort_key)
+                               | set(architecture_names()), key=architecture_sort_key)
         sparsities = sorted(self._distinct("sparsity", "dataset = ? AND structure_kind = ?", group))
         return [(architecture, sparsity) for architecture in architectures for sparsity in sparsities]
 

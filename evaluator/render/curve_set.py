@@ -12,8 +12,9 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from evaluator.registry.variants import MARKERS, architectures
 from evaluator.render.curves import EPS_GRID, EPS_TICKS_255, eps_label, grid_index, tick_label
-from evaluator.render.layout import group_title
+from evaluator.render.layout import architecture_sort_key, group_title
 from evaluator.render.rows import Row
 from evaluator.render.svg import (Axis, Series, line_chart, log_ticks, pixel_points, scatter_chart, si_label, x_pixels,
                                   y_pixels)
@@ -104,7 +105,6 @@ def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str],
                       legend_title=f"HO-FMN at ε = {eps_label(eps)}")
 
 
-EFFICIENCY_ARCHITECTURES = ("resnet18", "vgg16")
 FRONT_LABELS = 12  # Pareto-front points named in the figure (the rest of the front is drawn, unnamed)
 
 Point = tuple[float, float, str]  # (effective MACs, robust accuracy, ap_key)
@@ -130,11 +130,11 @@ def efficiency_svg(points: Mapping[str, Sequence[Point]], protocol: str, group: 
     x = Axis("effective multiply-accumulates per input (log scale)", low, high, log_ticks(low, high), log=True)
     y = Axis(f"{metric_title} robust accuracy (%)", 0.0, 100.0, [(v, f"{v}%") for v in range(0, 101, 20)])
     series = []
-    for architecture in sorted(points, key=lambda a: (EFFICIENCY_ARCHITECTURES.index(a)
-                                                      if a in EFFICIENCY_ARCHITECTURES else 2, a)):
+    known = architectures()
+    for architecture in sorted(points, key=architecture_sort_key):
         title = column_title((architecture, 0)).rsplit(" ", 1)[0]
         series.append(Series(title, [(p[0], p[1]) for p in points[architecture]],
-                             marker="square" if architecture == "vgg16" else "circle"))
+                             marker=known[architecture].marker if architecture in known else MARKERS[0]))
     front = pareto_front(every)
     named = [(p[0], p[1], labels[p[2]].name) for p in front[-FRONT_LABELS:]]  # the most accurate end
     title = (f"{group_title(group)} · {protocol}: robust accuracy vs effective MACs ({len(every)} models)")

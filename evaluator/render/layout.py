@@ -7,7 +7,9 @@ import posixpath
 from pathlib import Path, PurePosixPath
 
 from evaluator import paths
-from evaluator.registry.model_keys import ARCHITECTURE_CODES, DATASETS, STRUCTURE_KINDS, ModelKey
+from evaluator.registry.datasets import dataset_names
+from evaluator.registry.model_keys import STRUCTURE_KINDS, ModelKey
+from evaluator.registry.variants import architecture_names, architectures
 
 LEADERBOARD_DIR = PurePosixPath(paths.LEADERBOARD_DIR)
 LEADERBOARD_README = LEADERBOARD_DIR / "README.md"
@@ -19,7 +21,6 @@ ANALYSIS_PAGE = LEADERBOARD_DIR / "analysis.md"
 TAXONOMY_PAGES_DIR = LEADERBOARD_DIR / "taxonomy"
 
 STRUCTURE_KIND_ORDER = tuple(dict.fromkeys(STRUCTURE_KINDS.values()))  # ("US", "S")
-ARCHITECTURE_TITLES = {"resnet18": "ResNet18", "vgg16": "VGG16"}
 STRUCTURE_KIND_TITLES = {"US": "unstructured (US)", "S": "structured (S)"}
 
 Group = tuple[str, str]  # (dataset, structure kind)
@@ -32,14 +33,22 @@ def group_of(key: ModelKey) -> Group:
 def group_sort_key(group: Group) -> tuple[int, int, str, str]:
     """Datasets and structure kinds in the order the model keys list them; unknown ones last, by name."""
     dataset, kind = group
-    return (DATASETS.index(dataset) if dataset in DATASETS else len(DATASETS),
+    datasets = dataset_names()
+    return (datasets.index(dataset) if dataset in datasets else len(datasets),
             STRUCTURE_KIND_ORDER.index(kind) if kind in STRUCTURE_KIND_ORDER else len(STRUCTURE_KIND_ORDER),
             dataset, kind)
 
 
 def architecture_sort_key(architecture: str) -> tuple[int, str]:
-    order = list(ARCHITECTURE_CODES)
+    """Architectures in the registry's order (the leaderboard's columns); unknown ones last, by name."""
+    order = architecture_names()
     return (order.index(architecture) if architecture in order else len(order), architecture)
+
+
+def architecture_title(architecture: str) -> str:
+    """The registry's title of *architecture* (``ResNet18``); an unknown one by its name."""
+    known = architectures().get(architecture)
+    return known.title if known else architecture
 
 
 def group_title(group: Group) -> str:
@@ -73,9 +82,10 @@ def _models_folder_from(folder: str) -> str:
 
 
 def curve_file(protocol: str, group: Group, architecture: str, sparsity: int) -> PurePosixPath:
-    """``leaderboard/curves/<protocol>/<dataset>_<US|S>_<R18|V16>_<sparsity>.svg``."""
+    """``leaderboard/curves/<protocol>/<dataset>_<US|S>_<architecture code>_<sparsity>.svg``."""
     dataset, kind = group
-    code = ARCHITECTURE_CODES.get(architecture, architecture)
+    known = architectures().get(architecture)
+    code = known.code if known else architecture
     return CURVES_DIR / protocol / f"{dataset}_{kind}_{code}_{sparsity}.svg"
 
 

@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from statistics import fmean
 from typing import Callable, Mapping, Sequence
 
-from evaluator.render.layout import ARCHITECTURE_TITLES, TAXONOMY_README, relative_link
+from evaluator.render.layout import TAXONOMY_README, architecture_title, relative_link
 from evaluator.render.markdown import inline, link, simple_table
 
 DAGGER = "†"
@@ -115,7 +115,7 @@ def percent(value: float | None) -> str:
 
 def column_title(column: Column) -> str:
     architecture, sparsity = column
-    return f"{ARCHITECTURE_TITLES.get(architecture, architecture)} {sparsity}%"
+    return f"{architecture_title(architecture)} {sparsity}%"
 
 
 def cell_markdown(cell: Cell | None, bold: bool) -> str:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from evaluator.untrusted.egress import RefusedDestination, check_url_host
 from evaluator.errors import APBError, Problem
+from evaluator.registry.datasets import get_dataset
 from evaluator.registry.model_keys import STRUCTURE_KINDS, model_key_maker
 from evaluator.untrusted.safeio import LineMap, format_field, parse_yaml_text, read_limited_bytes
 from evaluator.repository.schema import load_schema, schema_problems
@@ -47,8 +48,8 @@ class ModelEntry:
     """One checkpoint of a manifest, with the manifest's ``defaults`` merged in."""
 
     ap_key: str
-    architecture: str  # resnet18 | vgg16
-    dataset: str  # CIFAR10 | SVHN
+    architecture: str  # a registered architecture (evaluator/models/variants.yaml)
+    dataset: str  # a registered dataset (evaluator/registry/datasets.yaml)
     structure: str  # weights | filters | channels
     sparsity: int
     url: str
@@ -81,6 +82,11 @@ class ModelEntry:
     @property
     def structure_kind(self) -> str:
         return STRUCTURE_KINDS[self.structure]
+
+    @property
+    def classes(self) -> int:
+        """The class count of the entry's dataset: what its network's head is built for and checked against."""
+        return get_dataset(self.dataset).classes
 
 
 def loading_summary(entry: ModelEntry) -> dict[str, Any]:

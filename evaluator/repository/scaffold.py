@@ -16,13 +16,16 @@ _KEY_PARTS = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9]*)_[A-Za-z]+(?P<year>[0-9
 
 def scaffold_files(ap_key: str) -> dict[str, str]:
     """File name -> text of a new submission for *ap_key* (name and year taken from the key)."""
+    from evaluator.registry.datasets import dataset_names
     from evaluator.registry.model_keys import is_ap_key
+    from evaluator.registry.variants import architecture_names
 
     match = _KEY_PARTS.match(ap_key)
     if not is_ap_key(ap_key) or match is None:
         raise APBError(Problem("ap_key", f"{ap_key!r} is not <Name>_<FirstAuthor><Year><FirstTitleWord> (ASCII, "
                                          "e.g. HYDRA_Sehwag2020Hydra)"))
-    values = {"ap_key": ap_key, "name": match["name"], "year": match["year"]}
+    values = {"ap_key": ap_key, "name": match["name"], "year": match["year"],
+              "architectures": " | ".join(architecture_names()), "datasets": " | ".join(dataset_names())}
     return {name: string.Template((TEMPLATES_DIR / name).read_text(encoding="utf-8")).substitute(values)
             for name in SCAFFOLD_FILES}
 

@@ -30,14 +30,51 @@ def _strict_validator_class() -> Any:
 
 @functools.lru_cache(maxsize=None)
 def load_schema(name: str) -> dict:
-    """``evaluator/schemas/<name>.schema.json``."""
-    schema = load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]
+    """``evaluator/schemas/<name>.schema.json``, its vocabularies filled in (:func:`with_vocabularies`)."""
+    schema = with_vocabularies(load_json(SCHEMAS_DIR / f"{name}.schema.json")[0])
     if name == "manifest":
         from evaluator.registry.url_schemes import schema_url
         from evaluator.registry.variants import variant_names
 
         schema["$defs"]["variant"]["enum"] = variant_names()
         schema_url(schema["$defs"]["url"])
+    return schema
+
+
+def vocabularies() -> dict[str, list[str]]:
+    """The closed vocabularies a schema names with ``x-vocabulary``, from the registries."""
+    from evaluator.registry.datasets import dataset_names
+    from evaluator.registry.model_keys import STRUCTURE_KINDS
+    from evaluator.registry.variants import architecture_names
+
+    return {"architecture": list(architecture_names()), "dataset": list(dataset_names()),
+            "structure": list(STRUCTURE_KINDS), "structure_kind": list(dict.fromkeys(STRUCTURE_KINDS.values()))}
+
+
+def with_vocabularies(schema: dict) -> dict:
+    """*schema* (changed in place) with each ``"x-vocabulary": <name>`` node given its registry's words as its
+    ``enum``, or for ``model_key`` the model keys' ``pattern`` and form (``x-hint``); an unknown name is a
+    ``KeyError`` naming it."""
+    from evaluator.registry.model_keys import model_key_form, model_key_pattern
+
+    words = vocabularies()
+
+    def fill(node: Any) -> None:
+        if isinstance(node, list):
+            for value in node:
+                fill(value)
+        elif isinstance(node, dict):
+            name = node.get("x-vocabulary")
+            if name == "model_key":
+                node.update({"pattern": f"^{model_key_pattern(named=False)}$", "x-hint": model_key_form()})
+            elif name is not None:
+                if name not in words:
+                    raise KeyError(f"x-vocabulary: {name!r} is not one of model_key, {', '.join(words)}")
+                node["enum"] = list(words[name])
+            for value in node.values():
+                fill(value)
+
+    fill(schema)
     return schema
 
 

@@ -71,8 +71,8 @@ class SanityReport:
         return f"outputs     {verdict}: {self.message}"
 
 
-def check_outputs(model: nn.Module, images: torch.Tensor, num_classes: int = 10) -> SanityReport:
-    """Run *model* twice in eval mode on *images* and check the logits."""
+def check_outputs(model: nn.Module, images: torch.Tensor, num_classes: int) -> SanityReport:
+    """Run *model* twice in eval mode on *images* and check the logits (*num_classes* of them per image)."""
     model.eval()
     with torch.inference_mode():
         first, second = model(images), model(images)
@@ -277,7 +277,7 @@ def check_loaded(entry: ModelEntry, sha256: str, state: dict[str, torch.Tensor],
                "structure": entry.structure, "sparsity": entry.sparsity, "url": entry.url,
                "loading": loading_summary(entry)},
         sha256=sha256, sha256_pinned=entry.sha256 is not None,
-        compliance=check_compliance(state, entry.variant), n=len(test_set),
+        compliance=check_compliance(state, entry.variant, entry.classes), n=len(test_set),
         claimed=None if entry.claimed is None else dict(entry.claimed),
         test_set_official=test_set.official)
     if not report.compliance.ok:
@@ -289,7 +289,7 @@ def check_loaded(entry: ModelEntry, sha256: str, state: dict[str, torch.Tensor],
     from evaluator.registry.variants import variants
 
     report.sanity = check_outputs(network, test_set.batch(slice(0, min(SANITY_IMAGES, len(test_set))))[0].to(device),
-                                  variants()[entry.variant].outputs)
+                                  variants()[entry.variant].outputs(entry.classes))
     report.clean_correct = int(clean_predictions(network, test_set, batch_size=batch_size, device=device,
                                                  progress=progress).sum())
     report.causes = likely_causes(entry, report.sparsity)

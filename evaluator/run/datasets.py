@@ -1,7 +1,9 @@
-"""CIFAR-10 and SVHN test sets through torchvision: the first N samples in the file's order, as uint8 tensors.
+"""The registered datasets' test sets through torchvision: the first N samples in the file's order, as uint8
+tensors. Which torchvision class reads a dataset, with which split arguments and in which format (a CIFAR
+pickle or an SVHN .mat file), is said by ``evaluator/registry/datasets.yaml``.
 
-torchvision's loaders refuse any file whose md5 differs from the official one, and ``CIFAR10`` also requires
-the five training batches even for the test split. The benchmark reads only the test file, and tests and the
+torchvision's loaders refuse any file whose md5 differs from the official one, and the CIFAR classes also require
+the training batches even for the test split. The benchmark reads only the test file, and tests and the
 demo use tiny files in the real formats, so the two loaders are subclassed to change *only* their md5 tables
 (built on first use, so importing this module does not import torchvision); the parsing is torchvision's own. The md5 check moves
 here: :attr:`TestSet.official` says whether the file is the official one. A CIFAR-10 file that is not the
@@ -17,13 +19,14 @@ import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from evaluator.errors import APBError
-from evaluator.registry.model_keys import DATASETS
+from evaluator.registry.datasets import Dataset, get_dataset
+
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SVHN_FILE = "test_32x32.mat"
@@ -56,13 +59,14 @@ def load_test_set(dataset: str, data_dir: Path, n: int | None = None, *, downloa
 
     *data_dir* is torchvision's ``root``: it holds ``cifar-10-batches-py/`` or ``test_32x32.mat``. With
     *download*, missing files are downloaded by torchvision and checked against the official md5."""
-    if dataset not in DATASETS:
-        raise APBError(f"dataset {dataset!r} is not one of {list(DATASETS)}", file="dataset")
+    try:
+        spec = get_dataset(dataset)
+    except ValueError as error:
+        raise APBError(str(error), file="dataset") from None
     data_dir = Path(data_dir)
     if n is not None and n < 1:
         raise APBError(f"the number of test samples must be positive, got {n}", file="--n")
-    reader = _read_cifar10 if dataset == "CIFAR10" else _read_svhn
-    images, labels, source, official = reader(data_dir, download)
+    images, labels, source, official = _READERS[spec.format](spec, data_dir, download)
     if n is not None and n > len(labels):
         raise APBError(f"asked for the first {n} samples but {source} holds only {len(labels)}: pass --n "
                        f"{len(labels)} (or n={len(labels)} in Python), or use the full official test set", file=str(source))
@@ -86,37 +90,48 @@ def _network_errors_named(dataset: str, url: str, data_dir: Path) -> Iterator[No
 
 # ----------------------------------------------------------------------------------------------- CIFAR-10
 
-def _read_cifar10(data_dir: Path, download: bool) -> tuple[np.ndarray, list, Path, bool]:
-    from torchvision.datasets import CIFAR10
+def _torchvision_class(spec: Dataset) -> type:
+    """The torchvision.datasets class the registry names for *spec*."""
+    import torchvision.datasets
+
+    found = getattr(torchvision.datasets, spec.torchvision_class, None)
+    if not isinstance(found, type):
+        raise APBError(f"datasets.{spec.name}.torchvision.class: torchvision.datasets has no class "
+                       f"{spec.torchvision_class!r}; name one it has", file="evaluator/registry/datasets.yaml")
+    return found
+
+
+def _read_cifar(spec: Dataset, data_dir: Path, download: bool) -> tuple[np.ndarray, list, Path, bool]:
     from torchvision.datasets.utils import download_and_extract_archive
 
-    folder = data_dir / CIFAR10_FOLDER
-    test_file, meta_file = folder / CIFAR10.test_list[0][0], folder / CIFAR10.meta["filename"]
+    base = _torchvision_class(spec)
+    folder = data_dir / base.base_folder  # type: ignore[attr-defined]
+    test_file, meta_file = folder / base.test_list[0][0], folder / base.meta["filename"]  # type: ignore[attr-defined]
     if download and not (test_file.is_file() and meta_file.is_file()):
-        with _network_errors_named("CIFAR10", CIFAR10.url, data_dir):
-            download_and_extract_archive(CIFAR10.url, str(data_dir), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
-    _require_files(data_dir, [test_file, meta_file], "CIFAR10")
-    official = _md5(test_file) == CIFAR10.test_list[0][1] and _md5(meta_file) == CIFAR10.meta["md5"]
+        with _network_errors_named(spec.name, base.url, data_dir):  # type: ignore[attr-defined]
+            download_and_extract_archive(base.url, str(data_dir), filename=base.filename,  # type: ignore[attr-defined]
+                                         md5=base.tgz_md5)  # type: ignore[attr-defined]
+    _require_files(data_dir, [test_file, meta_file], spec.name)
+    official = (_md5(test_file) == base.test_list[0][1]  # type: ignore[attr-defined]
+                and _md5(meta_file) == base.meta["md5"])  # type: ignore[attr-defined]
     if not official:
         for path in (test_file, meta_file):
             _refuse_unsafe_pickle(path)
-    loaded = _cifar10_test_file_class()(str(data_dir), train=False)
+    loaded = _cifar_test_file_class(base)(str(data_dir), **spec.split_arguments)
     return loaded.data.transpose(0, 3, 1, 2), loaded.targets, test_file, official
 
 
 @functools.cache
-def _cifar10_test_file_class() -> type:
-    from torchvision.datasets import CIFAR10
-
-    class _CIFAR10TestFile(CIFAR10):
-        """torchvision's CIFAR10 that reads the test batch without the training batches; md5s are checked
-        by :func:`_read_cifar10` (official or not) instead of refusing every non-official file."""
+def _cifar_test_file_class(base: type) -> type:
+    class _CifarTestFile(base):
+        """torchvision's CIFAR class that reads the test batch without the training batches; md5s are checked
+        by :func:`_read_cifar` (official or not) instead of refusing every non-official file."""
 
         train_list: list = []
-        test_list = [[CIFAR10.test_list[0][0], None]]
-        meta = {**CIFAR10.meta, "md5": None}
+        test_list = [[base.test_list[0][0], None]]  # type: ignore[attr-defined]
+        meta = {**base.meta, "md5": None}  # type: ignore[attr-defined]
 
-    return _CIFAR10TestFile
+    return _CifarTestFile
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -159,35 +174,34 @@ def write_cifar10_test(root: Path, images_nhwc_uint8: np.ndarray, labels: Sequen
 
 # ----------------------------------------------------------------------------------------------- SVHN
 
-def _read_svhn(data_dir: Path, download: bool) -> tuple[np.ndarray, np.ndarray, Path, bool]:
-    from torchvision.datasets import SVHN
+def _read_svhn(spec: Dataset, data_dir: Path, download: bool) -> tuple[np.ndarray, np.ndarray, Path, bool]:
     from torchvision.datasets.utils import download_url
 
-    url, filename, md5 = SVHN.split_list["test"]
+    base = _torchvision_class(spec)
+    split = spec.split_arguments["split"]
+    url, filename, md5 = base.split_list[split]  # type: ignore[attr-defined]
     path = data_dir / filename
     if download and not path.is_file():
-        with _network_errors_named("SVHN", url, data_dir):
+        with _network_errors_named(spec.name, url, data_dir):
             download_url(url, str(data_dir), filename, md5)
-    _require_files(data_dir, [path], "SVHN")
+    _require_files(data_dir, [path], spec.name)
     official = _md5(path) == md5
     try:
-        loaded = _svhn_test_file_class()(str(data_dir), split="test")
+        loaded = _svhn_test_file_class(base, split)(str(data_dir), **spec.split_arguments)
     except (ValueError, KeyError, OSError) as error:
-        raise APBError(f"is not a readable SVHN .mat file ({error})", file=str(path)) from None
+        raise APBError(f"is not a readable {spec.name} .mat file ({error})", file=str(path)) from None
     return loaded.data, loaded.labels, path, official
 
 
 @functools.cache
-def _svhn_test_file_class() -> type:
-    from torchvision.datasets import SVHN
-
-    class _SVHNTestFile(SVHN):
-        """torchvision's SVHN whose md5 is checked by :func:`_read_svhn` instead of refusing non-official
+def _svhn_test_file_class(base: type, split: str) -> type:
+    class _SvhnTestFile(base):
+        """torchvision's SVHN class whose md5 is checked by :func:`_read_svhn` instead of refusing non-official
         files (``.mat`` files are parsed by scipy and cannot run code)."""
 
-        split_list = {**SVHN.split_list, "test": [*SVHN.split_list["test"][:2], None]}
+        split_list = {**base.split_list, split: [*base.split_list[split][:2], None]}  # type: ignore[attr-defined]
 
-    return _SVHNTestFile
+    return _SvhnTestFile
 
 
 def write_svhn_test(root: Path, images: np.ndarray, labels: Sequence[int]) -> Path:
@@ -205,6 +219,10 @@ def write_svhn_test(root: Path, images: np.ndarray, labels: Sequence[int]) -> Pa
 
 
 # ----------------------------------------------------------------------------------------------- shared
+
+Reader = Callable[[Dataset, Path, bool], tuple[np.ndarray, "np.ndarray | list", Path, bool]]
+_READERS: dict[str, Reader] = {"cifar-pickle": _read_cifar, "svhn-mat": _read_svhn}  # by the registry's format
+
 
 def _check_images(images: np.ndarray, labels: Sequence[int]) -> np.ndarray:
     images = np.asarray(images)

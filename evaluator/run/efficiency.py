@@ -27,7 +27,9 @@ from typing import Sequence, cast
 import torch
 from torch import nn
 
-STRUCTURE_KINDS = ("US", "S")
+from evaluator.registry.model_keys import STRUCTURE_KINDS as KIND_OF_STRUCTURE
+
+STRUCTURE_KINDS = tuple(dict.fromkeys(KIND_OF_STRUCTURE.values()))  # ("US", "S")
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,6 @@ def measure_efficiency(model: nn.Module, input_shape: Sequence[int]) -> Efficien
 def efficiency_summary(model: nn.Module, structure: str, input_shape: Sequence[int]) -> dict:
     """What ``apb check`` stores: the figures of :func:`measure_efficiency` plus ``macs_effective`` for the
     manifest's *structure* (``weights`` -> US, ``filters``/``channels`` -> S)."""
-    from evaluator.registry.model_keys import STRUCTURE_KINDS as KIND_OF_STRUCTURE
-
     return measure_efficiency(model, input_shape).to_dict(KIND_OF_STRUCTURE[structure])
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from evaluator.errors import APBError, Problem
+from evaluator.registry.datasets import get_dataset
 
 PLACEHOLDER_AP_KEY = "Prepared_Checkpoint2000File"  # names the draft entry until the real AP key is known
 EXPORT_LINES = """\
@@ -148,25 +149,26 @@ def _channel_values(tensor: torch.Tensor, source: Path, key: str) -> list[float]
     return values
 
 
-def fitting_variant(state: dict[str, torch.Tensor], architecture: str, source: Path) -> str:
-    """The registered variant of *architecture* that *state* loads into strictly; otherwise an error naming the
-    fix (the other architecture, a foreign layout, the closest variant and the keys that differ)."""
+def fitting_variant(state: dict[str, torch.Tensor], architecture: str, classes: int, source: Path) -> str:
+    """The registered variant of *architecture* (built for *classes* classes) that *state* loads into strictly;
+    otherwise an error naming the fix (the other architecture, a foreign layout, the closest variant and the keys
+    that differ)."""
     from evaluator.checkpoint.compliance import check_compliance, closest_variant
     from evaluator.registry.variants import variant_names, variants
 
     for name in variant_names(architecture):
-        if check_compliance(state, name).ok:
+        if check_compliance(state, name, classes).ok:
             return name
     shapes = {key: tuple(value.shape) for key, value in state.items()}
     other = [name for name in variant_names() if variants()[name].family != architecture
-             and check_compliance(state, name).ok]
+             and check_compliance(state, name, classes).ok]
     if other:
         family = variants()[other[0]].family
         raise APBError(Problem(str(source), f"the checkpoint is a {family} ({other[0]}), not a {architecture}: pass "
                                             f"--architecture {family} (the manifest's architecture: {family})",
                                field="architecture"))
-    closest = closest_variant(shapes, architecture)
-    report = check_compliance(state, closest[0] if closest else architecture)
+    closest = closest_variant(shapes, classes, architecture)
+    report = check_compliance(state, closest[0] if closest else architecture, classes)
     raise APBError(Problem(str(source), f"fits no registered {architecture} variant "
                                         f"(evaluator/models/variants.yaml): {report.summary()}", field="variant"))
 
@@ -216,16 +218,17 @@ def prepare_checkpoint(source: Path, *, architecture: str, dataset: str, structu
                                                allowed_globals=list(allowed_global_names())))
         rules, found = detect_rules(loaded, source, layer_ratios)
         state = apply_key_rules(loaded, draft_entry(source, **basics, **rules))
-        variant = fitting_variant(state, architecture, source)
+        variant = fitting_variant(state, architecture, get_dataset(dataset).classes, source)
         model = build_checked_model(draft_entry(source, **basics, variant=variant), state, normalization=False)
     except APBError as error:
         raise source_error(error, source) from None
     found.append(f"variant: {variant}")
     from evaluator.registry.variants import variants
 
-    if variants()[variant].outputs != 10:
-        found.append(f"head: {variants()[variant].outputs} outputs, evaluated as trained (a prediction outside "
-                     f"{dataset}'s 10 classes is wrong; the head is never cut)")
+    classes = get_dataset(dataset).classes
+    if variants()[variant].outputs(classes) != classes:
+        found.append(f"head: {variants()[variant].outputs(classes)} outputs, evaluated as trained (a prediction "
+                     f"outside {dataset}'s {classes} classes is wrong; the head is never cut)")
     report = measure_sparsity(model, structure, sparsity)
     if not report.ok:
         raise APBError(Problem(str(source), report.message, field="sparsity"))

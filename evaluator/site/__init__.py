@@ -208,9 +208,9 @@ def headline_field() -> str:
 
 
 def curve_key(row: Any) -> str:
-    from evaluator.registry.model_keys import ARCHITECTURE_CODES
+    from evaluator.registry.variants import architectures
 
-    return f"{row.protocol}/{row.dataset}_{row.structure_kind}_{ARCHITECTURE_CODES[row.architecture]}_{row.sparsity}"
+    return f"{row.protocol}/{row.dataset}_{row.structure_kind}_{architectures()[row.architecture].code}_{row.sparsity}"
 
 
 def row_values(row: Any) -> list:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from evaluator.models.resnet import ResNet18
+from evaluator.registry.variants import build_model
 
 CONSTANT_CLASS = 9
 
@@ -21,7 +21,7 @@ CONSTANT_CLASS = 9
 def pruned_resnet18(sparsity: int, seed: int = 0) -> nn.Module:
     """A ResNet18 whose every Conv2d is L1-pruned to *sparsity* percent by torch.nn.utils.prune (masks kept)."""
     torch.manual_seed(seed)
-    model = ResNet18()
+    model = build_model("resnet18")
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             prune.l1_unstructured(module, "weight", amount=sparsity / 100)
