@@ -75,7 +75,7 @@ def sanity_flags(per_sample: PerSample, protocol: EvaluableProtocol, *, aa_warni
         flags.append({"code": "randomized-output", "message": randomized_output})
     limits = protocol.sanity
     aa_broken = ~per_sample.aa_robust  # misclassified clean samples count as broken by both attacks
-    hofmn_broken = ~per_sample.hofmn_robust(protocol.eps)
+    hofmn_broken = ~per_sample.hofmn_robust(protocol.threat_model)
     aa_only, hofmn_only = _share(aa_broken & ~hofmn_broken), _share(hofmn_broken & ~aa_broken)
     no_adversarial = _share(np.isinf(per_sample.hofmn_distance))
     if aa_only > limits.max_aa_only:
@@ -122,7 +122,7 @@ def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, fl
 def build_record(facts: RunFacts, per_sample: PerSample, protocol: EvaluableProtocol) -> dict:
     """The result record (design.md) of an evaluation from its facts and per-sample results."""
     key = parse_model_key(facts.model_key)
-    summary = summarize(per_sample, protocol.eps)
+    summary = summarize(per_sample, protocol.threat_model)
     ledger = facts.ledger
     first = ledger[min(ledger, key=int)] if ledger else {}
     tuning = facts.tuning or {}

@@ -15,14 +15,10 @@ import numpy as np
 from evaluator.errors import APBError, Problem
 from evaluator.untrusted.npz_reader import MAX_NPY_HEADER, read_npz
 from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
+from evaluator.registry.norms import ThreatModel
 from evaluator.untrusted.safeio import atomic_write_bytes, dump_json, load_yaml
 
 SCHEMA_VERSION = 1
-# A sample is broken at eps when its verified Linf distance is <= eps + LINF_TOLERANCE. The tolerance (about
-# 1/4000 of one 8-bit grey level) absorbs float32 rounding of x + delta, so an attack that projects exactly onto
-# the eps-ball is not refused for rounding, while no perturbation meaningfully larger than eps counts. One rule
-# for AutoAttack flags, HO-FMN distances, metrics and curves.
-LINF_TOLERANCE = 1e-6
 METRICS_FILE = PACKAGE_DIR / "metrics.yaml"
 _METRIC_TABLE: dict[str, dict[str, str]] = dict(load_yaml(METRICS_FILE)[0]["metrics"])
 METRICS = tuple(_METRIC_TABLE)  # in display order
@@ -96,7 +92,7 @@ class PerSample:
     sample_index: np.ndarray  # int32, position in the test file
     clean_correct: np.ndarray  # bool
     aa_robust: np.ndarray  # bool: clean-correct and AutoAttack found no adversarial within eps
-    hofmn_distance: np.ndarray  # float32: 0 = misclassified clean, inf = no adversarial found
+    hofmn_distance: np.ndarray  # float32, in the threat model's norm: 0 = misclassified clean, inf = none found
 
     def __post_init__(self) -> None:
         self.sample_index = np.asarray(self.sample_index, dtype=np.int32)
@@ -110,12 +106,13 @@ class PerSample:
     def __len__(self) -> int:
         return int(self.sample_index.shape[0])
 
-    def hofmn_robust(self, eps: float) -> np.ndarray:
-        """Robust at *eps*: the minimal distance HO-FMN found exceeds ``eps + LINF_TOLERANCE``."""
-        return self.hofmn_distance > np.float32(eps + LINF_TOLERANCE)
+    def hofmn_robust(self, threat: ThreatModel) -> np.ndarray:
+        """Robust at the threat model's eps: the minimal distance HO-FMN found exceeds eps plus the norm's
+        tolerance (one rule for AutoAttack flags, HO-FMN distances, metrics and curves)."""
+        return self.hofmn_distance > np.float32(threat.eps + threat.tolerance)
 
-    def worst_case_robust(self, eps: float) -> np.ndarray:
-        return self.aa_robust & self.hofmn_robust(eps)
+    def worst_case_robust(self, threat: ThreatModel) -> np.ndarray:
+        return self.aa_robust & self.hofmn_robust(threat)
 
     def save(self, path: Path) -> str:
         """Write the sidecar atomically; returns its sha256."""
@@ -201,18 +198,18 @@ def wilson_intervals(successes: np.ndarray, n: int, z: float = 1.959963984540054
     return low, high
 
 
-def count_results(per_sample: PerSample, eps: float) -> dict[str, int]:
-    """The record's ``counts``: samples clean-correct, robust to AutoAttack, to HO-FMN and to both at *eps*."""
+def count_results(per_sample: PerSample, threat: ThreatModel) -> dict[str, int]:
+    """The record's ``counts``: samples clean-correct, robust to AutoAttack, to HO-FMN and to both under *threat*."""
     return {"clean_correct": int(np.count_nonzero(per_sample.clean_correct)),
             "aa_robust": int(np.count_nonzero(per_sample.aa_robust)),
-            "hofmn_robust": int(np.count_nonzero(per_sample.hofmn_robust(eps))),
-            "worst_case_robust": int(np.count_nonzero(per_sample.worst_case_robust(eps)))}
+            "hofmn_robust": int(np.count_nonzero(per_sample.hofmn_robust(threat))),
+            "worst_case_robust": int(np.count_nonzero(per_sample.worst_case_robust(threat)))}
 
 
-def summarize(per_sample: PerSample, eps: float) -> dict:
+def summarize(per_sample: PerSample, threat: ThreatModel) -> dict:
     """Metrics (percent), counts and 95% Wilson intervals (percent) of a per-sample result."""
     n = len(per_sample)
-    counts = count_results(per_sample, eps)
+    counts = count_results(per_sample, threat)
     metrics, intervals = {}, {}
     for metric in METRICS:
         k = counts[COUNT_FIELDS[metric]]
