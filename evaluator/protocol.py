@@ -8,6 +8,7 @@ sections; a protocol without them (``published-2024``) only names where imported
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +20,7 @@ from evaluator.registry.norms import CurveGrid, ThreatModel, curve_grid, norms, 
 from evaluator.untrusted.safeio import LineMap, format_field, load_yaml
 
 PROTOCOLS_DIR = PACKAGE_DIR / "protocols"
+PROTOCOLS_DIR_VARIABLE = "APB_PROTOCOLS_DIR"  # a folder of protocol files read instead of PROTOCOLS_DIR
 DEFAULT_PROTOCOL = "linf-8-255-v1"  # what `apb evaluate`, the Python API and the CI preview use without --protocol
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # names of version custom's list
@@ -303,23 +305,31 @@ def read_protocol_file(path: Path) -> Protocol:
     return Protocol(**common)
 
 
+def protocols_dir() -> Path:
+    """Where the protocols are: ``$APB_PROTOCOLS_DIR`` when set (a folder that stands in for the shipped one, with
+    every protocol the repository's records name: a test, or a fork trying a new threat model), else
+    ``evaluator/protocols/``."""
+    folder = os.environ.get(PROTOCOLS_DIR_VARIABLE)
+    return Path(folder) if folder else PROTOCOLS_DIR
+
+
 def protocol_path(name_or_path: str | Path) -> Path:
     """The file of a protocol given by id (e.g. ``DEFAULT_PROTOCOL``) or by path."""
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
         return Path(text)
-    return PROTOCOLS_DIR / f"{text}.yaml"
+    return protocols_dir() / f"{text}.yaml"
 
 
 def load_protocol(name_or_path: str | Path) -> Protocol:
-    """The protocol with this id (a file in ``evaluator/protocols/``) or at this path."""
+    """The protocol with this id (a file of ``protocols_dir()``) or at this path."""
     path = protocol_path(name_or_path)
     if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(PROTOCOLS_DIR.glob("*.yaml")))
+        known = ", ".join(p.stem for p in sorted(protocols_dir().glob("*.yaml")))
         raise APBError(Problem(str(path), f"no such protocol; choose one of: {known}", field="protocol"))
     return read_protocol_file(path)
 
 
 def list_protocols() -> list[Protocol]:
-    """Every protocol shipped in ``evaluator/protocols/``, sorted by id."""
-    return [read_protocol_file(path) for path in sorted(PROTOCOLS_DIR.glob("*.yaml"))]
+    """Every protocol of ``protocols_dir()`` (the shipped ``evaluator/protocols/``), sorted by id."""
+    return [read_protocol_file(path) for path in sorted(protocols_dir().glob("*.yaml"))]
