@@ -130,7 +130,7 @@ def load_report_input(kind: str, head_sha: str, artifacts: Path, *, run_url: str
     if found.plan is not None and (records_dir / "collect.json").exists():
         found.collected = _load("collect.json", lambda: read_collected(records_dir), found.problems)
     if found.plan is not None and found.collected is not None:
-        expected = {leg["model_key"]: Expected(leg["model_key"], leg["sha256"], found.plan["protocol"])
+        expected = {leg["model_key"]: Expected(leg["model_key"], leg["sha256"], leg["protocol"])
                     for leg in found.plan["include"]}
         for model_key, wanted in expected.items():
             path = records_dir / RECORDS / f"{record_stem(model_key, wanted.protocol)}.json"
