@@ -139,3 +139,13 @@ def test_the_protocol_renders_its_own_tables_and_curves_in_l2_units_apart_from_p
     curve = rendered[curve_file(PROTOCOL, ("CIFAR10", "US"), "resnet18", 90)].decode()
     assert "L2 perturbation budget ε" in curve and "ε = 0.5" in curve
     assert ">0.25<" in curve and ">2<" in curve and "/255" not in curve
+
+
+def test_the_bot_compares_a_cell_with_published_numbers_only_within_their_threat_model(l2_repo):
+    from evaluator.ci.cell import cell_line, published_numbers
+
+    root, _, _, outcome, _ = l2_repo
+    cells = published_numbers(root)
+    measured = outcome.record["metrics"]["aa_robust_accuracy"]
+    assert cell_line(MODEL_KEY, "linf-8-255-v1", measured, cells).startswith("published AA in this cell")
+    assert cell_line(MODEL_KEY, PROTOCOL, measured, cells) is None

@@ -95,7 +95,7 @@ class Actions:
         checked here by path and event) sets to ``APB PR #<n> @ <sha>``; the plan it recorded must name the same
         commit (``Finder.plan_of``)."""
         from evaluator.ci.github import github_errors
-        from evaluator.ci.report import RUN_TITLE
+        from evaluator.ci.report_input import RUN_TITLE
 
         with github_errors(f"listing the evaluate runs of PR #{pull.number}"):
             workflow = self.repo.get_workflow(EVALUATE_WORKFLOW.rsplit("/", 1)[1])

@@ -140,7 +140,7 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 def target(args: argparse.Namespace) -> tuple[int | None, str]:
     """(PR number, head sha) from --run-title and/or --pr / --head-sha."""
-    from evaluator.ci.report import parse_run_title
+    from evaluator.ci.report_input import parse_run_title
 
     if args.run_title:
         pr, sha = parse_run_title(args.run_title)
@@ -262,7 +262,8 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from evaluator.ci.report import conclusion_and_title, load_report_input, render_report
+    from evaluator.ci.report import conclusion_and_title, render_report
+    from evaluator.ci.report_input import load_report_input
 
     _, head_sha = target(args)
     from evaluator.paths import repo_root
