@@ -50,7 +50,8 @@ def bench_adapter(name: str, model: nn.Module, count: int, repeats: int, options
     inputs = torch.rand(count, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         labels = model(inputs).argmax(1)
-    adapter = lambda: autoattack(model, inputs, labels, eps=EPS, batch_size=count, **options, norm=get_norm("Linf"))  # noqa: E731
+    adapter = lambda: autoattack(model, inputs, labels, norm=get_norm("Linf"), eps=EPS,  # noqa: E731
+                                 batch_size=count, **options)
     runs = {
         "pyautoattack direct": lambda: direct(model, inputs, labels, options),
         "pyautoattack direct, frozen": lambda: direct_frozen(model, inputs, labels, options),

@@ -36,7 +36,8 @@ def main() -> None:
     with torch.no_grad():
         labels = model(inputs).argmax(1)
     started = time.perf_counter()
-    result = tune_fmn(model, inputs, labels, search_space=SPACE, trials=args.trials, steps=args.steps, seed=0, norm=get_norm("Linf"))
+    result = tune_fmn(model, inputs, labels, norm=get_norm("Linf"), search_space=SPACE, trials=args.trials,
+                      steps=args.steps, seed=0)
     total = time.perf_counter() - started
     print(f"small CNN, tuning batch {args.batch}, {args.trials} trials x {args.steps} steps")
     print(f"  total {total:.1f} s, attack {result.attack_seconds:.1f} s, "

@@ -1,9 +1,10 @@
 """Evaluation protocols: ``evaluator/protocols/<id>.yaml`` read into a frozen ``Protocol``.
 
 A protocol file always has ``id``, ``leaderboard`` and ``description``. An *evaluable* protocol (one that
-``apb evaluate`` can run) also fixes the threat model (a ``norm`` of ``evaluator/registry/norms.yaml``,
-``eps`` as an exact fraction such as ``"8/255"``, optionally the ``curve`` budgets), ``n_samples``, ``chunk_size``, ``seed`` and the ``autoattack``, ``hofmn`` and ``sanity``
-sections; a protocol without them (``published-2024``) only names where imported numbers come from.
+``apb evaluate`` can run) also fixes the threat model (a ``norm`` of ``evaluator/registry/norms.yaml``, ``eps``
+as an exact fraction such as ``"8/255"``, optionally the ``curve`` budgets), ``n_samples``, ``chunk_size``,
+``seed`` and the ``autoattack``, ``hofmn`` and ``sanity`` sections; a protocol without them (``published-2024``)
+only names where imported numbers come from.
 """
 from __future__ import annotations
 

@@ -209,6 +209,7 @@ def test_a_channels_last_input_gradient_steps_the_same_elements():
         labels = model(inputs).argmax(1)
     params = {"lr": 1.0, "momentum": 0.5, "weight_decay": 0.1, "dampening": 0.1}
     plain = fmn(model, inputs, labels, steps=10, loss="DLR", optimizer="SGD", optimizer_params=params, p=math.inf)
-    strided = fmn(_ChannelsLastCNN(model), inputs, labels, steps=10, loss="DLR", optimizer="SGD", optimizer_params=params, p=math.inf)
+    strided = fmn(_ChannelsLastCNN(model), inputs, labels, steps=10, loss="DLR", optimizer="SGD",
+                  optimizer_params=params, p=math.inf)
     assert torch.allclose(verified_distances(model, inputs, labels, strided, batch_size=8, norm=LINF),
                           verified_distances(model, inputs, labels, plain, batch_size=8, norm=LINF), atol=1e-5)

@@ -1,7 +1,7 @@
 """HO-FMN (Mura et al. 2024): tune FMN's optimizer parameters per model, then attack with the tuned FMN.
 
-Tuning minimizes the median verified distance (in the threat model's norm) on a tuning batch (misclassified or failed samples
-count as ``inf``; the median is the lower median, as ``torch.median``). The engine is Optuna: a
+Tuning minimizes the median verified distance (in the threat model's norm) on a tuning batch (misclassified or
+failed samples count as ``inf``; the median is the lower median, as ``torch.median``). The engine is Optuna: a
 scrambled Sobol start (``startup_trials`` points, enqueued) followed by the GP sampler
 (``deterministic_objective``: the objective is a deterministic function of the parameters), all seeded.
 The search space is data: ``{name: {"low": float, "high": float, "log": bool}}``, names being keyword

@@ -102,8 +102,8 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
         compared = comparisons(catalog, {p for p, s in settings.items() if faces_published(threat_of(s))})
         for comparison in compared:
             emit(reevaluation_file(comparison.protocol), comparison.svg.encode("utf-8"))
-        emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions, {p: threat_of(s) for p, s in settings.items()},
-                                            labels, compared).encode("utf-8"))
+        threats = {protocol: threat_of(setting) for protocol, setting in settings.items()}
+        emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions, threats, labels, compared).encode("utf-8"))
     stages = [stage for stage in vocabulary["pipelines"] if any(e["pipeline"]["stage"] == stage for e in entries)]
     for stage in stages:  # the entries, a page per stage (taxonomy/README.md keeps the tables)
         emit(taxonomy_page(stage), render_taxonomy_entries(entries, stage, vocabulary,
