@@ -1,6 +1,6 @@
 """AutoAttack adapter overhead against calling pyautoattack directly, and frozen against trainable parameters.
 
-1. Wall time of ``autoattack_linf`` against a direct ``pyautoattack`` run on the same model, inputs, eps,
+1. Wall time of ``autoattack`` (Linf) against a direct ``pyautoattack`` run on the same model, inputs, eps,
    version and seed: the direct run on the model as a user would pass it (parameters trainable) and on the
    same model with its parameters frozen by hand (the adapter's own setting, so the difference is the
    adapter alone: the context manager, the log handler and the verification by re-prediction). Two cases:
@@ -23,9 +23,10 @@ from torch import nn
 from bench_fmn import SmallCNN, bare_steps
 from timing import interleaved_seconds, interleaved_times, machine, paired_ratio
 
-from evaluator.attacks.autoattack import autoattack_linf
+from evaluator.attacks.autoattack import autoattack
 from evaluator.attacks.common import frozen_for_attack
 from evaluator.registry.variants import build_model
+from evaluator.registry.norms import get_norm
 from tests.support.tiny_models import linear_classifier
 
 EPS = 8 / 255
@@ -49,11 +50,12 @@ def bench_adapter(name: str, model: nn.Module, count: int, repeats: int, options
     inputs = torch.rand(count, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         labels = model(inputs).argmax(1)
-    adapter = lambda: autoattack_linf(model, inputs, labels, eps=EPS, batch_size=count, **options)  # noqa: E731
+    adapter = lambda: autoattack(model, inputs, labels, norm=get_norm("Linf"), eps=EPS,  # noqa: E731
+                                 batch_size=count, **options)
     runs = {
         "pyautoattack direct": lambda: direct(model, inputs, labels, options),
         "pyautoattack direct, frozen": lambda: direct_frozen(model, inputs, labels, options),
-        "autoattack_linf (adapter)": adapter,
+        "autoattack (adapter)": adapter,
     }
     times = interleaved_times(runs, repeats, warmup=False)
     flags = adapter().robust

@@ -10,6 +10,7 @@ and the script reports whether both return the same adversarials.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 
@@ -19,7 +20,7 @@ from torch import nn
 from timing import interleaved_times, machine, paired_ratio
 
 from evaluator.attacks.common import frozen_for_attack
-from evaluator.attacks.fmn import fmn_linf
+from evaluator.attacks.fmn import fmn
 from evaluator.registry.variants import build_model
 
 PARAMS = {"lr": 0.1, "momentum": 0.5, "weight_decay": 0.1, "dampening": 0.1}
@@ -67,7 +68,7 @@ def bench_model(name: str, model: nn.Module, batch: int, steps: int, repeats: in
         labels = model(inputs).argmax(1)
     runs = {
         "bare fwd+bwd": lambda: bare_steps(model, inputs, steps),
-        "FMN (ours)": lambda: fmn_linf(model, inputs, labels, steps=steps, optimizer_params=PARAMS),
+        "FMN (ours)": lambda: fmn(model, inputs, labels, steps=steps, optimizer_params=PARAMS, p=math.inf),
     }
     if reference:
         runs["FMN (HO-FMN reference)"] = lambda: reference_fmn(reference, model, inputs, labels, steps)
@@ -79,7 +80,7 @@ def bench_model(name: str, model: nn.Module, batch: int, steps: int, repeats: in
         print(f"  {run:<26} {rate:8.2f} steps/s  {rate * batch:9.1f} img-steps/s  "
               f"ratio to bare {ratio:.3f} (median of paired ratios)")
     if reference:
-        ours = fmn_linf(model, inputs, labels, steps=steps, optimizer_params=PARAMS)
+        ours = fmn(model, inputs, labels, steps=steps, optimizer_params=PARAMS, p=math.inf)
         theirs = reference_fmn(reference, model, inputs, labels, steps)
         print(f"  same adversarials as the reference: {torch.equal(ours, theirs)} "
               f"(max abs difference {(ours - theirs).abs().max().item():.3g})")

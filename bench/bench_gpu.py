@@ -409,7 +409,8 @@ def sized(protocol: Protocol, n: int, smoke: bool) -> Protocol:
     if smoke:
         hofmn = protocol.hofmn
         tuning = dataclasses.replace(hofmn.tuning, trials=2, startup_trials=2, steps=5, batch_size=4)
-        protocol = dataclasses.replace(protocol, eps_fraction=Fraction(254, 255),
+        protocol = dataclasses.replace(protocol, threat_model=dataclasses.replace(protocol.threat_model,
+                                                                                    eps_fraction=Fraction(254, 255)),
                                        chunk_size=min(protocol.chunk_size, 4 if protocol.chunk_size <= 500 else 8),
                                        hofmn=dataclasses.replace(hofmn, tuning=tuning, steps=10))
     return protocol
@@ -572,10 +573,11 @@ def concurrent_throughput(k: int, state: Path, arch: str, protocol: str, n: int,
 
 def backend_agreement(model: nn.Module, images: np.ndarray, labels: np.ndarray, n: int, device: str,
                       smoke: bool) -> dict:
-    """The project's AutoAttack (``autoattack_linf``, the protocol's batch 500 and seed) on the same ``n``
+    """The project's AutoAttack (``autoattack`` (Linf), the protocol's batch 500 and seed) on the same ``n``
     inputs under the fixed backend and under TF32 + cuDNN autotuning: wall time of each and how many per-sample
     robust flags differ. The evidence a TF32 protocol version would need (never a change to v1 or v2)."""
-    from evaluator.attacks.autoattack import autoattack_linf
+    from evaluator.attacks.autoattack import autoattack
+    from evaluator.registry.norms import get_norm
 
     reps = -(-n // len(labels))
     x = torch.from_numpy(np.concatenate([images] * reps)[:n]).to(device).float() / 255
@@ -588,7 +590,7 @@ def backend_agreement(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
         with provenance.fixed_backend(settings):
             sync(device)
             started = time.perf_counter()
-            result = autoattack_linf(model, x, y, eps=eps, seed=0, batch_size=500, device=device)
+            result = autoattack(model, x, y, eps=eps, seed=0, batch_size=500, device=device, norm=get_norm("Linf"))
             sync(device)
         flags[name] = result.robust.cpu()
         found[f"{name}_s"] = round(time.perf_counter() - started, 2)

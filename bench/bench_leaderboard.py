@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ if str(REPO) not in sys.path:
 
 PROTOCOL = "linf-8-255-v1"
 N_SAMPLES = 10_000
+EPS_FRACTION = "8/255"
 EPS = 8 / 255
 MODELS = [(arch, dataset, kind, sparsity) for dataset in ("CIFAR10", "SVHN") for arch in ("R18", "V16")
           for kind, sparsities in (("US", (90, 95, 99)), ("S", (50, 75, 90))) for sparsity in sparsities]
@@ -42,6 +44,7 @@ VARIANTS = 64  # distinct sidecars, reused across models (their bytes, not their
 def sidecars() -> list[tuple[bytes, dict]]:
     """``VARIANTS`` sidecars as `apb evaluate` writes them, with their summary."""
     from evaluator.record.records import PerSample, summarize
+    from evaluator.registry.norms import threat_model
 
     made = []
     for seed in range(VARIANTS):
@@ -56,7 +59,7 @@ def sidecars() -> list[tuple[bytes, dict]]:
         np.savez_compressed(buffer, sample_index=per_sample.sample_index,
                             clean_correct=np.packbits(per_sample.clean_correct),
                             aa_robust=np.packbits(per_sample.aa_robust), hofmn_distance=per_sample.hofmn_distance)
-        made.append((buffer.getvalue(), summarize(per_sample, EPS)))
+        made.append((buffer.getvalue(), summarize(per_sample, threat_model("Linf", Fraction(EPS_FRACTION)))))
     return made
 
 

@@ -317,7 +317,8 @@ def sized(protocol: EvaluableProtocol, n: int, smoke: bool) -> EvaluableProtocol
     if smoke:
         hofmn = protocol.hofmn
         tuning = dataclasses.replace(hofmn.tuning, trials=2, startup_trials=2, steps=5, batch_size=4)
-        protocol = dataclasses.replace(protocol, eps_fraction=Fraction(1, 1000),
+        protocol = dataclasses.replace(protocol, threat_model=dataclasses.replace(protocol.threat_model,
+                                                                                    eps_fraction=Fraction(1, 1000)),
                                        hofmn=dataclasses.replace(hofmn, tuning=tuning, steps=10))
     return protocol
 

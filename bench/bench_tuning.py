@@ -15,6 +15,7 @@ from bench_fmn import SmallCNN
 from timing import machine
 
 from evaluator.attacks.hofmn import tune_fmn
+from evaluator.registry.norms import get_norm
 
 SPACE = {"lr": {"low": 8 / 255, "high": 10, "log": True}, "momentum": {"low": 0, "high": 0.9},
          "weight_decay": {"low": 0.01, "high": 1}, "dampening": {"low": 0, "high": 0.2}}
@@ -35,7 +36,8 @@ def main() -> None:
     with torch.no_grad():
         labels = model(inputs).argmax(1)
     started = time.perf_counter()
-    result = tune_fmn(model, inputs, labels, search_space=SPACE, trials=args.trials, steps=args.steps, seed=0)
+    result = tune_fmn(model, inputs, labels, norm=get_norm("Linf"), search_space=SPACE, trials=args.trials,
+                      steps=args.steps, seed=0)
     total = time.perf_counter() - started
     print(f"small CNN, tuning batch {args.batch}, {args.trials} trials x {args.steps} steps")
     print(f"  total {total:.1f} s, attack {result.attack_seconds:.1f} s, "

@@ -119,7 +119,7 @@ def test_model_aa(model: nn.Module, dataset: str, data_dir: str | Path, device: 
     settings = _protocol(protocol, n)
     results, _ = _run(model, dataset, data_dir, device, settings, batch_size=batch_size, download=download,
                       progress=progress, stages=("clean", "autoattack"))
-    metrics = summarize(results.per_sample, settings.eps)["metrics"]
+    metrics = summarize(results.per_sample, settings.threat_model)["metrics"]
     return metrics["clean_accuracy"], metrics["aa_robust_accuracy"]
 
 
@@ -148,7 +148,7 @@ def test_model_hofmn(model: nn.Module, model_key: str, dataset: str, data_dir: s
         buffer = io.BytesIO()
         np.save(buffer, distances, allow_pickle=False)
         atomic_write_bytes(Path(save_dist_path) / f"{model_key}.npy", buffer.getvalue())
-    rob_acc = summarize(results.per_sample, settings.eps)["metrics"]["hofmn_robust_accuracy"]
+    rob_acc = summarize(results.per_sample, settings.threat_model)["metrics"]["hofmn_robust_accuracy"]
     return rob_acc, (distances if get_distances else None)
 
 
@@ -240,19 +240,23 @@ def _leaderboard_protocols() -> set[str]:
     return {p.id for p in list_protocols() if p.leaderboard}
 
 
-def plot_sec_curve(distances: Any, names: Sequence[str], title: str | None = None, save: bool | str | Path = False):
-    """Security curves (robust accuracy vs Linf budget, 8/255 marked) of one model or several.
+def plot_sec_curve(distances: Any, names: Sequence[str], title: str | None = None, save: bool | str | Path = False, *,
+                   protocol: str = DEFAULT_PROTOCOL):
+    """Security curves (robust accuracy vs the budget of the protocol's threat model, its eps marked) of one
+    model or several.
 
     ``distances``: one model's distances, or a list with one array per name. ``save``: True writes
     ``<title>.png``, a path writes there. Returns the matplotlib figure."""
     from evaluator.render.curves import save_png, security_curve
 
+    threat = _protocol(protocol, None).threat_model
     names = list(names)
     arrays = [distances] if len(names) == 1 and np.ndim(np.asarray(distances, dtype=object)[0]) == 0 else list(distances)
     if len(arrays) != len(names):
         raise APBError(Problem("plot_sec_curve", f"{len(arrays)} distance arrays for {len(names)} names; give one "
                                                  "name per model"))
-    figure = security_curve({name: np.asarray(d, dtype=np.float32) for name, d in zip(names, arrays)}, title=title)
+    figure = security_curve({name: np.asarray(d, dtype=np.float32) for name, d in zip(names, arrays)}, threat,
+                            title=title)
     if save:
         save_png(figure, Path(save) if not isinstance(save, bool) else Path(f"{title or 'security_curve'}.png"))
     return figure

@@ -282,7 +282,7 @@ def run_demo(out: Path = Path("demo-out"), *, models: int | None = None, seed: i
         atomic_write_bytes(out / relative, data)
     leaderboard = out / LEADERBOARD_README
     _say(f"  [4/5] rendered the leaderboard: {_relative(leaderboard)} ({len(rendered)} files)")
-    curve = save_png(security_curve(distances, marked_eps=protocol.eps,
+    curve = save_png(security_curve(distances, protocol.threat_model,
                                     title=f"apb demo: HO-FMN security curves ({protocol.id})"),
                      out / "security_curve.png")
     _say(f"  [5/5] drew the security curves: {_relative(curve)}")

@@ -1,13 +1,15 @@
 """Evaluation protocols: ``evaluator/protocols/<id>.yaml`` read into a frozen ``Protocol``.
 
 A protocol file always has ``id``, ``leaderboard`` and ``description``. An *evaluable* protocol (one that
-``apb evaluate`` can run) also fixes the threat model (``norm``, ``eps`` as an exact fraction such as
-``"8/255"``), ``n_samples``, ``chunk_size``, ``seed`` and the ``autoattack``, ``hofmn`` and ``sanity``
-sections; a protocol without them (``published-2024``) only names where imported numbers come from.
+``apb evaluate`` can run) also fixes the threat model (a ``norm`` of ``evaluator/registry/norms.yaml``, ``eps``
+as an exact fraction such as ``"8/255"``, optionally the ``curve`` budgets), ``n_samples``, ``chunk_size``,
+``seed`` and the ``autoattack``, ``hofmn`` and ``sanity`` sections; a protocol without them (``published-2024``)
+only names where imported numbers come from.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,11 +17,12 @@ from typing import Any
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import PACKAGE_DIR
+from evaluator.registry.norms import CurveGrid, ThreatModel, curve_grid, norms, parse_fraction, threat_model
 from evaluator.untrusted.safeio import LineMap, format_field, load_yaml
 
 PROTOCOLS_DIR = PACKAGE_DIR / "protocols"
+PROTOCOLS_DIR_VARIABLE = "APB_PROTOCOLS_DIR"  # a folder of protocol files read instead of PROTOCOLS_DIR
 DEFAULT_PROTOCOL = "linf-8-255-v1"  # what `apb evaluate`, the Python API and the CI preview use without --protocol
-NORMS = ("Linf",)
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand", "custom")
 AUTOATTACK_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab")  # names of version custom's list
 LOSSES = ("LL", "DLR", "CE")
@@ -90,8 +93,7 @@ class Protocol:
     description: str
     path: Path
     sha256: str  # of the protocol file's bytes: records pin the exact protocol they were made with
-    norm: str | None = None
-    eps_fraction: Fraction | None = None
+    threat_model: ThreatModel | None = None
     n_samples: int | None = None
     chunk_size: int | None = None
     seed: int | None = None
@@ -106,9 +108,9 @@ class Protocol:
     @property
     def eps(self) -> float:
         """The threat model's eps as the float nearest the exact fraction (8/255 -> 0.03137254901960784)."""
-        if self.eps_fraction is None:
+        if self.threat_model is None:
             raise APBError(Problem(str(self.path), "this protocol fixes no threat model", field="threat_model"))
-        return float(self.eps_fraction)
+        return self.threat_model.eps
 
     def require_evaluable(self) -> EvaluableProtocol:
         """This protocol, or an error saying it cannot be run by ``apb evaluate``."""
@@ -123,8 +125,7 @@ class Protocol:
 class EvaluableProtocol(Protocol):
     """A protocol ``apb evaluate`` can run: every evaluation field is required."""
 
-    norm: str
-    eps_fraction: Fraction
+    threat_model: ThreatModel
     n_samples: int
     chunk_size: int
     seed: int
@@ -145,16 +146,6 @@ def on_first_samples(protocol: EvaluableProtocol, n: int) -> EvaluableProtocol:
                                chunk_size=min(protocol.chunk_size, n),
                                description=f"{protocol.description} Run on the first {n} samples only (apb evaluate "
                                            f"--n {n}): not a leaderboard run.")
-
-
-def parse_fraction(value: Any) -> Fraction:
-    """An exact number from ``"8/255"``, ``10``, ``0.9`` or ``"0.5"``; ``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"expected a number or a fraction such as \"8/255\", got {value!r}")
-    try:
-        return Fraction(value) if not isinstance(value, float) else Fraction(str(value))
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"expected a number or a fraction such as \"8/255\", got {value!r}") from None
 
 
 class _Reader:
@@ -255,18 +246,32 @@ def _hofmn(reader: _Reader, data: Any) -> HOFMNSettings:
                          batch_size=reader.integer(data, at + ("batch_size",), 1))
 
 
+def _threat_model(reader: _Reader, data: Any) -> ThreatModel:
+    """The norm (one of evaluator/registry/norms.yaml), the exact eps and, optionally, the curve budgets
+    (``curve: {step, points, tick_step, tick_unit}``; fields left out are the norm's)."""
+    at = ("threat_model",)
+    threat = reader.mapping(data, at, ("norm", "eps", "curve"), ("norm", "eps"))
+    norm = reader.choice(threat, at + ("norm",), tuple(norms()))
+    eps = reader.number(threat, at + ("eps",))
+    if not 0 < eps < 1:
+        raise reader.fail(at + ("eps",), f"must lie strictly between 0 and 1, got {threat['eps']!r}")
+    curve: CurveGrid | None = None
+    if "curve" in threat:
+        try:
+            curve = curve_grid(threat["curve"], "curve", norms()[norm].curve)
+        except ValueError as error:
+            raise reader.fail(at + ("curve",), str(error)) from None
+    return threat_model(norm, eps, curve)
+
+
 def _evaluation_fields(reader: _Reader, data: dict) -> dict:
     """The fields of an evaluable protocol (all sections present)."""
-    threat = reader.mapping(data["threat_model"], ("threat_model",), ("norm", "eps"))
-    eps = reader.number(threat, ("threat_model", "eps"))
-    if not 0 < eps < 1:
-        raise reader.fail(("threat_model", "eps"), f"must lie strictly between 0 and 1, got {threat['eps']!r}")
+    threat = _threat_model(reader, data["threat_model"])
     autoattack = reader.mapping(data["autoattack"], ("autoattack",), ("version", "batch_size", "attacks"),
                                 ("version", "batch_size"))
     sanity = reader.mapping(data["sanity"], ("sanity",), ("max_aa_only", "max_hofmn_only", "max_no_adversarial"))
     return {
-        "norm": reader.choice(threat, ("threat_model", "norm"), NORMS),
-        "eps_fraction": eps,
+        "threat_model": threat,
         "n_samples": reader.integer(data, ("n_samples",), 1),
         "chunk_size": reader.integer(data, ("chunk_size",), 1),
         "seed": reader.integer(data, ("seed",), 0),
@@ -301,23 +306,31 @@ def read_protocol_file(path: Path) -> Protocol:
     return Protocol(**common)
 
 
+def protocols_dir() -> Path:
+    """Where the protocols are: ``$APB_PROTOCOLS_DIR`` when set (a folder that stands in for the shipped one, with
+    every protocol the repository's records name: a test, or a fork trying a new threat model), else
+    ``evaluator/protocols/``."""
+    folder = os.environ.get(PROTOCOLS_DIR_VARIABLE)
+    return Path(folder) if folder else PROTOCOLS_DIR
+
+
 def protocol_path(name_or_path: str | Path) -> Path:
     """The file of a protocol given by id (e.g. ``DEFAULT_PROTOCOL``) or by path."""
     text = str(name_or_path)
     if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
         return Path(text)
-    return PROTOCOLS_DIR / f"{text}.yaml"
+    return protocols_dir() / f"{text}.yaml"
 
 
 def load_protocol(name_or_path: str | Path) -> Protocol:
-    """The protocol with this id (a file in ``evaluator/protocols/``) or at this path."""
+    """The protocol with this id (a file of ``protocols_dir()``) or at this path."""
     path = protocol_path(name_or_path)
     if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(PROTOCOLS_DIR.glob("*.yaml")))
+        known = ", ".join(p.stem for p in sorted(protocols_dir().glob("*.yaml")))
         raise APBError(Problem(str(path), f"no such protocol; choose one of: {known}", field="protocol"))
     return read_protocol_file(path)
 
 
 def list_protocols() -> list[Protocol]:
-    """Every protocol shipped in ``evaluator/protocols/``, sorted by id."""
-    return [read_protocol_file(path) for path in sorted(PROTOCOLS_DIR.glob("*.yaml"))]
+    """Every protocol of ``protocols_dir()`` (the shipped ``evaluator/protocols/``), sorted by id."""
+    return [read_protocol_file(path) for path in sorted(protocols_dir().glob("*.yaml"))]

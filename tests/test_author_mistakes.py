@@ -265,7 +265,8 @@ def clean_far_below_claim(**_):
 
 
 def comment_for(records: dict, claims: dict | None = None, missing: list | None = None) -> str:
-    from evaluator.ci.report import ReportInput, render_report
+    from evaluator.ci.report import render_report
+    from evaluator.ci.report_input import ReportInput
     from tests.support.ci_records import sha
 
     keys = list(records) + [item["model_key"] for item in missing or []]

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from evaluator.attacks.autoattack import autoattack_linf, load_implementation
+from evaluator.attacks.autoattack import autoattack, load_implementation
 from evaluator.errors import APBError
-from tests.support.tiny_models import exact_linf_distances, interior_inputs, linear_classifier
+from tests.support.tiny_models import LINF, exact_distances, interior_inputs, linear_classifier
 
 SHAPE = (3, 16, 16)
 
@@ -16,7 +16,7 @@ def case():
     inputs = interior_inputs(12, SHAPE)
     labels = model(inputs).argmax(1)
     labels[:2] = (labels[:2] + 1) % 10
-    exact = exact_linf_distances(model, inputs, labels)
+    exact = exact_distances(model, inputs, labels)
     eps = float(exact[2:].median())          # about half of the clean-correct samples are robust
     return model, inputs, labels, exact, eps
 
@@ -31,7 +31,7 @@ def direct_flags(model, inputs, labels, eps, **options):
 
 def check_against_direct(case, **options):
     model, inputs, labels, exact, eps = case
-    result = autoattack_linf(model, inputs, labels, eps=eps, seed=0, **options)
+    result = autoattack(model, inputs, labels, eps=eps, seed=0, **options, norm=LINF)
     adv, flags = direct_flags(model, inputs, labels, eps, **options)
     assert torch.equal(result.robust, flags) and torch.equal(result.adv, adv)
     assert not result.robust[:2].any()                                  # misclassified clean
@@ -66,8 +66,8 @@ class Softmaxed(nn.Module):
 
 def test_autoattack_own_checks_become_warnings(case):
     model, inputs, labels, _, eps = case
-    result = autoattack_linf(Softmaxed(model), inputs[:4], labels[:4], eps=eps, version="custom",
-                             attacks=["apgd-ce"])
+    result = autoattack(Softmaxed(model), inputs[:4], labels[:4], eps=eps, version="custom",
+                             attacks=["apgd-ce"], norm=LINF)
     assert any("probability distribution" in message for message in result.warnings)
     assert len(result.warnings) == len(set(result.warnings))
 
@@ -75,11 +75,11 @@ def test_autoattack_own_checks_become_warnings(case):
 def test_model_state_is_restored_and_attacks_need_custom(case):
     model, inputs, labels, _, eps = case
     model.train()
-    autoattack_linf(model, inputs[:2], labels[:2], eps=eps, version="custom", attacks=["apgd-ce"])
+    autoattack(model, inputs[:2], labels[:2], eps=eps, version="custom", attacks=["apgd-ce"], norm=LINF)
     assert model.training and all(p.requires_grad for p in model.parameters())
     model.eval()
     with pytest.raises(APBError, match="custom"):
-        autoattack_linf(model, inputs, labels, eps=eps, attacks=["apgd-ce"])
+        autoattack(model, inputs, labels, eps=eps, attacks=["apgd-ce"], norm=LINF)
 
 
 def test_the_git_module_fallback(case, monkeypatch):
@@ -87,7 +87,7 @@ def test_the_git_module_fallback(case, monkeypatch):
     official = pytest.importorskip("autoattack")
     model, inputs, labels, _, eps = case
     monkeypatch.setattr("evaluator.attacks.autoattack.IMPLEMENTATIONS", ("autoattack",))
-    result = autoattack_linf(model, inputs, labels, eps=eps, version="custom", attacks=["apgd-ce", "apgd-t"])
+    result = autoattack(model, inputs, labels, eps=eps, version="custom", attacks=["apgd-ce", "apgd-t"], norm=LINF)
     adversary = official.AutoAttack(model, norm="Linf", eps=eps, seed=0, verbose=False, version="custom",
                                     attacks_to_run=["apgd-ce", "apgd-t"], device="cpu")
     adv = adversary.run_standard_evaluation(inputs, labels, bs=500)

@@ -32,7 +32,8 @@ def random_row(rng: random.Random, index: int, *, ap_count: int = 12) -> Row:
         model_key=f"Ap{index % ap_count}_Doe2020Synthetic{index}_R18_CIFAR10_US_90", ap_key=f"Ap{index % ap_count}",
         dataset=rng.choice(DATASETS),
         structure_kind=rng.choice(KINDS), architecture=rng.choice(ARCHITECTURES), sparsity=rng.choice((50, 90, 99)),
-        source=source, protocol="published-2024" if source == "published" else rng.choice(("linf-a", "linf-b")),
+        source=source,
+        protocol="published-2024" if source == "published" else rng.choice(("linf-8-255-v1", "linf-8-255-v2")),
         n_samples=rng.choice((0, 500, 10_000)),
         metrics=tuple(rng.choice((None, round(rng.uniform(0, 100), 2), rng.randint(0, 100))) for _ in range(4)),
         flags=rng.choice(((), ("aa_only",), ("aa_only", "no_adversarial"))),
@@ -83,7 +84,7 @@ def test_every_lookup_equals_a_scan_of_the_rows(rows, catalog):
         sparsities = sorted({r.sparsity for r in members})
         assert catalog.columns(group) == [(a, s) for a in sorted(ARCHITECTURES, key=architecture_sort_key)
                                           for s in sparsities]
-        for protocol in ("linf-a", "linf-b", "published-2024"):
+        for protocol in ("linf-8-255-v1", "linf-8-255-v2", "published-2024"):
             assert catalog.has_evaluated(group, protocol) == any(r.protocol == protocol for r in evaluated
                                                                  if r.group == group)
         by_ap = list(catalog.group_rows_by_ap(group))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from evaluator.ci.github import connect, get_repo, publish_report, upsert_check_run, upsert_comment
-from evaluator.ci.report import REPORT_MARKER, ReportInput, read_meta, render_report
+from evaluator.ci.report import REPORT_MARKER, read_meta, render_report
+from evaluator.ci.report_input import ReportInput
 from evaluator.cli import main
 from evaluator.errors import APBError
 from tests.support.fake_github import BOT_LOGIN, FakeGitHub

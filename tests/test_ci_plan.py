@@ -72,7 +72,7 @@ def test_added_changed_removed_and_untouched_entries(repo):
         model("resnet18", 95, "4"),                    # changed: new checkpoint
         model("vgg16", 95, "5", claimed={"clean_accuracy": 80.0, "aa_robust_accuracy": 45.5}),  # added
     ])})  # vgg16 90 removed
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert plan.entries == {"added": [key("vgg16", 95)], "changed": [key("resnet18", 95)],
                             "removed": [key("vgg16", 90)], "untouched": [key("resnet18", 90)]}
     assert plan.evaluate and plan.blocked_files == [] and plan.problems == []
@@ -92,7 +92,7 @@ def test_claims_and_comments_alone_change_nothing(repo):
     head = branch(repo, {f"submissions/{AP}/manifest.yaml": "# a comment\n" + manifest_text(AP, [
         model("resnet18", 90, "1", claimed={"clean_accuracy": 81.0}), model("resnet18", 95, "2"),
         model("vgg16", 90, "3")])})
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert plan.entries["untouched"] == sorted([key("resnet18", 90), key("resnet18", 95), key("vgg16", 90)])
     assert not plan.evaluate and plan.reason.startswith("nothing to evaluate")
 
@@ -107,7 +107,7 @@ def test_an_existing_record_of_the_same_checkpoint_is_not_evaluated_again(repo):
         model("resnet18", 90, "1", normalization={"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}),
         model("resnet18", 95, "2", url="https://mirror.example.org/r18-95.pt"),
         model("vgg16", 90, "3")])})
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert plan.entries["changed"] == [key("resnet18", 90), key("resnet18", 95)]
     # a new URL of the same file: the record stands; a new normalization: a new result
     assert [leg.model_key for leg in plan.include] == [key("resnet18", 90)]
@@ -118,7 +118,7 @@ def test_an_existing_record_of_the_same_checkpoint_is_not_evaluated_again(repo):
 def test_an_entry_without_sha256_cannot_be_evaluated(repo):
     head = branch(repo, {f"submissions/{OTHER_AP}/manifest.yaml": manifest_text(OTHER_AP, [
         model("resnet18", 99, "9"), model("vgg16", 99, None)])})
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert plan.entries["added"] == [key("vgg16", 99, OTHER_AP)]
     assert not plan.evaluate
     assert plan.skipped[0]["sha256"] is None and "apb lock" in plan.skipped[0]["reason"]
@@ -127,7 +127,7 @@ def test_an_entry_without_sha256_cannot_be_evaluated(repo):
 def test_a_change_outside_submission_data_is_planned_as_no_evaluation(repo, tmp_path):
     head = branch(repo, {f"submissions/{AP}/manifest.yaml": manifest_text(AP, [model("vgg16", 99, "7")]),
                          "evaluator/__init__.py": "import os\n"})
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert plan.blocked_files == ["evaluator/__init__.py"]
     assert not plan.evaluate and plan.include == [] and plan.entries["added"] == []
     assert plan.reason.startswith("no evaluation: the change touches 1 file(s)")
@@ -141,7 +141,7 @@ def test_a_change_outside_submission_data_is_planned_as_no_evaluation(repo, tmp_
                                   ".github/workflows/evaluate.yml", "submissions/not-an-ap-key/manifest.yaml"])
 def test_records_workflows_and_stray_files_block_evaluation(repo, path):
     head = branch(repo, {path: "{}\n", f"submissions/{AP}/taxonomy.json": '{"changed": true}\n'})
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert plan.blocked_files == [path] and not plan.evaluate
 
 
@@ -149,7 +149,7 @@ def test_the_diff_is_taken_from_the_merge_base(repo):
     head = branch(repo, {f"submissions/{OTHER_AP}/manifest.yaml": manifest_text(OTHER_AP, [
         model("resnet18", 99, "9"), model("resnet18", 95, "8")])})
     commit(repo, {"evaluator/__init__.py": "# main moved on\n"}, "main advances")  # not part of the PR
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert plan.changed_files == [f"submissions/{OTHER_AP}/manifest.yaml"]
     assert [leg.model_key for leg in plan.include] == [key("resnet18", 95, OTHER_AP)]
     assert plan.merge_base == git(repo, "rev-parse", "main~1")
@@ -157,7 +157,7 @@ def test_the_diff_is_taken_from_the_merge_base(repo):
 
 def test_a_manifest_that_does_not_load_is_a_problem_not_a_crash(repo):
     head = branch(repo, {f"submissions/{AP}/manifest.yaml": "schema_version: 1\nap_key: [oops\n"})
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert not plan.evaluate and plan.problems
     assert plan.problems[0].file == f"submissions/{AP}/manifest.yaml"
 
@@ -169,7 +169,7 @@ def test_a_symlinked_manifest_is_refused(repo):
     target.symlink_to("/etc/passwd")
     head = commit(repo, {}, "symlink")
     git(repo, "checkout", "-q", "main")
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert not plan.evaluate and "not a regular file" in plan.problems[0].message
 
 
@@ -177,7 +177,7 @@ def test_a_big_model_is_split_into_shard_legs(repo):
     head = branch(repo, {f"submissions/{AP}/manifest.yaml": manifest_text(AP, [
         model("resnet18", 90, "1"), model("resnet18", 95, "2"), model("vgg16", 90, "3"),
         model("vgg16", 99, "6"), model("resnet18", 99, "7")])})
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=parse_shards("vgg16=3"))
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=parse_shards("vgg16=3"))
     legs = [(leg.model_key, leg.shard, leg.leg) for leg in plan.include]
     assert legs == [(key("resnet18", 99), None, key("resnet18", 99)),
                     (key("vgg16", 99), "1/3", f"{key('vgg16', 99)}-shard-1-of-3"),
@@ -202,7 +202,7 @@ def test_bad_shard_specs_are_clear_errors(spec):
 
 
 def test_a_first_push_diffs_against_the_empty_tree(repo):
-    plan = plan_change(repo, "0" * 40, "main", protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "0" * 40, "main", protocols=[PROTOCOL], shards=NO_SHARDS)
     assert plan.merge_base == EMPTY_TREE and plan.blocked_files  # everything is new, code included
     assert not plan.evaluate
 
@@ -212,7 +212,7 @@ def test_missing_records_of_the_checkout(repo):
     records.mkdir()
     write_evaluated(records, key("resnet18", 90), sha("1"))
     write_evaluated(records, key("resnet18", 95), sha("0"))  # a record of an older checkpoint
-    plan = plan_missing(repo, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_missing(repo, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert [leg.model_key for leg in plan.include] == [key("resnet18", 95), key("vgg16", 90),
                                                        key("resnet18", 99, OTHER_AP)]
 
@@ -223,17 +223,43 @@ def test_missing_records_are_planned_from_the_state_of_main_not_a_window_of_push
     for index, checkpoint in enumerate("678"):
         entries = [model("resnet18", 99, "9")] + [model("vgg16", s, c) for s, c in zip((90, 95, 99), "678"[:index + 1])]
         commit(repo, {f"submissions/{OTHER_AP}/manifest.yaml": manifest_text(OTHER_AP, entries)}, f"merge {index}")
-    plan = plan_missing(repo, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_missing(repo, protocols=[PROTOCOL], shards=NO_SHARDS)
     planned = {leg.model_key for leg in plan.include}
     assert {key("vgg16", 90, OTHER_AP), key("vgg16", 95, OTHER_AP), key("vgg16", 99, OTHER_AP)} <= planned
 
 
 def test_one_broken_manifest_on_main_does_not_hold_back_the_others(repo):
     commit(repo, {f"submissions/{AP}/manifest.yaml": "schema_version: 1\nap_key: [oops\n"}, "a broken merge")
-    plan = plan_missing(repo, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_missing(repo, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert [leg.model_key for leg in plan.include] == [key("resnet18", 99, OTHER_AP)]
     assert [p.file for p in plan.problems] == [f"submissions/{AP}/manifest.yaml"]
     assert plan.evaluate and "problem(s), their files left out" in plan.reason
+
+
+def test_every_evaluable_leaderboard_protocol_is_planned_each_for_its_missing_records(repo, tmp_path, monkeypatch):
+    """With a second leaderboard protocol (another threat model), `apb ci plan --missing` plans each model under
+    each protocol that lacks its record; the plan lists the protocols and every leg names its own."""
+    import shutil
+
+    from evaluator.protocol import PROTOCOLS_DIR, PROTOCOLS_DIR_VARIABLE
+
+    protocols = tmp_path / "protocols"
+    shutil.copytree(PROTOCOLS_DIR, protocols)
+    text = (PROTOCOLS_DIR / "smoke-v1.yaml").read_text().replace("id: smoke-v1", "id: l2-smoke")
+    (protocols / "l2-smoke.yaml").write_text(text.replace("leaderboard: false", "leaderboard: true")
+                                             .replace("norm: Linf", "norm: L2").replace('eps: "8/255"', 'eps: "1/2"'))
+    monkeypatch.setenv(PROTOCOLS_DIR_VARIABLE, str(protocols))
+    records = repo / "submissions" / AP / "records"
+    records.mkdir()
+    write_evaluated(records, key("resnet18", 90), sha("1"))  # its PROTOCOL record: only l2-smoke is missing
+    out = tmp_path / "plan.json"
+    assert main(["ci", "plan", "--missing", "--root", str(repo), "--out", str(out)]) == 0
+    plan = json.loads(out.read_text())
+    assert schema_problems(plan, CI_SCHEMAS / "plan.schema.json", "plan") == []
+    assert plan["protocol"] == "l2-smoke" and plan["protocols"] == ["l2-smoke", PROTOCOL]
+    legs = [(leg["model_key"], leg["protocol"]) for leg in plan["include"]]
+    assert (key("resnet18", 90), "l2-smoke") in legs and (key("resnet18", 90), PROTOCOL) not in legs
+    assert (key("vgg16", 90), "l2-smoke") in legs and (key("vgg16", 90), PROTOCOL) in legs
 
 
 @pytest.mark.parametrize("refused", ["symlink", "too big"])
@@ -264,7 +290,7 @@ def test_generated_files_in_a_data_pr_neither_block_nor_get_extracted(repo, tmp_
     head = branch(repo, {f"submissions/{AP}/manifest.yaml": manifest_text(AP, [model("vgg16", 95, "5")]),
                          "taxonomy/README.md": "regenerated by the author\n",
                          "leaderboard/README.md": "regenerated by the author\n"})
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS)
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS)
     assert plan.blocked_files == [] and plan.evaluate
     stage = tmp_path / "stage"
     assert extract_data(repo, plan, stage) == [f"submissions/{AP}/manifest.yaml"]
@@ -308,11 +334,11 @@ def test_a_change_to_another_authors_ap_is_pointed_out_to_the_reviewer(repo):
                          f"submissions/{AP}/taxonomy.json": json.dumps({"authors": ["mallory"]}) + "\n",
                          f"submissions/{OTHER_AP}/manifest.yaml": manifest_text(OTHER_AP, [model("vgg16", 99, "8")]),
                          "submissions/NEW_Doe2024New/taxonomy.json": "{}\n"})
-    plan = plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS, pr_author="mallory")
+    plan = plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS, pr_author="mallory")
     assert plan.ownership == [
         {"ap_key": AP, "files": [f"submissions/{AP}/manifest.yaml", f"submissions/{AP}/taxonomy.json"],
          "authors": ["alice", "bob"]},
         {"ap_key": OTHER_AP, "files": [f"submissions/{OTHER_AP}/manifest.yaml"], "authors": []}]
-    assert plan_change(repo, "main", head, protocol=PROTOCOL, shards=NO_SHARDS, pr_author="Alice").ownership[0][
+    assert plan_change(repo, "main", head, protocols=[PROTOCOL], shards=NO_SHARDS, pr_author="Alice").ownership[0][
         "ap_key"] == OTHER_AP  # an author of the AP changes it: no note for that AP
     assert schema_problems(plan.to_dict(), CI_SCHEMAS / "plan.schema.json", "plan") == []

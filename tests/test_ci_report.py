@@ -10,8 +10,8 @@ import pytest
 
 from evaluator.ci.artifacts import CI_SCHEMAS, schema_problems
 from evaluator.ci.collect import collect, ingest
-from evaluator.ci.report import (MAX_REPORT_CHARS, REPORT_MARKER, ReportInput, conclusion_and_title,
-                                 load_report_input, parse_run_title, read_meta, render_report)
+from evaluator.ci.report import MAX_REPORT_CHARS, REPORT_MARKER, conclusion_and_title, read_meta, render_report
+from evaluator.ci.report_input import ReportInput, load_report_input, parse_run_title
 from evaluator.cli import main
 from evaluator.errors import APBError
 from evaluator.protocol import load_protocol

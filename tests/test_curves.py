@@ -3,6 +3,7 @@ that do not change between renders, processes or user matplotlib settings."""
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 import struct
 import subprocess
 import sys
@@ -13,11 +14,15 @@ import numpy as np
 import pytest
 
 from evaluator.record.records import PerSample
-from evaluator.render.curves import (EPS_GRID, curve_summary, eps_label, grid_index, legend_label, png_bytes,
-                                     robust_accuracy, save_png, security_curve)
+from evaluator.registry.norms import threat_model
+from evaluator.render.curves import (curve_summary, eps_label, legend_label, png_bytes, robust_accuracy, save_png,
+                                     security_curve)
 
 REPO = Path(__file__).resolve().parents[1]
 EPS = 8 / 255
+LINF_8 = threat_model("Linf", Fraction(8, 255))
+TOLERANCE = LINF_8.tolerance
+EPS_GRID = LINF_8.curve.budgets
 
 
 def sample_distances(seed: int, n: int = 400, zeros: int = 40, infs: int = 5) -> np.ndarray:
@@ -42,61 +47,61 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 def test_robust_accuracy_counts_zero_as_broken_inf_as_robust_and_the_boundary_as_broken():
     distances = np.array([0.0, 0.01, EPS, 0.05, np.inf], dtype=np.float32)
-    assert robust_accuracy(distances, 0.0) == pytest.approx(4 / 5)  # only the misclassified one is broken
-    assert robust_accuracy(distances, EPS) == pytest.approx(2 / 5)  # distance == eps is not robust (d > eps)
-    assert robust_accuracy(distances, 1e6) == pytest.approx(1 / 5)  # inf stays robust at every budget
-    assert list(robust_accuracy(distances, np.array([0.0, 0.02, 0.1]))) == pytest.approx([0.8, 0.6, 0.2])
+    assert robust_accuracy(distances, 0.0, TOLERANCE) == pytest.approx(4 / 5)  # only the misclassified one is broken
+    assert robust_accuracy(distances, EPS, TOLERANCE) == pytest.approx(2 / 5)  # distance == eps is not robust (d > eps)
+    assert robust_accuracy(distances, 1e6, TOLERANCE) == pytest.approx(1 / 5)  # inf stays robust at every budget
+    assert list(robust_accuracy(distances, np.array([0.0, 0.02, 0.1]), TOLERANCE)) == pytest.approx([0.8, 0.6, 0.2])
 
 
 def test_robust_accuracy_at_eps_equals_the_per_sample_hofmn_robust_flag():
     distances = sample_distances(1)
     per_sample = PerSample(np.arange(distances.size), clean_correct=distances > 0,
                            aa_robust=distances > 0, hofmn_distance=distances)
-    assert robust_accuracy(distances, EPS) == per_sample.hofmn_robust(EPS).mean()
+    assert robust_accuracy(distances, EPS, TOLERANCE) == per_sample.hofmn_robust(LINF_8).mean()
 
 
 def test_curve_summary_is_the_robust_accuracy_at_every_k_over_1020():
     distances = sample_distances(3)
-    summary = curve_summary(distances)
+    summary = curve_summary(distances, LINF_8)
     assert summary.dtype == np.uint16 and summary.shape == EPS_GRID.shape and EPS_GRID[-1] == pytest.approx(38 / 255)
-    assert grid_index(EPS) == 32 and EPS_GRID[32] == EPS
-    assert summary[32] == round(10000 * float(robust_accuracy(distances, EPS)))
+    assert LINF_8.curve.index(EPS) == 32 and EPS_GRID[32] == EPS
+    assert summary[32] == round(10000 * float(robust_accuracy(distances, EPS, TOLERANCE)))
     assert summary[0] == round(10000 * float((distances > 0).mean())) and list(summary) == sorted(summary, reverse=True)
     # at every grid budget, and for distances right at the float32 budgets (the boundary cases)
     at_budgets = np.asarray(EPS_GRID + 1e-6, dtype=np.float32)
     for values in (distances, at_budgets, np.nextafter(at_budgets, np.float32(1)), np.array([np.inf, 0.0, 1.0])):
-        expected = np.rint(10000 * robust_accuracy(values, EPS_GRID)).astype(np.uint16)
-        assert np.array_equal(curve_summary(values), expected)
+        expected = np.rint(10000 * robust_accuracy(values, EPS_GRID, TOLERANCE)).astype(np.uint16)
+        assert np.array_equal(curve_summary(values, LINF_8), expected)
 
 
 def test_legend_names_accuracy_at_the_marked_eps_and_samples_without_adversarial():
     distances = np.array([0.0, 0.5, np.inf, np.inf], dtype=np.float32)
-    assert legend_label("HYDRA", distances, EPS) == "HYDRA – 75.00% (2 with no adversarial found)"
-    assert legend_label("HARP", np.array([0.0, 0.5]), EPS) == "HARP – 50.00%"
+    assert legend_label("HYDRA", distances, LINF_8) == "HYDRA – 75.00% (2 with no adversarial found)"
+    assert legend_label("HARP", np.array([0.0, 0.5]), LINF_8) == "HARP – 50.00%"
     assert eps_label(8 / 255) == "8/255" and eps_label(0.1) == "0.1"
 
 
 @pytest.mark.parametrize("bad", [np.array([]), np.array([0.1, np.nan]), np.array([-0.1, 0.2])])
 def test_bad_distances_are_refused(bad):
     with pytest.raises(ValueError, match="distances of 'x'"):
-        security_curve({"x": bad})
+        security_curve({"x": bad}, LINF_8)
 
 
 def test_figure_draws_one_curve_per_model_the_marked_line_and_the_axes_ranges():
     named = {"A": sample_distances(1), "B": sample_distances(2, infs=0)}
-    figure = security_curve(named, title="CIFAR10 · ResNet18 90%")
+    figure = security_curve(named, LINF_8, title="CIFAR10 · ResNet18 90%")
     axes = figure.axes[0]
-    labels = [legend_label(name, distances, EPS) for name, distances in named.items()]
+    labels = [legend_label(name, distances, LINF_8) for name, distances in named.items()]
     curves = [line for line in axes.get_lines() if line.get_label() in labels]
     assert [line.get_label() for line in curves] == labels
     for line, distances in zip(curves, named.values()):
         x, y = line.get_data()
-        assert x[0] == 0.0 and x[-1] == pytest.approx(0.15)
-        assert np.array_equal(y, 100.0 * robust_accuracy(distances, x))
+        assert x[0] == 0.0 and x[-1] == pytest.approx(38 / 255)
+        assert np.array_equal(y, 100.0 * robust_accuracy(distances, x, TOLERANCE))
     marked = [line for line in axes.get_lines() if np.allclose(line.get_xdata(), EPS)]
     assert len(marked) == 1
-    assert axes.get_xlim() == pytest.approx((0.0, 0.15)) and axes.get_ylim() == pytest.approx((0.0, 100.0))
-    assert axes.get_ylabel() == "robust accuracy (%)"
+    assert axes.get_xlim() == pytest.approx((0.0, 38 / 255)) and axes.get_ylim() == pytest.approx((0.0, 100.0))
+    assert axes.get_ylabel() == "robust accuracy (%)" and axes.get_xlabel() == "Linf perturbation budget ε"
     assert [t.get_text() for t in axes.get_xticklabels()][:3] == ["0", "4/255", "8/255"]
     assert axes.get_title() == "CIFAR10 · ResNet18 90%"
     assert [t.get_text() for t in axes.get_legend().get_texts()] == [line.get_label() for line in curves]
@@ -104,21 +109,25 @@ def test_figure_draws_one_curve_per_model_the_marked_line_and_the_axes_ranges():
 
 def test_png_is_byte_identical_across_renders_and_has_no_metadata(tmp_path):
     named = {"A": sample_distances(1), "B": sample_distances(2)}
-    first, second = png_bytes(security_curve(named, title="t")), png_bytes(security_curve(named, title="t"))
+    first = png_bytes(security_curve(named, LINF_8, title="t"))
+    second = png_bytes(security_curve(named, LINF_8, title="t"))
     assert first == second
     kinds = [kind for kind, _ in png_chunks(first)]
     assert not {b"tEXt", b"iTXt", b"zTXt", b"tIME"} & set(kinds), kinds  # no software name, no timestamp
-    path = save_png(security_curve(named, title="t"), tmp_path / "sub" / "curve.png")
+    path = save_png(security_curve(named, LINF_8, title="t"), tmp_path / "sub" / "curve.png")
     assert path.read_bytes() == first
-    assert png_bytes(security_curve(named, title="other")) != first  # the bytes do depend on the content
+    assert png_bytes(security_curve(named, LINF_8, title="other")) != first  # the bytes do depend on the content
 
 
 SUBPROCESS_RENDER = """
 import hashlib, sys
 import numpy as np
+from fractions import Fraction
+from evaluator.registry.norms import threat_model
 from evaluator.render.curves import png_bytes, security_curve
 distances = np.load(sys.argv[1])
-data = png_bytes(security_curve({"A": distances["a"], "B": distances["b"]}, title="t"))
+data = png_bytes(security_curve({"A": distances["a"], "B": distances["b"]}, threat_model("Linf", Fraction(8, 255)),
+                                title="t"))
 print(hashlib.sha256(data).hexdigest(), "torch" in sys.modules)
 """
 
@@ -127,7 +136,7 @@ def test_png_bytes_do_not_depend_on_the_process_or_the_users_matplotlibrc(tmp_pa
     import hashlib
 
     np.savez(tmp_path / "d.npz", a=sample_distances(1), b=sample_distances(2))
-    here = hashlib.sha256(png_bytes(security_curve({"A": sample_distances(1), "B": sample_distances(2)},
+    here = hashlib.sha256(png_bytes(security_curve({"A": sample_distances(1), "B": sample_distances(2)}, LINF_8,
                                                    title="t"))).hexdigest()
     config = tmp_path / "mplconfig"
     config.mkdir()
@@ -151,16 +160,16 @@ def test_curve_band_is_the_wilson_interval_of_the_samples_at_each_budget():
     def row(n: int) -> Row:
         distances = np.where(np.arange(n) < n // 2, np.inf, 0.0).astype(np.float32)
         return Row("m", "A", "CIFAR10", "US", "resnet18", 90, "published", "p", n, (None,) * 4, (), None,
-                   curve_summary(distances).tobytes(), None, (n, n - n // 2, n // 2), None, None, None)
+                   curve_summary(distances, LINF_8).tobytes(), None, (n, n - n // 2, n // 2), None, None, None)
 
     for n, width in ((128, 8.5), (10_000, 1.0)):
         low, high = wilson_interval(n // 2, n)
         assert 100 * (high - low) / 2 == pytest.approx(width, abs=0.05)
-        ys = {int(point.split(",")[1]) for point in curve_band(row(n)).split()}
+        ys = {int(point.split(",")[1]) for point in curve_band(row(n), LINF_8).split()}
         assert ys == {int(y_pixels(np.array([100 * high]), PERCENT_AXIS)[0]),
                       int(y_pixels(np.array([100 * low]), PERCENT_AXIS)[0])}
     assert curve_band(Row("m", "A", "CIFAR10", "US", "resnet18", 90, "published", "p", 0, (None,) * 4, (), None,
-                          None, None, None, None, None, None)) is None
+                          None, None, None, None, None, None), LINF_8) is None
 
 
 def test_pareto_front_is_the_best_accuracy_at_each_cost():
@@ -191,6 +200,6 @@ def test_curve_measures_read_the_curve_at_each_budget_and_average_it_up_to_16_25
 
     distances = np.full(100, np.inf, np.float32)
     distances[:60] = 0.02  # broken between 4/255 (0.0157) and 8/255 (0.0314)
-    at4, at8, at16, area = curve_measures(curve_summary(distances))[0]
+    at4, at8, at16, area = curve_measures(curve_summary(distances, LINF_8), LINF_8)[0]
     assert (at4, at8, at16) == (100.0, 40.0, 40.0)
     assert area == pytest.approx(40 + 60 * 0.02 / (16 / 255), abs=0.5)  # 100% up to 0.02, then 40%

@@ -1,4 +1,4 @@
-"""FMN (Linf, HO-FMN variant): exactness on a linear model, the variants, the pure pieces, the errors."""
+"""FMN (Linf and L2, HO-FMN variant): exactness on a linear model, the variants, the pure pieces, the errors."""
 import math
 
 import pytest
@@ -7,11 +7,11 @@ from torch import nn
 
 from evaluator.attacks.common import ce_loss, dlr_loss, frozen_for_attack, logit_loss
 from evaluator.attacks.fmn import (
-    cosine_anneal, fmn_linf, optimizer_kwargs, project_box_, project_linf_, updated_epsilon,
+    cosine_anneal, fmn, optimizer_kwargs, project_box_, project_l2_, project_linf_, updated_epsilon,
 )
-from evaluator.attacks.verify import linf_distances
+from evaluator.attacks.verify import verified_distances
 from evaluator.errors import APBError
-from tests.support.tiny_models import exact_linf_distances, interior_inputs, linear_classifier, tiny_cnn
+from tests.support.tiny_models import L2, LINF, exact_distances, interior_inputs, linear_classifier, tiny_cnn
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def linear_case():
     inputs = interior_inputs(32)
     labels = model(inputs).argmax(1)
     labels[:4] = (labels[:4] + 1) % 10  # four misclassified samples
-    exact = exact_linf_distances(model, inputs, labels)
+    exact = exact_distances(model, inputs, labels)
     assert exact[:4].eq(0).all() and exact[4:].gt(0).all() and exact.max() < 0.25  # box never binds
     return model, inputs, labels, exact
 
@@ -28,12 +28,43 @@ def linear_case():
 @pytest.mark.parametrize("loss", ["LL", "DLR"])
 def test_fmn_finds_the_exact_linf_distance_of_a_linear_model(linear_case, loss):
     model, inputs, labels, exact = linear_case
-    adv = fmn_linf(model, inputs, labels, steps=200, loss=loss, optimizer_params={"lr": 0.05})
-    found = linf_distances(model, inputs, labels, adv)
+    adv = fmn(model, inputs, labels, steps=200, loss=loss, optimizer_params={"lr": 0.05}, p=math.inf)
+    found = verified_distances(model, inputs, labels, adv, norm=LINF)
     assert torch.equal(adv[:4], inputs[:4]) and found[:4].eq(0).all()
     relative = found[4:] / exact[4:] - 1
     assert relative.min() > -1e-4                    # never below the true minimum (that would be a bug)
     assert relative.median() < 0.01 and relative.max() < 0.05
+
+
+def test_fmn_finds_the_exact_l2_distance_of_a_linear_model(linear_case):
+    """p = 2 (adv_lib's check): the minimal L2 distance of a linear model is ``min_j margin_j / ||w_y - w_j||_2``."""
+    model, inputs, labels, _ = linear_case
+    exact = exact_distances(model, inputs, labels, p=2)
+    weight = model.linear.weight.detach()
+    spread = max(float((weight[i] - weight[j]).abs().max() / (weight[i] - weight[j]).norm())
+                 for i in range(10) for j in range(10) if i != j)
+    assert exact[4:].gt(0).all() and exact.max() * spread < 0.25  # no coordinate moves 0.25: the box never binds
+    adv = fmn(model, inputs, labels, steps=200, loss="LL", optimizer_params={"lr": 0.05}, p=2)
+    found = verified_distances(model, inputs, labels, adv, norm=L2)
+    assert found[:4].eq(0).all()
+    assert torch.allclose(found[4:], torch.linalg.vector_norm((adv - inputs)[4:].flatten(1), dim=1))
+    relative = found[4:] / exact[4:] - 1
+    assert relative.min() > -1e-4                    # never below the true minimum
+    assert relative.median() < 0.01 and relative.max() < 0.05
+    linf = verified_distances(model, inputs, labels, adv, norm=LINF)
+    assert (linf[4:] < found[4:]).all()  # an L2 attack, not a Linf one: its Linf size is smaller than its L2 size
+
+
+def test_l2_projection_scales_onto_the_ball_and_leaves_points_inside():
+    delta = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
+    project_l2_(delta, torch.tensor([1.0, 1.0, math.inf]))
+    assert torch.allclose(delta, torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]))
+
+
+def test_fmn_refuses_a_p_it_has_no_projection_for(linear_case):
+    model, inputs, labels, _ = linear_case
+    with pytest.raises(APBError, match="no projection and step for p = 1"):
+        fmn(model, inputs, labels, steps=1, p=1)
 
 
 @pytest.mark.parametrize("loss", ["LL", "DLR", "CE"])
@@ -45,9 +76,9 @@ def test_every_variant_breaks_a_tiny_cnn(loss, optimizer, params, scheduler):
     model = tiny_cnn()
     inputs = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     labels = model(inputs).argmax(1)
-    adv = fmn_linf(model, inputs, labels, steps=20, loss=loss, optimizer=optimizer, optimizer_params=params,
-                   scheduler=scheduler)
-    distances = linf_distances(model, inputs, labels, adv)
+    adv = fmn(model, inputs, labels, steps=20, loss=loss, optimizer=optimizer, optimizer_params=params,
+                   scheduler=scheduler, p=math.inf)
+    distances = verified_distances(model, inputs, labels, adv, norm=LINF)
     assert adv.shape == inputs.shape and adv.min() >= 0 and adv.max() <= 1
     assert torch.isfinite(distances).all() and distances.gt(0).all()
 
@@ -56,23 +87,23 @@ def test_fmn_is_deterministic_and_batch_independent():
     model = tiny_cnn()
     inputs = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     labels = model(inputs).argmax(1)
-    whole = fmn_linf(model, inputs, labels, steps=10)
-    again = fmn_linf(model, inputs, labels, steps=10)
-    halves = torch.cat([fmn_linf(model, inputs[:3], labels[:3], steps=10),
-                        fmn_linf(model, inputs[3:], labels[3:], steps=10)])
+    whole = fmn(model, inputs, labels, steps=10, p=math.inf)
+    again = fmn(model, inputs, labels, steps=10, p=math.inf)
+    halves = torch.cat([fmn(model, inputs[:3], labels[:3], steps=10, p=math.inf),
+                        fmn(model, inputs[3:], labels[3:], steps=10, p=math.inf)])
     assert torch.equal(whole, again)
     assert torch.allclose(whole, halves, atol=1e-6)
 
 
 def test_starting_points_start_on_the_boundary(linear_case):
     model, inputs, labels, exact = linear_case
-    far = fmn_linf(model, inputs[4:], labels[4:], steps=30, optimizer_params={"lr": 0.2})
-    assert linf_distances(model, inputs[4:], labels[4:], far).isfinite().all()
-    adv = fmn_linf(model, inputs[4:], labels[4:], steps=30, starting_points=far, optimizer_params={"lr": 0.01})
-    distances = linf_distances(model, inputs[4:], labels[4:], adv)
+    far = fmn(model, inputs[4:], labels[4:], steps=30, optimizer_params={"lr": 0.2}, p=math.inf)
+    assert verified_distances(model, inputs[4:], labels[4:], far, norm=LINF).isfinite().all()
+    adv = fmn(model, inputs[4:], labels[4:], steps=30, starting_points=far, optimizer_params={"lr": 0.01}, p=math.inf)
+    distances = verified_distances(model, inputs[4:], labels[4:], adv, norm=LINF)
     assert distances.isfinite().all() and (distances <= (far - inputs[4:]).flatten(1).abs().amax(1) + 1e-6).all()
     with pytest.raises(APBError, match="starting_points"):
-        fmn_linf(model, inputs[4:], labels[4:], steps=2, starting_points=inputs[4:])
+        fmn(model, inputs[4:], labels[4:], steps=2, starting_points=inputs[4:], p=math.inf)
 
 
 def test_the_model_is_left_as_it_was():
@@ -80,7 +111,7 @@ def test_the_model_is_left_as_it_was():
     model.head.weight.requires_grad_(False)
     before = [p.requires_grad for p in model.parameters()]
     inputs = torch.rand(2, 3, 16, 16)
-    fmn_linf(model, inputs, model.eval()(inputs).argmax(1), steps=2)
+    fmn(model, inputs, model.eval()(inputs).argmax(1), steps=2, p=math.inf)
     model.train()
     with frozen_for_attack(model):
         assert not model.training and not any(p.requires_grad for p in model.parameters())
@@ -127,12 +158,12 @@ def test_bad_options_are_named(kwargs, match):
     inputs = torch.rand(2, 3, 16, 16)
     options = {"steps": 2, **kwargs}
     with pytest.raises(APBError, match=match):
-        fmn_linf(model, inputs, torch.tensor([0, 1]), **options)
+        fmn(model, inputs, torch.tensor([0, 1]), **options, p=math.inf)
 
 
 def test_inputs_outside_the_box_are_refused():
     with pytest.raises(APBError, match=r"\[0, 1\]"):
-        fmn_linf(tiny_cnn(), torch.full((1, 3, 16, 16), 2.0), torch.tensor([0]), steps=1)
+        fmn(tiny_cnn(), torch.full((1, 3, 16, 16), 2.0), torch.tensor([0]), steps=1, p=math.inf)
 
 
 def test_adam_betas_come_from_beta1_beta2():
@@ -155,7 +186,7 @@ def test_an_expanded_input_gradient_does_not_break_the_sign_step():
     model = _MeanIntensity()
     inputs = torch.rand(4, 3, 8, 8)
     labels = model(inputs).argmax(1)
-    adv = fmn_linf(model, inputs, labels, steps=5, loss="CE")
+    adv = fmn(model, inputs, labels, steps=5, loss="CE", p=math.inf)
     assert adv.shape == inputs.shape and torch.isfinite(adv).all()
 
 
@@ -177,7 +208,8 @@ def test_a_channels_last_input_gradient_steps_the_same_elements():
     with torch.no_grad():
         labels = model(inputs).argmax(1)
     params = {"lr": 1.0, "momentum": 0.5, "weight_decay": 0.1, "dampening": 0.1}
-    plain = fmn_linf(model, inputs, labels, steps=10, loss="DLR", optimizer="SGD", optimizer_params=params)
-    strided = fmn_linf(_ChannelsLastCNN(model), inputs, labels, steps=10, loss="DLR", optimizer="SGD", optimizer_params=params)
-    assert torch.allclose(linf_distances(model, inputs, labels, strided, batch_size=8),
-                          linf_distances(model, inputs, labels, plain, batch_size=8), atol=1e-5)
+    plain = fmn(model, inputs, labels, steps=10, loss="DLR", optimizer="SGD", optimizer_params=params, p=math.inf)
+    strided = fmn(_ChannelsLastCNN(model), inputs, labels, steps=10, loss="DLR", optimizer="SGD",
+                  optimizer_params=params, p=math.inf)
+    assert torch.allclose(verified_distances(model, inputs, labels, strided, batch_size=8, norm=LINF),
+                          verified_distances(model, inputs, labels, plain, batch_size=8, norm=LINF), atol=1e-5)

@@ -21,7 +21,7 @@ from evaluator.protocol import load_protocol
 from evaluator.record.records import PerSample
 from tests.support.evaluation import (CHECKPOINT_SHA256, MODEL_KEY, write_tiny_protocol,  # noqa: F401
                                       write_tiny_test_set)
-from tests.support.tiny_models import exact_linf_distances, linear_classifier, tiny_cnn
+from tests.support.tiny_models import exact_distances, linear_classifier, tiny_cnn
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (run with pytest -m gpu there)")
@@ -85,7 +85,7 @@ def linear_case(tmp_path: Path, n: int = 512):
         labels = model(inputs).argmax(1)
     labels[::8] = (labels[::8] + 1) % 10
     write_cifar10_test(tmp_path, images, labels.tolist())
-    exact = exact_linf_distances(model, inputs, labels)
+    exact = exact_distances(model, inputs, labels)
     eps = Fraction(float(exact[exact > 0].median())).limit_denominator(10**6)
     return model, load_test_set("CIFAR10", tmp_path), eps
 
@@ -98,7 +98,9 @@ def test_autoattack_stage_equals_the_official_call_per_sample(tmp_path):
     pyautoattack = pytest.importorskip("pyautoattack")
     model, test_set, eps = linear_case(tmp_path)
     n = len(test_set)
-    protocol = dataclasses.replace(load_protocol("linf-8-255-v2"), n_samples=n, chunk_size=n, eps_fraction=eps)
+    base = load_protocol("linf-8-255-v2")
+    protocol = dataclasses.replace(base, n_samples=n, chunk_size=n,
+                                   threat_model=dataclasses.replace(base.threat_model, eps_fraction=eps))
     results = evaluate_chunks(model, test_set, protocol, device="cuda", progress=False,
                               stages=("clean", "autoattack"))
     ours = torch.from_numpy(results.per_sample.aa_robust)

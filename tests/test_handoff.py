@@ -264,7 +264,7 @@ class Merged:
         self.merge = plan_git(self.root, "rev-parse", "HEAD")
         fake.add_pull(5, self.head)
         fake.merge_pull(5, self.merge)
-        self.missing = plan_missing(self.root, protocol=PROTOCOL, shards={"*": 1}).to_dict()
+        self.missing = plan_missing(self.root, protocols=[PROTOCOL], shards={"*": 1}).to_dict()
         self.pr_plan = {**json.loads(json.dumps(self.missing)), "head": self.head, "base": self.base}
 
     def run(self, *, plan: dict | None = None, legs: dict[str, bytes] | None = None, path: str = EVALUATE,
@@ -422,7 +422,7 @@ def test_302_entries_without_a_result_are_256_gpu_legs_now_and_46_later(merged):
     commit(merged.root, files, "import 300 pinned checkpoints")
     from evaluator.ci.plan import plan_missing
 
-    merged.missing = plan_missing(merged.root, protocol=PROTOCOL, shards={"*": 1}).to_dict()
+    merged.missing = plan_missing(merged.root, protocols=[PROTOCOL], shards={"*": 1}).to_dict()
     result, _ = merged.hand_off()
     assert len(merged.missing["include"]) == 302 and result.handed_off == []  # + the PR's 2, never evaluated
     assert len(result.evaluate) == 256 and len(result.remaining) == 46

@@ -4,13 +4,13 @@ import math
 import pytest
 import torch
 
-from evaluator.attacks.fmn import fmn_linf
+from evaluator.attacks.fmn import fmn
 from evaluator.attacks.hofmn import (
     evaluate_params, hofmn_attack, median_distance, search_distributions, sobol_points, tune_fmn,
 )
-from evaluator.attacks.verify import linf_distances
+from evaluator.attacks.verify import verified_distances
 from evaluator.errors import APBError
-from tests.support.tiny_models import interior_inputs, linear_classifier
+from tests.support.tiny_models import LINF, interior_inputs, linear_classifier
 
 SPACE = {"lr": {"low": 0.0313725, "high": 10, "log": True}, "momentum": {"low": 0, "high": 0.9},
          "weight_decay": {"low": 0.01, "high": 1}, "dampening": {"low": 0, "high": 0.2}}
@@ -28,7 +28,7 @@ def batch():
 def tune(batch, seed=0):
     model, inputs, labels = batch
     return tune_fmn(model, inputs, labels, search_space=SPACE, trials=6, steps=10, seed=seed, startup_trials=3,
-                    progress=False)
+                    progress=False, norm=LINF)
 
 
 def test_tuning_is_deterministic_for_a_seed_and_stays_in_the_space(batch):
@@ -47,11 +47,11 @@ def test_tuning_is_deterministic_for_a_seed_and_stays_in_the_space(batch):
 def test_the_best_value_is_the_median_verified_distance_of_its_params(batch):
     model, inputs, labels = batch
     result = tune(batch)
-    adv = hofmn_attack(model, inputs, labels, params=result.best_params, steps=10)
-    distances = linf_distances(model, inputs, labels, adv)
+    adv = hofmn_attack(model, inputs, labels, params=result.best_params, steps=10, norm=LINF)
+    distances = verified_distances(model, inputs, labels, adv, norm=LINF)
     assert median_distance(distances) == result.best_value
     assert distances[0] == 0 and torch.equal(
-        adv, fmn_linf(model, inputs, labels, steps=10, optimizer_params=result.best_params))
+        adv, fmn(model, inputs, labels, steps=10, optimizer_params=result.best_params, p=math.inf))
 
 
 def test_misclassified_and_failed_count_as_infinite():
@@ -63,7 +63,7 @@ def test_misclassified_and_failed_count_as_infinite():
 def test_a_failing_attack_scores_infinity(batch):
     model, inputs, labels = batch
     assert evaluate_params(model, inputs, labels, {"lr": 1e-6}, steps=2, loss="DLR", optimizer="SGD",
-                           scheduler="none") == math.inf
+                           scheduler="none", norm=LINF) == math.inf
 
 
 def test_sobol_start_covers_the_space_in_its_scale():

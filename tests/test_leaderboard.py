@@ -586,7 +586,7 @@ def test_rank_groups_need_the_flags_of_every_ranked_cell(tmp_path, monkeypatch):
         add_evaluated(root, r18(harp, sparsity), flags=False, per_sample=flags_result(10_000, 3003))
         add_evaluated(root, r18(hydra, sparsity), flags=False, per_sample=flags_result(10_000, 3000))
     original = rows_module.row_of
-    monkeypatch.setattr(rows_module, "row_of", lambda root, result, eps=None: original(root, result))
+    monkeypatch.setattr(rows_module, "row_of", lambda root, result, threat: original(root, result, threat, flags=False))
     readme = render_all(root)[LEADERBOARD].decode()
     table = {ap_of(row["AP"]): row for _, subsection, rows in tables(readme) for row in rows
              if subsection == f"AutoAttack, protocol `{PROTOCOL}`"}

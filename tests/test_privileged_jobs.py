@@ -178,7 +178,9 @@ def test_the_bots_commands_run_with_only_the_locked_packages(only_locked, tmp_pa
     check = apb(only_locked, "ci", "check-diff", "--root", str(tmp_path / "repo"))
     assert check.returncode == 0, check.stderr
     figure = python(only_locked, "-c", "import numpy as np; from evaluator.render.curves import security_curve, "
-                    "png_bytes; assert png_bytes(security_curve({'AA': np.linspace(0, .1, 50)})).startswith(b'\\x89PNG')")
+                    "png_bytes; from evaluator.protocol import load_protocol; threat = load_protocol('linf-8-255-v1')"
+                    ".threat_model; assert png_bytes(security_curve({'AA': np.linspace(0, .1, 50)}, threat))"
+                    ".startswith(b'\\x89PNG')")
     assert figure.returncode == 0, figure.stderr
     sha = "d" * 40
     (tmp_path / "artifacts" / "apb-validation").mkdir(parents=True)

@@ -23,8 +23,10 @@ def test_every_shipped_protocol_loads_and_is_named_by_its_file():
 
 def test_the_leaderboard_protocol_is_the_one_the_issue_fixes():
     p = load_protocol("linf-8-255-v1")
-    assert p.leaderboard and p.evaluable and p.norm == "Linf"
-    assert p.eps_fraction == Fraction(8, 255) and p.eps == 8 / 255 and str(p.eps_fraction) == "8/255"
+    threat = p.threat_model
+    assert p.leaderboard and p.evaluable and threat.norm.name == "Linf" and threat.norm.autoattack == "Linf"
+    assert threat.eps_fraction == Fraction(8, 255) and p.eps == 8 / 255 and str(threat.eps_fraction) == "8/255"
+    assert threat.curve == threat.norm.curve and threat.curve.points == 153 and threat.curve.step == Fraction(1, 1020)
     assert (p.n_samples, p.chunk_size, p.seed) == (10000, 500, 0)
     assert (p.autoattack.version, p.autoattack.batch_size) == ("standard", 500)
     h = p.hofmn
@@ -89,7 +91,9 @@ def altered(tmp_path: Path, old: str, new: str, name: str = "linf-8-255-v1") -> 
 @pytest.mark.parametrize("old, new, message", [
     ('eps: "8/255"', 'eps: "8/0"', r'threat_model\.eps: expected a number or a fraction'),
     ('eps: "8/255"', "eps: 2", r"threat_model\.eps: must lie strictly between 0 and 1"),
-    ("norm: Linf", "norm: L2", r"threat_model\.norm: must be one of Linf"),
+    ("norm: Linf", "norm: L1", r"threat_model\.norm: must be one of Linf, L2"),
+    ('eps: "8/255"', 'eps: "8/255"\n  curve: {points: 1}', r"threat_model\.curve: curve\.points: must be an integer"),
+    ('eps: "8/255"', 'eps: "8/255"\n  curve: {ticks: 3}', r"threat_model\.curve: curve: must be a mapping with fields"),
     ("n_samples: 10000", "n_samples: -3", r"n_samples: must be an integer >= 1"),
     ("version: standard", "version: fast", r"autoattack\.version: must be one of standard"),
     ("loss: DLR", "loss: MSE", r"hofmn\.loss: must be one of LL, DLR, CE"),

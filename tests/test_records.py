@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from evaluator.record import records
+from evaluator.registry.norms import threat_model
 from evaluator.untrusted.safeio import sha256_file
 
 
@@ -66,7 +68,7 @@ def test_summarize_semantics():
         aa_robust=[False, True, True, False, True],
         hofmn_distance=[0.0, np.inf, eps / 2, 0.1, eps],  # eps exactly is broken: robust needs distance > eps
     )
-    summary = records.summarize(data, eps)
+    summary = records.summarize(data, threat_model("Linf", Fraction(8, 255)))
     assert summary["counts"] == {"clean_correct": 4, "aa_robust": 3, "hofmn_robust": 2, "worst_case_robust": 1}
     assert summary["metrics"]["clean_accuracy"] == 80.0
     assert summary["metrics"]["worst_case_robust_accuracy"] == 20.0

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +19,7 @@ import pytest
 
 from evaluator import cli
 from evaluator.record.records import PerSample, record_stem, summarize, write_record
+from evaluator.registry.norms import threat_model
 from evaluator.repository.manifest import url_problem
 from evaluator.repository.validate import select_problems, validate_paths
 
@@ -106,7 +108,7 @@ def add_evaluated_record(repo: Path, key: str = HYDRA_KEY, protocol: str = "linf
     directory = repo / "submissions" / ap / "records"
     stem = record_stem(key, protocol)
     sha = per_sample.save(directory / f"{stem}.npz")
-    summary = summarize(per_sample, 8 / 255)
+    summary = summarize(per_sample, threat_model("Linf", Fraction(8, 255)))
     parts = key.split("_")
     data = {"schema_version": 1, "model_key": key, "ap_key": ap,
             "architecture": {"R18": "resnet18", "V16": "vgg16"}[parts[-4]], "dataset": parts[-3],

@@ -190,7 +190,7 @@ def test_pages_builds_main_without_write_access_and_only_the_deploy_job_can_publ
 
 
 def test_run_names_are_what_the_report_parses():
-    from evaluator.ci.report import RUN_TITLE
+    from evaluator.ci.report_input import RUN_TITLE
 
     pr, sha = "12", "a" * 40
     for name in ("validate.yml", "evaluate.yml"):

@@ -1,4 +1,5 @@
-"""AutoAttack (Croce & Hein 2020), Linf, through the official code: PyPI ``pyautoattack`` or the git ``autoattack``.
+"""AutoAttack (Croce & Hein 2020) in a registered norm, through the official code: PyPI ``pyautoattack`` or the git
+``autoattack``.
 
 The adapter never reads stdout. AutoAttack's own sanity checks (randomized / dynamic defense, probability
 outputs, zero gradients, Square stronger than the gradient attacks, ...) are collected as ``warnings``:
@@ -21,6 +22,7 @@ from torch import nn
 from evaluator.attacks.common import frozen_for_attack
 from evaluator.attacks.verify import robust_within
 from evaluator.errors import APBError
+from evaluator.registry.norms import Norm
 
 IMPLEMENTATIONS = ("pyautoattack", "autoattack")
 LOGGER_NAME = "auto-attack"
@@ -89,18 +91,18 @@ def collected_warnings() -> Iterator[_WarningCollector]:
 
 
 def _run_pyautoattack(module: ModuleType, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *,
-                      eps: float, version: str, attacks: list[str] | None, seed: int, batch_size: int,
+                      norm: str, eps: float, version: str, attacks: list[str] | None, seed: int, batch_size: int,
                       device: str, collector: _WarningCollector) -> tuple[torch.Tensor, list[str]]:
-    adversary = module.AutoAttack(model, norm="Linf", eps=eps, version=version, attacks=attacks, seed=seed,
+    adversary = module.AutoAttack(model, norm=norm, eps=eps, version=version, attacks=attacks, seed=seed,
                                   device=device)
     adv, _ = adversary.run_standard_evaluation(inputs, labels, batch_size=batch_size)
     return adv, list(adversary.attacks_to_run)
 
 
 def _run_git_autoattack(module: ModuleType, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *,
-                        eps: float, version: str, attacks: list[str] | None, seed: int, batch_size: int,
-                        device: str, collector: _WarningCollector) -> tuple[torch.Tensor, list[str]]:
-    adversary = module.AutoAttack(model, norm="Linf", eps=eps, seed=seed, verbose=False, version=version,
+                        norm: str, eps: float, version: str, attacks: list[str] | None, seed: int,
+                        batch_size: int, device: str, collector: _WarningCollector) -> tuple[torch.Tensor, list[str]]:
+    adversary = module.AutoAttack(model, norm=norm, eps=eps, seed=seed, verbose=False, version=version,
                                   attacks_to_run=[] if attacks is None else attacks, device=device)
     for owner in (adversary, adversary.apgd, adversary.apgd_targeted):
         owner.logger = collector
@@ -108,10 +110,10 @@ def _run_git_autoattack(module: ModuleType, model: nn.Module, inputs: torch.Tens
     return adv, list(adversary.attacks_to_run)
 
 
-def autoattack_linf(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, eps: float,
-                    version: str = "standard", seed: int = 0, batch_size: int = 500,
-                    device: str | None = None, attacks: list[str] | None = None) -> AutoAttackResult:
-    """Run AutoAttack (Linf, ``eps``, ``version``, ``seed``) on the frozen model; flags verified per sample.
+def autoattack(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, norm: Norm, eps: float,
+               version: str = "standard", seed: int = 0, batch_size: int = 500,
+               device: str | None = None, attacks: list[str] | None = None) -> AutoAttackResult:
+    """Run AutoAttack (``norm``, ``eps``, ``version``, ``seed``) on the frozen model; flags verified per sample.
 
     ``attacks`` (e.g. ``["apgd-ce", "apgd-t"]``) is for ``version="custom"`` only, as in AutoAttack.
     """
@@ -121,9 +123,10 @@ def autoattack_linf(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
     run = _run_pyautoattack if module.__name__ == "pyautoattack" else _run_git_autoattack
     device = str(inputs.device) if device is None else device
     with frozen_for_attack(model), collected_warnings() as collector:
-        adv, attacks_run = run(module, model, inputs.detach(), labels.detach(), eps=eps, version=version,
-                               attacks=attacks, seed=seed, batch_size=batch_size, device=device, collector=collector)
+        adv, attacks_run = run(module, model, inputs.detach(), labels.detach(), norm=norm.autoattack, eps=eps,
+                               version=version, attacks=attacks, seed=seed, batch_size=batch_size, device=device,
+                               collector=collector)
     adv = adv.detach().to(inputs.device)
-    robust = robust_within(model, inputs, labels, adv, eps, batch_size=batch_size)
+    robust = robust_within(model, inputs, labels, adv, eps, norm=norm, batch_size=batch_size)
     return AutoAttackResult(adv=adv, robust=robust, warnings=collector.messages, attacks_to_run=attacks_run,
                             implementation=module.__name__)

@@ -82,9 +82,9 @@ def objective_named(name: str) -> Objective:
     return OBJECTIVES[name]
 
 
-def linf_norms(delta: torch.Tensor) -> torch.Tensor:
-    """Linf norm of each sample of a batch (any shape with the batch first)."""
-    return torch.linalg.vector_norm(delta.flatten(1), ord=float("inf"), dim=1)
+def lp_norms(delta: torch.Tensor, p: float) -> torch.Tensor:
+    """``||delta_i||_p`` of each sample of a batch (any shape with the batch first; ``p`` may be ``inf``)."""
+    return torch.linalg.vector_norm(delta.flatten(1), ord=p, dim=1)
 
 
 def misclassified(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """HO-FMN (Mura et al. 2024): tune FMN's optimizer parameters per model, then attack with the tuned FMN.
 
-Tuning minimizes the median verified Linf distance on a tuning batch (misclassified or failed samples
-count as ``inf``; the median is the lower median, as ``torch.median``). The engine is Optuna: a
+Tuning minimizes the median verified distance (in the threat model's norm) on a tuning batch (misclassified or
+failed samples count as ``inf``; the median is the lower median, as ``torch.median``). The engine is Optuna: a
 scrambled Sobol start (``startup_trials`` points, enqueued) followed by the GP sampler
 (``deterministic_objective``: the objective is a deterministic function of the parameters), all seeded.
 The search space is data: ``{name: {"low": float, "high": float, "log": bool}}``, names being keyword
@@ -23,9 +23,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from evaluator.attacks.fmn import fmn_linf, optimizer_kwargs
-from evaluator.attacks.verify import linf_distances
+from evaluator.attacks.fmn import fmn, optimizer_kwargs
+from evaluator.attacks.verify import verified_distances
 from evaluator.errors import APBError
+from evaluator.registry.norms import Norm
 
 SPACE_FIELDS = {"low", "high", "log"}
 
@@ -115,12 +116,12 @@ def make_study(distributions: dict, *, seed: int, startup_trials: int) -> optuna
     return study
 
 
-def evaluate_params(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, params: dict, *, steps: int,
-                    loss: str, optimizer: str, scheduler: str | None) -> float:
+def evaluate_params(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, params: dict, *, norm: Norm,
+                    steps: int, loss: str, optimizer: str, scheduler: str | None) -> float:
     """Median verified distance of FMN with ``params`` on the tuning batch."""
-    adv = fmn_linf(model, inputs, labels, steps=steps, loss=loss, optimizer=optimizer, optimizer_params=params,
-                   scheduler=scheduler)
-    return median_distance(linf_distances(model, inputs, labels, adv))
+    adv = fmn(model, inputs, labels, p=norm.p, steps=steps, loss=loss, optimizer=optimizer, optimizer_params=params,
+              scheduler=scheduler)
+    return median_distance(verified_distances(model, inputs, labels, adv, norm=norm))
 
 
 def best_trial(trials: list[tuple[dict[str, float], float]]) -> tuple[dict[str, float], float]:
@@ -128,7 +129,7 @@ def best_trial(trials: list[tuple[dict[str, float], float]]) -> tuple[dict[str, 
     return min(trials, key=lambda trial: trial[1])
 
 
-def tune_fmn(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, search_space: dict,
+def tune_fmn(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, norm: Norm, search_space: dict,
              trials: int = 32, steps: int = 100, seed: int = 0, loss: str = "DLR", optimizer: str = "SGD",
              scheduler: str | None = "cosine", startup_trials: int = 8, progress: bool = True) -> TuningResult:
     """Bayesian optimization of FMN's optimizer parameters on one batch (module docstring); deterministic."""
@@ -146,7 +147,7 @@ def tune_fmn(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, se
             for _ in range(trials):
                 trial = study.ask(fixed_distributions=fixed)
                 attack_started = time.perf_counter()
-                value = evaluate_params(model, inputs, labels, trial.params, steps=steps, loss=loss,
+                value = evaluate_params(model, inputs, labels, trial.params, norm=norm, steps=steps, loss=loss,
                                         optimizer=optimizer, scheduler=scheduler)
                 attack_seconds += time.perf_counter() - attack_started
                 study.tell(trial, value)
@@ -159,8 +160,9 @@ def tune_fmn(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, se
                         attack_seconds=attack_seconds, engine_seconds=total - attack_seconds)
 
 
-def hofmn_attack(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, params: dict, steps: int = 200,
-                 loss: str = "DLR", optimizer: str = "SGD", scheduler: str | None = "cosine") -> torch.Tensor:
-    """The tuned FMN: ``fmn_linf`` with the tuned optimizer ``params``; returns the best adversarials."""
-    return fmn_linf(model, inputs, labels, steps=steps, loss=loss, optimizer=optimizer, optimizer_params=params,
-                    scheduler=scheduler)
+def hofmn_attack(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, norm: Norm, params: dict,
+                 steps: int = 200, loss: str = "DLR", optimizer: str = "SGD",
+                 scheduler: str | None = "cosine") -> torch.Tensor:
+    """The tuned FMN: ``fmn`` in ``norm`` with the tuned optimizer ``params``; returns the best adversarials."""
+    return fmn(model, inputs, labels, p=norm.p, steps=steps, loss=loss, optimizer=optimizer, optimizer_params=params,
+               scheduler=scheduler)

@@ -1,5 +1,6 @@
 """The published numbers of a model's leaderboard cell (same architecture, dataset, structure kind and
-sparsity), for the bot comment: where a new model's AutoAttack accuracy would stand among them."""
+sparsity), for the bot comment: where a new model's AutoAttack accuracy would stand among them. Only a record
+of the published numbers' threat model (Linf at 8/255) is compared with them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,24 @@ def published_numbers(root: Path) -> dict[tuple[str, str, str, int], dict[str, f
     return cells
 
 
-def cell_line(model_key: str, measured: float | None, cells: dict[tuple[str, str, str, int], dict[str, float]]) -> str | None:
-    """``published in this cell (...): best 52.10 (KEY); this model's AA 47.42 would rank 3 of 12`` or None."""
+def faces_published_numbers(protocol: object) -> bool:
+    """Whether a record of *protocol* (an id) has the published numbers' threat model: the only one they face."""
+    from evaluator.errors import APBError
+    from evaluator.protocol import load_protocol
+    from evaluator.render.threats import faces_published, threat_of
+
+    try:
+        return isinstance(protocol, str) and faces_published(threat_of(load_protocol(protocol)))
+    except APBError:  # an unknown protocol: apb validate reports it
+        return False
+
+
+def cell_line(model_key: str, protocol: object, measured: float | None,
+              cells: dict[tuple[str, str, str, int], dict[str, float]]) -> str | None:
+    """``published in this cell (...): best 52.10 (KEY); this model's AA 47.42 would rank 3 of 12``, or None (no
+    published number there, or a record of *protocol* measures another threat model)."""
+    if not faces_published_numbers(protocol):
+        return None
     cell = cell_of(model_key)
     others = {key: value for key, value in cells.get(cell, {}).items() if key != model_key}
     if not others:

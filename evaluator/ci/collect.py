@@ -42,11 +42,11 @@ class Collected:
                 "missing": self.missing, "problems": [p.to_dict() for p in self.problems]}
 
 
-def legs_by_model(plan: dict) -> dict[str, list[dict]]:
-    """The plan's matrix legs grouped by model key, in plan order."""
-    grouped: dict[str, list[dict]] = {}
+def legs_by_model(plan: dict) -> dict[tuple[str, str], list[dict]]:
+    """The plan's matrix legs grouped by model key and protocol (the shards of one record), in plan order."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
     for leg in plan["include"]:
-        grouped.setdefault(leg["model_key"], []).append(leg)
+        grouped.setdefault((leg["model_key"], leg["protocol"]), []).append(leg)
     return grouped
 
 
@@ -116,13 +116,13 @@ def collect(plan: dict, legs_dir: Path, out_dir: Path, handoff_dir: Path | None 
     a model the plan hands off are read from *handoff_dir* only, every other leg from *legs_dir* only."""
     result = Collected(plan["protocol"])
     from_pr = handed_off(plan)
-    for model_key, legs in legs_by_model(plan).items():
+    for (model_key, protocol), legs in legs_by_model(plan).items():
         folder = handoff_dir if model_key in from_pr else legs_dir
         try:
             if folder is None:
                 raise APBError(Problem("apb ci collect", "handed off from a PR's evaluation, but no --handoff "
                                                          "folder was given"))
-            accepted = accept_model(legs, folder, plan["protocol"])
+            accepted = accept_model(legs, folder, protocol)
         except APBError as error:
             logs = [log for leg in legs if folder and (log := _leg_log(leg_folder(folder, leg["leg"])))]
             reason = "; ".join(_reason(relative_to(p, folder) if folder else p) for p in error.problems)
@@ -154,10 +154,10 @@ def ingest(plan: dict, collected_dir: Path, root: Path) -> list[Path]:
     Returns the written paths."""
     current = {entry.model_key: entry.sha256 for entry in manifest_entries(root)[0]}
     written = []
-    for model_key, legs in legs_by_model(plan).items():
-        path = collected_dir / RECORDS / f"{record_stem(model_key, plan['protocol'])}.json"
+    for (model_key, protocol), legs in legs_by_model(plan).items():
+        path = collected_dir / RECORDS / f"{record_stem(model_key, protocol)}.json"
         if not path.is_file() or current.get(model_key) != legs[0]["sha256"]:
             continue
-        accepted = accept_record(path, Expected(model_key, legs[0]["sha256"], plan["protocol"]))
+        accepted = accept_record(path, Expected(model_key, legs[0]["sha256"], protocol))
         written.append(write_accepted(accepted, records_dir(root, legs[0]["ap_key"])))
     return written

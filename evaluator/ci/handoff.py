@@ -95,7 +95,7 @@ class Actions:
         checked here by path and event) sets to ``APB PR #<n> @ <sha>``; the plan it recorded must name the same
         commit (``Finder.plan_of``)."""
         from evaluator.ci.github import github_errors
-        from evaluator.ci.report import RUN_TITLE
+        from evaluator.ci.report_input import RUN_TITLE
 
         with github_errors(f"listing the evaluate runs of PR #{pull.number}"):
             workflow = self.repo.get_workflow(EVALUATE_WORKFLOW.rsplit("/", 1)[1])
@@ -331,11 +331,12 @@ def hand_off(root: Path, missing: dict, actions: Actions, handoff_dir: Path, *, 
         raise APBError(Problem("--batch", f"{batch} legs: a matrix holds 1 to {MAX_LEGS} jobs", field="batch"))
     handoff_dir.mkdir(parents=True, exist_ok=True)
     entries = {entry.model_key: entry for entry in manifest_entries(root)[0]}
-    finder = Finder(root, actions, handoff_dir, missing["protocol"])
+    finders: dict[str, Finder] = {}
     result = HandOff(plan={})
     from_pr: list[dict] = []
-    for model_key, legs in legs_by_model(missing).items():
+    for (model_key, protocol), legs in legs_by_model(missing).items():
         entry = entries.get(model_key)
+        finder = finders.setdefault(protocol, Finder(root, actions, handoff_dir, protocol))
         item, reason = finder.find(entry, legs) if entry is not None else (None, "not in main's manifests")
         if item is not None:
             result.handed_off.append(item)

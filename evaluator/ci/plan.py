@@ -53,7 +53,7 @@ class Leg:
 
 @dataclass
 class Plan:
-    protocol: str
+    protocols: list[str]  # every model is planned under each, in this order
     base: str | None = None
     head: str | None = None
     merge_base: str | None = None
@@ -92,7 +92,8 @@ class Plan:
         return {"include": [asdict(leg) for leg in self.include]}
 
     def to_dict(self) -> dict:
-        return {"format": PLAN_FORMAT, "protocol": self.protocol, "base": self.base, "head": self.head,
+        several = {"protocols": self.protocols} if len(self.protocols) > 1 else {}
+        return {"format": PLAN_FORMAT, "protocol": self.protocols[0], **several, "base": self.base, "head": self.head,
                 "merge_base": self.merge_base, "evaluate": self.evaluate, "reason": self.reason,
                 "changed_files": self.changed_files, "blocked_files": self.blocked_files, "entries": self.entries,
                 "models": self.models, "include": self.matrix()["include"], "skipped": self.skipped,
@@ -271,12 +272,13 @@ def schedule(plan: Plan, root: Path, entries: list[ModelEntry], loading_changed:
             plan.skipped.append({"model_key": entry.model_key, "sha256": None,
                                  "reason": "no sha256: it cannot be evaluated; run `apb lock` to pin one"})
             continue
-        recorded = existing_record_sha256(root, entry.ap_key, entry.model_key, plan.protocol)
-        if recorded == entry.sha256 and entry.model_key not in loading_changed:
-            plan.skipped.append({"model_key": entry.model_key, "sha256": entry.sha256,
-                                 "reason": f"a record for this checkpoint and protocol {plan.protocol} exists"})
-            continue
-        plan.include.extend(legs_for(entry, plan.protocol, shards))
+        for protocol in plan.protocols:
+            recorded = existing_record_sha256(root, entry.ap_key, entry.model_key, protocol)
+            if recorded == entry.sha256 and entry.model_key not in loading_changed:
+                plan.skipped.append({"model_key": entry.model_key, "sha256": entry.sha256,
+                                     "reason": f"a record for this checkpoint and protocol {protocol} exists"})
+                continue
+            plan.include.extend(legs_for(entry, protocol, shards))
     if limit is not None and len(plan.include) > limit:
         raise APBError(Problem("apb ci plan", f"{len(plan.include)} matrix legs, over GitHub's {MAX_LEGS}; "
                                               "split the change or lower APB_SHARDS", field="include"))
@@ -316,13 +318,13 @@ def _blob_or_empty(root: Path, commit: str, path: str) -> bytes | None:
         return b""
 
 
-def plan_change(root: Path, base: str, head: str, *, protocol: str, shards: dict[str, int],
+def plan_change(root: Path, base: str, head: str, *, protocols: list[str], shards: dict[str, int],
                 pr_author: str | None = None) -> Plan:
     """The plan of what *head* changes relative to its merge base with *base* (a PR, or a push); *pr_author*
     (the PR's GitHub login) decides which changed APs are someone else's (``Plan.ownership``)."""
     base_sha, head_sha = resolve_commit(root, base), resolve_commit(root, head)
     fork_point = merge_base(root, base_sha, head_sha)
-    plan = Plan(protocol=protocol, base=base_sha, head=head_sha, merge_base=fork_point,
+    plan = Plan(protocols=list(protocols), base=base_sha, head=head_sha, merge_base=fork_point,
                 changed_files=changed_files(root, fork_point, head_sha), pr_author=pr_author)
     plan.blocked_files = [p for p in plan.changed_files if classify_path(p) not in ("data", "generated")]
     if plan.blocked_files:
@@ -369,16 +371,16 @@ def manifest_entries(root: Path) -> tuple[list[ModelEntry], list[Problem]]:
     return entries, problems
 
 
-def plan_missing(root: Path, *, protocol: str, shards: dict[str, int]) -> Plan:
-    """The plan of every entry in *root*'s manifests that has a sha256 but no record of it for *protocol*: what
+def plan_missing(root: Path, *, protocols: list[str], shards: dict[str, int]) -> Plan:
+    """The plan of every entry in *root*'s manifests that has a sha256 but no record of it for one of *protocols*: what
     the leaderboard workflow hands off from the PRs' evaluations or evaluates (``apb ci handoff`` splits it; it
     may hold more legs than one matrix). It looks at the whole state of the checkout, never at a window of
     commits, so a run that GitHub cancelled (or that failed) loses nothing: the next run plans it."""
-    plan = Plan(protocol=protocol)
+    plan = Plan(protocols=list(protocols))
     entries, plan.problems = manifest_entries(root)
     plan.entries["untouched"] = sorted(e.model_key for e in entries)
-    missing = [e for e in entries
-               if e.sha256 and existing_record_sha256(root, e.ap_key, e.model_key, protocol) != e.sha256]
+    missing = [e for e in entries if e.sha256 and any(existing_record_sha256(root, e.ap_key, e.model_key, protocol)
+                                                      != e.sha256 for protocol in protocols)]
     schedule(plan, root, sorted(missing, key=lambda e: e.model_key), set(), shards, limit=None)
     return plan
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from evaluator.ci.artifacts import Expected, accept_record
-from evaluator.ci.report import ReportInput
+from evaluator.ci.report_input import ReportInput
 from evaluator.errors import APBError, Problem
 from evaluator.protocol import DEFAULT_PROTOCOL
 from evaluator.record.records import record_stem

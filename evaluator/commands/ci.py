@@ -34,7 +34,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--missing", action="store_true",
                       help="plan every entry with a sha256 but no record for the protocol (leaderboard workflow)")
     plan.add_argument("--head", help="head commit (with --base; read with git as data, never checked out)")
-    plan.add_argument("--protocol", default=None, help="protocol id (default: the evaluable leaderboard protocol)")
+    plan.add_argument("--protocol", action="append", default=None,
+                      help="protocol id, repeatable (default: every evaluable leaderboard protocol)")
     plan.add_argument("--shards", default=os.environ.get("APB_SHARDS") or "1",
                       help="shards per model: N, or per architecture 'vgg16=4,resnet18=2' (default: $APB_SHARDS or 1)")
     plan.add_argument("--root", type=Path, default=None, help="the git checkout (default: around the cwd)")
@@ -139,7 +140,7 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
 
 def target(args: argparse.Namespace) -> tuple[int | None, str]:
     """(PR number, head sha) from --run-title and/or --pr / --head-sha."""
-    from evaluator.ci.report import parse_run_title
+    from evaluator.ci.report_input import parse_run_title
 
     if args.run_title:
         pr, sha = parse_run_title(args.run_title)
@@ -154,15 +155,14 @@ def target(args: argparse.Namespace) -> tuple[int | None, str]:
     return args.pr, args.head_sha
 
 
-def default_protocol() -> str:
-    """The one protocol that is both evaluable and rendered on the leaderboard."""
+def leaderboard_protocols() -> list[str]:
+    """The protocols that are both evaluable and rendered on the leaderboard, by id."""
     from evaluator.protocol import list_protocols
 
-    candidates = [p.id for p in list_protocols() if p.leaderboard and p.evaluable]
-    if len(candidates) != 1:
-        raise APBError(Problem("evaluator/protocols", f"{len(candidates)} evaluable leaderboard protocols "
-                                                      f"({', '.join(candidates)}); pass --protocol"))
-    return candidates[0]
+    found = [p.id for p in list_protocols() if p.leaderboard and p.evaluable]
+    if not found:
+        raise APBError(Problem("evaluator/protocols", "no evaluable leaderboard protocol; pass --protocol"))
+    return found
 
 
 def write_text(path: Path | None, text: str) -> None:
@@ -179,16 +179,16 @@ def run_plan(args: argparse.Namespace) -> int:
     from evaluator.paths import repo_root
 
     root = (args.root or repo_root()).resolve()
-    protocol = args.protocol or default_protocol()
+    protocols = args.protocol or leaderboard_protocols()
     shards = parse_shards(args.shards)
     if args.missing:
         if args.extract:
             raise APBError(Problem("--extract", "only with --base/--head: --missing plans the checkout itself"))
-        plan = plan_missing(root, protocol=protocol, shards=shards)
+        plan = plan_missing(root, protocols=protocols, shards=shards)
     else:
         if not args.head:
             raise APBError(Problem("--head", "give the head commit together with --base"))
-        plan = plan_change(root, args.base, args.head, protocol=protocol, shards=shards,
+        plan = plan_change(root, args.base, args.head, protocols=protocols, shards=shards,
                            pr_author=args.pr_author or None)
         if args.extract and not plan.blocked_files and not plan.problems:
             try:
@@ -262,7 +262,8 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from evaluator.ci.report import conclusion_and_title, load_report_input, render_report
+    from evaluator.ci.report import conclusion_and_title, render_report
+    from evaluator.ci.report_input import load_report_input
 
     _, head_sha = target(args)
     from evaluator.paths import repo_root

@@ -14,6 +14,7 @@ from evaluator.protocol import EvaluableProtocol, Protocol
 from evaluator.record.flags import THRESHOLD_FLAGS, flag, flag_with_message
 from evaluator.record.types import Flag, Record
 from evaluator.record.records import SCHEMA_VERSION, PerSample, record_stem, summarize, write_record
+from evaluator.registry.norms import ThreatModel
 
 
 IDENTITY_FIELDS = ("model_key", "checkpoint_sha256", "protocol", "protocol_sha256", "n_chunks", "test_set")
@@ -75,7 +76,7 @@ def sanity_flags(per_sample: PerSample, protocol: EvaluableProtocol, *, aa_warni
     flags = [flag("autoattack-check", warning=warning) for warning in aa_warnings]
     if randomized_output:
         flags.append(flag_with_message("randomized-output", randomized_output))
-    shares = measured_shares(per_sample, protocol.eps)
+    shares = measured_shares(per_sample, protocol.threat_model)
     for code, threshold in THRESHOLD_FLAGS:  # flags.yaml: each share above the protocol's sanity limit of that name
         limit = getattr(protocol.sanity, threshold)
         if shares[threshold] > limit:
@@ -85,12 +86,12 @@ def sanity_flags(per_sample: PerSample, protocol: EvaluableProtocol, *, aa_warni
     return flags
 
 
-def measured_shares(per_sample: PerSample, eps: float) -> dict[str, float]:
+def measured_shares(per_sample: PerSample, threat: ThreatModel) -> dict[str, float]:
     """The shares of the samples that the threshold flags of ``flags.yaml`` compare, by the name of the
     protocol's ``sanity`` limit each is compared with: broken by AutoAttack only, by HO-FMN only (misclassified
     clean samples count as broken by both), and without any HO-FMN adversarial."""
-    aa_broken = ~per_sample.robust("aa_robust_accuracy", eps)
-    hofmn_broken = ~per_sample.robust("hofmn_robust_accuracy", eps)
+    aa_broken = ~per_sample.robust("aa_robust_accuracy", threat)
+    hofmn_broken = ~per_sample.robust("hofmn_robust_accuracy", threat)
     return {"max_aa_only": _share(aa_broken & ~hofmn_broken), "max_hofmn_only": _share(hofmn_broken & ~aa_broken),
             "max_no_adversarial": _share(np.isinf(per_sample.hofmn_distance))}
 
@@ -119,7 +120,7 @@ def wall_times(ledger: dict[str, dict], extra: dict[str, float]) -> dict[str, fl
 def build_record(facts: RunFacts, per_sample: PerSample, protocol: EvaluableProtocol) -> Record:
     """The result record (design.md) of an evaluation from its facts and per-sample results."""
     key = parse_model_key(facts.model_key)
-    summary = summarize(per_sample, protocol.eps)
+    summary = summarize(per_sample, protocol.threat_model)
     ledger = facts.ledger
     first = ledger[min(ledger, key=int)] if ledger else {}
     tuning = facts.tuning or {}

@@ -16,14 +16,10 @@ from evaluator.untrusted.npz_reader import MAX_NPY_HEADER, read_npz
 from evaluator.untrusted.zip_checks import directory
 from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
 from evaluator.record.types import Record
+from evaluator.registry.norms import ThreatModel
 from evaluator.untrusted.safeio import atomic_write_bytes, dump_json, load_yaml
 
 SCHEMA_VERSION = 1
-# A sample is broken at eps when its verified Linf distance is <= eps + LINF_TOLERANCE. The tolerance (about
-# 1/4000 of one 8-bit grey level) absorbs float32 rounding of x + delta, so an attack that projects exactly onto
-# the eps-ball is not refused for rounding, while no perturbation meaningfully larger than eps counts. One rule
-# for AutoAttack flags, HO-FMN distances, metrics and curves.
-LINF_TOLERANCE = 1e-6
 METRICS_FILE = PACKAGE_DIR / "metrics.yaml"
 
 
@@ -184,23 +180,24 @@ class PerSample:
             return any(self.measured(part) for part in WORST_CASE_PARTS)
         return row.array in self.arrays
 
-    def robust(self, metric: str, eps: float) -> np.ndarray:
-        """Per sample: does it count toward *metric* at *eps* (``metrics.yaml``'s ``robust`` rule)? A distance
-        counts when it exceeds ``eps + LINF_TOLERANCE``; the worst case is robust under every measured part."""
+    def robust(self, metric: str, threat: ThreatModel) -> np.ndarray:
+        """Per sample: does it count toward *metric* under *threat* (``metrics.yaml``'s ``robust`` rule)? A
+        distance counts when it exceeds the threat model's eps plus its norm's tolerance (one rule for metrics,
+        flags and curves); the worst case is robust under every measured part."""
         row = METRIC_TABLE[metric]
         if row.rule == "worst_case":
-            return np.logical_and.reduce([self.robust(part, eps) for part in WORST_CASE_PARTS if self.measured(part)])
+            return np.logical_and.reduce([self.robust(part, threat) for part in WORST_CASE_PARTS if self.measured(part)])
         assert row.array is not None  # _metric gives flag and distance rules their array
         if row.rule == "distance":
-            return self.arrays[row.array] > np.float32(eps + LINF_TOLERANCE)
+            return self.arrays[row.array] > np.float32(threat.eps + threat.tolerance)
         return self.arrays[row.array]
 
-    def hofmn_robust(self, eps: float) -> np.ndarray:
-        """Robust at *eps*: the minimal distance HO-FMN found exceeds ``eps + LINF_TOLERANCE``."""
-        return self.robust("hofmn_robust_accuracy", eps)
+    def hofmn_robust(self, threat: ThreatModel) -> np.ndarray:
+        """Robust under *threat*: the minimal distance HO-FMN found exceeds eps plus the norm's tolerance."""
+        return self.robust("hofmn_robust_accuracy", threat)
 
-    def worst_case_robust(self, eps: float) -> np.ndarray:
-        return self.robust("worst_case_robust_accuracy", eps)
+    def worst_case_robust(self, threat: ThreatModel) -> np.ndarray:
+        return self.robust("worst_case_robust_accuracy", threat)
 
     def save(self, path: Path) -> str:
         """Write the sidecar atomically; returns its sha256."""
@@ -292,17 +289,17 @@ def wilson_intervals(successes: np.ndarray, n: int, z: float = 1.959963984540054
     return low, high
 
 
-def count_results(per_sample: PerSample, eps: float) -> dict[str, int]:
-    """The record's ``counts``: per measured metric, the samples that count toward it at *eps*
+def count_results(per_sample: PerSample, threat: ThreatModel) -> dict[str, int]:
+    """The record's ``counts``: per measured metric, the samples that count toward it under *threat*
     (``PerSample.robust``)."""
-    return {COUNT_FIELDS[metric]: int(np.count_nonzero(per_sample.robust(metric, eps))) for metric in METRICS
+    return {COUNT_FIELDS[metric]: int(np.count_nonzero(per_sample.robust(metric, threat))) for metric in METRICS
             if per_sample.measured(metric)}
 
 
-def summarize(per_sample: PerSample, eps: float) -> dict:
+def summarize(per_sample: PerSample, threat: ThreatModel) -> dict:
     """Metrics (percent), counts and 95% Wilson intervals (percent) of a per-sample result."""
     n = len(per_sample)
-    counts = count_results(per_sample, eps)
+    counts = count_results(per_sample, threat)
     metrics, intervals = {}, {}
     for metric in (m for m in METRICS if COUNT_FIELDS[m] in counts):
         k = counts[COUNT_FIELDS[metric]]

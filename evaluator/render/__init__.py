@@ -18,11 +18,11 @@ from evaluator import paths
 from evaluator.errors import APBError, Problem
 
 if TYPE_CHECKING:
+    from evaluator.registry.norms import ThreatModel
     from evaluator.render.catalog import Catalog, CurveColumn
     from evaluator.render.tables import ApLabel
 
 GENERATED_DIRS = (paths.LEADERBOARD_DIR,)  # every file under these is generated (and removed when no longer rendered)
-CURVE_EPS = 8 / 255  # the budget marked on curves of protocols that fix none (published-2024, as the original did)
 
 Sink = Callable[[PurePosixPath, bytes], None]
 
@@ -48,6 +48,7 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
     from evaluator.render.reevaluation import comparisons
     from evaluator.render.readme import Anchors, render_readme, taxonomy_links
     from evaluator.render.rows import row_of
+    from evaluator.render.threats import faces_published, threat_of
     from evaluator.render.taxonomy_tables import render_taxonomy_entries, render_taxonomy_readme
     from evaluator.repository.submissions import iter_taxonomies
     from evaluator.repository.taxonomy import load_vocabulary
@@ -67,9 +68,6 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
                                                           "protocol field", field="protocol"))
         return settings[protocol].leaderboard
 
-    def marked_eps(protocol: str) -> float:
-        setting = settings.get(protocol)
-        return setting.eps if setting is not None and setting.eps_fraction is not None else CURVE_EPS
 
     entries, vocabulary = list(iter_taxonomies(root)), load_vocabulary(root)
     labels = ap_labels(entries)
@@ -81,7 +79,7 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
             if ap_key not in labels:
                 raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
                                                       f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
-            rows = [row_of(root, result, marked_eps(result.protocol)) for result in results]
+            rows = [row_of(root, result, threat_of(settings[result.protocol])) for result in results]
             catalog.add(rows)
             if any(result.record["source"] == EVALUATED for result in results):
                 emit(model_page(results[0].model_key),
@@ -90,7 +88,7 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
                 on_model(results)
         curves = catalog.curve_columns()
         for key in curves:
-            emit_column_curves(catalog, key, labels, marked_eps(key[0]), emit)
+            emit_column_curves(catalog, key, labels, threat_of(settings[key[0]]), emit)
         efficiency: dict[PurePosixPath, str] = {}  # figure -> its alt text
         for protocol in catalog.evaluated_protocols():
             for group in catalog.groups():
@@ -101,10 +99,11 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
         readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
                                lambda page, text: emit(page, text.encode("utf-8")))
         emit(LEADERBOARD_README, readme.encode("utf-8"))
-        compared = comparisons(catalog)
+        compared = comparisons(catalog, {p for p, s in settings.items() if faces_published(threat_of(s))})
         for comparison in compared:
             emit(reevaluation_file(comparison.protocol), comparison.svg.encode("utf-8"))
-        emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions, labels, compared).encode("utf-8"))
+        threats = {protocol: threat_of(setting) for protocol, setting in settings.items()}
+        emit(ANALYSIS_PAGE, render_analysis(catalog, entries, descriptions, threats, labels, compared).encode("utf-8"))
     stages = [stage for stage in vocabulary["pipelines"] if any(e["pipeline"]["stage"] == stage for e in entries)]
     for stage in stages:  # the entries, a page per stage (taxonomy/README.md keeps the tables)
         emit(taxonomy_page(stage), render_taxonomy_entries(entries, stage, vocabulary,
@@ -116,7 +115,7 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
          .encode("utf-8"))
 
 
-def emit_column_curves(catalog: Catalog, key: CurveColumn, labels: Mapping[str, ApLabel], eps: float,
+def emit_column_curves(catalog: Catalog, key: CurveColumn, labels: Mapping[str, ApLabel], threat: ThreatModel,
                        emit: Sink) -> None:
     """One curve column's figure and the curve of each evaluated model in it (only this column's rows read)."""
     from evaluator.render.curve_set import CONTEXT_K, curve_points, group_curve_svg, model_curve_svg, top_rows
@@ -124,13 +123,13 @@ def emit_column_curves(catalog: Catalog, key: CurveColumn, labels: Mapping[str, 
 
     protocol, group, column = key
     rows = catalog.column_rows(key)
-    emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, eps).encode("utf-8"))
-    top = top_rows(rows, labels, eps, CONTEXT_K)
-    pixels = {r.model_key: curve_points(r.curve) for r in top if r.curve is not None}
+    emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, threat).encode("utf-8"))
+    top = top_rows(rows, labels, threat, CONTEXT_K)
+    pixels = {r.model_key: curve_points(r.curve, threat) for r in top if r.curve is not None}
     for row in rows:
         if not row.published:
             emit(model_curve_file(row.model_key, protocol),
-                 model_curve_svg(row, top, pixels, labels, protocol, eps).encode("utf-8"))
+                 model_curve_svg(row, top, pixels, labels, protocol, threat).encode("utf-8"))
 
 
 def emit_efficiency(catalog: Catalog, protocol: str, group: tuple[str, str], labels: Mapping[str, ApLabel],

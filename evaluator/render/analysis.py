@@ -8,6 +8,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Iterable, Mapping, Sequence
 
+from evaluator.registry.norms import ThreatModel
 from evaluator.render.catalog import Catalog
 from evaluator.render.layout import ANALYSIS_PAGE, LEADERBOARD_README, relative_link
 from evaluator.render.markdown import GENERATED_NOTE, inline, simple_table
@@ -78,7 +79,8 @@ def analysis_tables(catalog: Catalog, entries: list[dict]) -> Iterable[tuple[str
 
 
 def render_analysis(catalog: Catalog, entries: list[dict], descriptions: Mapping[str, str],
-                    labels: Mapping[str, Any] | None = None, compared: Sequence[Any] = ()) -> str:
+                    threats: Mapping[str, ThreatModel], labels: Mapping[str, Any] | None = None,
+                    compared: Sequence[Any] = ()) -> str:
     """The analysis page: the dimension tables, rank stability across ε and, for each *compared* protocol
     (:class:`~evaluator.render.reevaluation.Comparison`), the published vs re-evaluated figure."""
     lines = ["# Robust accuracy by taxonomy dimension", "", GENERATED_NOTE, "",
@@ -96,7 +98,7 @@ def render_analysis(catalog: Catalog, entries: list[dict], descriptions: Mapping
         lines += ["", f"### {title}", "", simple_table(headers, rows)]
     if current is None:
         lines += ["", "No records yet."]
-    lines += stability_section(catalog, labels)
+    lines += stability_section(catalog, threats, labels)
     if compared:
         from evaluator.render.layout import reevaluation_file
 
@@ -111,31 +113,35 @@ def render_analysis(catalog: Catalog, entries: list[dict], descriptions: Mapping
     return "\n".join(lines) + "\n"
 
 
-STABILITY_ROWS = 25  # rows of each stability table (the best at 8/255); τ covers every complete row
+STABILITY_ROWS = 25  # rows of each stability table (the best at the protocol's ε); τ covers every complete row
 
 
-def stability_section(catalog: Catalog, labels: Mapping[str, Any] | None) -> list[str]:
+def stability_section(catalog: Catalog, threats: Mapping[str, ThreatModel],
+                      labels: Mapping[str, Any] | None) -> list[str]:
     """Rank stability across ε and the ranking by area under the curve (:mod:`evaluator.render.stability`)."""
     from evaluator.render.layout import group_title
-    from evaluator.render.stability import MEASURES, stability_tables
+    from evaluator.render.curves import eps_label
+    from evaluator.render.stability import REFERENCE, budgets, measures, stability_tables
 
     lines: list[str] = []
-    for found in stability_tables(catalog):
+    for found in stability_tables(catalog, threats.__getitem__):
+        names = measures(found.threat)
+        at, up_to = (eps_label(eps) for eps in budgets(found.threat)[REFERENCE:])
         if not lines:
             lines = ["", "## Rank stability across ε", "",
                      "From the HO-FMN security curves: each group's complete rows (a curve in every column) ranked by "
                      "their mean robust accuracy at three budgets and by the mean area under their curves up to "
-                     "16/255, beside the rank at 8/255. Kendall's τ compares each order with the 8/255 one (1: the "
+                     f"{up_to}, beside the rank at {at}. Kendall's τ compares each order with the {at} one (1: the "
                      "same order, -1: reversed). Ranks here share only equal values: the paired tests of the "
                      "leaderboard tables are made at the protocol's ε."]
-        taus = ", ".join(f"{measure}: {tau:.2f}" for measure, tau in zip(MEASURES, found.taus)
-                         if measure != MEASURES[1])
+        taus = ", ".join(f"{measure}: {tau:.2f}" for measure, tau in zip(names, found.taus)
+                         if measure != names[REFERENCE])
         shown = found.rows[:STABILITY_ROWS]
         rows = [[inline(labels[ap].name) if labels and ap in labels else inline(ap),
                  *(f"{rank} ({value:.2f})" for rank, value in values)] for ap, values in shown]
         lines += ["", f"### `{found.protocol}` · {group_title(found.group)}", "",
-                  f"{len(found.rows)} complete rows over {found.columns} columns; Kendall's τ with the 8/255 order: "
-                  f"{taus}." + (f" The best {len(shown)} at 8/255:" if len(found.rows) > len(shown) else ""), "",
-                  simple_table(["AP", *(f"rank ({m}, %)" for m in MEASURES)], rows,
-                               ["left", *["right"] * len(MEASURES)])]
+                  f"{len(found.rows)} complete rows over {found.columns} columns; Kendall's τ with the {at} order: "
+                  f"{taus}." + (f" The best {len(shown)} at {at}:" if len(found.rows) > len(shown) else ""), "",
+                  simple_table(["AP", *(f"rank ({m}, %)" for m in names)], rows,
+                               ["left", *["right"] * len(names)])]
     return lines

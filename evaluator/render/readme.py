@@ -15,6 +15,7 @@ from pathlib import PurePosixPath
 from statistics import fmean
 from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence
 
+from evaluator.protocol import list_protocols
 from evaluator.record.records import metric_label, metrics_in
 from evaluator.render.catalog import Catalog, last_updated
 from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
@@ -24,6 +25,7 @@ from evaluator.render.pages import protocol_anchor
 from evaluator.render.rows import Row
 from evaluator.render.significance import paired_test
 from evaluator.render.svg import si_label
+from evaluator.render.threats import faces_published, threat_of
 from evaluator.render.tables import (DAGGER, FLAG, RANKING_RULE, ApLabel, Cell, Cells, Column, RankedRow,
                                      column_title, interval_spread, leaderboard_table, percent, rank_summaries)
 
@@ -229,10 +231,12 @@ class GroupTables:
         cited = ", ".join(catalog.references()) or "the original benchmark"
         published = ", ".join(f"`{p}`" for p in catalog.published_protocols())
         protocols = [p for p in catalog.evaluated_protocols() if catalog.has_evaluated(group, p)]
+        settings = {p.id: p for p in list_protocols()}
         tables: dict[str, list[RankedTable]] = {}
         measured: dict[str, set[str]] = {}
         for protocol in protocols:
-            tables[protocol] = [RankedTable(f"{kind.title}, protocol `{protocol}`", _cells_of(protocol, kind),
+            tables[protocol] = [RankedTable(f"{kind.title}, protocol `{protocol}`",
+                                            _cells_of(protocol, kind, faces_published(threat_of(settings[protocol]))),
                                             f"{kind.ranking_title} (k/n)",
                                             footnote=["", f"{DAGGER} Published only: no `{protocol}` record of this "
                                                           f"model yet; the {published} number ({cited}) is shown "
@@ -318,9 +322,9 @@ class GroupTables:
         return lines
 
 
-def _cells_of(protocol: str, kind: TableKind) -> CellsOf:
+def _cells_of(protocol: str, kind: TableKind, with_published: bool) -> CellsOf:
     def cells(rows: list[Row], page: PurePosixPath) -> Cells:
-        return evaluated_cells(rows, protocol, kind, page, fill_with_published=kind is AUTOATTACK)
+        return evaluated_cells(rows, protocol, kind, page, fill_with_published=with_published and kind is AUTOATTACK)
     return cells
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import median
+from typing import Collection
 
 from evaluator.render.catalog import Catalog
 from evaluator.render.svg import Axis, Series, scatter_chart
@@ -30,10 +31,13 @@ class Comparison:
                 "re-evaluation's 95% interval.")
 
 
-def comparisons(catalog: Catalog) -> list[Comparison]:
-    """A :class:`Comparison` per evaluated protocol with models that also have a published record."""
+def comparisons(catalog: Catalog, comparable: Collection[str]) -> list[Comparison]:
+    """A :class:`Comparison` per evaluated protocol of the *comparable* ones (those of the published numbers' threat
+    model) with models that also have a published record."""
     pairs: dict[str, list[tuple[float, float, float]]] = {}
     for protocol, _, published, evaluated, n_samples in catalog.published_pairs(METRIC):
+        if protocol not in comparable:
+            continue
         spread = interval_spread(evaluated, n_samples) or 0.0
         pairs.setdefault(protocol, []).append((published, evaluated, spread))
     found = []

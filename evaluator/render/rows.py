@@ -11,6 +11,7 @@ from typing import TypeVar
 import numpy as np
 
 from evaluator.record.records import METRIC_TABLE, METRICS, WORST_CASE_PARTS
+from evaluator.registry.norms import ThreatModel
 from evaluator.render.curves import curve_summary
 from evaluator.render.inputs import PUBLISHED, Result, load_distances, load_per_sample
 
@@ -21,8 +22,9 @@ T = TypeVar("T")
 
 @dataclass(slots=True)
 class Row:
-    """One record as the renderers see it. ``curve``: robust accuracy on ``curves.EPS_GRID`` in hundredths of a
-    percent, from the record's sidecar (None without one); ``sample_range``: the samples the curve covers."""
+    """One record as the renderers see it. ``curve``: robust accuracy on its threat model's curve grid in
+    hundredths of a percent, from the record's sidecar (None without one); ``sample_range``: the samples the
+    curve covers."""
 
     model_key: str
     ap_key: str
@@ -90,16 +92,17 @@ class Row:
         return None if self.efficiency is None else (self.efficiency[0], self.efficiency[1])
 
 
-def row_of(root: Path, result: Result, eps: float | None = None) -> Row:
-    """The :class:`Row` of one record, its sidecar (if any) read, checked and reduced to a curve summary and,
-    for an evaluated record given its protocol's *eps*, to bit-packed robust flags (the paired tests' input)."""
+def row_of(root: Path, result: Result, threat: ThreatModel, *, flags: bool = True) -> Row:
+    """The :class:`Row` of one record, its sidecar (if any) read, checked and reduced to a curve summary on
+    *threat*'s grid and, for an evaluated record when *flags*, to bit-packed robust flags under *threat* (the
+    paired tests' input)."""
     record = result.record
     metrics = record.get("metrics") or {}
     provenance = record.get("provenance") or {}
-    per_sample = load_per_sample(root, result) if eps is not None else None
+    per_sample = load_per_sample(root, result) if flags else None
     distances = per_sample.hofmn_distance if per_sample is not None else load_distances(root, result)
-    bits = None if per_sample is None or eps is None else tuple(
-        np.packbits(per_sample.robust(metric, eps)).tobytes() for metric in WORST_CASE_PARTS)
+    bits = None if per_sample is None else tuple(
+        np.packbits(per_sample.robust(metric, threat)).tobytes() for metric in WORST_CASE_PARTS)
     sidecar = record.get("per_sample")
     sample_range = sidecar.get("sample_range") if sidecar else None
     if distances is not None and sample_range is None:
@@ -116,7 +119,7 @@ def row_of(root: Path, result: Result, eps: float | None = None) -> Row:
         metrics=tuple(metrics.get(name) for name in METRIC_NAMES),
         flags=_shared(tuple(str(flag.get("code")) for flag in record.get("flags") or [])),
         efficiency=efficiency,  # type: ignore[arg-type]
-        curve_bytes=None if distances is None or distances.size == 0 else curve_summary(distances).tobytes(),
+        curve_bytes=None if distances is None or distances.size == 0 else curve_summary(distances, threat).tobytes(),
         sample_range=None if sample_range is None else _shared((int(sample_range[0]), int(sample_range[1]))),
         distance_counts=None if distances is None else (int(distances.size), int(np.count_nonzero(distances == 0)),
                                                         int(np.count_nonzero(np.isinf(distances)))),

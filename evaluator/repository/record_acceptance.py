@@ -13,6 +13,7 @@ from evaluator.errors import APBError, Problem
 from evaluator.record.records import (COUNT_FIELDS, METRIC_TABLE, METRICS, WORST_CASE_PARTS, PerSample, count_results,
                                       load_sidecar, protocol_samples, record_stem, sidecar_member_bound)
 from evaluator.registry.model_keys import parse_model_key
+from evaluator.registry.norms import ThreatModel
 from evaluator.repository.manifest import sparsities_by_kind
 from evaluator.repository.schema import load_schema, schema_problems
 from evaluator.untrusted.npz_reader import read_npz
@@ -133,7 +134,7 @@ def check_record_data(data: Any, file: str, *, read_sidecar: Callable[[str], byt
         return RecordCheck(problems, protocol=spec)
     per_sample = _checked_sidecar(data, read_sidecar, problem)
     if per_sample is not None:
-        _sidecar_count_problems(data, per_sample, spec.eps, problem)
+        _sidecar_count_problems(data, per_sample, spec.threat_model, problem)
     return RecordCheck(problems, protocol=spec, per_sample=per_sample if not problems else None)
 
 
@@ -213,10 +214,10 @@ def _checked_distances(data: dict, read_sidecar: Callable[[str], bytes | None],
     return distances
 
 
-def _sidecar_count_problems(data: dict, per_sample: PerSample, eps: float,
+def _sidecar_count_problems(data: dict, per_sample: PerSample, threat: ThreatModel,
                             problem: Callable[[tuple, str], None]) -> None:
     """The counts must be the sums of the per-sample arrays (the record's numbers come from its sidecar)."""
-    for name, total in count_results(per_sample, eps).items():
+    for name, total in count_results(per_sample, threat).items():
         if data["counts"][name] != total:
             problem(("counts", name), f"is {data['counts'][name]} but the sidecar's per-sample results give {total}; "
                                       "records are written by apb, do not edit their numbers")

@@ -3,8 +3,8 @@ per-sample arrays ``metrics.yaml`` says it produces, one chunk at a time, resuma
 :class:`~evaluator.run.chunks.ChunkStore`; and the run of the table over some chunks (``evaluate_chunks``).
 
 Per-sample semantics: ``clean_correct``; ``aa_robust`` = clean-correct and no verified AutoAttack
-adversarial within eps; ``hofmn_distance`` = 0 when misclassified clean, the verified Linf distance of the
-HO-FMN adversarial, ``inf`` when none was found. An attack stage attacks the clean-correct samples only.
+adversarial within eps; ``hofmn_distance`` = 0 when misclassified clean, the verified distance (in the threat
+model's norm) of the HO-FMN adversarial, ``inf`` when none was found. An attack stage attacks the clean-correct samples only.
 """
 from __future__ import annotations
 
@@ -53,12 +53,13 @@ def clean_chunk(model: nn.Module, test_set: Any, indices: range, *, batch_size: 
 def autoattack_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: np.ndarray,
                      protocol: EvaluableProtocol, *, seed: int, device: str) -> dict[str, np.ndarray]:
     """AutoAttack on one chunk: verified robust flags (clean-correct only), AutoAttack's warnings."""
-    from evaluator.attacks.autoattack import autoattack_linf
+    from evaluator.attacks.autoattack import autoattack
 
     inputs, labels = _to_device(test_set.batch(list(indices)), device)
-    result = autoattack_linf(model, inputs, labels, eps=protocol.eps, version=protocol.autoattack.version,
-                             seed=seed, batch_size=protocol.autoattack.batch_size, device=device,
-                             attacks=list(protocol.autoattack.attacks) if protocol.autoattack.attacks else None)
+    result = autoattack(model, inputs, labels, norm=protocol.threat_model.norm, eps=protocol.eps,
+                        version=protocol.autoattack.version, seed=seed, batch_size=protocol.autoattack.batch_size,
+                        device=device,
+                        attacks=list(protocol.autoattack.attacks) if protocol.autoattack.attacks else None)
     robust = np.asarray(result.robust.cpu().numpy(), dtype=bool) & clean_correct
     return {"aa_robust": robust, "warnings": np.array(list(result.warnings), dtype=str),
             "attacks": np.array(list(result.attacks_to_run), dtype=str),
@@ -89,7 +90,8 @@ def tune_hofmn(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, 
         return {"indices": [], "params": None, "median_distance": None, "trials": []}
     inputs, labels = _to_device(test_set.batch(indices), device)
     torch.manual_seed(protocol.seed)
-    result = tune_fmn(model, inputs, labels, search_space=settings.tuning.search_space_dict(),
+    result = tune_fmn(model, inputs, labels, norm=protocol.threat_model.norm,
+                      search_space=settings.tuning.search_space_dict(),
                       trials=settings.tuning.trials, steps=settings.tuning.steps, seed=protocol.seed,
                       loss=settings.loss, optimizer=settings.optimizer, scheduler=settings.scheduler,
                       startup_trials=settings.tuning.startup_trials, progress=progress)
@@ -101,20 +103,21 @@ def tune_hofmn(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, 
 
 def hofmn_chunk(model: nn.Module, test_set: Any, indices: range, clean_correct: np.ndarray,
                 protocol: EvaluableProtocol, params: dict, *, seed: int, device: str) -> np.ndarray:
-    """Verified HO-FMN distances of one chunk: 0 misclassified, the Linf norm found, inf none found."""
+    """Verified HO-FMN distances of one chunk: 0 misclassified, the distance found (in the threat model's norm),
+    inf none found."""
     from evaluator.attacks.hofmn import hofmn_attack
-    from evaluator.attacks.verify import linf_distances
+    from evaluator.attacks.verify import verified_distances
 
-    settings = protocol.hofmn
+    settings, norm = protocol.hofmn, protocol.threat_model.norm
     distances = np.zeros(len(indices), dtype=np.float32)
     targets = [index for index, ok in zip(indices, clean_correct) if ok]
     positions = np.flatnonzero(clean_correct)
     torch.manual_seed(seed)
     for start in range(0, len(targets), settings.batch_size):
         inputs, labels = _to_device(test_set.batch(targets[start:start + settings.batch_size]), device)
-        adv = hofmn_attack(model, inputs, labels, params=params, steps=settings.steps, loss=settings.loss,
-                           optimizer=settings.optimizer, scheduler=settings.scheduler)
-        found = linf_distances(model, inputs, labels, adv, batch_size=settings.batch_size)
+        adv = hofmn_attack(model, inputs, labels, norm=norm, params=params, steps=settings.steps,
+                           loss=settings.loss, optimizer=settings.optimizer, scheduler=settings.scheduler)
+        found = verified_distances(model, inputs, labels, adv, norm=norm, batch_size=settings.batch_size)
         distances[positions[start:start + settings.batch_size]] = found.cpu().numpy().astype(np.float32)
     return distances
 

@@ -29,6 +29,7 @@ from evaluator.record.records import METRIC_TABLE, METRICS, metric_label, metric
 from evaluator.record.types import Record
 
 if TYPE_CHECKING:
+    from evaluator.registry.norms import ThreatModel
     from evaluator.render.catalog import Catalog, CurveColumn
 
 ASSETS = Path(__file__).parent
@@ -147,15 +148,15 @@ committed).</p>
 <button id="next" type="button">next</button></div>"""
 
 COMPARE_BODY = """<p>Pick models (those with per-sample distances: evaluated records, and published records with the
-original benchmark's distances), then read their robust accuracy at any Linf budget ε of the grid (steps of
-1/1020, so every k/255 is on it).</p>
+original benchmark's distances) of one threat model, then read their robust accuracy at any budget ε of its
+grid (Linf: steps of 1/1020, so every k/255 is on it).</p>
 <div class="picker"><input id="model-search" type="search" placeholder="filter models" aria-label="filter models">
 <select id="models" size="10" aria-label="models"></select>
 <button id="add" type="button">add to the plot</button></div>
 <p id="picker-note" class="count"></p>
 <div id="plot" class="plot"></div>
 <label for="eps">ε = <span id="eps-label"></span></label>
-<input id="eps" type="range" min="0" max="152" value="32" step="1">
+<input id="eps" type="range" min="0" max="0" value="0" step="1">
 <p id="picked-empty">No model picked yet: choose one above and press "add to the plot" (the address keeps the
 picked models: share it).</p>
 <div class="scroll"><table id="picked"><thead><tr><th>model</th><th>protocol</th><th>samples</th>
@@ -297,6 +298,17 @@ def write_ranks(catalog: Catalog, labels: Mapping[str, Any], handle: Any) -> int
     return count
 
 
+def threat_facts(threat: ThreatModel) -> dict[str, Any]:
+    """What the compare page needs of a protocol's threat model: its eps, a name (models are compared only
+    within one), the axis title, each grid budget with its label, and the ticks."""
+    from evaluator.render.curves import axis_title, eps_label
+
+    curve = threat.curve
+    return {"eps": threat.eps, "threat": f"{threat.norm.name} ε = {eps_label(threat.eps)}", "axis": axis_title(threat),
+            "grid": [[float(value), curve.point_label(k)] for k, value in enumerate(curve.budgets)],
+            "ticks": curve.ticks()}
+
+
 def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[str, int]:
     """Write the site of the repository at *root* into *out*; returns counts of what it holds. Rows are kept
     on disk (:class:`~evaluator.render.catalog.Catalog`) and every data file is written a piece at a time, so
@@ -304,10 +316,9 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
     from tqdm import tqdm
 
     from evaluator.protocol import list_protocols
-    from evaluator.render import CURVE_EPS
+    from evaluator.render.threats import threat_of
     from evaluator.render.analysis import analysis_tables, grouped, load_dimensions
     from evaluator.render.catalog import Catalog, last_updated
-    from evaluator.render.curves import EPS_GRID, GRID_STEPS_PER_255
     from evaluator.render.inputs import iter_model_records
     from evaluator.render.labels import ap_labels
     from evaluator.render.rows import row_of
@@ -322,8 +333,6 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
                                                           f"evaluator/protocols/{protocol}.yaml", field="protocol"))
         return settings[protocol].leaderboard
 
-    def eps_of(protocol: str) -> float:
-        return settings[protocol].eps if settings[protocol].eps_fraction is not None else CURVE_EPS
 
     entries = list(iter_taxonomies(root))
     labels = ap_labels(entries)
@@ -342,7 +351,7 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
                 if ap_key not in labels:
                     raise APBError(Problem("submissions", f"records of {ap_key} but no taxonomy.json for it; add "
                                                           f"submissions/{ap_key}/taxonomy.json", field="ap_key"))
-                catalog.add(row_of(root, result, eps_of(result.protocol)) for result in results)
+                catalog.add(row_of(root, result, threat_of(settings[result.protocol])) for result in results)
                 for result in results:
                     downloads.add(result.record, labels[ap_key].name, result.path.as_posix())
             json_file.write("\n]\n")
@@ -350,12 +359,10 @@ def build_site(root: Path, out: Path, *, source_url: str | None = None) -> dict[
                      for column in catalog.curve_columns())  # one column's rows at a time
         cited = ", ".join(catalog.references()) or "the original benchmark"
         updated = last_updated(catalog, cited).replace("`", "")
-        protocols = {p: {"description": settings[p].description.strip(),
-                         "eps": eps_of(p)}
+        protocols = {p: {"description": settings[p].description.strip(), **threat_facts(threat_of(settings[p]))}
                      for p in catalog.protocols()}
         data = {"fields": list(ROW_FIELDS), "metrics": site_metrics(), "headline": headline_field(),
-                "aps": ap_facts(entries, labels),
-                "protocols": protocols, "grid_steps_per_255": GRID_STEPS_PER_255, "grid_size": int(EPS_GRID.size),
+                "aps": ap_facts(entries, labels), "protocols": protocols,
                 "source_url": source_url, "dimensions": [d["title"] for d in load_dimensions()]}
         with open(out / "data" / "rows.js", "w", encoding="utf-8") as handle:  # the rows one at a time
             handle.write(js_data("APB", data))

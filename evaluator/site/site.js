@@ -62,10 +62,6 @@ function si(value) {
   return String(value);
 }
 function fixed(value) { return value === null || value === undefined ? "" : value.toFixed(2); }
-function epsText(index) {
-  const steps = DATA.grid_steps_per_255, k = index / steps;
-  return index === 0 ? "0" : (Number.isInteger(k) ? k : k.toFixed(2)) + "/255";
-}
 
 // ------------------------------------------------------------------------------------------ rankings
 function pText(p) { return p === null || p === undefined ? "" : p < 0.001 ? "<0.001" : p.toFixed(3); }
@@ -236,26 +232,41 @@ function compare() {
     document.head.append(script);
   }
   function remember() { setHash({models: picked.map((p) => valueOf(p.row)).join(",")}); }
+  // curves are compared within one threat model (norm and ε): the first picked model's protocol sets it
+  function threatOf(row) { return DATA.protocols[row[FIELD.protocol]]; }
   function add(value) {
     const [model, protocol] = value.split("|");
     const row = withCurves.find((r) => r[FIELD.model_key] === model && r[FIELD.protocol] === protocol);
     if (!row || picked.some((p) => p.row === row)) return;
+    if (picked.length && threatOf(row).threat !== threatOf(picked[0].row).threat) {
+      note.textContent = `${label(row)} is under ${threatOf(row).threat}, the picked models under ` +
+        `${threatOf(picked[0].row).threat}: curves are compared within one threat model; remove those first.`;
+      return;
+    }
     curveOf(row, (curve) => { if (!picked.some((p) => p.row === row)) picked.push({row, curve}); remember(); draw(); });
   }
   document.getElementById("add").addEventListener("click", () => { if (select.value) add(select.value); });
   select.addEventListener("dblclick", () => { if (select.value) add(select.value); });
   slider.addEventListener("input", draw);
-  const steps = DATA.grid_steps_per_255, x = [...Array(DATA.grid_size).keys()].map((i) => i / steps);
+  let shown = null;  // the threat model on the plot: its grid sets the slider
   function draw() {
-    const index = Number(slider.value);
-    document.getElementById("eps-label").textContent = epsText(index);
+    const threat = picked.length ? threatOf(picked[0].row) : Object.values(DATA.protocols)[0];
+    if (!threat) return;
+    if (threat !== shown) {
+      shown = threat;
+      slider.max = String(threat.grid.length - 1);
+      const at = threat.grid.findIndex(([value]) => Math.abs(value - threat.eps) < 1e-12);
+      slider.value = String(at < 0 ? 0 : at);
+    }
+    const index = Number(slider.value), x = threat.grid.map(([value]) => value);
+    document.getElementById("eps-label").textContent = threat.grid[index][1];
     const traces = picked.map(({row, curve}) => ({x, y: curve.map((v) => v / 100), mode: "lines",
       name: `${apOf(row).name} ${row[FIELD.architecture]} ${row[FIELD.sparsity]}% ${row[FIELD.dataset]} ${row[FIELD.structure_kind]} (${row[FIELD.protocol]})`}));
-    const ticks = [...Array(10).keys()].map((i) => i * 4);
     Plotly.react("plot", traces, {
-      margin: {t: 30}, xaxis: {title: {text: "Linf budget ε"}, tickvals: ticks, ticktext: ticks.map((k) => k ? `${k}/255` : "0"), range: [0, x[x.length - 1]]},
+      margin: {t: 30}, xaxis: {title: {text: threat.axis}, tickvals: threat.ticks.map(([value]) => value),
+        ticktext: threat.ticks.map(([, text]) => text), range: [0, x[x.length - 1]]},
       yaxis: {title: {text: "robust accuracy (%)"}, range: [0, 100], ticksuffix: "%"},
-      shapes: [{type: "line", x0: index / steps, x1: index / steps, y0: 0, y1: 100, line: {dash: "dash", color: "#555"}}],
+      shapes: [{type: "line", x0: x[index], x1: x[index], y0: 0, y1: 100, line: {dash: "dash", color: "#555"}}],
       legend: {orientation: "h", y: -0.2}}, {displaylogo: false, responsive: true});
     document.getElementById("picked-empty").hidden = picked.length > 0;
     document.querySelector("#picked tbody").replaceChildren(...picked.map((item, i) => {

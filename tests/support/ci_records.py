@@ -3,14 +3,17 @@ tests of ``apb ci``. The numbers come from seeded random per-sample results run 
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from evaluator.registry.model_keys import parse_model_key
+from evaluator.registry.norms import threat_model
 from evaluator.record.records import PerSample, record_stem, summarize, write_record
 
 EPS = 8 / 255
+LINF_8 = threat_model("Linf", Fraction(8, 255))
 PROTOCOL = "linf-8-255-v1"
 
 
@@ -42,7 +45,7 @@ def check_dict(model_key: str, *, ok: bool = True) -> dict:
 def evaluated_record(model_key: str, checkpoint_sha256: str, samples: PerSample, *, protocol: str = PROTOCOL,
                      flags: list | None = None, check: dict | None | str = "default", wall: float = 3723.0) -> dict:
     key = parse_model_key(model_key)
-    summary = summarize(samples, EPS)
+    summary = summarize(samples, LINF_8)
     return {"schema_version": 1, "model_key": model_key, "ap_key": key.ap_key, "architecture": key.architecture,
             "dataset": key.dataset, "structure_kind": key.structure_kind, "sparsity": key.sparsity,
             "source": "evaluated", "protocol": protocol, "n_samples": summary["n_samples"],

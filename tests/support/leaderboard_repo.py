@@ -3,16 +3,19 @@ records, and evaluated records with real sidecars as `apb evaluate` writes them 
 from __future__ import annotations
 
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from evaluator.registry.model_keys import parse_model_key
 from evaluator.paths import records_dir
+from evaluator.registry.norms import threat_model
 from evaluator.record.records import PerSample, record_stem, summarize, write_record
 
 REPO = Path(__file__).resolve().parents[2]
 EPS = 8 / 255
+LINF_8 = threat_model("Linf", Fraction(8, 255))
 PROTOCOL = "linf-8-255-v1"
 
 
@@ -58,7 +61,7 @@ def add_evaluated(root: Path, model_key: str, *, protocol: str = PROTOCOL, seed:
     record = {
         "schema_version": 1, "model_key": model_key, "ap_key": key.ap_key, "architecture": key.architecture,
         "dataset": key.dataset, "structure_kind": key.structure_kind, "sparsity": key.sparsity,
-        "source": "evaluated", "protocol": protocol, **summarize(per_sample, EPS),
+        "source": "evaluated", "protocol": protocol, **summarize(per_sample, LINF_8),
         "checkpoint_sha256": f"{seed:064x}",
         "provenance": {"evaluator_version": "0.1.0", "git_commit": commit, "date": date,
                        "wall_time_s": {"autoattack": 12.5, "total": 20.0}},

@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 
 from evaluator.ci.collect import collect, leg_folder
-from evaluator.ci.report import load_report_input, render_report
+from evaluator.ci.report import render_report
+from evaluator.ci.report_input import load_report_input
 from tests.support.ci_records import PROTOCOL, sha, write_evaluated
 
 AP = "HYDRA_Sehwag2020Hydra"

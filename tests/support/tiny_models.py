@@ -1,12 +1,19 @@
-"""Tiny, seeded models for the attack tests: a linear classifier with a closed-form Linf distance and a CNN."""
+"""Tiny, seeded models for the attack tests: a linear classifier with closed-form Linf and L2 distances and a CNN;
+the registered norms they are attacked in."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
+from evaluator.registry.norms import get_norm
+
+LINF, L2 = get_norm("Linf"), get_norm("L2")
+
 
 class LinearClassifier(nn.Module):
-    """``logits = W x + b`` on flattened inputs; its minimal Linf distances are known in closed form."""
+    """``logits = W x + b`` on flattened inputs; its minimal Linf and L2 distances are known in closed form."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         super().__init__()
@@ -34,8 +41,10 @@ def interior_inputs(count: int, shape: tuple[int, ...] = (3, 8, 8), seed: int = 
     return 0.25 + 0.5 * torch.rand(count, *shape, generator=generator)
 
 
-def exact_linf_distances(model: LinearClassifier, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Minimal Linf distance to a misclassification, ignoring the box: ``min_j margin_j / ||w_y - w_j||_1``.
+def exact_distances(model: LinearClassifier, inputs: torch.Tensor, labels: torch.Tensor, p: float = math.inf
+                    ) -> torch.Tensor:
+    """Minimal ``||.||_p`` distance to a misclassification, ignoring the box: ``min_j margin_j / ||w_y - w_j||_q``
+    with ``q`` the dual order of ``p`` (Linf: 1; L2: 2).
 
     Exact when the result stays below the inputs' distance to the box edges (see ``interior_inputs``);
     0 where the input is already misclassified.
@@ -43,7 +52,8 @@ def exact_linf_distances(model: LinearClassifier, inputs: torch.Tensor, labels: 
     weight, bias = model.linear.weight.detach(), model.linear.bias.detach()
     logits = model(inputs).detach()
     margins = logits.gather(1, labels[:, None]) - logits                     # z_y - z_j, (n, classes)
-    norms = (weight[labels][:, None, :] - weight[None, :, :]).abs().sum(-1)  # ||w_y - w_j||_1
+    dual = 1.0 if math.isinf(p) else p / (p - 1)
+    norms = torch.linalg.vector_norm(weight[labels][:, None, :] - weight[None, :, :], ord=dual, dim=-1)
     ratios = (margins / norms).scatter(1, labels[:, None], float("inf"))
     return ratios.amin(dim=1).clamp(min=0)
 
