@@ -13,6 +13,8 @@ from evaluator.record import records
 from evaluator.registry.norms import threat_model
 from evaluator.untrusted.safeio import sha256_file
 
+LINF_8 = threat_model("Linf", Fraction(8, 255))
+
 
 def _per_sample(n: int, seed: int = 0) -> records.PerSample:
     rng = np.random.default_rng(seed)
@@ -144,7 +146,7 @@ def test_a_sidecar_written_before_named_arrays_still_reads():
     per_sample = records.load_sidecar(data, OLD_SIDECAR_SHA256, OLD_SIDECAR.name, n_samples=20)
     assert set(per_sample.arrays) == set(records.SIDECAR_ARRAYS)
     assert per_sample["clean_correct"].dtype == bool and per_sample.hofmn_distance.dtype == np.float32
-    assert records.count_results(per_sample, 8 / 255) == {"clean_correct": 15, "aa_robust": 9, "hofmn_robust": 10,
+    assert records.count_results(per_sample, LINF_8) == {"clean_correct": 15, "aa_robust": 9, "hofmn_robust": 10,
                                                          "worst_case_robust": 9}
     assert np.isinf(per_sample.hofmn_distance[[5, 9]]).all()
 
@@ -164,21 +166,21 @@ def test_an_attack_declared_after_a_sidecar_was_written_leaves_its_numbers_as_th
         monkeypatch.setattr(records, name, value)
     per_sample = records.load_sidecar(OLD_SIDECAR.read_bytes(), OLD_SIDECAR_SHA256, OLD_SIDECAR.name, n_samples=20)
     assert "pgd_robust" not in per_sample.arrays and len(per_sample) == 20
-    assert records.count_results(per_sample, 8 / 255) == {"clean_correct": 15, "aa_robust": 9, "hofmn_robust": 10,
+    assert records.count_results(per_sample, LINF_8) == {"clean_correct": 15, "aa_robust": 9, "hofmn_robust": 10,
                                                          "worst_case_robust": 9}
     pgd_robust = per_sample.aa_robust.copy()
     pgd_robust[np.flatnonzero(pgd_robust)[:2]] = False
     with_pgd = records.PerSample(**per_sample.arrays, pgd_robust=pgd_robust)
-    assert records.count_results(with_pgd, 8 / 255) == {"clean_correct": 15, "aa_robust": 9, "hofmn_robust": 10,
+    assert records.count_results(with_pgd, LINF_8) == {"clean_correct": 15, "aa_robust": 9, "hofmn_robust": 10,
                                                        "pgd_robust": 7, "worst_case_robust": 7}
-    assert list(records.summarize(with_pgd, 8 / 255)["metrics"]) == list(table)
+    assert list(records.summarize(with_pgd, LINF_8)["metrics"]) == list(table)
 
 
 def test_the_worst_case_is_robust_under_every_metric_that_counts_toward_it():
     per_sample = _per_sample(300)
-    parts = [per_sample.robust(metric, 8 / 255) for metric in records.WORST_CASE_PARTS]
+    parts = [per_sample.robust(metric, LINF_8) for metric in records.WORST_CASE_PARTS]
     assert records.WORST_CASE_PARTS == ("aa_robust_accuracy", "hofmn_robust_accuracy")
-    np.testing.assert_array_equal(per_sample.worst_case_robust(8 / 255), np.logical_and.reduce(parts))
+    np.testing.assert_array_equal(per_sample.worst_case_robust(LINF_8), np.logical_and.reduce(parts))
     assert records.metric_stages("worst_case_robust_accuracy") == ("autoattack", "hofmn")
 
 
