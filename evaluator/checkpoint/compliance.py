@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from evaluator.paths import PACKAGE_DIR
-from evaluator.registry.variants import build_variant, shared_classes, variants
+from evaluator.registry.variants import build_variant, default_classes, variants
 
 NORMALIZATION_KEY_HINTS = ("mean", "std")
 SCORE_NAMES = ("scores", "popup_scores")  # edge-popup (RST) and HYDRA name the score tensor these ways
@@ -85,10 +85,10 @@ def expected_shapes(variant: str, classes: int) -> dict[str, tuple[int, ...]]:
 
 def check_compliance(state_dict: dict[str, torch.Tensor], variant: str, classes: int | None = None) -> ComplianceReport:
     """Missing, unexpected and mis-shaped keys of *state_dict* against *variant* built for *classes* classes (the
-    entry's dataset's; by default the count every dataset shares), exactly as a strict ``load_state_dict`` judges
+    entry's dataset's; by default the first registered dataset's), exactly as a strict ``load_state_dict`` judges
     them (e.g. a missing BatchNorm ``num_batches_tracked`` is accepted); when it does not fit, the closest
     registered variant and the rules that would help are suggested."""
-    classes = shared_classes() if classes is None else classes
+    classes = default_classes() if classes is None else classes
     with torch.device("meta"):
         model = build_variant(variant, classes)
     expected = model.state_dict()

@@ -138,8 +138,8 @@ def get_variant(name: str) -> Variant:
 
 def build_variant(name: str, classes: int | None = None) -> nn.Module:
     """A freshly initialised model of the variant *name*: logits for its ``outputs(classes)`` classes from 32x32
-    inputs, *classes* being the entry's dataset's class count (by default, the one every dataset shares)."""
-    return get_variant(name).build(shared_classes() if classes is None else classes)
+    inputs, *classes* being the entry's dataset's class count (by default, the first registered dataset's)."""
+    return get_variant(name).build(default_classes() if classes is None else classes)
 
 
 def build_model(architecture: str, classes: int | None = None) -> nn.Module:
@@ -150,15 +150,13 @@ def build_model(architecture: str, classes: int | None = None) -> nn.Module:
     return build_variant(architecture, classes)
 
 
-def shared_classes() -> int:
-    """The class count every registered dataset has: what a model built without naming a dataset outputs."""
+def default_classes() -> int:
+    """The class count of the first registered dataset (the benchmark's default dataset, as ``apb`` and the API
+    default to it): what a model built without naming a dataset outputs. A dataset added later with another
+    class count changes nothing here; its entries build with their own count."""
     from evaluator.registry.datasets import datasets
 
-    counts = {dataset.classes for dataset in datasets().values()}
-    if len(counts) != 1:
-        raise ValueError(f"the datasets have different class counts ({sorted(counts)}): pass classes= (the "
-                         "entry's dataset's class count)")
-    return counts.pop()
+    return next(iter(datasets().values())).classes
 
 
 def variant_names(family: str | None = None) -> list[str]:
