@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Mapping
 
 from evaluator.errors import APBError, Problem
@@ -303,7 +302,7 @@ def _stage_section(reader: ProtocolReader, data: Any, stage: str) -> Mapping[str
     """A stage's section as written (a mapping; its stage checks its fields)."""
     if not isinstance(data, dict):
         raise reader.fail((stage,), f"must be a mapping of the {stage} stage's settings")
-    return MappingProxyType(data)
+    return data
 
 
 def read_protocol_file(path: Path) -> Protocol:
