@@ -50,7 +50,7 @@ def _protocol(protocol: str, n: int | None, **hofmn: Any) -> Any:
 
 
 def _run(model: nn.Module, dataset: str, data_dir: str | Path, device: str, protocol: Any, *, batch_size: int,
-         download: bool, progress: bool, stages: tuple[str, ...]) -> tuple[Any, Any]:
+         download: bool, progress: bool, stages: tuple[str, ...] | None) -> tuple[Any, Any]:
     from evaluator.run.datasets import load_test_set
     from evaluator.device import checked_device
     from evaluator.run.stages import evaluate_chunks
@@ -173,7 +173,7 @@ def benchmark(model: nn.Module, model_key: str, data_dir: str | Path, save_dist_
         raise APBError(Problem("model_key", f"{error}; make it with model_key_maker(...)")) from None
     settings = _protocol(protocol, n)
     results, test_set = _run(model, key.dataset, data_dir, device, settings, batch_size=batch_size,
-                             download=download, progress=progress, stages=("clean", "autoattack", "hofmn"))
+                             download=download, progress=progress, stages=None)
     facts = RunFacts(model_key=model_key, checkpoint_sha256=None, environment=provenance.environment(str(device)),
                      date=provenance.utc_now(), test_set=test_set_facts(test_set), ledger=results.ledger,
                      tuning=results.tuning, wall_s={"hofmn_tuning": float(results.tuning.get("wall_s", 0.0))})

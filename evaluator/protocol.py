@@ -4,19 +4,22 @@ A protocol file always has ``id``, ``leaderboard`` and ``description``. An *eval
 ``apb evaluate`` can run) also fixes the threat model (a ``norm`` of ``evaluator/registry/norms.yaml``, ``eps``
 as an exact fraction such as ``"8/255"``, optionally the ``curve`` budgets), ``n_samples``, ``chunk_size``,
 ``seed`` and the ``autoattack``, ``hofmn`` and ``sanity`` sections; a protocol without them (``published-2024``)
-only names where imported numbers come from.
+only names where imported numbers come from. An evaluable protocol may also hold a section named after an
+evaluation stage added later (``metrics_file.added_stages``, from ``metrics.yaml``): kept as it is written
+(``Protocol.stage_settings``), checked by its stage with ``Protocol.reader``.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import PACKAGE_DIR
+from evaluator.registry.metrics_file import added_stages
 from evaluator.registry.norms import CurveGrid, ThreatModel, curve_grid, norms, parse_fraction, threat_model
 from evaluator.untrusted.safeio import LineMap, format_field, load_yaml
 
@@ -100,6 +103,17 @@ class Protocol:
     autoattack: AutoAttackSettings | None = None
     hofmn: HOFMNSettings | None = None
     sanity: SanityLimits | None = None
+    stage_sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, hash=False)
+
+    def stage_settings(self, stage: str) -> Mapping[str, Any] | None:
+        """The section named after *stage* (one of ``metrics_file.added_stages``) as written, or None: a protocol
+        without it does not run that stage."""
+        return self.stage_sections.get(stage)
+
+    def reader(self) -> ProtocolReader:
+        """A reader of this protocol's file, whose errors name the file, line and field (for a stage checking
+        its section)."""
+        return ProtocolReader(self.path, load_yaml(self.path)[1])
 
     @property
     def evaluable(self) -> bool:
@@ -148,7 +162,7 @@ def on_first_samples(protocol: EvaluableProtocol, n: int) -> EvaluableProtocol:
                                            f"--n {n}): not a leaderboard run.")
 
 
-class _Reader:
+class ProtocolReader:
     """Typed access to the fields of one protocol file; every error names the file, line and field."""
 
     def __init__(self, path: Path, lines: LineMap) -> None:
@@ -194,7 +208,7 @@ class _Reader:
         return value
 
 
-def _attacks(reader: _Reader, autoattack: dict) -> tuple[str, ...]:
+def _attacks(reader: ProtocolReader, autoattack: dict) -> tuple[str, ...]:
     """The attack list of ``version: custom`` (required there, refused with any other version)."""
     attacks = autoattack.get("attacks")
     if autoattack["version"] != "custom":
@@ -208,7 +222,7 @@ def _attacks(reader: _Reader, autoattack: dict) -> tuple[str, ...]:
     return tuple(attacks)
 
 
-def _search_space(reader: _Reader, data: Any, where: tuple) -> tuple[SearchDimension, ...]:
+def _search_space(reader: ProtocolReader, data: Any, where: tuple) -> tuple[SearchDimension, ...]:
     if not isinstance(data, dict) or not data:
         raise reader.fail(where, "must be a non-empty mapping of parameter name to {low, high, log}")
     dimensions = []
@@ -225,7 +239,7 @@ def _search_space(reader: _Reader, data: Any, where: tuple) -> tuple[SearchDimen
     return tuple(dimensions)
 
 
-def _hofmn(reader: _Reader, data: Any) -> HOFMNSettings:
+def _hofmn(reader: ProtocolReader, data: Any) -> HOFMNSettings:
     at = ("hofmn",)
     reader.mapping(data, at, ("loss", "optimizer", "scheduler", "tuning", "steps", "batch_size"))
     tuning = reader.mapping(data["tuning"], at + ("tuning",),
@@ -246,7 +260,7 @@ def _hofmn(reader: _Reader, data: Any) -> HOFMNSettings:
                          batch_size=reader.integer(data, at + ("batch_size",), 1))
 
 
-def _threat_model(reader: _Reader, data: Any) -> ThreatModel:
+def _threat_model(reader: ProtocolReader, data: Any) -> ThreatModel:
     """The norm (one of evaluator/registry/norms.yaml), the exact eps and, optionally, the curve budgets
     (``curve: {step, points, tick_step, tick_unit}``; fields left out are the norm's)."""
     at = ("threat_model",)
@@ -264,7 +278,7 @@ def _threat_model(reader: _Reader, data: Any) -> ThreatModel:
     return threat_model(norm, eps, curve)
 
 
-def _evaluation_fields(reader: _Reader, data: dict) -> dict:
+def _evaluation_fields(reader: ProtocolReader, data: dict) -> dict:
     """The fields of an evaluable protocol (all sections present)."""
     threat = _threat_model(reader, data["threat_model"])
     autoattack = reader.mapping(data["autoattack"], ("autoattack",), ("version", "batch_size", "attacks"),
@@ -284,11 +298,19 @@ def _evaluation_fields(reader: _Reader, data: dict) -> dict:
     }
 
 
+def _stage_section(reader: ProtocolReader, data: Any, stage: str) -> Mapping[str, Any]:
+    """A stage's section as written (a mapping; its stage checks its fields)."""
+    if not isinstance(data, dict):
+        raise reader.fail((stage,), f"must be a mapping of the {stage} stage's settings")
+    return data
+
+
 def read_protocol_file(path: Path) -> Protocol:
     """Read and check one protocol file; its ``id`` must equal the file name's stem."""
     data, lines = load_yaml(path)
-    reader = _Reader(path, lines)
-    reader.mapping(data, (), TOP_LEVEL, ("id", "leaderboard", "description"))
+    reader = ProtocolReader(path, lines)
+    stages = tuple(stage for stage in added_stages() if stage not in TOP_LEVEL)
+    reader.mapping(data, (), (*TOP_LEVEL, *stages), ("id", "leaderboard", "description"))
     if data["id"] != path.stem:
         raise reader.fail(("id",), f"must equal the file name without .yaml ({path.stem!r}), got {data['id']!r}")
     if not isinstance(data["leaderboard"], bool):
@@ -302,7 +324,12 @@ def read_protocol_file(path: Path) -> Protocol:
     common = {"id": data["id"], "leaderboard": data["leaderboard"], "description": data["description"].strip(),
               "path": path, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     if present:
-        return EvaluableProtocol(**common, **_evaluation_fields(reader, data))
+        sections = {stage: _stage_section(reader, data[stage], stage) for stage in stages if stage in data}
+        return EvaluableProtocol(**common, **_evaluation_fields(reader, data), stage_sections=sections)
+    stage = next((stage for stage in stages if stage in data), None)
+    if stage is not None:
+        raise reader.fail((stage,), f"a stage's settings need an evaluable protocol (with all of "
+                                    f"{', '.join(EVALUATION_SECTIONS)}); remove it")
     return Protocol(**common)
 
 

@@ -14,13 +14,13 @@ import numpy as np
 from evaluator.errors import APBError, Problem
 from evaluator.untrusted.npz_reader import MAX_NPY_HEADER, read_npz
 from evaluator.untrusted.zip_checks import directory
-from evaluator.paths import PACKAGE_DIR, RECORDS, submissions_dir
+from evaluator.paths import RECORDS, submissions_dir
 from evaluator.record.types import Record
+from evaluator.registry.metrics_file import ARRAYS as _ARRAYS, METRICS_FILE, TABLE as _TABLE
 from evaluator.registry.norms import ThreatModel
-from evaluator.untrusted.safeio import atomic_write_bytes, dump_json, load_yaml
+from evaluator.untrusted.safeio import atomic_write_bytes, dump_json
 
 SCHEMA_VERSION = 1
-METRICS_FILE = PACKAGE_DIR / "metrics.yaml"
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,6 @@ def _metric(name: str, row: dict) -> Metric:
     return Metric(name, row["count"], rule, array, bool(row.get("worst_case", False)), row["labels"], row["views"])
 
 
-_TABLE = load_yaml(METRICS_FILE)[0]
-_ARRAYS: dict[str, dict[str, Any]] = dict(_TABLE["arrays"])
 SIDECAR_ARRAYS = tuple(_ARRAYS)  # the sidecar's members, in the order they are stored
 ARRAY_DTYPES = {name: np.dtype(row["dtype"]) for name, row in _ARRAYS.items()}
 ARRAY_STAGES = {name: row["stage"] for name, row in _ARRAYS.items()}  # which evaluation stage produces each array
@@ -76,6 +74,13 @@ def metric_stages(metric: str) -> tuple[str, ...]:
     if row.rule == "worst_case":
         return tuple(stage for part in WORST_CASE_PARTS for stage in metric_stages(part))
     return (ARRAY_STAGES[row.array],) if row.array else ()
+
+
+def metric_optional(metric: str) -> bool:
+    """May a record lack *metric* (and its count)? Yes where it counts an ``optional`` array (one declared after
+    records were written without it); the schema requires the others (``repository.schema.with_metrics``)."""
+    array = METRIC_TABLE[metric].array
+    return array is not None and bool(_ARRAYS[array].get("optional"))
 
 
 def record_stem(model_key: str, protocol: str) -> str:

@@ -2,6 +2,7 @@
 and its errors as problems with file, line and field, in words an author can act on."""
 from __future__ import annotations
 
+import copy
 import functools
 from collections import defaultdict
 from typing import Any, Iterable
@@ -30,8 +31,9 @@ def _strict_validator_class() -> Any:
 
 @functools.lru_cache(maxsize=None)
 def load_schema(name: str) -> dict:
-    """``evaluator/schemas/<name>.schema.json``, its vocabularies filled in (:func:`with_vocabularies`)."""
-    schema = with_vocabularies(load_json(SCHEMAS_DIR / f"{name}.schema.json")[0])
+    """``evaluator/schemas/<name>.schema.json``, its vocabularies and metrics filled in (:func:`with_vocabularies`,
+    :func:`with_metrics`)."""
+    schema = with_metrics(with_vocabularies(load_json(SCHEMAS_DIR / f"{name}.schema.json")[0]))
     if name == "manifest":
         from evaluator.registry.url_schemes import schema_url
         from evaluator.registry.variants import variant_names
@@ -71,6 +73,31 @@ def with_vocabularies(schema: dict) -> dict:
                 if name not in words:
                     raise KeyError(f"x-vocabulary: {name!r} is not one of model_key, {', '.join(words)}")
                 node["enum"] = list(words[name])
+            for value in node.values():
+                fill(value)
+
+    fill(schema)
+    return schema
+
+
+def with_metrics(schema: dict) -> dict:
+    """*schema* (changed in place) with each ``"x-metrics": {"key", "required", "each"}`` node given, per metric of
+    ``metrics.yaml`` in display order, the property ``each`` under the metric's name (``key: metric``) or its
+    count field (``key: count``), and, where ``required`` is true, every metric that is not optional
+    (``records.metric_optional``) as its ``required`` list; the marker is removed."""
+    from evaluator.record import records
+
+    def fill(node: Any) -> None:
+        if isinstance(node, list):
+            for value in node:
+                fill(value)
+        elif isinstance(node, dict):
+            marker = node.pop("x-metrics", None)
+            if marker is not None:
+                names = {m: records.COUNT_FIELDS[m] if marker["key"] == "count" else m for m in records.METRICS}
+                if marker["required"]:
+                    node["required"] = [names[m] for m in records.METRICS if not records.metric_optional(m)]
+                node["properties"] = {name: copy.deepcopy(marker["each"]) for name in names.values()}
             for value in node.values():
                 fill(value)
 

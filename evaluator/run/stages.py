@@ -24,7 +24,9 @@ from tqdm import tqdm
 from evaluator.errors import APBError, Problem
 from evaluator.protocol import EvaluableProtocol
 from evaluator.record import provenance
-from evaluator.record.records import ARRAY_DTYPES, ARRAY_STAGES, PerSample
+from evaluator.record import records
+from evaluator.record.records import PerSample
+from evaluator.registry.metrics_file import added_stages
 from evaluator.run.chunks import ChunkStore, chunk_ranges, chunk_seed
 from evaluator.untrusted.safeio import atomic_write_bytes, dump_json
 
@@ -184,7 +186,10 @@ class Stage:
     """One stage: ``name`` (its work-dir folder, its ``wall_s`` key and its ``stage`` in ``metrics.yaml``),
     ``run`` (a chunk's arrays: those ``metrics.yaml`` says the stage produces, and what ``ledger`` reads),
     ``prepare`` (once, before the chunks still to run; given them), ``ledger`` (a chunk's ledger entries from its
-    stored arrays, None where the stage did not run) and ``always`` (runs whatever stages are asked for)."""
+    stored arrays, None where the stage did not run) and ``always`` (runs whatever stages are asked for). A stage
+    added after the first sidecars (``metrics_file.added_stages``: its arrays are ``optional``) reads its settings from
+    the protocol's section named after it (``protocol.stage_settings(name)``, checked with ``protocol.reader()``)
+    and runs only under a protocol that has one; where it did not run, its arrays are absent (not measured)."""
 
     name: str
     run: Callable[[StageRun, int], dict[str, np.ndarray]]
@@ -195,7 +200,17 @@ class Stage:
     @property
     def arrays(self) -> tuple[str, ...]:
         """The per-sample arrays this stage produces (``metrics.yaml``)."""
-        return tuple(name for name, stage in ARRAY_STAGES.items() if stage == self.name)
+        return tuple(name for name, stage in records.ARRAY_STAGES.items() if stage == self.name)
+
+    @property
+    def added(self) -> bool:
+        """Declared after the first sidecars: runs only under a protocol with its section."""
+        return self.name in added_stages()
+
+    def runs(self, protocol: EvaluableProtocol, stages: tuple[str, ...]) -> bool:
+        """Does this stage run when *stages* are asked for under *protocol*?"""
+        wanted = self.name in stages and (not self.added or protocol.stage_settings(self.name) is not None)
+        return self.always or wanted
 
 
 def _clean(run: StageRun, chunk: int) -> dict[str, np.ndarray]:
@@ -263,12 +278,12 @@ def _progress(items: list, stage: str, enabled: bool) -> Any:
 
 def evaluate_chunks(model: nn.Module, test_set: Any, protocol: EvaluableProtocol, *, chunks: list[int] | None = None,
                     store: ChunkStore | None = None, device: str = "cpu", batch_size: int = 500,
-                    progress: bool = True, stages: tuple[str, ...] = STAGES,
+                    progress: bool = True, stages: tuple[str, ...] | None = None,
                     shared_tuning: Path | None = None) -> ChunkResults:
     """Run the stages of ``STAGE_TABLE`` on the given chunks (default: all), stage by stage, skipping every
     chunk whose stage result is already in ``store``. ``batch_size`` is the batch of plain forward passes
-    (clean predictions); the attacks' batches are the protocol's. ``stages`` may leave stages out (the API's
-    ``test_model_aa`` runs only clean and AutoAttack). Runs under the fixed numerics backend
+    (clean predictions); the attacks' batches are the protocol's. ``stages`` (default: the whole table) may leave
+    stages out (the API's ``test_model_aa`` runs only clean and AutoAttack). Runs under the fixed numerics backend
     (``provenance.fixed_backend``). ``shared_tuning``: a file where the HO-FMN tuning of this very
     evaluation is shared between shards (``shared_tuning_file``): the first shard tunes, the others reuse."""
     protocol.require_evaluable()
@@ -280,12 +295,14 @@ def evaluate_chunks(model: nn.Module, test_set: Any, protocol: EvaluableProtocol
     chunks = list(range(len(ranges))) if chunks is None else sorted(chunks)
     run = StageRun(model, test_set, protocol, ranges, store or ChunkStore(None), device, batch_size, progress,
                    shared_tuning)
+    asked = tuple(stage.name for stage in STAGE_TABLE) if stages is None else stages
+    ran = tuple(stage.name for stage in STAGE_TABLE if stage.runs(protocol, asked))
     with provenance.fixed_backend():
         run.model = model.to(device).eval()
         for stage in STAGE_TABLE:
-            if stage.always or stage.name in stages:
+            if stage.name in ran:
                 _run_stage(run, stage, chunks)
-    return collect_results(run.store, ranges, chunks, run.tuning, stages)
+    return collect_results(run.store, ranges, chunks, run.tuning, ran)
 
 
 def _run_stage(run: StageRun, stage: Stage, chunks: list[int]) -> None:
@@ -301,8 +318,8 @@ def _run_stage(run: StageRun, stage: Stage, chunks: list[int]) -> None:
 
 def collect_results(store: ChunkStore, ranges: list[range], chunks: list[int], tuning: dict,
                     stages: tuple[str, ...] = STAGES) -> ChunkResults:
-    """Assemble the stored stage results of ``chunks`` into per-sample arrays (zeros for a stage left out)
-    and a ledger."""
+    """Assemble the stored stage results of ``chunks`` into per-sample arrays (zeros for a stage left out, none
+    for an added stage that did not run) and a ledger."""
     parts, ledger = [], {}
     for chunk in chunks:
         size = len(ranges[chunk])
@@ -312,8 +329,8 @@ def collect_results(store: ChunkStore, ranges: list[range], chunks: list[int], t
         for stage in STAGE_TABLE:
             data = store.stored_stage(stage.name, chunk) if stage.always else \
                 store.load_stage(stage.name, chunk) if stage.name in stages else None
-            for name in stage.arrays:
-                arrays[name] = data[name] if data is not None else np.zeros(size, dtype=ARRAY_DTYPES[name])
+            for name in stage.arrays if data is not None or not stage.added else ():
+                arrays[name] = data[name] if data is not None else np.zeros(size, dtype=records.ARRAY_DTYPES[name])
             if data is not None:
                 wall[stage.name] = float(data["wall_s"])
             if stage.ledger is not None:
