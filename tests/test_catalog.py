@@ -240,3 +240,15 @@ def test_the_file_sink_finds_stale_missing_and_extra_files_and_deletes_its_datab
     failed.undo()
     assert not (out / "leaderboard" / "other").exists() and (out / "leaderboard" / "old.md").read_bytes() == b"new"
     assert not os.path.exists(failed._spill.path)
+
+
+def test_a_group_has_columns_only_for_the_architectures_its_records_have():
+    """A registered architecture without a record in a group adds no empty columns to its tables (adding an
+    architecture to the registry leaves every existing table as it was)."""
+    rng = random.Random(3)
+    made_rows = [random_row(rng, i) for i in range(40)]
+    for row in made_rows:
+        row.dataset, row.structure_kind, row.architecture = "CIFAR10", "US", "vgg16"
+    with Catalog() as made:
+        made.add(made_rows)
+        assert {architecture for architecture, _ in made.columns(("CIFAR10", "US"))} == {"vgg16"}

@@ -13,7 +13,6 @@ import itertools
 import sqlite3
 from typing import Iterable, Iterator, Sequence
 
-from evaluator.registry.variants import architecture_names
 from evaluator.render.inputs import PUBLISHED
 from evaluator.render.layout import Group, architecture_sort_key, group_sort_key
 from evaluator.render.rows import METRIC_NAMES, Row, split_parts
@@ -163,9 +162,10 @@ class Catalog:
                                (*group, ap_key, protocol), curves=False, bits=True))
 
     def columns(self, group: Group) -> list[Column]:
-        """Both architectures, each with every sparsity any record of the group has."""
-        architectures = sorted(set(self._distinct("architecture", "dataset = ? AND structure_kind = ?", group))
-                               | set(architecture_names()), key=architecture_sort_key)
+        """The architectures any record of the group has (in the registry's order: a registered architecture
+        without records adds no empty columns), each with every sparsity any record of the group has."""
+        architectures = sorted(set(self._distinct("architecture", "dataset = ? AND structure_kind = ?", group)),
+                               key=architecture_sort_key)
         sparsities = sorted(self._distinct("sparsity", "dataset = ? AND structure_kind = ?", group))
         return [(architecture, sparsity) for architecture in architectures for sparsity in sparsities]
 
