@@ -135,8 +135,17 @@ def test_a_protocol_without_the_new_stage_s_section_leaves_its_metric_unmeasured
     monkeypatch.setenv(PROTOCOLS_DIR_VARIABLE, str(tmp_path / "protocols"))
     _protocols(tmp_path / "protocols", "")
     write_tiny_test_set(tmp_path / "data")
-    record = run_tiny(tmp_path, load_protocol(TINY_PROTOCOL).require_evaluable()).record
+    outcome = run_tiny(tmp_path, load_protocol(TINY_PROTOCOL).require_evaluable())
+    record = outcome.record
     assert record is not None and TOY.name not in record["metrics"] and "toy_robust" not in (record["counts"] or {})
+    sidecar = outcome.path.with_suffix(".npz").read_bytes()  # a record without the new metric stays accepted
+    assert check_record_data(record, outcome.path.name, read_sidecar=lambda name: sidecar).problems == []
+    from evaluator.record.summary import record_numbers
+
+    assert not any("toy" in line for line in record_numbers(record))
+    edited = {**record, "counts": {**record["counts"], "toy_robust": 0}}  # a count without its metric is refused
+    assert any("written together" in p.message
+               for p in check_record_data(edited, outcome.path.name, read_sidecar=lambda name: sidecar).problems)
 
 
 def test_a_wrong_stage_setting_is_an_error_that_names_the_protocol_file_and_field(toy_attack, tmp_path, monkeypatch):

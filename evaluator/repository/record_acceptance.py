@@ -41,8 +41,8 @@ def record_problems(data: Any, lines: LineMap, file: str) -> list[Problem]:
     if data["sparsity"] not in allowed:
         problem(("sparsity",), f"{data['structure_kind']} models use sparsity {', '.join(map(str, allowed))}")
     metrics = data["metrics"]
-    for robust in METRICS[1:]:
-        if None not in (metrics["clean_accuracy"], metrics[robust]) and metrics[robust] > metrics["clean_accuracy"]:
+    for robust in METRICS[1:]:  # a metric of an attack added after the record was written may be absent
+        if None not in (metrics[METRICS[0]], metrics.get(robust)) and metrics[robust] > metrics[METRICS[0]]:
             problem(("metrics", robust), "robust accuracy cannot exceed clean accuracy")
     if data["counts"] is not None:
         problems.extend(_count_problems(data, lines, file))
@@ -61,19 +61,27 @@ def _count_problems(data: dict, lines: LineMap, file: str) -> list[Problem]:
     for name, value in counts.items():
         if value > n:
             problem(("counts", name), f"{value} is more than n_samples ({n})")
-    clean, parts = COUNT_FIELDS[METRICS[0]], [COUNT_FIELDS[metric] for metric in WORST_CASE_PARTS]
-    for metric in METRICS[1:]:  # metrics.yaml: the first metric is clean accuracy, the others robust accuracies
+    # The schema requires every metric but those of attacks added after the first records (optional arrays).
+    measured = [metric for metric in METRICS if COUNT_FIELDS[metric] in counts]
+    for metric in METRICS:
+        if (metric in metrics) != (COUNT_FIELDS[metric] in counts):
+            problem(("metrics", metric) if metric in metrics else ("counts", COUNT_FIELDS[metric]),
+                    f"metrics.{metric} and counts.{COUNT_FIELDS[metric]} are written together or not at all")
+    clean = COUNT_FIELDS[METRICS[0]]
+    parts = [COUNT_FIELDS[metric] for metric in WORST_CASE_PARTS if metric in measured]
+    for metric in measured[1:]:  # metrics.yaml: the first metric is clean accuracy, the others robust accuracies
         if counts[COUNT_FIELDS[metric]] > counts[clean]:
             problem(("counts", COUNT_FIELDS[metric]), f"cannot exceed {clean}")
         if METRIC_TABLE[metric].rule == "worst_case" and counts[COUNT_FIELDS[metric]] > min(counts[p] for p in parts):
             problem(("counts", COUNT_FIELDS[metric]), f"cannot exceed {' or '.join(parts)}")
-    for metric, count_name in COUNT_FIELDS.items():
+    for metric in measured:
+        count_name = COUNT_FIELDS[metric]
         expected = round(100.0 * counts[count_name] / n, 4)
-        if metrics[metric] is not None and abs(metrics[metric] - expected) > 1e-9:
+        if metrics.get(metric) is not None and abs(metrics[metric] - expected) > 1e-9:
             problem(("metrics", metric), f"is {metrics[metric]} but counts.{count_name}/n_samples gives {expected}; "
                                          "records are written by apb, do not edit their numbers")
         interval = intervals.get(metric)
-        if interval is not None and metrics[metric] is not None and \
+        if interval is not None and metrics.get(metric) is not None and \
                 not interval[0] - 1e-9 <= metrics[metric] <= interval[1] + 1e-9:
             problem(("intervals", metric), f"{interval} does not contain the metric {metrics[metric]}")
     return problems
