@@ -6,6 +6,7 @@ editing shipped files, and a tiny model is evaluated under a protocol that confi
 from __future__ import annotations
 
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from evaluator.errors import APBError
 from evaluator.protocol import PROTOCOLS_DIR_VARIABLE, load_protocol, read_protocol_file
 from evaluator.record import records
 from evaluator.registry import metrics_file
+from evaluator.registry.norms import threat_model
 from evaluator.repository.record_acceptance import check_record_data
 from evaluator.repository.schema import load_schema
 from evaluator.run import stages
@@ -86,6 +88,12 @@ def toy_attack(monkeypatch):
     load_schema.cache_clear()
 
 
+def per_sample_worst(record_path: Path) -> list[int]:
+    """The worst case of AutoAttack and HO-FMN, per sample, from a record's sidecar (Linf 8/255)."""
+    per_sample = records.PerSample.load(record_path.with_suffix(".npz"))
+    return (per_sample.aa_robust & per_sample.hofmn_robust(threat_model("Linf", Fraction(8, 255)))).astype(int).tolist()
+
+
 def _protocols(folder: Path, section: str) -> Path:
     text = write_tiny_protocol(folder).read_text(encoding="utf-8")
     (folder / f"{TINY_PROTOCOL}.yaml").write_text(text + section, encoding="utf-8")
@@ -143,6 +151,13 @@ def test_a_protocol_without_the_new_stage_s_section_leaves_its_metric_unmeasured
     from evaluator.record.summary import record_numbers
 
     assert not any("toy" in line for line in record_numbers(record))
+    from evaluator.render.inputs import read_result
+    from evaluator.render.rows import row_of
+
+    row = row_of(tmp_path, read_result(tmp_path, outcome.path), threat_model("Linf", Fraction(8, 255)))
+    assert row.robust_bits(TOY.name) is None  # the renderer reads the record; its worst case is over what it measured
+    worst = per_sample_worst(outcome.path)
+    assert np.unpackbits(np.frombuffer(row.robust_bits(records.METRICS[-1]) or b"", np.uint8))[:12].tolist() == worst
     edited = {**record, "counts": {**record["counts"], "toy_robust": 0}}  # a count without its metric is refused
     assert any("written together" in p.message
                for p in check_record_data(edited, outcome.path.name, read_sidecar=lambda name: sidecar).problems)

@@ -44,13 +44,15 @@ class Row:
     date: str | None
     commit: str | None
     reference: str | None  # where a published record's numbers come from
-    # per-sample robust flags at the protocol's eps of each metric of WORST_CASE_PARTS, bit-packed (evaluated records)
+    # per-sample robust flags at the protocol's eps of each metric of WORST_CASE_PARTS, bit-packed (evaluated
+    # records); a part the record did not measure (an attack added after it) is all ones, neutral in the worst case
     part_bits: tuple[bytes, ...] | None = None
 
     def robust_bits(self, metric: str) -> bytes | None:
         """The bit-packed per-sample robust flags behind a robust-accuracy *metric* (the worst case: robust under
-        every part of it), or None (a published record, or a metric without per-sample flags)."""
-        if self.part_bits is None:
+        every part it measured), or None (a published record, a metric without per-sample flags or one the
+        record did not measure)."""
+        if self.part_bits is None or self.metric(metric) is None:
             return None
         if metric in WORST_CASE_PARTS:
             return self.part_bits[WORST_CASE_PARTS.index(metric)]
@@ -102,7 +104,8 @@ def row_of(root: Path, result: Result, threat: ThreatModel, *, flags: bool = Tru
     per_sample = load_per_sample(root, result) if flags else None
     distances = per_sample.hofmn_distance if per_sample is not None else load_distances(root, result)
     bits = None if per_sample is None else tuple(
-        np.packbits(per_sample.robust(metric, threat)).tobytes() for metric in WORST_CASE_PARTS)
+        np.packbits(per_sample.robust(metric, threat) if per_sample.measured(metric) else
+                    np.ones(len(per_sample), dtype=bool)).tobytes() for metric in WORST_CASE_PARTS)
     sidecar = record.get("per_sample")
     sample_range = sidecar.get("sample_range") if sidecar else None
     if distances is not None and sample_range is None:
