@@ -224,7 +224,7 @@ def test_column_figures_show_the_top_of_the_autoattack_table_in_its_order_not_th
     assert [name for _, name, _ in legend] == names[:TOP_K]  # not names[:0:-1], the 8 best at 8/255
     assert [rank for rank, _, _ in legend] == [f"#{i + 1}" for i in range(TOP_K)]
     assert [float(value) for _, _, value in legend] == [20.0 + i for i in range(TOP_K)]  # HO-FMN at 8/255, rising
-    assert ">AutoAttack table&#x27;s top 8 of 9<" in figure  # the legend's second title line
+    assert ">order: AutoAttack table<" in figure and ">its top 8 of 9<" in figure  # the legend's title lines
     page = files[Path(f"leaderboard/curves/models/{aps[-1]}/{aps[-1]}_R18_CIFAR10_US_90__{PROTOCOL}.svg")].decode()
     shown = re.findall(r">(#\S+) (\S+) – [0-9.]+%<", page)
     assert shown == [(f"#{i + 1}", names[i]) for i in range(CONTEXT_K)] + [("#9", names[-1])]

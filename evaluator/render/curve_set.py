@@ -108,10 +108,9 @@ def group_curve_svg(rows: Sequence[Row], labels: Mapping[str, ApLabel], protocol
              f"({samples_note(rows)})")
     series = [Series(curve_label(r, labels, eps, order), curve_points(r.curve), band=curve_band(r))  # type: ignore[arg-type]
               for r in shown]
-    chosen = (f"{order.table}'s top {len(shown)} of {len(rows)}" if len(rows) > len(shown) else
-              f"in the {order.table}'s order")
+    chosen = f"\nits top {len(shown)} of {len(rows)}" if len(rows) > len(shown) else ""
     return line_chart(title, series, EPS_AXIS, PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
-                      legend_title=f"HO-FMN at ε = {eps_label(eps)}\n{chosen}")
+                      legend_title=f"HO-FMN at ε = {eps_label(eps)}\norder: {order.table}{chosen}")
 
 
 def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str], labels: Mapping[str, ApLabel],
@@ -123,7 +122,7 @@ def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str],
     own = top_pixels.get(row.model_key) or curve_points(row.curve)  # type: ignore[arg-type]
     series.append(Series(curve_label(row, labels, eps, order), own, emphasis=True, band=curve_band(row)))
     if context:
-        series.insert(0, Series(f"grey: the {order.table}'s top {len(context)}", [], context=True))
+        series.insert(0, Series(f"grey: {order.table}'s top {len(context)}", [], context=True))
     title = f"{row.model_key} · {protocol} ({samples_note([row])})"
     return line_chart(title, series, EPS_AXIS, PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
                       legend_title=f"HO-FMN at ε = {eps_label(eps)}")
