@@ -259,7 +259,8 @@ def parse_json_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
 
     try:
         data = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
-        _check_json_depth(data, name)
+        if text.count("{") + text.count("[") > MAX_DEPTH:  # fewer openings cannot nest MAX_DEPTH deep
+            _check_json_depth(data, name)
     except RecursionError:
         raise APBError(Problem(name, _too_deep_message(), 1)) from None
     except json.JSONDecodeError as error:
