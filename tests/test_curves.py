@@ -203,3 +203,41 @@ def test_curve_measures_read_the_curve_at_each_budget_and_average_it_up_to_16_25
     at4, at8, at16, area = curve_measures(curve_summary(distances, LINF_8), LINF_8)[0]
     assert (at4, at8, at16) == (100.0, 40.0, 40.0)
     assert area == pytest.approx(40 + 60 * 0.02 / (16 / 255), abs=0.5)  # 100% up to 0.02, then 40%
+
+
+def test_column_figures_show_the_top_of_the_autoattack_table_in_its_order_not_the_hofmn_order(tmp_path):
+    """Nine APs in one column, AutoAttack and HO-FMN in opposite orders: the figure shows the AutoAttack table's
+    top 8 (its ranks in the legend), not the 8 best at the marked ε; a model page's grey curves are that table's
+    top 5."""
+    import re
+
+    from evaluator.render import render_all
+    from evaluator.render.curve_set import CONTEXT_K, TOP_K
+    from tests.support.leaderboard_repo import PROTOCOL, add_evaluated, make_repo
+
+    aps = ("HARP_Zhao2023Holistic", "HYDRA_Sehwag2020Hydra", "RADMM_Ye2019Adversarial", "MAD_Lee2022Masking",
+           "PwoA_Jian2022Pruning", "Li20_Li2020Towards", "RST_Fu2021Drawing", "TwinRep_Li2023Learning",
+           "FlyingBird_Chen2021Sparsity")
+    assert len(aps) == TOP_K + 1
+    root = make_repo(tmp_path, aps)
+    n = 10_000
+    names = []
+    for i, ap_key in enumerate(aps):  # AutoAttack: aps[0] best; HO-FMN at 8/255: aps[-1] best
+        clean = np.arange(n) < 8000
+        distances = np.where(np.arange(n) < 2000 + 100 * i, np.inf, np.where(clean, 0.003, 0.0)).astype(np.float32)
+        add_evaluated(root, f"{ap_key}_R18_CIFAR10_US_90", flags=False,
+                      per_sample=PerSample(np.arange(n), clean_correct=clean, aa_robust=np.arange(n) < 3000 - 100 * i,
+                                           hofmn_distance=distances))
+        names.append(ap_key.split("_")[0])
+    files = render_all(root)
+    figure = files[Path(f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_R18_90.svg")].decode()
+    legend = re.findall(r">(?:(#\S+) )?(\S+) – ([0-9.]+)%<", figure)
+    assert [name for _, name, _ in legend] == names[:TOP_K]  # not names[:0:-1], the 8 best at 8/255
+    assert [rank for rank, _, _ in legend] == [f"#{i + 1}" for i in range(TOP_K)]
+    assert [float(value) for _, _, value in legend] == [20.0 + i for i in range(TOP_K)]  # HO-FMN at 8/255, rising
+    assert ">order: AutoAttack table<" in figure and ">its top 8 of 9<" in figure  # the legend's title lines
+    page = files[Path(f"leaderboard/curves/models/{aps[-1]}/{aps[-1]}_R18_CIFAR10_US_90__{PROTOCOL}.svg")].decode()
+    shown = re.findall(r">(#\S+) (\S+) – [0-9.]+%<", page)
+    assert shown == [(f"#{i + 1}", names[i]) for i in range(CONTEXT_K)] + [("#9", names[-1])]
+    readme = files[Path("leaderboard/README.md")].decode()
+    assert "the models of the top 8 APs of the AutoAttack table above, in its order" in readme

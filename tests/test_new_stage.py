@@ -5,6 +5,8 @@ attack stage is added through seams (the metrics table, the stage table, ``$APB_
 editing shipped files, and a tiny model is evaluated under a protocol that configures it."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -12,11 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import evaluator
 from evaluator.errors import APBError
 from evaluator.protocol import PROTOCOLS_DIR_VARIABLE, load_protocol, read_protocol_file
 from evaluator.record import records
 from evaluator.registry import metrics_file
 from evaluator.registry.norms import threat_model
+from evaluator.record.summary import record_numbers
+from evaluator.render.inputs import read_result
+from evaluator.render.rows import row_of
 from evaluator.repository.record_acceptance import check_record_data
 from evaluator.repository.schema import load_schema
 from evaluator.run import stages
@@ -69,6 +75,8 @@ def toy_attack(monkeypatch):
     """metrics.yaml with the toy attack's optional array and its metric (counting toward the worst case, shown
     by the bot, not the README) before the worst case; the toy stage at the end of the stage table. Every
     evaluator module that bound a table of records.py by name sees the new one."""
+    for found in pkgutil.walk_packages(evaluator.__path__, "evaluator."):  # every module imported before the patch,
+        importlib.import_module(found.name)  # so none binds a patched table by importing it later (never restored)
     *before, worst = records.METRICS
     table = {**{m: records.METRIC_TABLE[m] for m in before}, TOY.name: TOY, worst: records.METRIC_TABLE[worst]}
     monkeypatch.setitem(metrics_file.ARRAYS, "toy_robust", TOY_ARRAY)
@@ -148,12 +156,7 @@ def test_a_protocol_without_the_new_stage_s_section_leaves_its_metric_unmeasured
     assert record is not None and TOY.name not in record["metrics"] and "toy_robust" not in (record["counts"] or {})
     sidecar = outcome.path.with_suffix(".npz").read_bytes()  # a record without the new metric stays accepted
     assert check_record_data(record, outcome.path.name, read_sidecar=lambda name: sidecar).problems == []
-    from evaluator.record.summary import record_numbers
-
     assert not any("toy" in line for line in record_numbers(record))
-    from evaluator.render.inputs import read_result
-    from evaluator.render.rows import row_of
-
     row = row_of(tmp_path, read_result(tmp_path, outcome.path), threat_model("Linf", Fraction(8, 255)))
     assert row.robust_bits(TOY.name) is None  # the renderer reads the record; its worst case is over what it measured
     worst = per_sample_worst(outcome.path)

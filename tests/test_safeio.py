@@ -51,6 +51,17 @@ def test_json_values_and_lines(tmp_path):
     assert lines.line(("b", 1, "zzz")) == 5
 
 
+def test_json_lines_skip_punctuation_inside_strings_and_read_escaped_keys():
+    text = '{\n  "k\\"q": "a{b[c,d:e\\\\",\n  "\\u00e9": [\n    "]}",\n    {}\n  ],\n  "z": {"y": []}\n}'
+    data, lines = parse_json_text(text, "t.json")
+    assert data == {'k"q': 'a{b[c,d:e\\', "é": ["]}", {}], "z": {"y": []}}
+    assert (lines.line(('k"q',)), lines.line(("é",)), lines.line(("é", 0)), lines.line(("é", 1))) == (2, 3, 4, 5)
+    assert (lines.line(("z",)), lines.line(("z", "y")), lines.line(("z", "y", 0))) == (7, 7, 7)
+    with pytest.raises(APBError, match=r"duplicate key 'a' \(first on line 2\)") as raised:
+        parse_json_text('{\n "a": "x,{",\n "b": [1,\n 2],\n "a": 3}', "d.json")
+    assert raised.value.problems[0].line == 5
+
+
 def test_text_variants_accept_bytes_from_git_show():
     data, lines = parse_yaml_text(MANIFEST.encode(), "HEAD:submissions/x/manifest.yaml")
     assert data["ap_key"] == "HYDRA_Sehwag2020Hydra" and lines.line(("ap_key",)) == 2

@@ -20,6 +20,8 @@ from evaluator.errors import APBError, Problem
 if TYPE_CHECKING:
     from evaluator.registry.norms import ThreatModel
     from evaluator.render.catalog import Catalog, CurveColumn
+    from evaluator.render.curve_set import TableOrder
+    from evaluator.render.layout import Group
     from evaluator.render.tables import ApLabel
 
 GENERATED_DIRS = (paths.LEADERBOARD_DIR,)  # every file under these is generated (and removed when no longer rendered)
@@ -87,8 +89,15 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
             if on_model is not None:
                 on_model(results)
         curves = catalog.curve_columns()
-        for key in curves:
-            emit_column_curves(catalog, key, labels, threat_of(settings[key[0]]), emit)
+        drawn: set[CurveColumn] = set()
+
+        def draw(protocol: str, group: Group, order: TableOrder) -> None:
+            """A group's curve figures of *protocol*, once its tables are ranked (*order*: the illustrated one's)."""
+            for key in curves:
+                if key[:2] == (protocol, group):
+                    emit_column_curves(catalog, key, labels, threat_of(settings[protocol]), order, emit)
+                    drawn.add(key)
+
         efficiency: dict[PurePosixPath, str] = {}  # figure -> its alt text
         for protocol in catalog.evaluated_protocols():
             for group in catalog.groups():
@@ -97,7 +106,9 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
                     efficiency[efficiency_file(protocol, group)] = alt
         anchors = Anchors()
         readme = render_readme(catalog, labels, set(curves), efficiency, descriptions, anchors,
-                               lambda page, text: emit(page, text.encode("utf-8")))
+                               lambda page, text: emit(page, text.encode("utf-8")), draw)
+        if set(curves) - drawn:
+            raise AssertionError(f"curve columns without a table to follow: {sorted(set(curves) - drawn)}")
         emit(LEADERBOARD_README, readme.encode("utf-8"))
         compared = comparisons(catalog, {p for p, s in settings.items() if faces_published(threat_of(s))})
         for comparison in compared:
@@ -116,20 +127,21 @@ def render_into(root: Path, emit: Sink, *, protocols: Collection[str] | None = N
 
 
 def emit_column_curves(catalog: Catalog, key: CurveColumn, labels: Mapping[str, ApLabel], threat: ThreatModel,
-                       emit: Sink) -> None:
-    """One curve column's figure and the curve of each evaluated model in it (only this column's rows read)."""
+                       order: TableOrder, emit: Sink) -> None:
+    """One curve column's figure and the curve of each evaluated model in it (only this column's rows read), its
+    models chosen and ordered by *order*, the table the figure illustrates."""
     from evaluator.render.curve_set import CONTEXT_K, curve_points, group_curve_svg, model_curve_svg, top_rows
     from evaluator.render.layout import curve_file, model_curve_file
 
     protocol, group, column = key
     rows = catalog.column_rows(key)
-    emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, threat).encode("utf-8"))
-    top = top_rows(rows, labels, threat, CONTEXT_K)
+    emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, threat, order).encode("utf-8"))
+    top = top_rows(rows, order, labels, CONTEXT_K)
     pixels = {r.model_key: curve_points(r.curve, threat) for r in top if r.curve is not None}
     for row in rows:
         if not row.published:
             emit(model_curve_file(row.model_key, protocol),
-                 model_curve_svg(row, top, pixels, labels, protocol, threat).encode("utf-8"))
+                 model_curve_svg(row, top, pixels, labels, protocol, threat, order).encode("utf-8"))
 
 
 def emit_efficiency(catalog: Catalog, protocol: str, group: tuple[str, str], labels: Mapping[str, ApLabel],

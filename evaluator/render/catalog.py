@@ -13,14 +13,15 @@ import itertools
 import sqlite3
 from typing import Iterable, Iterator, Sequence
 
+from evaluator.record.records import METRICS
 from evaluator.render.inputs import PUBLISHED
 from evaluator.render.layout import Group, architecture_sort_key, group_sort_key
-from evaluator.render.rows import METRIC_NAMES, Row, split_parts
+from evaluator.render.rows import Row, split_parts
 from evaluator.render.tables import Column
 from evaluator.spill import MAX_PARAMETERS, Spill
 
 CurveColumn = tuple[str, Group, Column]  # (protocol, (dataset, structure kind), (architecture, sparsity))
-METRIC_COLUMNS = tuple(f"metric_{name}" for name in METRIC_NAMES)
+METRIC_COLUMNS = tuple(f"metric_{name}" for name in METRICS)
 FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "source", "protocol",
           "n_samples", *METRIC_COLUMNS, "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective",
           "curve", "range_start", "range_stop", "samples", "distance_zero", "distance_inf", "date", "git_commit",
@@ -46,8 +47,8 @@ def _stored(row: Row) -> tuple:
             None if row.part_bits is None else b"".join(row.part_bits))
 
 
-_METRICS = slice(9, 9 + len(METRIC_NAMES))
-_REST = 9 + len(METRIC_NAMES)
+_METRICS = slice(9, 9 + len(METRICS))
+_REST = 9 + len(METRICS)
 
 
 def _row(values: tuple) -> Row:
@@ -187,7 +188,7 @@ class Catalog:
     def efficiency_points(self, protocol: str, group: Group, metric: str) -> dict[str, list[tuple[float, float, str]]]:
         """``architecture -> [(effective MACs, metric, ap_key), ...]``, sorted, of the evaluated rows of *protocol*
         in *group* with a non-zero effective MAC count and a value of *metric*."""
-        column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]
+        column = METRIC_COLUMNS[METRICS.index(metric)]
         found: dict[str, list[tuple[float, float, str]]] = {}
         for architecture, macs, value, ap_key in self._execute(
                 f"SELECT architecture, CAST(macs_effective AS REAL), CAST({column} AS REAL), ap_key FROM rows "
@@ -199,7 +200,7 @@ class Catalog:
     def published_pairs(self, metric: str) -> Iterator[tuple[str, str, float, float, int]]:
         """``(protocol, ap_key, published value, evaluated value, evaluated samples)`` of *metric* for every model
         with both a published and an evaluated record, by protocol and model key."""
-        column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]
+        column = METRIC_COLUMNS[METRICS.index(metric)]
         return iter(self._execute(
             f"SELECT e.protocol, e.ap_key, CAST(p.{column} AS REAL), CAST(e.{column} AS REAL), e.n_samples "
             f"FROM rows e JOIN rows p ON p.model_key = e.model_key AND p.source = '{PUBLISHED}' "
@@ -208,7 +209,7 @@ class Catalog:
 
     def metric_values(self, metric: str) -> Iterator[tuple[str, str, str, float]]:
         """``(protocol, ap_key, dataset, value)`` of every row with a value of *metric*, one at a time."""
-        column = METRIC_COLUMNS[METRIC_NAMES.index(metric)]
+        column = METRIC_COLUMNS[METRICS.index(metric)]
         return iter(self._execute(f"SELECT protocol, ap_key, dataset, {column} FROM rows WHERE {column} IS NOT "
                                      "NULL ORDER BY id"))
 

@@ -1,14 +1,16 @@
 """The leaderboard's figures, drawn from curve summaries (never from the distances themselves):
 
-- a security curve per (protocol, dataset, structure, architecture, sparsity): the ``TOP_K`` models with the
-  highest robust accuracy at the marked budget (the site compares any others), each in its 95% band;
-- a curve per model page: the model's own curve, bold, over its column's top ``TOP_K`` in grey;
+- a security curve per (protocol, dataset, structure, architecture, sparsity): the column's models of the first
+  ``TOP_K`` APs of the table the figure illustrates, in that table's order (its metric, its rank groups; the
+  site compares any others), each in its 95% band, its legend naming each AP's rank in that table;
+- a curve per model page: the model's own curve, bold, over its column's first ``CONTEXT_K`` in grey;
 - per protocol, dataset and structure, robust accuracy vs effective MACs per input of every evaluated model,
   with the Pareto front named.
 """
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -20,7 +22,7 @@ from evaluator.render.layout import architecture_sort_key, group_title
 from evaluator.render.rows import Row
 from evaluator.render.svg import (Axis, Series, line_chart, log_ticks, pixel_points, scatter_chart, si_label, x_pixels,
                                   y_pixels)
-from evaluator.render.tables import ApLabel, column_title
+from evaluator.render.tables import UNRANKED, ApLabel, RankedRow, column_title
 
 TOP_K = 8  # curves per column figure
 CONTEXT_K = 5  # grey curves under a model page's own curve
@@ -65,14 +67,36 @@ def at_eps(row: Row, threat: ThreatModel) -> float:
     return float(row.curve[threat.curve.index(threat.eps)]) / 100.0
 
 
-def top_rows(rows: Iterable[Row], labels: Mapping[str, ApLabel], threat: ThreatModel, k: int = TOP_K) -> list[Row]:
-    """The *k* rows with the highest robust accuracy at *threat*'s eps (ties by name, then model key)."""
-    index = threat.curve.index(threat.eps)
-    return sorted(rows, key=lambda r: (-int(r.curve[index]), labels[r.ap_key].name, r.model_key))[:k]  # type: ignore[index]
+@dataclass(frozen=True)
+class TableOrder:
+    """The order of the table a column's figures illustrate: its name (``AutoAttack table``) and each AP's place
+    in it, ``ap_key -> (position, rank)`` (rank None: unranked)."""
+
+    table: str
+    places: Mapping[str, tuple[int, int | None]]
+
+    @classmethod
+    def of(cls, table: str, ranked: Sequence[RankedRow]) -> "TableOrder":
+        return cls(table, {row.ap_key: (position, row.rank) for position, row in enumerate(ranked)})
+
+    def rank(self, ap_key: str) -> str:
+        """``#3`` (``#–`` unranked or not in the table), as the table's # column says."""
+        rank = self.places.get(ap_key, (0, None))[1]
+        return f"#{UNRANKED if rank is None else rank}"
 
 
-def curve_label(row: Row, labels: Mapping[str, ApLabel], threat: ThreatModel) -> str:
-    return f"{labels[row.ap_key].name} – {at_eps(row, threat):.2f}%"
+def top_rows(rows: Iterable[Row], order: TableOrder, labels: Mapping[str, ApLabel], k: int = TOP_K) -> list[Row]:
+    """The rows of the first *k* APs of *order* that have a row here, in its order (APs not in the table after,
+    by name; then by model key)."""
+    last = len(order.places)
+    return sorted(rows, key=lambda r: (order.places.get(r.ap_key, (last, None))[0], labels[r.ap_key].name,
+                                       r.model_key))[:k]
+
+
+def curve_label(row: Row, labels: Mapping[str, ApLabel], threat: ThreatModel, order: TableOrder) -> str:
+    """``#2 HYDRA – 43.12%``: the AP's rank in the illustrated table, its name, its robust accuracy at *threat*'s
+    eps."""
+    return f"{order.rank(row.ap_key)} {labels[row.ap_key].name} – {at_eps(row, threat):.2f}%"
 
 
 def samples_note(rows: Sequence[Row]) -> str:
@@ -83,32 +107,33 @@ def samples_note(rows: Sequence[Row]) -> str:
     return "samples as recorded"
 
 
-def group_curve_svg(rows: Sequence[Row], labels: Mapping[str, ApLabel], protocol: str, threat: ThreatModel) -> str:
-    """The curves of one column's top ``TOP_K`` models (legend: robust accuracy at *threat*'s eps)."""
-    shown = top_rows(rows, labels, threat)
+def group_curve_svg(rows: Sequence[Row], labels: Mapping[str, ApLabel], protocol: str, threat: ThreatModel,
+                    order: TableOrder) -> str:
+    """The curves of one column's first ``TOP_K`` models in the order of the table they illustrate (legend:
+    rank in that table, robust accuracy at *threat*'s eps)."""
+    shown = top_rows(rows, order, labels)
     eps = threat.eps
     first = rows[0]
     title = (f"{group_title(first.group)} · {column_title(first.column)} · {protocol} "
              f"({samples_note(rows)})")
-    series = [Series(curve_label(r, labels, threat), curve_points(r.curve, threat),  # type: ignore[arg-type]
+    series = [Series(curve_label(r, labels, threat, order), curve_points(r.curve, threat),  # type: ignore[arg-type]
                      band=curve_band(r, threat)) for r in shown]
-    legend = (f"HO-FMN at {eps_label(eps)}, top {len(shown)} of {len(rows)}" if len(rows) > len(shown) else
-              f"HO-FMN at ε = {eps_label(eps)}")
+    chosen = f"\nits top {len(shown)} of {len(rows)}" if len(rows) > len(shown) else ""
     return line_chart(title, series, eps_axis(threat)[0], PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
-                      legend_title=legend)
+                      legend_title=f"HO-FMN at ε = {eps_label(eps)}\norder: {order.table}{chosen}")
 
 
 def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str], labels: Mapping[str, ApLabel],
-                    protocol: str, threat: ThreatModel) -> str:
-    """One model's curve (bold) over the grey curves of its column's top rows *top* (whose pixels are
-    *top_pixels*, by model key: drawn once per column, not once per page)."""
+                    protocol: str, threat: ThreatModel, order: TableOrder) -> str:
+    """One model's curve (bold) over the grey curves of its column's first rows *top* in the order of the
+    illustrated table (whose pixels are *top_pixels*, by model key: drawn once per column, not once per page)."""
     context = [r for r in top if r.model_key != row.model_key]
-    series = [Series(curve_label(r, labels, threat), top_pixels[r.model_key], context=True) for r in context]
+    series = [Series(curve_label(r, labels, threat, order), top_pixels[r.model_key], context=True) for r in context]
     own = top_pixels.get(row.model_key) or curve_points(row.curve, threat)  # type: ignore[arg-type]
-    series.append(Series(curve_label(row, labels, threat), own, emphasis=True, band=curve_band(row, threat)))
+    series.append(Series(curve_label(row, labels, threat, order), own, emphasis=True, band=curve_band(row, threat)))
     eps = threat.eps
     if context:
-        series.insert(0, Series(f"grey: the column's top {len(context)}", [], context=True))
+        series.insert(0, Series(f"grey: {order.table}'s top {len(context)}", [], context=True))
     title = f"{row.model_key} · {protocol} ({samples_note([row])})"
     return line_chart(title, series, eps_axis(threat)[0], PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
                       legend_title=f"HO-FMN at ε = {eps_label(eps)}")

@@ -18,6 +18,7 @@ from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence
 from evaluator.protocol import list_protocols
 from evaluator.record.records import metric_label, metrics_in
 from evaluator.render.catalog import Catalog, last_updated
+from evaluator.render.curve_set import TOP_K, TableOrder
 from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
                                      group_page, group_title, model_link, relative_link)
 from evaluator.render.markdown import GENERATED_NOTE, github_anchor, simple_table
@@ -47,6 +48,7 @@ EVALUATED_TABLES = tuple(TableKind(metric_label(metric, "readme"), metric, metri
                          for metric in metrics_in("readme"))  # metrics.yaml's views.readme
 AUTOATTACK = EVALUATED_TABLES[0]  # the headline table: published numbers fill its models without a record
 CLEAN = "clean_accuracy"
+FIGURE_TABLE = AUTOATTACK  # the evaluated table each protocol's curve figures illustrate (the published: its table)
 
 
 def published_cells(rows: Iterable[Row]) -> dict[tuple[str, Column], Cell]:
@@ -253,6 +255,7 @@ class GroupTables:
                     measured[protocol].add(ap_key)
             published_table.add(ap_key, published_table.cells_of(rows, LEADERBOARD_README))
         self.pieces: list[Piece] = []
+        self.figure_orders: dict[str, TableOrder] = {}  # protocol -> the order of the table its figures illustrate
         for protocol in protocols:
             order: list[str] = []
             for kind, table in zip(EVALUATED_TABLES, tables[protocol]):
@@ -263,6 +266,8 @@ class GroupTables:
                     table.footnote = []
                 if kind is AUTOATTACK:
                     order = [row.ap_key for row in table.ranked]
+                if kind is FIGURE_TABLE:
+                    self.figure_orders[protocol] = TableOrder.of(f"{kind.title} table", table.ranked)
                 self.pieces.append(table)
             if measured[protocol]:
                 position = {ap_key: index for index, ap_key in enumerate(order)}
@@ -270,16 +275,21 @@ class GroupTables:
                     f"Efficiency, protocol `{protocol}`", ["AP", *map(column_title, self.columns)], protocol,
                     sorted(measured[protocol], key=lambda k: (position.get(k, len(position)), labels[k].name, k))))
             if curve_images(curves, protocol, group, self.columns, LEADERBOARD_README):
-                self.pieces.append(CurveFigures(f"Security curves (HO-FMN, `{protocol}`; top models of each "
-                                                "column, all on the site):", protocol))
+                self.pieces.append(CurveFigures(
+                    f"Security curves (HO-FMN, `{protocol}`; in each column, the models of the top "
+                    f"{TOP_K} APs of the {FIGURE_TABLE.title} table above, in its order, # its rank; all on the "
+                    "site):", protocol))
         if published_table.summaries:
             published_table.finish(labels)
             self.pieces.append(published_table)
             for protocol in catalog.published_protocols():
+                self.figure_orders[protocol] = TableOrder.of("published table", published_table.ranked)
                 if curve_images(curves, protocol, group, self.columns, LEADERBOARD_README):
                     self.pieces.append(CurveFigures("Security curves (HO-FMN distances published with the "
                                                     "original benchmark, on the samples each figure names; "
-                                                    f"`{protocol}`):", protocol))
+                                                    f"`{protocol}`; in each column, the models of the top {TOP_K} "
+                                                    "APs of the published table above, in its order, # its rank):",
+                                                    protocol))
         self.curves = curves
 
     def rows(self) -> int:
@@ -344,11 +354,13 @@ def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol
 
 def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Collection[tuple[str, Group, Column]],
                   efficiency: Mapping[PurePosixPath, str], descriptions: Mapping[str, str], anchors: Anchors,
-                  emit_page: Callable[[PurePosixPath, str], None]) -> str:
+                  emit_page: Callable[[PurePosixPath, str], None],
+                  on_order: Callable[[str, Group, TableOrder], None] = lambda protocol, group, order: None) -> str:
     """The leaderboard README; the pages of each group whose tables it cuts go to *emit_page* (path, text) as
     soon as each is made. *curves* holds the curve columns that have figures, *efficiency* the efficiency figure files
     with their alt text;
-    *anchors* records where each AP's rows got their anchor."""
+    *anchors* records where each AP's rows got their anchor; *on_order* receives, as each group's tables are
+    ranked, the order of the table each protocol's figures of the group illustrate."""
     cited = ", ".join(catalog.references()) or "the original benchmark"
     protocols = catalog.evaluated_protocols()
     groups = catalog.groups()
@@ -382,6 +394,8 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
         lines.append("- [Efficiency](#efficiency)")
     for group in groups:
         tables = GroupTables(catalog, group, labels, curves)
+        for protocol, order in tables.figure_orders.items():
+            on_order(protocol, group, order)
         more = relative_link(LEADERBOARD_README, group_page(group))
         lines += ["", f"## {group_title(group)}", *tables.render(LEADERBOARD_README, (0, README_ROWS), anchors, more)]
         if tables.rows() > README_ROWS:

@@ -16,7 +16,6 @@ from evaluator.render.curves import curve_summary
 from evaluator.render.inputs import PUBLISHED, Result, load_distances, load_per_sample
 
 EFFICIENCY_FIELDS = ("params_total", "params_nonzero", "macs_dense", "macs_effective")
-METRIC_NAMES = METRICS  # the order of Row.metrics
 T = TypeVar("T")
 
 
@@ -35,7 +34,7 @@ class Row:
     source: str
     protocol: str
     n_samples: int
-    metrics: tuple[float | None, ...]  # in the order of METRIC_NAMES
+    metrics: tuple[float | None, ...]  # in the order of records.METRICS
     flags: tuple[str, ...]  # flag codes
     efficiency: tuple[int, int, int, int] | None  # params total, params non-zero, MACs dense, MACs effective
     curve_bytes: bytes | None  # the curve summary's uint16 values (one small object per row, not an array)
@@ -78,7 +77,7 @@ class Row:
         return (self.architecture, self.sparsity)
 
     def metric(self, name: str) -> float | None:
-        return self.metrics[METRIC_NAMES.index(name)]
+        return self.metrics[METRICS.index(name)]
 
     @property
     def macs_effective(self) -> int | None:
@@ -119,7 +118,7 @@ def row_of(root: Path, result: Result, threat: ThreatModel, *, flags: bool = Tru
         structure_kind=intern(result.key.structure_kind), architecture=intern(result.key.architecture),
         sparsity=result.key.sparsity, source=intern(record["source"]), protocol=intern(result.protocol),
         n_samples=_shared(int(record.get("n_samples") or 0)),
-        metrics=tuple(metrics.get(name) for name in METRIC_NAMES),
+        metrics=tuple(metrics.get(name) for name in METRICS),
         flags=_shared(tuple(str(flag.get("code")) for flag in record.get("flags") or [])),
         efficiency=efficiency,  # type: ignore[arg-type]
         curve_bytes=None if distances is None or distances.size == 0 else curve_summary(distances, threat).tobytes(),

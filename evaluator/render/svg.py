@@ -116,11 +116,11 @@ def _axes(x: Axis, y: Axis) -> str:
 
 
 def _legend(entries: list[tuple[str, str, bool]], title: str | None) -> list[str]:
-    """Legend lines right of the axes: ``(label, colour, bold)``."""
+    """Legend lines right of the axes: ``(label, colour, bold)``, under *title* (a line per ``\\n``)."""
     x, y = PLOT["right"] + 12, PLOT["top"] + 8
     parts = []
-    if title:
-        parts.append(_text(x, y, title, size=10, extra=' font-weight="bold"'))
+    for line in title.split("\n") if title else []:
+        parts.append(_text(x, y, line, size=10, extra=' font-weight="bold"'))
         y += 15
     for label, colour, bold in entries:
         width = 3 if bold else 1.6

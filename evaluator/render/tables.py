@@ -16,6 +16,7 @@ which). Bold: the best robust accuracy of each column among the protocol's own u
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from statistics import fmean
@@ -101,11 +102,18 @@ class RankedRow:
 def interval_spread(value: float | None, n_samples: int) -> float | None:
     """Half the width of the 95% Wilson interval (percent) of an accuracy of *value* percent on *n_samples*, the
     interval the record holds (``records.summarize``); None without a value."""
-    from evaluator.record.records import wilson_interval
-
     if value is None or not n_samples:
         return None
-    low, high = wilson_interval(round(value * n_samples / 100), n_samples)
+    return _half_width(round(value * n_samples / 100), n_samples)
+
+
+@functools.lru_cache(maxsize=8192)
+def _half_width(successes: int, n_samples: int) -> float:
+    """Half the width (percent) of the 95% Wilson interval of *successes* of *n_samples*: asked again for every
+    table and page a cell appears on, and many cells share a count."""
+    from evaluator.record.records import wilson_interval
+
+    low, high = wilson_interval(successes, n_samples)
     return 50.0 * (high - low)
 
 

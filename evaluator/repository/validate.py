@@ -24,7 +24,7 @@ from typing import Any, Callable
 from evaluator.errors import APBError, Problem
 from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY
 from evaluator.repository.record_acceptance import RecordCheck, check_record_data
-from evaluator.record.records import record_stem
+from evaluator.record.records import record_stem, sha256_hex
 from evaluator.registry.model_keys import is_ap_key
 from evaluator.repository.manifest import ModelEntry, manifest_entries, sparsities_for
 from evaluator.repository.schema import schema_problems, schema_validator, short_repr, unique_problems
@@ -67,7 +67,7 @@ class Report:
                 + ("OK" if count == 0 else f"{count} problem(s)"))
 
 
-_RECORD_CHECKS: dict[tuple[str, bytes, bytes | None], RecordCheck] = {}  # (file, sha256 of record, of sidecar)
+_RECORD_CHECKS: dict[tuple[str, bytes, str | None], RecordCheck] = {}  # (file, sha256 of record, of sidecar)
 
 
 def _read_sidecar_file(path: Path) -> bytes | APBError | None:
@@ -88,6 +88,7 @@ class _Repository:
 
     def __init__(self, root: Path, allow_file_urls: bool) -> None:
         self.root = root
+        self.prefix = str(root).rstrip("/") + "/"
         self.allow_file_urls = allow_file_urls
         self.report = Report()
         self.vocabulary: dict | None = None
@@ -100,6 +101,9 @@ class _Repository:
 
     # -- helpers
     def rel(self, path: Path) -> str:
+        text = str(path)
+        if text.startswith(self.prefix):  # what relative_to gives for a path built under the root
+            return text[len(self.prefix):]
         try:
             return path.relative_to(self.root).as_posix()
         except ValueError:
@@ -329,7 +333,7 @@ class _Repository:
         sidecar = path.with_suffix(".npz")
         sidecar_raw = _read_sidecar_file(sidecar)
         key = (name, hashlib.sha256(self.raw).digest(),
-               hashlib.sha256(sidecar_raw).digest() if isinstance(sidecar_raw, bytes) else None)
+               sha256_hex(sidecar_raw) if isinstance(sidecar_raw, bytes) else None)
         if key not in _RECORD_CHECKS:  # records rarely change between runs in one process (tests)
             if len(_RECORD_CHECKS) >= 4096:
                 _RECORD_CHECKS.clear()

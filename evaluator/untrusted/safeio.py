@@ -7,7 +7,6 @@ numbers or lists and mappings nested more than ``MAX_DEPTH`` deep (a problem, ne
 """
 from __future__ import annotations
 
-import bisect
 import copy
 import hashlib
 import json
@@ -260,7 +259,8 @@ def parse_json_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
 
     try:
         data = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
-        _check_json_depth(data, name)
+        if text.count("{") + text.count("[") > MAX_DEPTH:  # fewer openings cannot nest MAX_DEPTH deep
+            _check_json_depth(data, name)
     except RecursionError:
         raise APBError(Problem(name, _too_deep_message(), 1)) from None
     except json.JSONDecodeError as error:
@@ -306,51 +306,52 @@ def _first_line_of(text: str, token: str) -> int:
     return text.count("\n", 0, index) + 1 if index >= 0 else 1
 
 
-_JSON_TOKEN = re.compile(r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<punct>[{}\[\]:,])|(?P<literal>[^\s{}\[\]:,"]+))',
-                         re.S)
+_JSON_TOKEN = re.compile(r'(\s*)("[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+)', re.S)  # (whitespace, token)
 
 
 def _scan_json_lines(text: str) -> tuple[dict[tuple, int], list[tuple[tuple, int, int]]]:
     """Lines of every value of a JSON text already known to be valid, and its duplicate keys as
-    ``(path, line, first_line)``. Run only when a line is asked for."""
-    newlines = [i for i, char in enumerate(text) if char == "\n"]
-    tokens = [(m.lastgroup, m.group(m.lastgroup), bisect.bisect_left(newlines, m.start(m.lastgroup)) + 1)
-              for m in _JSON_TOKEN.finditer(text) if m.lastgroup]
+    ``(path, line, first_line)``. Run only when a line is asked for: one pass over the tokens, a line counted
+    from the whitespace before each (valid JSON has no raw newline elsewhere), an open container per level."""
     lines: dict[tuple, int] = {}
     duplicates: list[tuple[tuple, int, int]] = []
-    position = 0
-
-    def value(path: tuple, line_of_key: int | None) -> None:
-        nonlocal position
-        kind, token, line = tokens[position]
-        lines.setdefault(path, line_of_key or line)
-        position += 1
-        if token == "{":
-            seen: dict[str, int] = {}
-            while tokens[position][1] != "}":
-                _, key_token, key_line = tokens[position]
-                key = json.loads(key_token)
-                if key in seen:
-                    duplicates.append((path + (key,), key_line, seen[key]))
-                seen[key] = key_line
-                position += 2  # key and ':'
-                value(path + (key,), key_line)
-                if tokens[position][1] == ",":
-                    position += 1
-            position += 1
-        elif token == "[":
-            index = 0
-            while tokens[position][1] != "]":
-                value(path + (index,), None)
-                index += 1
-                if tokens[position][1] == ",":
-                    position += 1
-            position += 1
-
+    stack: list[list] = []  # per open container: [its path, {key: line} (an object) or None (a list), next index]
+    line, expect_key, key_path, key_line = 1, False, None, 0
     try:
-        if tokens:
-            value((), None)
-    except (IndexError, ValueError):
+        for space, token in _JSON_TOKEN.findall(text):
+            if "\n" in space:
+                line += space.count("\n")
+            first = token[0]
+            if first == ",":
+                expect_key = stack[-1][1] is not None
+            elif first == ":":
+                continue
+            elif first in "}]":
+                stack.pop()
+                expect_key = False
+            elif expect_key:  # an object's key
+                key = json.loads(token) if "\\" in token else token[1:-1]
+                path, seen = stack[-1][0], stack[-1][1]
+                if key in seen:
+                    duplicates.append((path + (key,), line, seen[key]))
+                seen[key] = line
+                key_path, key_line, expect_key = path + (key,), line, False
+            else:  # a value: under its key, at the next index of its list, or the root
+                if key_path is not None:
+                    path, at, key_path = key_path, key_line, None
+                elif stack:
+                    top = stack[-1]
+                    path, at = top[0] + (top[2],), line
+                    top[2] += 1
+                else:
+                    path, at = (), line
+                lines.setdefault(path, at)
+                if first == "{":
+                    stack.append([path, {}, 0])
+                    expect_key = True
+                elif first == "[":
+                    stack.append([path, None, 0])
+    except (IndexError, ValueError, TypeError):
         pass  # the text was not valid JSON; keep what was found
     return lines, duplicates
 
