@@ -168,3 +168,38 @@ def test_a_registry_mistake_names_the_file_and_the_field(tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         datasets.cache_clear()
+
+
+@pytest.mark.parametrize("registry, section, text, expected, line", [
+    ("norms", "norms", "norms:\n  L2: {p: 0.5, autoattack: L2, tolerance: 1.0e-6, display: l2,\n"
+                       "       curve: {step: '1/200', points: 401, tick_step: '1/4'}}\n", r"norms\.L2: p: must be inf or", 2),
+    ("norms", "norms", "norms:\n  L2: {p: 2}\n", r"norms\.L2: needs exactly the fields", 2),
+    ("variants", "architectures", "architectures:\n  resnet18: {code: R-18, title: ResNet18, marker: circle}\n"
+                                  "variants: {}\n", r"architectures\.resnet18: code: must be ASCII", 2),
+    ("variants", "variants", "architectures:\n  resnet18: {code: R18, title: ResNet18, marker: circle}\n"
+                             "variants:\n  resnet18: {family: resnet18}\n", r"variants\.resnet18: needs family, builder", 4),
+])
+def test_every_registry_names_the_file_the_entry_and_the_field(registry, section, text, expected, line, tmp_path,
+                                                               monkeypatch):
+    """One reader of registry sections (registry/entries.py): each mistake names the file, its line and the entry."""
+    from evaluator.errors import APBError
+    from evaluator.registry import norms as norm_registry
+
+    module, constant, reader = {"norms": (norm_registry, "NORMS_FILE", norm_registry.norms),
+                                "variants": (variant_registry, "VARIANTS_FILE",
+                                             variant_registry.variants if section == "variants"
+                                             else variant_registry.architectures)}[registry]
+    broken = tmp_path / f"{registry}.yaml"
+    broken.write_text(text)
+    monkeypatch.setattr(module, constant, broken)
+    caches = [norm_registry.norms, variant_registry.architectures, variant_registry.variants]
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        with pytest.raises(APBError, match=expected) as error:
+            reader()
+        assert f"{broken}:{line}: " in str(error.value)
+    finally:
+        monkeypatch.undo()
+        for cache in caches:
+            cache.cache_clear()

@@ -53,16 +53,11 @@ def _parse(name: str, spec: Any) -> Dataset:
 @functools.lru_cache(maxsize=1)
 def datasets() -> dict[str, Dataset]:
     """Every registered dataset by name, in file order."""
-    from evaluator.untrusted.safeio import load_yaml
+    from evaluator.registry.entries import parse_section, read_registry
 
-    data, lines = load_yaml(DATASETS_FILE)
-    found: dict[str, Dataset] = {}
-    problems = []
-    for name, spec in ((data or {}).get("datasets") or {}).items():
-        try:
-            found[str(name)] = _parse(str(name), spec)
-        except ValueError as error:
-            problems.append(Problem(str(DATASETS_FILE), f"datasets.{name}: {error}", lines.line(("datasets", name))))
+    data, lines = read_registry(DATASETS_FILE)
+    problems: list[Problem] = []
+    found = parse_section(DATASETS_FILE, data, lines, "datasets", _parse, problems)
     if not found and not problems:
         problems.append(Problem(str(DATASETS_FILE), "datasets: lists no dataset; add one", 1))
     if problems:
@@ -77,8 +72,6 @@ def dataset_names() -> tuple[str, ...]:
 
 def get_dataset(name: str) -> Dataset:
     """The registered dataset *name*; ``ValueError`` listing the known ones otherwise."""
-    known = datasets()
-    if name not in known:
-        raise ValueError(f"dataset: {name!r} is not one of {list(known)} (spelled exactly so; the list is "
-                         f"{DATASETS_FILE})")
-    return known[name]
+    from evaluator.registry.entries import lookup
+
+    return lookup(datasets(), "dataset", name, DATASETS_FILE)

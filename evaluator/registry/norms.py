@@ -146,42 +146,39 @@ def curve_grid(data: Any, where: str, default: CurveGrid | None = None) -> Curve
 
 
 def _norm(name: str, spec: Any) -> Norm:
-    where = f"norms.{name}"
+    """One ``norms`` entry; ``ValueError`` naming the field otherwise."""
     if not isinstance(spec, dict) or set(spec) != set(_NORM_FIELDS):
-        raise ValueError(f"{where}: needs exactly the fields {', '.join(_NORM_FIELDS)}")
+        raise ValueError(f"needs exactly the fields {', '.join(_NORM_FIELDS)}")
     p, tolerance = (math.inf if spec["p"] == "inf" else spec["p"]), spec["tolerance"]
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not p >= 1:
-        raise ValueError(f"{where}.p: must be inf or a number >= 1, got {spec['p']!r}")
+        raise ValueError(f"p: must be inf or a number >= 1, got {spec['p']!r}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1e-3:
-        raise ValueError(f"{where}.tolerance: must be a number in [0, 1e-3), got {tolerance!r}")
+        raise ValueError(f"tolerance: must be a number in [0, 1e-3), got {tolerance!r}")
     for text in ("autoattack", "display"):
         if not isinstance(spec[text], str) or not spec[text]:
-            raise ValueError(f"{where}.{text}: must be a non-empty text")
+            raise ValueError(f"{text}: must be a non-empty text")
     return Norm(name, float(p), spec["autoattack"], float(tolerance), spec["display"],
-                curve_grid(spec["curve"], f"{where}.curve"))
+                curve_grid(spec["curve"], "curve"))
 
 
 @functools.lru_cache(maxsize=1)
 def norms() -> dict[str, Norm]:
     """Every registered norm by name, in file order."""
-    from evaluator.untrusted.safeio import load_yaml
+    from evaluator.registry.entries import parse_section, read_registry
 
-    data, lines = load_yaml(NORMS_FILE)
-    found: dict[str, Norm] = {}
-    for name, spec in ((data or {}).get("norms") or {}).items():
-        try:
-            found[str(name)] = _norm(str(name), spec)
-        except ValueError as error:
-            raise APBError(Problem(str(NORMS_FILE), str(error), lines.line(("norms", name)))) from None
+    data, lines = read_registry(NORMS_FILE)
+    problems: list[Problem] = []
+    found = parse_section(NORMS_FILE, data, lines, "norms", _norm, problems)
+    if problems:
+        raise APBError(problems)
     return found
 
 
 def get_norm(name: str) -> Norm:
     """The registered norm *name*; ``ValueError`` listing the known ones otherwise."""
-    known = norms()
-    if name not in known:
-        raise ValueError(f"norm {name!r} is not one of {', '.join(known)} (evaluator/registry/norms.yaml)")
-    return known[name]
+    from evaluator.registry.entries import lookup
+
+    return lookup(norms(), "norm", name, NORMS_FILE)
 
 
 def threat_model(norm: str, eps: Fraction, curve: CurveGrid | None = None) -> ThreatModel:

@@ -73,21 +73,16 @@ def _architecture(name: str, spec: Any) -> Architecture:
 @functools.lru_cache(maxsize=1)
 def architectures() -> dict[str, Architecture]:
     """Every registered architecture family by name, in file order (the leaderboard's column order)."""
-    from evaluator.untrusted.safeio import load_yaml
+    from evaluator.registry.entries import parse_section, read_registry
 
-    data, lines = load_yaml(VARIANTS_FILE)
-    found: dict[str, Architecture] = {}
-    problems = []
-    for name, spec in ((data or {}).get("architectures") or {}).items():
-        where = lines.line(("architectures", name))
-        try:
-            found[str(name)] = _architecture(str(name), spec)
-        except ValueError as error:
-            problems.append(Problem(str(VARIANTS_FILE), f"architectures.{name}: {error}", where))
-            continue
+    data, lines = read_registry(VARIANTS_FILE)
+    problems: list[Problem] = []
+    found = parse_section(VARIANTS_FILE, data, lines, "architectures", _architecture, problems)
+    for name in found:
         if name not in (data.get("variants") or {}):
-            problems.append(Problem(str(VARIANTS_FILE), f"architectures.{name}: has no base variant; add a "
-                                                        f"variant named {name} with family {name}", where))
+            problems.append(Problem(str(VARIANTS_FILE), f"architectures.{name}: has no base variant; add a variant "
+                                                        f"named {name} with family {name}",
+                                    lines.line(("architectures", name))))
     codes = [architecture.code for architecture in found.values()]
     if not found or len(set(codes)) != len(codes):
         problems.append(Problem(str(VARIANTS_FILE), "architectures: must list at least one architecture, each "
@@ -102,27 +97,28 @@ def architecture_names() -> tuple[str, ...]:
     return tuple(architectures())
 
 
+def _variant(name: str, spec: Any) -> Variant:
+    """One ``variants`` entry; ``ValueError`` naming what it needs otherwise."""
+    try:
+        return Variant(name=name, family=spec["family"], builder=spec["builder"], description=spec["description"],
+                       source=spec["source"], options=dict(spec.get("options") or {}))
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"needs family, builder, description and source ({error})") from None
+
+
 @functools.lru_cache(maxsize=1)
 def variants() -> dict[str, Variant]:
     """Every registered variant by name, in file order."""
-    from evaluator.untrusted.safeio import load_yaml
+    from evaluator.registry.entries import parse_section, read_registry
 
-    data, lines = load_yaml(VARIANTS_FILE)
-    found: dict[str, Variant] = {}
-    problems = []
+    data, lines = read_registry(VARIANTS_FILE)
+    problems: list[Problem] = []
+    found = parse_section(VARIANTS_FILE, data, lines, "variants", _variant, problems)
     families = architectures()
-    for name, spec in (data.get("variants") or {}).items():
-        try:
-            found[name] = Variant(name=name, family=spec["family"], builder=spec["builder"],
-                                  description=spec["description"], source=spec["source"],
-                                  options=dict(spec.get("options") or {}))
-        except (KeyError, TypeError) as error:
-            problems.append(Problem(str(VARIANTS_FILE), f"variant {name!r}: needs family, builder, description "
-                                                        f"and source ({error})", lines.line(("variants", name))))
-            continue
-        if found[name].family not in families:
-            problems.append(Problem(str(VARIANTS_FILE), f"variants.{name}.family: {found[name].family!r} is not "
-                                    f"one of the architectures {', '.join(families)}", lines.line(("variants", name))))
+    for name, variant in found.items():
+        if variant.family not in families:
+            problems.append(Problem(str(VARIANTS_FILE), f"variants.{name}.family: {variant.family!r} is not one of "
+                                    f"the architectures {', '.join(families)}", lines.line(("variants", name))))
     if problems:
         raise APBError(problems)
     return found
@@ -130,10 +126,9 @@ def variants() -> dict[str, Variant]:
 
 def get_variant(name: str) -> Variant:
     """The registered variant *name*; ``ValueError`` listing the known ones otherwise."""
-    known = variants()
-    if name not in known:
-        raise ValueError(f"variant {name!r} is not one of {', '.join(known)}")
-    return known[name]
+    from evaluator.registry.entries import lookup
+
+    return lookup(variants(), "variant", name, VARIANTS_FILE)
 
 
 def build_variant(name: str, classes: int | None = None) -> nn.Module:
