@@ -25,6 +25,7 @@ from evaluator.checkpoint.load import load_model
 from evaluator.repository.manifest import LOADING_FIELDS
 from evaluator.protocol import DEFAULT_PROTOCOL
 from evaluator.registry.datasets import dataset_names
+from evaluator.registry.model_keys import UNSTRUCTURED
 from evaluator.registry.variants import architecture_names
 from evaluator.repository.submissions import load_ap_taxonomy
 from evaluator.record.types import Record
@@ -63,7 +64,7 @@ def _run(model: nn.Module, dataset: str, data_dir: str | Path, device: str, prot
 
 
 def load_local_model(path: str | Path, architecture: str | None = None, *, model_key: str | None = None,
-                     dataset: str | None = None, structure: str = "weights", sparsity: int | None = None,
+                     dataset: str | None = None, structure: str = UNSTRUCTURED, sparsity: int | None = None,
                      root: str | Path | None = None, device: str = "cpu", **loading: Any) -> nn.Module:
     """A checkpoint on disk, loaded the way the evaluator loads a manifest entry: safely (weights-only or
     safetensors), the key rules applied, strictly into the variant, wrapped in its normalization, in eval mode.

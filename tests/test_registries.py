@@ -203,3 +203,18 @@ def test_every_registry_names_the_file_the_entry_and_the_field(registry, section
         monkeypatch.undo()
         for cache in caches:
             cache.cache_clear()
+
+
+def test_each_structure_and_norm_name_is_a_string_literal_in_at_most_two_modules():
+    """The structure kinds (``weights``, ``filters``, ``channels``) are written in their registry
+    (registry/model_keys.py) and in the module that says what each measures (run/sparsity.py); a norm's name
+    (``Linf``) in its registry file and where the published numbers' threat model is stated. Nowhere else is a
+    literal that is the whole word."""
+    from evaluator.registry.norms import norms
+
+    words = set(STRUCTURE_KINDS) | set(norms())
+    modules: dict[str, set[str]] = {word: set() for word in words}
+    for path in sorted((ROOT / "evaluator").rglob("*.py")):
+        for text in set(string_literals(path)) & words:
+            modules[text].add(path.relative_to(ROOT).as_posix())
+    assert {word: sorted(found) for word, found in modules.items() if len(found) > 2} == {}

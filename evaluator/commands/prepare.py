@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from evaluator.registry.datasets import dataset_names
-from evaluator.registry.model_keys import STRUCTURE_KINDS
+from evaluator.registry.model_keys import STRUCTURE_KINDS, STRUCTURED
 from evaluator.registry.variants import architecture_names
 
 
@@ -50,8 +50,8 @@ def structure_help() -> str:
     try:
         values = load_vocabulary(repo_root())["fields"]["granularity"]["values"]
     except (APBError, KeyError, OSError):  # outside the repository: the names alone
-        return "filters | channels"
-    return " | ".join(f"{name}: {values[name]}" for name in ("filters", "channels"))
+        return " | ".join(STRUCTURED)
+    return " | ".join(f"{name}: {values[name]}" for name in STRUCTURED)
 
 
 def run(args: argparse.Namespace) -> int:

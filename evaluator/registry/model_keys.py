@@ -10,6 +10,7 @@ from evaluator.registry.datasets import dataset_names
 from evaluator.registry.variants import architectures
 
 STRUCTURE_KINDS = {"weights": "US", "filters": "S", "channels": "S"}
+UNSTRUCTURED, *STRUCTURED = STRUCTURE_KINDS  # weights; filters and channels (the structured kinds)
 AP_KEY_PATTERN = r"[A-Za-z][A-Za-z0-9]*_[A-Za-z]+[0-9]{4}[A-Za-z0-9]*"  # <Name>_<FirstAuthor><Year><FirstTitleWord>
 _AP_KEY = re.compile(AP_KEY_PATTERN)
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from evaluator.models import Normalized
+from evaluator.registry.model_keys import STRUCTURE_KINDS, STRUCTURED
 
 COUNTED_LAYERS = (
     "weights: every Conv2d weight tensor, including the first conv (3 input channels) and the 1x1 shortcut convs "
@@ -62,7 +63,7 @@ class SparsityReport:
     @property
     def measured(self) -> float:
         """The figure that is compared with the claim: the one named by the structure."""
-        return {"weights": self.weights, "filters": self.filters, "channels": self.channels}[self.structure]
+        return float(getattr(self, self.structure))
 
     @property
     def window(self) -> tuple[float, float] | None:
@@ -94,8 +95,8 @@ class SparsityReport:
             text += ("; the weights hold no pruning zeros: if the network masks them at run time "
                      "(torch.nn.utils.prune masks, edge-popup scores), the file must hold those masks or scores and "
                      "the entry state how they fold (`masks`, `keep_ratios`), or the file must hold the folded weights")
-        if not self.ok and self.structure != "weights":
-            other = "channels" if self.structure == "filters" else "filters"
+        if not self.ok and self.structure in STRUCTURED:
+            other = next(name for name in STRUCTURED if name != self.structure)
             text += f" (measured {other} sparsity: {getattr(self, other):.2f}%)"
         return text
 
@@ -155,8 +156,8 @@ def measure_sparsity(model: nn.Module, structure: str, claimed: float | None) ->
     between variants); ``filters`` = all-zero output filters over all Conv2d layers (first conv included); ``channels`` = all-zero input channels over all Conv2d layers (the first conv's 3 image channels
     included). Biases and BatchNorm parameters never count. The claim is compared with the figure named by
     *structure*; a measurement outside :func:`sparsity_window` of it fails."""
-    if structure not in ("weights", "filters", "channels"):
-        raise ValueError(f"structure {structure!r} is not weights, filters or channels")
+    if structure not in STRUCTURE_KINDS:
+        raise ValueError(f"structure {structure!r} is not one of {', '.join(STRUCTURE_KINDS)}")
     inner = model.model if isinstance(model, Normalized) else model
     layers = [_layer_sparsity(name, module) for name, module in inner.named_modules()
               if isinstance(module, (nn.Conv2d, nn.Linear))]
