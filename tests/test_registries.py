@@ -218,3 +218,27 @@ def test_each_structure_and_norm_name_is_a_string_literal_in_at_most_two_modules
         for text in set(string_literals(path)) & words:
             modules[text].add(path.relative_to(ROOT).as_posix())
     assert {word: sorted(found) for word, found in modules.items() if len(found) > 2} == {}
+
+
+def test_the_structure_registry_agrees_with_the_taxonomy_and_names_its_mistakes(tmp_path, monkeypatch):
+    """structures.yaml's kinds are the taxonomy's S/US values and its structured structures are granularities the
+    taxonomy defines; a structure of an unknown kind names the file, the line and the field."""
+    from evaluator.errors import APBError
+    from evaluator.registry import structures as structure_registry
+    from evaluator.registry.model_keys import STRUCTURE_KIND_TITLES, STRUCTURED
+    from evaluator.repository.taxonomy import load_vocabulary
+
+    fields = load_vocabulary(ROOT)["fields"]
+    assert set(STRUCTURE_KIND_TITLES) == set(fields["structure"]["values"])
+    assert set(STRUCTURED) <= set(fields["granularity"]["values"])
+    broken = tmp_path / "structures.yaml"
+    broken.write_text("structures:\n  weights: {kind: US}\n  filters: {kind: X}\n"
+                      "kinds:\n  US: {title: unstructured (US), structured: false}\n")
+    monkeypatch.setattr(structure_registry, "STRUCTURES_FILE", broken)
+    structure_registry.registry.cache_clear()
+    try:
+        with pytest.raises(APBError, match=r":3: structures\.filters\.kind: 'X' is not one of US"):
+            structure_registry.registry()
+    finally:
+        monkeypatch.undo()
+        structure_registry.registry.cache_clear()

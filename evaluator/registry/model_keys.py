@@ -7,10 +7,13 @@ import re
 from typing import Iterable, NamedTuple
 
 from evaluator.registry.datasets import dataset_names
+from evaluator.registry.structures import registry as structure_registry
 from evaluator.registry.variants import architectures
 
-STRUCTURE_KINDS = {"weights": "US", "filters": "S", "channels": "S"}
-UNSTRUCTURED, *STRUCTURED = STRUCTURE_KINDS  # weights; filters and channels (the structured kinds)
+STRUCTURE_KINDS, _KINDS = structure_registry()  # structure -> its kind (weights -> US); kind -> StructureKind
+UNSTRUCTURED = next(name for name, kind in STRUCTURE_KINDS.items() if not _KINDS[kind].structured)  # weights
+STRUCTURED = tuple(name for name, kind in STRUCTURE_KINDS.items() if _KINDS[kind].structured)  # filters, channels
+STRUCTURE_KIND_TITLES = {kind.name: kind.title for kind in _KINDS.values()}  # in the leaderboard's group order
 AP_KEY_PATTERN = r"[A-Za-z][A-Za-z0-9]*_[A-Za-z]+[0-9]{4}[A-Za-z0-9]*"  # <Name>_<FirstAuthor><Year><FirstTitleWord>
 _AP_KEY = re.compile(AP_KEY_PATTERN)
 
@@ -31,14 +34,14 @@ def model_key_pattern(*, named: bool = True) -> str:
 
     return "_".join([group("ap", AP_KEY_PATTERN, False), group("arch", words(architecture_codes().values()), True),
                      group("ds", words(dataset_names()), True),
-                     group("kind", words(dict.fromkeys(STRUCTURE_KINDS.values())), True),
+                     group("kind", words(STRUCTURE_KIND_TITLES), True),
                      group("sp", "[0-9]{1,2}", False)])
 
 
 def model_key_form() -> str:
     """The model key's form in words: ``<ap_key>_<R18|V16>_<CIFAR10|SVHN>_<US|S>_<sparsity>``."""
     return (f"<ap_key>_<{'|'.join(architecture_codes().values())}>_<{'|'.join(dataset_names())}>"
-            f"_<{'|'.join(dict.fromkeys(STRUCTURE_KINDS.values()))}>_<sparsity>")
+            f"_<{'|'.join(STRUCTURE_KIND_TITLES)}>_<sparsity>")
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from evaluator import paths
 from evaluator.registry.datasets import dataset_names
-from evaluator.registry.model_keys import STRUCTURE_KINDS, ModelKey
+from evaluator.registry.model_keys import STRUCTURE_KIND_TITLES, ModelKey
 from evaluator.registry.variants import architecture_names, architectures
 
 LEADERBOARD_DIR = PurePosixPath(paths.LEADERBOARD_DIR)
@@ -20,8 +20,7 @@ GROUPS_DIR = LEADERBOARD_DIR / "groups"
 ANALYSIS_PAGE = LEADERBOARD_DIR / "analysis.md"
 TAXONOMY_PAGES_DIR = LEADERBOARD_DIR / "taxonomy"
 
-STRUCTURE_KIND_ORDER = tuple(dict.fromkeys(STRUCTURE_KINDS.values()))  # ("US", "S")
-STRUCTURE_KIND_TITLES = {"US": "unstructured (US)", "S": "structured (S)"}
+STRUCTURE_KIND_ORDER = tuple(STRUCTURE_KIND_TITLES)  # ("US", "S")
 
 Group = tuple[str, str]  # (dataset, structure kind)
 

@@ -12,7 +12,8 @@ from evaluator.record.records import COUNT_FIELDS  # metric -> its field in ``co
 from evaluator.record.records import METRICS, metric_label
 from evaluator.record.types import Record
 from evaluator.render.inputs import EVALUATED, Result
-from evaluator.render.layout import (LEADERBOARD_README, STRUCTURE_KIND_TITLES, group_of, group_title, model_curve_file,
+from evaluator.registry.model_keys import STRUCTURE_KIND_TITLES
+from evaluator.render.layout import (LEADERBOARD_README, group_of, group_title, model_curve_file,
                                      model_page, relative_link)
 from evaluator.untrusted.markdown_text import bidi_as_json_escapes, code_span
 from evaluator.render.markdown import GENERATED_NOTE, github_anchor, inline, simple_table
