@@ -359,3 +359,22 @@ def test_a_pr_from_plan_to_comment_through_the_commands(tmp_path, monkeypatch, c
         assert comment["body"] == body
         (run,) = fake.state.check_runs.values()
         assert (run["name"], run["conclusion"], run["head_sha"]) == ("APB evaluation", "failure", head)
+
+
+def test_the_summary_table_s_columns_are_metrics_yaml_s_bot_summary_view(monkeypatch):
+    """The summary's metric columns come from metrics.yaml (views.bot_summary), in display order, with their short
+    labels: a metric shown there gains its column with no edit to the report code."""
+    from evaluator.ci import report as report_module
+    from evaluator.ci.report_input import ReportInput
+    from evaluator.record import records
+
+    plan = {"include": [{"model_key": "X_Doe2020Xx_R18_CIFAR10_US_90", "protocol": "linf-8-255-v1"}]}
+    header = report_module.summary_section(ReportInput("evaluation", "0" * 40, plan=plan), {})[0].splitlines()[0]
+    assert header == "| | model | clean | AA | worst case | sparsity | note |"
+    table = dict(records.METRIC_TABLE)
+    row = table["hofmn_robust_accuracy"]
+    table["hofmn_robust_accuracy"] = records.Metric(row.name, row.count, row.rule, row.array, row.worst_case,
+                                                    row.labels, {**row.views, "bot_summary": True})
+    monkeypatch.setattr(records, "METRIC_TABLE", table)
+    header = report_module.summary_section(ReportInput("evaluation", "0" * 40, plan=plan), {})[0].splitlines()[0]
+    assert header == "| | model | clean | AA | HO-FMN | worst case | sparsity | note |"

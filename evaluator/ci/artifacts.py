@@ -17,10 +17,11 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from evaluator.errors import APBError, Problem
 from evaluator.record.records import record_stem
+from evaluator.record.types import Record
 from evaluator.untrusted.safeio import MAX_BYTES, LineMap, parse_json_text
 
 MAX_JSON_BYTES = MAX_BYTES  # 1 MB, as for every data file of the repository
@@ -134,7 +135,7 @@ class Expected:
 
 @dataclass(frozen=True)
 class AcceptedRecord:
-    record: dict
+    record: Record  # passed the acceptance rule, so it holds the schema's keys
     json_bytes: bytes
     sidecar_bytes: bytes
 
@@ -173,7 +174,7 @@ def accept_record(json_path: Path, expected: Expected) -> AcceptedRecord:
         if record.get(field) != value:
             raise APBError(Problem(name, f"refused: is {record.get(field)!r}, the plan asked for {value!r}",
                                    field=field))
-    return AcceptedRecord(record, json_bytes, sidecars[f"{stem}.npz"])
+    return AcceptedRecord(cast(Record, record), json_bytes, sidecars[f"{stem}.npz"])
 
 
 def log_tail(path: Path, *, max_lines: int = 40, max_chars: int = 4000) -> str:

@@ -15,6 +15,7 @@ from evaluator.ci.report_input import ReportInput
 from evaluator.untrusted.markdown_text import code_span as code
 from evaluator.untrusted.markdown_text import fenced, inline
 from evaluator.record.records import metric_label, metrics_in
+from evaluator.record.types import Record
 
 REPORT_MARKER = "<!-- apb-bot:report -->"
 META_PREFIX = "<!-- apb-bot:meta "
@@ -62,7 +63,7 @@ def claim_of(report: ReportInput, model_key: str, metric: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def claim_outside(record: dict, metric: str, claimed: float | None) -> bool:
+def claim_outside(record: Record, metric: str, claimed: float | None) -> bool:
     """True when a claim lies outside the measured 95% interval."""
     interval = (record.get("intervals") or {}).get(metric)
     if claimed is None or not interval:
@@ -82,7 +83,7 @@ def model_status(report: ReportInput, model_key: str) -> str:
     return "flagged" if record.get("flags") or claims_off or check_warnings(record) else "ok"
 
 
-def check_warnings(record: dict) -> list[str]:
+def check_warnings(record: Record) -> list[str]:
     """The check's findings that did not fail it (a clean accuracy far below the claim, randomized outputs)."""
     check = record.get("check")
     warnings = check.get("warnings") if isinstance(check, dict) else None
@@ -209,7 +210,7 @@ def plan_section(report: ReportInput) -> list[str]:
     return blocks
 
 
-def sparsity_text(record: dict) -> str:
+def sparsity_text(record: Record) -> str:
     sparsity = ((record.get("check") or {}).get("sparsity")) or {}
     measured = sparsity.get("measured")
     if not isinstance(measured, (int, float)):
@@ -221,7 +222,7 @@ def sparsity_text(record: dict) -> str:
     return f"{structure} sparsity {measured:.2f}% (claimed {shown}%) {icon}".strip()
 
 
-def compliance_text(record: dict) -> str:
+def compliance_text(record: Record) -> str:
     check = record.get("check")
     if not isinstance(check, dict):
         return "check: not recorded"
@@ -230,7 +231,7 @@ def compliance_text(record: dict) -> str:
     return "compliance ✅" if ok else "compliance ❌" if ok is False else "compliance: not recorded"
 
 
-def metrics_table(report: ReportInput, model_key: str, record: dict) -> str:
+def metrics_table(report: ReportInput, model_key: str, record: Record) -> str:
     rows = ["| | measured [95% CI] | claimed | Δ |", "|:--|--:|--:|--:|"]
     for label, metric in METRIC_ROWS:
         value = (record.get("metrics") or {}).get(metric)
@@ -365,15 +366,17 @@ def summary_section(report: ReportInput, missing: dict[str, dict]) -> list[str]:
     keys = planned_models(report)
     if not keys:
         return []
-    rows = ["| | model | clean | AA | worst case | sparsity | note |", "|:--|:--|--:|--:|--:|--:|:--|"]
+    columns = metrics_in("bot_summary")  # metrics.yaml's views.bot_summary
+    rows = ["| | model | " + "".join(f"{metric_label(metric, 'short')} | " for metric in columns) + "sparsity | note |",
+            "|:--|:--|" + "--:|" * len(columns) + "--:|:--|"]
     for key in keys:
-        record = report.records.get(key) or {}
-        metrics = record.get("metrics") or {}
-        measured = (((record.get("check") or {}).get("sparsity")) or {}).get("measured")
+        record = report.records.get(key)
+        metrics: dict[str, float | None] = record["metrics"] if record else {}
+        measured = (((record["check"] if record else None) or {}).get("sparsity") or {}).get("measured")
         sparsity = f"{measured:.2f}" if isinstance(measured, (int, float)) else "—"
-        rows.append(f"| {ICONS[model_status(report, key)]} | {code(key)} | {number(metrics.get('clean_accuracy'))} "
-                    f"| {number(metrics.get('aa_robust_accuracy'))} | {number(metrics.get('worst_case_robust_accuracy'))} "
-                    f"| {sparsity} | {esc(headline_reason(report, key, missing.get(key)), 160)} |")
+        numbers = "".join(f"{number(metrics.get(metric))} | " for metric in columns)
+        rows.append(f"| {ICONS[model_status(report, key)]} | {code(key)} | {numbers}"
+                    f"{sparsity} | {esc(headline_reason(report, key, missing.get(key)), 160)} |")
     return ["\n".join(rows)]
 
 

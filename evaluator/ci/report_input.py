@@ -10,6 +10,7 @@ from evaluator.ci.artifacts import Expected, accept_record, load_checked_json
 from evaluator.ci.collect import RECORDS, read_collected
 from evaluator.errors import APBError, Problem
 from evaluator.record.records import record_stem
+from evaluator.record.types import Record
 
 KINDS = ("validation", "evaluation")
 RUN_TITLE = re.compile(r"^APB PR #([0-9]{1,9}) @ ([0-9a-f]{40})\Z")
@@ -25,7 +26,7 @@ class ReportInput:
     validation: dict | None = None
     plan: dict | None = None
     collected: dict | None = None
-    records: dict[str, dict] = field(default_factory=dict)
+    records: dict[str, Record] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)  # artifact files that were refused
     run_url: str | None = None
     run_conclusion: str | None = None  # what GitHub says of the run (trusted, unlike its artifacts)
