@@ -14,6 +14,7 @@ STRUCTURE_KINDS, _KINDS = structure_registry()  # structure -> its kind (weights
 UNSTRUCTURED = next(name for name, kind in STRUCTURE_KINDS.items() if not _KINDS[kind].structured)  # weights
 STRUCTURED = tuple(name for name, kind in STRUCTURE_KINDS.items() if _KINDS[kind].structured)  # filters, channels
 STRUCTURE_KIND_TITLES = {kind.name: kind.title for kind in _KINDS.values()}  # in the leaderboard's group order
+STRUCTURE_KIND_NAMES = tuple(STRUCTURE_KIND_TITLES)  # ("US", "S"): a model key's structure part, in group order
 AP_KEY_PATTERN = r"[A-Za-z][A-Za-z0-9]*_[A-Za-z]+[0-9]{4}[A-Za-z0-9]*"  # <Name>_<FirstAuthor><Year><FirstTitleWord>
 _AP_KEY = re.compile(AP_KEY_PATTERN)
 
@@ -34,14 +35,14 @@ def model_key_pattern(*, named: bool = True) -> str:
 
     return "_".join([group("ap", AP_KEY_PATTERN, False), group("arch", words(architecture_codes().values()), True),
                      group("ds", words(dataset_names()), True),
-                     group("kind", words(STRUCTURE_KIND_TITLES), True),
+                     group("kind", words(STRUCTURE_KIND_NAMES), True),
                      group("sp", "[0-9]{1,2}", False)])
 
 
 def model_key_form() -> str:
     """The model key's form in words: ``<ap_key>_<R18|V16>_<CIFAR10|SVHN>_<US|S>_<sparsity>``."""
     return (f"<ap_key>_<{'|'.join(architecture_codes().values())}>_<{'|'.join(dataset_names())}>"
-            f"_<{'|'.join(STRUCTURE_KIND_TITLES)}>_<sparsity>")
+            f"_<{'|'.join(STRUCTURE_KIND_NAMES)}>_<sparsity>")
 
 
 @functools.lru_cache(maxsize=1)

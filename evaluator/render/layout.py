@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 from evaluator import paths
 from evaluator.registry.datasets import dataset_names
-from evaluator.registry.model_keys import STRUCTURE_KIND_TITLES, ModelKey
+from evaluator.registry.model_keys import STRUCTURE_KIND_NAMES, STRUCTURE_KIND_TITLES, ModelKey
 from evaluator.registry.variants import architecture_names, architectures
 
 LEADERBOARD_DIR = PurePosixPath(paths.LEADERBOARD_DIR)
@@ -20,7 +20,6 @@ GROUPS_DIR = LEADERBOARD_DIR / "groups"
 ANALYSIS_PAGE = LEADERBOARD_DIR / "analysis.md"
 TAXONOMY_PAGES_DIR = LEADERBOARD_DIR / "taxonomy"
 
-STRUCTURE_KIND_ORDER = tuple(STRUCTURE_KIND_TITLES)  # ("US", "S")
 
 Group = tuple[str, str]  # (dataset, structure kind)
 
@@ -34,7 +33,7 @@ def group_sort_key(group: Group) -> tuple[int, int, str, str]:
     dataset, kind = group
     datasets = dataset_names()
     return (datasets.index(dataset) if dataset in datasets else len(datasets),
-            STRUCTURE_KIND_ORDER.index(kind) if kind in STRUCTURE_KIND_ORDER else len(STRUCTURE_KIND_ORDER),
+            STRUCTURE_KIND_NAMES.index(kind) if kind in STRUCTURE_KIND_NAMES else len(STRUCTURE_KIND_NAMES),
             dataset, kind)
 
 

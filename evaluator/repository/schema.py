@@ -46,11 +46,11 @@ def load_schema(name: str) -> dict:
 def vocabularies() -> dict[str, list[str]]:
     """The closed vocabularies a schema names with ``x-vocabulary``, from the registries."""
     from evaluator.registry.datasets import dataset_names
-    from evaluator.registry.model_keys import STRUCTURE_KINDS
+    from evaluator.registry.model_keys import STRUCTURE_KIND_NAMES, STRUCTURE_KINDS
     from evaluator.registry.variants import architecture_names
 
     return {"architecture": list(architecture_names()), "dataset": list(dataset_names()),
-            "structure": list(STRUCTURE_KINDS), "structure_kind": list(dict.fromkeys(STRUCTURE_KINDS.values()))}
+            "structure": list(STRUCTURE_KINDS), "structure_kind": list(STRUCTURE_KIND_NAMES)}
 
 
 def with_vocabularies(schema: dict) -> dict:

@@ -27,9 +27,7 @@ from typing import Sequence, cast
 import torch
 from torch import nn
 
-from evaluator.registry.model_keys import STRUCTURE_KINDS as KIND_OF_STRUCTURE
-
-STRUCTURE_KINDS = tuple(dict.fromkeys(KIND_OF_STRUCTURE.values()))  # ("US", "S")
+from evaluator.registry.model_keys import STRUCTURE_KIND_NAMES, STRUCTURE_KINDS
 
 
 @dataclass(frozen=True)
@@ -55,8 +53,8 @@ class Efficiency:
 
 def effective_macs(figures: dict, structure_kind: str) -> int:
     """The MACs that the model's pruning structure saves: non-zeros for US, shrunk layers for S."""
-    if structure_kind not in STRUCTURE_KINDS:
-        raise ValueError(f"structure kind {structure_kind!r} is not one of {', '.join(STRUCTURE_KINDS)}")
+    if structure_kind not in STRUCTURE_KIND_NAMES:
+        raise ValueError(f"structure kind {structure_kind!r} is not one of {', '.join(STRUCTURE_KIND_NAMES)}")
     return int(figures["macs_nonzero"] if structure_kind == "US" else figures["macs_structured"])
 
 
@@ -112,7 +110,7 @@ def measure_efficiency(model: nn.Module, input_shape: Sequence[int]) -> Efficien
 def efficiency_summary(model: nn.Module, structure: str, input_shape: Sequence[int]) -> dict:
     """What ``apb check`` stores: the figures of :func:`measure_efficiency` plus ``macs_effective`` for the
     manifest's *structure* (``weights`` -> US, ``filters``/``channels`` -> S)."""
-    return measure_efficiency(model, input_shape).to_dict(KIND_OF_STRUCTURE[structure])
+    return measure_efficiency(model, input_shape).to_dict(STRUCTURE_KINDS[structure])
 
 
 def efficiency_text(figures: dict) -> str:
