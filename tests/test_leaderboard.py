@@ -5,6 +5,7 @@ and extra files; rendering is byte-for-byte repeatable and every generated link 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -586,7 +587,8 @@ def test_rank_groups_need_the_flags_of_every_ranked_cell(tmp_path, monkeypatch):
         add_evaluated(root, r18(harp, sparsity), flags=False, per_sample=flags_result(10_000, 3003))
         add_evaluated(root, r18(hydra, sparsity), flags=False, per_sample=flags_result(10_000, 3000))
     original = rows_module.row_of
-    monkeypatch.setattr(rows_module, "row_of", lambda root, result, threat: original(root, result, threat, flags=False))
+    monkeypatch.setattr(rows_module, "row_of",
+                        lambda root, result, threat: dataclasses.replace(original(root, result, threat), part_bits=None))
     readme = render_all(root)[LEADERBOARD].decode()
     table = {ap_of(row["AP"]): row for _, subsection, rows in tables(readme) for row in rows
              if subsection == f"AutoAttack, protocol `{PROTOCOL}`"}

@@ -93,14 +93,14 @@ class Row:
         return None if self.efficiency is None else (self.efficiency[0], self.efficiency[1])
 
 
-def row_of(root: Path, result: Result, threat: ThreatModel, *, flags: bool = True) -> Row:
+def row_of(root: Path, result: Result, threat: ThreatModel) -> Row:
     """The :class:`Row` of one record, its sidecar (if any) read, checked and reduced to a curve summary on
-    *threat*'s grid and, for an evaluated record when *flags*, to bit-packed robust flags under *threat* (the
-    paired tests' input)."""
+    *threat*'s grid and, for an evaluated record, to bit-packed robust flags under *threat* (the paired tests'
+    input)."""
     record = result.record
     metrics = record.get("metrics") or {}
     provenance = record.get("provenance") or {}
-    per_sample = load_per_sample(root, result) if flags else None
+    per_sample = load_per_sample(root, result)
     distances = per_sample.hofmn_distance if per_sample is not None else load_distances(root, result)
     bits = None if per_sample is None else tuple(
         np.packbits(per_sample.robust(metric, threat) if per_sample.measured(metric) else
