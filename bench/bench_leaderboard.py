@@ -84,6 +84,7 @@ def build(root: Path, n_aps: int) -> None:
                     "code_url": None, "pipeline": {"stage": stage, **pipeline}, "structure": ["S", "US"],
                     "granularity": "filters", "locality": ["L", "G"][i % 2: i % 2 + 1], "criterion": "LWM"}
         (folder / "taxonomy.json").write_text(json.dumps(taxonomy, indent=2))
+        manifest = ["schema_version: 1", f"ap_key: {ap_key}", "defaults:", "  format: safetensors", "models:"]
         for j, (arch, dataset, kind, sparsity) in enumerate(MODELS):
             data, summary = made[(i * 24 + j) % VARIANTS]
             model_key = f"{ap_key}_{arch}_{dataset}_{kind}_{sparsity}"
@@ -112,6 +113,12 @@ def build(root: Path, n_aps: int) -> None:
                 "per_sample": {"file": f"{stem}.npz", "sha256": hashlib.sha256(data).hexdigest()},
             }
             (folder / "records" / f"{stem}.json").write_text(json.dumps(record, indent=2))
+            manifest += [f"  - architecture: {record['architecture']}", f"    dataset: {dataset}",
+                         f"    structure: {'weights' if kind == 'US' else 'filters'}", f"    sparsity: {sparsity}",
+                         f"    url: https://example.org/{ap_key}/{model_key}.safetensors",
+                         f"    sha256: {record['checkpoint_sha256']}",
+                         f"    claimed: {{clean_accuracy: {record['metrics']['clean_accuracy']}}}"]
+        (folder / "manifest.yaml").write_text("\n".join(manifest) + "\n")
 
 
 def measure(command: str, root: Path, out: Path) -> None:

@@ -8,9 +8,11 @@ import pytest
 from evaluator.ci.doctor import OK, PROBLEM, UNKNOWN, load_deployment, run_doctor
 from evaluator.ci.github import connect
 from evaluator.cli import main
+from evaluator.registry.home import home
 from tests.support.fake_github import FakeGitHub
 
-REPO = "apb-org/benchmark"
+REPO = home().repository  # the repository home.yaml names: its links and Pages address are checked too
+OWNER = REPO.split("/")[0]
 CLASSIC = {"url": "", "required_status_checks": {"strict": False, "contexts": ["validate"], "checks": []},
            "enforce_admins": {"enabled": False}, "required_signatures": {"enabled": False},
            "allow_force_pushes": {"enabled": False}, "allow_deletions": {"enabled": False},
@@ -19,7 +21,7 @@ CLASSIC = {"url": "", "required_status_checks": {"strict": False, "contexts": ["
 
 @pytest.fixture
 def fake():
-    with FakeGitHub() as server:
+    with FakeGitHub(*REPO.split("/")) as server:
         yield server
 
 
@@ -34,14 +36,14 @@ def test_a_correct_deployment_is_all_ok(fake):
     assert {status for status, _ in found.values()} == {OK}, found
     assert set(found) == {"default workflow permissions", "approval of fork PR workflows", "GPU runner group 'apb-gpu'",
                           "protection of main", "the bot may push to main", "GitHub Pages source",
-                          "label 'apb:evaluate'"}
+                          "GitHub Pages address", "label 'apb:evaluate'", "repository name"}
 
 
 def test_the_cli_prints_each_setting_and_fails_on_a_problem(fake, monkeypatch, capsys):
     monkeypatch.setenv("GITHUB_TOKEN", "read-token")
     monkeypatch.setenv("GITHUB_API_URL", fake.base_url)
     assert main(["ci", "doctor", "--repo", REPO]) == 0
-    assert "7 ok, 0 problems, 0 could not be checked" in capsys.readouterr().out
+    assert "9 ok, 0 problems, 0 could not be checked" in capsys.readouterr().out
     fake.settings.labels.remove("apb:evaluate")
     assert main(["ci", "doctor", "--repo", REPO]) == 1
     out = capsys.readouterr().out
@@ -57,9 +59,9 @@ BROKEN = {
                                      "approval of fork PR workflows", "'first_time_contributors'"),
     "no runner group": (lambda s: s.runner_groups.pop(), "GPU runner group 'apb-gpu'", "has no runner group"),
     "group open to all repositories": (lambda s: s.runner_groups[1].update(visibility="all"),
-                                       "GPU runner group 'apb-gpu'", "every repository of apb-org"),
-    "group open to another repository": (lambda s: s.runner_groups[1]["repositories"].append("apb-org/other"),
-                                         "GPU runner group 'apb-gpu'", "not only apb-org/benchmark"),
+                                       "GPU runner group 'apb-gpu'", f"every repository of {OWNER}"),
+    "group open to another repository": (lambda s: s.runner_groups[1]["repositories"].append(f"{OWNER}/other"),
+                                         "GPU runner group 'apb-gpu'", f"not only {REPO}"),
     "group open to every workflow": (lambda s: s.runner_groups[1].update(restricted_to_workflows=False),
                                      "GPU runner group 'apb-gpu'", "any workflow may use it"),
     "group open to a PR's ref": (lambda s: s.runner_groups[1]["selected_workflows"].append(
@@ -81,6 +83,8 @@ BROKEN = {
         "the bot may push to main", "github-actions is not among the apps"),
     "pages from a branch": (lambda s: s.pages.update(build_type="legacy"), "GitHub Pages source", "'legacy'"),
     "pages off": (lambda s: setattr(s, "pages", None), "GitHub Pages source", "not enabled"),
+    "pages on a custom domain": (lambda s: s.pages.update(cname="apb.example.org", html_url="https://apb.example.org"),
+                                 "GitHub Pages address", "serves the site at 'https://apb.example.org'"),
     "no label": (lambda s: s.labels.remove("apb:evaluate"), "label 'apb:evaluate'", "missing"),
 }
 
@@ -148,3 +152,32 @@ def test_an_organization_rulesets_bypass_list_is_read_from_the_organization(fake
     assert found["protection of main"][0] == OK and found["the bot may push to main"][0] == OK, found
     ruleset["bypass_actors"] = []
     assert "no bypass for the GitHub Actions app" in doctor(fake)["the bot may push to main"][1]
+
+
+def test_a_fork_deployed_elsewhere_is_told_to_change_home_yaml():
+    """Issue 22: the Pages address in README.md and leaderboard/README.md is home.yaml's; a deployment under
+    another name is a problem whose fix names the file and the value GitHub reports."""
+    with FakeGitHub("Someone", "apb-fork") as other:
+        findings = run_doctor(connect("read-token", base_url=other.base_url, throttle=False), "Someone/apb-fork",
+                              load_deployment())
+    found = {f.setting: f for f in findings}
+    assert found["repository name"].status == PROBLEM and found["GitHub Pages address"].status == PROBLEM
+    assert "set repository: Someone/apb-fork in evaluator/registry/home.yaml" in found["repository name"].fix
+    assert "set pages_url: https://someone.github.io/apb-fork/ in evaluator/registry/home.yaml" in \
+        found["GitHub Pages address"].fix
+
+
+def test_the_readmes_link_the_site_at_home_yamls_address():
+    """README.md (by hand) and leaderboard/README.md (generated) give the real Pages address, not a pattern."""
+    from evaluator.paths import repo_root
+    from evaluator.registry.home import same_site
+    from tests.support.fake_github import pages_url
+
+    url = home().pages_url
+    for name in ("README.md", "leaderboard/README.md", "docs/site.md"):
+        text = (repo_root() / name).read_text(encoding="utf-8")
+        assert url in text and "<owner>.github.io" not in text, name
+    assert same_site(pages_url(home().repository), url)  # the address GitHub gives that repository, no custom domain
+    host = url.split("/")[2]
+    assert same_site(url.replace(host, host.upper()).rstrip("/"), url)
+    assert not same_site(url.rstrip("/") + "-other/", url)

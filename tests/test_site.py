@@ -9,6 +9,7 @@ from pathlib import Path
 
 from evaluator.cli import main
 from evaluator.record.records import iter_record_paths, read_record
+from evaluator.registry.home import home
 from tests.support.leaderboard_repo import THREE_APS, add_evaluated, make_repo
 
 
@@ -34,9 +35,10 @@ def test_downloads_hold_every_record_and_pages_reference_only_their_own_files(tm
         assert "Content-Security-Policy" in html and "default-src 'self'" in html
         for reference in re.findall(r'(?:src|<link [^>]*href)="([^"]+)"', html):  # what the page loads
             assert reference.startswith("data:") or (out / reference).is_file(), (page, reference)
-        links = re.findall(r'<a href="([^"]+)"', html)  # what a reader may follow: own files, or the paper
-        assert all((out / link.split("#")[0]).is_file() or link == "https://arxiv.org/abs/2409.01249"
-                   for link in links), links
+        links = re.findall(r'<a href="([^"]+)"', html)  # what a reader may follow: own files, the paper, the repository
+        assert all((out / link.split("#")[0]).is_file() or link == home().paper_url
+                   or link.startswith(home().repository_url) for link in links), links
+        assert f"{home().repository_url}/blob/HEAD/docs/leaderboard.md#tables" in links  # no --source-url: home.yaml
     assert (out / "assets/plotly.min.js").stat().st_size > 1_000_000
     assert list((out / "data/curves").iterdir()) == [out / "data/curves/linf-8-255-v1__CIFAR10_US_R18_90.js"]
     rows_js = (out / "data/rows.js").read_text()

@@ -235,19 +235,42 @@ def check_branch_protection(api: Api, repo: str, deployment: Deployment) -> list
     return findings
 
 
-def check_pages(api: Api, repo: str, _: Deployment) -> Finding:
-    setting = "GitHub Pages source"
+def check_pages(api: Api, repo: str, _: Deployment) -> list[Finding]:
+    """Pages publishes pages.yml's artifact, at the address README.md and the leaderboard link (home.yaml)."""
+    from evaluator.registry.home import HOME_FILE, home, same_site
+
+    setting, address = "GitHub Pages source", "GitHub Pages address"
     fix = "Settings > Pages > Build and deployment > Source: GitHub Actions"
     try:
-        build_type = api.get(f"/repos/{repo}/pages").get("build_type")
+        site = api.get(f"/repos/{repo}/pages")
     except NotReadable as error:
         if error.status == 404:
-            return Finding(setting, PROBLEM, "GitHub Pages is not enabled", fix)
-        return Finding(setting, UNKNOWN, _needs("repository Pages: read", error), fix)
-    if build_type != "workflow":
-        return Finding(setting, PROBLEM, f"build_type is {build_type!r}: Pages publishes a branch, not pages.yml's "
-                                         "artifact", fix)
-    return Finding(setting, OK, "GitHub Actions (pages.yml deploys)")
+            return [Finding(setting, PROBLEM, "GitHub Pages is not enabled", fix)]
+        return [Finding(setting, UNKNOWN, _needs("repository Pages: read", error), fix)]
+    build_type, html_url = site.get("build_type"), str(site.get("html_url") or "")
+    findings = [Finding(setting, OK, "GitHub Actions (pages.yml deploys)") if build_type == "workflow" else
+                Finding(setting, PROBLEM, f"build_type is {build_type!r}: Pages publishes a branch, not pages.yml's "
+                                          "artifact", fix)]
+    if same_site(html_url, home().pages_url):
+        findings.append(Finding(address, OK, f"{html_url}, as the READMEs link it"))
+    else:
+        findings.append(Finding(address, PROBLEM, f"GitHub serves the site at {html_url!r}, but the READMEs and the "
+                                                  f"site link {home().pages_url}",
+                                f"set pages_url: {html_url} in {HOME_FILE.relative_to(HOME_FILE.parents[2])}, then "
+                                "`apb leaderboard` and edit README.md's link"))
+    return findings
+
+
+def check_home_repository(repo_object: Any) -> Finding:
+    """The repository checked is the one home.yaml names (its links point there)."""
+    from evaluator.registry.home import HOME_FILE, home
+
+    setting, full_name = "repository name", str(repo_object.full_name)
+    if full_name.lower() == home().repository.lower():
+        return Finding(setting, OK, f"{full_name}, as {HOME_FILE.name} names it")
+    return Finding(setting, PROBLEM, f"is {full_name}, but {HOME_FILE.name} names {home().repository}: the READMEs' "
+                                     "and the site's links point there",
+                   f"set repository: {full_name} in {HOME_FILE.relative_to(HOME_FILE.parents[2])}")
 
 
 def check_label(repo_object: Any, deployment: Deployment) -> Finding:
@@ -275,5 +298,6 @@ def run_doctor(gh: Any, repo: str, deployment: Deployment) -> list[Finding]:
                                 f"Settings > General > Default branch: {deployment.default_branch}"))
     findings += [check_workflow_permissions(api, repo, deployment), check_fork_approval(api, repo, deployment),
                  check_runner_group(api, repo, deployment), *check_branch_protection(api, repo, deployment),
-                 check_pages(api, repo, deployment), check_label(repo_object, deployment)]
+                 *check_pages(api, repo, deployment), check_label(repo_object, deployment),
+                 check_home_repository(repo_object)]
     return findings

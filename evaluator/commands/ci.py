@@ -124,8 +124,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
     doctor = steps.add_parser("doctor", help="check the repository's and organization's settings that the threat "
                                              "model relies on (a read token in GITHUB_TOKEN)")
-    doctor.add_argument("--repo", default=os.environ.get("GITHUB_REPOSITORY"),
-                        help="owner/name (default: $GITHUB_REPOSITORY)")
+    doctor.add_argument("--repo", default=None,
+                        help="owner/name (default: $GITHUB_REPOSITORY, else evaluator/registry/home.yaml's repository)")
     doctor.add_argument("--deployment", type=Path, default=None,
                         help="the expected settings (default: evaluator/ci/deployment.yaml)")
 
@@ -323,9 +323,9 @@ def run_check_diff(args: argparse.Namespace) -> int:
 def run_doctor(args: argparse.Namespace) -> int:
     from evaluator.ci.doctor import DEPLOYMENT_FILE, PROBLEM, UNKNOWN, load_deployment, run_doctor as check
     from evaluator.ci.github import DEFAULT_API_URL, connect
+    from evaluator.registry.home import home
 
-    if not args.repo:
-        raise APBError(Problem("apb ci doctor", "give --repo owner/name (or set GITHUB_REPOSITORY)"))
+    args.repo = args.repo or os.environ.get("GITHUB_REPOSITORY") or home().repository
     token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN") or ""
     gh = connect(token, base_url=os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL)
     findings = check(gh, args.repo, load_deployment(args.deployment or DEPLOYMENT_FILE))

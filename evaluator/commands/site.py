@@ -17,11 +17,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="repository to read (default: the repository around the current directory)")
     parser.add_argument("--source-url", default=None,
                         help="where the repository's files are browsable (e.g. https://github.com/OWNER/REPO/blob/"
-                             "COMMIT); model keys of evaluated records then link to their model pages there")
+                             "COMMIT); model keys of evaluated records link to their model pages there (default: "
+                             "the default branch of the repository named in evaluator/registry/home.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:
     from evaluator.paths import repo_root, submissions_dir
+    from evaluator.registry.home import home
     from evaluator.site import build_site
 
     root = (args.root or repo_root()).resolve()
@@ -30,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     if args.source_url is not None and not args.source_url.startswith("https://"):
         raise APBError(Problem("--source-url", "must be an https:// URL", field="source_url"))
     started = time.perf_counter()
-    counts = build_site(root, args.out.resolve(), source_url=(args.source_url or "").rstrip("/") or None)
+    source_url = (args.source_url or f"{home().repository_url}/blob/HEAD").rstrip("/")
+    counts = build_site(root, args.out.resolve(), source_url=source_url)
     print(f"apb site: {counts['records']} records of {counts['aps']} APs ({counts['curves']} with curves) written to "
           f"{args.out} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0

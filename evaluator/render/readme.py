@@ -17,6 +17,7 @@ from typing import Callable, Collection, Iterable, Mapping, Protocol, Sequence
 
 from evaluator.protocol import list_protocols
 from evaluator.record.records import metric_label, metrics_in
+from evaluator.registry.home import home
 from evaluator.render.catalog import Catalog, last_updated
 from evaluator.render.curve_set import TOP_K, TableOrder
 from evaluator.render.layout import (ANALYSIS_PAGE, LEADERBOARD_README, Group, curve_file,
@@ -369,8 +370,8 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
              "structure, one row per adversarial pruning (AP) method, one column per architecture and sparsity. "
              "AP names link to their taxonomy entry, `code` to the authors' code, the venue to the paper. "
              f"[Analysis by taxonomy dimension]({relative_link(LEADERBOARD_README, ANALYSIS_PAGE)}). Rankings, every "
-             "record searchable, security curves to compare: the site, on this repository's GitHub Pages "
-             "(`https://<owner>.github.io/<repository>/`, [docs/site.md](../docs/site.md)).", ""]
+             f"record searchable, security curves to compare: the site, **[{home().pages_url}]({home().pages_url})** "
+             "([docs/site.md](../docs/site.md)).", ""]
     for protocol in catalog.published_protocols():
         text = descriptions.get(protocol, "").strip()
         lines.append(f"- **Published**, `{protocol}`" + (f": {text}" if text else "") + " Shown exactly as published.")

@@ -84,13 +84,12 @@ def prepare_out(out: Path) -> None:
     (out / MARKER).write_text("written by apb site; the whole folder is replaced by the next run\n")
 
 
-PAPER_URL = "https://arxiv.org/abs/2409.01249"
-
-
 def footer(source_url: str | None) -> str:
     """Links back: the paper, and where the repository's files are browsable (*source_url*, ``.../blob/COMMIT``)
     its repository, ranking rule, contributing guide and citation."""
-    links = [("Paper (arXiv:2409.01249)", PAPER_URL)]
+    from evaluator.registry.home import home
+
+    links = [(f"Paper ({home().paper_label})", home().paper_url)]
     if source_url:
         links = [("Repository", source_url.split("/blob/")[0]), *links,
                  ("Citation", f"{source_url}/README.md#citation"),

@@ -109,7 +109,7 @@ def parse_yaml_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
     cached = _PARSED_YAML.get(text)
     if cached is not None:  # the same content parses to the same data: hand out a copy
         return copy.deepcopy(cached[0]), LineMap(dict(cached[1]))
-    yaml = YAML(typ="safe", pure=True)
+    yaml = YAML(typ="safe", pure=False)  # libyaml's parser (ruamel.yaml.clib) where installed, the same events
     try:
         data, lines = _YamlBuilder(yaml, name).build(yaml.parse(text))
     except MarkedYAMLError as error:

@@ -529,10 +529,18 @@ class DeploymentSettings:
                                  {"type": "required_status_checks", "parameters": {
                                      "strict_required_status_checks_policy": False,
                                      "required_status_checks": [{"context": "validate"}]}}]}],
-            pages={"url": "", "status": "built", "cname": None, "custom_404": False, "html_url": "",
+            pages={"url": "", "status": "built", "cname": None, "custom_404": False, "html_url": pages_url(full_name),
                    "build_type": "workflow", "source": {"branch": "main", "path": "/"}, "public": True,
                    "https_enforced": True},
             labels=["apb:evaluate", "bug"])
+
+
+def pages_url(full_name: str) -> str:
+    """The ``html_url`` GitHub gives a Pages site without a custom domain: ``https://<owner>.github.io/<name>/``
+    (the host in lower case), or the domain's root for the repository named ``<owner>.github.io``."""
+    owner, name = full_name.split("/")
+    host = f"{owner.lower()}.github.io"
+    return f"https://{host}/" if name.lower() == host else f"https://{host}/{name}/"
 
 
 def _not_found() -> tuple[int, dict, object]:
