@@ -7,6 +7,8 @@ creating 48,000 files is mostly system time) and peak resident memory per N.
 
     .venv/bin/python bench/bench_leaderboard.py                 # N = 100, 300, 1000
     .venv/bin/python bench/bench_leaderboard.py --aps 100 --keep /tmp/apb-bench
+    git worktree add /tmp/apb-old <rev> && .venv/bin/python bench/bench_leaderboard.py --aps 1000 \
+        --commands validate leaderboard --baseline /tmp/apb-old --rounds 2     # side by side, with ratios
 
 Each render runs in a fresh child process, so its peak memory is its own. Nothing here is a test.
 """
@@ -143,42 +145,78 @@ def output_shape(out: Path) -> tuple[int, int, int]:
     return files, largest, widest
 
 
+def run_child(command: str, root: Path, out: Path, tree: Path | None) -> dict:
+    """One measurement in a fresh interpreter, with *tree*'s evaluator (default: this checkout's)."""
+    argv = [sys.executable, __file__, "--measure", command, str(root), str(out)] + (["--tree", str(tree)] if tree else [])
+    child = subprocess.run(argv, capture_output=True, text=True, cwd=tree or REPO)
+    if child.returncode:
+        print(child.stderr[-3000:])
+        raise SystemExit(f"{command} failed ({tree or REPO})")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aps", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--commands", nargs="+", default=["validate", "leaderboard", "site"])
     parser.add_argument("--keep", type=Path, default=None, help="build the repositories here and keep them")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a checkout of another commit (git worktree add DIR REV): each measurement runs on it "
+                             "and on this checkout, one after the other, and the ratios are printed")
+    parser.add_argument("--rounds", type=int, default=1, help="measurements per command, output and tree")
     parser.add_argument("--measure", nargs=3, metavar=("COMMAND", "ROOT", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--tree", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
+        if args.tree:
+            sys.path.insert(0, str(args.tree.resolve()))
         measure(args.measure[0], Path(args.measure[1]), Path(args.measure[2]))
         return
     base = args.keep or Path(tempfile.mkdtemp(prefix="apb-bench-"))
+    trees: list[tuple[str, Path | None]] = ([("baseline", args.baseline.resolve())] if args.baseline else []) + \
+        [("this", None)]
     print(f"python {sys.version.split()[0]}, {len(MODELS)} models per AP, {N_SAMPLES} samples per sidecar")
-    print(f"{'APs':>6} {'records':>8} {'command':>12} {'output':>9} {'cpu s':>7} {'user s':>7} {'sys s':>6} "
-          f"{'wall s':>7} {'peak MiB':>9} {'files':>7} {'max .md KiB':>11} {'max folder':>10}")
+    print(f"{'APs':>6} {'records':>8} {'command':>12} {'output':>9} {'tree':>8} {'cpu s':>7} {'user s':>7} "
+          f"{'sys s':>6} {'wall s':>7} {'peak MiB':>9} {'files':>7} {'max .md KiB':>11} {'max folder':>10}")
+    cpu: dict[tuple[int, str, str, str], list[float]] = {}
     try:
         for n in args.aps:
             root = base / f"repo-{n}"
             if not (root / "submissions").is_dir():
                 build(root, n)
             for command in args.commands:
-                out = base / f"out-{n}-{command}"
-                shutil.rmtree(out, ignore_errors=True)
-                for output in ("fresh", "unchanged"):  # every file written, then every file compared and kept
-                    child = subprocess.run([sys.executable, __file__, "--measure", command, str(root), str(out)],
-                                           capture_output=True, text=True, cwd=REPO)
-                    if child.returncode:
-                        print(child.stderr[-3000:])
-                        raise SystemExit(f"{command} failed at N = {n}")
-                    result = json.loads(child.stdout.strip().splitlines()[-1])
-                    files, largest, widest = output_shape(out)
-                    print(f"{n:>6} {n * len(MODELS):>8} {command:>12} {output:>9} {result['cpu_s']:>7.1f} "
-                          f"{result['user_s']:>7.1f} {result['sys_s']:>6.1f} {result['wall_s']:>7.1f} "
-                          f"{result['peak_mib']:>9.0f} {files:>7} {largest / 1024:>11.0f} {widest:>10}", flush=True)
+                for round_index in range(args.rounds):
+                    order = trees if round_index % 2 == 0 else trees[::-1]  # A B, then B A: drift cancels
+                    for name, tree in order:
+                        out = base / f"out-{n}-{command}-{name}"
+                        shutil.rmtree(out, ignore_errors=True)
+                        for output in ("fresh", "unchanged"):  # every file written, then every file compared
+                            result = run_child(command, root, out, tree)
+                            cpu.setdefault((n, command, output, name), []).append(result["cpu_s"])
+                            files, largest, widest = output_shape(out)
+                            print(f"{n:>6} {n * len(MODELS):>8} {command:>12} {output:>9} {name:>8} "
+                                  f"{result['cpu_s']:>7.1f} {result['user_s']:>7.1f} {result['sys_s']:>6.1f} "
+                                  f"{result['wall_s']:>7.1f} {result['peak_mib']:>9.0f} {files:>7} "
+                                  f"{largest / 1024:>11.0f} {widest:>10}", flush=True)
+            summarize(cpu, n, args.commands, [name for name, _ in trees])
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def summarize(cpu: dict[tuple[int, str, str, str], list[float]], n: int, commands: list[str], trees: list[str]) -> None:
+    """Median CPU seconds per command (fresh output) and tree, validate + leaderboard, and this/baseline ratios."""
+    from statistics import median
+
+    for tree in trees:
+        times = {c: median(cpu[(n, c, "fresh", tree)]) for c in commands}
+        pair = sum(times.get(c, 0.0) for c in ("validate", "leaderboard"))
+        shown = ", ".join(f"{c} {t:.1f} s" for c, t in times.items())
+        print(f"N = {n}, {tree}: {shown}; validate + leaderboard {pair:.1f} s CPU (median of fresh runs)")
+    if len(trees) == 2:
+        ratios = ", ".join(f"{c} {median(cpu[(n, c, 'fresh', 'this')]) / median(cpu[(n, c, 'fresh', 'baseline')]):.2f}"
+                           for c in commands)
+        print(f"N = {n}, this / baseline CPU: {ratios}")
 
 
 if __name__ == "__main__":
