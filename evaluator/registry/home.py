@@ -57,7 +57,8 @@ def home() -> Home:
         problems.append(Problem(str(HOME_FILE), f"repository: must be GitHub's owner/name, got {repository!r}",
                                 lines.line(("repository",))))
     pages_url = _https_url(data.get("pages_url"), ("pages_url",), problems, lines)
-    paper = data.get("paper") if isinstance(data.get("paper"), dict) else {}
+    paper_field = data.get("paper")
+    paper: dict = paper_field if isinstance(paper_field, dict) else {}
     paper_url = _https_url(paper.get("url"), ("paper", "url"), problems, lines)
     if not isinstance(paper.get("label"), str) or not paper.get("label"):
         problems.append(Problem(str(HOME_FILE), "paper.label: must be the paper's short name (arXiv:NNNN.NNNNN)",
