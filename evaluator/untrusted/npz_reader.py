@@ -23,16 +23,20 @@ from evaluator.untrusted.zip_checks import ZIP_MAGIC, declared_size_problem, dir
 _NPY_MAGIC, MAX_NPY_HEADER = b"\x93NUMPY", 10_000  # np.load's default header cap
 
 
-def read_npz(data: bytes, names: Collection[str], *, max_member_bytes: int,
-             repeated: Collection[str] = ()) -> dict[str, np.ndarray]:
-    """The arrays *names* of the archive *data*: by :func:`read_plain_npz` where the archive is plain, else by
-    ``np.load(allow_pickle=False)``, whose errors (``ValueError``, ``KeyError``, ``OSError``, ``EOFError``, zip
-    errors) say why it cannot be read. A member declaring more than *max_member_bytes* is a ``ValueError``
-    before anything is inflated (both readers inflate no more than a member declares)."""
+def read_npz(data: bytes, names: Collection[str], *, max_member_bytes: int, repeated: Collection[str] = (),
+             optional: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays *names* of the archive *data* (those in *optional* only where the directory lists their
+    ``.npy``): by :func:`read_plain_npz` where the archive is plain, else by ``np.load(allow_pickle=False)``,
+    whose errors (``ValueError``, ``KeyError``, ``OSError``, ``EOFError``, zip errors) say why it cannot be
+    read. A member declaring more than *max_member_bytes* is a ``ValueError`` before anything is inflated
+    (both readers inflate no more than a member declares). The directory is read once, for all of this."""
     members = directory(data)
     too_big = declared_size_problem(members or [], max_member_bytes)
     if too_big:
         raise ValueError(too_big)
+    if optional:
+        listed = {info.filename for info in members or []}
+        names = tuple(name for name in names if name not in optional or f"{name}.npy" in listed)
     arrays = read_plain_npz(data, names, repeated=repeated, members=members)
     if arrays is not None:
         return arrays
