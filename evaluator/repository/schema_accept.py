@@ -79,10 +79,10 @@ def _compile(schema: Any) -> Check:
         build = _KEYWORDS.get(keyword)
         if build is None:
             raise Unsupported(keyword)
-        kinds, check = build(argument, schema)
-        if check is not _always:
+        kinds, test = build(argument, schema)
+        if test is not _always:
             for kind in kinds & allowed:
-                checks[kind].append(check)
+                checks[kind].append(test)
     lists = {kind: tuple(checks[kind]) if kind in allowed else (_never,) for kind in _ALL}
     combined = {found: _every(found) for found in set(lists.values())}
     if len(combined) == 1:  # no "type", and every keyword checks values of every kind
