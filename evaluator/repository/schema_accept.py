@@ -27,8 +27,8 @@ _TYPES: dict[str, Kinds] = {"null": frozenset({_NULL}), "boolean": frozenset({bo
 
 def _kind(value: Any) -> type:
     """The kind of a value of another type: the first JSON type it is an instance of (a subclass; bool before
-    int, as the old isinstance checks and jsonschema's), else ``object`` (no JSON kind: only the keywords
-    that check every kind apply, and "type" refuses it)."""
+    int, as jsonschema's type checks), else Python's ``object`` (no JSON kind: only the keywords that check
+    every kind apply, and "type" refuses it)."""
     return next((kind for kind in (bool, int, float, str, list, dict) if isinstance(value, kind)), object)
 
 
