@@ -98,6 +98,40 @@ def test_encrypted_and_other_methods_are_left_to_np_load() -> None:
         read_npz(_archive(False, a=np.array([{"x": 1}], dtype=object), b=np.ones(3)), ("a", "b"), max_member_bytes=1000)
 
 
+def _hostile_archives() -> dict[str, bytes]:
+    good = _archive(True, a=np.arange(1000, dtype=np.int32), b=np.ones(1000, dtype=np.float32))
+    found = {"truncated": good[:-30], "a local header naming another member": good.replace(b"b.npy", b"c.npy", 1),
+             "a single .npy": _npy(np.arange(5))}
+    entry = good.find(b"PK\x01\x02")
+    for name, (offset, change) in {"encrypted": (entry + 8, 0x1), "a bad CRC": (entry + 16, 0xFF),
+                                   "a broken deflate stream": (60, 0xFF)}.items():
+        data = bytearray(good)
+        data[offset] ^= change
+        found[name] = bytes(data)
+    data = bytearray(good)
+    data[8:10] = data[entry + 10:entry + 12] = struct.pack("<H", 99)
+    found["compression method 99"] = bytes(data)
+    lzma = io.BytesIO()
+    with zipfile.ZipFile(lzma, "w", zipfile.ZIP_LZMA) as archive:
+        archive.writestr("a.npy", _npy(np.arange(5)))
+        archive.writestr("b.npy", _npy(np.arange(5)))
+    data = bytearray(lzma.getvalue())
+    data[50] ^= 0xFF
+    found["a broken lzma stream"] = bytes(data)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**11,)})
+    found["a header declaring 800 GB"] = _replace_member(good, "a.npy", header.getvalue() + bytes(80))
+    return found
+
+
+@pytest.mark.parametrize("name,data", _hostile_archives().items(), ids=list(_hostile_archives()))
+def test_a_hostile_archive_np_load_cannot_read_is_a_value_error(name: str, data: bytes) -> None:
+    """Whatever np.load raises on it (a zip, inflate, lzma or allocation error, or an array where an archive
+    belongs), read_npz says ValueError, which every sidecar reader reports as a problem (not a crash)."""
+    with pytest.raises(ValueError):
+        read_npz(data, ("a", "b"), max_member_bytes=100_000)
+
+
 def test_a_bomb_is_never_inflated_past_its_declared_size() -> None:
     huge = _npy(np.zeros(20_000_000, dtype=np.uint8))  # 20 MB of zeros deflate to ~20 KB
     archive = _replace_member(_archive(True, a=np.arange(3), b=np.ones(3)), "a.npy", huge, declared_size=1000)

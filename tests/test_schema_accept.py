@@ -141,3 +141,29 @@ def test_schema_problems_still_names_every_problem() -> None:
     assert ("n_samples", "expected integer, got number 100.0") in messages
     assert ("metrics", "missing required field") in messages
     assert any(field == "extra" and message.startswith("unknown field 'extra'") for field, message in messages)
+
+
+class _Text(str):
+    pass
+
+
+class _Mapping(dict):
+    pass
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "pattern": "^a"}, {"type": ["number", "null"], "minimum": 0}, {"type": "integer"},
+    {"type": "array", "items": {"type": "integer"}}, {"type": "object", "required": ["a"]}, {"minLength": 2},
+    {"not": {"type": "array"}}, {"not": {"minLength": 2}}, {"oneOf": [{"type": "number"}, {"minLength": 1}]},
+    {"enum": ["ab", 1, None]}, {"if": {"type": "string"}, "then": {"maxLength": 1}, "else": {"const": 2.0}}])
+def test_values_of_other_types_are_judged_as_jsonschema_judges_them(schema: dict) -> None:
+    """The acceptor looks a value's kind up by its exact type; a subclass (of str, float, dict) is judged by
+    the JSON kind it is an instance of, and a value of no JSON kind (a tuple) only by the keywords that apply
+    to every kind, as jsonschema judges them."""
+    import numpy as np
+
+    accepts, validator = compile_acceptor(schema), schema_validator(schema)
+    assert accepts is not None
+    for value in ["ab", _Text("ab"), _Text("b"), 1, 2.0, np.float64(2.0), -1.5, True, None, [1], (1, 2), ("a",),
+                  {"a": 1}, _Mapping(a=1), _Mapping(), object()]:
+        assert accepts(value) == validator.is_valid(value), (schema, value)

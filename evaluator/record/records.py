@@ -13,7 +13,6 @@ import numpy as np
 
 from evaluator.errors import APBError, Problem
 from evaluator.untrusted.npz_reader import MAX_NPY_HEADER, read_npz
-from evaluator.untrusted.zip_checks import directory
 from evaluator.paths import RECORDS, submissions_dir
 from evaluator.record.types import Record
 from evaluator.registry.metrics_file import ARRAYS as _ARRAYS, METRICS_FILE, TABLE as _TABLE
@@ -249,17 +248,12 @@ def load_sidecar(data: bytes, sha256: str | None, name: str, n_samples: int | No
         raise APBError(Problem(name, "the sidecar was changed: its sha256 differs from the one the record names; "
                                      "restore the sidecar that belongs to the record", field="per_sample.sha256"))
     try:
-        return PerSample.from_stored(read_npz(data, sidecar_members(data), repeated=("sample_index",),
+        # an optional array (declared after sidecars were written without it) is read where the sidecar has it
+        optional = [name for name in SIDECAR_ARRAYS if _ARRAYS[name].get("optional")]
+        return PerSample.from_stored(read_npz(data, SIDECAR_ARRAYS, repeated=("sample_index",), optional=optional,
                                               max_member_bytes=sidecar_member_bound(n_samples)))
     except (ValueError, KeyError, OSError, EOFError) as error:
         raise APBError(Problem(name, f"not a per-sample sidecar ({error})", field="per_sample.file")) from None
-
-
-def sidecar_members(data: bytes) -> tuple[str, ...]:
-    """The arrays to read from a sidecar's *data*: every array ``metrics.yaml`` declares, less the ``optional``
-    ones the archive lacks (a sidecar written before they were declared still reads)."""
-    listed = {info.filename for info in directory(data) or []}
-    return tuple(name for name in SIDECAR_ARRAYS if not _ARRAYS[name].get("optional") or f"{name}.npy" in listed)
 
 
 _LAST_DIGEST: list = [None, ""]  # [the bytes object hashed last, its sha256]

@@ -14,17 +14,22 @@ import re
 from typing import Any, Callable
 
 Check = Callable[[Any], bool]
+Kinds = frozenset[type]  # the Python types of JSON values a keyword constrains
 
 ANNOTATIONS = frozenset({"$comment", "$defs", "$id", "$schema", "title", "description", "default", "examples"})
-_TYPES: dict[str, Check] = {
-    "null": lambda value: value is None,
-    "boolean": lambda value: isinstance(value, bool),
-    "integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
-    "number": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
-    "string": lambda value: isinstance(value, str),
-    "array": lambda value: isinstance(value, list),
-    "object": lambda value: isinstance(value, dict),
-}
+_NULL, _NUMBERS = type(None), frozenset({int, float})
+_ALL: Kinds = frozenset({_NULL, bool, int, float, str, list, dict, object})
+"""A value's kind: its type, where that is exactly a JSON one (fast), else :func:`_kind`'s."""
+_TYPES: dict[str, Kinds] = {"null": frozenset({_NULL}), "boolean": frozenset({bool}), "integer": frozenset({int}),
+                            "number": _NUMBERS, "string": frozenset({str}), "array": frozenset({list}),
+                            "object": frozenset({dict})}
+
+
+def _kind(value: Any) -> type:
+    """The kind of a value of another type: the first JSON type it is an instance of (a subclass; bool before
+    int, as jsonschema's type checks), else Python's ``object`` (no JSON kind: only the keywords that check
+    every kind apply, and "type" refuses it)."""
+    return next((kind for kind in (bool, int, float, str, list, dict) if isinstance(value, kind)), object)
 
 
 class Unsupported(Exception):
@@ -54,23 +59,43 @@ def json_equal(one: Any, other: Any) -> bool:
 
 
 def _compile(schema: Any) -> Check:
+    """One schema node as one function. Each keyword compiles to the kinds it constrains and a check that may
+    assume its value is of one of them (no ``isinstance`` guard); the node looks up its value's kind once and
+    runs that kind's checks, in the order of the keywords (a value of a kind "type" excludes is refused)."""
     if schema is True or schema == {}:
         return _always
     if schema is False:
-        return lambda value: False
+        return _never
     if not isinstance(schema, dict):
         raise Unsupported(repr(schema))
-    checks: list[Check] = []
+    allowed = _ALL
+    if "type" in schema:
+        names = schema["type"]
+        allowed = frozenset().union(*(_TYPES[name] for name in ([names] if isinstance(names, str) else names)))
+    checks: dict[type, list[Check]] = {kind: [] for kind in allowed}
     for keyword, argument in schema.items():
-        if keyword in ANNOTATIONS or keyword.startswith("x-"):
-            continue
-        if keyword in ("then", "else"):
-            continue  # compiled with "if"
+        if keyword in ANNOTATIONS or keyword.startswith("x-") or keyword in ("type", "then", "else"):
+            continue  # "then" and "else" are compiled with "if"
         build = _KEYWORDS.get(keyword)
         if build is None:
             raise Unsupported(keyword)
-        checks.append(build(argument, schema))
-    checks = [check for check in checks if check is not _always]
+        kinds, test = build(argument, schema)
+        if test is not _always:
+            for kind in kinds & allowed:
+                checks[kind].append(test)
+    lists = {kind: tuple(checks[kind]) if kind in allowed else (_never,) for kind in _ALL}
+    combined = {found: _every(found) for found in set(lists.values())}
+    if len(combined) == 1:  # no "type", and every keyword checks values of every kind
+        return next(iter(combined.values()))
+    table = {kind: combined[found] for kind, found in lists.items()}
+
+    def check(value: Any) -> bool:
+        test = table.get(type(value))
+        return test(value) if test is not None else table[_kind(value)](value)
+    return check
+
+
+def _every(checks: tuple[Check, ...]) -> Check:
     if not checks:
         return _always
     if len(checks) == 1:
@@ -88,35 +113,32 @@ def _always(value: Any) -> bool:
     return True
 
 
-def _type(argument: Any, _: dict) -> Check:
-    names = [argument] if isinstance(argument, str) else list(argument)
-    tests = [_TYPES[name] for name in names]
-    if len(tests) == 1:
-        return tests[0]
-    return lambda value: any(test(value) for test in tests)
+def _never(value: Any) -> bool:
+    return False
 
 
-def _properties(argument: dict, schema: dict) -> Check:
+Built = tuple[Kinds, Check]  # what a keyword compiles to: the kinds it constrains, a check of a value of those kinds
+
+
+def _properties(argument: dict, schema: dict) -> Built:
     """``properties`` and, beside it, ``additionalProperties``: one pass over the object's fields."""
     compiled = {name: _compile(sub) for name, sub in argument.items()}
     extra = _additional_test(schema)
 
-    def check(value: Any) -> bool:
-        if not isinstance(value, dict):
-            return True
+    def check(value: dict) -> bool:
         for name, item in value.items():
             test = compiled.get(name, extra)
             if test is not None and not test(item):
                 return False
         return True
-    return check
+    return _TYPES["object"], check
 
 
-def _additional_properties(argument: Any, schema: dict) -> Check:
+def _additional_properties(argument: Any, schema: dict) -> Built:
     test = _additional_test(schema)
     if "properties" in schema or test is None:
-        return _always  # checked by "properties", in the same pass
-    return lambda value: not isinstance(value, dict) or all(test(item) for item in value.values())
+        return _ALL, _always  # checked by "properties", in the same pass
+    return _TYPES["object"], lambda value: all(test(item) for item in value.values())
 
 
 def _additional_test(schema: dict) -> Check | None:
@@ -125,53 +147,57 @@ def _additional_test(schema: dict) -> Check | None:
     return None if "additionalProperties" not in schema else _compile(schema["additionalProperties"])
 
 
-def _property_names(argument: Any, _: dict) -> Check:
+def _property_names(argument: Any, _: dict) -> Built:
     test = _compile(argument)
-    return lambda value: not isinstance(value, dict) or all(test(name) for name in value)
+    return _TYPES["object"], lambda value: all(test(name) for name in value)
 
 
-def _required(argument: list, _: dict) -> Check:
-    names = tuple(argument)
-    return lambda value: not isinstance(value, dict) or all(name in value for name in names)
+def _required(argument: list, _: dict) -> Built:
+    names = frozenset(argument)
+    return _TYPES["object"], lambda value: value.keys() >= names
 
 
-def _size(is_kind: Check, minimum: bool) -> Callable[[Any, dict], Check]:
+def _size(kind: str, minimum: bool) -> Callable[[int, dict], Built]:
     """minProperties/maxProperties, minItems/maxItems, minLength/maxLength: a bound on ``len`` of one kind."""
-    def build(argument: int, _: dict) -> Check:
+    def build(argument: int, _: dict) -> Built:
         if minimum:
-            return lambda value: not is_kind(value) or len(value) >= argument
-        return lambda value: not is_kind(value) or len(value) <= argument
+            return _TYPES[kind], lambda value: len(value) >= argument
+        return _TYPES[kind], lambda value: len(value) <= argument
     return build
 
 
-def _items(argument: Any, schema: dict) -> Check:
+def _items(argument: Any, schema: dict) -> Built:
     if "prefixItems" in schema:
         raise Unsupported("prefixItems")
     test = _compile(argument)
-    return lambda value: not isinstance(value, list) or all(test(item) for item in value)
+
+    def check(value: list) -> bool:
+        for item in value:
+            if not test(item):
+                return False
+        return True
+    return _TYPES["array"], check
 
 
-def _unique_items(argument: bool, _: dict) -> Check:
+def _unique_items(argument: bool, _: dict) -> Built:
     if not argument:
-        return lambda value: True
+        return _ALL, _always
 
-    def check(value: Any) -> bool:
-        if not isinstance(value, list):
-            return True
+    def check(value: list) -> bool:
         return not any(json_equal(value[i], value[j]) for i in range(len(value)) for j in range(i + 1, len(value)))
-    return check
+    return _TYPES["array"], check
 
 
-def _contains(argument: Any, schema: dict) -> Check:
+def _contains(argument: Any, schema: dict) -> Built:
     if "minContains" in schema or "maxContains" in schema:
         raise Unsupported("minContains/maxContains")
     test = _compile(argument)
-    return lambda value: not isinstance(value, list) or any(test(item) for item in value)
+    return _TYPES["array"], lambda value: any(test(item) for item in value)
 
 
-def _pattern(argument: str, _: dict) -> Check:
+def _pattern(argument: str, _: dict) -> Built:
     search = pattern_search(argument)
-    return lambda value: not isinstance(value, str) or search(value) is not None
+    return _TYPES["string"], lambda value: search(value) is not None
 
 
 def pattern_search(pattern: str) -> Callable[[str], Any]:
@@ -201,65 +227,72 @@ def _compiled_pattern(pattern: str) -> re.Pattern:
     return re.compile("".join(out))
 
 
-def _bound(compare: Callable[[Any, Any], bool]) -> Callable[[Any, dict], Check]:
-    def build(argument: Any, _: dict) -> Check:
+def _bound(make: Callable[[Any], Check]) -> Callable[[Any, dict], Built]:
+    """minimum/maximum/exclusiveMinimum/exclusiveMaximum: *make* turns the bound into the check of a number."""
+    def build(argument: Any, _: dict) -> Built:
         if isinstance(argument, bool) or not isinstance(argument, (int, float)):
             raise Unsupported("a bound that is not a number")
-        is_number = _TYPES["number"]
-        return lambda value: not is_number(value) or compare(value, argument)
+        return _NUMBERS, make(argument)
     return build
 
 
-def _enum(argument: list, _: dict) -> Check:
+def _enum(argument: list, _: dict) -> Built:
+    """A string or a number is looked up in a set of the options of its kind (:func:`json_equal` is Python's
+    equality there: 1 equals 1.0); other values compare by :func:`json_equal`."""
     strings = frozenset(option for option in argument if isinstance(option, str))
-    others = [option for option in argument if not isinstance(option, str)]
+    numbers = frozenset(option for option in argument if _is_number(option) and option == option)  # NaN equals none
+    others = [option for option in argument if not isinstance(option, str) and not _is_number(option)]
 
     def check(value: Any) -> bool:
-        if isinstance(value, str):  # a string equals only an equal string
+        if isinstance(value, str):
             return value in strings
+        if _is_number(value):
+            return value in numbers
         return any(json_equal(value, option) for option in others)
-    return check
+    return _ALL, check
 
 
-def _const(argument: Any, schema: dict) -> Check:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _const(argument: Any, schema: dict) -> Built:
     return _enum([argument], schema)
 
 
-def _all_of(argument: list, _: dict) -> Check:
+def _all_of(argument: list, _: dict) -> Built:
+    return _ALL, _every(tuple(_compile(sub) for sub in argument))
+
+
+def _any_of(argument: list, _: dict) -> Built:
     tests = [_compile(sub) for sub in argument]
-    return lambda value: all(test(value) for test in tests)
+    return _ALL, lambda value: any(test(value) for test in tests)
 
 
-def _any_of(argument: list, _: dict) -> Check:
+def _one_of(argument: list, _: dict) -> Built:
     tests = [_compile(sub) for sub in argument]
-    return lambda value: any(test(value) for test in tests)
+    return _ALL, lambda value: sum(1 for test in tests if test(value)) == 1
 
 
-def _one_of(argument: list, _: dict) -> Check:
-    tests = [_compile(sub) for sub in argument]
-    return lambda value: sum(1 for test in tests if test(value)) == 1
-
-
-def _not(argument: Any, _: dict) -> Check:
+def _not(argument: Any, _: dict) -> Built:
     test = _compile(argument)
-    return lambda value: not test(value)
+    return _ALL, lambda value: not test(value)
 
 
-def _if(argument: Any, schema: dict) -> Check:
+def _if(argument: Any, schema: dict) -> Built:
     condition = _compile(argument)
     then, otherwise = _compile(schema.get("then", True)), _compile(schema.get("else", True))
-    return lambda value: then(value) if condition(value) else otherwise(value)
+    return _ALL, lambda value: then(value) if condition(value) else otherwise(value)
 
 
-_OBJECT, _ARRAY, _STRING = _TYPES["object"], _TYPES["array"], _TYPES["string"]
-_KEYWORDS: dict[str, Callable[[Any, dict], Check]] = {
-    "type": _type, "properties": _properties, "additionalProperties": _additional_properties,
-    "propertyNames": _property_names, "required": _required, "minProperties": _size(_OBJECT, True), "maxProperties": _size(_OBJECT, False),
-    "items": _items, "minItems": _size(_ARRAY, True), "maxItems": _size(_ARRAY, False), "uniqueItems": _unique_items,
-    "contains": _contains, "minLength": _size(_STRING, True), "maxLength": _size(_STRING, False), "pattern": _pattern,
-    "minimum": _bound(lambda value, bound: not value < bound),  # written as jsonschema compares (NaN included)
-    "maximum": _bound(lambda value, bound: not value > bound),
-    "exclusiveMinimum": _bound(lambda value, bound: not value <= bound),
-    "exclusiveMaximum": _bound(lambda value, bound: not value >= bound),
+_KEYWORDS: dict[str, Callable[[Any, dict], Built]] = {
+    "properties": _properties, "additionalProperties": _additional_properties, "propertyNames": _property_names,
+    "required": _required, "minProperties": _size("object", True), "maxProperties": _size("object", False),
+    "items": _items, "minItems": _size("array", True), "maxItems": _size("array", False), "uniqueItems": _unique_items,
+    "contains": _contains, "minLength": _size("string", True), "maxLength": _size("string", False), "pattern": _pattern,
+    "minimum": _bound(lambda bound: lambda value: not value < bound),  # as jsonschema compares (NaN included)
+    "maximum": _bound(lambda bound: lambda value: not value > bound),
+    "exclusiveMinimum": _bound(lambda bound: lambda value: not value <= bound),
+    "exclusiveMaximum": _bound(lambda bound: lambda value: not value >= bound),
     "enum": _enum, "const": _const, "allOf": _all_of, "anyOf": _any_of, "oneOf": _one_of, "not": _not, "if": _if,
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import lzma
 import math
 import zipfile
 import zlib
@@ -23,21 +24,37 @@ from evaluator.untrusted.zip_checks import ZIP_MAGIC, declared_size_problem, dir
 _NPY_MAGIC, MAX_NPY_HEADER = b"\x93NUMPY", 10_000  # np.load's default header cap
 
 
-def read_npz(data: bytes, names: Collection[str], *, max_member_bytes: int,
-             repeated: Collection[str] = ()) -> dict[str, np.ndarray]:
-    """The arrays *names* of the archive *data*: by :func:`read_plain_npz` where the archive is plain, else by
-    ``np.load(allow_pickle=False)``, whose errors (``ValueError``, ``KeyError``, ``OSError``, ``EOFError``, zip
-    errors) say why it cannot be read. A member declaring more than *max_member_bytes* is a ``ValueError``
-    before anything is inflated (both readers inflate no more than a member declares)."""
+def read_npz(data: bytes, names: Collection[str], *, max_member_bytes: int, repeated: Collection[str] = (),
+             optional: Collection[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays *names* of the archive *data* (those in *optional* only where the directory lists their
+    ``.npy``): by :func:`read_plain_npz` where the archive is plain, else by ``np.load(allow_pickle=False)``,
+    whose errors (``ValueError``, ``KeyError``, ``OSError``, ``EOFError``; any other it raises on a hostile
+    archive as a ``ValueError``, see ``_UNREADABLE``) say why it cannot be read. A member declaring more than *max_member_bytes* is a ``ValueError`` before anything is inflated
+    (both readers inflate no more than a member declares). The directory is read once, for all of this."""
     members = directory(data)
     too_big = declared_size_problem(members or [], max_member_bytes)
     if too_big:
         raise ValueError(too_big)
+    if optional:
+        listed = {info.filename for info in members or []}
+        names = tuple(name for name in names if name not in optional or f"{name}.npy" in listed)
     arrays = read_plain_npz(data, names, repeated=repeated, members=members)
     if arrays is not None:
         return arrays
-    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-        return {name: archive[name] for name in names}
+    try:
+        loaded = np.load(io.BytesIO(data), allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive of named arrays")
+        with loaded as archive:
+            return {name: archive[name] for name in names}
+    except _UNREADABLE as error:
+        raise ValueError(str(error) or type(error).__name__) from None
+
+
+_UNREADABLE = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, NotImplementedError, RuntimeError, MemoryError)
+"""What ``np.load`` raises on a hostile archive besides the errors read_npz names: a broken zip (truncated, a
+bad CRC, a local header that disagrees), a broken deflate or lzma stream, an unknown compression method, an
+encrypted member, an ``.npy`` header declaring more items than memory holds. Each is a ``ValueError`` here."""
 
 
 def read_plain_npz(data: bytes, names: Collection[str], *, repeated: Collection[str] = (),

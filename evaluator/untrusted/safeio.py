@@ -65,7 +65,9 @@ def read_limited_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
         raise APBError(Problem(str(path), f"file is {size:,} bytes, larger than the {limit:,}-byte limit; "
                                           "keep data files small (checkpoints belong behind a URL)", 1))
     with open(path, "rb") as handle:
-        data = handle.read(limit + 1)
+        data = handle.read(size + 1)  # sized by stat: read(limit + 1) would allocate limit bytes for any file
+        if len(data) > size:  # it grew since stat: read on, to one byte past the limit
+            data += handle.read(limit + 1 - len(data))
     if len(data) > limit:
         raise APBError(Problem(str(path), f"file is larger than the {limit:,}-byte limit", 1))
     return data
@@ -247,11 +249,13 @@ def parse_json_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
     text = _as_text(text, name)
 
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-        result: dict = {}
-        for key, value in pairs:
-            if key in result:
-                raise _DuplicateKey(key)
-            result[key] = value
+        result = dict(pairs)
+        if len(result) != len(pairs):  # a key repeats: name the first that does
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise _DuplicateKey(key)
+                seen.add(key)
         return result
 
     def no_constants(token: str) -> Any:
