@@ -158,6 +158,7 @@ class _YamlBuilder:
         self.yaml = yaml
         self.name = name
         self.lines: dict[tuple, int] = {}
+        self.resolved: dict[tuple[str, Any], Any] = {}  # (text, implicit) -> value: a file repeats its scalars
 
     def fail(self, event: Any, message: str, field: str | None = None) -> None:
         raise APBError(Problem(self.name, message, event.start_mark.line + 1, field))
@@ -232,10 +233,17 @@ class _YamlBuilder:
         raise APBError(Problem(self.name, "unexpected YAML structure", event.start_mark.line + 1))
 
     def scalar(self, event: Any) -> Any:
-        from ruamel.yaml.nodes import ScalarNode
-
         if not event.implicit[0]:  # quoted: always a string
             return event.value
+        key = (event.value, event.implicit)
+        if key not in self.resolved:
+            self.resolved[key] = self.resolve(event)
+        return self.resolved[key]
+
+    def resolve(self, event: Any) -> Any:
+        """The value of the unquoted scalar *event* (one of the plain types), or a problem naming its line."""
+        from ruamel.yaml.nodes import ScalarNode
+
         tag = str(self.yaml.resolver.resolve(ScalarNode, event.value, event.implicit))
         if tag.endswith(":merge"):
             self.fail(event, "YAML merge keys (<<) are not allowed; write the fields out")
