@@ -140,3 +140,72 @@ def test_format_field():
     assert format_field(("models", 3, "url")) == "models[3].url"
     assert format_field(()) == "(root)"
     assert format_field((0, "a")) == "[0].a"
+
+
+# -- libyaml fast path: the same data, lines and problems as ruamel's pure YAML 1.2 parser ----------------------
+
+DIVERGENT = ["\t", "\u2028", "\ufeff", "\r", "\x85", ">-#x\n", "{url: https://example.org/a}", "[a:b]", "a:\n  - |+2#c\n"]
+TOKENS = DIVERGENT + ["", ":", ": ", "- ", "'", '"', "{", "}", "[", "]", ",", "#", "&a ", "*a", "!!str ", "\n", "\n  ",
+                      "? ", "|", ">", "%YAML 1.1\n---\n", "---\n", "...\n", '"\\/"', "<<: ", "0o17", "1:20", "Yes", "~"]
+
+
+def _parsed(text: str) -> tuple:
+    from evaluator.untrusted import safeio
+
+    safeio._PARSED_YAML.clear()
+    try:
+        data, lines = parse_yaml_text(text, "x.yaml")
+        return "ok", data, lines._table()
+    except APBError as error:
+        return "refused", [(p.message, p.line) for p in error.problems]
+
+
+def _mutations(count: int):
+    import random
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    texts = [p.read_text(encoding="utf-8") for p in sorted((root / "evaluator").rglob("*.yaml"))]
+    texts += ['schema_version: 1\nap_key: X_Y2024Z\nmodels:\n  - {url: "https://e.org/m.pt", sparsity: 90}\n']
+    rng = random.Random(22)
+    for index in range(count):
+        text = texts[index % len(texts)]
+        for _ in range(rng.randrange(1, 4)):
+            at = rng.randrange(len(text) + 1)
+            text = text[:at] + rng.choice(TOKENS) + text[at + rng.randrange(4):]
+        yield text
+
+
+def test_libyaml_is_installed_and_used_where_it_reads_as_the_pure_parser(monkeypatch):
+    """ruamel.yaml.clib is a dependency; a text without the characters where YAML 1.1 and 1.2 differ takes it."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.main import CParser
+
+    from evaluator.untrusted import safeio
+
+    assert CParser is not None and YAML(typ="safe", pure=False).Parser is CParser
+    used: list[bool] = []
+    real = safeio._parse_yaml
+    monkeypatch.setattr(safeio, "_parse_yaml", lambda text, name, *, fast: used.append(fast) or real(text, name, fast=fast))
+    for text, fast in [("a: 1\nb: [x, y]\n", [True]), ("a: 1  # tab\t\n", [False]), ("a: {u: https://e.org/x}\n", [True, False])]:
+        used.clear()
+        assert _parsed(text)[0] == "ok" and used == fast, (text, used)
+
+
+def test_libyaml_fast_path_reads_every_mutated_text_as_the_pure_parser(monkeypatch):
+    """Mutations of the repository's YAML files, with the characters where libyaml and the YAML 1.2 parser
+    disagree (tabs, NEL/LS/PS and CR line breaks, a byte-order mark, `>-#`, a URL in a flow mapping): the parse
+    (data and lines) or the refusal (message and line) is the pure parser's, every time."""
+    import ruamel.yaml
+
+    from evaluator.untrusted import safeio
+
+    texts = list(_mutations(600))
+    fast = [_parsed(text) for text in texts]
+    real = ruamel.yaml.YAML
+    monkeypatch.setattr(ruamel.yaml, "YAML", lambda typ, pure=False: real(typ=typ, pure=True))
+    monkeypatch.setattr(safeio, "_LIBYAML_DIFFERS", lambda text: None)
+    pure = [_parsed(text) for text in texts]
+    assert sum(result[0] == "ok" for result in pure) > 150 and sum(result[0] == "refused" for result in pure) > 150
+    differ = [(text, a, b) for text, a, b in zip(texts, fast, pure) if a != b]
+    assert not differ, differ[:3]
