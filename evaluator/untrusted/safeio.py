@@ -161,12 +161,15 @@ class _YamlBuilder:
         self.name = name
         self.lines: dict[tuple, int] = {}
         self.resolved: dict[tuple[str, Any], Any] = {}  # (text, implicit) -> value: a file repeats its scalars
+        from ruamel.yaml import events
+
+        self.ev = events  # imported once, not per event
 
     def fail(self, event: Any, message: str, field: str | None = None) -> None:
         raise APBError(Problem(self.name, message, event.start_mark.line + 1, field))
 
     def build(self, events: Iterator[Any]) -> tuple[Any, LineMap]:
-        from ruamel.yaml import events as ev
+        ev = self.ev
 
         documents = 0
         data: Any = None
@@ -186,7 +189,7 @@ class _YamlBuilder:
             self.fail(event, _too_deep_message())
 
     def check_plain(self, event: Any) -> None:
-        from ruamel.yaml import events as ev
+        ev = self.ev
 
         if isinstance(event, ev.AliasEvent):
             self.fail(event, f"YAML alias *{event.anchor} is not allowed; write the value out")
@@ -197,7 +200,7 @@ class _YamlBuilder:
             self.fail(event, f"YAML tag {tag} is not allowed; use plain values")
 
     def node(self, event: Any, events: Iterator[Any], path: tuple) -> Any:
-        from ruamel.yaml import events as ev
+        ev = self.ev
 
         self.check_plain(event)
         self.lines[path] = event.start_mark.line + 1
