@@ -195,6 +195,16 @@ def test_kendall_tau_b_matches_scipy_and_ranks_share_displayed_ties():
     assert competition_ranks([50.0, 49.999, 40.0, 60.0]) == [2, 2, 4, 1]
 
 
+def test_competition_ranks_count_the_values_shown_higher():
+    from evaluator.render.stability import competition_ranks
+
+    rng = np.random.default_rng(7)
+    for size in (0, 1, 2, 50, 300):
+        values = (np.round(rng.random(size) * 20, 3) + rng.choice([0.0, 0.001, 0.004], size)).tolist()  # ties
+        shown = [round(v, 2) for v in values]
+        assert competition_ranks(values) == [1 + sum(other > mine for other in shown) for mine in shown]
+
+
 def test_curve_measures_read_the_curve_at_each_budget_and_average_it_up_to_16_255():
     from evaluator.render.stability import curve_measures
 

@@ -499,7 +499,8 @@ def test_model_page_json_is_json_dumps_indent_2_byte_for_byte():
     from evaluator.render.pages import indented_json
 
     rng = random.Random(0)
-    scalars = [None, True, False, 0, -3, 1.5, 1e-7, 1e20, 90.0, "", "ü\n\t\"", "```", 2 ** 70, float("inf")]
+    scalars = [None, True, False, 0, -3, 1.5, 1e-7, 1e20, 90.0, "", "ü\n\t\"", "```", 2 ** 70, float("inf"),
+               float("-inf"), float("nan"), "\u202e\x00"]
 
     def value(depth: int = 0):
         choice = rng.random()

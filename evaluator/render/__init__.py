@@ -130,18 +130,17 @@ def emit_column_curves(catalog: Catalog, key: CurveColumn, labels: Mapping[str, 
                        order: TableOrder, emit: Sink) -> None:
     """One curve column's figure and the curve of each evaluated model in it (only this column's rows read), its
     models chosen and ordered by *order*, the table the figure illustrates."""
-    from evaluator.render.curve_set import CONTEXT_K, curve_points, group_curve_svg, model_curve_svg, top_rows
+    from evaluator.render.curve_set import CONTEXT_K, context_series, group_curve_svg, model_curve_svg, top_rows
     from evaluator.render.layout import curve_file, model_curve_file
 
     protocol, group, column = key
     rows = catalog.column_rows(key)
     emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, threat, order).encode("utf-8"))
-    top = top_rows(rows, order, labels, CONTEXT_K)
-    pixels = {r.model_key: curve_points(r.curve, threat) for r in top if r.curve is not None}
+    context = context_series(top_rows(rows, order, labels, CONTEXT_K), labels, threat, order)
     for row in rows:
         if not row.published:
             emit(model_curve_file(row.model_key, protocol),
-                 model_curve_svg(row, top, pixels, labels, protocol, threat, order).encode("utf-8"))
+                 model_curve_svg(row, context, labels, protocol, threat, order).encode("utf-8"))
 
 
 def emit_efficiency(catalog: Catalog, protocol: str, group: tuple[str, str], labels: Mapping[str, ApLabel],

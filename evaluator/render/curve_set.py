@@ -123,17 +123,27 @@ def group_curve_svg(rows: Sequence[Row], labels: Mapping[str, ApLabel], protocol
                       legend_title=f"HO-FMN at ε = {eps_label(eps)}\norder: {order.table}{chosen}")
 
 
-def model_curve_svg(row: Row, top: Sequence[Row], top_pixels: Mapping[str, str], labels: Mapping[str, ApLabel],
-                    protocol: str, threat: ThreatModel, order: TableOrder) -> str:
-    """One model's curve (bold) over the grey curves of its column's first rows *top* in the order of the
-    illustrated table (whose pixels are *top_pixels*, by model key: drawn once per column, not once per page)."""
-    context = [r for r in top if r.model_key != row.model_key]
-    series = [Series(curve_label(r, labels, threat, order), top_pixels[r.model_key], context=True) for r in context]
-    own = top_pixels.get(row.model_key) or curve_points(row.curve, threat)  # type: ignore[arg-type]
+def context_series(top: Sequence[Row], labels: Mapping[str, ApLabel], threat: ThreatModel,
+                   order: TableOrder) -> dict[str, Series]:
+    """The grey curves of a column's first rows *top* in the order of the illustrated table, by model key: drawn
+    once per column and reused on each of its model pages."""
+    return {r.model_key: Series(curve_label(r, labels, threat, order),
+                                curve_points(r.curve, threat), context=True)  # type: ignore[arg-type]
+            for r in top}
+
+
+def model_curve_svg(row: Row, context: Mapping[str, Series], labels: Mapping[str, ApLabel], protocol: str,
+                    threat: ThreatModel, order: TableOrder) -> str:
+    """One model's curve (bold) over the grey curves of its column's first rows (*context*, from
+    :func:`context_series`; the model's own among them is drawn bold instead)."""
+    series = [item for model_key, item in context.items() if model_key != row.model_key]
+    own = (context[row.model_key].points if row.model_key in context
+           else curve_points(row.curve, threat))  # type: ignore[arg-type]
+    shown = len(series)
     series.append(Series(curve_label(row, labels, threat, order), own, emphasis=True, band=curve_band(row, threat)))
     eps = threat.eps
-    if context:
-        series.insert(0, Series(f"grey: {order.table}'s top {len(context)}", [], context=True))
+    if shown:
+        series.insert(0, Series(f"grey: {order.table}'s top {shown}", [], context=True))
     title = f"{row.model_key} · {protocol} ({samples_note([row])})"
     return line_chart(title, series, eps_axis(threat)[0], PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
                       legend_title=f"HO-FMN at ε = {eps_label(eps)}")

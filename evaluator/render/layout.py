@@ -19,6 +19,7 @@ CURVES_DIR = LEADERBOARD_DIR / "curves"
 GROUPS_DIR = LEADERBOARD_DIR / "groups"
 ANALYSIS_PAGE = LEADERBOARD_DIR / "analysis.md"
 TAXONOMY_PAGES_DIR = LEADERBOARD_DIR / "taxonomy"
+_MODELS, _MODEL_CURVES = MODELS_DIR.as_posix(), (CURVES_DIR / "models").as_posix()  # a path per model, made at once
 
 
 Group = tuple[str, str]  # (dataset, structure kind)
@@ -65,7 +66,7 @@ def _ap_folder(model_key: str) -> str:
 
 def model_page(model_key: str) -> PurePosixPath:
     """``leaderboard/models/<ap_key>/<model_key>.md``."""
-    return MODELS_DIR / _ap_folder(model_key) / f"{model_key}.md"
+    return PurePosixPath(f"{_MODELS}/{_ap_folder(model_key)}/{model_key}.md")  # one path made, not three
 
 
 def model_link(page: PurePosixPath, model_key: str, anchor: str | None = None) -> str:
@@ -90,7 +91,7 @@ def curve_file(protocol: str, group: Group, architecture: str, sparsity: int) ->
 def model_curve_file(model_key: str, protocol: str) -> PurePosixPath:
     """``leaderboard/curves/models/<ap_key>/<model_key>__<protocol>.svg``: one model's curve among its column's
     best."""
-    return CURVES_DIR / "models" / _ap_folder(model_key) / f"{model_key}__{protocol}.svg"
+    return PurePosixPath(f"{_MODEL_CURVES}/{_ap_folder(model_key)}/{model_key}__{protocol}.svg")
 
 
 def efficiency_file(protocol: str, group: Group) -> PurePosixPath:

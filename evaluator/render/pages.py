@@ -5,8 +5,9 @@ package versions, device, wall times); and the published record beside it, if th
 from __future__ import annotations
 
 import json
+import json.encoder
 from pathlib import PurePosixPath
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from evaluator.record.records import COUNT_FIELDS  # metric -> its field in ``counts``
 from evaluator.record.records import METRICS, metric_label
@@ -67,10 +68,11 @@ def attack_agreement(row: Row) -> list[str]:
     if aa_bits is None or hofmn_bits is None or row.distance_counts is None:
         return []
     n = row.distance_counts[0]
-    aa = np.unpackbits(np.frombuffer(aa_bits, np.uint8))[:n].astype(bool)
-    hofmn = np.unpackbits(np.frombuffer(hofmn_bits, np.uint8))[:n].astype(bool)
-    both, aa_only = int(np.count_nonzero(aa & hofmn)), int(np.count_nonzero(aa & ~hofmn))
-    hofmn_only, neither = int(np.count_nonzero(~aa & hofmn)), int(np.count_nonzero(~aa & ~hofmn))
+    aa = np.unpackbits(np.frombuffer(aa_bits, np.uint8))[:n]
+    hofmn = np.unpackbits(np.frombuffer(hofmn_bits, np.uint8))[:n]
+    both = int(np.count_nonzero(aa & hofmn))  # the other cells from it and each attack's robust count
+    aa_only, hofmn_only = int(np.count_nonzero(aa)) - both, int(np.count_nonzero(hofmn)) - both
+    neither = aa.size - both - aa_only - hofmn_only
     disagree = aa_only + hofmn_only
     table = simple_table(["samples", "HO-FMN: robust", "HO-FMN: broken"],
                          [["AutoAttack: robust", str(both), str(aa_only)],
@@ -126,24 +128,41 @@ def json_block(value: object) -> str:
 
 
 def indented_json(value: object, indent: str = "") -> str:
-    """``json.dumps(value, indent=2, ensure_ascii=False)``, byte for byte, with every scalar and empty container
-    encoded by the C encoder (``indent`` makes json fall back to its pure-Python encoder for the whole value,
-    which costs a model page more than the rest of its rendering)."""
+    """``json.dumps(value, indent=2, ensure_ascii=False)``, byte for byte, with every scalar written as json's C
+    encoder writes it (``indent`` makes json fall back to its pure-Python encoder for the whole value, which
+    costs a model page more than the rest of its rendering)."""
     inner = indent + "  "
     if isinstance(value, dict) and value and not all(isinstance(key, str) for key in value):
         return json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n" + indent)  # json's key rules
     if isinstance(value, dict) and value:
-        items = [f"{inner}{_SCALAR(key)}: {_SCALAR(item) if type(item) in _LEAVES else indented_json(item, inner)}"
-                 for key, item in value.items()]
+        items = [f"{inner}{_STRING(key)}: {_leaf_or_nested(item, inner)}" for key, item in value.items()]
         return "{\n" + ",\n".join(items) + f"\n{indent}}}"
     if isinstance(value, (list, tuple)) and value:
-        return "[\n" + ",\n".join([f"{inner}{_SCALAR(item) if type(item) in _LEAVES else indented_json(item, inner)}"
-                                   for item in value]) + f"\n{indent}]"
+        return "[\n" + ",\n".join([f"{inner}{_leaf_or_nested(item, inner)}" for item in value]) + f"\n{indent}]"
     return _SCALAR(value)
 
 
-_SCALAR = json.JSONEncoder(ensure_ascii=False).encode
-_LEAVES = frozenset({str, int, float, bool, type(None)})
+def _leaf_or_nested(value: object, indent: str) -> str:
+    encode = _LEAVES.get(type(value))
+    return encode(value) if encode is not None else indented_json(value, indent)
+
+
+def _float_text(value: float) -> str:
+    """A float as json writes it (``repr``; ``NaN``, ``Infinity``, ``-Infinity`` where not finite)."""
+    if value != value:
+        return "NaN"
+    if value in (_INFINITY, -_INFINITY):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+_INFINITY = float("inf")
+_SCALAR = json.JSONEncoder(ensure_ascii=False).encode  # any other value: empty containers, subclasses
+_STRING = json.encoder.encode_basestring  # the C encoder's, where there is one (ensure_ascii=False)
+# the exact types json encodes without recursion, each by json's own rule (one encoder per value costs more)
+_LEAVES: dict[type, Callable[[Any], str]] = {str: _STRING, int: int.__repr__, float: _float_text,
+                                             bool: lambda flag: "true" if flag else "false",
+                                             type(None): lambda _: "null"}
 
 
 def _published_section(result: Result) -> list[str]:

@@ -9,6 +9,7 @@ A row is *complete* when it has a curve in every column of the group that has cu
 ranks are descriptive: the paired tests of the tables are made at the protocol's ε only."""
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -60,9 +61,11 @@ def curve_measures(curves: np.ndarray, threat: ThreatModel) -> np.ndarray:
 
 
 def competition_ranks(values: Sequence[float]) -> list[int]:
-    """Ranks (1 = highest) where equal displayed values (two decimals) share a rank."""
+    """Ranks (1 = highest) where equal displayed values (two decimals) share a rank: one plus the number of
+    values shown higher, counted in the sorted values (finite values: the curves' measures)."""
     shown = [round(v, 2) for v in values]
-    return [1 + sum(other > mine for other in shown) for mine in shown]
+    ascending = sorted(shown)
+    return [1 + len(shown) - bisect_right(ascending, mine) for mine in shown]
 
 
 def kendall_tau_b(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:

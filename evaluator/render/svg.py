@@ -79,7 +79,8 @@ def pixel_points(px: np.ndarray, py: np.ndarray) -> str:
     computed once per curve and reused in every chart that shows it."""
     keep = np.ones(px.size, dtype=bool)
     keep[1:] = (px[1:] != px[:-1]) | (py[1:] != py[:-1])
-    return " ".join(map("%d,%d".__mod__, zip(px[keep].tolist(), py[keep].tolist())))
+    flat = np.column_stack((px[keep], py[keep])).ravel().tolist()  # x, y, x, y, ...: formatted in one call
+    return ("%d,%d " * (len(flat) // 2))[:-1] % tuple(flat)
 
 
 def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11, extra: str = "") -> str:
