@@ -136,3 +136,17 @@ def test_a_pipe_in_a_value_stays_inside_its_cell():
     odd["criterion"] = "LIS|LWM"  # the schema refuses this, but the table must not break on it
     table = markdown_tables(render_taxonomy_readme([odd], load_vocabulary(REPO), {}))[0]
     assert table[1] == ["Odd", "AT", "S, US", "G", r"LIS\|LWM"]
+
+
+def test_an_entry_without_a_title_says_so_instead_of_none():
+    """Issue 22: Luo23 and FSRP have no title in the seed; their entries rendered as "*None* (2023)"."""
+    from evaluator.render.taxonomy_tables import entry_section
+
+    untitled = {"ap_key": "Luo23_Luo2023Towards", "name": "Luo23", "title": None, "year": 2023, "venue": None,
+                "paper_url": "https://ieeexplore.ieee.org/document/10332249", "code_url": None}
+    text = "\n".join(entry_section(untitled, []))
+    assert "None" not in text and "**Luo23** (2023); title not recorded yet (see the paper)" in text
+    titled = "\n".join(entry_section({**untitled, "title": "A Title", "venue": "TNNLS"}, []))
+    assert "**Luo23**: *A Title* (TNNLS)" in titled and "not recorded" not in titled
+    pages = sorted((REPO / "leaderboard" / "taxonomy").glob("*.md"))
+    assert pages and all("*None*" not in page.read_text(encoding="utf-8") for page in pages)

@@ -63,7 +63,9 @@ def entry_section(entry: dict, rows: Sequence[tuple[str, str]]) -> list[str]:
     """The heading (the ap_key, so links stay stable), the paper, venue and links of one AP, and links to its
     leaderboard rows (*rows*: ``(text, target)``)."""
     venue = entry.get("venue") or entry.get("year")
-    described = f"**{inline(entry['name'])}**: *{inline(entry.get('title', ''))}*" + (f" ({inline(venue)})" if venue else "")
+    title = f": *{inline(entry['title'])}*" if entry.get("title") else ""  # null: not recorded yet, never "None"
+    described = f"**{inline(entry['name'])}**{title}" + (f" ({inline(venue)})" if venue else "") + \
+        ("" if title else "; title not recorded yet" + (" (see the paper)" if entry.get("paper_url") else ""))
     links = [link("paper", entry.get("paper_url")) if entry.get("paper_url") else None,
              link("code", entry.get("code_url")) if entry.get("code_url") else None]
     lines = ["", f"### {entry['ap_key']}", "", described]
