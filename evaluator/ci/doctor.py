@@ -237,7 +237,7 @@ def check_branch_protection(api: Api, repo: str, deployment: Deployment) -> list
 
 def check_pages(api: Api, repo: str, _: Deployment) -> list[Finding]:
     """Pages publishes pages.yml's artifact, at the address README.md and the leaderboard link (home.yaml)."""
-    from evaluator.registry.home import HOME_FILE, home, same_site
+    from evaluator.registry.home import HOME_FILE_SHOWN, home, same_site
 
     setting, address = "GitHub Pages source", "GitHub Pages address"
     fix = "Settings > Pages > Build and deployment > Source: GitHub Actions"
@@ -256,21 +256,21 @@ def check_pages(api: Api, repo: str, _: Deployment) -> list[Finding]:
     else:
         findings.append(Finding(address, PROBLEM, f"GitHub serves the site at {html_url!r}, but the READMEs and the "
                                                   f"site link {home().pages_url}",
-                                f"set pages_url: {html_url} in {HOME_FILE.relative_to(HOME_FILE.parents[2])}, then "
+                                f"set pages_url: {html_url} in {HOME_FILE_SHOWN}, then "
                                 "`apb leaderboard` and edit README.md's link"))
     return findings
 
 
 def check_home_repository(repo_object: Any) -> Finding:
     """The repository checked is the one home.yaml names (its links point there)."""
-    from evaluator.registry.home import HOME_FILE, home
+    from evaluator.registry.home import HOME_FILE_SHOWN, home
 
     setting, full_name = "repository name", str(repo_object.full_name)
     if full_name.lower() == home().repository.lower():
-        return Finding(setting, OK, f"{full_name}, as {HOME_FILE.name} names it")
-    return Finding(setting, PROBLEM, f"is {full_name}, but {HOME_FILE.name} names {home().repository}: the READMEs' "
+        return Finding(setting, OK, f"{full_name}, as {HOME_FILE_SHOWN.name} names it")
+    return Finding(setting, PROBLEM, f"is {full_name}, but {HOME_FILE_SHOWN.name} names {home().repository}: the READMEs' "
                                      "and the site's links point there",
-                   f"set repository: {full_name} in {HOME_FILE.relative_to(HOME_FILE.parents[2])}")
+                   f"set repository: {full_name} in {HOME_FILE_SHOWN}")
 
 
 def check_label(repo_object: Any, deployment: Deployment) -> Finding:

@@ -13,6 +13,7 @@ from evaluator.paths import PACKAGE_DIR
 from evaluator.untrusted.safeio import LineMap
 
 HOME_FILE = PACKAGE_DIR / "registry" / "home.yaml"
+HOME_FILE_SHOWN = HOME_FILE.relative_to(PACKAGE_DIR.parent)  # as messages name it: evaluator/registry/home.yaml
 REPOSITORY_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 
 

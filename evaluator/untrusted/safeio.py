@@ -110,9 +110,12 @@ def parse_yaml_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
     cached = _PARSED_YAML.get(text)
     if cached is not None:  # the same content parses to the same data: hand out a copy
         return copy.deepcopy(cached[0]), LineMap(dict(cached[1]))
+    fast = _LIBYAML_DIFFERS(text) is None
     try:
-        data, lines = _parse_yaml(text, name, fast=_LIBYAML_DIFFERS(text) is None)
+        data, lines = _parse_yaml(text, name, fast=fast)
     except (APBError, YAMLError):  # libyaml refuses some YAML 1.2 (a URL in a flow mapping): the pure parser decides
+        if not fast:
+            raise
         data, lines = _parse_yaml(text, name, fast=False)
     if len(_PARSED_YAML) >= 512:
         _PARSED_YAML.clear()
@@ -122,31 +125,29 @@ def parse_yaml_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
 
 _PARSED_YAML: dict[str, tuple[Any, dict[tuple, int]]] = {}  # content -> (data, lines) of successful parses
 # Where libyaml (YAML 1.1, ruamel.yaml.clib) and ruamel's own YAML 1.2 parser read a text differently: tabs, the
-# line breaks 1.1 has and 1.2 has not (NEL, LS, PS; CR), a byte-order mark, a comment glued to a block scalar's header (`>-#`). A text
-# holding none of them gives both parsers the same events and marks (tests/test_safeio.py fuzzes it), so it may
-# take libyaml, 10-20x faster; what libyaml refuses, the pure parser judges again.
+# line breaks 1.1 has and 1.2 has not (NEL, LS, PS; CR), a byte-order mark, a comment glued to a block scalar's
+# header (`>-#`). A text holding none of them gives both parsers the same events and marks (tests/test_safeio.py
+# fuzzes it), so it may take libyaml, 10-20x faster; what libyaml refuses, the pure parser judges again.
 _LIBYAML_DIFFERS = re.compile("[\t\r\x85\u2028\u2029\ufeff]|[|>][-+0-9]*#").search
 
 
 def _parse_yaml(text: str, name: str, *, fast: bool) -> tuple[Any, LineMap]:
-    """*text*'s data and lines, parsed by libyaml if *fast* (and installed), else by ruamel's pure parser; syntax
-    errors become a problem naming the line."""
+    """*text*'s data and lines, parsed by libyaml if *fast* (and installed; its errors raised as they are), else by
+    ruamel's pure parser (syntax errors become a problem naming the line)."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     yaml = YAML(typ="safe", pure=not fast)
+    if fast:  # what it refuses, the caller hands to the pure parser
+        return _YamlBuilder(yaml, name).build(yaml.parse(text))
     try:
         return _YamlBuilder(yaml, name).build(yaml.parse(text))
     except MarkedYAMLError as error:
-        if fast:
-            raise
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
         what = " ".join(str(part) for part in (error.context, error.problem) if part)
         raise APBError(Problem(name, f"invalid YAML: {what}; fix the syntax", line)) from None
     except YAMLError as error:
-        if fast:
-            raise
         raise APBError(Problem(name, f"invalid YAML: {error}; fix the syntax", 1)) from None
 
 
