@@ -242,3 +242,22 @@ def test_the_structure_registry_agrees_with_the_taxonomy_and_names_its_mistakes(
     finally:
         monkeypatch.undo()
         structure_registry.registry.cache_clear()
+
+
+def test_equal_threat_models_and_curve_grids_hash_alike_and_find_each_other_as_keys():
+    """Their hashes are written by hand (cheap: the renderer keys caches on them per model); equal ones must still
+    hash equal, whether built from one registry entry or field by field, and unequal ones stay distinct keys."""
+    import dataclasses
+    from fractions import Fraction
+
+    from evaluator.registry.norms import threat_model
+
+    linf = threat_model("Linf", Fraction(8, 255))
+    rebuilt = dataclasses.replace(linf, eps_fraction=Fraction(16, 510),
+                                  curve=dataclasses.replace(linf.curve, step=Fraction(3 * linf.curve.step.numerator,
+                                                                                     3 * linf.curve.step.denominator)))
+    assert rebuilt == linf and hash(rebuilt) == hash(linf) and hash(rebuilt.curve) == hash(linf.curve)
+    other_eps, other_norm = threat_model("Linf", Fraction(4, 255)), threat_model("L2", Fraction(1, 2))
+    finer = dataclasses.replace(linf, curve=dataclasses.replace(linf.curve, tick_step=linf.curve.tick_step / 2))
+    keys = {linf: "linf", other_eps: "4/255", other_norm: "l2", finer: "finer ticks"}
+    assert len(keys) == 4 and keys[rebuilt] == "linf" and keys[finer] == "finer ticks"

@@ -32,6 +32,9 @@ class CurveGrid:
     tick_step: Fraction
     tick_unit: Fraction | None = None
 
+    def __hash__(self) -> int:  # equal grids, equal step and size (the generated hash of four Fractions: 4 µs)
+        return hash((self.step.numerator, self.step.denominator, self.points))
+
     @functools.cached_property
     def budgets(self) -> np.ndarray:
         """The grid as float64 (read-only): ``k * step`` computed as ``k * numerator / denominator``."""
@@ -89,6 +92,9 @@ class ThreatModel:
     norm: Norm
     eps_fraction: Fraction
     curve: CurveGrid
+
+    def __hash__(self) -> int:  # the renderer's caches key on a threat model per model drawn (generated: 7 µs)
+        return hash((self.norm.name, self.eps_fraction.numerator, self.eps_fraction.denominator, self.curve))
 
     @property
     def eps(self) -> float:
