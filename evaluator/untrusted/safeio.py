@@ -129,7 +129,7 @@ def parse_yaml_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
     cached = _PARSED_YAML.get(text)
     if cached is not None:  # the same content parses to the same data: hand out a copy
         return marshal.loads(cached[0]), LineMap(dict(cached[1]))
-    fast = _LIBYAML_DIFFERS(text) is None
+    fast = not _libyaml_differs(text)
     try:
         data, lines = _parse_yaml(text, name, fast=fast)
     except (APBError, YAMLError):  # libyaml refuses some YAML 1.2 (a URL in a flow mapping): the pure parser decides
@@ -147,10 +147,17 @@ _PARSED_YAML: dict[str, tuple[bytes, dict[tuple, int]]] = {}  # content -> (mars
 # line breaks 1.1 has and 1.2 has not (NEL, LS, PS; CR), a byte-order mark, a comment glued to a block scalar's
 # header (`>-#`). A text holding none of them gives both parsers the same events and marks (tests/test_safeio.py
 # fuzzes it), so it may take libyaml, 10-20x faster; what libyaml refuses, the pure parser judges again.
-_LIBYAML_DIFFERS = re.compile("[\t\r\x85\u2028\u2029\ufeff]|[|>][-+0-9]*#").search
+_LIBYAML_DIFFERENT_CHARS = "\t\r\x85\u2028\u2029\ufeff"
+_BLOCK_HEADER_COMMENT = re.compile("[|>][-+0-9]*#").search
 # The value of each unquoted scalar text libyaml's parses met, keyed by (text, implicit): its resolution is YAML
 # 1.2's whatever the file (libyaml tells the resolver no %YAML version), so files share it. Successes only.
 _LIBYAML_SCALARS: dict[tuple[str, Any], Any] = {}
+
+
+def _libyaml_differs(text: str) -> bool:
+    """Whether libyaml might read *text* otherwise than the pure parser (a character test per character: 3x faster
+    than one regular expression for both)."""
+    return any(char in text for char in _LIBYAML_DIFFERENT_CHARS) or _BLOCK_HEADER_COMMENT(text) is not None
 
 
 def _parse_yaml(text: str, name: str, *, fast: bool) -> tuple[Any, LineMap]:
