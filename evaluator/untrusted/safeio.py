@@ -149,8 +149,8 @@ _PARSED_YAML: dict[str, tuple[bytes, dict[tuple, int]]] = {}  # content -> (mars
 # fuzzes it), so it may take libyaml, 10-20x faster; what libyaml refuses, the pure parser judges again.
 _LIBYAML_DIFFERENT_CHARS = "\t\r\x85\u2028\u2029\ufeff"
 _BLOCK_HEADER_COMMENT = re.compile("[|>][-+0-9]*#").search
-# The value of each unquoted scalar text libyaml's parses met, keyed by (text, implicit): its resolution is YAML
-# 1.2's whatever the file (libyaml tells the resolver no %YAML version), so files share it. Successes only.
+# The value of every unquoted scalar the libyaml path resolved, by (text, implicit): YAML 1.2's whatever the file
+# (libyaml tells the resolver no %YAML version), so files share it. Successes only: a refusal names its own line.
 _LIBYAML_SCALARS: dict[tuple[str, Any], Any] = {}
 
 
@@ -282,9 +282,10 @@ class _YamlBuilder:
         if not event.implicit[0]:  # quoted: always a string
             return event.value
         key = (event.value, event.implicit)
-        if key not in self.resolved:
-            self.resolved[key] = self.resolve(event)
-        return self.resolved[key]
+        value = self.resolved.get(key, self)  # one lookup (the table is shared and may be cleared); self: absent
+        if value is self:
+            value = self.resolved[key] = self.resolve(event)
+        return value
 
     def resolve(self, event: Any) -> Any:
         """The value of the unquoted scalar *event* (one of the plain types), or a problem naming its line."""
