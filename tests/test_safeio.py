@@ -136,6 +136,52 @@ def test_text_over_the_size_limit_is_refused():
         parse_json_text(b" " * (MAX_BYTES + 1), "HEAD:r.json")
 
 
+def test_files_stat_calls_empty_are_read_to_the_end_and_to_the_limit(tmp_path):
+    """A pipe (stat says 0 bytes, and reads come in pieces) is read to its end, and refused past the limit;
+    a directory raises what open() raises."""
+    import os
+    import threading
+    import time
+
+    from evaluator.untrusted.safeio import read_limited_bytes
+
+    def pipe_of(*pieces: bytes):
+        path = tmp_path / f"pipe{len(list(tmp_path.iterdir()))}"
+        os.mkfifo(path)
+
+        def write() -> None:
+            with open(path, "wb", buffering=0) as handle:
+                for piece in pieces:
+                    handle.write(piece)
+                    time.sleep(0.05)
+        threading.Thread(target=write, daemon=True).start()
+        return path
+
+    assert read_limited_bytes(pipe_of(b"a: 1\n", b"b: 2\n")) == b"a: 1\nb: 2\n"
+    with pytest.raises(APBError, match="larger than"):
+        read_limited_bytes(pipe_of(b"#" * 70_000, b"#" * 70_000), limit=100_000)
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        read_limited_bytes(tmp_path)
+
+
+def test_a_parse_handed_out_twice_is_two_copies_of_the_same_values():
+    text = "a: [1, {b: 2}]\nc: [true, 1.5, null, '7', 7]\n"
+    first, _ = parse_yaml_text(text, "m.yaml")
+    first["a"][1]["b"] = 3
+    first["a"].append(4)
+    again, lines = parse_yaml_text(text, "m.yaml")
+    assert again == {"a": [1, {"b": 2}], "c": [True, 1.5, None, "7", 7]} and lines.line(("c", 4)) == 2
+    assert [type(value) for value in again["c"]] == [bool, float, type(None), str, int]
+
+
+def test_scalars_shared_by_files_keep_each_files_lines_and_refusals():
+    assert parse_yaml_text("a: 1\nb: x\n", "one.yaml")[0] == {"a": 1, "b": "x"}
+    for text, line in [("b: x\n\na: .inf\n", 3), ("a: 1\nc: .inf\n", 2)]:
+        with pytest.raises(APBError) as error:
+            parse_yaml_text(text, "two.yaml")
+        assert only_problem(error)[:2] == ("two.yaml", line)
+
+
 def test_format_field():
     assert format_field(("models", 3, "url")) == "models[3].url"
     assert format_field(()) == "(root)"
@@ -196,15 +242,12 @@ def test_libyaml_fast_path_reads_every_mutated_text_as_the_pure_parser(monkeypat
     """Mutations of the repository's YAML files, with the characters where libyaml and the YAML 1.2 parser
     disagree (tabs, NEL/LS/PS and CR line breaks, a byte-order mark, `>-#`, a URL in a flow mapping): the parse
     (data and lines) or the refusal (message and line) is the pure parser's, every time."""
-    import ruamel.yaml
-
     from evaluator.untrusted import safeio
 
     texts = list(_mutations(600))
     fast = [_parsed(text) for text in texts]
-    real = ruamel.yaml.YAML
-    monkeypatch.setattr(ruamel.yaml, "YAML", lambda typ, pure=False: real(typ=typ, pure=True))
-    monkeypatch.setattr(safeio, "_LIBYAML_DIFFERS", lambda text: None)
+    real = safeio._parse_yaml
+    monkeypatch.setattr(safeio, "_parse_yaml", lambda text, name, *, fast: real(text, name, fast=False))
     pure = [_parsed(text) for text in texts]
     assert sum(result[0] == "ok" for result in pure) > 150 and sum(result[0] == "refused" for result in pure) > 150
     differ = [(text, a, b) for text, a, b in zip(texts, fast, pure) if a != b]

@@ -75,7 +75,7 @@ class ModelEntry:
         if not self.variant:
             object.__setattr__(self, "variant", self.architecture)
 
-    @property
+    @functools.cached_property  # its fields are frozen
     def model_key(self) -> str:
         return model_key_maker(self.ap_key, self.architecture, self.dataset, self.structure, self.sparsity)
 
@@ -165,16 +165,17 @@ def url_problem(url: str, *, allow_file_urls: bool) -> str | None:
 def _host_problem(url: str, *, tls: bool) -> str | None:
     """A URL that names the host a download connects to: no credentials, a valid public host, the egress rule."""
     parts = urlsplit(url)
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+    if "@" in parts.netloc:  # a user name or password: urllib finds them left of an @, and only there
         return "the URL carries user credentials (user:password@); publish the file at a public URL"
     try:
-        parts.port
+        port = parts.port
     except ValueError:
         return "the URL's port is not a number"
-    if not parts.hostname or not _HOST.match(parts.hostname):
+    hostname = parts.hostname
+    if not hostname or not _HOST.match(hostname):
         return "the URL has no valid host name"
     try:
-        check_url_host(parts.hostname, parts.port, tls=tls, loopback=False)
+        check_url_host(hostname, port, tls=tls, loopback=False)
     except RefusedDestination as refused:
         return f"{refused} (the runner downloads only from public https hosts)"
     return None

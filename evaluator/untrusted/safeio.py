@@ -7,17 +7,21 @@ numbers or lists and mappings nested more than ``MAX_DEPTH`` deep (a problem, ne
 """
 from __future__ import annotations
 
-import copy
+import errno
+import functools
 import hashlib
 import json
+import marshal
 import math
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from evaluator.errors import APBError, Problem
+from evaluator.untrusted.json_lines import scan_json_lines
 
 MAX_BYTES = 1_000_000  # 1 MB: far above any real manifest, record or taxonomy entry
 MAX_DEPTH = 64  # nested lists and mappings; the deepest real file (a record) has 6
@@ -45,7 +49,7 @@ class LineMap:
 
     def _table(self) -> dict[tuple, int]:
         if self._lines is None:
-            self._lines, _ = _scan_json_lines(self._json_text or "")
+            self._lines, _ = scan_json_lines(self._json_text or "")
         return self._lines
 
     def line(self, path: Sequence[PathPart] = ()) -> int:
@@ -60,17 +64,32 @@ class LineMap:
 
 def read_limited_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
     """The bytes of *path*, refusing files larger than *limit* before reading them."""
-    size = path.stat().st_size
+    status = os.stat(path)
+    size = status.st_size
     if size > limit:
         raise APBError(Problem(str(path), f"file is {size:,} bytes, larger than the {limit:,}-byte limit; "
                                           "keep data files small (checkpoints belong behind a URL)", 1))
-    with open(path, "rb") as handle:
-        data = handle.read(size + 1)  # sized by stat: read(limit + 1) would allocate limit bytes for any file
+    if stat.S_ISDIR(status.st_mode):  # what open() says; os.open would open it
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    fd = os.open(path, os.O_RDONLY)  # not open(): a file object costs more syscalls than reading a small file
+    try:
+        data = _read_at_most(fd, size + 1)  # sized by stat: limit + 1 would allocate limit bytes for any file
         if len(data) > size:  # it grew since stat: read on, to one byte past the limit
-            data += handle.read(limit + 1 - len(data))
+            data += _read_at_most(fd, limit + 1 - len(data))
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise APBError(Problem(str(path), f"file is larger than the {limit:,}-byte limit", 1))
     return data
+
+
+def _read_at_most(fd: int, count: int) -> bytes:
+    """Up to *count* bytes from *fd*: fewer only at the end of the file."""
+    chunks = []
+    while count > 0 and (chunk := os.read(fd, count)):
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
 
 
 def decode_utf8(data: bytes, name: str) -> str:
@@ -109,8 +128,8 @@ def parse_yaml_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
     text = _as_text(text, name)
     cached = _PARSED_YAML.get(text)
     if cached is not None:  # the same content parses to the same data: hand out a copy
-        return copy.deepcopy(cached[0]), LineMap(dict(cached[1]))
-    fast = _LIBYAML_DIFFERS(text) is None
+        return marshal.loads(cached[0]), LineMap(dict(cached[1]))
+    fast = not _libyaml_differs(text)
     try:
         data, lines = _parse_yaml(text, name, fast=fast)
     except (APBError, YAMLError):  # libyaml refuses some YAML 1.2 (a URL in a flow mapping): the pure parser decides
@@ -119,16 +138,26 @@ def parse_yaml_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
         data, lines = _parse_yaml(text, name, fast=False)
     if len(_PARSED_YAML) >= 512:
         _PARSED_YAML.clear()
-    _PARSED_YAML[text] = (copy.deepcopy(data), dict(lines._table()))
+    _PARSED_YAML[text] = (marshal.dumps(data), dict(lines._table()))  # marshal: a deep copy of plain data, fast
     return data, lines
 
 
-_PARSED_YAML: dict[str, tuple[Any, dict[tuple, int]]] = {}  # content -> (data, lines) of successful parses
+_PARSED_YAML: dict[str, tuple[bytes, dict[tuple, int]]] = {}  # content -> (marshalled data, lines) of successes
 # Where libyaml (YAML 1.1, ruamel.yaml.clib) and ruamel's own YAML 1.2 parser read a text differently: tabs, the
 # line breaks 1.1 has and 1.2 has not (NEL, LS, PS; CR), a byte-order mark, a comment glued to a block scalar's
 # header (`>-#`). A text holding none of them gives both parsers the same events and marks (tests/test_safeio.py
 # fuzzes it), so it may take libyaml, 10-20x faster; what libyaml refuses, the pure parser judges again.
-_LIBYAML_DIFFERS = re.compile("[\t\r\x85\u2028\u2029\ufeff]|[|>][-+0-9]*#").search
+_LIBYAML_DIFFERENT_CHARS = "\t\r\x85\u2028\u2029\ufeff"
+_BLOCK_HEADER_COMMENT = re.compile("[|>][-+0-9]*#").search
+# The value of every unquoted scalar the libyaml path resolved, by (text, implicit): YAML 1.2's whatever the file
+# (libyaml tells the resolver no %YAML version), so files share it. Successes only: a refusal names its own line.
+_LIBYAML_SCALARS: dict[tuple[str, Any], Any] = {}
+
+
+def _libyaml_differs(text: str) -> bool:
+    """Whether libyaml might read *text* otherwise than the pure parser (a character test per character: 3x faster
+    than one regular expression for both)."""
+    return any(char in text for char in _LIBYAML_DIFFERENT_CHARS) or _BLOCK_HEADER_COMMENT(text) is not None
 
 
 def _parse_yaml(text: str, name: str, *, fast: bool) -> tuple[Any, LineMap]:
@@ -136,12 +165,16 @@ def _parse_yaml(text: str, name: str, *, fast: bool) -> tuple[Any, LineMap]:
     ruamel's pure parser (syntax errors become a problem naming the line)."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.main import CParser
 
-    yaml = YAML(typ="safe", pure=not fast)
-    if fast:  # what it refuses, the caller hands to the pure parser
-        return _YamlBuilder(yaml, name).build(yaml.parse(text))
+    if fast and CParser is not None:  # what it refuses, the caller hands to the pure parser
+        if len(_LIBYAML_SCALARS) >= 4096:
+            _LIBYAML_SCALARS.clear()
+        events = iter(CParser(text).get_event, None)  # what YAML.parse yields, without a loader class per file
+        return _YamlBuilder(_libyaml_scalars(), name, _LIBYAML_SCALARS).build(events)
+    yaml = YAML(typ="safe", pure=True)
     try:
-        return _YamlBuilder(yaml, name).build(yaml.parse(text))
+        return _YamlBuilder(yaml, name, {}).build(yaml.parse(text))
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark is not None else 1
@@ -151,20 +184,30 @@ def _parse_yaml(text: str, name: str, *, fast: bool) -> tuple[Any, LineMap]:
         raise APBError(Problem(name, f"invalid YAML: {error}; fix the syntax", 1)) from None
 
 
+@functools.lru_cache(maxsize=None)
+def _libyaml_scalars() -> Any:
+    """The ``YAML`` whose resolver and constructor read the scalars libyaml parsed: one for every file, as it never
+    parses (``YAML.parse`` with libyaml makes a new one and a loader class per file, at some cost)."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=False)
+
+
 class _YamlBuilder:
     """Builds plain Python data (dict/list/str/int/float/bool/None) from parser events."""
 
     _SCALARS = {"tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float",
                 "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp"}
 
-    def __init__(self, yaml: Any, name: str) -> None:
+    def __init__(self, yaml: Any, name: str, resolved: dict[tuple[str, Any], Any]) -> None:
+        from ruamel.yaml import events
+
         self.yaml = yaml
         self.name = name
         self.lines: dict[tuple, int] = {}
-        self.resolved: dict[tuple[str, Any], Any] = {}  # (text, implicit) -> value: a file repeats its scalars
-        from ruamel.yaml import events
-
+        self.resolved = resolved  # (text, implicit) -> value: a file repeats its scalars
         self.ev = events  # imported once, not per event
+        self.scalar_event, self.alias_event = events.ScalarEvent, events.AliasEvent  # the classes tested per event
 
     def fail(self, event: Any, message: str, field: str | None = None) -> None:
         raise APBError(Problem(self.name, message, event.start_mark.line + 1, field))
@@ -190,14 +233,12 @@ class _YamlBuilder:
             self.fail(event, _too_deep_message())
 
     def check_plain(self, event: Any) -> None:
-        ev = self.ev
-
-        if isinstance(event, ev.AliasEvent):
+        if isinstance(event, self.alias_event):
             self.fail(event, f"YAML alias *{event.anchor} is not allowed; write the value out")
         if getattr(event, "anchor", None):
             self.fail(event, f"YAML anchor &{event.anchor} is not allowed; write values out in full")
         tag = getattr(event, "tag", None)
-        if tag is not None and not (isinstance(event, ev.ScalarEvent) and event.implicit[0]):
+        if tag is not None and not (isinstance(event, self.scalar_event) and event.implicit[0]):
             self.fail(event, f"YAML tag {tag} is not allowed; use plain values")
 
     def node(self, event: Any, events: Iterator[Any], path: tuple) -> Any:
@@ -205,7 +246,7 @@ class _YamlBuilder:
 
         self.check_plain(event)
         self.lines[path] = event.start_mark.line + 1
-        if isinstance(event, ev.ScalarEvent):
+        if isinstance(event, self.scalar_event):
             return self.scalar(event)
         if isinstance(event, (ev.SequenceStartEvent, ev.MappingStartEvent)):
             self.check_depth(event, path)
@@ -221,7 +262,7 @@ class _YamlBuilder:
                 if isinstance(key_event, ev.MappingEndEvent):
                     return mapping
                 self.check_plain(key_event)
-                if not isinstance(key_event, ev.ScalarEvent):
+                if not isinstance(key_event, self.scalar_event):
                     self.fail(key_event, "a mapping key must be a plain string, not a list or mapping")
                 key = self.scalar(key_event)
                 line = key_event.start_mark.line + 1
@@ -229,22 +270,22 @@ class _YamlBuilder:
                     self.fail(key_event, "YAML merge keys (<<) are not allowed; write the fields out")
                 if not isinstance(key, str):
                     self.fail(key_event, f"key {key_event.value!r} must be a string; quote it")
+                child = path + (key,)
                 if key in mapping:
-                    first = self.lines.get(path + (key,), "?")
-                    self.fail(key_event, f"duplicate key {key!r} (first on line {first}); keep one",
-                              format_field(path + (key,)))
-                value_event = next(events)
-                mapping[key] = self.node(value_event, events, path + (key,))
-                self.lines[path + (key,)] = line
+                    self.fail(key_event, f"duplicate key {key!r} (first on line {self.lines.get(child, '?')}); "
+                                         "keep one", format_field(child))
+                mapping[key] = self.node(next(events), events, child)
+                self.lines[child] = line
         raise APBError(Problem(self.name, "unexpected YAML structure", event.start_mark.line + 1))
 
     def scalar(self, event: Any) -> Any:
         if not event.implicit[0]:  # quoted: always a string
             return event.value
         key = (event.value, event.implicit)
-        if key not in self.resolved:
-            self.resolved[key] = self.resolve(event)
-        return self.resolved[key]
+        value = self.resolved.get(key, self)  # one lookup (the table is shared and may be cleared); self: absent
+        if value is self:
+            value = self.resolved[key] = self.resolve(event)
+        return value
 
     def resolve(self, event: Any) -> Any:
         """The value of the unquoted scalar *event* (one of the plain types), or a problem naming its line."""
@@ -302,7 +343,7 @@ def parse_json_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
     except json.JSONDecodeError as error:
         raise APBError(Problem(name, f"invalid JSON: {error.msg}; fix the syntax", error.lineno)) from None
     except _DuplicateKey as error:
-        _, duplicates = _scan_json_lines(text)
+        _, duplicates = scan_json_lines(text)
         path, line, first = duplicates[0] if duplicates else ((error.key,), 1, "?")
         raise APBError(Problem(name, f"duplicate key {error.key!r} (first on line {first}); keep one", line,
                                format_field(path))) from None
@@ -340,56 +381,6 @@ class _NonFinite(Exception):
 def _first_line_of(text: str, token: str) -> int:
     index = text.find(token)
     return text.count("\n", 0, index) + 1 if index >= 0 else 1
-
-
-_JSON_TOKEN = re.compile(r'(\s*)("[^"\\]*(?:\\.[^"\\]*)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+)', re.S)  # (whitespace, token)
-
-
-def _scan_json_lines(text: str) -> tuple[dict[tuple, int], list[tuple[tuple, int, int]]]:
-    """Lines of every value of a JSON text already known to be valid, and its duplicate keys as
-    ``(path, line, first_line)``. Run only when a line is asked for: one pass over the tokens, a line counted
-    from the whitespace before each (valid JSON has no raw newline elsewhere), an open container per level."""
-    lines: dict[tuple, int] = {}
-    duplicates: list[tuple[tuple, int, int]] = []
-    stack: list[list] = []  # per open container: [its path, {key: line} (an object) or None (a list), next index]
-    line, expect_key, key_path, key_line = 1, False, None, 0
-    try:
-        for space, token in _JSON_TOKEN.findall(text):
-            if "\n" in space:
-                line += space.count("\n")
-            first = token[0]
-            if first == ",":
-                expect_key = stack[-1][1] is not None
-            elif first == ":":
-                continue
-            elif first in "}]":
-                stack.pop()
-                expect_key = False
-            elif expect_key:  # an object's key
-                key = json.loads(token) if "\\" in token else token[1:-1]
-                path, seen = stack[-1][0], stack[-1][1]
-                if key in seen:
-                    duplicates.append((path + (key,), line, seen[key]))
-                seen[key] = line
-                key_path, key_line, expect_key = path + (key,), line, False
-            else:  # a value: under its key, at the next index of its list, or the root
-                if key_path is not None:
-                    path, at, key_path = key_path, key_line, None
-                elif stack:
-                    top = stack[-1]
-                    path, at = top[0] + (top[2],), line
-                    top[2] += 1
-                else:
-                    path, at = (), line
-                lines.setdefault(path, at)
-                if first == "{":
-                    stack.append([path, {}, 0])
-                    expect_key = True
-                elif first == "[":
-                    stack.append([path, None, 0])
-    except (IndexError, ValueError, TypeError):
-        pass  # the text was not valid JSON; keep what was found
-    return lines, duplicates
 
 
 # ------------------------------------------------------------------------------------------------ writing
