@@ -222,6 +222,20 @@ def _mutations(count: int):
         yield text
 
 
+def test_a_yaml_directive_is_read_as_the_pure_parser_reads_it(monkeypatch):
+    """``%YAML 1.1`` makes ruamel's parser resolve scalars by YAML 1.1 (``yes`` a boolean, ``017`` octal), which
+    libyaml never reports: such a text goes to the pure parser, so the data does not depend on the fast path."""
+    from evaluator.untrusted import safeio
+
+    body = "a: yes\nb: 0o17\nc: 017\nd: 1:20\ne: on\nf: 0b11\ng: 1_000\n"
+    texts = [f"%YAML {version}\n---\n{body}" for version in ("1.1", "1.2")] + [f"# c\n%YAML 1.1\n---\n{body}"]
+    fast = [_parsed(text) for text in texts]
+    real = safeio._parse_yaml
+    monkeypatch.setattr(safeio, "_parse_yaml", lambda text, name, *, fast: real(text, name, fast=False))
+    assert fast == [_parsed(text) for text in texts]
+    assert fast[0][1]["a"] is True and fast[1][1]["a"] == "yes"
+
+
 def test_libyaml_is_installed_and_used_where_it_reads_as_the_pure_parser(monkeypatch):
     """ruamel.yaml.clib is a dependency; a text without the characters where YAML 1.1 and 1.2 differ takes it."""
     from ruamel.yaml import YAML

@@ -157,6 +157,7 @@ def rewrite_hint(url: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=None)  # a registry's few names, looked up for every manifest URL
 def _hint(name: str) -> Callable[[str], str | None]:
     module, _, attribute = name.partition(":")
     return getattr(importlib.import_module(_HINT_PREFIX + module), attribute)

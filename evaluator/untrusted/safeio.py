@@ -145,8 +145,9 @@ def parse_yaml_text(text: str | bytes, name: str) -> tuple[Any, LineMap]:
 _PARSED_YAML: dict[str, tuple[bytes, dict[tuple, int]]] = {}  # content -> (marshalled data, lines) of successes
 # Where libyaml (YAML 1.1, ruamel.yaml.clib) and ruamel's own YAML 1.2 parser read a text differently: tabs, the
 # line breaks 1.1 has and 1.2 has not (NEL, LS, PS; CR), a byte-order mark, a comment glued to a block scalar's
-# header (`>-#`). A text holding none of them gives both parsers the same events and marks (tests/test_safeio.py
-# fuzzes it), so it may take libyaml, 10-20x faster; what libyaml refuses, the pure parser judges again.
+# header (`>-#`), a directive (`%YAML 1.1`: ruamel then resolves scalars by 1.1, libyaml never reports it). A text
+# holding none of them gives both parsers the same events and marks (tests/test_safeio.py fuzzes it), so it may
+# take libyaml, 10-20x faster; what libyaml refuses, the pure parser judges again.
 _LIBYAML_DIFFERENT_CHARS = "\t\r\x85\u2028\u2029\ufeff"
 _BLOCK_HEADER_COMMENT = re.compile("[|>][-+0-9]*#").search
 # The value of every unquoted scalar the libyaml path resolved, by (text, implicit): YAML 1.2's whatever the file
@@ -157,7 +158,8 @@ _LIBYAML_SCALARS: dict[tuple[str, Any], Any] = {}
 def _libyaml_differs(text: str) -> bool:
     """Whether libyaml might read *text* otherwise than the pure parser (a character test per character: 3x faster
     than one regular expression for both)."""
-    return any(char in text for char in _LIBYAML_DIFFERENT_CHARS) or _BLOCK_HEADER_COMMENT(text) is not None
+    return (any(char in text for char in _LIBYAML_DIFFERENT_CHARS) or _BLOCK_HEADER_COMMENT(text) is not None
+            or text.startswith("%") or "\n%" in text)  # a directive starts a line
 
 
 def _parse_yaml(text: str, name: str, *, fast: bool) -> tuple[Any, LineMap]:
