@@ -382,12 +382,48 @@ def test_bad_sidecar_or_unknown_protocol_fails_naming_the_record_and_writes_noth
     assert "linf-4-255-v9" in capsys.readouterr().err and not (root / "leaderboard").exists()
 
 
+@pytest.mark.parametrize("break_it, reason", [
+    ("duplicate key", "duplicate key 'flags'"),
+    ("NaN", "NaN"),
+    ("linked record", "symbolic links are not allowed"),
+    ("linked sidecar", "is a symbolic link"),
+    ("linked records folder", "symbolic links are not allowed"),
+])
+def test_the_renderer_reads_records_and_sidecars_by_validates_rules(tmp_path, capsys, break_it, reason):
+    """What apb validate refuses in a record's file (a duplicate key, NaN, a link to the record, its sidecar or its
+    folder) the renderer refuses too, naming the file, and writes nothing: it reads them with validate's readers."""
+    from evaluator.repository.validate import validate_repository
+
+    root = make_repo(tmp_path)
+    add_evaluated(root, HYDRA_90)
+    folder = records_dir(root, "HYDRA_Sehwag2020Hydra")
+    record, sidecar = (folder / f"{record_stem(HYDRA_90, PROTOCOL)}.{ext}" for ext in ("json", "npz"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if break_it == "duplicate key":
+        record.write_text(record.read_text().replace('"schema_version": 1,', '"schema_version": 1, "flags": [],', 1))
+    elif break_it == "NaN":
+        record.write_text(record.read_text().replace('"wall_time_s": {', '"wall_time_s": {"queue": NaN, ', 1))
+    elif break_it in ("linked record", "linked sidecar"):
+        target = record if break_it == "linked record" else sidecar
+        target.rename(elsewhere / target.name)
+        target.symlink_to(elsewhere / target.name)
+    else:
+        folder.rename(elsewhere / "records")
+        folder.symlink_to(elsewhere / "records")
+    assert any(reason in problem.message for problem in validate_repository(root).problems)
+    assert run_apb("--root", str(root)) == 1
+    err = capsys.readouterr().err
+    assert "submissions/HYDRA_Sehwag2020Hydra/records" in err and reason in err, err
+    assert not (root / "leaderboard").exists()
+
+
 def test_unreadable_record_or_missing_taxonomy_fails_naming_the_file(tmp_path, capsys):
     root = make_repo(tmp_path)
     broken = records_dir(root, "HARP_Zhao2023Holistic") / "HARP_Zhao2023Holistic_R18_CIFAR10_US_90__published-2024.json"
     broken.write_text("{")
     assert run_apb("--root", str(root)) == 1
-    assert f"{broken.relative_to(root)}: cannot read this record" in capsys.readouterr().err
+    assert f"{broken.relative_to(root)}:1: cannot read this record (invalid JSON" in capsys.readouterr().err
     broken.unlink()
     (root / "submissions/RADMM_Ye2019Adversarial/taxonomy.json").unlink()
     assert run_apb("--root", str(root)) == 1

@@ -113,13 +113,20 @@ def recorded_sha256(folder: Path, model_key: str, protocol: str, *,
     return record.get("checkpoint_sha256")
 
 
+LINK_REFUSED = "symbolic links are not allowed in submissions/; commit the real directory or file"
+
+
 def iter_record_paths(root: Path) -> Iterator[Path]:
     """Every record JSON under ``submissions/*/records/`` (what ``Path.glob`` matches, hidden names included),
-    sorted as paths sort, listed one AP folder at a time (24,000 records are never held as paths at once)."""
+    sorted as paths sort, listed one AP folder at a time (24,000 records are never held as paths at once). An AP
+    folder or records folder that is a symbolic link is an ``APBError``, as ``apb validate`` refuses it."""
     base = submissions_dir(root)
     for ap_key in sorted(_listing(base)):
         folder = base / ap_key / RECORDS
         if folder.is_dir():
+            for linked in (folder.parent, folder):
+                if linked.is_symlink():
+                    raise APBError(Problem(linked.relative_to(root).as_posix(), LINK_REFUSED))
             yield from (folder / name for name in sorted(_listing(folder)) if name.endswith(".json"))
 
 

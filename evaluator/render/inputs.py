@@ -3,8 +3,6 @@ leaderboard protocols and their per-sample sidecars. Records of protocols marked
 smoke protocol) are left out here, so no renderer can show them."""
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator
@@ -13,7 +11,7 @@ import numpy as np
 
 from evaluator.errors import APBError, Problem
 from evaluator.registry.model_keys import ModelKey, parse_model_key
-from evaluator.record.records import PerSample, iter_record_paths, load_sidecar, read_record
+from evaluator.record.records import PerSample, iter_record_paths, load_sidecar
 from evaluator.record.types import Record
 
 PUBLISHED, EVALUATED = "published", "evaluated"
@@ -71,14 +69,13 @@ def load_per_sample(root: Path, result: Result) -> PerSample | None:
 
 
 def _checked(record: Record, record_path: Path, shown_as: Path) -> Any:
-    from evaluator.repository.record_acceptance import check_record_data
+    from evaluator.repository.record_acceptance import check_record_data, read_sidecar_file
 
     def read_sidecar(file_name: str) -> bytes | None:
-        try:
-            with open(os.path.join(os.path.dirname(record_path), file_name), "rb") as handle:
-                return handle.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
+        found = read_sidecar_file(record_path.parent / file_name)  # as apb validate reads it: no link, capped
+        if isinstance(found, APBError):
+            raise found
+        return found
 
     checked = check_record_data(record, str(shown_as), read_sidecar=read_sidecar)
     if checked.problems:
@@ -145,11 +142,16 @@ def iter_model_records(root: Path, is_rendered_protocol: Callable[[str], bool],
 
 def read_result(root: Path, path: Path) -> Result:
     """One record file as a :class:`Result`, with errors that name the file."""
+    from evaluator.repository.record_acceptance import read_record_file
+
     relative = path.relative_to(root)
     try:
-        record = read_record(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        record, _ = read_record_file(path, str(relative))  # as apb validate reads it: no link, capped, strict JSON
+    except OSError as error:
         raise APBError(Problem(str(relative), f"cannot read this record ({error}); run `apb validate`")) from None
+    except APBError as error:
+        raise APBError([Problem(p.file, f"cannot read this record ({p.message}); run `apb validate`", p.line, p.field)
+                        for p in error.problems]) from None
     if not isinstance(record, dict):
         raise APBError(Problem(str(relative), "a record must be a JSON object; run `apb validate`"))
     try:

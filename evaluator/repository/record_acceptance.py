@@ -1,25 +1,52 @@
 """The one acceptance rule for a record (:func:`check_record_data`), wherever a record enters: ``apb validate``,
 ``apb ci collect`` / ``ingest`` / ``report`` and the renderer. The schema and single-file rules
-(:func:`record_problems`), a known protocol, and the per-sample sidecar the numbers come from."""
+(:func:`record_problems`), a known protocol, and the per-sample sidecar the numbers come from. Record files and
+sidecars under submissions/ are read by :func:`read_record_file` and :func:`read_sidecar_file`, by ``apb
+validate`` and the renderer alike: no links, no file over the size cap, strict JSON."""
 from __future__ import annotations
 
 import functools
 import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from evaluator.errors import APBError, Problem
-from evaluator.record.records import (COUNT_FIELDS, METRIC_TABLE, METRICS, WORST_CASE_PARTS, PerSample, count_results,
-                                      load_sidecar, protocol_samples, record_stem, sidecar_member_bound)
+from evaluator.record.records import (COUNT_FIELDS, LINK_REFUSED, METRIC_TABLE, METRICS, WORST_CASE_PARTS, PerSample,
+                                      count_results, load_sidecar, protocol_samples, record_stem, sidecar_member_bound)
 from evaluator.registry.model_keys import parse_model_key
 from evaluator.registry.norms import ThreatModel
 from evaluator.repository.manifest import sparsities_by_kind
 from evaluator.repository.schema import load_schema, schema_problems
 from evaluator.untrusted.npz_reader import read_npz
-from evaluator.untrusted.safeio import LineMap, format_field
+from evaluator.untrusted.safeio import LineMap, format_field, parse_json_text, read_limited_bytes
 
 _PROTOCOL_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}\Z")
+
+
+def read_record_file(path: Path, name: str) -> tuple[Any, LineMap]:
+    """A record file's data and lines as ``apb validate`` reads them: not a link, at most ``MAX_BYTES``, strict
+    JSON (no duplicate keys, no NaN); an ``APBError`` naming *name* (the path shown) otherwise."""
+    if path.is_symlink():
+        raise APBError(Problem(name, LINK_REFUSED))
+    try:
+        return parse_json_text(read_limited_bytes(path), name)
+    except APBError as error:
+        raise APBError([Problem(name, p.message, p.line, p.field) for p in error.problems]) from None
+
+
+def read_sidecar_file(path: Path) -> bytes | APBError | None:
+    """The bytes of a sidecar under submissions/ (None if there is none; a link or an oversized file is an
+    error the acceptance rule reports)."""
+    if path.is_symlink():
+        return APBError(Problem(str(path), "is a symbolic link"))
+    if not path.is_file():
+        return None
+    try:
+        return read_limited_bytes(path)
+    except APBError as error:
+        return error
 
 
 def record_problems(data: Any, lines: LineMap, file: str) -> list[Problem]:

@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 from evaluator.errors import APBError, Problem
 from evaluator.paths import MANIFEST, RECORDS, SUBMISSIONS, TAXONOMY
-from evaluator.repository.record_acceptance import RecordCheck, check_record_data
-from evaluator.record.records import record_stem, sha256_hex
+from evaluator.repository.record_acceptance import RecordCheck, check_record_data, read_sidecar_file
+from evaluator.record.records import LINK_REFUSED, record_stem, sha256_hex
 from evaluator.registry.model_keys import is_ap_key
 from evaluator.repository.manifest import ModelEntry, manifest_entries, sparsities_for
 from evaluator.repository.schema import schema_problems, schema_validator, short_repr, unique_problems
@@ -68,19 +68,6 @@ class Report:
 
 
 _RECORD_CHECKS: dict[tuple[str, bytes, str | None], RecordCheck] = {}  # (file, sha256 of record, of sidecar)
-
-
-def _read_sidecar_file(path: Path) -> bytes | APBError | None:
-    """The bytes of a sidecar under submissions/ (None if there is none; a link or an oversized file is an
-    error the acceptance rule reports)."""
-    if path.is_symlink():
-        return APBError(Problem(str(path), "is a symbolic link"))
-    if not path.is_file():
-        return None
-    try:
-        return read_limited_bytes(path)
-    except APBError as error:
-        return error
 
 
 class _Repository:
@@ -176,7 +163,7 @@ class _Repository:
             path = Path(entry.path)
             name = self.rel(path)
             if entry.is_symlink():
-                self.add(name, "symbolic links are not allowed in submissions/; commit the real directory or file")
+                self.add(name, LINK_REFUSED)
             elif entry.is_dir():
                 if not is_ap_key(entry.name):
                     self.add(name, f"directory name {entry.name!r} is not a valid ap_key: use ASCII "
@@ -214,7 +201,7 @@ class _Repository:
         for entry in sorted(os.scandir(directory), key=lambda e: e.name):
             name = self.rel(Path(entry.path))
             if entry.is_symlink():
-                self.add(name, "symbolic links are not allowed in submissions/; commit the real file")
+                self.add(name, LINK_REFUSED)
                 continue
             kind = "dir" if entry.is_dir() else "file" if entry.is_file() else "other"
             if AP_DIR_ENTRIES.get(entry.name) != kind:
@@ -304,7 +291,7 @@ class _Repository:
             path = Path(entry.path)
             name = self.rel(path)
             if entry.is_symlink():
-                self.add(name, "symbolic links are not allowed in submissions/; commit the real file")
+                self.add(name, LINK_REFUSED)
                 continue
             match = _RECORD_NAME.match(entry.name)
             if not entry.is_file() or not match:
@@ -331,7 +318,7 @@ class _Repository:
         data, lines = parsed
         name = self.rel(path)
         sidecar = path.with_suffix(".npz")
-        sidecar_raw = _read_sidecar_file(sidecar)
+        sidecar_raw = read_sidecar_file(sidecar)
         key = (name, hashlib.sha256(self.raw).digest(),
                sha256_hex(sidecar_raw) if isinstance(sidecar_raw, bytes) else None)
         if key not in _RECORD_CHECKS:  # records rarely change between runs in one process (tests)
@@ -339,7 +326,7 @@ class _Repository:
                 _RECORD_CHECKS.clear()
 
             def read_sidecar(file_name: str) -> bytes | None:
-                found = sidecar_raw if file_name == sidecar.name else _read_sidecar_file(path.parent / file_name)
+                found = sidecar_raw if file_name == sidecar.name else read_sidecar_file(path.parent / file_name)
                 if isinstance(found, APBError):
                     raise found
                 return found
