@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator
+from typing import Any, Callable, Collection, Iterator, cast
 
 import numpy as np
 
@@ -162,7 +162,7 @@ def read_result(root: Path, path: Path) -> Result:
     if source not in (PUBLISHED, EVALUATED):
         raise APBError(Problem(str(relative), f"unknown source {source!r}; use 'published' or 'evaluated'",
                                field="source"))
-    return Result(relative, record, key)
+    return Result(relative, cast(Record, record), key)
 
 
 def is_shown(result: Result, is_rendered_protocol: Callable[[str], bool], protocols: Collection[str] | None) -> bool:
