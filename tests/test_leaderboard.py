@@ -388,10 +388,12 @@ def test_bad_sidecar_or_unknown_protocol_fails_naming_the_record_and_writes_noth
     ("linked record", "symbolic links are not allowed"),
     ("linked sidecar", "is a symbolic link"),
     ("linked records folder", "symbolic links are not allowed"),
+    ("linked taxonomy", "symbolic links are not allowed"),
 ])
 def test_the_renderer_reads_records_and_sidecars_by_validates_rules(tmp_path, capsys, break_it, reason):
     """What apb validate refuses in a record's file (a duplicate key, NaN, a link to the record, its sidecar or its
-    folder) the renderer refuses too, naming the file, and writes nothing: it reads them with validate's readers."""
+    folder, or to the AP's taxonomy.json) the renderer refuses too, naming the file, and writes nothing: it reads
+    them with validate's readers."""
     from evaluator.repository.validate import validate_repository
 
     root = make_repo(tmp_path)
@@ -404,8 +406,9 @@ def test_the_renderer_reads_records_and_sidecars_by_validates_rules(tmp_path, ca
         record.write_text(record.read_text().replace('"schema_version": 1,', '"schema_version": 1, "flags": [],', 1))
     elif break_it == "NaN":
         record.write_text(record.read_text().replace('"wall_time_s": {', '"wall_time_s": {"queue": NaN, ', 1))
-    elif break_it in ("linked record", "linked sidecar"):
-        target = record if break_it == "linked record" else sidecar
+    elif break_it in ("linked record", "linked sidecar", "linked taxonomy"):
+        target = {"linked record": record, "linked sidecar": sidecar,
+                  "linked taxonomy": folder.parent / "taxonomy.json"}[break_it]
         target.rename(elsewhere / target.name)
         target.symlink_to(elsewhere / target.name)
     else:
@@ -414,7 +417,7 @@ def test_the_renderer_reads_records_and_sidecars_by_validates_rules(tmp_path, ca
     assert any(reason in problem.message for problem in validate_repository(root).problems)
     assert run_apb("--root", str(root)) == 1
     err = capsys.readouterr().err
-    assert "submissions/HYDRA_Sehwag2020Hydra/records" in err and reason in err, err
+    assert "submissions/HYDRA_Sehwag2020Hydra/" in err and reason in err, err
     assert not (root / "leaderboard").exists()
 
 

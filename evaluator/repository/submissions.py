@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from evaluator.errors import APBError, Problem
+from evaluator.record.records import LINK_REFUSED
 from evaluator.registry.model_keys import is_ap_key, parse_model_key
 from evaluator.repository.manifest import ModelEntry, load_manifest
 from evaluator.paths import MANIFEST, TAXONOMY, records_dir, repo_root, submissions_dir
@@ -76,7 +77,9 @@ def iter_taxonomies(root: Path) -> Iterator[dict]:
     problems = []
     for directory in ap_dirs(root):
         path = directory / TAXONOMY
-        if path.is_file():
+        if path.is_symlink():  # as apb validate refuses it
+            problems.append(Problem(str(path), LINK_REFUSED))
+        elif path.is_file():
             data, lines = load_json(path)
             problems += schema_problems(data, schema, lines, str(path))
             entries.append(data)
