@@ -178,7 +178,7 @@ def main() -> None:
     print(f"python {sys.version.split()[0]}, {len(MODELS)} models per AP, {N_SAMPLES} samples per sidecar")
     print(f"{'APs':>6} {'records':>8} {'command':>12} {'output':>9} {'tree':>8} {'cpu s':>7} {'user s':>7} "
           f"{'sys s':>6} {'wall s':>7} {'peak MiB':>9} {'files':>7} {'max .md KiB':>11} {'max folder':>10}")
-    cpu: dict[tuple[int, str, str, str], list[float]] = {}
+    cpu: dict[tuple[int, str, str, str], list[tuple[float, float]]] = {}  # (CPU s, user s) per run
     try:
         for n in args.aps:
             root = base / f"repo-{n}"
@@ -192,7 +192,7 @@ def main() -> None:
                         shutil.rmtree(out, ignore_errors=True)
                         for output in ("fresh", "unchanged"):  # every file written, then every file compared
                             result = run_child(command, root, out, tree)
-                            cpu.setdefault((n, command, output, name), []).append(result["cpu_s"])
+                            cpu.setdefault((n, command, output, name), []).append((result["cpu_s"], result["user_s"]))
                             files, largest, widest = output_shape(out)
                             print(f"{n:>6} {n * len(MODELS):>8} {command:>12} {output:>9} {name:>8} "
                                   f"{result['cpu_s']:>7.1f} {result['user_s']:>7.1f} {result['sys_s']:>6.1f} "
@@ -204,19 +204,26 @@ def main() -> None:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def summarize(cpu: dict[tuple[int, str, str, str], list[float]], n: int, commands: list[str], trees: list[str]) -> None:
-    """Median CPU seconds per command (fresh output) and tree, validate + leaderboard, and this/baseline ratios."""
+def summarize(cpu: dict[tuple[int, str, str, str], list[tuple[float, float]]], n: int, commands: list[str],
+              trees: list[str]) -> None:
+    """Median CPU seconds per command (fresh output) and tree, validate + leaderboard, and this/baseline ratios:
+    of the CPU medians, and, steadier on a noisy machine, the median of the per-round ratios of user time (each
+    round runs both trees back to back; system time is mostly creating files and swings with the machine)."""
     from statistics import median
 
+    fresh = {(c, tree): median(run[0] for run in cpu[(n, c, "fresh", tree)]) for c in commands for tree in trees}
     for tree in trees:
-        times = {c: median(cpu[(n, c, "fresh", tree)]) for c in commands}
-        pair = sum(times.get(c, 0.0) for c in ("validate", "leaderboard"))
-        shown = ", ".join(f"{c} {t:.1f} s" for c, t in times.items())
+        pair = sum(fresh.get((c, tree), 0.0) for c in ("validate", "leaderboard"))
+        shown = ", ".join(f"{c} {fresh[(c, tree)]:.1f} s" for c in commands)
         print(f"N = {n}, {tree}: {shown}; validate + leaderboard {pair:.1f} s CPU (median of fresh runs)")
     if len(trees) == 2:
-        ratios = ", ".join(f"{c} {median(cpu[(n, c, 'fresh', 'this')]) / median(cpu[(n, c, 'fresh', 'baseline')]):.2f}"
-                           for c in commands)
-        print(f"N = {n}, this / baseline CPU: {ratios}")
+        print(f"N = {n}, this / baseline CPU: "
+              + ", ".join(f"{c} {fresh[(c, 'this')] / fresh[(c, 'baseline')]:.2f}" for c in commands))
+        paired = []
+        for c, output in ((c, output) for c in commands for output in ("fresh", "unchanged")):
+            rounds = zip(cpu[(n, c, output, "this")], cpu[(n, c, output, "baseline")])
+            paired.append(f"{c} {output} {median(this[1] / base[1] for this, base in rounds):.2f}")
+        print(f"N = {n}, this / baseline user time, median of the rounds' ratios: {', '.join(paired)}")
 
 
 if __name__ == "__main__":

@@ -389,11 +389,13 @@ def test_bad_sidecar_or_unknown_protocol_fails_naming_the_record_and_writes_noth
     ("linked sidecar", "is a symbolic link"),
     ("linked records folder", "symbolic links are not allowed"),
     ("linked taxonomy", "symbolic links are not allowed"),
+    ("oversized sidecar", "larger than the 1,000,000-byte limit"),
 ])
 def test_the_renderer_reads_records_and_sidecars_by_validates_rules(tmp_path, capsys, break_it, reason):
     """What apb validate refuses in a record's file (a duplicate key, NaN, a link to the record, its sidecar or its
-    folder, or to the AP's taxonomy.json) the renderer refuses too, naming the file, and writes nothing: it reads
-    them with validate's readers."""
+    folder, or to the AP's taxonomy.json, a sidecar over the size cap that is otherwise a valid archive: extra
+    members, each within the sample count's bound) the renderer refuses too, naming the file, and writes nothing:
+    it reads them with validate's readers."""
     from evaluator.repository.validate import validate_repository
 
     root = make_repo(tmp_path)
@@ -411,6 +413,16 @@ def test_the_renderer_reads_records_and_sidecars_by_validates_rules(tmp_path, ca
                   "linked taxonomy": folder.parent / "taxonomy.json"}[break_it]
         target.rename(elsewhere / target.name)
         target.symlink_to(elsewhere / target.name)
+    elif break_it == "oversized sidecar":
+        import hashlib
+        import zipfile
+
+        with zipfile.ZipFile(sidecar, "a", compression=zipfile.ZIP_STORED) as archive:
+            for index in range(16):
+                archive.writestr(f"padding{index}.npy", os.urandom(75_000))
+        data = read_record(record)
+        data["per_sample"]["sha256"] = hashlib.sha256(sidecar.read_bytes()).hexdigest()
+        write_record(data, folder)
     else:
         folder.rename(elsewhere / "records")
         folder.symlink_to(elsewhere / "records")
