@@ -7,6 +7,7 @@ creating 48,000 files is mostly system time) and peak resident memory per N.
 
     .venv/bin/python bench/bench_leaderboard.py                 # N = 100, 300, 1000
     .venv/bin/python bench/bench_leaderboard.py --aps 100 --keep /tmp/apb-bench
+    .venv/bin/python bench/bench_leaderboard.py --aps 1000 --outputs /dev/shm   # outputs on tmpfs (see --outputs)
     git worktree add /tmp/apb-old <rev> && .venv/bin/python bench/bench_leaderboard.py --aps 1000 \
         --commands validate leaderboard --baseline /tmp/apb-old --rounds 2     # side by side, with ratios
 
@@ -164,6 +165,11 @@ def main() -> None:
                         help="a checkout of another commit (git worktree add DIR REV): each measurement runs on it "
                              "and on this checkout, one after the other, and the ratios are printed")
     parser.add_argument("--rounds", type=int, default=1, help="measurements per command, output and tree")
+    parser.add_argument("--outputs", type=Path, default=None,
+                        help="write the rendered outputs here (default: beside the repositories). On ext4, creating "
+                             "48,000 files right after deleting the previous 48,000 costs the kernel's inode "
+                             "allocator up to 10 s of system time (its recently-deleted scan), which a tmpfs such as "
+                             "/dev/shm does not have: fresh runs there measure the render, not the file system")
     parser.add_argument("--measure", nargs=3, metavar=("COMMAND", "ROOT", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,6 +179,7 @@ def main() -> None:
         measure(args.measure[0], Path(args.measure[1]), Path(args.measure[2]))
         return
     base = args.keep or Path(tempfile.mkdtemp(prefix="apb-bench-"))
+    outputs = Path(tempfile.mkdtemp(prefix="apb-bench-out-", dir=args.outputs)) if args.outputs else base
     trees: list[tuple[str, Path | None]] = ([("baseline", args.baseline.resolve())] if args.baseline else []) + \
         [("this", None)]
     print(f"python {sys.version.split()[0]}, {len(MODELS)} models per AP, {N_SAMPLES} samples per sidecar")
@@ -188,7 +195,7 @@ def main() -> None:
                 for round_index in range(args.rounds):
                     order = trees if round_index % 2 == 0 else trees[::-1]  # A B, then B A: drift cancels
                     for name, tree in order:
-                        out = base / f"out-{n}-{command}-{name}"
+                        out = outputs / f"out-{n}-{command}-{name}"
                         shutil.rmtree(out, ignore_errors=True)
                         for output in ("fresh", "unchanged"):  # every file written, then every file compared
                             result = run_child(command, root, out, tree)
@@ -202,6 +209,8 @@ def main() -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(base, ignore_errors=True)
+        if outputs != base:
+            shutil.rmtree(outputs, ignore_errors=True)
 
 
 def summarize(cpu: dict[tuple[int, str, str, str], list[tuple[float, float]]], n: int, commands: list[str],
