@@ -298,6 +298,22 @@ def test_filters_and_comparisons_live_in_the_address(ranked_site, browser):
     wait_for(browser, "return document.querySelectorAll('#picked tbody tr').length === 1")
 
 
+@pytest.mark.parametrize("address", ["sort=1.5&order=sideways&page=2.5", "sort=-0&page=-3", "sort=1e9&page=abc",
+                                     "sort=0x2&page=Infinity&f.protocol=nope&rank-CIFAR10-US=9"])
+def test_a_hand_edited_address_still_shows_the_table(ranked_site, browser, address):
+    """Addresses are shared and edited by hand: a sort, order or page the page never writes falls back to the
+    default view; it never breaks the table."""
+    origin, _ = ranked_site
+    browser.get("about:blank")
+    browser.get_log("browser")  # drop what earlier pages logged
+    browser.get(f"{origin}/index.html#{address}")
+    wait_for(browser, "return document.readyState === 'complete'")
+    wait_for(browser, "return document.querySelectorAll('#leaderboard tbody tr').length > 0")
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    sorted_by = browser.execute_script("return [...document.querySelectorAll('#leaderboard th[aria-sort]')].length")
+    assert sorted_by == 1
+
+
 def test_analysis_draws_within_3_s_at_1000_aps(site, browser, tmp_path):
     """The analysis page of 1,000 APs (24 cells each, 6 dimensions x 2 protocols: 288,000 cells in its panels, as
     `apb site` writes them) shows its first panel within 3 s: box statistics instead of the points, panels drawn

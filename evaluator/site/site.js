@@ -30,6 +30,12 @@ const STRUCTURES = {US: "unstructured (US)", S: "structured (S)"};
 
 // The address keeps the view: filters, search, sort, page, chosen rankings and compared models (#a=1&b=2).
 function hashState() { return new URLSearchParams(location.hash.slice(1)); }
+// A number the address holds, as the page writes it (decimal digits, below *limit*), or null: an address edited
+// by hand falls back to the default view instead of breaking it.
+function savedIndex(text, limit) {
+  const value = /^[0-9]{1,15}$/.test(text || "") ? Number(text) : NaN;
+  return value < limit ? value : null;
+}
 function setHash(changes) {
   const params = hashState();
   for (const [k, v] of Object.entries(changes)) {
@@ -78,8 +84,8 @@ function rankings() {
     const first = tables[0], section = el("section", null, {class: "ranking", "data-group": key});
     const select = el("select", null, {"aria-label": `table of ${first.dataset}, ${first.structure}`});
     tables.forEach((t, i) => select.append(el("option", t.title, {value: String(i)})));
-    const chosen = Number(hashState().get(`rank-${key}`));
-    if (chosen > 0 && chosen < tables.length) select.value = String(chosen);
+    const chosen = savedIndex(hashState().get(`rank-${key}`), tables.length);
+    if (chosen) select.value = String(chosen);
     const holder = el("div", null, {class: "scroll"}), more = el("button", "", {type: "button", class: "more"});
     let all = false;
     select.addEventListener("change", () => { all = false; setHash({[`rank-${key}`]: select.value === "0" ? "" : select.value}); draw(); });
@@ -114,11 +120,9 @@ function leaderboard() {
   rankings();
   const saved = hashState();
   const state = {sort: DEFAULT_SORT, descending: true, page: 0, search: saved.get("q") || "", filters: {}};
-  const savedSort = Number(saved.get("sort"));
-  if (saved.has("sort") && savedSort >= 0 && savedSort < COLUMNS.length) {
-    state.sort = savedSort; state.descending = saved.get("order") !== "asc";
-  }
-  state.page = Math.max(0, Number(saved.get("page") || 1) - 1) || 0;
+  const savedSort = savedIndex(saved.get("sort"), COLUMNS.length);
+  if (savedSort !== null) { state.sort = savedSort; state.descending = saved.get("order") !== "asc"; }
+  state.page = Math.max(0, (savedIndex(saved.get("page"), Number.MAX_SAFE_INTEGER) || 1) - 1);
   const filterBox = document.getElementById("filters");
   for (const [name, values] of FILTERS) {
     const options = [...new Set(DATA.rows.flatMap(values))].sort();
