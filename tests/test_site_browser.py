@@ -172,6 +172,30 @@ def test_curve_comparison_plots_the_picked_models_and_reads_any_eps(site, browse
     assert [u for u in requested_urls(browser) if not u.startswith(origin + "/")] == []
 
 
+def test_a_curve_that_cannot_be_loaded_is_said_not_dropped_silently(site, browser, tmp_path):
+    """A column's curves come in their own file when a model of it is picked; when that file cannot be loaded
+    (a dropped connection, a half-deployed site), the picker says so instead of doing nothing."""
+    _, out = site
+    broken = tmp_path / "site"
+    shutil.copytree(out, broken)
+    (broken / "data" / "curves" / "linf-8-255-v1__CIFAR10_US_R18_90.js").unlink()
+    server = serve(broken)
+    origin, _ = next(server)
+    try:
+        browser.get(f"{origin}/compare.html")
+        wait_for(browser, "return document.querySelectorAll('#models option').length === 5")
+        search = browser.find_element("id", "model-search")
+        search.send_keys("HARP_Zhao2023Holistic_R18_CIFAR10_US_90")
+        wait_for(browser, "return document.querySelectorAll('#models option').length === 1")
+        browser.find_element("css selector", "#models option").click()
+        browser.find_element("id", "add").click()
+        wait_for(browser, "return document.getElementById('picker-note').textContent.includes('could not be loaded')")
+        assert "linf-8-255-v1__CIFAR10_US_R18_90.js" in browser.find_element("id", "picker-note").text
+        assert browser.find_element("id", "picked-empty").is_displayed()
+    finally:
+        next(server, None)
+
+
 def test_analysis_draws_a_panel_per_dimension_and_protocol(site, browser):
     origin, _ = site
     browser.get(f"{origin}/analysis.html")

@@ -228,11 +228,18 @@ function compare() {
   }
   search.addEventListener("input", list);
   list();
-  function curveOf(row, then) {
-    const key = row[FIELD.curve], loaded = window.APB_CURVES && window.APB_CURVES[key];
-    if (loaded) { then(loaded[row[FIELD.model_key]]); return; }
-    const script = el("script", null, {src: `data/curves/${key.replace("/", "__")}.js`});
-    script.addEventListener("load", () => then(window.APB_CURVES[key][row[FIELD.model_key]]));
+  function curveOf(row, then) {  // a column's curves load once, when a model of it is first picked
+    const key = row[FIELD.curve], file = `data/curves/${key.replace("/", "__")}.js`;
+    const loaded = () => window.APB_CURVES && window.APB_CURVES[key];
+    function use(curves) {
+      const curve = curves && curves[row[FIELD.model_key]];
+      if (curve) then(curve);
+      else note.textContent = `The curve of ${label(row)} could not be loaded (${file}): check the connection and reload the page.`;
+    }
+    if (loaded()) { use(loaded()); return; }
+    const script = el("script", null, {src: file});
+    script.addEventListener("load", () => use(loaded()));
+    script.addEventListener("error", () => { script.remove(); use(null); });
     document.head.append(script);
   }
   function remember() { setHash({models: picked.map((p) => valueOf(p.row)).join(",")}); }
