@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from evaluator.cli import main
-from evaluator.record.records import iter_record_paths, read_record
+from evaluator.record.records import iter_record_paths, read_record, wilson_interval
 from evaluator.registry.home import home
 from tests.support.leaderboard_repo import THREE_APS, add_evaluated, make_repo
 
@@ -25,11 +25,18 @@ def test_downloads_hold_every_record_and_pages_reference_only_their_own_files(tm
         rows = list(csv.DictReader(handle))
     assert [r["model_key"] for r in rows] == [r["model_key"] for r in shown] and len(rows) == 19
     assert {r["ap_name"] for r in rows} == {"HARP", "HYDRA", "RADMM"}
-    for row, record in zip(rows, shown):  # the 95% intervals of the JSON, in the CSV
+    for row, record in zip(rows, shown):  # the 95% intervals of the JSON in the CSV; a published number's from it and n
         for metric in ("clean_accuracy", "aa_robust_accuracy", "hofmn_robust_accuracy", "worst_case_robust_accuracy"):
-            expected = (record.get("intervals") or {}).get(metric) or ["", ""]
+            value, n = (record.get("metrics") or {}).get(metric), record["n_samples"]
+            expected = (record.get("intervals") or {}).get(metric) or (
+                [""] * 2 if value is None else [round(100 * b, 4) for b in wilson_interval(round(value * n / 100), n)])
             assert [row[f"{metric}_low"], row[f"{metric}_high"]] == [str(v) for v in expected]
     assert rows[[r["source"] for r in rows].index("evaluated")]["aa_robust_accuracy_low"] != ""
+    published = next(r for r in rows if r["model_key"] == "HARP_Zhao2023Holistic_R18_CIFAR10_US_90"
+                     and r["source"] == "published")
+    assert published["aa_robust_accuracy"] == "45.4"  # 4,540 of 10,000: Wilson 44.43-46.38 (by hand)
+    assert [round(float(published[f"aa_robust_accuracy_{end}"]), 2) for end in ("low", "high")] == [44.43, 46.38]
+    assert published["hofmn_robust_accuracy_low"] == ""  # no number, no interval
     for page in ("index.html", "compare.html", "analysis.html"):
         html = (out / page).read_text()
         assert "Content-Security-Policy" in html and "default-src 'self'" in html

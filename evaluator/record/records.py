@@ -323,6 +323,11 @@ def summarize(per_sample: PerSample, threat: ThreatModel) -> dict:
     for metric in (m for m in METRICS if COUNT_FIELDS[m] in counts):
         k = counts[COUNT_FIELDS[metric]]
         metrics[metric] = round(100.0 * k / n, 4) if n else None
-        lo, hi = wilson_interval(k, n)
-        intervals[metric] = [round(100.0 * lo, 4), round(100.0 * hi, 4)]
+        intervals[metric] = percent_interval(k, n)
     return {"n_samples": n, "metrics": metrics, "counts": counts, "intervals": intervals}
+
+
+def percent_interval(successes: int, n: int) -> list[float]:
+    """The 95% Wilson interval of *successes* of *n* in percent, as records hold it (4 decimals)."""
+    low, high = wilson_interval(successes, n)
+    return [round(100.0 * low, 4), round(100.0 * high, 4)]

@@ -53,7 +53,10 @@ FIGURE_TABLE = AUTOATTACK  # the evaluated table each protocol's curve figures i
 
 
 def published_cells(rows: Iterable[Row]) -> dict[tuple[str, Column], Cell]:
-    return {(r.ap_key, r.column): Cell(r.metric(CLEAN), r.metric(AUTOATTACK.metric)) for r in rows if r.published}
+    """The published AutoAttack cells, each with its interval: a published number is a proportion of its
+    protocol's samples too, so its 95% interval follows from the number and ``n_samples`` alone."""
+    return {(r.ap_key, r.column): Cell(r.metric(CLEAN), robust, spread=interval_spread(robust, r.n_samples))
+            for r in rows if r.published for robust in (r.metric(AUTOATTACK.metric),)}
 
 
 def evaluated_cells(rows: Sequence[Row], protocol: str, kind: TableKind, page: PurePosixPath,
@@ -63,7 +66,8 @@ def evaluated_cells(rows: Sequence[Row], protocol: str, kind: TableKind, page: P
     published-only)."""
     cells = {}
     if fill_with_published:
-        cells = {k: Cell(c.clean, c.robust, published_only=True) for k, c in published_cells(rows).items()}
+        cells = {k: Cell(c.clean, c.robust, published_only=True, spread=c.spread)
+                 for k, c in published_cells(rows).items()}
     anchor = protocol_anchor(protocol)
     for r in rows:
         if not r.published and r.protocol == protocol:
@@ -78,9 +82,8 @@ def _legend(dagger: bool, flagged: bool, linked: bool) -> str:
     """The line under a table: what its cells hold and which marks it uses."""
     marks = ([f"{DAGGER} published only"] if dagger else []) + ([f"{FLAG} flagged (see the model page)"]
                                                                  if flagged else [])
-    evaluated = (", linked to the model page where evaluated, with ± half the width of the robust accuracy's 95% "
-                 "interval")
-    return (f"Cells: clean/robust accuracy (%){evaluated if linked else ''}"
+    return ("Cells: clean/robust accuracy (%)" + (", linked to the model page where evaluated" if linked else "")
+            + ", with ± half the width of the robust accuracy's 95% interval over the protocol's test samples"
             + (f"; {', '.join(marks)}" if marks else "") + ". "
             "#: rank by the mean over the ranked columns (see *Ranking* above); (k/n): the row's cells of the "
             "n ranked columns.")

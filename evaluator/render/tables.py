@@ -75,7 +75,7 @@ class Cell:
     link: str | None = None
     published_only: bool = False
     flagged: bool = False
-    spread: float | None = None  # half the width of the robust accuracy's 95% interval (evaluated cells)
+    spread: float | None = None  # half the width of the robust accuracy's 95% interval
 
     @property
     def own(self) -> bool:

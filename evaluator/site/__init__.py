@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from evaluator.errors import APBError, Problem
-from evaluator.record.records import METRIC_TABLE, METRICS, metric_label, metrics_in
+from evaluator.record.records import METRIC_TABLE, METRICS, metric_label, metrics_in, percent_interval
 from evaluator.record.types import Record
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ MARKER = ".apb-site"  # a folder holding this file was written by apb site and m
 CSV_FIELDS = ("model_key", "ap_key", "ap_name", "dataset", "structure_kind", "architecture", "sparsity", "source",
               "protocol", "n_samples", *METRICS, *(f"{metric}_{end}" for metric in METRICS for end in ("low", "high")),
               "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective", "date", "git_commit",
-              "checkpoint_sha256", "record")  # <metric>_low/_high: the record's 95% interval (evaluated records)
+              "checkpoint_sha256", "record")  # <metric>_low/_high: the metric's 95% interval (the record's, if it has one)
 SITE_METRIC_FIELDS = tuple(METRIC_TABLE[m].views.get("site") or m for m in METRICS)  # metrics.yaml's views.site
 ROW_FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "protocol", "source",
               *SITE_METRIC_FIELDS, "flags", "macs_effective", "macs_dense", "params_nonzero",
@@ -178,7 +178,11 @@ class Downloads:
     def add(self, record: Record, name: str, path: str) -> None:
         self.json_file.write(("\n" if self.first else ",\n") + json.dumps(record, ensure_ascii=False, sort_keys=False))
         self.first = False
-        metrics, intervals = record.get("metrics") or {}, record.get("intervals") or {}
+        metrics, intervals = record.get("metrics") or {}, dict(record.get("intervals") or {})
+        n_samples = record.get("n_samples")
+        for metric, value in metrics.items():  # a published number: its interval follows from it and n_samples
+            if metric not in intervals and value is not None and n_samples:
+                intervals[metric] = percent_interval(round(value * n_samples / 100), n_samples)
         efficiency = (record.get("check") or {}).get("efficiency") or {}
         provenance = record.get("provenance") or {}
         self.csv_writer.writerow([record.get("model_key"), record.get("ap_key"), name, record.get("dataset"),
@@ -218,7 +222,7 @@ def row_values(row: Any) -> list:
     from evaluator.render.tables import interval_spread
 
     total, nonzero = row.params or (None, None)
-    spread = None if row.published else interval_spread(row.metric(AUTOATTACK.metric), row.n_samples)
+    spread = interval_spread(row.metric(AUTOATTACK.metric), row.n_samples)
     return [row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.protocol,
             row.source, *row.metrics, list(row.flags), row.macs_effective, row.macs_dense, nonzero, total,
             curve_key(row) if row.curve is not None else None, row.date,
