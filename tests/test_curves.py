@@ -182,6 +182,29 @@ def test_pareto_front_is_the_best_accuracy_at_each_cost():
     assert pareto_front([]) == []
 
 
+def test_the_efficiency_figure_draws_its_pareto_front_as_a_staircase_through_the_front_points():
+    """The front is drawn, not only named in the legend: a staircase from the cheapest front point, right at the
+    accuracy it reaches, up at the next front point's cost, through every front point and no other."""
+    import re
+
+    from evaluator.render.curve_set import efficiency_svg
+    from evaluator.render.tables import ApLabel
+
+    points = [(10e6, 30.0, "A"), (20e6, 25.0, "B"), (40e6, 35.0, "C"), (80e6, 34.0, "D"), (160e6, 50.0, "E")]
+    labels = {key: ApLabel(key, key) for _, _, key in points}
+    svg, alt = efficiency_svg({"resnet18": points}, "p", ("CIFAR10", "US"), "AutoAttack", labels)
+    markers = [(float(cx), float(cy)) for cx, cy in re.findall(r'<circle cx="([0-9.]+)" cy="([0-9.]+)"', svg)]
+    a, _, c, _, e = markers  # the markers' pixels, in the points' order: the front is A, C, E
+    staircase = re.findall(r'<polyline [^>]*stroke="#222"[^>]*points="([^"]+)"', svg)
+    assert len(staircase) == 1, "the Pareto front is not drawn"
+    vertices = [tuple(map(float, vertex.split(","))) for vertex in staircase[0].split()]
+    expected = [a, (c[0], a[1]), c, (e[0], c[1]), e]
+    assert len(vertices) == len(expected)
+    assert [v for vertex in vertices for v in vertex] == pytest.approx([v for p in expected for v in p], abs=0.11)
+    assert svg.index("<polyline") < svg.index("<circle")  # under the markers
+    assert "Pareto front (best accuracy at each cost): A 10M MACs 30.00%; C 40M MACs 35.00%; E 160M MACs 50.00%" in alt
+
+
 def test_kendall_tau_b_matches_scipy_and_ranks_share_displayed_ties():
     from scipy.stats import kendalltau
 

@@ -175,6 +175,11 @@ def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, leg
         low, high = max(x.low, y.low), min(x.high, y.high)
         (x1, y1), (x2, y2) = _xy((low, low), x, y).split(","), _xy((high, high), x, y).split(",")
         parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}" stroke="#888" stroke-dasharray="4 3"/>')
+    if front:  # under the markers: each step runs right at the accuracy reached, then up to the next point
+        steps = [front[0]] + [corner for before, after in zip(front, front[1:])
+                              for corner in ((after[0], before[1]), after)]
+        parts.append(f'<polyline fill="none" stroke="#222" stroke-width="1.2" '
+                     f'points="{" ".join(_xy(p, x, y) for p in steps)}"/>')
     for bar_x, bottom, top in error_bars:
         (x1, y1), (_, y2) = _xy((bar_x, bottom), x, y).split(","), _xy((bar_x, top), x, y).split(",")
         parts.append(f'<line x1="{x1}" y1="{y1}" x2="{x1}" y2="{y2}" stroke="#555" stroke-width="1"/>')
