@@ -327,6 +327,12 @@ def summarize(per_sample: PerSample, threat: ThreatModel) -> dict:
     return {"n_samples": n, "metrics": metrics, "counts": counts, "intervals": intervals}
 
 
+def count_of_percent(value: float, n: int) -> int:
+    """The samples an accuracy of *value* percent of *n* counts (exact where *value* has the digits *n* needs:
+    two decimals at 10,000 samples, as published numbers have)."""
+    return round(value * n / 100)
+
+
 def percent_interval(successes: int, n: int) -> list[float]:
     """The 95% Wilson interval of *successes* of *n* in percent, as records hold it (4 decimals)."""
     low, high = wilson_interval(successes, n)

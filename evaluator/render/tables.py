@@ -102,9 +102,11 @@ class RankedRow:
 def interval_spread(value: float | None, n_samples: int) -> float | None:
     """Half the width of the 95% Wilson interval (percent) of an accuracy of *value* percent on *n_samples*, the
     interval the record holds (``records.summarize``); None without a value."""
+    from evaluator.record.records import count_of_percent
+
     if value is None or not n_samples:
         return None
-    return _half_width(round(value * n_samples / 100), n_samples)
+    return _half_width(count_of_percent(value, n_samples), n_samples)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from evaluator.errors import APBError, Problem
-from evaluator.record.records import METRIC_TABLE, METRICS, metric_label, metrics_in, percent_interval
+from evaluator.record.records import METRIC_TABLE, METRICS, count_of_percent, metric_label, metrics_in, percent_interval
 from evaluator.record.types import Record
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ class Downloads:
         n_samples = record.get("n_samples")
         for metric, value in metrics.items():  # a published number: its interval follows from it and n_samples
             if metric not in intervals and value is not None and n_samples:
-                intervals[metric] = percent_interval(round(value * n_samples / 100), n_samples)
+                intervals[metric] = percent_interval(count_of_percent(value, n_samples), n_samples)
         efficiency = (record.get("check") or {}).get("efficiency") or {}
         provenance = record.get("provenance") or {}
         self.csv_writer.writerow([record.get("model_key"), record.get("ap_key"), name, record.get("dataset"),
