@@ -197,6 +197,26 @@ def test_a_curve_that_cannot_be_loaded_is_said_not_dropped_silently(site, browse
         next(server, None)
 
 
+def test_a_site_without_curves_says_so_instead_of_an_empty_picker_and_plot(tmp_path, browser):
+    """The repository as it stands holds only published records, none with distances: the compare page shows
+    why there is nothing to compare, not an empty list, an empty plot and a slider."""
+    root = make_repo(tmp_path)
+    out = tmp_path / "site"
+    build_site(root, out)
+    server = serve(out)
+    origin, _ = next(server)
+    try:
+        browser.get(f"{origin}/compare.html")
+        wait_for(browser, "return document.getElementById('picker-note').textContent.length > 0")
+        assert browser.find_element("id", "picker-note").text.startswith("No model has a security curve yet")
+        for selector in (".picker", "#plot", "#eps", "#picked-empty", "#picked"):
+            assert not browser.find_element("css selector", selector).is_displayed(), selector
+        assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+    finally:
+        requested_urls(browser)
+        next(server, None)
+
+
 def test_analysis_draws_a_panel_per_dimension_and_protocol(site, browser):
     origin, _ = site
     browser.get(f"{origin}/analysis.html")
