@@ -8,12 +8,12 @@ const FIELD = Object.fromEntries(DATA.fields.map((name, i) => [name, i]));
 const METRICS = DATA.metrics || [];  // [metric, row field, label] per metric column (metrics.yaml's views.site)
 const METRIC_LABEL = Object.fromEntries(METRICS.map(([metric, , label]) => [metric, label]));
 const HEADLINE = (METRICS.find(([, field]) => field === DATA.headline) || [])[2];  // the column with the ± spread
-const COLUMNS = [
-  ["AP", (r) => apOf(r).name], ["venue", (r) => apOf(r).venue || ""], ["year", (r) => apOf(r).year || ""],
+const COLUMNS = [  // the key numbers right after the AP, so a phone shows them without scrolling the table
+  ["AP", (r) => apOf(r).name], ...METRICS.map(([, field, label]) => [label, (r) => r[FIELD[field]], true]),
+  ["flags", (r) => r[FIELD.flags].join(" ")],
   ["dataset", (r) => r[FIELD.dataset]], ["structure", (r) => r[FIELD.structure_kind]],
   ["architecture", (r) => r[FIELD.architecture]], ["sparsity", (r) => r[FIELD.sparsity], true],
-  ["protocol", (r) => r[FIELD.protocol]], ...METRICS.map(([, field, label]) => [label, (r) => r[FIELD[field]], true]),
-  ["flags", (r) => r[FIELD.flags].join(" ")],
+  ["protocol", (r) => r[FIELD.protocol]], ["venue", (r) => apOf(r).venue || ""], ["year", (r) => apOf(r).year || ""],
   ["effective MACs", (r) => r[FIELD.macs_effective], true], ["non-zero params", (r) => r[FIELD.params_nonzero], true],
   ["model key", (r) => r[FIELD.model_key]],
 ];
@@ -120,8 +120,8 @@ function leaderboard() {
   rankings();
   const saved = hashState();
   const state = {sort: DEFAULT_SORT, descending: true, page: 0, search: saved.get("q") || "", filters: {}};
-  const savedSort = savedIndex(saved.get("sort"), COLUMNS.length);
-  if (savedSort !== null) { state.sort = savedSort; state.descending = saved.get("order") !== "asc"; }
+  const savedSort = COLUMNS.findIndex(([title]) => title === saved.get("sort"));  // by name: a column may move
+  if (savedSort >= 0) { state.sort = savedSort; state.descending = saved.get("order") !== "asc"; }
   state.page = Math.max(0, (savedIndex(saved.get("page"), Number.MAX_SAFE_INTEGER) || 1) - 1);
   const filterBox = document.getElementById("filters");
   for (const [name, values] of FILTERS) {
@@ -176,7 +176,7 @@ function leaderboard() {
       if (i === state.sort) th.setAttribute("aria-sort", state.descending ? "descending" : "ascending");
       else th.removeAttribute("aria-sort");
     });
-    setHash({q: state.search, sort: state.sort === DEFAULT_SORT && state.descending ? "" : String(state.sort),
+    setHash({q: state.search, sort: state.sort === DEFAULT_SORT && state.descending ? "" : COLUMNS[state.sort][0],
       order: state.sort === DEFAULT_SORT && state.descending ? "" : state.descending ? "desc" : "asc",
       page: state.page ? String(state.page + 1) : "",
       ...Object.fromEntries(FILTERS.map(([name]) => [`f.${name}`, state.filters[name] || ""]))});
@@ -195,6 +195,10 @@ function leaderboard() {
         } else if (title === "flags" && text) {
           td.append(el("span", "⚠ " + text, {class: "flag"}));
         } else td.textContent = text === undefined || text === null ? "" : String(text);
+        if (title === "AP") {  // which model, under the name: shown where the model's own columns are off-screen
+          td.append(el("span", `${row[FIELD.dataset]} ${row[FIELD.structure_kind]} · ${row[FIELD.architecture]} ` +
+            `${row[FIELD.sparsity]}%`, {class: "model", "aria-hidden": "true"}));
+        }
         if (title === HEADLINE && row[FIELD.aa_spread] !== null) {
           td.append(el("span", ` ±${row[FIELD.aa_spread].toFixed(2)}`, {class: "spread", title: "half the 95% interval"}));
         }
