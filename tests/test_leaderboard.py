@@ -627,6 +627,10 @@ def test_rank_groups_share_a_rank_where_the_paired_test_finds_no_difference(tmp_
     means = [row["mean AA (k/n)"] for row in published]
     assert [row["#"] for row in published] == [str(i + 1) for i in range(len(published))]
     assert len(set(means)) == len(means)  # distinct means: as before, no group without per-sample data
+    ranked_tables = [(subsection, list(rows[0])) for _, subsection, rows in tables(readme) if "#" in rows[0]]
+    assert len(ranked_tables) == 4  # AutoAttack, HO-FMN, worst case, published
+    for subsection, header in ranked_tables:  # rank, AP and the ranked mean first: in view when a table scrolls
+        assert header[:2] == ["#", "AP"] and header[2].startswith("mean ") and header[2].endswith(" (k/n)"), subsection
     harp_published = next(row for row in published if ap_of(row["AP"]) == "HARP")["ResNet18 90%"]
     assert parse_cell(harp_published)["robust"] == "45.40"  # 4,540 of the protocol's 10,000 samples: Wilson
     assert parse_cell(harp_published)["spread"] == "0.98"   # 44.43-46.38 (by hand), so the cell shows its ±0.98

@@ -214,7 +214,8 @@ def leaderboard_table(cells: Cells, labels: Mapping[str, ApLabel], columns: Sequ
             line[column_title(column)] = cell_markdown(cell, bold)
         line[ranking_title] = mean_markdown(row)
         rows.append(line)
-    headers = ["#", "AP", "Paper", "Year", *map(column_title, columns), ranking_title]
+    # the rank, the AP and what it is ranked by first: a table wider than GitHub's page scrolls, and these stay in view
+    headers = ["#", "AP", ranking_title, *map(column_title, columns), "Paper", "Year"]
     table = simple_table(headers, [[line[h] for h in headers] for line in rows],
-                         ["right", "left", "left", "left", *["center"] * len(columns), "right"])
+                         ["right", "left", "right", *["center"] * len(columns), "left", "left"])
     return table, len(ranked)
