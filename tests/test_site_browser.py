@@ -9,6 +9,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -85,6 +86,14 @@ def browser():
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(autouse=True)
+def own_logs(request):
+    """Each test sees only the requests and console messages of its own pages (the browser is shared)."""
+    if "browser" in request.fixturenames:
+        driver = request.getfixturevalue("browser")
+        driver.get_log("performance"), driver.get_log("browser")
 
 
 def requested_urls(driver) -> list[str]:
@@ -194,7 +203,6 @@ def test_a_curve_that_cannot_be_loaded_is_said_not_dropped_silently(site, browse
         assert "linf-8-255-v1__CIFAR10_US_R18_90.js" in browser.find_element("id", "picker-note").text
         assert browser.find_element("id", "picked-empty").is_displayed()
     finally:
-        requested_urls(browser), browser.get_log("browser")  # the 404 stays with this test
         next(server, None)
 
 
@@ -214,8 +222,33 @@ def test_a_site_without_curves_says_so_instead_of_an_empty_picker_and_plot(tmp_p
             assert not browser.find_element("css selector", selector).is_displayed(), selector
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
-        requested_urls(browser)
         next(server, None)
+
+
+def test_curve_legends_fit_their_figure_whatever_the_name_length(tmp_path, browser):
+    """An AP's display name may have 40 characters; in a figure's legend (and in Chromium's own text metrics) it
+    is shortened to fit instead of running off the figure's right edge, where nothing shows it."""
+    from evaluator.cli import main
+
+    root = make_repo(tmp_path)
+    harp, hydra, radmm = THREE_APS
+    entry = root / "submissions" / harp / "taxonomy.json"
+    data = json.loads(entry.read_text())
+    data["name"] = "Holistic Adversarially Robust Pruning 23"  # 40 characters, as the schema allows
+    entry.write_text(json.dumps(data, indent=2) + "\n")
+    for i, ap in enumerate((harp, hydra, radmm)):
+        add_evaluated(root, f"{ap}_R18_CIFAR10_US_90", seed=i, scale=0.05 - 0.01 * i, flags=False)
+    assert main(["leaderboard", "--root", str(root)]) == 0
+    figures = [root / "leaderboard/curves/linf-8-255-v1/CIFAR10_US_R18_90.svg",
+               root / f"leaderboard/curves/models/{harp}/{harp}_R18_CIFAR10_US_90__linf-8-255-v1.svg"]
+    for figure in figures:
+        browser.get(figure.as_uri())
+        overflow = browser.execute_script(
+            "const width = document.querySelector('svg').viewBox.baseVal.width;"
+            "return [...document.querySelectorAll('text')].map(t => [t.textContent, t.getBBox().x + t.getBBox().width])"
+            ".filter(([, right]) => right > width);")
+        assert overflow == [], (figure.name, overflow)
+        assert re.search(r">#\d+ Holistic [^<]*… – \d+\.\d\d%<", figure.read_text())  # its rank and value kept
 
 
 def test_analysis_draws_a_panel_per_dimension_and_protocol(site, browser):
@@ -361,14 +394,12 @@ def test_a_hand_edited_address_still_shows_the_table(ranked_site, browser, addre
     default view; it never breaks the table."""
     origin, _ = ranked_site
     browser.get("about:blank")
-    browser.get_log("browser")  # drop what earlier pages logged
     browser.get(f"{origin}/index.html#{address}")
     wait_for(browser, "return document.readyState === 'complete'")
     wait_for(browser, "return document.querySelectorAll('#leaderboard tbody tr').length > 0")
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     sorted_by = browser.execute_script("return [...document.querySelectorAll('#leaderboard th[aria-sort]')].length")
     assert sorted_by == 1
-    requested_urls(browser)  # this test's requests stay with it
 
 
 def test_analysis_draws_within_3_s_at_1000_aps(site, browser, tmp_path):

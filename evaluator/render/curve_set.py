@@ -20,8 +20,8 @@ from evaluator.registry.variants import MARKERS, architectures
 from evaluator.render.curves import axis_title, eps_label
 from evaluator.render.layout import architecture_sort_key, group_title
 from evaluator.render.rows import Row
-from evaluator.render.svg import (Axis, Series, line_chart, log_ticks, pixel_points, scatter_chart, si_label, x_pixels,
-                                  y_pixels)
+from evaluator.render.svg import (LEGEND_CHARS, Axis, Series, line_chart, log_ticks, pixel_points, scatter_chart,
+                                  shortened, si_label, x_pixels, y_pixels)
 from evaluator.render.tables import UNRANKED, ApLabel, RankedRow, column_title
 
 TOP_K = 8  # curves per column figure
@@ -96,7 +96,8 @@ def top_rows(rows: Iterable[Row], order: TableOrder, labels: Mapping[str, ApLabe
 def curve_label(row: Row, labels: Mapping[str, ApLabel], threat: ThreatModel, order: TableOrder) -> str:
     """``#2 HYDRA – 43.12%``: the AP's rank in the illustrated table, its name, its robust accuracy at *threat*'s
     eps."""
-    return f"{order.rank(row.ap_key)} {labels[row.ap_key].name} – {at_eps(row, threat):.2f}%"
+    rank, value = f"{order.rank(row.ap_key)} ", f" – {at_eps(row, threat):.2f}%"
+    return rank + shortened(labels[row.ap_key].name, LEGEND_CHARS - len(rank) - len(value)) + value
 
 
 def samples_note(rows: Sequence[Row]) -> str:
@@ -150,6 +151,7 @@ def model_curve_svg(row: Row, context: Mapping[str, Series], labels: Mapping[str
 
 
 FRONT_LABELS = 12  # Pareto-front points named in the figure (the rest of the front is drawn, unnamed)
+FRONT_LABEL_CHARS = 16  # a front label's room: the x axis ends 200 px before the figure does
 
 Point = tuple[float, float, str]  # (effective MACs, robust accuracy, ap_key)
 
@@ -180,7 +182,8 @@ def efficiency_svg(points: Mapping[str, Sequence[Point]], protocol: str, group: 
         series.append(Series(title, [(p[0], p[1]) for p in points[architecture]],
                              marker=known[architecture].marker if architecture in known else MARKERS[0]))
     front = pareto_front(every)
-    named = [(p[0], p[1], labels[p[2]].name) for p in front[-FRONT_LABELS:]]  # the most accurate end
+    named = [(p[0], p[1], shortened(labels[p[2]].name, FRONT_LABEL_CHARS))
+             for p in front[-FRONT_LABELS:]]  # the most accurate end; the alt text has the full names
     title = (f"{group_title(group)} · {protocol}: robust accuracy vs effective MACs ({len(every)} models)")
     figure = scatter_chart(title, series, x, y, legend_title="architecture", front=[(p[0], p[1]) for p in front],
                            front_labels=named)

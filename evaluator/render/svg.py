@@ -83,6 +83,15 @@ def pixel_points(px: np.ndarray, py: np.ndarray) -> str:
     return ("%d,%d " * (len(flat) // 2))[:-1] % tuple(flat)
 
 
+LEGEND_CHARS = int((WIDTH - PLOT["right"] - 12 - 21 - 4) / (0.66 * 9.5))  # a legend line's room in characters
+"""(the legend's text starts 33 px right of the axes, at 9.5 px; 0.66 em is about DejaVu Sans' widest bold mean)"""
+
+
+def shortened(text: str, room: int) -> str:
+    """*text*, cut to *room* characters with an ellipsis where it is longer (figures have no room to wrap)."""
+    return text if len(text) <= room else text[:max(1, room - 1)] + "…"
+
+
 def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11, extra: str = "") -> str:
     return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}"{extra}>'
             f"{escape(text)}</text>")
