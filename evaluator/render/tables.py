@@ -102,20 +102,18 @@ class RankedRow:
 def interval_spread(value: float | None, n_samples: int) -> float | None:
     """Half the width of the 95% Wilson interval (percent) of an accuracy of *value* percent on *n_samples*, the
     interval the record holds (``records.summarize``); None without a value."""
-    from evaluator.record.records import count_of_percent
-
     if value is None or not n_samples:
         return None
-    return _half_width(count_of_percent(value, n_samples), n_samples)
+    return _half_width(value, n_samples)
 
 
 @functools.lru_cache(maxsize=8192)
-def _half_width(successes: int, n_samples: int) -> float:
-    """Half the width (percent) of the 95% Wilson interval of *successes* of *n_samples*: asked again for every
-    table and page a cell appears on, and many cells share a count."""
-    from evaluator.record.records import wilson_interval
+def _half_width(value: float, n_samples: int) -> float:
+    """:func:`interval_spread` of a value: asked again for every table and page a cell appears on, and many cells
+    share a value (the import stays out of that hot path)."""
+    from evaluator.record.records import count_of_percent, wilson_interval
 
-    low, high = wilson_interval(successes, n_samples)
+    low, high = wilson_interval(count_of_percent(value, n_samples), n_samples)
     return 50.0 * (high - low)
 
 

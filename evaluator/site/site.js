@@ -233,8 +233,8 @@ function compare() {
   search.addEventListener("input", list);
   list();
   if (!withCurves.length) {  // nothing to pick: the note says why, in place of an empty picker and plot
-    for (const id of ["plot", "eps", "picked-empty"]) document.getElementById(id).hidden = true;
-    for (const selector of [".picker", "label[for=eps]", ".scroll"]) document.querySelector(selector).hidden = true;
+    for (const id of ["plot", "eps", "picked-empty", "picked"]) document.getElementById(id).hidden = true;
+    for (const selector of [".picker", "label[for=eps]"]) document.querySelector(selector).hidden = true;
     return;
   }
   function curveOf(row, then) {  // a column's curves load once, when a model of it is first picked
