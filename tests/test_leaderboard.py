@@ -502,6 +502,8 @@ def test_a_row_with_fewer_cells_never_ranks_above_and_marks_and_links_are_in_the
            'models; Pareto front (best accuracy at each cost): HYDRA 50M MACs ' in readme
     scatter = files[Path(f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_efficiency.svg")].decode()
     assert scatter.count("<circle") == 3 and "3 models" in scatter and "Pareto front" in scatter
+    front_line = re.search(r'<polyline [^>]*stroke="#222"[^>]*>', scatter).group(0)  # the README names its style
+    assert f"the {'dashed' if 'stroke-dasharray' in front_line else 'solid'} staircase is the Pareto front" in readme
     page = files[model_path(r18(hydra, 95))].decode()
     assert "Efficiency: 1.12M of 11.2M parameters non-zero; 50M effective multiply-accumulates" in page
     assert "not measured" in files[model_path(r18(radmm, 95))].decode()

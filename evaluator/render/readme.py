@@ -407,7 +407,7 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
     if efficiency:
         lines += ["", "## Efficiency", "",
                   "Robust accuracy (AutoAttack) against effective multiply-accumulates per input, every evaluated "
-                  "model with efficiency figures, a figure per dataset and structure; the dashed staircase is the "
+                  "model with efficiency figures, a figure per dataset and structure; the solid staircase is the "
                   "Pareto front (the best accuracy at each cost), its APs named:", ""]
         lines += [f'<img src="{relative_link(LEADERBOARD_README, path)}" width="49%" alt="{escape(alt)}">'
                   for path, alt in sorted(efficiency.items())]
