@@ -18,7 +18,7 @@ from evaluator.registry.model_keys import parse_model_key
 from evaluator.paths import records_dir
 from evaluator.record.records import iter_record_paths, read_record, record_stem, wilson_interval, write_record
 from evaluator.render import render_all
-from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, flags_result, make_repo
+from tests.support.leaderboard_repo import PROTOCOL, THREE_APS, add_evaluated, efficiency, flags_result, make_repo
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CSV = REPO.parent / "shared" / "seed" / "published-results.csv"
@@ -452,12 +452,6 @@ def r18(ap: str, sparsity: int) -> str:
     return f"{ap}_R18_CIFAR10_US_{sparsity}"
 
 
-def efficiency(macs: int) -> dict:
-    return {"input_shape": [3, 32, 32], "params_total": 11_173_962, "params_nonzero": 1_117_396,
-            "macs_dense": 555_422_720, "macs_nonzero": macs, "macs_structured": 555_422_720,
-            "structure_kind": "US", "macs_effective": macs}
-
-
 def test_a_row_with_fewer_cells_never_ranks_above_and_marks_and_links_are_in_the_cells(tmp_path):
     root = make_repo(tmp_path)
     harp, hydra, radmm = THREE_APS
@@ -497,7 +491,7 @@ def test_a_row_with_fewer_cells_never_ranks_above_and_marks_and_links_are_in_the
     assert f"Last updated: 2025-03-08, evaluator commit `c09500000000` (newest record: `{r18(radmm, 95)}`" in readme
     # efficiency: a table, a trade-off figure and the model page's line
     assert f"### Efficiency, protocol `{PROTOCOL}`" in readme and "[50M (9%)](models/" in readme
-    assert f'<img src="curves/{PROTOCOL}/CIFAR10_US_efficiency.svg" width="49%" alt="AutoAttack robust accuracy ' \
+    assert f'<img src="curves/{PROTOCOL}/CIFAR10_US_efficiency.svg" width="50%" alt="AutoAttack robust accuracy ' \
            f'against effective multiply-accumulates per input, CIFAR10, unstructured (US), protocol {PROTOCOL}: 3 ' \
            'models; Pareto front (best accuracy at each cost): HYDRA 50M MACs ' in readme
     scatter = files[Path(f"leaderboard/curves/{PROTOCOL}/CIFAR10_US_efficiency.svg")].decode()

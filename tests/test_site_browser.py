@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.site import build_site
-from tests.support.leaderboard_repo import THREE_APS, add_evaluated, flags_result, make_repo
+from tests.support.leaderboard_repo import THREE_APS, add_evaluated, efficiency, flags_result, make_repo
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, DRIVER = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
@@ -443,3 +443,42 @@ def test_analysis_draws_within_3_s_at_1000_aps(site, browser, tmp_path):
         assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
     finally:
         next(server, None)
+
+
+def test_readme_figures_are_half_the_github_column_two_to_a_line(tmp_path, browser):
+    """The README's curve and efficiency figures, laid out as GitHub lays out a Markdown paragraph of images
+    (a 1,012 px column with 32 px padding on a desktop, 16 px on a 390 px phone): each is half the column, so a
+    legend stays legible, and they pair up two to a line (49% with a space between used 98%; 50% with a space
+    would not fit)."""
+    from evaluator.render import render_into
+
+    root = make_repo(tmp_path)
+    for i, (ap, sparsity) in enumerate([(ap, s) for ap in THREE_APS for s in (90, 95, 99)]):
+        add_evaluated(root, f"{ap}_R18_CIFAR10_US_{sparsity}", seed=i, efficiency=efficiency(50_000_000 * (i + 1)))
+    out = tmp_path / "out"
+    files: dict = {}
+    render_into(root, lambda path, data: files.__setitem__(str(path), data))
+    for path, data in files.items():
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_bytes(data)
+    readme = files["leaderboard/README.md"].decode()
+    blocks = [block for block in readme.split("\n\n") if block.startswith("<img")]
+    assert len(blocks) == 2 and blocks[0].count("<img") == 3  # the curves of three columns; the efficiency figure
+    page = out / "leaderboard" / "github.html"
+    for width, padding in ((1400, 32), (390, 16)):
+        page.write_text(f"<!doctype html><meta name=viewport content='width=device-width'><style>body{{margin:0}}"
+                        f"article{{max-width:1012px;margin:0 auto;padding:{padding}px;box-sizing:border-box}}"
+                        f"img{{max-width:100%;box-sizing:content-box}}</style><article>"
+                        + "".join(f"<p>{block}</p>" for block in blocks) + "</article>")
+        browser.set_window_size(width, 900)
+        browser.get(page.as_uri())
+        wait_for(browser, "return [...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        for block in browser.execute_script(
+                "return [...document.querySelectorAll('p')].map(p => [p.clientWidth, [...p.querySelectorAll('img')]"
+                ".map(i => [i.getBoundingClientRect().width, Math.round(i.getBoundingClientRect().top)])])"):
+            column, images = block
+            assert all(w >= column / 2 - 0.5 for w, _ in images), (width, column, images)
+            tops = [top for _, top in images]  # a line's images share their top
+            per_line = [tops.count(top) for top in dict.fromkeys(tops)]
+            assert per_line == [2] * (len(tops) // 2) + [1] * (len(tops) % 2), (width, images)
+    browser.set_window_size(1400, 1000)

@@ -349,11 +349,17 @@ def _published_cells_of(rows: list[Row], page: PurePosixPath) -> Cells:
 def curve_images(catalog_curves: Collection[tuple[str, Group, Column]], protocol: str, group: Group,
                  columns: list[Column],
                  page: PurePosixPath) -> str:
-    """The curve figures of a protocol and group, two to a line (each half the page: a legend stays legible)."""
-    images = [f'<img src="{relative_link(page, curve_file(protocol, group, *column))}" width="49%" '
-              f'alt="security curves, {group_title(group)}, {column_title(column)}, {protocol}">'
-              for column in columns if (protocol, group, column) in catalog_curves]
-    return "\n".join(images)
+    """The curve figures of a protocol and group, two to a line."""
+    return half_width_figures([(relative_link(page, curve_file(protocol, group, *column)),
+                                f"security curves, {group_title(group)}, {column_title(column)}, {protocol}")
+                               for column in columns if (protocol, group, column) in catalog_curves])
+
+
+def half_width_figures(figures: Sequence[tuple[str, str]]) -> str:
+    """Figures ``(src, alt)`` each half the page wide, two to a line, so that a legend stays legible: one line of
+    Markdown with nothing between the images (a space between two halves would not fit, and each would take a
+    line of its own)."""
+    return "".join(f'<img src="{src}" width="50%" alt="{escape(alt)}">' for src, alt in figures)
 
 
 def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Collection[tuple[str, Group, Column]],
@@ -409,8 +415,8 @@ def render_readme(catalog: Catalog, labels: Mapping[str, ApLabel], curves: Colle
                   "Robust accuracy (AutoAttack) against effective multiply-accumulates per input, every evaluated "
                   "model with efficiency figures, a figure per dataset and structure; the solid staircase is the "
                   "Pareto front (the best accuracy at each cost), its APs named:", ""]
-        lines += [f'<img src="{relative_link(LEADERBOARD_README, path)}" width="49%" alt="{escape(alt)}">'
-                  for path, alt in sorted(efficiency.items())]
+        lines.append(half_width_figures([(relative_link(LEADERBOARD_README, path), alt)
+                                         for path, alt in sorted(efficiency.items())]))
     return "\n".join(lines) + "\n"
 
 

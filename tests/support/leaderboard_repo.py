@@ -35,6 +35,13 @@ def make_repo(tmp_path: Path, aps=THREE_APS) -> Path:
     return root
 
 
+def efficiency(macs: int) -> dict:
+    """A ResNet18 unstructured record's efficiency figures with *macs* effective multiply-accumulates."""
+    return {"input_shape": [3, 32, 32], "params_total": 11_173_962, "params_nonzero": 1_117_396,
+            "macs_dense": 555_422_720, "macs_nonzero": macs, "macs_structured": 555_422_720,
+            "structure_kind": "US", "macs_effective": macs}
+
+
 def add_evaluated(root: Path, model_key: str, *, protocol: str = PROTOCOL, seed: int = 0, n: int | None = None,
                   unbroken: int = 4, scale: float = 0.03, flags: bool = True, efficiency: dict | None = None,
                   date: str = "2025-01-02T03:04:05Z", commit: str = "0123abc",
