@@ -663,9 +663,25 @@ def test_model_pages_show_where_autoattack_and_hofmn_disagree(tmp_path):
     model_key = r18(THREE_APS[0], 90)
     add_evaluated(root, model_key, flags=False, per_sample=PerSample(np.arange(n), clean_correct=clean,
                                                                      aa_robust=aa, hofmn_distance=distances))
-    page = render_all(root)[model_path(model_key)].decode()
+    files = render_all(root)
+    page = files[model_path(model_key)].decode()
     assert "| AutoAttack: robust | 2990 | 10 |" in page and "| AutoAttack: broken | 5 | 6995 |" in page
     assert "The attacks disagree on 15 of 10000 samples (0.15%)" in page
+    # the model's figure: AutoAttack's 30.00% at eps (a square over the HO-FMN curve at 29.95%), with its interval
+    from evaluator.record.records import wilson_interval
+    from evaluator.render.layout import model_curve_file
+
+    figure = files[Path(model_curve_file(model_key, PROTOCOL))].decode()
+    assert "AutoAttack – 30.00%</text>" in figure and "disagree on 15 samples</text>" in figure
+    y_of = lambda percent: 350 - 320 * percent / 100  # noqa: E731  (the percent axis: 0 at 350 px, 100 at 30 px)
+    x, y = (float(v) for v in re.search(r'<rect x="([0-9.]+)" y="([0-9.]+)" width="6" height="6" fill="#222"/>',
+                                         figure).groups())
+    eps_line = float(re.search(r'<line x1="([0-9.]+)" y1="30" x2="[0-9.]+" y2="350" stroke="#555" '
+                               r'stroke-dasharray', figure).group(1))
+    assert (x + 3, y + 3) == pytest.approx((eps_line, y_of(30.0)), abs=0.06)  # on the dashed line at eps
+    low, high = wilson_interval(3000, n)
+    bar = re.search(rf'<line x1="{x + 3:.1f}" y1="([0-9.]+)" x2="{x + 3:.1f}" y2="([0-9.]+)" stroke="#222"', figure)
+    assert tuple(map(float, bar.groups())) == pytest.approx((y_of(100 * low), y_of(100 * high)), abs=0.06)
 
 
 def test_analysis_shows_whether_the_order_holds_at_other_budgets(tmp_path):

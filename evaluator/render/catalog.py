@@ -77,6 +77,7 @@ class Catalog:
         self._with_curve = ", ".join(field if field not in LIGHT[1:] else "NULL" for field in FIELDS)
         self._without_curve = ", ".join(field if field not in LIGHT else "NULL" for field in FIELDS)
         self._with_bits = ", ".join(field if field != "curve" else "NULL" for field in FIELDS)
+        self._with_all = ", ".join(FIELDS)
 
     def close(self) -> None:
         self._spill.close()
@@ -110,7 +111,8 @@ class Catalog:
 
     def _rows(self, where: str = "1", parameters: tuple = (), *, curves: bool, order: str = "id",
               bits: bool = False) -> Iterator[Row]:
-        fields = self._with_bits if bits else self._with_curve if curves else self._without_curve
+        fields = (self._with_all if bits and curves else self._with_bits if bits else self._with_curve if curves
+                  else self._without_curve)
         for values in self._execute(f"SELECT {fields} FROM rows WHERE {where} ORDER BY {order}", parameters):
             yield _row(values)
 
@@ -178,12 +180,13 @@ class Catalog:
         return sorted(keys, key=lambda key: (key[0], group_sort_key(key[1]), architecture_sort_key(key[2][0]),
                                              key[2][1]))
 
-    def column_rows(self, key: CurveColumn) -> list[Row]:
-        """The rows of one curve column that have a curve summary, with it."""
+    def column_rows(self, key: CurveColumn, *, bits: bool = False) -> list[Row]:
+        """The rows of one curve column that have a curve summary, with it (and with their per-sample robust
+        flags where *bits*)."""
         protocol, (dataset, kind), (architecture, sparsity) = key
         return list(self._rows("protocol = ? AND dataset = ? AND structure_kind = ? AND architecture = ? AND "
                                "sparsity = ? AND curve IS NOT NULL", (protocol, dataset, kind, architecture,
-                                                                      sparsity), curves=True))
+                                                                      sparsity), curves=True, bits=bits))
 
     def efficiency_points(self, protocol: str, group: Group, metric: str) -> dict[str, list[tuple[float, float, str]]]:
         """``architecture -> [(effective MACs, metric, ap_key), ...]``, sorted, of the evaluated rows of *protocol*

@@ -20,8 +20,8 @@ from evaluator.registry.variants import MARKERS, architectures
 from evaluator.render.curves import axis_title, eps_label
 from evaluator.render.layout import architecture_sort_key, group_title
 from evaluator.render.rows import Row
-from evaluator.render.svg import (LEGEND_CHARS, Axis, Series, line_chart, log_ticks, pixel_points, scatter_chart,
-                                  shortened, si_label, x_pixels, y_pixels)
+from evaluator.render.svg import (LEGEND_CHARS, Axis, Mark, Series, line_chart, log_ticks, pixel_points,
+                                  scatter_chart, shortened, si_label, x_pixels, y_pixels)
 from evaluator.render.tables import UNRANKED, ApLabel, RankedRow, column_title
 
 TOP_K = 8  # curves per column figure
@@ -146,8 +146,26 @@ def model_curve_svg(row: Row, context: Mapping[str, Series], labels: Mapping[str
     if shown:
         series.insert(0, Series(f"grey: {order.table}'s top {shown}", [], context=True))
     title = f"{row.model_key} · {protocol} ({samples_note([row])})"
+    mark = autoattack_mark(row, threat)
     return line_chart(title, series, eps_axis(threat)[0], PERCENT_AXIS, marker=(eps, f"ε = {eps_label(eps)}"),
-                      legend_title=f"HO-FMN at ε = {eps_label(eps)}")
+                      legend_title=f"HO-FMN at ε = {eps_label(eps)}", marks=[mark] if mark else [])
+
+
+def autoattack_mark(row: Row, threat: ThreatModel) -> Mark | None:
+    """AutoAttack's robust accuracy at the protocol's ε on the samples of the model's curve, with its 95% interval,
+    and how many samples the two attacks disagree on: where the square sits off the HO-FMN curve, one attack
+    found adversarials the other missed. None without per-sample flags."""
+    from evaluator.record.records import wilson_interval
+    from evaluator.record.stats import packed_count, packed_discordant
+
+    aa_bits, hofmn_bits = row.robust_bits("aa_robust_accuracy"), row.robust_bits("hofmn_robust_accuracy")
+    if aa_bits is None or hofmn_bits is None or not row.distance_counts:
+        return None
+    n, robust = row.distance_counts[0], packed_count(aa_bits)
+    low, high = wilson_interval(robust, n)
+    split = packed_discordant(aa_bits, hofmn_bits)
+    return Mark(f"AutoAttack – {100.0 * robust / n:.2f}%", threat.eps, 100.0 * robust / n, 100.0 * low,
+                100.0 * high, f"disagree on {split.first_only + split.second_only:,} samples")
 
 
 FRONT_LABELS = 12  # Pareto-front points named in the figure (the rest of the front is drawn, unnamed)

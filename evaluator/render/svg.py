@@ -39,6 +39,22 @@ class Series:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """One value drawn over the lines: a square at ``(x, y)`` with its interval ``[low, high]`` as a vertical bar,
+    named in the legend (``note``: a line of text under its entry)."""
+
+    name: str
+    x: float
+    y: float
+    low: float
+    high: float
+    note: str = ""
+
+
+MARK_COLOUR = "#222"
+
+
+@dataclass(frozen=True)
 class Axis:
     """Data range and ticks ``(value, label)`` of one axis; ``log`` maps values by log10."""
 
@@ -125,8 +141,9 @@ def _axes(x: Axis, y: Axis) -> str:
     return "\n".join(parts)
 
 
-def _legend(entries: list[tuple[str, str, bool]], title: str | None) -> list[str]:
-    """Legend lines right of the axes: ``(label, colour, bold)``, under *title* (a line per ``\\n``)."""
+def _legend(entries: list[tuple[str, str, bool]], title: str | None, marks: Sequence[Mark] = ()) -> list[str]:
+    """Legend lines right of the axes: ``(label, colour, bold)``, under *title* (a line per ``\\n``), then each
+    of *marks* with its square and note."""
     x, y = PLOT["right"] + 12, PLOT["top"] + 8
     parts = []
     for line in title.split("\n") if title else []:
@@ -138,6 +155,30 @@ def _legend(entries: list[tuple[str, str, bool]], title: str | None) -> list[str
                      f'stroke-width="{width}"/>')
         parts.append(_text(x + 21, y, label, size=9.5, extra=' font-weight="bold"' if bold else ""))
         y += 14
+    for mark in marks:
+        y += 4
+        parts.append(_square(x + 8, y - 3.5, MARK_COLOUR))
+        parts.append(_text(x + 21, y, mark.name, size=9.5))
+        if mark.note:
+            y += 13
+            parts.append(_text(x + 21, y, mark.note, size=9))
+        y += 14
+    return parts
+
+
+def _square(px: float, py: float, colour: str, opacity: str = "") -> str:
+    return f'<rect x="{px - 3:.1f}" y="{py - 3:.1f}" width="6" height="6" fill="{colour}"{opacity}/>'
+
+
+def _marks(marks: Sequence[Mark], x: Axis, y: Axis) -> list[str]:
+    """Each mark's interval bar and square, in data coordinates."""
+    parts = []
+    for mark in marks:
+        (px, low), (_, high), (_, py) = ((float(v) for v in _xy((mark.x, value), x, y).split(","))
+                                         for value in (mark.low, mark.high, mark.y))
+        parts.append(f'<line x1="{px:.1f}" y1="{low:.1f}" x2="{px:.1f}" y2="{high:.1f}" stroke="{MARK_COLOUR}" '
+                     'stroke-width="1.2"/>')
+        parts.append(_square(px, py, MARK_COLOUR))
     return parts
 
 
@@ -146,9 +187,10 @@ def _colour(index: int, series: Series) -> str:
 
 
 def line_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, marker: tuple[float, str] | None = None,
-               legend_title: str | None = None, legend_limit: int = 20) -> str:
+               legend_title: str | None = None, legend_limit: int = 20, marks: Sequence[Mark] = ()) -> str:
     """Lines of *series* (context ones first, emphasised last, so they are drawn on top) with a dashed vertical
-    *marker* ``(x, label)`` and a legend of at most *legend_limit* non-context entries."""
+    *marker* ``(x, label)``, *marks* over the lines, and a legend of at most *legend_limit* non-context entries
+    (then the marks)."""
     parts = _frame(title, x, y)
     if marker is not None:
         px = _scale(marker[0], x, PLOT["left"], PLOT["right"])
@@ -166,8 +208,9 @@ def line_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, marker
         points = item.points if isinstance(item.points, str) else " ".join(_xy(p, x, y) for p in item.points)
         parts.append(f'<polyline fill="none" stroke="{_colour(index, item)}" stroke-width="{width}" '
                      f'stroke-linejoin="round" points="{points}"/>')
+    parts += _marks(marks, x, y)
     entries = [(s.name, _colour(i, s), s.emphasis) for i, s in coloured if s.name][:legend_limit]
-    parts += _legend(entries, legend_title)
+    parts += _legend(entries, legend_title, marks)
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -199,8 +242,7 @@ def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, leg
         for point in item.points:
             px, py = (float(v) for v in _xy(point, x, y).split(","))
             if item.marker == "square":
-                parts.append(f'<rect x="{px - 3:.1f}" y="{py - 3:.1f}" width="6" height="6" fill="{colour}" '
-                             'fill-opacity="0.7"/>')
+                parts.append(_square(px, py, colour, ' fill-opacity="0.7"'))
             else:
                 parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.2" fill="{colour}" fill-opacity="0.7"/>')
     for px_py, text in ((_xy((lx, ly), x, y), label) for lx, ly, label in front_labels):
