@@ -274,3 +274,23 @@ def test_column_figures_show_the_top_of_the_autoattack_table_in_its_order_not_th
     assert shown == [(f"#{i + 1}", names[i]) for i in range(CONTEXT_K)] + [("#9", names[-1])]
     readme = files[Path("leaderboard/README.md")].decode()
     assert "the models of the top 8 APs of the AutoAttack table above, in its order" in readme
+
+
+def test_a_figure_text_never_claims_more_than_its_room():
+    """A text wider than its room (as DejaVu Sans sets it) is squeezed to exactly the room; one that fits keeps
+    its own width. The widths are the font's: 'MMMM' at 10 px is 34.5 px, bold 'WWWW' 44.1 px (Chromium lays
+    them out at 34.5 and 44.1)."""
+    import re
+
+    from evaluator.render.svg import _text, text_width
+
+    assert (round(text_width("MMMM", 10), 1), round(text_width("WWWW", 10, bold=True), 1)) == (34.5, 44.1)
+    assert text_width("i" * 10, 10) < text_width("M" * 10, 10) / 2
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        text = "".join(rng.choice(list("MWil1_-ab ·…%"), size=int(rng.integers(1, 120))))
+        size, room, bold = float(rng.choice([9, 9.5, 10, 12.5])), float(rng.integers(20, 640)), bool(rng.integers(2))
+        element = _text(0, 0, text, size=size, bold=bold, room=room)
+        length = re.search(r'textLength="([0-9.]+)" lengthAdjust="spacingAndGlyphs"', element)
+        assert (length is None) == (text_width(text, size, bold) <= room), element
+        assert length is None or float(length.group(1)) == pytest.approx(room, abs=0.05)

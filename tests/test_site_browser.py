@@ -236,11 +236,15 @@ def test_curve_legends_fit_their_figure_whatever_the_name_length(tmp_path, brows
     data = json.loads(entry.read_text())
     data["name"] = "Holistic Adversarially Robust Pruning 23"  # 40 characters, as the schema allows
     entry.write_text(json.dumps(data, indent=2) + "\n")
-    for i, ap in enumerate((harp, hydra, radmm)):
+    longest = "W" + "M" * 57 + "_Wolfeschlegelste" + "1999M"  # an ap_key of 80 characters, as the schema allows
+    (root / "submissions" / longest / "records").mkdir(parents=True)
+    (root / "submissions" / longest / "taxonomy.json").write_text(json.dumps(dict(data, ap_key=longest)))
+    for i, ap in enumerate((harp, hydra, radmm, longest)):
         add_evaluated(root, f"{ap}_R18_CIFAR10_US_90", seed=i, scale=0.05 - 0.01 * i, flags=False)
     assert main(["leaderboard", "--root", str(root)]) == 0
     figures = [root / "leaderboard/curves/linf-8-255-v1/CIFAR10_US_R18_90.svg",
-               root / f"leaderboard/curves/models/{harp}/{harp}_R18_CIFAR10_US_90__linf-8-255-v1.svg"]
+               root / f"leaderboard/curves/models/{harp}/{harp}_R18_CIFAR10_US_90__linf-8-255-v1.svg",
+               root / f"leaderboard/curves/models/{longest}/{longest}_R18_CIFAR10_US_90__linf-8-255-v1.svg"]
     for figure in figures:
         browser.get(figure.as_uri())
         overflow = browser.execute_script(
@@ -248,7 +252,15 @@ def test_curve_legends_fit_their_figure_whatever_the_name_length(tmp_path, brows
             "return [...document.querySelectorAll('text')].map(t => [t.textContent, t.getBBox().x + t.getBBox().width])"
             ".filter(([, right]) => right > width);")
         assert overflow == [], (figure.name, overflow)
+        outside = browser.execute_script(  # drawn boxes (rotated axis titles included) left of the figure
+            "const left = document.querySelector('svg').getBoundingClientRect().left;"
+            "return [...document.querySelectorAll('text')].filter(t => t.getBoundingClientRect().left < left)"
+            ".map(t => t.textContent);")
+        assert outside == [], (figure.name, outside)
         assert re.search(r">#\d+ Holistic [^<]*… – \d+\.\d\d%<", figure.read_text())  # its rank and value kept
+    # the 80-character AP key gives way in the title, in its middle: the model's column and the protocol stay
+    assert re.search(r">WM+…[a-z]*1999M_R18_CIFAR10_US_90 · linf-8-255-v1 \(samples 0–9999\)</text>",
+                     figures[2].read_text())
 
 
 def test_analysis_draws_a_panel_per_dimension_and_protocol(site, browser):

@@ -13,9 +13,12 @@ import functools
 import math
 from dataclasses import dataclass
 from html import escape
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.ft2font import FT2Font
 
 WIDTH, HEIGHT = 640, 400
 PLOT = {"left": 52, "right": 440, "top": 30, "bottom": 350}  # the axes' box; the legend sits right of it
@@ -99,8 +102,49 @@ def pixel_points(px: np.ndarray, py: np.ndarray) -> str:
     return ("%d,%d " * (len(flat) // 2))[:-1] % tuple(flat)
 
 
-LEGEND_CHARS = int((WIDTH - PLOT["right"] - 12 - 21 - 4) / (0.66 * 9.5))  # a legend line's room in characters
-"""(the legend's text starts 33 px right of the axes, at 9.5 px; 0.66 em is about DejaVu Sans' widest bold mean)"""
+TYPICAL_EM = {False: 0.56, True: 0.66}  # DejaVu Sans' mean advance per character of a label, regular and bold
+LEGEND_X = PLOT["right"] + 12  # where the legend's samples start; its text starts 21 px further
+LEGEND_ROOM = WIDTH - LEGEND_X - 21 - 4  # a legend line's room in pixels
+LEGEND_CHARS = int(LEGEND_ROOM / (TYPICAL_EM[True] * 9.5))  # ... and in characters (bold, 9.5 px)
+TITLE_SIZE, TITLE_ROOM = 12.5, WIDTH - 20
+TITLE_CHARS = int(TITLE_ROOM / (TYPICAL_EM[False] * TITLE_SIZE))  # a title's room in characters
+
+
+@functools.lru_cache(maxsize=2)
+def _font(bold: bool) -> FT2Font:
+    """The DejaVu Sans the figures name first, as matplotlib ships it (the same metrics Chromium lays out with)."""
+    import os
+
+    import matplotlib
+    from matplotlib.ft2font import FT2Font
+
+    return FT2Font(os.path.join(matplotlib.get_data_path(), "fonts", "ttf",
+                                "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"))
+
+
+class _Advances(dict):
+    """Each character's advance in em in one face, looked up as a text is measured (the font's fallback glyph's
+    for a character it lacks)."""
+
+    def __init__(self, bold: bool) -> None:
+        super().__init__()
+        self.bold = bold
+
+    def __missing__(self, char: str) -> float:
+        from matplotlib.ft2font import LoadFlags
+
+        font = _font(self.bold)
+        advance = float(font.load_char(ord(char), flags=LoadFlags.NO_SCALE).horiAdvance) / float(font.units_per_EM)
+        self[char] = advance
+        return advance
+
+
+_ADVANCES = {False: _Advances(False), True: _Advances(True)}
+
+
+def text_width(text: str, size: float, bold: bool = False) -> float:
+    """The width in pixels of *text* set in DejaVu Sans at *size* (no kerning: within a pixel of Chromium's)."""
+    return size * sum(map(_ADVANCES[bold].__getitem__, text))
 
 
 def shortened(text: str, room: int) -> str:
@@ -108,17 +152,38 @@ def shortened(text: str, room: int) -> str:
     return text if len(text) <= room else text[:max(1, room - 1)] + "…"
 
 
-def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11, extra: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}"{extra}>'
+def fitted_title(title: str) -> str:
+    """*title* within :data:`TITLE_CHARS`: its head (the part before the first `` · ``, a model key in a model's
+    figure) gives way first, in its middle (a model key's AP key, keeping its architecture, dataset and
+    sparsity), so that what follows it (protocol, samples) stays whole."""
+    if len(title) <= TITLE_CHARS:
+        return title
+    head, separator, tail = title.partition(" · ")
+    if not separator or len(separator + tail) > TITLE_CHARS // 2:
+        return shortened(title, TITLE_CHARS)
+    keep = TITLE_CHARS - len(separator + tail) - 1
+    return head[:keep - keep // 2] + "…" + head[len(head) - keep // 2:] + separator + tail
+
+
+def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11, extra: str = "", *,
+          bold: bool = False, room: float | None = None) -> str:
+    """A text element; with *room* (pixels), a text wider than that (:func:`text_width`; names shortened by
+    their characters can still be, ``MMMM``) is squeezed to *room* (``textLength``) instead of running off the
+    figure."""
+    weight = ' font-weight="bold"' if bold else ""
+    fit = ""
+    if room is not None and text_width(text, size, bold) > room:
+        fit = f' textLength="{room:.1f}" lengthAdjust="spacingAndGlyphs"'
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="{size}"{weight}{extra}{fit}>'
             f"{escape(text)}</text>")
 
 
 def _frame(title: str, x: Axis, y: Axis) -> list[str]:
-    """The chart's opening, title, axes, grid and tick labels."""
+    """The chart's opening, title (shortened to the figure's width), axes, grid and tick labels."""
     return [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
             f'viewBox="0 0 {WIDTH} {HEIGHT}" style="{FONT}">',
             f"<title>{escape(title)}</title>", f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-            _text(WIDTH / 2, 18, title, "middle", 12.5), _axes(x, y)]
+            _text(WIDTH / 2, 18, fitted_title(title), "middle", TITLE_SIZE, room=TITLE_ROOM), _axes(x, y)]
 
 
 @functools.lru_cache(maxsize=64)
@@ -144,24 +209,24 @@ def _axes(x: Axis, y: Axis) -> str:
 def _legend(entries: list[tuple[str, str, bool]], title: str | None, marks: Sequence[Mark] = ()) -> list[str]:
     """Legend lines right of the axes: ``(label, colour, bold)``, under *title* (a line per ``\\n``), then each
     of *marks* with its square and note."""
-    x, y = PLOT["right"] + 12, PLOT["top"] + 8
+    x, y = LEGEND_X, PLOT["top"] + 8
     parts = []
     for line in title.split("\n") if title else []:
-        parts.append(_text(x, y, line, size=10, extra=' font-weight="bold"'))
+        parts.append(_text(x, y, line, size=10, bold=True, room=LEGEND_ROOM + 21))
         y += 15
     for label, colour, bold in entries:
         width = 3 if bold else 1.6
         parts.append(f'<line x1="{x}" y1="{y - 3.5:.1f}" x2="{x + 16}" y2="{y - 3.5:.1f}" stroke="{colour}" '
                      f'stroke-width="{width}"/>')
-        parts.append(_text(x + 21, y, label, size=9.5, extra=' font-weight="bold"' if bold else ""))
+        parts.append(_text(x + 21, y, label, size=9.5, bold=bold, room=LEGEND_ROOM))
         y += 14
     for mark in marks:
         y += 4
         parts.append(_square(x + 8, y - 3.5, MARK_COLOUR))
-        parts.append(_text(x + 21, y, mark.name, size=9.5))
+        parts.append(_text(x + 21, y, mark.name, size=9.5, room=LEGEND_ROOM))
         if mark.note:
             y += 13
-            parts.append(_text(x + 21, y, mark.note, size=9))
+            parts.append(_text(x + 21, y, mark.note, size=9, room=LEGEND_ROOM))
         y += 14
     return parts
 
@@ -247,7 +312,7 @@ def scatter_chart(title: str, series: Sequence[Series], x: Axis, y: Axis, *, leg
                 parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3.2" fill="{colour}" fill-opacity="0.7"/>')
     for px_py, text in ((_xy((lx, ly), x, y), label) for lx, ly, label in front_labels):
         px, py = (float(v) for v in px_py.split(","))
-        parts.append(_text(px + 5, py - 5, text, size=9, extra=' fill="#222"'))
+        parts.append(_text(px + 5, py - 5, text, size=9, extra=' fill="#222"', room=WIDTH - px - 7))
     entries = [(s.name, _colour(i, s), False) for i, s in enumerate(series)]
     if front:
         entries.append(("Pareto front", "#222", False))
