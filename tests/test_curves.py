@@ -285,6 +285,7 @@ def test_a_figure_text_never_claims_more_than_its_room():
     from evaluator.render.svg import _text, text_width
 
     assert (round(text_width("MMMM", 10), 1), round(text_width("WWWW", 10, bold=True), 1)) == (34.5, 44.1)
+    assert text_width("\u4e00", 10) == text_width("W", 10, bold=True)  # unlisted: the widest listed (bold W)
     assert text_width("i" * 10, 10) < text_width("M" * 10, 10) / 2
     rng = np.random.default_rng(5)
     for _ in range(300):
@@ -294,3 +295,24 @@ def test_a_figure_text_never_claims_more_than_its_room():
         length = re.search(r'textLength="([0-9.]+)" lengthAdjust="spacingAndGlyphs"', element)
         assert (length is None) == (text_width(text, size, bold) <= room), element
         assert length is None or float(length.group(1)) == pytest.approx(room, abs=0.05)
+
+
+def test_the_figure_font_table_is_dejavu_sans():
+    """figure_font.yaml states DejaVu Sans' advances: every value equals the font file's (matplotlib's copy)."""
+    import os
+
+    import matplotlib
+    from matplotlib.ft2font import FT2Font, LoadFlags
+
+    from evaluator.untrusted.safeio import load_yaml
+
+    table, _ = load_yaml(REPO / "evaluator" / "render" / "figure_font.yaml")
+    widest = 0
+    for face, file in (("regular", "DejaVuSans.ttf"), ("bold", "DejaVuSans-Bold.ttf")):
+        font = FT2Font(os.path.join(matplotlib.get_data_path(), "fonts", "ttf", file))
+        assert font.units_per_EM == table["units_per_em"]
+        for char, advance in table[face].items():
+            assert font.load_char(ord(char), flags=LoadFlags.NO_SCALE).horiAdvance == advance, (face, char)
+            widest = max(widest, advance)
+        assert set(map(chr, range(32, 127))) <= set(table[face])
+    assert table["fallback"] == widest

@@ -10,15 +10,14 @@ the clock.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING, Sequence
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from matplotlib.ft2font import FT2Font
 
 WIDTH, HEIGHT = 640, 400
 PLOT = {"left": 52, "right": 440, "top": 30, "bottom": 350}  # the axes' box; the legend sits right of it
@@ -110,41 +109,21 @@ TITLE_SIZE, TITLE_ROOM = 12.5, WIDTH - 20
 TITLE_CHARS = int(TITLE_ROOM / (TYPICAL_EM[False] * TITLE_SIZE))  # a title's room in characters
 
 
-@functools.lru_cache(maxsize=2)
-def _font(bold: bool) -> FT2Font:
-    """The DejaVu Sans the figures name first, as matplotlib ships it (the same metrics Chromium lays out with)."""
-    import os
+@functools.lru_cache(maxsize=1)
+def _advances() -> tuple[dict[bool, dict[str, float]], float]:
+    """``figure_font.yaml``: each listed character's advance in em, by boldness, and the fallback's."""
+    from evaluator.untrusted.safeio import load_yaml
 
-    import matplotlib
-    from matplotlib.ft2font import FT2Font
-
-    return FT2Font(os.path.join(matplotlib.get_data_path(), "fonts", "ttf",
-                                "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"))
-
-
-class _Advances(dict):
-    """Each character's advance in em in one face, looked up as a text is measured (the font's fallback glyph's
-    for a character it lacks)."""
-
-    def __init__(self, bold: bool) -> None:
-        super().__init__()
-        self.bold = bold
-
-    def __missing__(self, char: str) -> float:
-        from matplotlib.ft2font import LoadFlags
-
-        font = _font(self.bold)
-        advance = float(font.load_char(ord(char), flags=LoadFlags.NO_SCALE).horiAdvance) / float(font.units_per_EM)
-        self[char] = advance
-        return advance
-
-
-_ADVANCES = {False: _Advances(False), True: _Advances(True)}
+    data, _ = load_yaml(Path(__file__).with_name("figure_font.yaml"))
+    unit = float(data["units_per_em"])
+    return ({bold: {char: value / unit for char, value in data["bold" if bold else "regular"].items()}
+             for bold in (False, True)}, data["fallback"] / unit)
 
 
 def text_width(text: str, size: float, bold: bool = False) -> float:
     """The width in pixels of *text* set in DejaVu Sans at *size* (no kerning: within a pixel of Chromium's)."""
-    return size * sum(map(_ADVANCES[bold].__getitem__, text))
+    advances, fallback = _advances()
+    return size * sum(map(advances[bold].get, text, itertools.repeat(fallback)))
 
 
 def shortened(text: str, room: int) -> str:
