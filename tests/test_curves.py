@@ -316,3 +316,27 @@ def test_the_figure_font_table_is_dejavu_sans():
             widest = max(widest, advance)
         assert set(map(chr, range(32, 127))) <= set(table[face])
     assert table["fallback"] == widest
+
+
+def test_fitted_text_keeps_head_and_tail_and_fits_its_room():
+    """A legend line keeps its rank and value and a title its protocol: only the middle gives way, with one
+    ellipsis, the whole fits its room, and more room never keeps less."""
+    from evaluator.render.svg import fitted, text_width
+
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        middle = "".join(rng.choice(list("MWil1_ abHOR"), size=int(rng.integers(1, 80))))
+        head, tail, size, bold = "#12 ", " – 41.85%", float(rng.choice([9.5, 12.5])), bool(rng.integers(2))
+        keep_end = bool(rng.integers(2))
+        room = text_width(head + "M…" + tail, size, bold) + float(rng.integers(0, 400))
+        text = fitted(head, middle, tail, room, size, bold, keep_end=keep_end)
+        assert text.startswith(head) and text.endswith(tail) and text_width(text, size, bold) <= room
+        if text == head + middle + tail:
+            continue
+        kept = text[len(head):len(text) - len(tail)]
+        assert kept.count("…") == 1 and len(kept) - 1 < len(middle)
+        longer = fitted(head, middle, tail, text_width(head + kept + "MMM" + tail, size, bold) + 50, size, bold,
+                        keep_end=keep_end)
+        assert len(longer) >= len(text)  # more room never keeps less
+    assert fitted("#1 ", "HARP", " – 41.85%", 163, 9.5, True) == "#1 HARP – 41.85%"
+    assert fitted("", "W" * 40 + "_R18_CIFAR10_US_90", "", 200, 12.5, keep_end=True).endswith("_US_90")

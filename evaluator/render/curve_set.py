@@ -20,8 +20,8 @@ from evaluator.registry.variants import MARKERS, architectures
 from evaluator.render.curves import axis_title, eps_label
 from evaluator.render.layout import architecture_sort_key, group_title
 from evaluator.render.rows import Row
-from evaluator.render.svg import (LEGEND_CHARS, Axis, Mark, Series, line_chart, log_ticks, pixel_points,
-                                  scatter_chart, shortened, si_label, x_pixels, y_pixels)
+from evaluator.render.svg import (LEGEND_ROOM, LEGEND_SIZE, Axis, Mark, Series, fitted, line_chart, log_ticks,
+                                  pixel_points, scatter_chart, shortened, si_label, x_pixels, y_pixels)
 from evaluator.render.tables import UNRANKED, ApLabel, RankedRow, column_title
 
 TOP_K = 8  # curves per column figure
@@ -97,7 +97,7 @@ def curve_label(row: Row, labels: Mapping[str, ApLabel], threat: ThreatModel, or
     """``#2 HYDRA – 43.12%``: the AP's rank in the illustrated table, its name, its robust accuracy at *threat*'s
     eps."""
     rank, value = f"{order.rank(row.ap_key)} ", f" – {at_eps(row, threat):.2f}%"
-    return rank + shortened(labels[row.ap_key].name, LEGEND_CHARS - len(rank) - len(value)) + value
+    return fitted(rank, labels[row.ap_key].name, value, LEGEND_ROOM, LEGEND_SIZE, bold=True)  # bold on its page
 
 
 def samples_note(rows: Sequence[Row]) -> str:

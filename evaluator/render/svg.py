@@ -101,12 +101,10 @@ def pixel_points(px: np.ndarray, py: np.ndarray) -> str:
     return ("%d,%d " * (len(flat) // 2))[:-1] % tuple(flat)
 
 
-TYPICAL_EM = {False: 0.56, True: 0.66}  # DejaVu Sans' mean advance per character of a label, regular and bold
 LEGEND_X = PLOT["right"] + 12  # where the legend's samples start; its text starts 21 px further
 LEGEND_ROOM = WIDTH - LEGEND_X - 21 - 4  # a legend line's room in pixels
-LEGEND_CHARS = int(LEGEND_ROOM / (TYPICAL_EM[True] * 9.5))  # ... and in characters (bold, 9.5 px)
+LEGEND_SIZE = 9.5
 TITLE_SIZE, TITLE_ROOM = 12.5, WIDTH - 20
-TITLE_CHARS = int(TITLE_ROOM / (TYPICAL_EM[False] * TITLE_SIZE))  # a title's room in characters
 
 
 @functools.lru_cache(maxsize=1)
@@ -131,17 +129,29 @@ def shortened(text: str, room: int) -> str:
     return text if len(text) <= room else text[:max(1, room - 1)] + "…"
 
 
+def fitted(head: str, middle: str, tail: str, room: float, size: float, bold: bool = False, *,
+           keep_end: bool = False) -> str:
+    """``head + middle + tail`` at most *room* pixels wide as DejaVu Sans sets it (:func:`text_width`): the
+    *middle* gives way, cut at its end (or, *keep_end*, in its middle) with an ellipsis; *head* and *tail* stay
+    whole."""
+    keep = len(middle)
+    text = head + middle + tail
+    while keep > 1 and text_width(text, size, bold) > room:
+        keep -= 1
+        cut = (middle[:keep - keep // 2] + "…" + middle[len(middle) - keep // 2:] if keep_end
+               else middle[:keep] + "…")
+        text = head + cut + tail
+    return text
+
+
 def fitted_title(title: str) -> str:
-    """*title* within :data:`TITLE_CHARS`: its head (the part before the first `` · ``, a model key in a model's
+    """*title* within the figure's width: its head (the part before the first `` · ``, a model key in a model's
     figure) gives way first, in its middle (a model key's AP key, keeping its architecture, dataset and
     sparsity), so that what follows it (protocol, samples) stays whole."""
-    if len(title) <= TITLE_CHARS:
-        return title
     head, separator, tail = title.partition(" · ")
-    if not separator or len(separator + tail) > TITLE_CHARS // 2:
-        return shortened(title, TITLE_CHARS)
-    keep = TITLE_CHARS - len(separator + tail) - 1
-    return head[:keep - keep // 2] + "…" + head[len(head) - keep // 2:] + separator + tail
+    if not separator or text_width(separator + tail, TITLE_SIZE) > TITLE_ROOM / 2:
+        return fitted("", title, "", TITLE_ROOM, TITLE_SIZE)
+    return fitted("", head, separator + tail, TITLE_ROOM, TITLE_SIZE, keep_end=True)
 
 
 def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11, extra: str = "", *,
@@ -197,12 +207,12 @@ def _legend(entries: list[tuple[str, str, bool]], title: str | None, marks: Sequ
         width = 3 if bold else 1.6
         parts.append(f'<line x1="{x}" y1="{y - 3.5:.1f}" x2="{x + 16}" y2="{y - 3.5:.1f}" stroke="{colour}" '
                      f'stroke-width="{width}"/>')
-        parts.append(_text(x + 21, y, label, size=9.5, bold=bold, room=LEGEND_ROOM))
+        parts.append(_text(x + 21, y, label, size=LEGEND_SIZE, bold=bold, room=LEGEND_ROOM))
         y += 14
     for mark in marks:
         y += 4
         parts.append(_square(x + 8, y - 3.5, MARK_COLOUR))
-        parts.append(_text(x + 21, y, mark.name, size=9.5, room=LEGEND_ROOM))
+        parts.append(_text(x + 21, y, mark.name, size=LEGEND_SIZE, room=LEGEND_ROOM))
         if mark.note:
             y += 13
             parts.append(_text(x + 21, y, mark.note, size=9, room=LEGEND_ROOM))
