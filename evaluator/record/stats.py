@@ -87,11 +87,6 @@ def packed_discordant(first: bytes, second: bytes) -> PairedCounts:
     return PairedCounts(int(np.bitwise_count(a & ~b).sum()), int(np.bitwise_count(b & ~a).sum()))
 
 
-def packed_count(flags: bytes) -> int:
-    """The samples set in flags stored bit-packed (``np.packbits``; pad bits are zero)."""
-    return int(np.bitwise_count(np.frombuffer(flags, dtype=np.uint8)).sum())
-
-
 def exact_mcnemar(first: np.ndarray, second: np.ndarray) -> tuple[PairedCounts, float]:
     """Discordant counts and the exact two-sided McNemar p-value of two models' robust flags in one cell."""
     counts = discordant(first, second)

@@ -134,7 +134,7 @@ def emit_column_curves(catalog: Catalog, key: CurveColumn, labels: Mapping[str, 
     from evaluator.render.layout import curve_file, model_curve_file
 
     protocol, group, column = key
-    rows = catalog.column_rows(key, bits=True)  # a model's figure marks AutoAttack's count on its samples
+    rows = catalog.column_rows(key)
     emit(curve_file(protocol, group, *column), group_curve_svg(rows, labels, protocol, threat, order).encode("utf-8"))
     context = context_series(top_rows(rows, order, labels, CONTEXT_K), labels, threat, order)
     for row in rows:

@@ -25,7 +25,7 @@ METRIC_COLUMNS = tuple(f"metric_{name}" for name in METRICS)
 FIELDS = ("model_key", "ap_key", "dataset", "structure_kind", "architecture", "sparsity", "source", "protocol",
           "n_samples", *METRIC_COLUMNS, "flags", "params_total", "params_nonzero", "macs_dense", "macs_effective",
           "curve", "range_start", "range_stop", "samples", "distance_zero", "distance_inf", "date", "git_commit",
-          "reference", "part_bits")
+          "reference", "agree_both", "agree_aa_only", "agree_hofmn_only", "part_bits")
 LIGHT = ("curve", "part_bits")  # the large fields, read only where asked for
 SCHEMA = (f"CREATE TABLE rows (id INTEGER PRIMARY KEY, {', '.join(FIELDS)});\n"
           "CREATE INDEX rows_by_group ON rows (dataset, structure_kind, ap_key);\n"
@@ -44,7 +44,7 @@ def _stored(row: Row) -> tuple:
     return (row.model_key, row.ap_key, row.dataset, row.structure_kind, row.architecture, row.sparsity, row.source,
             row.protocol, row.n_samples, *row.metrics, FLAG_SEPARATOR.join(row.flags), *efficiency,
             row.curve_bytes, *sample_range, *counts, row.date, row.commit, row.reference,
-            None if row.part_bits is None else b"".join(row.part_bits))
+            *(row.agreement or (None, None, None)), None if row.part_bits is None else b"".join(row.part_bits))
 
 
 _METRICS = slice(9, 9 + len(METRICS))
@@ -55,14 +55,15 @@ def _row(values: tuple) -> Row:
     """The :class:`Row` stored as *values* (in ``FIELDS`` order)."""
     model_key, ap_key, dataset, structure_kind, architecture, sparsity, source, protocol, n_samples = values[:9]
     (flags, total, nonzero, dense, effective, curve, start, stop, samples, zero, inf, date, commit, reference,
-     part_bits) = values[_REST:]
+     both, aa_only, hofmn_only, part_bits) = values[_REST:]
     return Row(model_key=model_key, ap_key=ap_key, dataset=dataset, structure_kind=structure_kind,
                architecture=architecture, sparsity=sparsity, source=source, protocol=protocol, n_samples=n_samples,
                metrics=values[_METRICS], flags=tuple(flags.split(FLAG_SEPARATOR)) if flags else (),
                efficiency=None if total is None else (total, nonzero, dense, effective), curve_bytes=curve,
                sample_range=None if start is None else (start, stop),
                distance_counts=None if samples is None else (samples, zero, inf), date=date, commit=commit,
-               reference=reference, part_bits=None if part_bits is None else split_parts(part_bits))
+               reference=reference, part_bits=None if part_bits is None else split_parts(part_bits),
+               agreement=None if both is None else (both, aa_only, hofmn_only))
 
 
 class Catalog:
@@ -77,7 +78,6 @@ class Catalog:
         self._with_curve = ", ".join(field if field not in LIGHT[1:] else "NULL" for field in FIELDS)
         self._without_curve = ", ".join(field if field not in LIGHT else "NULL" for field in FIELDS)
         self._with_bits = ", ".join(field if field != "curve" else "NULL" for field in FIELDS)
-        self._with_all = ", ".join(FIELDS)
 
     def close(self) -> None:
         self._spill.close()
@@ -111,8 +111,7 @@ class Catalog:
 
     def _rows(self, where: str = "1", parameters: tuple = (), *, curves: bool, order: str = "id",
               bits: bool = False) -> Iterator[Row]:
-        fields = (self._with_all if bits and curves else self._with_bits if bits else self._with_curve if curves
-                  else self._without_curve)
+        fields = self._with_bits if bits else self._with_curve if curves else self._without_curve
         for values in self._execute(f"SELECT {fields} FROM rows WHERE {where} ORDER BY {order}", parameters):
             yield _row(values)
 
@@ -180,13 +179,12 @@ class Catalog:
         return sorted(keys, key=lambda key: (key[0], group_sort_key(key[1]), architecture_sort_key(key[2][0]),
                                              key[2][1]))
 
-    def column_rows(self, key: CurveColumn, *, bits: bool = False) -> list[Row]:
-        """The rows of one curve column that have a curve summary, with it (and with their per-sample robust
-        flags where *bits*)."""
+    def column_rows(self, key: CurveColumn) -> list[Row]:
+        """The rows of one curve column that have a curve summary, with it."""
         protocol, (dataset, kind), (architecture, sparsity) = key
         return list(self._rows("protocol = ? AND dataset = ? AND structure_kind = ? AND architecture = ? AND "
                                "sparsity = ? AND curve IS NOT NULL", (protocol, dataset, kind, architecture,
-                                                                      sparsity), curves=True, bits=bits))
+                                                                      sparsity), curves=True))
 
     def efficiency_points(self, protocol: str, group: Group, metric: str) -> dict[str, list[tuple[float, float, str]]]:
         """``architecture -> [(effective MACs, metric, ap_key), ...]``, sorted, of the evaluated rows of *protocol*

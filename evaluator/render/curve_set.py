@@ -156,16 +156,14 @@ def autoattack_mark(row: Row, threat: ThreatModel) -> Mark | None:
     and how many samples the two attacks disagree on: where the square sits off the HO-FMN curve, one attack
     found adversarials the other missed. None without per-sample flags."""
     from evaluator.record.records import wilson_interval
-    from evaluator.record.stats import packed_count, packed_discordant
 
-    aa_bits, hofmn_bits = row.robust_bits("aa_robust_accuracy"), row.robust_bits("hofmn_robust_accuracy")
-    if aa_bits is None or hofmn_bits is None or not row.distance_counts:
+    if row.agreement is None or not row.distance_counts:
         return None
-    n, robust = row.distance_counts[0], packed_count(aa_bits)
+    (both, aa_only, hofmn_only), n = row.agreement, row.distance_counts[0]
+    robust = both + aa_only
     low, high = wilson_interval(robust, n)
-    split = packed_discordant(aa_bits, hofmn_bits)
     return Mark(f"AutoAttack – {100.0 * robust / n:.2f}%", threat.eps, 100.0 * robust / n, 100.0 * low,
-                100.0 * high, f"disagree on {split.first_only + split.second_only:,} samples")
+                100.0 * high, f"disagree on {aa_only + hofmn_only:,} samples")
 
 
 FRONT_LABELS = 12  # Pareto-front points named in the figure (the rest of the front is drawn, unnamed)

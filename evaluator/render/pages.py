@@ -11,7 +11,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 from evaluator.record.records import COUNT_FIELDS  # metric -> its field in ``counts``
 from evaluator.record.records import METRICS, metric_label
-from evaluator.record.stats import packed_count, packed_discordant
 from evaluator.record.types import Record
 from evaluator.render.inputs import EVALUATED, Result
 from evaluator.registry.model_keys import STRUCTURE_KIND_TITLES
@@ -63,13 +62,9 @@ def efficiency_line(figures: dict | None) -> str:
 def attack_agreement(row: Row) -> list[str]:
     """Where AutoAttack and HO-FMN agree at the protocol's ε, sample by sample (a 2 x 2 table of counts), and the
     samples they disagree on: a measured check of either attack's misses. Empty without per-sample flags."""
-    aa_bits, hofmn_bits = row.robust_bits("aa_robust_accuracy"), row.robust_bits("hofmn_robust_accuracy")
-    if aa_bits is None or hofmn_bits is None or row.distance_counts is None:
+    if row.agreement is None or row.distance_counts is None:
         return []
-    n = row.distance_counts[0]
-    split = packed_discordant(aa_bits, hofmn_bits)  # counted on the packed bits (pad bits are zero in both)
-    aa_only, hofmn_only = split.first_only, split.second_only
-    both = packed_count(aa_bits) - aa_only
+    (both, aa_only, hofmn_only), n = row.agreement, row.distance_counts[0]
     neither = n - both - aa_only - hofmn_only
     disagree = aa_only + hofmn_only
     table = simple_table(["samples", "HO-FMN: robust", "HO-FMN: broken"],

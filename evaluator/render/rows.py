@@ -46,6 +46,9 @@ class Row:
     # per-sample robust flags at the protocol's eps of each metric of WORST_CASE_PARTS, bit-packed (evaluated
     # records); a part the record did not measure (an attack added after it) is all ones, neutral in the worst case
     part_bits: tuple[bytes, ...] | None = None
+    # (robust under both attacks, under AutoAttack only, under HO-FMN only) at the protocol's eps, counted on the
+    # per-sample flags once: the model page's agreement table and its figure's AutoAttack mark
+    agreement: tuple[int, int, int] | None = None
 
     def robust_bits(self, metric: str) -> bytes | None:
         """The bit-packed per-sample robust flags behind a robust-accuracy *metric* (the worst case: robust under
@@ -102,9 +105,10 @@ def row_of(root: Path, result: Result, threat: ThreatModel) -> Row:
     provenance = record.get("provenance") or {}
     per_sample = load_per_sample(root, result)
     distances = per_sample.hofmn_distance if per_sample is not None else load_distances(root, result)
-    bits = None if per_sample is None else tuple(
-        np.packbits(per_sample.robust(metric, threat) if per_sample.measured(metric) else
-                    np.ones(len(per_sample), dtype=bool)).tobytes() for metric in WORST_CASE_PARTS)
+    robust = None if per_sample is None else {metric: per_sample.robust(metric, threat)
+                                               for metric in WORST_CASE_PARTS if per_sample.measured(metric)}
+    bits = None if per_sample is None or robust is None else tuple(
+        np.packbits(robust.get(metric, np.ones(len(per_sample), dtype=bool))).tobytes() for metric in WORST_CASE_PARTS)
     sidecar = record.get("per_sample")
     sample_range = sidecar.get("sample_range") if sidecar else None
     if distances is not None and sample_range is None:
@@ -127,7 +131,17 @@ def row_of(root: Path, result: Result, threat: ThreatModel) -> Row:
                                                         int(np.count_nonzero(np.isinf(distances)))),
         date=provenance.get("date"), commit=_interned(provenance.get("git_commit")),
         reference=_interned(provenance.get("reference")),
-        part_bits=bits)
+        part_bits=bits, agreement=None if robust is None else agreement_counts(robust))
+
+
+def agreement_counts(robust: dict[str, np.ndarray]) -> tuple[int, int, int] | None:
+    """(robust under both, AutoAttack only, HO-FMN only) from a model's per-sample robust flags by metric, or None
+    where the record did not measure both attacks."""
+    aa, hofmn = robust.get("aa_robust_accuracy"), robust.get("hofmn_robust_accuracy")
+    if aa is None or hofmn is None:
+        return None
+    both = int(np.count_nonzero(aa & hofmn))
+    return both, int(np.count_nonzero(aa)) - both, int(np.count_nonzero(hofmn)) - both
 
 
 def split_parts(joined: bytes) -> tuple[bytes, ...]:

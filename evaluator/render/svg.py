@@ -118,6 +118,7 @@ def _advances() -> tuple[dict[bool, dict[str, float]], float]:
              for bold in (False, True)}, data["fallback"] / unit)
 
 
+@functools.lru_cache(maxsize=4096)  # a column's legend lines recur on each of its models' figures
 def text_width(text: str, size: float, bold: bool = False) -> float:
     """The width in pixels of *text* set in DejaVu Sans at *size* (no kerning: within a pixel of Chromium's)."""
     advances, fallback = _advances()
