@@ -105,10 +105,12 @@ def row_of(root: Path, result: Result, threat: ThreatModel) -> Row:
     provenance = record.get("provenance") or {}
     per_sample = load_per_sample(root, result)
     distances = per_sample.hofmn_distance if per_sample is not None else load_distances(root, result)
-    robust = None if per_sample is None else {metric: per_sample.robust(metric, threat)
-                                               for metric in WORST_CASE_PARTS if per_sample.measured(metric)}
-    bits = None if per_sample is None or robust is None else tuple(
-        np.packbits(robust.get(metric, np.ones(len(per_sample), dtype=bool))).tobytes() for metric in WORST_CASE_PARTS)
+    robust, bits = None, None
+    if per_sample is not None:  # a part the record did not measure counts every sample robust
+        robust = {metric: per_sample.robust(metric, threat) for metric in WORST_CASE_PARTS
+                  if per_sample.measured(metric)}
+        unmeasured = np.ones(len(per_sample), dtype=bool)
+        bits = tuple(np.packbits(robust.get(metric, unmeasured)).tobytes() for metric in WORST_CASE_PARTS)
     sidecar = record.get("per_sample")
     sample_range = sidecar.get("sample_range") if sidecar else None
     if distances is not None and sample_range is None:

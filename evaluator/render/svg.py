@@ -157,9 +157,9 @@ def fitted_title(title: str) -> str:
 
 def _text(x: float, y: float, text: str, anchor: str = "start", size: float = 11, extra: str = "", *,
           bold: bool = False, room: float | None = None) -> str:
-    """A text element; with *room* (pixels), a text wider than that (:func:`text_width`; names shortened by
-    their characters can still be, ``MMMM``) is squeezed to *room* (``textLength``) instead of running off the
-    figure."""
+    """A text element; with *room* (pixels), a text wider than that (:func:`text_width`: one not
+    :func:`fitted` beforehand, a front label of wide letters) is squeezed to *room* (``textLength``) instead of
+    running off the figure."""
     weight = ' font-weight="bold"' if bold else ""
     fit = ""
     if room is not None and text_width(text, size, bold) > room:
