@@ -459,9 +459,10 @@ def test_analysis_draws_within_3_s_at_1000_aps(site, browser, tmp_path):
 
 def test_readme_figures_are_half_the_github_column_two_to_a_line(tmp_path, browser):
     """The README's curve and efficiency figures, laid out as GitHub lays out a Markdown paragraph of images
-    (a 1,012 px column with 32 px padding on a desktop, 16 px on a 390 px phone): each is half the column, so a
-    legend stays legible, and they pair up two to a line (49% with a space between used 98%; 50% with a space
-    would not fit)."""
+    (a 1,012 px column with 32 px padding on a desktop, 16 px on a 390 px phone; each image wrapped in a link to
+    itself and capped at max-width 100%, as GitHub serves them): each is half the column, so a legend stays
+    legible, and they pair up two to a line (49% with a space between used 98%; 50% with a space would not
+    fit)."""
     from evaluator.render import render_into
 
     root = make_repo(tmp_path)
@@ -481,7 +482,8 @@ def test_readme_figures_are_half_the_github_column_two_to_a_line(tmp_path, brows
         page.write_text(f"<!doctype html><meta name=viewport content='width=device-width'><style>body{{margin:0}}"
                         f"article{{max-width:1012px;margin:0 auto;padding:{padding}px;box-sizing:border-box}}"
                         f"img{{max-width:100%;box-sizing:content-box}}</style><article>"
-                        + "".join(f"<p>{block}</p>" for block in blocks) + "</article>")
+                        + "".join("<p>" + re.sub(r'(<img src="([^"]+)"[^>]*>)', r'<a target="_blank" href="\2">\1</a>',
+                                                 block) + "</p>" for block in blocks) + "</article>")
         browser.set_window_size(width, 900)
         browser.get(page.as_uri())
         wait_for(browser, "return [...document.images].every(i => i.complete && i.naturalWidth > 0)")
