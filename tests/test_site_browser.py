@@ -463,21 +463,16 @@ def test_readme_figures_are_half_the_github_column_two_to_a_line(tmp_path, brows
     itself and capped at max-width 100%, as GitHub serves them): each is half the column, so a legend stays
     legible, and they pair up two to a line (49% with a space between used 98%; 50% with a space would not
     fit)."""
-    from evaluator.render import render_into
+    from evaluator.cli import main
 
     root = make_repo(tmp_path)
     for i, (ap, sparsity) in enumerate([(ap, s) for ap in THREE_APS for s in (90, 95, 99)]):
         add_evaluated(root, f"{ap}_R18_CIFAR10_US_{sparsity}", seed=i, efficiency=efficiency(50_000_000 * (i + 1)))
-    out = tmp_path / "out"
-    files: dict = {}
-    render_into(root, lambda path, data: files.__setitem__(str(path), data))
-    for path, data in files.items():
-        (out / path).parent.mkdir(parents=True, exist_ok=True)
-        (out / path).write_bytes(data)
-    readme = files["leaderboard/README.md"].decode()
+    assert main(["leaderboard", "--root", str(root)]) == 0
+    readme = (root / "leaderboard" / "README.md").read_text()
     blocks = [block for block in readme.split("\n\n") if block.startswith("<img")]
     assert len(blocks) == 2 and blocks[0].count("<img") == 3  # the curves of three columns; the efficiency figure
-    page = out / "leaderboard" / "github.html"
+    page = root / "leaderboard" / "github.html"
     for width, padding in ((1400, 32), (390, 16)):
         page.write_text(f"<!doctype html><meta name=viewport content='width=device-width'><style>body{{margin:0}}"
                         f"article{{max-width:1012px;margin:0 auto;padding:{padding}px;box-sizing:border-box}}"
