@@ -267,9 +267,12 @@ def test_analysis_draws_a_panel_per_dimension_and_protocol(site, browser):
     origin, _ = site
     browser.get(f"{origin}/analysis.html")
     wait_for(browser, "return document.querySelectorAll('#analysis .panel .main-svg').length > 0")
-    for panel in browser.find_elements("css selector", "#analysis .panel"):  # panels draw as they are scrolled to
-        browser.execute_script("arguments[0].scrollIntoView()", panel)
-    wait_for(browser, "return [...document.querySelectorAll('#analysis .panel')].every(p => p.data)")
+    # Panels draw as they are scrolled to, so scroll as a reader does: to each panel, until it is drawn. (Scrolled
+    # past between two frames, a panel is never seen and waits until it is scrolled back to.)
+    for index in range(browser.execute_script("return document.querySelectorAll('#analysis .panel').length")):
+        panel = f"document.querySelectorAll('#analysis .panel')[{index}]"
+        browser.execute_script(f"{panel}.scrollIntoView()")
+        wait_for(browser, f"return Boolean({panel}.data)", poll=0.05)
     panels = browser.execute_script("return [...document.querySelectorAll('#analysis .panel')].map(p => p.data.length)")
     assert len(panels) == 2 * 6 and all(n == 1 for n in panels)  # 2 protocols x 6 dimensions, one dataset
     browser.save_screenshot(str(SCREENSHOTS / "analysis.png"))
